@@ -1,0 +1,126 @@
+//! The agent's configuration: a TOML file, every option also a flag and an environment variable
+//! (flags and environment win over the file).
+//!
+//! Invariant: a `Config` that loaded is complete: every required option is present.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+use strongbox_core::tls::TlsFiles;
+
+/// strongbox-agent: backs up and restores the database servers of one host.
+#[derive(Parser, Debug, Default)]
+#[command(name = "strongbox-agent", version)]
+pub struct Args {
+    /// TOML file with any of the options below, and the [[service]] tables of this host.
+    #[arg(long, short = 'c', env = "STRONGBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Coordinator nodes of the region as HOST:PORT, comma-separated or repeated.
+    #[arg(
+        long = "coordinator",
+        env = "STRONGBOX_COORDINATORS",
+        value_delimiter = ','
+    )]
+    pub coordinators: Vec<String>,
+    /// The region of this host.
+    #[arg(long, env = "STRONGBOX_REGION")]
+    pub region: Option<String>,
+    /// This host's name (must match its certificate's name).
+    #[arg(long, env = "STRONGBOX_HOST")]
+    pub host: Option<String>,
+    /// The fleet CA certificate.
+    #[arg(long, env = "STRONGBOX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This agent's certificate (role agent).
+    #[arg(long, env = "STRONGBOX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This agent's private key.
+    #[arg(long, env = "STRONGBOX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The fleet keyring file (mode 0600).
+    #[arg(long, env = "STRONGBOX_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Folder under which restores create fresh servers.
+    #[arg(long, env = "STRONGBOX_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+    /// This host is a spare, ready for restores.
+    #[arg(long, env = "STRONGBOX_SPARE")]
+    pub spare: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    coordinators: Vec<String>,
+    region: Option<String>,
+    host: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    data_root: Option<PathBuf>,
+    #[serde(default)]
+    spare: bool,
+    #[serde(default)]
+    service: Vec<toml::Table>,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub coordinators: Vec<String>,
+    pub region: String,
+    pub host: String,
+    pub tls: TlsFiles,
+    pub key_file: PathBuf,
+    pub data_root: Option<PathBuf>,
+    pub spare: bool,
+    pub services: Vec<toml::Table>,
+}
+
+fn need<T>(v: Option<T>, flag: &str) -> anyhow::Result<T> {
+    v.with_context(|| {
+        format!(
+            "missing --{flag} (or `{}` in the config file)",
+            flag.replace('-', "_")
+        )
+    })
+}
+
+impl Config {
+    pub fn load(args: Args) -> anyhow::Result<Self> {
+        let file: FileConfig = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid config", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let coordinators = if args.coordinators.is_empty() {
+            file.coordinators
+        } else {
+            args.coordinators
+        };
+        if coordinators.is_empty() {
+            anyhow::bail!("no coordinator: pass --coordinator HOST:PORT (or `coordinators` in the config file)");
+        }
+        Ok(Config {
+            coordinators,
+            region: need(args.region.or(file.region), "region")?,
+            host: need(args.host.or(file.host), "host")?,
+            tls: TlsFiles {
+                ca: need(args.tls_ca.or(file.tls_ca), "tls-ca")?,
+                cert: need(args.tls_cert.or(file.tls_cert), "tls-cert")?,
+                key: need(args.tls_key.or(file.tls_key), "tls-key")?,
+            },
+            key_file: need(args.key_file.or(file.key_file), "key-file")?,
+            data_root: args.data_root.or(file.data_root),
+            spare: args.spare || file.spare,
+            services: file.service,
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! The node's configuration: a TOML file, every option also a flag and an environment variable
+//! (flags and environment win over the file).
+//!
+//! Invariant: a `Config` that loaded is complete: every required option is present and valid.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+use strongbox_core::tls::TlsFiles;
+
+/// strongbox-coordinator: one node of a region's coordinator cluster (3 or 5 nodes, Raft).
+#[derive(Parser, Debug, Default)]
+#[command(name = "strongbox-coordinator", version)]
+pub struct Args {
+    /// TOML file with any of the options below (keys as the long flags, with '_' for '-').
+    #[arg(long, short = 'c', env = "STRONGBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's Raft id (1 bootstraps a new cluster; others join it).
+    #[arg(long, env = "STRONGBOX_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The region this cluster serves, e.g. us-east-1.
+    #[arg(long, env = "STRONGBOX_REGION")]
+    pub region: Option<String>,
+    /// gRPC listen address (mutual TLS) for agents, operators and peers.
+    #[arg(long, env = "STRONGBOX_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address for /healthz and /metrics.
+    #[arg(long, env = "STRONGBOX_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Peers as ID=HOST:PORT, comma-separated or repeated.
+    #[arg(long = "peer", env = "STRONGBOX_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Folder for the Raft log, the catalog and the chunk store.
+    #[arg(long, env = "STRONGBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The fleet CA certificate.
+    #[arg(long, env = "STRONGBOX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (role node).
+    #[arg(long, env = "STRONGBOX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key.
+    #[arg(long, env = "STRONGBOX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    region: Option<String>,
+    listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<String>,
+    data_dir: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub node_id: u64,
+    pub region: String,
+    pub listen: SocketAddr,
+    pub http_listen: Option<SocketAddr>,
+    pub peers: Vec<(u64, String)>,
+    pub data_dir: PathBuf,
+    pub tls: TlsFiles,
+}
+
+fn need<T>(v: Option<T>, flag: &str) -> anyhow::Result<T> {
+    v.with_context(|| {
+        format!(
+            "missing --{flag} (or `{}` in the config file)",
+            flag.replace('-', "_")
+        )
+    })
+}
+
+impl Config {
+    pub fn load(args: Args) -> anyhow::Result<Self> {
+        let file: FileConfig = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid config", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let peers_raw = if args.peers.is_empty() {
+            file.peers
+        } else {
+            args.peers
+        };
+        let mut peers = Vec::new();
+        for p in peers_raw {
+            let Some((id, addr)) = p.split_once('=') else {
+                bail!("peer {p:?} is not ID=HOST:PORT");
+            };
+            let id: u64 = id
+                .parse()
+                .with_context(|| format!("peer {p:?}: the id is not a number"))?;
+            peers.push((id, addr.to_string()));
+        }
+        let node_id = need(args.node_id.or(file.node_id), "node-id")?;
+        if node_id == 0 {
+            bail!("--node-id must be 1 or more");
+        }
+        Ok(Config {
+            node_id,
+            region: need(args.region.or(file.region), "region")?,
+            listen: need(args.listen.or(file.listen), "listen")?,
+            http_listen: args.http_listen.or(file.http_listen),
+            peers,
+            data_dir: need(args.data_dir.or(file.data_dir), "data-dir")?,
+            tls: TlsFiles {
+                ca: need(args.tls_ca.or(file.tls_ca), "tls-ca")?,
+                cert: need(args.tls_cert.or(file.tls_cert), "tls-cert")?,
+                key: need(args.tls_key.or(file.tls_key), "tls-key")?,
+            },
+        })
+    }
+}
