@@ -6,8 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure()
-        .bytes(".")
-        .compile_protos(&["proto/strongbox.proto"], &["proto"])?;
+    tonic_prost_build::configure().bytes(".").compile_protos(
+        &["proto/strongbox.proto", "proto/catalog.proto"],
+        &["proto"],
+    )?;
     Ok(())
 }

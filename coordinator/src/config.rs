@@ -27,6 +27,15 @@ pub struct Args {
     /// gRPC listen address (mutual TLS) for agents, operators and peers.
     #[arg(long, env = "STRONGBOX_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// The address peers and agents reach this node at (default: --listen).
+    #[arg(long, env = "STRONGBOX_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Raft tick interval (elections take 10 ticks, heartbeats every 2).
+    #[arg(long, env = "STRONGBOX_RAFT_TICK", value_parser = humantime::parse_duration)]
+    pub raft_tick: Option<std::time::Duration>,
+    /// Compact the Raft log into a snapshot point after this many applied entries.
+    #[arg(long, env = "STRONGBOX_COMPACT_AFTER")]
+    pub compact_after: Option<u64>,
     /// HTTP listen address for /healthz and /metrics.
     #[arg(long, env = "STRONGBOX_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -54,6 +63,10 @@ struct FileConfig {
     region: Option<String>,
     listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    raft_tick: Option<std::time::Duration>,
+    compact_after: Option<u64>,
     #[serde(default)]
     peers: Vec<String>,
     data_dir: Option<PathBuf>,
@@ -68,6 +81,9 @@ pub struct Config {
     pub region: String,
     pub listen: SocketAddr,
     pub http_listen: Option<SocketAddr>,
+    pub advertise: String,
+    pub tick: std::time::Duration,
+    pub compact_after: u64,
     pub peers: Vec<(u64, String)>,
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
@@ -112,11 +128,33 @@ impl Config {
         if node_id == 0 {
             bail!("--node-id must be 1 or more");
         }
+        let listen = need(args.listen.or(file.listen), "listen")?;
+        let advertise = args
+            .advertise
+            .or(file.advertise)
+            .unwrap_or_else(|| listen.to_string());
+        if listen.ip().is_unspecified() && advertise == listen.to_string() {
+            bail!("--listen {listen} is a wildcard address: pass --advertise HOST:PORT, the address peers reach this node at");
+        }
+        let tick = args
+            .raft_tick
+            .or(file.raft_tick)
+            .unwrap_or(std::time::Duration::from_millis(100));
+        if tick < std::time::Duration::from_millis(10) || tick > std::time::Duration::from_secs(5) {
+            bail!("--raft-tick must be between 10ms and 5s");
+        }
         Ok(Config {
             node_id,
             region: need(args.region.or(file.region), "region")?,
-            listen: need(args.listen.or(file.listen), "listen")?,
+            listen,
             http_listen: args.http_listen.or(file.http_listen),
+            advertise,
+            tick,
+            compact_after: args
+                .compact_after
+                .or(file.compact_after)
+                .unwrap_or(10_000)
+                .max(2),
             peers,
             data_dir: need(args.data_dir.or(file.data_dir), "data-dir")?,
             tls: TlsFiles {

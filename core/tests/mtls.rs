@@ -45,6 +45,27 @@ impl OperatorService for Probe {
         tls::require_role(&req, &[Role::Viewer, Role::Operator])?;
         Ok(Response::new(pb::ClusterStatusResponse::default()))
     }
+
+    async fn list_hosts(
+        &self,
+        _: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn add_node(
+        &self,
+        _: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn remove_node(
+        &self,
+        _: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
 }
 
 fn id(role: Role, name: &str) -> Identity {

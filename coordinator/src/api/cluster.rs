@@ -1,0 +1,71 @@
+//! `ClusterService`: node to node. Only certificates with the role `node` get in.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use protobuf::Message as _;
+use strongbox_core::pki::Role;
+use strongbox_core::tls::require_role;
+use strongbox_proto::catalog::Command;
+use strongbox_proto::v1::cluster_service_server::ClusterService;
+use strongbox_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::NodeContext;
+
+pub struct ClusterApi {
+    pub node: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    async fn raft(&self, req: Request<RaftMessage>) -> Result<Response<RaftAck>, Status> {
+        require_role(&req, &[Role::Node])?;
+        let batch = req.into_inner();
+        for bytes in batch.messages {
+            let m = raft::eraftpb::Message::parse_from_bytes(&bytes)
+                .map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))?;
+            if m.to != self.node.id {
+                return Err(Status::invalid_argument(format!(
+                    "Raft message for node {} sent to node {}",
+                    m.to, self.node.id
+                )));
+            }
+            self.node.raft.step(m)?;
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+
+    async fn replicate_chunk(
+        &self,
+        req: Request<ReplicateChunkRequest>,
+    ) -> Result<Response<ReplicateChunkResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        Err(Status::unimplemented(
+            "chunk replication is not part of this build yet",
+        ))
+    }
+
+    async fn forward_proposal(
+        &self,
+        req: Request<ForwardProposalRequest>,
+    ) -> Result<Response<ForwardProposalResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        let cmd = Command::decode(req.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))?;
+        let outcome = self.node.raft.propose(cmd).await?;
+        Ok(Response::new(ForwardProposalResponse {
+            index: outcome.index,
+            error: outcome.error,
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        let index = self.node.raft.read_barrier().await?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+}

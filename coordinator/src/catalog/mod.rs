@@ -1,0 +1,239 @@
+//! The catalog: the replicated state machine of a region. Every committed Raft entry is applied
+//! here, in log order, on every node.
+//!
+//! One sled tree `catalog`, keys by table: `applied` (the last applied log index),
+//! `host/<name>`, `node/<id>`, `req/<request id>` (the outcome of each command, for
+//! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
+//!
+//! Invariants: applying is deterministic (all it reads is the command and the catalog); the
+//! changes of an entry and the new applied index are written in one atomic batch, so after a
+//! crash the catalog is exactly the state at its applied index; a request id applied twice has
+//! the effect of once and answers the first outcome; a malformed command is recorded as refused,
+//! never a crash.
+
+use prost::Message;
+use strongbox_proto::catalog::{
+    command::Op, AuditRecord, CatalogSnapshot, Command, HostRecord, KeyValue, NodeRecord, Outcome,
+};
+
+use crate::error::{Error, Result};
+
+const KEY_APPLIED: &[u8] = b"applied";
+
+#[derive(Clone)]
+pub struct Catalog {
+    tree: sled::Tree,
+}
+
+fn host_key(name: &str) -> Vec<u8> {
+    [b"host/".as_slice(), name.as_bytes()].concat()
+}
+
+fn node_key(id: u64) -> Vec<u8> {
+    [b"node/".as_slice(), &id.to_be_bytes()].concat()
+}
+
+fn req_key(id: &str) -> Vec<u8> {
+    [b"req/".as_slice(), id.as_bytes()].concat()
+}
+
+fn audit_key(index: u64) -> Vec<u8> {
+    [b"audit/".as_slice(), &index.to_be_bytes()].concat()
+}
+
+fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::corrupt(what, e))
+}
+
+impl Catalog {
+    pub fn open(db: &sled::Db) -> Result<Self> {
+        Ok(Catalog {
+            tree: db.open_tree("catalog")?,
+        })
+    }
+
+    pub fn applied_index(&self) -> Result<u64> {
+        Ok(match self.tree.get(KEY_APPLIED)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::corrupt("applied index", "wrong length"))?,
+            ),
+            None => 0,
+        })
+    }
+
+    /// Marks an entry that changes nothing in the catalog (empty entries, elections) applied.
+    pub fn apply_empty(&self, index: u64) -> Result<()> {
+        self.tree.insert(KEY_APPLIED, &index.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Records a node's address, applied with the conf change that adds it.
+    pub fn apply_node_change(
+        &self,
+        index: u64,
+        node: Option<NodeRecord>,
+        removed: Option<u64>,
+    ) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        if let Some(n) = node {
+            batch.insert(node_key(n.id), n.encode_to_vec());
+        }
+        if let Some(id) = removed {
+            batch.remove(node_key(id));
+        }
+        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Applies one committed command.
+    pub fn apply(&self, index: u64, data: &[u8]) -> Result<Outcome> {
+        let cmd = match Command::decode(data) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(index, error = %e, "committed entry is not a catalog command; skipped");
+                self.apply_empty(index)?;
+                return Ok(Outcome {
+                    index,
+                    error: format!("malformed command: {e}"),
+                });
+            }
+        };
+        if !cmd.request_id.is_empty() {
+            if let Some(prev) = self.tree.get(req_key(&cmd.request_id))? {
+                self.apply_empty(index)?;
+                return decode("outcome", &prev);
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let mut outcome = Outcome {
+            index,
+            error: String::new(),
+        };
+        let what = match self.execute(&cmd, &mut batch) {
+            Ok(what) => what,
+            Err(refusal) => {
+                batch = sled::Batch::default();
+                outcome.error = refusal.clone();
+                format!("refused: {refusal}")
+            }
+        };
+        if is_audited(&cmd) {
+            let audit = AuditRecord {
+                index,
+                unix_ms: cmd.unix_ms,
+                actor: cmd.actor.clone(),
+                request_id: cmd.request_id.clone(),
+                what,
+            };
+            batch.insert(audit_key(index), audit.encode_to_vec());
+        }
+        if !cmd.request_id.is_empty() {
+            batch.insert(req_key(&cmd.request_id), outcome.encode_to_vec());
+        }
+        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(outcome)
+    }
+
+    /// Runs a command into `batch`; `Err` is a refusal (nothing is written but the outcome).
+    fn execute(
+        &self,
+        cmd: &Command,
+        batch: &mut sled::Batch,
+    ) -> std::result::Result<String, String> {
+        match &cmd.op {
+            Some(Op::RegisterHost(r)) => {
+                if r.host.is_empty() {
+                    return Err("a host needs a name".into());
+                }
+                let previous = self
+                    .tree
+                    .get(host_key(&r.host))
+                    .map_err(|e| e.to_string())?
+                    .and_then(|b| HostRecord::decode(&*b).ok());
+                let rec = HostRecord {
+                    name: r.host.clone(),
+                    region: r.region.clone(),
+                    spare: r.spare,
+                    registered_unix_ms: previous.map_or(cmd.unix_ms, |p| p.registered_unix_ms),
+                    updated_unix_ms: cmd.unix_ms,
+                    members: r.members.clone(),
+                };
+                batch.insert(host_key(&r.host), rec.encode_to_vec());
+                Ok(format!("register host {}", r.host))
+            }
+            Some(Op::SetNode(n)) => {
+                batch.insert(
+                    node_key(n.id),
+                    NodeRecord {
+                        id: n.id,
+                        address: n.address.clone(),
+                        name: n.name.clone(),
+                    }
+                    .encode_to_vec(),
+                );
+                Ok(format!("set node {} at {}", n.id, n.address))
+            }
+            Some(Op::RemoveNode(n)) => {
+                batch.remove(node_key(n.id));
+                Ok(format!("remove node {}", n.id))
+            }
+            None => Err("empty command".into()),
+        }
+    }
+
+    /// The whole catalog, for a Raft snapshot.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>> {
+        let mut snap = CatalogSnapshot::default();
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            snap.entries.push(KeyValue {
+                key: k.to_vec().into(),
+                value: v.to_vec().into(),
+            });
+        }
+        Ok(snap.encode_to_vec())
+    }
+
+    /// Replaces the catalog with a snapshot's content, applied at `index`.
+    pub fn restore(&self, data: &[u8], index: u64) -> Result<()> {
+        let snap: CatalogSnapshot = decode("snapshot", data)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.tree.iter() {
+            batch.remove(kv?.0);
+        }
+        for kv in snap.entries {
+            batch.insert(kv.key.as_ref(), kv.value.as_ref());
+        }
+        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn scan<M: Message + Default>(&self, prefix: &[u8], what: &'static str) -> Result<Vec<M>> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|kv| decode(what, &kv?.1))
+            .collect()
+    }
+
+    pub fn hosts(&self) -> Result<Vec<HostRecord>> {
+        self.scan(b"host/", "host record")
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.scan(b"node/", "node record")
+    }
+
+    pub fn audit(&self) -> Result<Vec<AuditRecord>> {
+        self.scan(b"audit/", "audit record")
+    }
+}
+
+/// Operator changes go to the audit log; agents' own registrations and node bookkeeping do not.
+fn is_audited(cmd: &Command) -> bool {
+    cmd.actor.as_ref().is_some_and(|a| a.role == "operator")
+}

@@ -1,0 +1,67 @@
+//! The one error type of `strongbox-coordinator`.
+//!
+//! Invariant: each message says what failed and, where there is one, what to do; none carries
+//! chunk bytes or secrets.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+
+    #[error("corrupt {what} in the node's storage: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+
+    #[error("no leader is known right now (election in progress, or a majority of nodes is down); retry shortly")]
+    NoLeader,
+
+    #[error("timed out waiting for {0}; the cluster may have lost its majority")]
+    Timeout(&'static str),
+
+    #[error("the node is shutting down")]
+    ShuttingDown,
+
+    #[error("{0}")]
+    Refused(String),
+
+    #[error("TLS: {0}")]
+    Tls(#[from] strongbox_core::Error),
+
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl Error {
+    pub fn corrupt(what: &'static str, detail: impl ToString) -> Self {
+        Error::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::NoLeader | Error::Timeout(_) | Error::ShuttingDown | Error::Transport(_) => {
+                tonic::Status::unavailable(msg)
+            }
+            Error::Refused(_) => tonic::Status::failed_precondition(msg),
+            _ => tonic::Status::internal(msg),
+        }
+    }
+}

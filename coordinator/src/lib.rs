@@ -1,0 +1,9 @@
+//! `strongbox-coordinator`: one node of a region's coordinator cluster. See
+//! `docs/ARCHITECTURE.md` for the map.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod raft;
+pub mod server;

@@ -1,0 +1,160 @@
+//! Starting a node: storage, the Raft loop, the transport and the gRPC services, and stopping
+//! it cleanly on SIGINT/SIGTERM.
+//!
+//! Invariants: every gRPC port requires mutual TLS; message sizes are limited explicitly; if
+//! the Raft loop stops (e.g. storage fails), the process exits with an error rather than serve
+//! stale state.
+
+use std::sync::Arc;
+
+use strongbox_proto::catalog::NodeRecord;
+use strongbox_proto::v1::agent_service_server::AgentServiceServer;
+use strongbox_proto::v1::cluster_service_server::ClusterServiceServer;
+use strongbox_proto::v1::operator_service_server::OperatorServiceServer;
+use strongbox_proto::{MAX_CLUSTER_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
+use tonic::transport::Server;
+
+use crate::api::agent::AgentApi;
+use crate::api::cluster::ClusterApi;
+use crate::api::operator::OperatorApi;
+use crate::api::NodeContext;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::raft::node::{self, RaftOptions};
+use crate::raft::storage::RaftStore;
+use crate::raft::transport::Transport;
+
+/// Runs a node until a shutdown signal, or until its Raft loop fails.
+pub async fn run(config: Config) -> Result<()> {
+    let me = config.tls.identity()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
+    let db = sled::Config::new()
+        .path(config.data_dir.join("catalog.sled"))
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let catalog = Catalog::open(&db)?;
+    let store = RaftStore::open(db, catalog.clone())?;
+    if store.is_empty() && config.node_id == 1 {
+        tracing::info!(
+            node_id = config.node_id,
+            "bootstrapping a new cluster with this node as its first voter"
+        );
+        store.bootstrap(config.node_id)?;
+    }
+    let advertise = config.advertise.clone();
+    let mut initial: Vec<(u64, String)> = config.peers.clone();
+    initial.push((config.node_id, advertise.clone()));
+    let transport = Arc::new(Transport::new(
+        config.node_id,
+        config.tls.clone(),
+        tokio::runtime::Handle::current(),
+        &initial,
+    ));
+    transport.refresh_addresses(&catalog);
+    let initial_peers = if config.node_id == 1 {
+        initial
+            .iter()
+            .map(|(id, address)| NodeRecord {
+                id: *id,
+                address: address.clone(),
+                name: if *id == config.node_id {
+                    me.name.clone()
+                } else {
+                    String::new()
+                },
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut opts = RaftOptions::new(config.node_id);
+    opts.tick = config.tick;
+    opts.compact_after = config.compact_after;
+    let (raft, raft_thread) = node::start(
+        opts,
+        store,
+        catalog.clone(),
+        transport.clone(),
+        initial_peers,
+    )?;
+    let ctx = Arc::new(NodeContext {
+        id: config.node_id,
+        name: me.name.clone(),
+        region: config.region.clone(),
+        raft,
+        catalog,
+        transport,
+    });
+
+    let (raft_failed_tx, raft_failed) = tokio::sync::oneshot::channel::<String>();
+    std::thread::spawn(move || {
+        let why = match raft_thread.join() {
+            Ok(Ok(())) => "the Raft loop ended".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the Raft loop panicked".to_string(),
+        };
+        let _ = raft_failed_tx.send(why);
+    });
+
+    tracing::info!(
+        node_id = config.node_id,
+        region = %config.region,
+        listen = %config.listen,
+        identity = %me,
+        "serving"
+    );
+    let server = Server::builder()
+        .tls_config(config.tls.server_config()?)
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .add_service(
+            ClusterServiceServer::new(ClusterApi { node: ctx.clone() })
+                .max_decoding_message_size(MAX_CLUSTER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CLUSTER_MESSAGE_BYTES),
+        )
+        .add_service(
+            OperatorServiceServer::new(OperatorApi { node: ctx.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentApi { node: ctx.clone() })
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Io {
+            path: format!("listen address {}", config.listen).into(),
+            source: e,
+        })?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::select! {
+        r = server.serve_with_incoming_shutdown(incoming, shutdown_signal()) => {
+            r.map_err(|e| Error::Transport(e.to_string()))?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        why = raft_failed => {
+            let why = why.unwrap_or_else(|_| "the Raft loop vanished".into());
+            Err(Error::Refused(format!("stopping: {why}")))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

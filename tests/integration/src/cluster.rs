@@ -1,0 +1,365 @@
+//! Real coordinator clusters for tests: a throwaway PKI, and `strongbox-coordinator` processes
+//! on 127.0.0.x with their own data folders, which tests can kill -9, restart and add to.
+//!
+//! Invariants: every node process is tied to the test process and stopped on drop (see
+//! [`crate::process`]); a node's data folder survives kill and restart (that is the point) and
+//! is removed with the cluster; waits are for conditions (a port accepting), with deadlines.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use strongbox_core::files::Overwrite;
+use strongbox_core::pki::{self, Identity, Role, Validity};
+use strongbox_core::tls::TlsFiles;
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{HarnessError, Result};
+use crate::ports::free_port_on;
+use crate::process::{log_tail, ServerProcess, POLL_INTERVAL};
+use crate::tmp::temp_dir;
+
+/// A CA and certificates for tests, in a temp folder.
+pub struct TestPki {
+    dir: TempDir,
+}
+
+fn core_err(what: &str, e: strongbox_core::Error) -> HarnessError {
+    HarnessError::io(what, std::io::Error::other(e.to_string()))
+}
+
+impl TestPki {
+    pub fn new() -> Result<Self> {
+        let dir = temp_dir("strongbox-pki-")?;
+        pki::init_ca_dir(
+            &dir.path().join("ca"),
+            "test CA",
+            Validity::days_from_now(2),
+        )
+        .map_err(|e| core_err("creating the test CA", e))?;
+        Ok(TestPki { dir })
+    }
+
+    /// Issues a certificate (valid for 2 days) into `<dir>/certs`.
+    pub fn issue(&self, role: Role, name: &str, sans: &[String]) -> Result<TlsFiles> {
+        let out = self.dir.path().join("certs");
+        let identity = Identity {
+            role,
+            name: name.to_string(),
+        };
+        pki::issue_to_dir(
+            &self.dir.path().join("ca"),
+            &identity,
+            sans,
+            Validity::days_from_now(2),
+            &out,
+            Overwrite::Replace,
+        )
+        .map_err(|e| core_err("issuing a test certificate", e))?;
+        Ok(TlsFiles::in_dir(&out, name))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Where `strongbox-*` binaries of this workspace are: `$STRONGBOX_BIN_DIR`, or the cargo
+/// target folder the running test executable is in.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("STRONGBOX_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe()
+                .map_err(|e| HarnessError::io("locating the test executable", e))?;
+            // target/<profile>/deps/<test> → target/<profile>
+            exe.parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        }
+    };
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::BinaryNotFound {
+            name: name.to_string(),
+            searched: dir.display().to_string(),
+            hint: "build it first: cargo build --workspace --bins".to_string(),
+        })
+    }
+}
+
+/// One coordinator node of a test cluster.
+pub struct NodeProcess {
+    pub id: u64,
+    pub addr: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+    process: Option<ServerProcess>,
+}
+
+impl NodeProcess {
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.process
+            .as_ref()
+            .is_some_and(|p| !p.has_exited().unwrap_or(true))
+    }
+}
+
+/// Options of a test cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub region: String,
+    pub raft_tick: Duration,
+    pub compact_after: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            region: "test-1".into(),
+            raft_tick: Duration::from_millis(50),
+            compact_after: 10_000,
+        }
+    }
+}
+
+/// A coordinator cluster of real processes.
+pub struct Cluster {
+    pub pki: TestPki,
+    pub options: ClusterOptions,
+    dir: TempDir,
+    bin: PathBuf,
+    nodes: BTreeMap<u64, NodeProcess>,
+    /// Every node's certificate names all these addresses.
+    node_tls: BTreeMap<u64, TlsFiles>,
+}
+
+fn node_ip(id: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + id as u8))
+}
+
+impl Cluster {
+    /// Starts nodes 1..=n (node 1 bootstraps; the others join it) and waits until each listens.
+    pub fn start(n: u64, options: ClusterOptions) -> Result<Cluster> {
+        let mut c = Cluster {
+            pki: TestPki::new()?,
+            options,
+            dir: temp_dir("strongbox-cluster-")?,
+            bin: workspace_bin("strongbox-coordinator")?,
+            nodes: BTreeMap::new(),
+            node_tls: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            c.create_node(id)?;
+        }
+        let peers: Vec<u64> = (1..=n).collect();
+        for id in 1..=n {
+            c.write_config(id, &peers)?;
+            c.start_node(id)?;
+        }
+        Ok(c)
+    }
+
+    fn create_node(&mut self, id: u64) -> Result<()> {
+        let ip = node_ip(id);
+        let port = free_port_on(ip)?;
+        let name = format!("node-{id}");
+        let tls = self
+            .pki
+            .issue(Role::Node, &name, &[ip.to_string(), "localhost".into()])?;
+        self.node_tls.insert(id, tls);
+        self.nodes.insert(
+            id,
+            NodeProcess {
+                id,
+                addr: SocketAddr::new(ip, port),
+                config: self.dir.path().join(format!("node-{id}.toml")),
+                log: self.dir.path().join(format!("node-{id}.log")),
+                process: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn write_config(&self, id: u64, peers: &[u64]) -> Result<()> {
+        let node = &self.nodes[&id];
+        let tls = &self.node_tls[&id];
+        let peer_list: Vec<String> = peers
+            .iter()
+            .filter(|p| **p != id)
+            .filter_map(|p| self.nodes.get(p).map(|n| format!("\"{}={}\"", p, n.addr)))
+            .collect();
+        let text = format!(
+            "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
+             tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n",
+            self.options.region,
+            node.addr,
+            peer_list.join(", "),
+            self.dir.path().join(format!("node-{id}-data")).display(),
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display(),
+            self.options.raft_tick.as_millis(),
+            self.options.compact_after,
+        );
+        std::fs::write(&node.config, text)
+            .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))
+    }
+
+    /// Starts (or restarts) node `id` and waits until it accepts connections.
+    pub fn start_node(&mut self, id: u64) -> Result<()> {
+        let bin = self.bin.clone();
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| HarnessError::NotRunning {
+                server: format!("coordinator node {id}"),
+            })?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| HarnessError::io(format!("opening {}", node.log.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| HarnessError::io("log file", e))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", "info,raft=info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let mut process = ServerProcess::spawn(
+            &format!("coordinator node {id}"),
+            cmd,
+            &node.log,
+            Signal::SIGTERM,
+            Duration::from_secs(10),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            process.check_running()?;
+            if TcpStream::connect_timeout(&node.addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::StartTimeout {
+                    server: format!("coordinator node {id}"),
+                    waited: Duration::from_secs(30),
+                    last_probe: format!("no TCP connection to {}", node.addr),
+                    log: node.log.clone(),
+                    log_tail: log_tail(&node.log, 40),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        node.process = Some(process);
+        Ok(())
+    }
+
+    /// Creates a new node process that is not yet a member (its configuration names the current
+    /// nodes); an operator adds it with `AddNode`.
+    pub fn spawn_new_node(&mut self, id: u64) -> Result<SocketAddr> {
+        self.create_node(id)?;
+        let peers: Vec<u64> = self.nodes.keys().copied().collect();
+        self.write_config(id, &peers)?;
+        self.start_node(id)?;
+        Ok(self.nodes[&id].addr)
+    }
+
+    /// `kill -9` of node `id`; its data stays for a restart.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if let Some(mut p) = node.process.take() {
+                p.signal(Signal::SIGKILL)?;
+                p.stop()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops node `id` gracefully.
+    pub fn stop_node(&mut self, id: u64) -> Result<()> {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            if let Some(mut p) = node.process.take() {
+                p.stop()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProcess {
+        &self.nodes[&id]
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].addr
+    }
+
+    /// The TLS files of node `id` (to act as that node in tests).
+    pub fn node_tls(&self, id: u64) -> &TlsFiles {
+        &self.node_tls[&id]
+    }
+
+    /// An mTLS channel to node `id` with the given client certificate.
+    pub fn channel(&self, id: u64, tls: &TlsFiles) -> Result<Channel> {
+        channel(self.addr(id), tls)
+    }
+}
+
+/// An mTLS channel to `addr` (lazily connected).
+pub fn channel(addr: SocketAddr, tls: &TlsFiles) -> Result<Channel> {
+    let config = tls
+        .client_config(&addr.ip().to_string())
+        .map_err(|e| core_err("client TLS config", e))?;
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| HarnessError::io("endpoint", std::io::Error::other(e.to_string())))?
+        .tls_config(config)
+        .map_err(|e| HarnessError::io("endpoint TLS", std::io::Error::other(e.to_string())))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(20));
+    Ok(endpoint.connect_lazy())
+}
+
+impl Drop for Cluster {
+    /// When a test fails, the nodes' logs are the first thing to read: print their tails.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in self.nodes.values() {
+                eprintln!(
+                    "---- coordinator node {} log (tail) ----\n{}",
+                    node.id,
+                    log_tail(&node.log, 60)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The coordinator cluster with real processes on 127.0.0.x: elections, replication of catalog
+//! writes, linearizable reads through every node, kill -9 of the leader, catch-up by log and by
+//! snapshot, and membership changes.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use strongbox_core::pki::Role;
+use strongbox_core::tls::{install_crypto_provider, TlsFiles};
+use strongbox_integration::cluster::{Cluster, ClusterOptions};
+use strongbox_proto::v1::agent_service_client::AgentServiceClient;
+use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+use strongbox_proto::v1::{
+    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, ListHostsRequest, Member,
+    RegisterRequest, RemoveNodeRequest,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `f` until it gives `Some`, or fails the test at the deadline with `what`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status(c: &Cluster, id: u64, tls: &TlsFiles) -> Option<ClusterStatusResponse> {
+    let mut client = OperatorServiceClient::new(c.channel(id, tls).ok()?);
+    client
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// The leader that every node in `ids` agrees on.
+async fn agreed_leader(c: &Cluster, ids: &[u64], tls: &TlsFiles) -> u64 {
+    eventually("a leader all nodes agree on", || async {
+        let mut leader = None;
+        for id in ids {
+            let st = status(c, *id, tls).await?;
+            if st.leader_id == 0 || leader.is_some_and(|l| l != st.leader_id) {
+                return None;
+            }
+            leader = Some(st.leader_id);
+        }
+        leader.filter(|l| ids.contains(l))
+    })
+    .await
+}
+
+async fn register(c: &Cluster, via: u64, host: &str) -> Result<(), tonic::Status> {
+    let tls = c.pki.issue(Role::Agent, host, &[]).expect("agent cert");
+    let mut client = AgentServiceClient::new(c.channel(via, &tls).expect("channel"));
+    client
+        .register(RegisterRequest {
+            host: host.into(),
+            region: c.options.region.clone(),
+            spare: false,
+            agent_version: "test".into(),
+            members: vec![Member {
+                service: format!("{host}-pg"),
+                engine: "postgres".into(),
+                role: "primary".into(),
+                healthy: true,
+                engine_version: "15".into(),
+            }],
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn hosts(c: &Cluster, via: u64, tls: &TlsFiles) -> Result<Vec<String>, tonic::Status> {
+    let mut client = OperatorServiceClient::new(c.channel(via, tls).expect("channel"));
+    let r = client.list_hosts(ListHostsRequest {}).await?.into_inner();
+    let mut names: Vec<String> = r.hosts.into_iter().map(|h| h.name).collect();
+    names.sort();
+    Ok(names)
+}
+
+fn expected(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_and_every_node_reads_every_write() {
+    install_crypto_provider();
+    let c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let leader = agreed_leader(&c, &[1, 2, 3], &viewer).await;
+
+    // A write through each node (followers forward to the leader) is read back, linearizably,
+    // through every node right after it is acknowledged.
+    let mut written = Vec::new();
+    for via in [1, 2, 3] {
+        let host = format!("db-{via}");
+        register(&c, via, &host).await.expect("register");
+        written.push(host);
+        for reader in [1, 2, 3] {
+            let want: Vec<&str> = written.iter().map(String::as_str).collect();
+            assert_eq!(
+                hosts(&c, reader, &viewer).await.unwrap(),
+                expected(&want),
+                "read through node {reader}"
+            );
+        }
+    }
+    let st = status(&c, leader, &viewer).await.unwrap();
+    assert_eq!(st.nodes.iter().filter(|n| n.voter).count(), 3, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_loses_nothing() {
+    install_crypto_provider();
+    let mut c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let leader = agreed_leader(&c, &[1, 2, 3], &viewer).await;
+    // Every node a voter before the fault (the cluster formed fully).
+    eventually("three voters", || async {
+        status(&c, leader, &viewer)
+            .await
+            .filter(|s| s.nodes.iter().filter(|n| n.voter).count() == 3)
+    })
+    .await;
+    register(&c, leader, "before-1").await.unwrap();
+    register(&c, leader, "before-2").await.unwrap();
+
+    c.kill(leader).unwrap();
+    let killed_at = Instant::now();
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    let new_leader = agreed_leader(&c, &rest, &viewer).await;
+    eprintln!("new leader {new_leader} after {:?}", killed_at.elapsed());
+    assert_ne!(new_leader, leader);
+    assert_eq!(
+        hosts(&c, rest[0], &viewer).await.unwrap(),
+        expected(&["before-1", "before-2"])
+    );
+    register(&c, rest[1], "after")
+        .await
+        .expect("writes go on with one node down");
+
+    c.start_node(leader).unwrap();
+    let want = expected(&["after", "before-1", "before-2"]);
+    eventually("the restarted node to catch up", || async {
+        hosts(&c, leader, &viewer).await.ok().filter(|h| *h == want)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_compacted_log_catches_up_by_snapshot() {
+    install_crypto_provider();
+    let options = ClusterOptions {
+        compact_after: 20,
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::start(3, options).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let leader = agreed_leader(&c, &[1, 2, 3], &viewer).await;
+    eventually("three voters", || async {
+        status(&c, leader, &viewer)
+            .await
+            .filter(|s| s.nodes.iter().filter(|n| n.voter).count() == 3)
+    })
+    .await;
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    c.kill(follower).unwrap();
+    let mut want = Vec::new();
+    for i in 0..60 {
+        let host = format!("host-{i:03}");
+        register(&c, leader, &host).await.unwrap();
+        want.push(host);
+    }
+    want.sort();
+    c.start_node(follower).unwrap();
+    eventually("the lagging node to catch up", || async {
+        hosts(&c, follower, &viewer)
+            .await
+            .ok()
+            .filter(|h| *h == want)
+    })
+    .await;
+    assert!(
+        c.node(follower)
+            .log_text()
+            .contains("installing a snapshot"),
+        "the follower should have caught up by snapshot; its log:\n{}",
+        c.node(follower).log_text()
+    );
+    assert!(c.node(leader).log_text().contains("compacted the Raft log"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_leave_a_running_cluster() {
+    install_crypto_provider();
+    let mut c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
+    agreed_leader(&c, &[1, 2, 3], &viewer).await;
+    register(&c, 1, "early").await.unwrap();
+
+    for id in [4, 5] {
+        let addr = c.spawn_new_node(id).unwrap();
+        let mut op = OperatorServiceClient::new(c.channel(2, &operator).unwrap());
+        op.add_node(AddNodeRequest {
+            id,
+            address: addr.to_string(),
+            name: format!("node-{id}"),
+        })
+        .await
+        .expect("add node");
+    }
+    let voters = |s: &ClusterStatusResponse| {
+        let mut v: Vec<u64> = s.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect();
+        v.sort();
+        v
+    };
+    eventually("five voters", || async {
+        let leader = agreed_leader(&c, &[1, 2, 3, 4, 5], &viewer).await;
+        status(&c, leader, &viewer)
+            .await
+            .filter(|s| voters(s) == vec![1, 2, 3, 4, 5])
+    })
+    .await;
+    assert_eq!(
+        hosts(&c, 5, &viewer).await.unwrap(),
+        expected(&["early"]),
+        "the new node has the catalog"
+    );
+
+    let leader = agreed_leader(&c, &[1, 2, 3, 4, 5], &viewer).await;
+    let victim = [2, 3, 4, 5].into_iter().find(|i| *i != leader).unwrap();
+    let mut op = OperatorServiceClient::new(c.channel(leader, &operator).unwrap());
+    op.remove_node(RemoveNodeRequest { id: victim })
+        .await
+        .expect("remove node");
+    let remaining: Vec<u64> = [1, 2, 3, 4, 5]
+        .into_iter()
+        .filter(|i| *i != victim)
+        .collect();
+    eventually("four voters", || async {
+        let leader = agreed_leader(&c, &remaining, &viewer).await;
+        status(&c, leader, &viewer)
+            .await
+            .filter(|s| voters(s) == remaining)
+    })
+    .await;
+    c.stop_node(victim).unwrap();
+    register(&c, remaining[0], "late")
+        .await
+        .expect("the cluster keeps serving");
+    assert_eq!(
+        hosts(&c, remaining[3], &viewer).await.unwrap(),
+        expected(&["early", "late"])
+    );
+}
