@@ -1,6 +1,8 @@
 //! `strongbox`, the operator CLI. Parses the command line and hands each subcommand to its
 //! module; every subcommand prints a table for people or JSON (`--output json`) for scripts.
 
+mod cluster;
+mod connect;
 mod keygen;
 mod output;
 mod pki;
@@ -20,6 +22,9 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Output::Table, env = "STRONGBOX_OUTPUT")]
     output: Output,
 
+    #[command(flatten)]
+    connect: connect::ConnectArgs,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +36,9 @@ enum Command {
     /// Make the fleet's certificate authority and issue certificates.
     #[command(subcommand)]
     Pki(pki::Command),
+    /// The coordinator cluster of a region: status, adding and removing nodes.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +47,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args, cli.output),
         Command::Pki(cmd) => pki::run(cmd, cli.output),
+        Command::Cluster(cmd) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(cluster::run(cmd, &cli.connect, cli.output))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,155 @@
+//! `strongbox cluster status|add-node|remove-node`: the coordinator cluster of a region.
+//!
+//! `status` asks every node for its own view (term, commit, applied), and the leader for each
+//! node's replication progress; a node that does not answer is shown as unreachable.
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde_json::json;
+use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+use strongbox_proto::v1::{
+    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, RemoveNodeRequest,
+};
+
+use crate::connect::{self, status_error, ConnectArgs};
+use crate::output::Output;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Nodes, their roles, the term, the leader, indexes and replication lag.
+    Status,
+    /// Add a node (started with the cluster's peers in its configuration) to the cluster.
+    AddNode {
+        /// The new node's Raft id.
+        #[arg(long)]
+        id: u64,
+        /// Its gRPC address, HOST:PORT.
+        #[arg(long)]
+        address: String,
+        /// The name in its certificate.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+async fn status_of(
+    tls: &strongbox_core::tls::TlsFiles,
+    address: &str,
+) -> Option<ClusterStatusResponse> {
+    let ch = connect::connect(tls, address).await.ok()?;
+    OperatorServiceClient::new(ch)
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
+    let mut client = OperatorServiceClient::new(connect::any(conn).await?);
+    match cmd {
+        Command::Status => {
+            let first = client
+                .cluster_status(ClusterStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let tls = conn.tls()?;
+            // The leader knows every node's progress; each node knows its own indexes.
+            let leader_view = match first.nodes.iter().find(|n| n.id == first.leader_id) {
+                Some(l) if !l.address.is_empty() => {
+                    status_of(&tls, &l.address).await.unwrap_or(first.clone())
+                }
+                _ => first.clone(),
+            };
+            let leader_commit = leader_view
+                .nodes
+                .iter()
+                .find(|n| n.id == leader_view.leader_id)
+                .map_or(0, |n| n.commit_index);
+            let mut rows = Vec::new();
+            for n in &leader_view.nodes {
+                let own = status_of(&tls, &n.address)
+                    .await
+                    .and_then(|s| s.nodes.into_iter().find(|m| m.id == n.id));
+                let (role, term, commit, applied) = match &own {
+                    Some(o) => (n.role.clone(), o.term, o.commit_index, o.applied_index),
+                    None => ("unreachable".to_string(), 0, 0, 0),
+                };
+                let lag = if own.is_some() {
+                    leader_commit.saturating_sub(applied)
+                } else {
+                    0
+                };
+                rows.push(json!({
+                    "id": n.id, "name": n.name, "address": n.address, "role": role, "voter": n.voter,
+                    "term": term, "commit_index": commit, "applied_index": applied,
+                    "matched": n.matched, "lag": lag,
+                }));
+            }
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({"region": leader_view.region, "leader_id": leader_view.leader_id, "nodes": rows})
+                ),
+                Output::Table => {
+                    println!(
+                        "region {}   leader {}",
+                        leader_view.region, leader_view.leader_id
+                    );
+                    let mut t = Table::new();
+                    t.load_preset(UTF8_FULL_CONDENSED);
+                    t.set_header([
+                        "id", "name", "address", "role", "voter", "term", "commit", "applied",
+                        "lag",
+                    ]);
+                    for r in &rows {
+                        t.add_row([
+                            r["id"].to_string(),
+                            r["name"].as_str().unwrap_or_default().to_string(),
+                            r["address"].as_str().unwrap_or_default().to_string(),
+                            r["role"].as_str().unwrap_or_default().to_string(),
+                            if r["voter"] == json!(true) {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .to_string(),
+                            r["term"].to_string(),
+                            r["commit_index"].to_string(),
+                            r["applied_index"].to_string(),
+                            r["lag"].to_string(),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+            }
+        }
+        Command::AddNode { id, address, name } => {
+            client
+                .add_node(AddNodeRequest {
+                    id,
+                    address: address.clone(),
+                    name,
+                })
+                .await
+                .map_err(status_error)?;
+            output.record(&[
+                ("added", json!(id)),
+                ("address", json!(address)),
+                ("next", json!("it joins as a learner and becomes a voter once caught up: watch `strongbox cluster status`")),
+            ]);
+        }
+        Command::RemoveNode { id } => {
+            client
+                .remove_node(RemoveNodeRequest { id })
+                .await
+                .map_err(status_error)?;
+            output.record(&[("removed", json!(id))]);
+        }
+    }
+    Ok(())
+}
