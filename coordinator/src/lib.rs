@@ -5,5 +5,6 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod raft;
 pub mod server;

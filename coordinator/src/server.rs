@@ -90,6 +90,15 @@ pub async fn run(config: Config) -> Result<()> {
         transport,
     });
 
+    if let Some(addr) = config.http_listen {
+        let node = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(addr, node).await {
+                tracing::error!(error = %e, "the HTTP listener stopped");
+            }
+        });
+    }
+
     let (raft_failed_tx, raft_failed) = tokio::sync::oneshot::channel::<String>();
     std::thread::spawn(move || {
         let why = match raft_thread.join() {

@@ -99,6 +99,8 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
 pub struct NodeProcess {
     pub id: u64,
     pub addr: SocketAddr,
+    /// The plain HTTP listener (`/healthz`, `/metrics`).
+    pub http_addr: SocketAddr,
     config: PathBuf,
     log: PathBuf,
     process: Option<ServerProcess>,
@@ -178,6 +180,7 @@ impl Cluster {
     fn create_node(&mut self, id: u64) -> Result<()> {
         let ip = node_ip(id);
         let port = free_port_on(ip)?;
+        let http_port = free_port_on(ip)?;
         let name = format!("node-{id}");
         let tls = self
             .pki
@@ -188,6 +191,7 @@ impl Cluster {
             NodeProcess {
                 id,
                 addr: SocketAddr::new(ip, port),
+                http_addr: SocketAddr::new(ip, http_port),
                 config: self.dir.path().join(format!("node-{id}.toml")),
                 log: self.dir.path().join(format!("node-{id}.log")),
                 process: None,
@@ -205,10 +209,11 @@ impl Cluster {
             .filter_map(|p| self.nodes.get(p).map(|n| format!("\"{}={}\"", p, n.addr)))
             .collect();
         let text = format!(
-            "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
+            "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
              tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n",
             self.options.region,
             node.addr,
+            node.http_addr,
             peer_list.join(", "),
             self.dir.path().join(format!("node-{id}-data")).display(),
             tls.ca.display(),
@@ -362,4 +367,25 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A plain HTTP GET on loopback: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let io = |e| HarnessError::io(format!("GET http://{addr}{path}"), e);
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(io)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(io)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((code, body))
 }

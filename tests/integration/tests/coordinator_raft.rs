@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{install_crypto_provider, TlsFiles};
-use strongbox_integration::cluster::{Cluster, ClusterOptions};
+use strongbox_integration::cluster::{http_get, Cluster, ClusterOptions};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
@@ -118,6 +118,29 @@ async fn three_nodes_elect_and_every_node_reads_every_write() {
     }
     let st = status(&c, leader, &viewer).await.unwrap();
     assert_eq!(st.nodes.iter().filter(|n| n.voter).count(), 3, "{st:?}");
+
+    // The HTTP listener tells a load balancer and Prometheus the same story.
+    let (code, body) = http_get(c.node(leader).http_addr, "/healthz").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = http_get(c.node(leader).http_addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "strongbox_raft_is_leader 1",
+        &format!("strongbox_raft_leader_id {leader}"),
+        "strongbox_raft_voters 3",
+        "strongbox_catalog_hosts 3",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    let (_, metrics) = http_get(c.node(follower).http_addr, "/metrics").unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "strongbox_raft_is_leader 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,139 @@
+//! The node's plain HTTP listener: `/healthz` (200 when the node has a leader, 503 otherwise)
+//! and `/metrics` (Prometheus text format).
+//!
+//! Invariants: nothing here changes state; metrics are computed from the Raft status and the
+//! catalog at scrape time, so they cannot drift from what the node reports over gRPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::api::NodeContext;
+use crate::error::{Error, Result};
+
+/// Serves `/healthz` and `/metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, node: Arc<NodeContext>) -> Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(node);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Io {
+            path: format!("HTTP listen address {addr}").into(),
+            source: e,
+        })?;
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| Error::Transport(e.to_string()))
+}
+
+async fn healthz(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
+    let st = node.raft.status();
+    if st.leader_id != 0 {
+        (
+            StatusCode::OK,
+            format!(
+                "ok: node {} is {}, leader {}\n",
+                st.id, st.role, st.leader_id
+            ),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no leader known to node {}\n", st.id),
+        )
+    }
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
+    let st = node.raft.status();
+    let mut r = Registry::with_prefix("strongbox");
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    gauge(&mut r, "raft_term", "Current Raft term", n(st.term));
+    gauge(
+        &mut r,
+        "raft_leader_id",
+        "Raft id of the leader this node knows (0: none)",
+        n(st.leader_id),
+    );
+    gauge(
+        &mut r,
+        "raft_is_leader",
+        "1 on the leader",
+        i64::from(st.leader_id == st.id && st.id != 0),
+    );
+    gauge(
+        &mut r,
+        "raft_commit_index",
+        "Highest log index known committed",
+        n(st.commit),
+    );
+    gauge(
+        &mut r,
+        "raft_applied_index",
+        "Highest log index applied to the catalog",
+        n(st.applied),
+    );
+    gauge(
+        &mut r,
+        "raft_first_index",
+        "First log index still held (after compaction)",
+        n(st.first_index),
+    );
+    gauge(
+        &mut r,
+        "raft_last_index",
+        "Last log index held",
+        n(st.last_index),
+    );
+    gauge(
+        &mut r,
+        "raft_voters",
+        "Voters in the configuration",
+        st.voters.len() as i64,
+    );
+    gauge(
+        &mut r,
+        "raft_learners",
+        "Learners in the configuration",
+        st.learners.len() as i64,
+    );
+    let hosts = node.catalog.hosts().map(|h| h.len() as i64).unwrap_or(-1);
+    gauge(
+        &mut r,
+        "catalog_hosts",
+        "Hosts registered in the catalog",
+        hosts,
+    );
+    let mut body = String::new();
+    match encode(&mut body, &r) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("encoding metrics: {e}"),
+        ),
+    }
+}
