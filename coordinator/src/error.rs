@@ -37,6 +37,14 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    #[error("{what} reached only {acks} of {total} nodes; a majority is needed, so nothing was acknowledged ({failures})")]
+    NoMajority {
+        what: String,
+        acks: usize,
+        total: usize,
+        failures: String,
+    },
+
     #[error("TLS: {0}")]
     Tls(#[from] strongbox_core::Error),
 
@@ -56,7 +64,15 @@ impl Error {
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
+        if let Error::Io { source, .. } = &e {
+            if source.raw_os_error() == Some(28) {
+                return tonic::Status::resource_exhausted(format!(
+                    "{msg}: the node's disk is full"
+                ));
+            }
+        }
         match e {
+            Error::NoMajority { .. } => tonic::Status::unavailable(msg),
             Error::NoLeader | Error::Timeout(_) | Error::ShuttingDown | Error::Transport(_) => {
                 tonic::Status::unavailable(msg)
             }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod chunks;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -87,6 +87,7 @@ pub async fn run(config: Config) -> Result<()> {
         region: config.region.clone(),
         raft,
         catalog,
+        chunks: Arc::new(crate::chunks::store::ChunkStore::open(&config.data_dir)?),
         transport,
     });
 

@@ -13,6 +13,11 @@ use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::NodeContext;
+use crate::chunks::replicate;
+use strongbox_core::ids::ChunkId;
+
+/// Ids one HaveChunks call may ask about (a 4 TiB dump at 1 MiB chunks is 4M ids: many calls).
+const MAX_IDS_PER_CALL: usize = 65_536;
 
 pub struct AgentApi {
     pub node: Arc<NodeContext>,
@@ -109,9 +114,26 @@ impl AgentService for AgentApi {
         req: Request<HaveChunksRequest>,
     ) -> Result<Response<HaveChunksResponse>, Status> {
         require_role(&req, &[Role::Agent])?;
-        Err(Status::unimplemented(format!(
-            "the chunk store is {NOT_YET}"
-        )))
+        let ids = req.into_inner().ids;
+        if ids.len() > MAX_IDS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_IDS_PER_CALL} ids per call"
+            )));
+        }
+        let ids = ids
+            .iter()
+            .map(|b| ChunkId::from_slice(b).map_err(|e| Status::invalid_argument(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.node.chunks.clone();
+        let missing = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .filter(|id| !store.has(id))
+                .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(HaveChunksResponse { missing }))
     }
 
     async fn upload_chunk(
@@ -119,9 +141,11 @@ impl AgentService for AgentApi {
         req: Request<UploadChunkRequest>,
     ) -> Result<Response<UploadChunkResponse>, Status> {
         require_role(&req, &[Role::Agent])?;
-        Err(Status::unimplemented(format!(
-            "the chunk store is {NOT_YET}"
-        )))
+        let r = req.into_inner();
+        let id = replicate::validate(&r.id, &r.sealed)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        replicate::put_majority(&self.node, id, r.sealed).await?;
+        Ok(Response::new(UploadChunkResponse {}))
     }
 
     async fn commit_backup(
@@ -137,8 +161,13 @@ impl AgentService for AgentApi {
         req: Request<FetchChunkRequest>,
     ) -> Result<Response<FetchChunkResponse>, Status> {
         require_role(&req, &[Role::Agent])?;
-        Err(Status::unimplemented(format!(
-            "the chunk store is {NOT_YET}"
-        )))
+        let id = ChunkId::from_slice(&req.into_inner().id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match replicate::fetch(&self.node, id).await? {
+            Some(sealed) => Ok(Response::new(FetchChunkResponse { sealed })),
+            None => Err(Status::not_found(format!(
+                "no node of this region holds a good copy of chunk {id}"
+            ))),
+        }
     }
 }

@@ -12,6 +12,8 @@ use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::NodeContext;
+use crate::chunks::replicate;
+use crate::chunks::store::Lookup;
 
 pub struct ClusterApi {
     pub node: Arc<NodeContext>,
@@ -41,9 +43,28 @@ impl ClusterService for ClusterApi {
         req: Request<ReplicateChunkRequest>,
     ) -> Result<Response<ReplicateChunkResponse>, Status> {
         require_role(&req, &[Role::Node])?;
-        Err(Status::unimplemented(
-            "chunk replication is not part of this build yet",
-        ))
+        let r = req.into_inner();
+        let id = replicate::validate(&r.id, &r.sealed)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        replicate::put_local(&self.node.chunks, id, r.sealed).await?;
+        Ok(Response::new(ReplicateChunkResponse {}))
+    }
+
+    async fn fetch_chunk(
+        &self,
+        req: Request<FetchChunkRequest>,
+    ) -> Result<Response<FetchChunkResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        let id = strongbox_core::ids::ChunkId::from_slice(&req.into_inner().id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match replicate::get_local(&self.node.chunks, id).await? {
+            Lookup::Found(b) => Ok(Response::new(FetchChunkResponse { sealed: b.into() })),
+            Lookup::Missing => Err(Status::not_found(format!(
+                "node {} has no chunk {id}",
+                self.node.id
+            ))),
+            Lookup::Corrupt(why) => Err(Status::data_loss(why)),
+        }
     }
 
     async fn forward_proposal(

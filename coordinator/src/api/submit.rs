@@ -27,6 +27,7 @@ pub struct NodeContext {
     pub region: String,
     pub raft: RaftHandle,
     pub catalog: Catalog,
+    pub chunks: Arc<crate::chunks::store::ChunkStore>,
     pub transport: Arc<Transport>,
 }
 

@@ -329,6 +329,11 @@ impl Cluster {
         self.nodes[&id].addr
     }
 
+    /// Node `id`'s data folder (catalog and chunk store).
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}-data"))
+    }
+
     /// The TLS files of node `id` (to act as that node in tests).
     pub fn node_tls(&self, id: u64) -> &TlsFiles {
         &self.node_tls[&id]

@@ -1,0 +1,4 @@
+//! Chunk storage on a node: the local content-addressed store, and replication to a majority.
+
+pub mod replicate;
+pub mod store;

@@ -1,0 +1,161 @@
+//! Chunk durability across the cluster: an upload is acknowledged once a majority of the voters
+//! hold the chunk durably; a read falls back to a peer when the local copy is missing or corrupt
+//! (and heals the local copy).
+//!
+//! Invariants: `put_majority` returns Ok only after at least a majority of voters (this node
+//! counted if it is one) fsynced the chunk; replication to the rest goes on after the answer;
+//! every file operation runs on the blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strongbox_core::ids::ChunkId;
+use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
+use strongbox_proto::v1::{FetchChunkRequest, ReplicateChunkRequest};
+use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
+use tokio::sync::mpsc;
+
+use super::store::{ChunkStore, Lookup};
+use crate::api::NodeContext;
+use crate::error::{Error, Result};
+
+const PEER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Checks what a coordinator can check of a sealed chunk before storing it: its id and size,
+/// and that it parses as a strongbox chunk or manifest.
+pub fn validate(id: &[u8], sealed: &[u8]) -> Result<ChunkId> {
+    let id = ChunkId::from_slice(id).map_err(|e| Error::Refused(e.to_string()))?;
+    if sealed.len() > super::store::MAX_SEALED_LEN {
+        return Err(Error::Refused(format!(
+            "chunk {id} is {} bytes, over the limit",
+            sealed.len()
+        )));
+    }
+    let is_chunk = strongbox_core::chunk::Header::parse(sealed).is_ok();
+    let is_manifest = strongbox_core::manifest::parse(sealed).is_ok();
+    if !is_chunk && !is_manifest {
+        return Err(Error::Refused(format!(
+            "chunk {id} is neither a sealed chunk nor a sealed manifest"
+        )));
+    }
+    Ok(id)
+}
+
+pub async fn put_local(store: &Arc<ChunkStore>, id: ChunkId, sealed: Bytes) -> Result<bool> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.put(&id, &sealed))
+        .await
+        .map_err(|e| Error::Refused(format!("chunk write task: {e}")))?
+}
+
+pub async fn get_local(store: &Arc<ChunkStore>, id: ChunkId) -> Result<Lookup> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.get(&id))
+        .await
+        .map_err(|e| Error::Refused(format!("chunk read task: {e}")))?
+}
+
+fn client(
+    node: &NodeContext,
+    peer: u64,
+) -> Result<ClusterServiceClient<tonic::transport::Channel>> {
+    Ok(ClusterServiceClient::new(node.transport.channel(peer)?)
+        .max_decoding_message_size(MAX_CLUSTER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLUSTER_MESSAGE_BYTES))
+}
+
+/// Stores a chunk here and on the other voters; returns once a majority holds it.
+pub async fn put_majority(node: &Arc<NodeContext>, id: ChunkId, sealed: Bytes) -> Result<()> {
+    let voters = node.raft.status().voters;
+    let total = voters.len().max(1);
+    let need = total / 2 + 1;
+    let (tx, mut rx) = mpsc::channel::<std::result::Result<u64, String>>(total);
+    if voters.is_empty() || voters.contains(&node.id) {
+        let (store, sealed, tx, me) = (node.chunks.clone(), sealed.clone(), tx.clone(), node.id);
+        tokio::spawn(async move {
+            let r = put_local(&store, id, sealed)
+                .await
+                .map(|_| me)
+                .map_err(|e| format!("node {me}: {e}"));
+            let _ = tx.send(r).await;
+        });
+    }
+    for peer in voters.into_iter().filter(|p| *p != node.id) {
+        let (node, sealed, tx) = (node.clone(), sealed.clone(), tx.clone());
+        tokio::spawn(async move {
+            let r = async {
+                let mut req = tonic::Request::new(ReplicateChunkRequest {
+                    id: Bytes::copy_from_slice(id.as_bytes()),
+                    sealed,
+                });
+                req.set_timeout(PEER_TIMEOUT);
+                client(&node, peer)?
+                    .replicate_chunk(req)
+                    .await
+                    .map_err(|s| Error::Transport(s.message().to_string()))?;
+                Ok::<_, Error>(peer)
+            }
+            .await
+            .map_err(|e| format!("node {peer}: {e}"));
+            let _ = tx.send(r).await;
+        });
+    }
+    drop(tx);
+    let mut acks = 0;
+    let mut failures = Vec::new();
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok(_) => {
+                acks += 1;
+                if acks >= need {
+                    return Ok(());
+                }
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(Error::NoMajority {
+        what: format!("chunk {id}"),
+        acks,
+        total,
+        failures: failures.join("; "),
+    })
+}
+
+/// A checked copy of a chunk: the local one, or a peer's (which then heals the local copy).
+pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>> {
+    match get_local(&node.chunks, id).await? {
+        Lookup::Found(b) => return Ok(Some(b.into())),
+        Lookup::Missing => {}
+        Lookup::Corrupt(why) => {
+            tracing::warn!(chunk = %id, why, "local chunk copy is corrupt; fetching it from a peer")
+        }
+    }
+    let st = node.raft.status();
+    for peer in st
+        .voters
+        .iter()
+        .chain(st.learners.iter())
+        .filter(|p| **p != node.id)
+    {
+        let Ok(mut c) = client(node, *peer) else {
+            continue;
+        };
+        let mut req = tonic::Request::new(FetchChunkRequest {
+            job_id: String::new(),
+            id: Bytes::copy_from_slice(id.as_bytes()),
+        });
+        req.set_timeout(PEER_TIMEOUT);
+        if let Ok(r) = c.fetch_chunk(req).await {
+            let sealed = r.into_inner().sealed;
+            if validate(id.as_bytes(), &sealed).is_ok() {
+                if let Err(e) = put_local(&node.chunks, id, sealed.clone()).await {
+                    tracing::warn!(chunk = %id, error = %e, "could not heal the local chunk copy");
+                }
+                return Ok(Some(sealed));
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,191 @@
+//! The local chunk store: sealed chunks (and manifests) as files `chunks/ab/cd/<id hex>`.
+//!
+//! Coordinators cannot check a chunk's keyed id or its GCM tag (they hold no key), so each file
+//! ends with 32 bytes of unkeyed BLAKE3 over the sealed bytes: a read checks it, and a file that
+//! fails is reported corrupt (the caller then fetches a good copy from a peer).
+//!
+//! Invariants: a chunk file is complete or absent (temp file in `chunks/tmp`, fsync, rename,
+//! fsync of the folder); a good file is never rewritten (chunks are written once); a read never
+//! returns bytes that fail their checksum; all I/O here is blocking — call it from the blocking
+//! pool, never the reactor.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use strongbox_core::ids::ChunkId;
+
+use crate::error::{Error, Result};
+
+const SUM_LEN: usize = 32;
+/// The largest sealed chunk or manifest a node stores.
+pub const MAX_SEALED_LEN: usize = strongbox_core::chunk::MAX_PLAIN_LEN + 4096;
+
+pub struct ChunkStore {
+    root: PathBuf,
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(Vec<u8>),
+    Missing,
+    Corrupt(String),
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+impl ChunkStore {
+    pub fn open(root: &Path) -> Result<Self> {
+        let root = root.join("chunks");
+        fs::create_dir_all(root.join("tmp")).map_err(|e| io(&root, e))?;
+        // Leftovers of writes cut short by a crash.
+        if let Ok(entries) = fs::read_dir(root.join("tmp")) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(ChunkStore { root })
+    }
+
+    pub fn path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Stores a sealed chunk. Returns false when a good copy was there already.
+    pub fn put(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool> {
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(Error::Refused(format!(
+                "chunk {id} is {} bytes, over the limit of {MAX_SEALED_LEN}",
+                sealed.len()
+            )));
+        }
+        if let Lookup::Found(_) = self.get(id)? {
+            return Ok(false);
+        }
+        let path = self.path(id);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{}", id.to_hex(), uuid::Uuid::now_v7()));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(sealed)?;
+            f.write_all(blake3::hash(sealed).as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&dir)?.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&path, e));
+        }
+        Ok(true)
+    }
+
+    /// Reads and checks a chunk.
+    pub fn get(&self, id: &ChunkId) -> Result<Lookup> {
+        let path = self.path(id);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Lookup::Missing),
+            Err(e) => return Err(io(&path, e)),
+        };
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map_err(|e| io(&path, e))?;
+        if bytes.len() < SUM_LEN {
+            return Ok(Lookup::Corrupt(format!("{} is truncated", path.display())));
+        }
+        let (sealed, sum) = bytes.split_at(bytes.len() - SUM_LEN);
+        if blake3::hash(sealed).as_bytes() != sum {
+            return Ok(Lookup::Corrupt(format!(
+                "{} fails its checksum",
+                path.display()
+            )));
+        }
+        bytes.truncate(bytes.len() - SUM_LEN);
+        Ok(Lookup::Found(bytes))
+    }
+
+    pub fn remove(&self, id: &ChunkId) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    /// Every chunk id held, with its file's size and modification time.
+    pub fn list(&self) -> Result<Vec<(ChunkId, u64, std::time::SystemTime)>> {
+        let mut out = Vec::new();
+        for a in fs::read_dir(&self.root).map_err(|e| io(&self.root, e))? {
+            let a = a.map_err(|e| io(&self.root, e))?;
+            if a.file_name() == "tmp" || !a.path().is_dir() {
+                continue;
+            }
+            for b in fs::read_dir(a.path()).map_err(|e| io(&a.path(), e))? {
+                let b = b.map_err(|e| io(&a.path(), e))?;
+                for f in fs::read_dir(b.path()).map_err(|e| io(&b.path(), e))? {
+                    let f = f.map_err(|e| io(&b.path(), e))?;
+                    let Ok(id) = f.file_name().to_string_lossy().parse::<ChunkId>() else {
+                        continue;
+                    };
+                    let meta = f.metadata().map_err(|e| io(&f.path(), e))?;
+                    let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    out.push((id, meta.len(), mtime));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId([n; 32])
+    }
+
+    #[test]
+    fn put_get_once_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Missing));
+        assert!(s.put(&id(1), b"sealed bytes").unwrap());
+        assert!(
+            !s.put(&id(1), b"sealed bytes").unwrap(),
+            "a good copy is not rewritten"
+        );
+        assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Found(b) if b == b"sealed bytes"));
+        let path = s.path(&id(1));
+        let mut raw = fs::read(&path).unwrap();
+        raw[3] ^= 1;
+        fs::write(&path, &raw).unwrap();
+        assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Corrupt(_)));
+        assert!(
+            s.put(&id(1), b"sealed bytes").unwrap(),
+            "a corrupt copy is replaced"
+        );
+        assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Found(_)));
+        fs::write(&path, b"short").unwrap();
+        assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Corrupt(_)));
+        assert_eq!(s.list().unwrap().len(), 1);
+        s.remove(&id(1)).unwrap();
+        assert!(s.list().unwrap().is_empty());
+    }
+}
