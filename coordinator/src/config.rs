@@ -36,6 +36,12 @@ pub struct Args {
     /// Compact the Raft log into a snapshot point after this many applied entries.
     #[arg(long, env = "STRONGBOX_COMPACT_AFTER")]
     pub compact_after: Option<u64>,
+    /// How often each node repairs its chunk store and collects garbage.
+    #[arg(long, env = "STRONGBOX_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub maintenance_interval: Option<std::time::Duration>,
+    /// Chunks no backup uses are deleted once older than this (must exceed the longest backup).
+    #[arg(long, env = "STRONGBOX_GC_GRACE", value_parser = humantime::parse_duration)]
+    pub gc_grace: Option<std::time::Duration>,
     /// HTTP listen address for /healthz and /metrics.
     #[arg(long, env = "STRONGBOX_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -67,6 +73,10 @@ struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     raft_tick: Option<std::time::Duration>,
     compact_after: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    maintenance_interval: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    gc_grace: Option<std::time::Duration>,
     #[serde(default)]
     peers: Vec<String>,
     data_dir: Option<PathBuf>,
@@ -84,6 +94,8 @@ pub struct Config {
     pub advertise: String,
     pub tick: std::time::Duration,
     pub compact_after: u64,
+    pub maintenance_interval: std::time::Duration,
+    pub gc_grace: std::time::Duration,
     pub peers: Vec<(u64, String)>,
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
@@ -150,6 +162,15 @@ impl Config {
             http_listen: args.http_listen.or(file.http_listen),
             advertise,
             tick,
+            maintenance_interval: args
+                .maintenance_interval
+                .or(file.maintenance_interval)
+                .unwrap_or(std::time::Duration::from_secs(600))
+                .max(std::time::Duration::from_millis(100)),
+            gc_grace: args
+                .gc_grace
+                .or(file.gc_grace)
+                .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
             compact_after: args
                 .compact_after
                 .or(file.compact_after)

@@ -91,6 +91,12 @@ pub async fn run(config: Config) -> Result<()> {
         transport,
     });
 
+    tokio::spawn(crate::chunks::maintain::run(
+        ctx.clone(),
+        config.maintenance_interval,
+        config.gc_grace,
+    ));
+
     if let Some(addr) = config.http_listen {
         let node = ctx.clone();
         tokio::spawn(async move {

@@ -53,6 +53,20 @@ impl OperatorService for Probe {
         Err(Status::unimplemented("probe"))
     }
 
+    async fn list_backups(
+        &self,
+        _: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn purge_backup(
+        &self,
+        _: Request<pb::PurgeBackupRequest>,
+    ) -> Result<Response<pb::PurgeBackupResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
     async fn add_node(
         &self,
         _: Request<pb::AddNodeRequest>,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use futures::Stream;
 use strongbox_core::pki::Role;
 use strongbox_core::tls::require_role;
-use strongbox_proto::catalog::{command::Op, MemberRecord, RegisterHost};
+use strongbox_proto::catalog::{
+    command::Op, BackupRecord, CommitBackup, MemberRecord, RegisterHost,
+};
 use strongbox_proto::v1::agent_service_server::AgentService;
 use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status, Streaming};
@@ -15,9 +17,6 @@ use tonic::{Request, Response, Status, Streaming};
 use super::NodeContext;
 use crate::chunks::replicate;
 use strongbox_core::ids::ChunkId;
-
-/// Ids one HaveChunks call may ask about (a 4 TiB dump at 1 MiB chunks is 4M ids: many calls).
-const MAX_IDS_PER_CALL: usize = 65_536;
 
 pub struct AgentApi {
     pub node: Arc<NodeContext>,
@@ -114,26 +113,14 @@ impl AgentService for AgentApi {
         req: Request<HaveChunksRequest>,
     ) -> Result<Response<HaveChunksResponse>, Status> {
         require_role(&req, &[Role::Agent])?;
-        let ids = req.into_inner().ids;
-        if ids.len() > MAX_IDS_PER_CALL {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_IDS_PER_CALL} ids per call"
-            )));
-        }
-        let ids = ids
-            .iter()
-            .map(|b| ChunkId::from_slice(b).map_err(|e| Status::invalid_argument(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let store = self.node.chunks.clone();
-        let missing = tokio::task::spawn_blocking(move || {
-            ids.into_iter()
-                .filter(|id| !store.has(id))
+        let ids = replicate::parse_ids(&req.into_inner().ids)?;
+        let missing = replicate::missing_local(&self.node.chunks, ids).await?;
+        Ok(Response::new(HaveChunksResponse {
+            missing: missing
+                .iter()
                 .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
-                .collect()
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(HaveChunksResponse { missing }))
+                .collect(),
+        }))
     }
 
     async fn upload_chunk(
@@ -152,8 +139,67 @@ impl AgentService for AgentApi {
         &self,
         req: Request<CommitBackupRequest>,
     ) -> Result<Response<CommitBackupResponse>, Status> {
-        require_role(&req, &[Role::Agent])?;
-        Err(Status::unimplemented(format!("backups are {NOT_YET}")))
+        let who = require_role(&req, &[Role::Agent])?;
+        let r = req.into_inner();
+        let invalid = |e: String| Status::invalid_argument(e);
+        strongbox_core::pki::validate_name(&r.backup_id)
+            .map_err(|e| invalid(format!("backup id: {e}")))?;
+        if !matches!(
+            r.kind.as_str(),
+            "manual" | "scheduled" | "final" | "pre-restore"
+        ) {
+            return Err(invalid(format!("unknown backup kind {:?}", r.kind)));
+        }
+        // An agent commits only backups of services on its own host.
+        self.node.read_barrier().await?;
+        let host = self
+            .node
+            .catalog
+            .hosts()?
+            .into_iter()
+            .find(|h| h.name == who.name);
+        if !host.is_some_and(|h| h.members.iter().any(|m| m.service == r.service)) {
+            return Err(Status::permission_denied(format!(
+                "{who} may not commit a backup of {:?}: that service is not on its host",
+                r.service
+            )));
+        }
+        let manifest_id =
+            ChunkId::from_slice(&r.manifest_id).map_err(|e| invalid(e.to_string()))?;
+        if blake3::hash(&r.manifest).as_bytes() != manifest_id.as_bytes() {
+            return Err(invalid(
+                "manifest_id is not the BLAKE3 hash of the manifest".into(),
+            ));
+        }
+        let envelope =
+            strongbox_core::manifest::parse(&r.manifest).map_err(|e| invalid(e.to_string()))?;
+        let chunk_ids = envelope.chunk_ids.clone();
+        replicate::put_majority(&self.node, manifest_id, r.manifest.clone()).await?;
+        replicate::require_majority(&self.node, &chunk_ids).await?;
+        let cmd = self.node.command(
+            &who,
+            Op::CommitBackup(CommitBackup {
+                backup: Some(BackupRecord {
+                    id: r.backup_id,
+                    service: r.service,
+                    host: who.name.clone(),
+                    kind: r.kind,
+                    state: "completed".into(),
+                    reason: String::new(),
+                    created_unix_ms: r.created_unix_ms,
+                    completed_unix_ms: 0,
+                    manifest_id: r.manifest_id,
+                    plain_bytes: r.plain_bytes,
+                    stored_bytes: r.stored_bytes,
+                    chunk_count: chunk_ids.len() as u64,
+                }),
+            }),
+        );
+        let outcome = self.node.submit(cmd).await?;
+        if !outcome.error.is_empty() {
+            return Err(Status::failed_precondition(outcome.error));
+        }
+        Ok(Response::new(CommitBackupResponse {}))
     }
 
     async fn fetch_chunk(

@@ -89,4 +89,19 @@ impl ClusterService for ClusterApi {
         let index = self.node.raft.read_barrier().await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
+
+    async fn missing_chunks(
+        &self,
+        req: Request<HaveChunksRequest>,
+    ) -> Result<Response<HaveChunksResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        let ids = replicate::parse_ids(&req.into_inner().ids)?;
+        let missing = replicate::missing_local(&self.node.chunks, ids).await?;
+        Ok(Response::new(HaveChunksResponse {
+            missing: missing
+                .iter()
+                .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
+                .collect(),
+        }))
+    }
 }

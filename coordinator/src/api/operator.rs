@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{peer_identity, require_role};
-use strongbox_proto::catalog::{command::Op, RemoveNode, SetNode};
+use strongbox_proto::catalog::{command::Op, PurgeBackup, RemoveNode, SetNode};
 use strongbox_proto::v1::operator_service_server::OperatorService;
 use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status};
@@ -164,5 +164,49 @@ impl OperatorService for OperatorApi {
         let cmd = self.node.command(&who, Op::RemoveNode(RemoveNode { id }));
         outcome(self.node.submit(cmd).await?)?;
         Ok(Response::new(RemoveNodeResponse {}))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<ListBackupsRequest>,
+    ) -> Result<Response<ListBackupsResponse>, Status> {
+        require_role(&req, READERS)?;
+        let service = req.into_inner().service;
+        self.node.read_barrier().await?;
+        let mut backups: Vec<BackupInfo> = self
+            .node
+            .catalog
+            .backups()?
+            .into_iter()
+            .filter(|b| service.is_empty() || b.service == service)
+            .map(|b| BackupInfo {
+                id: b.id,
+                service: b.service,
+                host: b.host,
+                kind: b.kind,
+                state: b.state,
+                reason: b.reason,
+                created_unix_ms: b.created_unix_ms,
+                completed_unix_ms: b.completed_unix_ms,
+                plain_bytes: b.plain_bytes,
+                stored_bytes: b.stored_bytes,
+                chunk_count: b.chunk_count,
+            })
+            .collect();
+        backups.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
+        Ok(Response::new(ListBackupsResponse { backups }))
+    }
+
+    async fn purge_backup(
+        &self,
+        req: Request<PurgeBackupRequest>,
+    ) -> Result<Response<PurgeBackupResponse>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let backup_id = req.into_inner().backup_id;
+        let cmd = self
+            .node
+            .command(&who, Op::PurgeBackup(PurgeBackup { backup_id }));
+        outcome(self.node.submit(cmd).await?)?;
+        Ok(Response::new(PurgeBackupResponse {}))
     }
 }

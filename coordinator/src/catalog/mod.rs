@@ -13,7 +13,8 @@
 
 use prost::Message;
 use strongbox_proto::catalog::{
-    command::Op, AuditRecord, CatalogSnapshot, Command, HostRecord, KeyValue, NodeRecord, Outcome,
+    command::Op, AuditRecord, BackupRecord, CatalogSnapshot, Command, HostRecord, KeyValue,
+    NodeRecord, Outcome,
 };
 
 use crate::error::{Error, Result};
@@ -35,6 +36,10 @@ fn node_key(id: u64) -> Vec<u8> {
 
 fn req_key(id: &str) -> Vec<u8> {
     [b"req/".as_slice(), id.as_bytes()].concat()
+}
+
+fn backup_key(id: &str) -> Vec<u8> {
+    [b"backup/".as_slice(), id.as_bytes()].concat()
 }
 
 fn audit_key(index: u64) -> Vec<u8> {
@@ -181,6 +186,35 @@ impl Catalog {
                 batch.remove(node_key(n.id));
                 Ok(format!("remove node {}", n.id))
             }
+            Some(Op::CommitBackup(c)) => {
+                let b = c.backup.as_ref().ok_or("a commit needs its backup")?;
+                if b.id.is_empty() || b.service.is_empty() {
+                    return Err("a backup needs an id and a service".into());
+                }
+                if self
+                    .tree
+                    .contains_key(backup_key(&b.id))
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!("backup {} exists already", b.id));
+                }
+                let mut rec = b.clone();
+                rec.state = "completed".into();
+                rec.completed_unix_ms = cmd.unix_ms;
+                batch.insert(backup_key(&b.id), rec.encode_to_vec());
+                Ok(format!("commit backup {} of {}", b.id, b.service))
+            }
+            Some(Op::PurgeBackup(p)) => {
+                if !self
+                    .tree
+                    .contains_key(backup_key(&p.backup_id))
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!("no backup {}", p.backup_id));
+                }
+                batch.remove(backup_key(&p.backup_id));
+                Ok(format!("purge backup {}", p.backup_id))
+            }
             None => Err("empty command".into()),
         }
     }
@@ -226,6 +260,10 @@ impl Catalog {
 
     pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
         self.scan(b"node/", "node record")
+    }
+
+    pub fn backups(&self) -> Result<Vec<BackupRecord>> {
+        self.scan(b"backup/", "backup record")
     }
 
     pub fn audit(&self) -> Result<Vec<AuditRecord>> {

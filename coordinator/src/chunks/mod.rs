@@ -1,4 +1,5 @@
 //! Chunk storage on a node: the local content-addressed store, and replication to a majority.
 
+pub mod maintain;
 pub mod replicate;
 pub mod store;

@@ -159,3 +159,84 @@ pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>
     }
     Ok(None)
 }
+
+/// Ids one call may ask about (a 4 TiB dump at 1 MiB chunks is 4M ids: many calls).
+pub const MAX_IDS_PER_CALL: usize = 65_536;
+
+/// Parses wire ids, refusing a malformed one or too many.
+pub fn parse_ids(ids: &[Bytes]) -> std::result::Result<Vec<ChunkId>, tonic::Status> {
+    if ids.len() > MAX_IDS_PER_CALL {
+        return Err(tonic::Status::invalid_argument(format!(
+            "at most {MAX_IDS_PER_CALL} ids per call"
+        )));
+    }
+    ids.iter()
+        .map(|b| ChunkId::from_slice(b).map_err(|e| tonic::Status::invalid_argument(e.to_string())))
+        .collect()
+}
+
+/// The ids this node has no file for.
+pub async fn missing_local(store: &Arc<ChunkStore>, ids: Vec<ChunkId>) -> Result<Vec<ChunkId>> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || ids.into_iter().filter(|id| !store.has(id)).collect())
+        .await
+        .map_err(|e| Error::Refused(format!("chunk lookup task: {e}")))
+}
+
+/// Checks that every chunk in `ids` is held by a majority of the voters.
+pub async fn require_majority(node: &Arc<NodeContext>, ids: &[ChunkId]) -> Result<()> {
+    let voters = node.raft.status().voters;
+    let total = voters.len().max(1);
+    let need = total / 2 + 1;
+    let mut holders: std::collections::HashMap<ChunkId, usize> =
+        ids.iter().map(|id| (*id, 0)).collect();
+    for voter in &voters {
+        let mut missing = Vec::new();
+        for batch in ids.chunks(MAX_IDS_PER_CALL) {
+            if *voter == node.id {
+                missing.extend(missing_local(&node.chunks, batch.to_vec()).await?);
+                continue;
+            }
+            let asked = async {
+                let mut req = tonic::Request::new(strongbox_proto::v1::HaveChunksRequest {
+                    job_id: String::new(),
+                    ids: batch
+                        .iter()
+                        .map(|id| Bytes::copy_from_slice(id.as_bytes()))
+                        .collect(),
+                });
+                req.set_timeout(PEER_TIMEOUT);
+                let r = client(node, *voter)?
+                    .missing_chunks(req)
+                    .await
+                    .map_err(|s| Error::Transport(s.message().to_string()))?;
+                r.into_inner()
+                    .missing
+                    .iter()
+                    .map(|b| ChunkId::from_slice(b).map_err(|e| Error::Transport(e.to_string())))
+                    .collect::<Result<Vec<_>>>()
+            }
+            .await;
+            match asked {
+                Ok(m) => missing.extend(m),
+                // An unreachable node holds nothing we can count on.
+                Err(_) => missing.extend_from_slice(batch),
+            }
+        }
+        let missing: std::collections::HashSet<ChunkId> = missing.into_iter().collect();
+        for (id, n) in holders.iter_mut() {
+            if !missing.contains(id) {
+                *n += 1;
+            }
+        }
+    }
+    if let Some((id, n)) = holders.iter().find(|(_, n)| **n < need) {
+        return Err(Error::NoMajority {
+            what: format!("chunk {id} of the manifest"),
+            acks: *n,
+            total,
+            failures: "upload the missing chunks again, then commit".into(),
+        });
+    }
+    Ok(())
+}

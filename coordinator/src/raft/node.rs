@@ -60,7 +60,7 @@ impl RaftOptions {
 /// What the rest of the node asks of the loop.
 pub enum Request {
     Propose {
-        command: Command,
+        command: Box<Command>,
         reply: oneshot::Sender<Result<Outcome>>,
     },
     Step(Box<Message>),
@@ -128,7 +128,10 @@ impl RaftHandle {
     /// Proposes a command on this node (it must be the leader) and waits until it is applied.
     pub async fn propose(&self, command: Command) -> Result<Outcome> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Propose { command, reply })?;
+        self.send(Request::Propose {
+            command: Box::new(command),
+            reply,
+        })?;
         rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -265,7 +268,7 @@ impl Loop {
 
     fn handle(&mut self, req: Request) -> Result<()> {
         match req {
-            Request::Propose { command, reply } => self.propose(command, Some(reply)),
+            Request::Propose { command, reply } => self.propose(*command, Some(reply)),
             Request::Step(m) => {
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "dropped a Raft message");

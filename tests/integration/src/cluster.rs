@@ -128,6 +128,8 @@ pub struct ClusterOptions {
     pub region: String,
     pub raft_tick: Duration,
     pub compact_after: u64,
+    pub maintenance_interval: Duration,
+    pub gc_grace: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -136,6 +138,8 @@ impl Default for ClusterOptions {
             region: "test-1".into(),
             raft_tick: Duration::from_millis(50),
             compact_after: 10_000,
+            maintenance_interval: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -210,7 +214,8 @@ impl Cluster {
             .collect();
         let text = format!(
             "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
-             tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n",
+             tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n\
+             maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\n",
             self.options.region,
             node.addr,
             node.http_addr,
@@ -221,6 +226,8 @@ impl Cluster {
             tls.key.display(),
             self.options.raft_tick.as_millis(),
             self.options.compact_after,
+            self.options.maintenance_interval.as_millis(),
+            self.options.gc_grace.as_millis(),
         );
         std::fs::write(&node.config, text)
             .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))

@@ -142,3 +142,186 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
 }
+
+mod gc {
+    use super::*;
+    use strongbox_core::chunk::Opener;
+    use strongbox_core::manifest::{ChunkRef, Manifest, Part, PartKind};
+    use strongbox_proto::v1::{CommitBackupRequest, Member, PurgeBackupRequest, RegisterRequest};
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repair_restores_copies_and_gc_sweeps_only_unused_old_chunks() {
+        install_crypto_provider();
+        let options = ClusterOptions {
+            maintenance_interval: Duration::from_millis(200),
+            gc_grace: Duration::from_secs(4),
+            ..ClusterOptions::default()
+        };
+        let c = Cluster::start(3, options).expect("cluster");
+        let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+        let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
+        let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+        formed(&c, &viewer).await;
+        let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
+        ag.register(RegisterRequest {
+            host: "db-1".into(),
+            region: c.options.region.clone(),
+            spare: false,
+            agent_version: "test".into(),
+            members: vec![Member {
+                service: "orders".into(),
+                engine: "postgres".into(),
+                role: "primary".into(),
+                healthy: true,
+                engine_version: "15".into(),
+            }],
+        })
+        .await
+        .unwrap();
+
+        let keys = FleetKey::from_bytes(1, [42; 32]).service_keys("orders");
+        let mut sealer = Sealer::new(Some(3)).unwrap();
+        let mut chunk = |seed: u32| {
+            let plain: Vec<u8> = (0..100_000u32)
+                .flat_map(|i| (i.wrapping_mul(seed)).to_le_bytes())
+                .collect();
+            let s = sealer.seal(&keys, &plain).unwrap();
+            (s.id, s.bytes, plain)
+        };
+        let (a, b, cc, d) = (chunk(3), chunk(5), chunk(7), chunk(11));
+        for (id, bytes, _) in [&a, &b, &cc] {
+            ag.upload_chunk(upload(id, bytes)).await.unwrap();
+        }
+        let commit = |backup: &str, parts: &[&(strongbox_core::ids::ChunkId, Vec<u8>, Vec<u8>)]| {
+            let m = Manifest {
+                backup_id: backup.into(),
+                service: "orders".into(),
+                created_unix_ms: 1,
+                engine: "postgres".into(),
+                engine_version: "15".into(),
+                parts: vec![Part {
+                    name: "orders".into(),
+                    kind: PartKind::Database as i32,
+                    chunks: parts
+                        .iter()
+                        .map(|(id, bytes, plain)| ChunkRef {
+                            id: id.as_bytes().to_vec(),
+                            plain_size: plain.len() as u64,
+                            stored_size: bytes.len() as u64,
+                        })
+                        .collect(),
+                    tables: vec![],
+                }],
+                totals: None,
+            };
+            let sealed = m.seal(&keys).unwrap();
+            CommitBackupRequest {
+                job_id: String::new(),
+                backup_id: backup.into(),
+                manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes()),
+                manifest: sealed.into(),
+                service: "orders".into(),
+                kind: "manual".into(),
+                plain_bytes: 0,
+                stored_bytes: 0,
+                created_unix_ms: 1,
+            }
+        };
+        ag.commit_backup(commit("b1", &[&a, &b]))
+            .await
+            .expect("commit b1");
+        ag.commit_backup(commit("b2", &[&a, &cc]))
+            .await
+            .expect("commit b2");
+        // Another host's agent may not commit a backup of this host's service.
+        let other = c.pki.issue(Role::Agent, "db-2", &[]).unwrap();
+        let mut other = AgentServiceClient::new(c.channel(1, &other).unwrap());
+        let s = other.commit_backup(commit("b9", &[&a])).await.unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        // A manifest naming a chunk no node holds is refused.
+        let s = ag.commit_backup(commit("b3", &[&a, &d])).await.unwrap_err();
+        assert!(s.message().contains("majority"), "{s:?}");
+
+        // Repair: a deleted copy and a corrupt copy come back.
+        std::fs::remove_file(chunk_file(&c, 2, &cc.0)).unwrap();
+        let pa = chunk_file(&c, 3, &a.0);
+        let mut raw = std::fs::read(&pa).unwrap();
+        raw[10] ^= 1;
+        std::fs::write(&pa, &raw).unwrap();
+        until("repair of the deleted copy", || {
+            chunk_file(&c, 2, &b.0).is_file()
+        })
+        .await;
+        until("repair of the corrupt copy", || {
+            std::fs::read(&pa).is_ok_and(|now| now != raw)
+        })
+        .await;
+
+        // GC: once b1's own chunk is older than the grace period, purge b1 and start another
+        // upload; b1's chunk goes from every node, shared and in-progress chunks stay.
+        let age = |p: PathBuf| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default())
+        };
+        until("b1's chunk to age past the grace period", || {
+            [1, 2, 3]
+                .iter()
+                .all(|n| age(chunk_file(&c, *n, &b.0)).is_ok_and(|a| a > Duration::from_secs(4)))
+        })
+        .await;
+        let mut op = OperatorServiceClient::new(c.channel(2, &operator).unwrap());
+        op.purge_backup(PurgeBackupRequest {
+            backup_id: "b1".into(),
+        })
+        .await
+        .expect("purge");
+        ag.upload_chunk(upload(&d.0, &d.1)).await.unwrap(); // an upload in progress
+        until("b1's own chunk swept from every node", || {
+            [1, 2, 3].iter().all(|n| !chunk_file(&c, *n, &b.0).exists())
+        })
+        .await;
+        for n in [1, 2, 3] {
+            assert!(
+                chunk_file(&c, n, &a.0).is_file(),
+                "shared chunk kept on node {n}"
+            );
+            assert!(
+                chunk_file(&c, n, &cc.0).is_file(),
+                "b2's chunk kept on node {n}"
+            );
+        }
+        assert!(
+            [1, 2, 3]
+                .iter()
+                .filter(|n| chunk_file(&c, **n, &d.0).is_file())
+                .count()
+                >= 2,
+            "the in-progress upload is kept"
+        );
+
+        // b2 still restores: every chunk opens with the keys.
+        let mut opener = Opener::new().unwrap();
+        for (id, _, plain) in [&a, &cc] {
+            let got = ag
+                .fetch_chunk(FetchChunkRequest {
+                    job_id: String::new(),
+                    id: id.as_bytes().to_vec().into(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                &opener.open(&keys, id, &got.into_inner().sealed).unwrap(),
+                plain
+            );
+        }
+    }
+}
