@@ -113,14 +113,8 @@ impl AgentService for AgentApi {
         req: Request<HaveChunksRequest>,
     ) -> Result<Response<HaveChunksResponse>, Status> {
         require_role(&req, &[Role::Agent])?;
-        let ids = replicate::parse_ids(&req.into_inner().ids)?;
-        let missing = replicate::missing_local(&self.node.chunks, ids).await?;
-        Ok(Response::new(HaveChunksResponse {
-            missing: missing
-                .iter()
-                .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
-                .collect(),
-        }))
+        let missing = replicate::missing_reply(&self.node.chunks, &req.into_inner().ids).await?;
+        Ok(Response::new(missing))
     }
 
     async fn upload_chunk(

@@ -95,13 +95,7 @@ impl ClusterService for ClusterApi {
         req: Request<HaveChunksRequest>,
     ) -> Result<Response<HaveChunksResponse>, Status> {
         require_role(&req, &[Role::Node])?;
-        let ids = replicate::parse_ids(&req.into_inner().ids)?;
-        let missing = replicate::missing_local(&self.node.chunks, ids).await?;
-        Ok(Response::new(HaveChunksResponse {
-            missing: missing
-                .iter()
-                .map(|id| bytes::Bytes::copy_from_slice(id.as_bytes()))
-                .collect(),
-        }))
+        let missing = replicate::missing_reply(&self.node.chunks, &req.into_inner().ids).await?;
+        Ok(Response::new(missing))
     }
 }

@@ -183,6 +183,21 @@ pub async fn missing_local(store: &Arc<ChunkStore>, ids: Vec<ChunkId>) -> Result
         .map_err(|e| Error::Refused(format!("chunk lookup task: {e}")))
 }
 
+/// The answer to "which of these wire ids does this node lack" (agents' `HaveChunks` and
+/// peers' `MissingChunks` alike).
+pub async fn missing_reply(
+    store: &Arc<ChunkStore>,
+    ids: &[Bytes],
+) -> std::result::Result<strongbox_proto::v1::HaveChunksResponse, tonic::Status> {
+    let missing = missing_local(store, parse_ids(ids)?).await?;
+    Ok(strongbox_proto::v1::HaveChunksResponse {
+        missing: missing
+            .iter()
+            .map(|id| Bytes::copy_from_slice(id.as_bytes()))
+            .collect(),
+    })
+}
+
 /// Checks that every chunk in `ids` is held by a majority of the voters.
 pub async fn require_majority(node: &Arc<NodeContext>, ids: &[ChunkId]) -> Result<()> {
     let voters = node.raft.status().voters;
