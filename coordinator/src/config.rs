@@ -42,6 +42,10 @@ pub struct Args {
     /// Chunks no backup uses are deleted once older than this (must exceed the longest backup).
     #[arg(long, env = "STRONGBOX_GC_GRACE", value_parser = humantime::parse_duration)]
     pub gc_grace: Option<std::time::Duration>,
+    /// Refuse chunk uploads when the data dir's disk would have less than this many bytes
+    /// free (room kept for the Raft log and the catalog). Default 256 MiB.
+    #[arg(long, env = "STRONGBOX_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// HTTP listen address for /healthz and /metrics.
     #[arg(long, env = "STRONGBOX_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
@@ -77,6 +81,7 @@ struct FileConfig {
     maintenance_interval: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde")]
     gc_grace: Option<std::time::Duration>,
+    min_free_bytes: Option<u64>,
     #[serde(default)]
     peers: Vec<String>,
     data_dir: Option<PathBuf>,
@@ -96,6 +101,7 @@ pub struct Config {
     pub compact_after: u64,
     pub maintenance_interval: std::time::Duration,
     pub gc_grace: std::time::Duration,
+    pub min_free_bytes: u64,
     pub peers: Vec<(u64, String)>,
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
@@ -171,6 +177,10 @@ impl Config {
                 .gc_grace
                 .or(file.gc_grace)
                 .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
+            min_free_bytes: args
+                .min_free_bytes
+                .or(file.min_free_bytes)
+                .unwrap_or(256 << 20),
             compact_after: args
                 .compact_after
                 .or(file.compact_after)

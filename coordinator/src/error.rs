@@ -48,6 +48,13 @@ pub enum Error {
     #[error("TLS: {0}")]
     Tls(#[from] strongbox_core::Error),
 
+    #[error("node {node}: its disk has {free} bytes free, and uploads stop at {reserve} to keep room for the catalog; free space or grow the disk on that node")]
+    DiskFull {
+        node: String,
+        free: u64,
+        reserve: u64,
+    },
+
     #[error("transport: {0}")]
     Transport(String),
 }
@@ -77,6 +84,7 @@ impl From<Error> for tonic::Status {
                 tonic::Status::unavailable(msg)
             }
             Error::Refused(_) => tonic::Status::failed_precondition(msg),
+            Error::DiskFull { .. } => tonic::Status::resource_exhausted(msg),
             _ => tonic::Status::internal(msg),
         }
     }

@@ -1,8 +1,9 @@
 //! The node's plain HTTP listener: `/healthz` (200 when the node has a leader, 503 otherwise)
 //! and `/metrics` (Prometheus text format).
 //!
-//! Invariants: nothing here changes state; metrics are computed from the Raft status and the
-//! catalog at scrape time, so they cannot drift from what the node reports over gRPC.
+//! Invariants: nothing here changes state; Raft and catalog metrics are read at scrape time, so
+//! they cannot drift from what the node reports over gRPC; chunk totals are as of the last
+//! maintenance pass plus writes since; RPC counts come from `metrics.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,6 +120,24 @@ async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
         "catalog_hosts",
         "Hosts registered in the catalog",
         hosts,
+    );
+    let (chunks, chunk_bytes) = node.chunks.totals();
+    gauge(
+        &mut r,
+        "chunks_stored",
+        "Chunk and manifest files held by this node",
+        n(chunks),
+    );
+    gauge(
+        &mut r,
+        "chunk_bytes_stored",
+        "Bytes of chunk and manifest files held by this node",
+        n(chunk_bytes),
+    );
+    r.register(
+        "rpcs",
+        "gRPC calls served, by method and code",
+        node.metrics.rpcs.clone(),
     );
     let mut body = String::new();
     match encode(&mut body, &r) {

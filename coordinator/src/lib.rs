@@ -7,5 +7,6 @@ pub mod chunks;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod raft;
 pub mod server;

@@ -87,8 +87,13 @@ pub async fn run(config: Config) -> Result<()> {
         region: config.region.clone(),
         raft,
         catalog,
-        chunks: Arc::new(crate::chunks::store::ChunkStore::open(&config.data_dir)?),
+        chunks: Arc::new(crate::chunks::store::ChunkStore::open(
+            &config.data_dir,
+            &me.name,
+            config.min_free_bytes,
+        )?),
         transport,
+        metrics: Arc::default(),
     });
 
     tokio::spawn(crate::chunks::maintain::run(
@@ -126,6 +131,7 @@ pub async fn run(config: Config) -> Result<()> {
     let server = Server::builder()
         .tls_config(config.tls.server_config()?)
         .map_err(|e| Error::Transport(e.to_string()))?
+        .layer(crate::metrics::RpcLayer(ctx.metrics.clone()))
         .add_service(
             ClusterServiceServer::new(ClusterApi { node: ctx.clone() })
                 .max_decoding_message_size(MAX_CLUSTER_MESSAGE_BYTES)

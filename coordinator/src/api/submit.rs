@@ -29,6 +29,7 @@ pub struct NodeContext {
     pub catalog: Catalog,
     pub chunks: Arc<crate::chunks::store::ChunkStore>,
     pub transport: Arc<Transport>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeContext {

@@ -94,23 +94,25 @@ pub async fn pass(node: &Arc<NodeContext>, grace: Duration) -> Result<PassReport
         }
     }
 
-    // GC: unreferenced and older than the grace period.
-    if marking_complete {
-        let store = node.chunks.clone();
-        let now = SystemTime::now();
-        report.swept = tokio::task::spawn_blocking(move || -> Result<usize> {
-            let mut swept = 0;
-            for (id, _, mtime) in store.list()? {
-                let age = now.duration_since(mtime).unwrap_or_default();
-                if !live.contains(&id) && age > grace {
-                    store.remove(&id)?;
-                    swept += 1;
-                }
+    // GC: unreferenced and older than the grace period. The same walk recounts the store.
+    let store = node.chunks.clone();
+    let now = SystemTime::now();
+    report.swept = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let (mut swept, mut count, mut bytes) = (0, 0u64, 0u64);
+        for (id, len, mtime) in store.list()? {
+            let age = now.duration_since(mtime).unwrap_or_default();
+            if marking_complete && !live.contains(&id) && age > grace {
+                store.remove(&id)?;
+                swept += 1;
+            } else {
+                count += 1;
+                bytes += len;
             }
-            Ok(swept)
-        })
-        .await
-        .map_err(|e| Error::Refused(format!("GC task: {e}")))??;
-    }
+        }
+        store.set_totals(count, bytes);
+        Ok(swept)
+    })
+    .await
+    .map_err(|e| Error::Refused(format!("GC task: {e}")))??;
     Ok(report)
 }

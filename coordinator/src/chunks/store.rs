@@ -7,11 +7,14 @@
 //! Invariants: a chunk file is complete or absent (temp file in `chunks/tmp`, fsync, rename,
 //! fsync of the folder); a good file is never rewritten (chunks are written once); a read never
 //! returns bytes that fail their checksum; all I/O here is blocking — call it from the blocking
-//! pool, never the reactor.
+//! pool, never the reactor; a write that would leave the disk with less than `min_free` bytes
+//! is refused before it starts (`Error::DiskFull`), so the Raft log and the catalog on the same
+//! disk keep room to work.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use strongbox_core::ids::ChunkId;
 
@@ -23,6 +26,12 @@ pub const MAX_SEALED_LEN: usize = strongbox_core::chunk::MAX_PLAIN_LEN + 4096;
 
 pub struct ChunkStore {
     root: PathBuf,
+    node: String,
+    min_free: u64,
+    /// Files and bytes held: exact after each maintenance pass (`set_totals`), adjusted by
+    /// writes and removals in between.
+    count: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// What a read found.
@@ -41,7 +50,8 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 }
 
 impl ChunkStore {
-    pub fn open(root: &Path) -> Result<Self> {
+    /// Opens (creating) the store under `root`; `node` names this node in errors.
+    pub fn open(root: &Path, node: &str, min_free: u64) -> Result<Self> {
         let root = root.join("chunks");
         fs::create_dir_all(root.join("tmp")).map_err(|e| io(&root, e))?;
         // Leftovers of writes cut short by a crash.
@@ -50,7 +60,34 @@ impl ChunkStore {
                 let _ = fs::remove_file(e.path());
             }
         }
-        Ok(ChunkStore { root })
+        Ok(ChunkStore {
+            root,
+            node: node.to_string(),
+            min_free,
+            count: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// (files, bytes) held.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn set_totals(&self, count: u64, bytes: u64) {
+        self.count.store(count, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes free for an unprivileged writer on the store's disk.
+    pub fn free_bytes(&self) -> Result<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| io(&self.root, std::io::Error::from(e)))?;
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
     }
 
     pub fn path(&self, id: &ChunkId) -> PathBuf {
@@ -73,6 +110,15 @@ impl ChunkStore {
         if let Lookup::Found(_) = self.get(id)? {
             return Ok(false);
         }
+        let free = self.free_bytes()?;
+        let need = sealed.len() as u64 + SUM_LEN as u64 + 8192;
+        if free < self.min_free.saturating_add(need) {
+            return Err(Error::DiskFull {
+                node: self.node.clone(),
+                free,
+                reserve: self.min_free,
+            });
+        }
         let path = self.path(id);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -92,6 +138,9 @@ impl ChunkStore {
             let _ = fs::remove_file(&tmp);
             return Err(io(&path, e));
         }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(sealed.len() as u64 + SUM_LEN as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -121,8 +170,21 @@ impl ChunkStore {
 
     pub fn remove(&self, id: &ChunkId) -> Result<()> {
         let path = self.path(id);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let _ = self
+                    .count
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                        Some(c.saturating_sub(1))
+                    });
+                let _ = self
+                    .bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(len))
+                    });
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io(&path, e)),
         }
@@ -164,7 +226,7 @@ mod tests {
     #[test]
     fn put_get_once_and_detect_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let s = ChunkStore::open(dir.path()).unwrap();
+        let s = ChunkStore::open(dir.path(), "test", 0).unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Missing));
         assert!(s.put(&id(1), b"sealed bytes").unwrap());
         assert!(
@@ -185,7 +247,22 @@ mod tests {
         fs::write(&path, b"short").unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Corrupt(_)));
         assert_eq!(s.list().unwrap().len(), 1);
+        assert_eq!(
+            s.totals().0,
+            2,
+            "two writes (the second replaced a bad copy)"
+        );
         s.remove(&id(1)).unwrap();
+        assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_write_that_would_eat_the_reserve_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path(), "n1", u64::MAX / 2).unwrap();
+        let e = s.put(&id(2), b"sealed").unwrap_err();
+        assert!(matches!(e, Error::DiskFull { .. }), "{e}");
+        assert!(e.to_string().contains("free space"), "{e}");
         assert!(s.list().unwrap().is_empty());
     }
 }

@@ -130,6 +130,8 @@ pub struct ClusterOptions {
     pub compact_after: u64,
     pub maintenance_interval: Duration,
     pub gc_grace: Duration,
+    /// Nodes refuse chunk writes that would leave less than this free on their disk.
+    pub min_free_bytes: u64,
 }
 
 impl Default for ClusterOptions {
@@ -140,6 +142,7 @@ impl Default for ClusterOptions {
             compact_after: 10_000,
             maintenance_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(24 * 3600),
+            min_free_bytes: 0,
         }
     }
 }
@@ -215,7 +218,7 @@ impl Cluster {
         let text = format!(
             "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
              tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n\
-             maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\n",
+             maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\nmin_free_bytes = {}\n",
             self.options.region,
             node.addr,
             node.http_addr,
@@ -228,6 +231,7 @@ impl Cluster {
             self.options.compact_after,
             self.options.maintenance_interval.as_millis(),
             self.options.gc_grace.as_millis(),
+            self.options.min_free_bytes,
         );
         std::fs::write(&node.config, text)
             .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))
@@ -341,6 +345,34 @@ impl Cluster {
         self.dir.path().join(format!("node-{id}-data"))
     }
 
+    /// Moves the data dir of node `id` (stopped) onto a tmpfs of `size` bytes, to test a full
+    /// disk. Needs root (for `mount`). The mount goes when the returned guard drops.
+    pub fn move_data_to_tmpfs(&self, id: u64, size: u64) -> Result<TmpfsMount> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(HarnessError::Setup(
+                "mounting a tmpfs needs root; run this test as root (CI does)".into(),
+            ));
+        }
+        let data = self.data_dir(id);
+        let old = self.dir.path().join(format!("node-{id}-data.before-tmpfs"));
+        std::fs::rename(&data, &old)
+            .map_err(|e| HarnessError::io(format!("moving {}", data.display()), e))?;
+        std::fs::create_dir(&data)
+            .map_err(|e| HarnessError::io(format!("creating {}", data.display()), e))?;
+        run_tool(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size}"))
+                .arg("tmpfs")
+                .arg(&data),
+        )?;
+        let mount = TmpfsMount { path: data.clone() };
+        run_tool(Command::new("cp").arg("-a").arg(old.join(".")).arg(&data))?;
+        std::fs::remove_dir_all(&old)
+            .map_err(|e| HarnessError::io(format!("removing {}", old.display()), e))?;
+        Ok(mount)
+    }
+
     /// The TLS files of node `id` (to act as that node in tests).
     pub fn node_tls(&self, id: u64) -> &TlsFiles {
         &self.node_tls[&id]
@@ -400,4 +432,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     Ok((code, body))
+}
+
+/// A tmpfs mounted by the harness; unmounted (lazily, so open files do not block it) on drop.
+pub struct TmpfsMount {
+    path: PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn run_tool(cmd: &mut Command) -> Result<()> {
+    let what = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| HarnessError::io(format!("running {what}"), e))?;
+    if !out.status.success() {
+        return Err(HarnessError::Setup(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }

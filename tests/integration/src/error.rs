@@ -51,6 +51,10 @@ pub enum HarnessError {
         source: std::io::Error,
     },
 
+    /// A set-up step (mount, copy) failed or is not possible here; the message says why.
+    #[error("{0}")]
+    Setup(String),
+
     /// A system call made through `nix` failed.
     #[error("{what}: {source}")]
     Sys {

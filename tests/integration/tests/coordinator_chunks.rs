@@ -6,13 +6,16 @@ use std::time::{Duration, Instant};
 
 use strongbox_core::chunk::Sealer;
 use strongbox_core::keys::FleetKey;
+use strongbox_core::keys::ServiceKeys;
+use strongbox_core::manifest::{ChunkRef, Manifest, Part, PartKind};
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{install_crypto_provider, TlsFiles};
 use strongbox_integration::cluster::{Cluster, ClusterOptions};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
-    ClusterStatusRequest, FetchChunkRequest, HaveChunksRequest, UploadChunkRequest,
+    ClusterStatusRequest, CommitBackupRequest, FetchChunkRequest, HaveChunksRequest, Member,
+    RegisterRequest, UploadChunkRequest,
 };
 use tonic::Code;
 
@@ -55,6 +58,212 @@ fn upload(id: &strongbox_core::ids::ChunkId, bytes: &[u8]) -> UploadChunkRequest
         id: id.as_bytes().to_vec().into(),
         sealed: bytes.to_vec().into(),
     }
+}
+
+/// A sealed chunk: id, sealed bytes, plaintext.
+type Sealed = (strongbox_core::ids::ChunkId, Vec<u8>, Vec<u8>);
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn register_orders(c: &Cluster) -> RegisterRequest {
+    RegisterRequest {
+        host: "db-1".into(),
+        region: c.options.region.clone(),
+        spare: false,
+        agent_version: "test".into(),
+        members: vec![Member {
+            service: "orders".into(),
+            engine: "postgres".into(),
+            role: "primary".into(),
+            healthy: true,
+            engine_version: "15".into(),
+        }],
+    }
+}
+
+/// The commit of a backup of `orders` whose one part is `parts`.
+fn commit_request(keys: &ServiceKeys, backup: &str, parts: &[&Sealed]) -> CommitBackupRequest {
+    let m = Manifest {
+        backup_id: backup.into(),
+        service: "orders".into(),
+        created_unix_ms: 1,
+        engine: "postgres".into(),
+        engine_version: "15".into(),
+        parts: vec![Part {
+            name: "orders".into(),
+            kind: PartKind::Database as i32,
+            chunks: parts
+                .iter()
+                .map(|(id, bytes, plain)| ChunkRef {
+                    id: id.as_bytes().to_vec(),
+                    plain_size: plain.len() as u64,
+                    stored_size: bytes.len() as u64,
+                })
+                .collect(),
+            tables: vec![],
+        }],
+        totals: None,
+    };
+    let sealed = m.seal(keys).unwrap();
+    CommitBackupRequest {
+        job_id: String::new(),
+        backup_id: backup.into(),
+        manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes()),
+        manifest: sealed.into(),
+        service: "orders".into(),
+        kind: "manual".into(),
+        plain_bytes: 0,
+        stored_bytes: 0,
+        created_unix_ms: 1,
+    }
+}
+
+/// `n` chunks of `orders` of about `size` bytes each, incompressible.
+fn orders_chunks(keys: &ServiceKeys, n: u32, size: usize) -> Vec<Sealed> {
+    let mut sealer = Sealer::new(Some(3)).unwrap();
+    (0..n)
+        .map(|k| {
+            let mut plain = vec![0u8; size];
+            let mut x = blake3::Hasher::new();
+            x.update(&k.to_le_bytes());
+            x.finalize_xof().fill(&mut plain);
+            let s = sealer.seal(keys, &plain).unwrap();
+            (s.id, s.bytes, plain)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_were_down_get_their_chunks_back_by_repair() {
+    install_crypto_provider();
+    let options = ClusterOptions {
+        maintenance_interval: Duration::from_millis(200),
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::start(3, options).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    formed(&c, &viewer).await;
+    let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
+    ag.register(register_orders(&c)).await.unwrap();
+    let keys = FleetKey::from_bytes(1, [9; 32]).service_keys("orders");
+    let chunks = orders_chunks(&keys, 3, 300_000);
+
+    // Node 3 down: two chunks are acknowledged by nodes 1 and 2.
+    c.kill(3).unwrap();
+    for (id, bytes, _) in &chunks[..2] {
+        ag.upload_chunk(upload(id, bytes)).await.expect("upload");
+    }
+    // Node 2 down too: refused, and the error says why.
+    c.kill(2).unwrap();
+    let s = ag
+        .upload_chunk(upload(&chunks[2].0, &chunks[2].1))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(s.message().contains("majority"), "{}", s.message());
+
+    // Both return; a backup of the first two chunks commits, and repair copies them to node 3.
+    c.start_node(2).unwrap();
+    c.start_node(3).unwrap();
+    formed(&c, &viewer).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ag
+            .commit_backup(commit_request(&keys, "b1", &[&chunks[0], &chunks[1]]))
+            .await
+        {
+            Ok(_) => break,
+            Err(s) if Instant::now() < deadline && s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("commit after the nodes returned: {s:?}"),
+        }
+    }
+    until("repair to bring both chunks to node 3", || {
+        chunks[..2]
+            .iter()
+            .all(|(id, _, _)| chunk_file(&c, 3, id).is_file())
+    })
+    .await;
+    for (id, _, _) in &chunks[..2] {
+        for n in [1, 2, 3] {
+            assert!(chunk_file(&c, n, id).is_file(), "node {n} holds {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
+    install_crypto_provider();
+    const RESERVE: u64 = 8 << 20;
+    let options = ClusterOptions {
+        min_free_bytes: RESERVE,
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::start(3, options).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    formed(&c, &viewer).await;
+    // Nodes 2 and 3 move onto small tmpfs disks, so a majority lacks room.
+    let mut mounts = Vec::new();
+    for n in [2, 3] {
+        c.stop_node(n).unwrap();
+        mounts.push(c.move_data_to_tmpfs(n, 64 << 20).expect("tmpfs"));
+        c.start_node(n).unwrap();
+    }
+    formed(&c, &viewer).await;
+    let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
+    ag.register(register_orders(&c)).await.unwrap();
+    let keys = FleetKey::from_bytes(1, [7; 32]).service_keys("orders");
+    let chunks = orders_chunks(&keys, 2, 3 << 20);
+
+    // Fill both disks to 10 MiB free: a 3 MiB chunk would eat into the 8 MiB reserve.
+    let fillers: Vec<PathBuf> = mounts.iter().map(|m| m.path().join("filler")).collect();
+    for f in &fillers {
+        let st = nix::sys::statvfs::statvfs(f.parent().unwrap()).unwrap();
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let len = free.saturating_sub(10 << 20);
+        std::fs::write(f, vec![0u8; len as usize]).unwrap();
+    }
+    let s = ag
+        .upload_chunk(upload(&chunks[0].0, &chunks[0].1))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    for needle in ["node 2", "node 3", "free space", "majority"] {
+        assert!(s.message().contains(needle), "{needle}: {}", s.message());
+    }
+    for n in [2, 3] {
+        assert!(
+            !chunk_file(&c, n, &chunks[0].0).exists(),
+            "nothing stored on node {n}"
+        );
+    }
+
+    // The catalog still takes writes through every node, and every node still answers.
+    for n in [1, 2, 3] {
+        let mut ag = AgentServiceClient::new(c.channel(n, &agent).unwrap());
+        ag.register(register_orders(&c))
+            .await
+            .unwrap_or_else(|s| panic!("catalog write through node {n} on a full disk: {s:?}"));
+    }
+    assert_eq!(c.running_ids(), vec![1, 2, 3], "no node died");
+
+    // Room again on node 3: uploads succeed.
+    std::fs::remove_file(&fillers[1]).unwrap();
+    ag.upload_chunk(upload(&chunks[1].0, &chunks[1].1))
+        .await
+        .expect("upload once node 3 has room");
+    assert!(chunk_file(&c, 3, &chunks[1].0).is_file());
+    drop(c);
+    drop(mounts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,16 +355,7 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
 mod gc {
     use super::*;
     use strongbox_core::chunk::Opener;
-    use strongbox_core::manifest::{ChunkRef, Manifest, Part, PartKind};
-    use strongbox_proto::v1::{CommitBackupRequest, Member, PurgeBackupRequest, RegisterRequest};
-
-    async fn until(what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    use strongbox_proto::v1::PurgeBackupRequest;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repair_restores_copies_and_gc_sweeps_only_unused_old_chunks() {
@@ -171,21 +371,7 @@ mod gc {
         let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
         formed(&c, &viewer).await;
         let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
-        ag.register(RegisterRequest {
-            host: "db-1".into(),
-            region: c.options.region.clone(),
-            spare: false,
-            agent_version: "test".into(),
-            members: vec![Member {
-                service: "orders".into(),
-                engine: "postgres".into(),
-                role: "primary".into(),
-                healthy: true,
-                engine_version: "15".into(),
-            }],
-        })
-        .await
-        .unwrap();
+        ag.register(register_orders(&c)).await.unwrap();
 
         let keys = FleetKey::from_bytes(1, [42; 32]).service_keys("orders");
         let mut sealer = Sealer::new(Some(3)).unwrap();
@@ -200,41 +386,7 @@ mod gc {
         for (id, bytes, _) in [&a, &b, &cc] {
             ag.upload_chunk(upload(id, bytes)).await.unwrap();
         }
-        let commit = |backup: &str, parts: &[&(strongbox_core::ids::ChunkId, Vec<u8>, Vec<u8>)]| {
-            let m = Manifest {
-                backup_id: backup.into(),
-                service: "orders".into(),
-                created_unix_ms: 1,
-                engine: "postgres".into(),
-                engine_version: "15".into(),
-                parts: vec![Part {
-                    name: "orders".into(),
-                    kind: PartKind::Database as i32,
-                    chunks: parts
-                        .iter()
-                        .map(|(id, bytes, plain)| ChunkRef {
-                            id: id.as_bytes().to_vec(),
-                            plain_size: plain.len() as u64,
-                            stored_size: bytes.len() as u64,
-                        })
-                        .collect(),
-                    tables: vec![],
-                }],
-                totals: None,
-            };
-            let sealed = m.seal(&keys).unwrap();
-            CommitBackupRequest {
-                job_id: String::new(),
-                backup_id: backup.into(),
-                manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes()),
-                manifest: sealed.into(),
-                service: "orders".into(),
-                kind: "manual".into(),
-                plain_bytes: 0,
-                stored_bytes: 0,
-                created_unix_ms: 1,
-            }
-        };
+        let commit = |backup: &str, parts: &[&Sealed]| commit_request(&keys, backup, parts);
         ag.commit_backup(commit("b1", &[&a, &b]))
             .await
             .expect("commit b1");

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{install_crypto_provider, TlsFiles};
-use strongbox_integration::cluster::{channel, Cluster, ClusterOptions, TestPki};
+use strongbox_integration::cluster::{channel, http_get, Cluster, ClusterOptions, TestPki};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
@@ -129,6 +129,20 @@ async fn every_rpc_checks_the_role_in_the_certificate() {
         "{}",
         wrong_region.message()
     );
+
+    // /metrics counts every call by method and code: the 3 refused Raft calls above, the one
+    // accepted registration.
+    let (_, metrics) = http_get(c.node(1).http_addr, "/metrics").unwrap();
+    for line in [
+        r#"strongbox_rpcs_total{method="ClusterService/Raft",code="PermissionDenied"} 3"#,
+        r#"strongbox_rpcs_total{method="AgentService/Register",code="Ok"} 1"#,
+        r#"strongbox_rpcs_total{method="AgentService/Register",code="InvalidArgument"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
