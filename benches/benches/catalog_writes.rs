@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use strongbox_core::pki::Role;
 use strongbox_integration::cluster::{Cluster, ClusterOptions};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
-use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-use strongbox_proto::v1::{ClusterStatusRequest, RegisterRequest};
+use strongbox_proto::v1::RegisterRequest;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -32,16 +31,7 @@ async fn main() {
     };
     let c = Cluster::start(3, options).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "bench", &[]).unwrap();
-    let leader = loop {
-        let mut op = OperatorServiceClient::new(c.channel(1, &viewer).unwrap());
-        if let Ok(r) = op.cluster_status(ClusterStatusRequest {}).await {
-            let r = r.into_inner();
-            if r.leader_id != 0 && r.nodes.iter().filter(|n| n.voter).count() == 3 {
-                break r.leader_id;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let leader = c.wait_for_leader(&viewer, 3).await.expect("cluster");
 
     let per_writer = writes / writers;
     let mut tasks = Vec::new();

@@ -7,15 +7,14 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use strongbox_core::chunk::Sealer;
 use strongbox_core::keys::FleetKey;
 use strongbox_core::pki::Role;
 use strongbox_integration::cluster::{Cluster, ClusterOptions};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
-use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-use strongbox_proto::v1::{ClusterStatusRequest, UploadChunkRequest};
+use strongbox_proto::v1::{Member, RegisterRequest, UploadChunkRequest};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -70,27 +69,36 @@ async fn main() {
     let c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "bench", &[]).unwrap();
     let agent = c.pki.issue(Role::Agent, "bench-host", &[]).unwrap();
-    let leader = loop {
-        let mut op = OperatorServiceClient::new(c.channel(1, &viewer).unwrap());
-        if let Ok(r) = op.cluster_status(ClusterStatusRequest {}).await {
-            let r = r.into_inner();
-            if r.leader_id != 0 && r.nodes.iter().filter(|n| n.voter).count() == 3 {
-                break r.leader_id;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let operator = c.pki.issue(Role::Operator, "bench", &[]).unwrap();
+    let leader = c.wait_for_leader(&viewer, 3).await.expect("cluster");
     let channel = c.channel(leader, &agent).unwrap();
+    AgentServiceClient::new(channel.clone())
+        .register(RegisterRequest {
+            host: "bench-host".into(),
+            region: c.options.region.clone(),
+            spare: false,
+            agent_version: "bench".into(),
+            members: vec![Member {
+                service: "bench".into(),
+                engine: "sqlite".into(),
+                role: "standalone".into(),
+                healthy: true,
+                engine_version: "3".into(),
+            }],
+        })
+        .await
+        .expect("register");
+    let job = c.create_backup_job(&operator, "bench").await.expect("job");
     let t = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
-        let (data, channel) = (data.clone(), channel.clone());
+        let (data, channel, job_id) = (data.clone(), channel.clone(), job.id.clone());
         tasks.push(tokio::spawn(async move {
             let mut client = AgentServiceClient::new(channel).max_encoding_message_size(16 << 20);
             for (id, sealed) in data.iter().skip(s).step_by(streams) {
                 client
                     .upload_chunk(UploadChunkRequest {
-                        job_id: String::new(),
+                        job_id: job_id.clone(),
                         id: id.clone().into(),
                         sealed: sealed.clone(),
                     })

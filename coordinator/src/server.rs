@@ -143,7 +143,7 @@ pub async fn run(config: Config) -> Result<()> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AgentServiceServer::new(AgentApi { node: ctx.clone() })
+            AgentServiceServer::new(AgentApi::new(ctx.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

@@ -80,6 +80,62 @@ impl OperatorService for Probe {
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         Err(Status::unimplemented("probe"))
     }
+
+    async fn show_backup(
+        &self,
+        _: Request<pb::ShowBackupRequest>,
+    ) -> Result<Response<pb::BackupInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn get_job(
+        &self,
+        _: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn list_jobs(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn list_audit(
+        &self,
+        _: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn create_backup(
+        &self,
+        _: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn restore_backup(
+        &self,
+        _: Request<pb::RestoreBackupRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn download_chunk(
+        &self,
+        _: Request<pb::DownloadChunkRequest>,
+    ) -> Result<Response<pb::FetchChunkResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
 }
 
 fn id(role: Role, name: &str) -> Identity {

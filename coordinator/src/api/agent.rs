@@ -1,28 +1,63 @@
 //! `AgentService`: what agents call. Only certificates with the role `agent` get in, and an
-//! agent acts only for its own host.
+//! agent acts only for its own host: chunk presence, uploads and commits within a backup job
+//! assigned to it, chunk reads within a restore job assigned to it (and only that backup's
+//! chunks).
 
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use strongbox_core::pki::Role;
 use strongbox_core::tls::require_role;
-use strongbox_proto::catalog::{
-    command::Op, BackupRecord, CommitBackup, MemberRecord, RegisterHost,
-};
+use strongbox_proto::catalog::{command::Op, BackupRecord, CommitBackup, RegisterHost};
 use strongbox_proto::v1::agent_service_server::AgentService;
 use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::member_record;
+use super::jobs::{agent_job, backup_chunks};
 use super::NodeContext;
 use crate::chunks::replicate;
 use strongbox_core::ids::ChunkId;
 
 pub struct AgentApi {
     pub node: Arc<NodeContext>,
+    /// Per restore job, the chunks it may read (read from the manifest once).
+    restore_chunks: Mutex<HashMap<String, Arc<HashSet<ChunkId>>>>,
 }
 
-const NOT_YET: &str = "not part of this build yet";
+impl AgentApi {
+    pub fn new(node: Arc<NodeContext>) -> Self {
+        AgentApi {
+            node,
+            restore_chunks: Mutex::default(),
+        }
+    }
+
+    async fn allowed_chunks(
+        &self,
+        job_id: &str,
+        backup_id: &str,
+    ) -> Result<Arc<HashSet<ChunkId>>, Status> {
+        if let Some(ids) = self.cache().get(job_id) {
+            return Ok(ids.clone());
+        }
+        let ids = Arc::new(backup_chunks(&self.node, backup_id).await?);
+        let mut cache = self.cache();
+        if cache.len() > 64 {
+            cache.clear();
+        }
+        cache.insert(job_id.to_string(), ids.clone());
+        Ok(ids)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<HashSet<ChunkId>>>> {
+        self.restore_chunks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
@@ -60,29 +95,17 @@ impl AgentService for AgentApi {
                 )));
             }
         }
-        let cmd = self.node.command(
-            &who,
-            Op::RegisterHost(RegisterHost {
-                host: r.host.clone(),
-                region: r.region,
-                spare: r.spare,
-                members: r
-                    .members
-                    .into_iter()
-                    .map(|m| MemberRecord {
-                        service: m.service,
-                        engine: m.engine,
-                        role: m.role,
-                        healthy: m.healthy,
-                        engine_version: m.engine_version,
-                    })
-                    .collect(),
-            }),
-        );
-        let outcome = self.node.submit(cmd).await?;
-        if !outcome.error.is_empty() {
-            return Err(Status::failed_precondition(outcome.error));
-        }
+        self.node
+            .apply(
+                &who,
+                Op::RegisterHost(RegisterHost {
+                    host: r.host.clone(),
+                    region: r.region,
+                    spare: r.spare,
+                    members: r.members.into_iter().map(member_record).collect(),
+                }),
+            )
+            .await?;
         let coordinators = self
             .node
             .catalog
@@ -102,9 +125,16 @@ impl AgentService for AgentApi {
         &self,
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        require_role(&req, &[Role::Agent])?;
-        Err(Status::unimplemented(format!(
-            "agent sessions are {NOT_YET}"
+        let who = require_role(&req, &[Role::Agent])?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(super::session::run(
+            self.node.clone(),
+            who,
+            req.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
 
@@ -112,8 +142,10 @@ impl AgentService for AgentApi {
         &self,
         req: Request<HaveChunksRequest>,
     ) -> Result<Response<HaveChunksResponse>, Status> {
-        require_role(&req, &[Role::Agent])?;
-        let missing = replicate::missing_reply(&self.node.chunks, &req.into_inner().ids).await?;
+        let who = require_role(&req, &[Role::Agent])?;
+        let r = req.into_inner();
+        agent_job(&self.node, &who, &r.job_id, "backup").await?;
+        let missing = replicate::missing_reply(&self.node.chunks, &r.ids).await?;
         Ok(Response::new(missing))
     }
 
@@ -121,8 +153,9 @@ impl AgentService for AgentApi {
         &self,
         req: Request<UploadChunkRequest>,
     ) -> Result<Response<UploadChunkResponse>, Status> {
-        require_role(&req, &[Role::Agent])?;
+        let who = require_role(&req, &[Role::Agent])?;
         let r = req.into_inner();
+        agent_job(&self.node, &who, &r.job_id, "backup").await?;
         let id = replicate::validate(&r.id, &r.sealed)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         replicate::put_majority(&self.node, id, r.sealed).await?;
@@ -144,14 +177,15 @@ impl AgentService for AgentApi {
         ) {
             return Err(invalid(format!("unknown backup kind {:?}", r.kind)));
         }
-        // An agent commits only backups of services on its own host.
-        self.node.read_barrier().await?;
-        let host = self
-            .node
-            .catalog
-            .hosts()?
-            .into_iter()
-            .find(|h| h.name == who.name);
+        // An agent commits only the backup of its own job, of a service on its own host.
+        let job = agent_job(&self.node, &who, &r.job_id, "backup").await?;
+        if job.backup_id != r.backup_id || job.service != r.service {
+            return Err(Status::permission_denied(format!(
+                "job {} is the backup {} of {}, not {} of {}",
+                job.id, job.backup_id, job.service, r.backup_id, r.service
+            )));
+        }
+        let host = self.node.catalog.host(&who.name)?;
         if !host.is_some_and(|h| h.members.iter().any(|m| m.service == r.service)) {
             return Err(Status::permission_denied(format!(
                 "{who} may not commit a backup of {:?}: that service is not on its host",
@@ -170,29 +204,24 @@ impl AgentService for AgentApi {
         let chunk_ids = envelope.chunk_ids.clone();
         replicate::put_majority(&self.node, manifest_id, r.manifest.clone()).await?;
         replicate::require_majority(&self.node, &chunk_ids).await?;
-        let cmd = self.node.command(
-            &who,
-            Op::CommitBackup(CommitBackup {
-                backup: Some(BackupRecord {
-                    id: r.backup_id,
-                    service: r.service,
-                    host: who.name.clone(),
-                    kind: r.kind,
-                    state: "completed".into(),
-                    reason: String::new(),
-                    created_unix_ms: r.created_unix_ms,
-                    completed_unix_ms: 0,
-                    manifest_id: r.manifest_id,
-                    plain_bytes: r.plain_bytes,
-                    stored_bytes: r.stored_bytes,
-                    chunk_count: chunk_ids.len() as u64,
-                }),
+        let op = Op::CommitBackup(CommitBackup {
+            backup: Some(BackupRecord {
+                id: r.backup_id,
+                service: r.service,
+                host: who.name.clone(),
+                kind: r.kind,
+                state: "completed".into(),
+                reason: String::new(),
+                created_unix_ms: r.created_unix_ms,
+                completed_unix_ms: 0,
+                manifest_id: r.manifest_id,
+                plain_bytes: r.plain_bytes,
+                stored_bytes: r.stored_bytes,
+                chunk_count: chunk_ids.len() as u64,
             }),
-        );
-        let outcome = self.node.submit(cmd).await?;
-        if !outcome.error.is_empty() {
-            return Err(Status::failed_precondition(outcome.error));
-        }
+            job_id: r.job_id,
+        });
+        self.node.apply(&who, op).await?;
         Ok(Response::new(CommitBackupResponse {}))
     }
 
@@ -200,9 +229,20 @@ impl AgentService for AgentApi {
         &self,
         req: Request<FetchChunkRequest>,
     ) -> Result<Response<FetchChunkResponse>, Status> {
-        require_role(&req, &[Role::Agent])?;
-        let id = ChunkId::from_slice(&req.into_inner().id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let who = require_role(&req, &[Role::Agent])?;
+        let r = req.into_inner();
+        let id = ChunkId::from_slice(&r.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let job = agent_job(&self.node, &who, &r.job_id, "restore").await?;
+        if !self
+            .allowed_chunks(&job.id, &job.backup_id)
+            .await?
+            .contains(&id)
+        {
+            return Err(Status::permission_denied(format!(
+                "chunk {id} is not part of backup {} (job {})",
+                job.backup_id, job.id
+            )));
+        }
         match replicate::fetch(&self.node, id).await? {
             Some(sealed) => Ok(Response::new(FetchChunkResponse { sealed })),
             None => Err(Status::not_found(format!(

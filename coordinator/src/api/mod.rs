@@ -3,7 +3,10 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod convert;
+pub mod jobs;
 pub mod operator;
+pub mod session;
 pub mod submit;
 
 pub use submit::NodeContext;

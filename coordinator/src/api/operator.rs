@@ -2,28 +2,26 @@
 
 use std::sync::Arc;
 
+use strongbox_core::ids::ChunkId;
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{peer_identity, require_role};
-use strongbox_proto::catalog::{command::Op, PurgeBackup, RemoveNode, SetNode};
+use strongbox_proto::catalog::{
+    command::Op, CreateJob, JobRecord, PurgeBackup, RemoveNode, SetNode,
+};
 use strongbox_proto::v1::operator_service_server::OperatorService;
 use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status};
 
+use super::convert::{backup_info, job_info, member};
+use super::jobs::{backup_chunks, backup_host, restore_host};
 use super::NodeContext;
+use crate::raft::node::now_ms;
 
 const READERS: &[Role] = &[Role::Viewer, Role::Operator];
 const CHANGERS: &[Role] = &[Role::Operator];
 
 pub struct OperatorApi {
     pub node: Arc<NodeContext>,
-}
-
-fn outcome(o: strongbox_proto::catalog::Outcome) -> Result<(), Status> {
-    if o.error.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(o.error))
-    }
 }
 
 #[tonic::async_trait]
@@ -112,17 +110,7 @@ impl OperatorService for OperatorApi {
                 region: h.region,
                 spare: h.spare,
                 registered_unix_ms: h.registered_unix_ms,
-                members: h
-                    .members
-                    .into_iter()
-                    .map(|m| Member {
-                        service: m.service,
-                        engine: m.engine,
-                        role: m.role,
-                        healthy: m.healthy,
-                        engine_version: m.engine_version,
-                    })
-                    .collect(),
+                members: h.members.into_iter().map(member).collect(),
             })
             .collect();
         Ok(Response::new(ListHostsResponse { hosts }))
@@ -143,15 +131,12 @@ impl OperatorService for OperatorApi {
                 r.address
             )));
         }
-        let cmd = self.node.command(
-            &who,
-            Op::SetNode(SetNode {
-                id: r.id,
-                address: r.address,
-                name: r.name,
-            }),
-        );
-        outcome(self.node.submit(cmd).await?)?;
+        let op = Op::SetNode(SetNode {
+            id: r.id,
+            address: r.address,
+            name: r.name,
+        });
+        self.node.apply(&who, op).await?;
         Ok(Response::new(AddNodeResponse {}))
     }
 
@@ -161,8 +146,9 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<RemoveNodeResponse>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let id = req.into_inner().id;
-        let cmd = self.node.command(&who, Op::RemoveNode(RemoveNode { id }));
-        outcome(self.node.submit(cmd).await?)?;
+        self.node
+            .apply(&who, Op::RemoveNode(RemoveNode { id }))
+            .await?;
         Ok(Response::new(RemoveNodeResponse {}))
     }
 
@@ -179,19 +165,7 @@ impl OperatorService for OperatorApi {
             .backups()?
             .into_iter()
             .filter(|b| service.is_empty() || b.service == service)
-            .map(|b| BackupInfo {
-                id: b.id,
-                service: b.service,
-                host: b.host,
-                kind: b.kind,
-                state: b.state,
-                reason: b.reason,
-                created_unix_ms: b.created_unix_ms,
-                completed_unix_ms: b.completed_unix_ms,
-                plain_bytes: b.plain_bytes,
-                stored_bytes: b.stored_bytes,
-                chunk_count: b.chunk_count,
-            })
+            .map(backup_info)
             .collect();
         backups.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
         Ok(Response::new(ListBackupsResponse { backups }))
@@ -203,10 +177,227 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<PurgeBackupResponse>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let backup_id = req.into_inner().backup_id;
-        let cmd = self
-            .node
-            .command(&who, Op::PurgeBackup(PurgeBackup { backup_id }));
-        outcome(self.node.submit(cmd).await?)?;
+        self.node
+            .apply(&who, Op::PurgeBackup(PurgeBackup { backup_id }))
+            .await?;
         Ok(Response::new(PurgeBackupResponse {}))
+    }
+
+    async fn show_backup(
+        &self,
+        req: Request<ShowBackupRequest>,
+    ) -> Result<Response<BackupInfo>, Status> {
+        require_role(&req, READERS)?;
+        let id = req.into_inner().id;
+        self.node.read_barrier().await?;
+        let b = self.node.catalog.backup(&id)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no backup {id:?}; `strongbox backup list SERVICE` shows the backups"
+            ))
+        })?;
+        Ok(Response::new(backup_info(b)))
+    }
+
+    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobInfo>, Status> {
+        require_role(&req, READERS)?;
+        let id = req.into_inner().id;
+        self.node.read_barrier().await?;
+        let j = self
+            .node
+            .catalog
+            .job(&id)?
+            .ok_or_else(|| Status::not_found(format!("no job {id:?}")))?;
+        Ok(Response::new(job_info(j)))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        require_role(&req, READERS)?;
+        let r = req.into_inner();
+        self.node.read_barrier().await?;
+        let mut jobs: Vec<JobInfo> = self
+            .node
+            .catalog
+            .jobs()?
+            .into_iter()
+            .filter(|j| r.kind.is_empty() || j.kind == r.kind)
+            .filter(|j| r.service.is_empty() || j.service == r.service)
+            .map(job_info)
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.created_unix_ms));
+        Ok(Response::new(ListJobsResponse { jobs }))
+    }
+
+    async fn list_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        require_role(&req, READERS)?;
+        self.node.read_barrier().await?;
+        let mut services: std::collections::BTreeMap<String, ServiceInfo> = Default::default();
+        for h in self.node.catalog.hosts()? {
+            for m in h.members {
+                let s = services
+                    .entry(m.service.clone())
+                    .or_insert_with(|| ServiceInfo {
+                        name: m.service.clone(),
+                        engine: m.engine.clone(),
+                        ..Default::default()
+                    });
+                s.members.push(ServiceMember {
+                    host: h.name.clone(),
+                    role: m.role,
+                    healthy: m.healthy,
+                    engine_version: m.engine_version,
+                });
+            }
+        }
+        for b in self.node.catalog.backups()? {
+            if let Some(s) = services.get_mut(&b.service) {
+                if b.state == "completed" {
+                    s.backups += 1;
+                    s.last_backup_unix_ms = s.last_backup_unix_ms.max(b.created_unix_ms);
+                }
+            }
+        }
+        Ok(Response::new(ListServicesResponse {
+            services: services.into_values().collect(),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        require_role(&req, READERS)?;
+        let limit = match req.into_inner().limit {
+            0 => 100,
+            n => n.min(10_000) as usize,
+        };
+        self.node.read_barrier().await?;
+        let entries = self
+            .node
+            .catalog
+            .audit()?
+            .into_iter()
+            .rev()
+            .take(limit)
+            .map(|a| AuditEntry {
+                index: a.index,
+                unix_ms: a.unix_ms,
+                actor: a
+                    .actor
+                    .map(|a| format!("{}:{}", a.role, a.name))
+                    .unwrap_or_default(),
+                what: a.what,
+            })
+            .collect();
+        Ok(Response::new(ListAuditResponse { entries }))
+    }
+
+    async fn create_backup(
+        &self,
+        req: Request<CreateBackupRequest>,
+    ) -> Result<Response<JobInfo>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        self.node.read_barrier().await?;
+        let (host, engine) = backup_host(&self.node.catalog.hosts()?, &r.service, &r.host)?;
+        let job = JobRecord {
+            id: format!("job-{}", uuid::Uuid::now_v7()),
+            kind: "backup".into(),
+            service: r.service,
+            host,
+            backup_id: format!("bk-{}", uuid::Uuid::now_v7()),
+            backup_kind: "manual".into(),
+            engine,
+            ..Default::default()
+        };
+        self.create_job(&who, job).await
+    }
+
+    async fn restore_backup(
+        &self,
+        req: Request<RestoreBackupRequest>,
+    ) -> Result<Response<JobInfo>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        if !r.to_region.is_empty() && r.to_region != self.node.region {
+            return Err(Status::invalid_argument(format!(
+                "this cluster serves region {:?}; to restore in {:?}, ask that region's coordinators",
+                self.node.region, r.to_region
+            )));
+        }
+        self.node.read_barrier().await?;
+        let backup = self
+            .node
+            .catalog
+            .backup(&r.backup_id)?
+            .ok_or_else(|| Status::not_found(format!("no backup {:?}", r.backup_id)))?;
+        let hosts = self.node.catalog.hosts()?;
+        let host = restore_host(&hosts, &self.node.catalog.jobs()?, &r.to_host, now_ms())?;
+        let engine = hosts
+            .iter()
+            .flat_map(|h| h.members.iter())
+            .find(|m| m.service == backup.service)
+            .map(|m| m.engine.clone())
+            .unwrap_or_default();
+        let job = JobRecord {
+            id: format!("job-{}", uuid::Uuid::now_v7()),
+            kind: "restore".into(),
+            service: backup.service,
+            host,
+            backup_id: backup.id,
+            engine,
+            ..Default::default()
+        };
+        self.create_job(&who, job).await
+    }
+
+    async fn download_chunk(
+        &self,
+        req: Request<DownloadChunkRequest>,
+    ) -> Result<Response<FetchChunkResponse>, Status> {
+        require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        let id = ChunkId::from_slice(&r.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !backup_chunks(&self.node, &r.backup_id).await?.contains(&id) {
+            return Err(Status::permission_denied(format!(
+                "chunk {id} is not part of backup {}",
+                r.backup_id
+            )));
+        }
+        match crate::chunks::replicate::fetch(&self.node, id).await? {
+            Some(sealed) => Ok(Response::new(FetchChunkResponse { sealed })),
+            None => Err(Status::data_loss(format!(
+                "no node of this region holds a good copy of chunk {id}"
+            ))),
+        }
+    }
+}
+
+impl OperatorApi {
+    async fn create_job(
+        &self,
+        who: &strongbox_core::pki::Identity,
+        mut job: JobRecord,
+    ) -> Result<Response<JobInfo>, Status> {
+        job.requested_by = Some(strongbox_proto::catalog::Actor {
+            role: who.role.to_string(),
+            name: who.name.clone(),
+        });
+        let id = job.id.clone();
+        self.node
+            .apply(who, Op::CreateJob(CreateJob { job: Some(job) }))
+            .await?;
+        self.node.read_barrier().await?;
+        let job = self
+            .node
+            .catalog
+            .job(&id)?
+            .ok_or_else(|| Status::internal(format!("job {id} vanished after its creation")))?;
+        Ok(Response::new(job_info(job)))
     }
 }

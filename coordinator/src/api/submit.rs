@@ -46,6 +46,21 @@ impl NodeContext {
         }
     }
 
+    /// Runs `op` for `actor` through Raft; a refusal by the catalog is `FAILED_PRECONDITION`
+    /// with the catalog's reason.
+    pub async fn apply(
+        &self,
+        actor: &Identity,
+        op: strongbox_proto::catalog::command::Op,
+    ) -> std::result::Result<(), tonic::Status> {
+        let outcome = self.submit(self.command(actor, op)).await?;
+        if outcome.error.is_empty() {
+            Ok(())
+        } else {
+            Err(tonic::Status::failed_precondition(outcome.error))
+        }
+    }
+
     /// Applies `cmd` through Raft from this node, waiting through elections up to the deadline.
     pub async fn submit(&self, cmd: Command) -> Result<Outcome> {
         let deadline = Instant::now() + REQUEST_DEADLINE;

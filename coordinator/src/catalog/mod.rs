@@ -2,19 +2,21 @@
 //! here, in log order, on every node.
 //!
 //! One sled tree `catalog`, keys by table: `applied` (the last applied log index),
-//! `host/<name>`, `node/<id>`, `req/<request id>` (the outcome of each command, for
-//! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
+//! `host/<name>`, `node/<id>`, `backup/<id>`, `job/<id>`, `req/<request id>` (the outcome of
+//! each command, for idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
 //!
 //! Invariants: applying is deterministic (all it reads is the command and the catalog); the
 //! changes of an entry and the new applied index are written in one atomic batch, so after a
 //! crash the catalog is exactly the state at its applied index; a request id applied twice has
 //! the effect of once and answers the first outcome; a malformed command is recorded as refused,
-//! never a crash.
+//! never a crash; a job's state only moves forward (pending → running → completed | failed) and
+//! only its own host reports on it; a backup is `completed` only by a `CommitBackup`, and a
+//! committed backup never changes again but by purge.
 
 use prost::Message;
 use strongbox_proto::catalog::{
-    command::Op, AuditRecord, BackupRecord, CatalogSnapshot, Command, HostRecord, KeyValue,
-    NodeRecord, Outcome,
+    command::Op, AuditRecord, BackupRecord, CatalogSnapshot, Command, HostRecord, JobRecord,
+    KeyValue, NodeRecord, Outcome,
 };
 
 use crate::error::{Error, Result};
@@ -40,6 +42,15 @@ fn req_key(id: &str) -> Vec<u8> {
 
 fn backup_key(id: &str) -> Vec<u8> {
     [b"backup/".as_slice(), id.as_bytes()].concat()
+}
+
+fn job_key(id: &str) -> Vec<u8> {
+    [b"job/".as_slice(), id.as_bytes()].concat()
+}
+
+/// A job or backup state from which nothing moves.
+pub fn is_final(state: &str) -> bool {
+    state == "completed" || state == "failed"
 }
 
 fn audit_key(index: u64) -> Vec<u8> {
@@ -191,18 +202,167 @@ impl Catalog {
                 if b.id.is_empty() || b.service.is_empty() {
                     return Err("a backup needs an id and a service".into());
                 }
-                if self
-                    .tree
-                    .contains_key(backup_key(&b.id))
-                    .map_err(|e| e.to_string())?
-                {
-                    return Err(format!("backup {} exists already", b.id));
+                let job = if c.job_id.is_empty() {
+                    None
+                } else {
+                    let job = self
+                        .get::<JobRecord>(&job_key(&c.job_id), "job record")
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no job {}", c.job_id))?;
+                    if job.kind != "backup" || job.backup_id != b.id || job.service != b.service {
+                        return Err(format!(
+                            "job {} is not the backup job of {} for {}",
+                            c.job_id, b.id, b.service
+                        ));
+                    }
+                    Some(job)
+                };
+                let existing = self
+                    .get::<BackupRecord>(&backup_key(&b.id), "backup record")
+                    .map_err(|e| e.to_string())?;
+                match existing {
+                    Some(e) if e.state == "completed" => {
+                        if e.manifest_id == b.manifest_id {
+                            // A retried commit: the first one won.
+                            return Ok(format!("commit backup {} (again)", b.id));
+                        }
+                        return Err(format!("backup {} is committed already", b.id));
+                    }
+                    Some(e) if e.state == "failed" => {
+                        return Err(format!("backup {} has failed: {}", b.id, e.reason));
+                    }
+                    Some(_) if job.is_none() => {
+                        return Err(format!("backup {} belongs to a job", b.id));
+                    }
+                    None if job.is_some() => {
+                        return Err(format!("backup {} was never started", b.id));
+                    }
+                    _ => {}
                 }
                 let mut rec = b.clone();
                 rec.state = "completed".into();
+                rec.reason.clear();
                 rec.completed_unix_ms = cmd.unix_ms;
+                if let Some(mut job) = job {
+                    rec.kind = job.backup_kind.clone();
+                    rec.created_unix_ms = job.created_unix_ms;
+                    job.state = "completed".into();
+                    job.updated_unix_ms = cmd.unix_ms;
+                    batch.insert(job_key(&job.id), job.encode_to_vec());
+                }
                 batch.insert(backup_key(&b.id), rec.encode_to_vec());
                 Ok(format!("commit backup {} of {}", b.id, b.service))
+            }
+            Some(Op::CreateJob(c)) => {
+                let j = c.job.as_ref().ok_or("a job record is needed")?;
+                if j.id.is_empty() || j.host.is_empty() || j.service.is_empty() {
+                    return Err("a job needs an id, a host and a service".into());
+                }
+                if self
+                    .tree
+                    .contains_key(job_key(&j.id))
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!("job {} exists already", j.id));
+                }
+                let mut rec = j.clone();
+                rec.state = "pending".into();
+                rec.reason.clear();
+                rec.created_unix_ms = cmd.unix_ms;
+                rec.updated_unix_ms = cmd.unix_ms;
+                match j.kind.as_str() {
+                    "backup" => {
+                        if let Some(busy) = self
+                            .jobs()
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .find(|o| {
+                                o.kind == "backup" && o.service == j.service && !is_final(&o.state)
+                            })
+                        {
+                            return Err(format!(
+                                "a backup of {} is already under way (job {}, {}); wait for it",
+                                j.service, busy.id, busy.state
+                            ));
+                        }
+                        if j.backup_id.is_empty()
+                            || self
+                                .tree
+                                .contains_key(backup_key(&j.backup_id))
+                                .map_err(|e| e.to_string())?
+                        {
+                            return Err("a backup job needs a new backup id".into());
+                        }
+                        let backup = BackupRecord {
+                            id: j.backup_id.clone(),
+                            service: j.service.clone(),
+                            host: j.host.clone(),
+                            kind: j.backup_kind.clone(),
+                            state: "pending".into(),
+                            created_unix_ms: cmd.unix_ms,
+                            ..Default::default()
+                        };
+                        batch.insert(backup_key(&j.backup_id), backup.encode_to_vec());
+                    }
+                    "restore" => {
+                        let b = self
+                            .get::<BackupRecord>(&backup_key(&j.backup_id), "backup record")
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| format!("no backup {}", j.backup_id))?;
+                        if b.state != "completed" {
+                            return Err(format!(
+                                "backup {} is {}, only a completed backup restores",
+                                b.id, b.state
+                            ));
+                        }
+                    }
+                    other => return Err(format!("unknown job kind `{other}`")),
+                }
+                batch.insert(job_key(&j.id), rec.encode_to_vec());
+                Ok(format!(
+                    "create {} job {} of {} on {}",
+                    j.kind, j.id, j.service, j.host
+                ))
+            }
+            Some(Op::UpdateJob(u)) => {
+                let mut job = self
+                    .get::<JobRecord>(&job_key(&u.job_id), "job record")
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no job {}", u.job_id))?;
+                if job.host != u.host {
+                    return Err(format!("job {} belongs to host {}", job.id, job.host));
+                }
+                if is_final(&job.state) {
+                    return Err(format!("job {} is {} already", job.id, job.state));
+                }
+                match u.state.as_str() {
+                    "running" | "failed" => {}
+                    "completed" if job.kind != "backup" => {}
+                    "completed" => {
+                        return Err("a backup job completes by its commit".into());
+                    }
+                    other => return Err(format!("unknown job state `{other}`")),
+                }
+                job.state = u.state.clone();
+                job.reason = u.reason.clone();
+                job.bytes_done = u.bytes_done;
+                job.bytes_total = u.bytes_total;
+                job.result = u.result.clone();
+                job.updated_unix_ms = cmd.unix_ms;
+                if job.kind == "backup" {
+                    if let Some(mut b) = self
+                        .get::<BackupRecord>(&backup_key(&job.backup_id), "backup record")
+                        .map_err(|e| e.to_string())?
+                    {
+                        if !is_final(&b.state) {
+                            b.state = u.state.clone();
+                            b.reason = u.reason.clone();
+                            batch.insert(backup_key(&b.id), b.encode_to_vec());
+                        }
+                    }
+                }
+                batch.insert(job_key(&job.id), job.encode_to_vec());
+                Ok(format!("job {} {}", job.id, job.state))
             }
             Some(Op::PurgeBackup(p)) => {
                 if !self
@@ -264,6 +424,26 @@ impl Catalog {
 
     pub fn backups(&self) -> Result<Vec<BackupRecord>> {
         self.scan(b"backup/", "backup record")
+    }
+
+    fn get<M: Message + Default>(&self, key: &[u8], what: &'static str) -> Result<Option<M>> {
+        self.tree.get(key)?.map(|b| decode(what, &b)).transpose()
+    }
+
+    pub fn backup(&self, id: &str) -> Result<Option<BackupRecord>> {
+        self.get(&backup_key(id), "backup record")
+    }
+
+    pub fn jobs(&self) -> Result<Vec<JobRecord>> {
+        self.scan(b"job/", "job record")
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.get(&job_key(id), "job record")
+    }
+
+    pub fn host(&self, name: &str) -> Result<Option<HostRecord>> {
+        self.get(&host_key(name), "host record")
     }
 
     pub fn audit(&self) -> Result<Vec<AuditRecord>> {

@@ -54,7 +54,14 @@ pub async fn pass(node: &Arc<NodeContext>, grace: Duration) -> Result<PassReport
     let mut report = PassReport::default();
     let mut live: HashSet<ChunkId> = HashSet::new();
     let mut marking_complete = true;
-    for backup in node.catalog.backups()? {
+    // Only committed backups have manifests; pending ones own nothing yet (their chunks are
+    // protected by the grace period).
+    for backup in node
+        .catalog
+        .backups()?
+        .into_iter()
+        .filter(|b| b.state == "completed")
+    {
         let Ok(manifest_id) = ChunkId::from_slice(&backup.manifest_id) else {
             marking_complete = false;
             continue;

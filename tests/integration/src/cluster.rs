@@ -379,6 +379,61 @@ impl Cluster {
     }
 
     /// An mTLS channel to node `id` with the given client certificate.
+    /// Waits (up to 30 s) until node 1 sees a leader and `voters` voters; returns the leader.
+    pub async fn wait_for_leader(&self, viewer: &TlsFiles, voters: usize) -> Result<u64> {
+        use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut op = OperatorServiceClient::new(self.channel(1, viewer)?);
+            if let Ok(r) = op
+                .cluster_status(strongbox_proto::v1::ClusterStatusRequest {})
+                .await
+            {
+                let r = r.into_inner();
+                if r.leader_id != 0 && r.nodes.iter().filter(|n| n.voter).count() == voters {
+                    return Ok(r.leader_id);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Setup(format!(
+                    "no leader with {voters} voters after 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A new manual backup job for `service` (its host must have registered it), made with an
+    /// operator certificate; retried while an election is under way.
+    pub async fn create_backup_job(
+        &self,
+        operator: &TlsFiles,
+        service: &str,
+    ) -> Result<strongbox_proto::v1::JobInfo> {
+        use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut op = OperatorServiceClient::new(self.channel(1, operator)?);
+        loop {
+            match op
+                .create_backup(strongbox_proto::v1::CreateBackupRequest {
+                    service: service.into(),
+                    host: String::new(),
+                })
+                .await
+            {
+                Ok(j) => return Ok(j.into_inner()),
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(s) => {
+                    return Err(HarnessError::Setup(format!(
+                        "creating a backup job for {service}: {s:?}"
+                    )))
+                }
+            }
+        }
+    }
+
     pub fn channel(&self, id: u64, tls: &TlsFiles) -> Result<Channel> {
         channel(self.addr(id), tls)
     }

@@ -14,8 +14,8 @@ use strongbox_integration::cluster::{Cluster, ClusterOptions};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
-    ClusterStatusRequest, CommitBackupRequest, FetchChunkRequest, HaveChunksRequest, Member,
-    RegisterRequest, UploadChunkRequest,
+    CommitBackupRequest, DownloadChunkRequest, HaveChunksRequest, JobInfo, Member, RegisterRequest,
+    UploadChunkRequest,
 };
 use tonic::Code;
 
@@ -29,32 +29,14 @@ fn chunk_file(c: &Cluster, node: u64, id: &strongbox_core::ids::ChunkId) -> Path
 }
 
 async fn formed(c: &Cluster, tls: &TlsFiles) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut op = OperatorServiceClient::new(c.channel(1, tls).unwrap());
-        if let Ok(r) = op.cluster_status(ClusterStatusRequest {}).await {
-            let r = r.into_inner();
-            if r.leader_id != 0 && r.nodes.iter().filter(|n| n.voter).count() == 3 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the cluster did not form");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.wait_for_leader(tls, 3)
+        .await
+        .expect("the cluster did not form");
 }
 
-fn sealed(n: u8) -> (strongbox_core::ids::ChunkId, Vec<u8>) {
-    let keys = FleetKey::from_bytes(1, [n; 32]).service_keys("svc");
-    let plain: Vec<u8> = (0..300_000u32)
-        .flat_map(|i| (i ^ u32::from(n)).to_le_bytes())
-        .collect();
-    let s = Sealer::new(Some(3)).unwrap().seal(&keys, &plain).unwrap();
-    (s.id, s.bytes)
-}
-
-fn upload(id: &strongbox_core::ids::ChunkId, bytes: &[u8]) -> UploadChunkRequest {
+fn upload(job: &JobInfo, id: &strongbox_core::ids::ChunkId, bytes: &[u8]) -> UploadChunkRequest {
     UploadChunkRequest {
-        job_id: String::new(),
+        job_id: job.id.clone(),
         id: id.as_bytes().to_vec().into(),
         sealed: bytes.to_vec().into(),
     }
@@ -88,9 +70,9 @@ fn register_orders(c: &Cluster) -> RegisterRequest {
 }
 
 /// The commit of a backup of `orders` whose one part is `parts`.
-fn commit_request(keys: &ServiceKeys, backup: &str, parts: &[&Sealed]) -> CommitBackupRequest {
+fn commit_request(keys: &ServiceKeys, job: &JobInfo, parts: &[&Sealed]) -> CommitBackupRequest {
     let m = Manifest {
-        backup_id: backup.into(),
+        backup_id: job.backup_id.clone(),
         service: "orders".into(),
         created_unix_ms: 1,
         engine: "postgres".into(),
@@ -112,8 +94,8 @@ fn commit_request(keys: &ServiceKeys, backup: &str, parts: &[&Sealed]) -> Commit
     };
     let sealed = m.seal(keys).unwrap();
     CommitBackupRequest {
-        job_id: String::new(),
-        backup_id: backup.into(),
+        job_id: job.id.clone(),
+        backup_id: job.backup_id.clone(),
         manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes()),
         manifest: sealed.into(),
         service: "orders".into(),
@@ -122,6 +104,11 @@ fn commit_request(keys: &ServiceKeys, backup: &str, parts: &[&Sealed]) -> Commit
         stored_bytes: 0,
         created_unix_ms: 1,
     }
+}
+
+/// A new backup job for `orders` (on db-1), made by an operator.
+async fn backup_job(c: &Cluster, operator: &TlsFiles) -> JobInfo {
+    c.create_backup_job(operator, "orders").await.unwrap()
 }
 
 /// `n` chunks of `orders` of about `size` bytes each, incompressible.
@@ -149,21 +136,25 @@ async fn nodes_that_were_down_get_their_chunks_back_by_repair() {
     let mut c = Cluster::start(3, options).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
     let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
     formed(&c, &viewer).await;
     let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
     ag.register(register_orders(&c)).await.unwrap();
+    let job = backup_job(&c, &operator).await;
     let keys = FleetKey::from_bytes(1, [9; 32]).service_keys("orders");
     let chunks = orders_chunks(&keys, 3, 300_000);
 
     // Node 3 down: two chunks are acknowledged by nodes 1 and 2.
     c.kill(3).unwrap();
     for (id, bytes, _) in &chunks[..2] {
-        ag.upload_chunk(upload(id, bytes)).await.expect("upload");
+        ag.upload_chunk(upload(&job, id, bytes))
+            .await
+            .expect("upload");
     }
     // Node 2 down too: refused, and the error says why.
     c.kill(2).unwrap();
     let s = ag
-        .upload_chunk(upload(&chunks[2].0, &chunks[2].1))
+        .upload_chunk(upload(&job, &chunks[2].0, &chunks[2].1))
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
@@ -176,7 +167,7 @@ async fn nodes_that_were_down_get_their_chunks_back_by_repair() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match ag
-            .commit_backup(commit_request(&keys, "b1", &[&chunks[0], &chunks[1]]))
+            .commit_backup(commit_request(&keys, &job, &[&chunks[0], &chunks[1]]))
             .await
         {
             Ok(_) => break,
@@ -210,6 +201,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
     let mut c = Cluster::start(3, options).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
     let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
     formed(&c, &viewer).await;
     // Nodes 2 and 3 move onto small tmpfs disks, so a majority lacks room.
     let mut mounts = Vec::new();
@@ -221,6 +213,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
     formed(&c, &viewer).await;
     let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
     ag.register(register_orders(&c)).await.unwrap();
+    let job = backup_job(&c, &operator).await;
     let keys = FleetKey::from_bytes(1, [7; 32]).service_keys("orders");
     let chunks = orders_chunks(&keys, 2, 3 << 20);
 
@@ -233,7 +226,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
         std::fs::write(f, vec![0u8; len as usize]).unwrap();
     }
     let s = ag
-        .upload_chunk(upload(&chunks[0].0, &chunks[0].1))
+        .upload_chunk(upload(&job, &chunks[0].0, &chunks[0].1))
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
@@ -258,7 +251,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
 
     // Room again on node 3: uploads succeed.
     std::fs::remove_file(&fillers[1]).unwrap();
-    ag.upload_chunk(upload(&chunks[1].0, &chunks[1].1))
+    ag.upload_chunk(upload(&job, &chunks[1].0, &chunks[1].1))
         .await
         .expect("upload once node 3 has room");
     assert!(chunk_file(&c, 3, &chunks[1].0).is_file());
@@ -272,81 +265,90 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
     let mut c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
     let agent = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
     formed(&c, &viewer).await;
     let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
+    ag.register(register_orders(&c)).await.unwrap();
+    let keys = FleetKey::from_bytes(1, [3; 32]).service_keys("orders");
+    let chunks = orders_chunks(&keys, 3, 300_000);
+    let (id1, bytes1) = (chunks[0].0, chunks[0].1.clone());
+    let have = |job: &JobInfo| HaveChunksRequest {
+        job_id: job.id.clone(),
+        ids: vec![id1.as_bytes().to_vec().into()],
+    };
+
+    // Chunk calls need a backup job of this host.
+    let s = ag
+        .have_chunks(HaveChunksRequest {
+            job_id: String::new(),
+            ids: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let job = backup_job(&c, &operator).await;
 
     // All up: acknowledged, and every node holds the chunk soon after.
-    let (id1, bytes1) = sealed(1);
-    let missing = ag
-        .have_chunks(HaveChunksRequest {
-            job_id: String::new(),
-            ids: vec![id1.as_bytes().to_vec().into()],
-        })
-        .await
-        .unwrap();
+    let missing = ag.have_chunks(have(&job)).await.unwrap();
     assert_eq!(missing.into_inner().missing.len(), 1);
-    ag.upload_chunk(upload(&id1, &bytes1))
+    ag.upload_chunk(upload(&job, &id1, &bytes1))
         .await
         .expect("upload");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ![1, 2, 3].iter().all(|n| chunk_file(&c, *n, &id1).is_file()) {
-        assert!(
-            Instant::now() < deadline,
-            "the chunk did not reach every node"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let missing = ag
-        .have_chunks(HaveChunksRequest {
-            job_id: String::new(),
-            ids: vec![id1.as_bytes().to_vec().into()],
-        })
-        .await
-        .unwrap();
+    until("the chunk to reach every node", || {
+        [1, 2, 3].iter().all(|n| chunk_file(&c, *n, &id1).is_file())
+    })
+    .await;
+    let missing = ag.have_chunks(have(&job)).await.unwrap();
     assert!(missing.into_inner().missing.is_empty());
+    ag.commit_backup(commit_request(&keys, &job, &[&chunks[0]]))
+        .await
+        .expect("commit");
+    // The job is done: its id no longer opens chunk calls.
+    let s = ag.have_chunks(have(&job)).await.unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
 
     // A deleted, then a corrupted copy on node 1: reads through node 1 still give the right
     // bytes, and node 1's copy is healed.
+    let mut op = OperatorServiceClient::new(c.channel(1, &operator).unwrap());
+    let download = |id: &strongbox_core::ids::ChunkId| DownloadChunkRequest {
+        backup_id: job.backup_id.clone(),
+        id: id.as_bytes().to_vec().into(),
+    };
     std::fs::remove_file(chunk_file(&c, 1, &id1)).unwrap();
-    let got = ag
-        .fetch_chunk(FetchChunkRequest {
-            job_id: String::new(),
-            id: id1.as_bytes().to_vec().into(),
-        })
-        .await
-        .unwrap();
+    let got = op.download_chunk(download(&id1)).await.unwrap();
     assert_eq!(got.into_inner().sealed.as_ref(), bytes1.as_slice());
     assert!(chunk_file(&c, 1, &id1).is_file(), "healed after the read");
     let mut raw = std::fs::read(chunk_file(&c, 1, &id1)).unwrap();
     raw[1000] ^= 0x20;
     std::fs::write(chunk_file(&c, 1, &id1), &raw).unwrap();
-    let got = ag
-        .fetch_chunk(FetchChunkRequest {
-            job_id: String::new(),
-            id: id1.as_bytes().to_vec().into(),
-        })
-        .await
-        .unwrap();
+    let got = op.download_chunk(download(&id1)).await.unwrap();
     assert_eq!(got.into_inner().sealed.as_ref(), bytes1.as_slice());
+    // Only the backup's own chunks are served.
+    let s = op.download_chunk(download(&chunks[1].0)).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
 
     // One node down: uploads still succeed.
+    let job = backup_job(&c, &operator).await;
     c.kill(3).unwrap();
-    let (id2, bytes2) = sealed(2);
-    ag.upload_chunk(upload(&id2, &bytes2))
+    let (id2, bytes2) = (chunks[1].0, &chunks[1].1);
+    ag.upload_chunk(upload(&job, &id2, bytes2))
         .await
         .expect("upload with one node down");
     assert!(chunk_file(&c, 1, &id2).is_file() && chunk_file(&c, 2, &id2).is_file());
 
     // Two down: refused with a clear error.
     c.kill(2).unwrap();
-    let (id3, bytes3) = sealed(3);
-    let s = ag.upload_chunk(upload(&id3, &bytes3)).await.unwrap_err();
+    let (id3, bytes3) = (chunks[2].0, &chunks[2].1);
+    let s = ag
+        .upload_chunk(upload(&job, &id3, bytes3))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unavailable, "{s:?}");
     assert!(s.message().contains("majority"), "{}", s.message());
 
     // Garbage is refused before it is stored.
     let s = ag
-        .upload_chunk(upload(&id3, b"not a sealed chunk"))
+        .upload_chunk(upload(&job, &id3, b"not a sealed chunk"))
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
@@ -383,23 +385,27 @@ mod gc {
             (s.id, s.bytes, plain)
         };
         let (a, b, cc, d) = (chunk(3), chunk(5), chunk(7), chunk(11));
+        let j1 = backup_job(&c, &operator).await;
         for (id, bytes, _) in [&a, &b, &cc] {
-            ag.upload_chunk(upload(id, bytes)).await.unwrap();
+            ag.upload_chunk(upload(&j1, id, bytes)).await.unwrap();
         }
-        let commit = |backup: &str, parts: &[&Sealed]| commit_request(&keys, backup, parts);
-        ag.commit_backup(commit("b1", &[&a, &b]))
+        let commit = |job: &JobInfo, parts: &[&Sealed]| commit_request(&keys, job, parts);
+        ag.commit_backup(commit(&j1, &[&a, &b]))
             .await
             .expect("commit b1");
-        ag.commit_backup(commit("b2", &[&a, &cc]))
+        let b1 = j1.backup_id.clone();
+        let j2 = backup_job(&c, &operator).await;
+        ag.commit_backup(commit(&j2, &[&a, &cc]))
             .await
             .expect("commit b2");
+        let j3 = backup_job(&c, &operator).await;
         // Another host's agent may not commit a backup of this host's service.
         let other = c.pki.issue(Role::Agent, "db-2", &[]).unwrap();
         let mut other = AgentServiceClient::new(c.channel(1, &other).unwrap());
-        let s = other.commit_backup(commit("b9", &[&a])).await.unwrap_err();
+        let s = other.commit_backup(commit(&j3, &[&a])).await.unwrap_err();
         assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
         // A manifest naming a chunk no node holds is refused.
-        let s = ag.commit_backup(commit("b3", &[&a, &d])).await.unwrap_err();
+        let s = ag.commit_backup(commit(&j3, &[&a, &d])).await.unwrap_err();
         assert!(s.message().contains("majority"), "{s:?}");
 
         // Repair: a deleted copy and a corrupt copy come back.
@@ -431,12 +437,10 @@ mod gc {
         })
         .await;
         let mut op = OperatorServiceClient::new(c.channel(2, &operator).unwrap());
-        op.purge_backup(PurgeBackupRequest {
-            backup_id: "b1".into(),
-        })
-        .await
-        .expect("purge");
-        ag.upload_chunk(upload(&d.0, &d.1)).await.unwrap(); // an upload in progress
+        op.purge_backup(PurgeBackupRequest { backup_id: b1 })
+            .await
+            .expect("purge");
+        ag.upload_chunk(upload(&j3, &d.0, &d.1)).await.unwrap(); // an upload in progress
         until("b1's own chunk swept from every node", || {
             [1, 2, 3].iter().all(|n| !chunk_file(&c, *n, &b.0).exists())
         })
@@ -463,9 +467,9 @@ mod gc {
         // b2 still restores: every chunk opens with the keys.
         let mut opener = Opener::new().unwrap();
         for (id, _, plain) in [&a, &cc] {
-            let got = ag
-                .fetch_chunk(FetchChunkRequest {
-                    job_id: String::new(),
+            let got = op
+                .download_chunk(DownloadChunkRequest {
+                    backup_id: j2.backup_id.clone(),
                     id: id.as_bytes().to_vec().into(),
                 })
                 .await

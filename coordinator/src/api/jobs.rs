@@ -1,0 +1,156 @@
+//! Jobs as the API sees them: choosing the host that runs a new job, and checking that an agent
+//! acts only within a job assigned to it.
+//!
+//! Invariants: an agent's chunk calls name a job of its own host that is not finished, of the
+//! right kind; a restore's chunk reads are limited to that backup's manifest and the chunks the
+//! manifest names; the catalog is read after a read barrier when a job is not known locally
+//! yet, so a job created a moment ago through another node is found.
+
+use std::collections::HashSet;
+
+use strongbox_core::ids::ChunkId;
+use strongbox_core::pki::Identity;
+use strongbox_proto::catalog::{HostRecord, JobRecord};
+use tonic::Status;
+
+use super::NodeContext;
+use crate::catalog::is_final;
+
+/// A spare or member host counts as alive when it reported within this long.
+pub const ALIVE_MS: u64 = 3 * 60 * 1000;
+
+/// The host that backs up `service`: `host` when given (it must carry the service), else the
+/// healthy primary (or standalone) member. Returns the host and the service's engine.
+pub fn backup_host(
+    hosts: &[HostRecord],
+    service: &str,
+    host: &str,
+) -> Result<(String, String), Status> {
+    let members: Vec<(&HostRecord, &strongbox_proto::catalog::MemberRecord)> = hosts
+        .iter()
+        .flat_map(|h| h.members.iter().map(move |m| (h, m)))
+        .filter(|(_, m)| m.service == service)
+        .collect();
+    if members.is_empty() {
+        return Err(Status::not_found(format!(
+            "no host carries a service {service:?}; `strongbox service list` shows the services agents reported"
+        )));
+    }
+    if !host.is_empty() {
+        return members
+            .iter()
+            .find(|(h, _)| h.name == host)
+            .map(|(h, m)| (h.name.clone(), m.engine.clone()))
+            .ok_or_else(|| {
+                Status::not_found(format!("host {host:?} carries no member of {service:?}"))
+            });
+    }
+    members
+        .iter()
+        .filter(|(_, m)| m.healthy && (m.role == "primary" || m.role == "standalone"))
+        .max_by_key(|(h, _)| h.updated_unix_ms)
+        .map(|(h, m)| (h.name.clone(), m.engine.clone()))
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "{service:?} has no healthy primary right now; name a member with --host"
+            ))
+        })
+}
+
+/// The spare a restore goes to: `to_host` (it must be a spare), or the most recently seen
+/// spare of the region that has no restore under way.
+pub fn restore_host(
+    hosts: &[HostRecord],
+    jobs: &[JobRecord],
+    to_host: &str,
+    now_ms: u64,
+) -> Result<String, Status> {
+    if !to_host.is_empty() {
+        let h = hosts
+            .iter()
+            .find(|h| h.name == to_host)
+            .ok_or_else(|| Status::not_found(format!("no host {to_host:?}")))?;
+        if !h.spare {
+            return Err(Status::failed_precondition(format!(
+                "host {to_host:?} is not a spare; restores go to spares so they never touch a live server"
+            )));
+        }
+        return Ok(h.name.clone());
+    }
+    let busy: HashSet<&str> = jobs
+        .iter()
+        .filter(|j| j.kind == "restore" && !is_final(&j.state))
+        .map(|j| j.host.as_str())
+        .collect();
+    hosts
+        .iter()
+        .filter(|h| h.spare && now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS)
+        .filter(|h| !busy.contains(h.name.as_str()))
+        .max_by_key(|h| h.updated_unix_ms)
+        .map(|h| h.name.clone())
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "no healthy idle spare in this region; start an agent with `spare = true`, or name one with --to-host",
+            )
+        })
+}
+
+/// The job `job_id` of kind `kind`, if it is assigned to `who`'s host and not finished.
+pub async fn agent_job(
+    node: &NodeContext,
+    who: &Identity,
+    job_id: &str,
+    kind: &str,
+) -> Result<JobRecord, Status> {
+    if job_id.is_empty() {
+        return Err(Status::permission_denied(format!(
+            "{who}: chunk calls need the id of a job assigned to this host"
+        )));
+    }
+    let job = match node.catalog.job(job_id)? {
+        Some(j) => Some(j),
+        None => {
+            node.read_barrier().await?;
+            node.catalog.job(job_id)?
+        }
+    };
+    let job = job.ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
+    if job.host != who.name || job.kind != kind {
+        return Err(Status::permission_denied(format!(
+            "job {job_id} is not a {kind} job assigned to {who}"
+        )));
+    }
+    if is_final(&job.state) {
+        return Err(Status::failed_precondition(format!(
+            "job {job_id} is {} already",
+            job.state
+        )));
+    }
+    Ok(job)
+}
+
+/// Every chunk a backup's restore may read: its manifest and the chunks it names.
+pub async fn backup_chunks(
+    node: &std::sync::Arc<NodeContext>,
+    backup_id: &str,
+) -> Result<HashSet<ChunkId>, Status> {
+    let backup = node
+        .catalog
+        .backup(backup_id)?
+        .filter(|b| b.state == "completed")
+        .ok_or_else(|| Status::not_found(format!("no completed backup {backup_id}")))?;
+    let manifest_id = ChunkId::from_slice(&backup.manifest_id)
+        .map_err(|e| Status::internal(format!("backup {backup_id}: {e}")))?;
+    let manifest = crate::chunks::replicate::fetch(node, manifest_id)
+        .await?
+        .ok_or_else(|| {
+            Status::data_loss(format!(
+                "no node holds a good copy of the manifest of {backup_id}"
+            ))
+        })?;
+    let env = strongbox_core::manifest::parse(&manifest)
+        .map_err(|e| Status::data_loss(format!("manifest of {backup_id}: {e}")))?;
+    let mut ids: HashSet<ChunkId> = env.chunk_ids.into_iter().collect();
+    ids.insert(manifest_id);
+    Ok(ids)
+}
