@@ -3,7 +3,7 @@
 //! This build parses and checks the agent's configuration (file, flags, environment), its TLS
 //! files and its fleet key; sessions, dumps and restores come with the agents issue.
 
-mod config;
+use strongbox_agent::config;
 
 use clap::Parser;
 

@@ -62,6 +62,9 @@ pub enum Error {
     #[error("TLS: {0}")]
     Tls(String),
 
+    #[error("{0}")]
+    Config(String),
+
     #[error("the system random generator failed")]
     Random,
 }

@@ -4,6 +4,7 @@
 
 pub mod chunk;
 pub mod chunking;
+pub mod connect;
 pub mod error;
 pub mod files;
 pub mod ids;

@@ -1,0 +1,280 @@
+//! Database engines behind one trait: find a member's role, dump a consistent backup as a few
+//! byte streams (*parts*), provision a fresh server, load parts into it, and verify it.
+//!
+//! Invariants:
+//! - A dump is a stream: nothing here holds a whole part in memory or writes it to local disk
+//!   (SQLite's consistent copy is the one exception: the online backup API needs a file).
+//! - The table statistics a backup records describe exactly the data in its dump (PostgreSQL:
+//!   counted in the snapshot `pg_dump` uses; MariaDB: counted from the dump stream itself;
+//!   SQLite: counted on the consistent copy).
+//! - A restore never touches the source: it always provisions a fresh server or file under the
+//!   agent's data root.
+//! - Passwords come from a file or an environment variable and are handed to tools through
+//!   their environment (`PGPASSWORD`, `MYSQL_PWD`), never on a command line or in an error.
+
+pub mod mysql;
+pub mod postgres;
+pub mod process;
+pub mod sqlcount;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+pub use strongbox_core::manifest::{PartKind, TableStat};
+use tokio::io::AsyncRead;
+
+use crate::error::{Error, Result};
+
+/// The engines strongbox backs up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Postgres,
+    /// MariaDB or MySQL.
+    Mysql,
+    Sqlite,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Postgres => "postgres",
+            EngineKind::Mysql => "mysql",
+            EngineKind::Sqlite => "sqlite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "postgres" | "postgresql" => Some(EngineKind::Postgres),
+            "mysql" | "mariadb" => Some(EngineKind::Mysql),
+            "sqlite" => Some(EngineKind::Sqlite),
+            _ => None,
+        }
+    }
+}
+
+/// One `[[service]]` table of the agent's config: a database server (or SQLite file) on this
+/// host, and how to reach it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name, shared by every member of it across hosts.
+    pub name: String,
+    pub engine: EngineKind,
+    /// PostgreSQL/MariaDB: host name or address (or a socket directory/file path for a local
+    /// socket). Default: the engine's default local socket.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// The user to connect as (PostgreSQL default `postgres`, MariaDB default `root`).
+    pub user: Option<String>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Databases to back up; empty means every database (except templates and system schemas).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Folder of the engine's tools; default: PATH, then `/usr/lib/postgresql/*/bin` (newest).
+    pub bin_dir: Option<PathBuf>,
+    /// SQLite: the database file.
+    pub path: Option<PathBuf>,
+}
+
+impl ServiceSpec {
+    /// The password, read from `password_file` or `password_env` (None when neither is set).
+    pub fn password(&self) -> Result<Option<String>> {
+        if let Some(file) = &self.password_file {
+            let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+                what: "reading the password file",
+                path: file.clone(),
+                source,
+            })?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+        }
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(Error::Config {
+                    service: self.name.clone(),
+                    message: format!("environment variable `{var}` (password_env) is not set"),
+                }),
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// A member's role in its service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+    Standalone,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Standalone => "standalone",
+        }
+    }
+}
+
+/// What a probe of the local server found.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub role: Role,
+    /// The server answered queries.
+    pub healthy: bool,
+    /// e.g. "15.18" or "10.11.6-MariaDB".
+    pub version: String,
+}
+
+/// One part of a backup to be dumped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartPlan {
+    /// `globals`, a database name, or the SQLite file's name.
+    pub name: String,
+    pub kind: PartKind,
+}
+
+/// A part being dumped: read `reader` to its end, then await `finish`, which waits for the tool,
+/// fails with the tool's error (its stderr) if it failed, and returns the part's table stats.
+pub struct Dump {
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    pub finish: futures::future::BoxFuture<'static, Result<Vec<TableStat>>>,
+}
+
+/// A consistent backup of one service in progress: the parts to dump, in order.
+#[async_trait::async_trait]
+pub trait BackupRun: Send {
+    fn parts(&self) -> &[PartPlan];
+    /// Starts dumping one part (one of `parts()`); parts are dumped one after another.
+    async fn dump(&mut self, part: &PartPlan) -> Result<Dump>;
+    /// Ends the run (closes snapshot transactions, removes temporary copies).
+    async fn close(self: Box<Self>) -> Result<()>;
+}
+
+/// How a client reaches a server that a restore provisioned.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Connection {
+    pub engine: &'static str,
+    /// Address or socket path; for SQLite the file.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// A file (mode 0600) holding that user's password; None when the server needs none
+    /// (SQLite).
+    pub password_file: Option<PathBuf>,
+    /// The server's data folder (or the SQLite file), under the agent's data root.
+    pub data_dir: PathBuf,
+}
+
+/// What verification after a restore found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Verification {
+    pub tables_checked: u64,
+    pub rows_checked: u64,
+    /// Tables whose row count differs from the backup's: (table, expected, found).
+    pub mismatches: Vec<(String, u64, u64)>,
+    /// The engine's own check (pg_amcheck, mariadb-check, PRAGMA integrity_check): ok or what it said.
+    pub engine_check: String,
+    pub ok: bool,
+}
+
+/// A fresh server (or file) a restore loads into. It keeps running after the restore: it is
+/// what the restore delivers.
+#[async_trait::async_trait]
+pub trait RestoreTarget: Send {
+    fn connection(&self) -> Connection;
+    /// Loads one part, read from `reader` to its end. Parts come in the backup's order (globals
+    /// first). An engine that needs a seekable file (pg_restore --jobs) spools it under the
+    /// target's folder and removes it after.
+    async fn load(
+        &mut self,
+        part: &PartPlan,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<()>;
+    /// Compares tables and row counts with `expected` (all parts' stats) and runs the engine's
+    /// own check.
+    async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification>;
+}
+
+/// Compares the table stats a backup recorded with the row counts `found` in a restored
+/// server (same names). A table that is missing is reported as `<name> (missing)` with 0 rows
+/// found. `engine_check` is left empty and `ok` false for the engine to fill in.
+pub fn compare_stats(expected: &[TableStat], found: &HashMap<String, u64>) -> Verification {
+    let mut mismatches = Vec::new();
+    let mut rows_checked = 0;
+    for s in expected {
+        match found.get(&s.name).copied() {
+            Some(got) => {
+                rows_checked += got;
+                if got != s.rows {
+                    mismatches.push((s.name.clone(), s.rows, got));
+                }
+            }
+            None => mismatches.push((format!("{} (missing)", s.name), s.rows, 0)),
+        }
+    }
+    Verification {
+        tables_checked: expected.len() as u64,
+        rows_checked,
+        mismatches,
+        engine_check: String::new(),
+        ok: false,
+    }
+}
+
+/// One engine: a service's server on this host, and the way to make fresh ones.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    fn kind(&self) -> EngineKind;
+    fn spec(&self) -> &ServiceSpec;
+    /// Asks the server its role, health and version. An unreachable server is
+    /// `Ok(Probe { healthy: false, .. })` when the role cannot be read; errors are for
+    /// misconfiguration.
+    async fn probe(&self) -> Result<Probe>;
+    /// Starts a consistent backup: fixes the snapshot and lists the parts.
+    async fn begin_backup(&self) -> Result<Box<dyn BackupRun>>;
+}
+
+/// Makes a fresh, empty server for `kind` in `dir` (created; must not exist or be empty),
+/// listening on `listen` (an address of this host) and a free port, and starts it.
+/// `bin_dir`: where the engine's tools are (None: PATH and the usual places).
+pub async fn provision(
+    kind: EngineKind,
+    dir: &Path,
+    listen: &str,
+    bin_dir: Option<&Path>,
+    name: &str,
+) -> Result<Box<dyn RestoreTarget>> {
+    match kind {
+        EngineKind::Postgres => postgres::provision(dir, listen, bin_dir).await,
+        EngineKind::Mysql => mysql::provision(dir, listen, bin_dir).await,
+        EngineKind::Sqlite => sqlite::provision(dir, name).await,
+    }
+}
+
+/// The engine for one configured service.
+pub fn open(spec: ServiceSpec) -> Result<Box<dyn Engine>> {
+    match spec.engine {
+        EngineKind::Postgres => Ok(Box::new(postgres::Postgres::new(spec)?)),
+        EngineKind::Mysql => Ok(Box::new(mysql::Mysql::new(spec)?)),
+        EngineKind::Sqlite => Ok(Box::new(sqlite::Sqlite::new(spec)?)),
+    }
+}
+
+/// Stops a server that `provision` made (for teardown: drills, tests), given its folder.
+pub async fn teardown(kind: EngineKind, dir: &Path) -> Result<()> {
+    match kind {
+        EngineKind::Postgres => postgres::teardown(dir).await,
+        EngineKind::Mysql => mysql::teardown(dir).await,
+        EngineKind::Sqlite => Ok(()),
+    }
+}

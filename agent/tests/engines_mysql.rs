@@ -1,0 +1,421 @@
+//! The MariaDB engine against real servers: a backup (accounts, roles, grants down to tables
+//! and routines, two databases, a trigger, a stored procedure and function, awkward data)
+//! restores into a fresh, provisioned server that verifies and equals the source; the stats
+//! counted from the stream match; failures name their cause; provisioned servers never
+//! outlive a test.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use strongbox_agent::engines::{
+    self, Connection, EngineKind, PartKind, PartPlan, Role, ServiceSpec, TableStat,
+};
+use strongbox_agent::error::Error;
+use strongbox_integration::mariadb::{mariadb_tool, MariaDbServer};
+use tokio::io::AsyncReadExt;
+
+fn spec(db: &MariaDbServer, password_file: Option<PathBuf>) -> ServiceSpec {
+    ServiceSpec {
+        name: "maria-test".into(),
+        engine: EngineKind::Mysql,
+        host: Some(db.host().to_string()),
+        port: Some(db.port()),
+        user: Some("root".into()),
+        password_file,
+        password_env: None,
+        databases: vec![],
+        bin_dir: None,
+        path: None,
+    }
+}
+
+/// Stops a provisioned server when dropped, also when an assertion failed.
+struct Teardown {
+    dir: PathBuf,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let dir = self.dir.clone();
+        let result = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(engines::teardown(EngineKind::Mysql, &dir))
+        })
+        .join();
+        if !matches!(result, Ok(Ok(()))) {
+            eprintln!("tearing down {} failed: {result:?}", self.dir.display());
+        }
+    }
+}
+
+/// A source server with its own temp folder: MariaDB servers sharing `/tmp` can delete each
+/// other's internal temporary tables when tests run in parallel.
+fn source_server() -> (MariaDbServer, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        if let Ok(Some(mysql)) = nix::unistd::User::from_name("mysql") {
+            std::os::unix::fs::chown(
+                tmp.path(),
+                Some(mysql.uid.as_raw()),
+                Some(mysql.gid.as_raw()),
+            )
+            .unwrap();
+        }
+    }
+    let server = MariaDbServer::builder()
+        .arg(format!("--tmpdir={}", tmp.path().display()))
+        .start()
+        .unwrap();
+    (server, tmp)
+}
+
+fn restore_root() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
+async fn backup(spec: ServiceSpec) -> Vec<(PartPlan, Vec<u8>, Vec<TableStat>)> {
+    let engine = engines::open(spec).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let mut out = Vec::new();
+    for part in run.parts().to_vec() {
+        let mut dump = run.dump(&part).await.unwrap();
+        let mut bytes = Vec::new();
+        dump.reader.read_to_end(&mut bytes).await.unwrap();
+        let stats = dump.finish.await.unwrap();
+        out.push((part, bytes, stats));
+    }
+    run.close().await.unwrap();
+    out
+}
+
+/// Runs `sql` with the `mariadb` client against a restored server over TCP.
+fn query_as(conn: &Connection, user: &str, password: &str, sql: &str) -> String {
+    let client = mariadb_tool(&["mariadb", "mysql"]).unwrap();
+    let out = Command::new(client)
+        .env_clear()
+        .env("MYSQL_PWD", password)
+        .arg("--no-defaults")
+        .arg("--protocol=TCP")
+        .arg(format!("--host={}", conn.host))
+        .arg(format!("--port={}", conn.port))
+        .arg(format!("--user={user}"))
+        .args(["-N", "-B", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+const SETUP: &str = r#"
+CREATE DATABASE shop;
+CREATE DATABASE logs;
+CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, name TEXT NOT NULL, data BLOB, price DECIMAL(10,2));
+CREATE TABLE shop.audit (id INT AUTO_INCREMENT PRIMARY KEY, item INT, note VARCHAR(100));
+CREATE TABLE shop.empty_t (a INT);
+CREATE TABLE shop.`odd ``name` (x INT);
+INSERT INTO shop.`odd ``name` VALUES (1), (2);
+CREATE TRIGGER shop.items_audit AFTER INSERT ON shop.items FOR EACH ROW
+  INSERT INTO shop.audit (item, note) VALUES (NEW.id, CONCAT('added ', NEW.name));
+INSERT INTO shop.items (name, data, price)
+  SELECT CONCAT('item ', seq, ' it''s; (a "paren"\n\\', seq), UNHEX(LPAD(HEX(seq), 8, '0')), seq / 3
+  FROM shop.seq_1_to_3000;
+CREATE TABLE logs.events (id INT AUTO_INCREMENT PRIMARY KEY, msg VARCHAR(50), at DATETIME);
+INSERT INTO logs.events (msg, at) SELECT CONCAT('m', seq), '2026-01-01 00:00:00' FROM logs.seq_1_to_5000;
+CREATE VIEW shop.cheap AS SELECT id, name FROM shop.items WHERE price < 10;
+CREATE FUNCTION shop.add_up(a INT, b INT) RETURNS INT DETERMINISTIC RETURN a + b;
+CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw';
+CREATE ROLE reader;
+GRANT SELECT ON logs.* TO reader;
+GRANT reader TO 'app'@'%';
+SET DEFAULT ROLE reader FOR 'app'@'%';
+GRANT SELECT, INSERT ON shop.items TO 'app'@'%';
+GRANT SELECT (msg) ON logs.events TO 'app'@'%';
+"#;
+
+const PROCEDURE: &str = "CREATE PROCEDURE shop.add_item(n TEXT)
+BEGIN
+  INSERT INTO shop.items (name) VALUES (n);
+  INSERT INTO shop.items (name) VALUES (CONCAT(n, ' again'));
+END";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restores_into_a_fresh_server_that_equals_it() {
+    let (mut src, _src_tmp) = source_server();
+    src.query(SETUP).unwrap();
+    src.query(&format!(
+        "DELIMITER //\n{PROCEDURE}//\nDELIMITER ;\nGRANT EXECUTE ON PROCEDURE shop.add_item TO 'app'@'%';"
+    ))
+    .unwrap();
+    src.set_root_password("source-root-pw").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw_file = tmp.path().join("pw");
+    std::fs::write(&pw_file, "source-root-pw\n").unwrap();
+
+    let engine = engines::open(spec(&src, Some(pw_file.clone()))).unwrap();
+    let probe = engine.probe().await.unwrap();
+    assert!(probe.healthy);
+    assert_eq!(probe.role, Role::Primary);
+    assert!(probe.version.contains("MariaDB"), "{}", probe.version);
+
+    let parts = backup(spec(&src, Some(pw_file.clone()))).await;
+    let names: Vec<(&str, PartKind)> = parts
+        .iter()
+        .map(|p| (p.0.name.as_str(), p.0.kind))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("grants", PartKind::Globals),
+            ("logs", PartKind::Database),
+            ("shop", PartKind::Database)
+        ]
+    );
+    let grants = String::from_utf8_lossy(&parts[0].1).into_owned();
+    assert!(
+        grants.contains("CREATE USER IF NOT EXISTS `app`@`%`"),
+        "{grants}"
+    );
+    assert!(
+        grants.contains("CREATE ROLE IF NOT EXISTS `reader`"),
+        "{grants}"
+    );
+    assert!(!grants.contains("`root`"), "root must not travel: {grants}");
+    assert!(!grants.contains("source-root-pw"));
+
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let rows = |n: &str| stats.iter().find(|s| s.name == n).map(|s| s.rows);
+    assert_eq!(rows("shop.items"), Some(3000));
+    assert_eq!(rows("shop.audit"), Some(3000));
+    assert_eq!(rows("shop.empty_t"), Some(0));
+    assert_eq!(rows("shop.odd `name"), Some(2));
+    assert_eq!(rows("logs.events"), Some(5000));
+    assert_eq!(rows("shop.cheap"), None, "a view is not a table");
+    assert_eq!(stats.len(), 5, "{stats:?}");
+
+    let root = restore_root();
+    let dir = root.path().join("restore");
+    let _guard = Teardown { dir: dir.clone() };
+    let mut target = engines::provision(EngineKind::Mysql, &dir, "127.0.0.1", None, "")
+        .await
+        .unwrap();
+    for (part, bytes, _) in &parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, 5);
+    assert_eq!(v.rows_checked, 3000 + 3000 + 2 + 5000);
+    assert!(
+        v.engine_check.contains("mariadb-check"),
+        "{}",
+        v.engine_check
+    );
+
+    let conn = target.connection();
+    assert_eq!(conn.engine, "mysql");
+    assert_eq!(conn.user, "root");
+    let file = conn.password_file.clone().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pw = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    let q = |sql: &str| query_as(&conn, "root", &pw, sql);
+
+    for table in [
+        "shop.items",
+        "shop.audit",
+        "shop.empty_t",
+        "shop.`odd ``name`",
+        "logs.events",
+    ] {
+        let sql = format!("CHECKSUM TABLE {table} EXTENDED");
+        assert_eq!(q(&sql), src.query(&sql).unwrap(), "{table}");
+    }
+    for sql in [
+        "SELECT TRIGGER_NAME, EVENT_MANIPULATION, ACTION_STATEMENT FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'shop'",
+        "SELECT ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'shop' ORDER BY 1",
+        "SELECT VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = 'shop'",
+        "SELECT shop.add_up(2, 3)",
+        "SELECT MAX(id) FROM shop.items",
+    ] {
+        assert_eq!(q(sql), src.query(sql).unwrap(), "{sql}");
+    }
+    for account in ["'app'@'%'", "reader"] {
+        let sql = format!("SHOW GRANTS FOR {account}");
+        assert_eq!(
+            sorted_lines(&q(&sql)),
+            sorted_lines(&src.query(&sql).unwrap()),
+            "{sql}"
+        );
+    }
+    // app logs in with its own password; its role, column, table and routine grants work.
+    let app = |sql: &str| query_as(&conn, "app", "app-pw", sql);
+    assert_eq!(app("SELECT COUNT(*) FROM logs.events"), "5000");
+    assert_eq!(app("SELECT msg FROM logs.events WHERE id = 1").len(), 2);
+    app("CALL shop.add_item('new')");
+    assert_eq!(q("SELECT COUNT(*) FROM shop.items"), "3002");
+    assert_eq!(
+        q("SELECT COUNT(*) FROM shop.audit"),
+        "3002",
+        "the trigger fired"
+    );
+
+    // Teardown stops the server.
+    let pid: u32 = std::fs::read_to_string(dir.join("mariadbd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    engines::teardown(EngineKind::Mysql, &dir).await.unwrap();
+    assert!(!alive(pid), "mariadbd {pid} still runs after teardown");
+    src.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counted_from_the_stream_match_while_writers_write() {
+    let (src, _src_tmp) = source_server();
+    src.query(
+        "CREATE DATABASE w;
+         CREATE TABLE w.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;
+         INSERT INTO w.t (v) SELECT CONCAT('row ', seq) FROM w.seq_1_to_20000;",
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let mut cmd = src.client_command();
+        cmd.arg("--database=w");
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut c = Command::new(cmd.get_program());
+                c.args(cmd.get_args());
+                c.args(["-e", "INSERT INTO t (v) VALUES ('x'), ('y; (z)')"]);
+                assert!(c.status().unwrap().success());
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    // Let the writer start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while src.query("SELECT COUNT(*) FROM w.t").unwrap() == "20000" {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let parts = backup(spec(&src, None)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(writer.join().unwrap() > 0);
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let counted = stats.iter().find(|s| s.name == "w.t").unwrap().rows;
+    assert!(counted > 20000);
+
+    let root = restore_root();
+    let dir = root.path().join("restore");
+    let _guard = Teardown { dir: dir.clone() };
+    let mut target = engines::provision(EngineKind::Mysql, &dir, "127.0.0.1", None, "")
+        .await
+        .unwrap();
+    for (part, bytes, _) in &parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.rows_checked, counted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_fails_with_a_clear_error() {
+    let (mut src, _src_tmp) = source_server();
+    src.query("CREATE DATABASE shop; CREATE TABLE shop.t (a INT);")
+        .unwrap();
+    let engine = engines::open(spec(&src, None)).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let shop = run.parts()[1].clone();
+    src.stop().unwrap();
+
+    // The dump tool fails: its error says why.
+    let mut dump = run.dump(&shop).await.unwrap();
+    let mut bytes = Vec::new();
+    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    match dump.finish.await.unwrap_err() {
+        Error::Tool { tool, stderr, .. } => {
+            assert_eq!(tool, "mariadb-dump");
+            assert!(stderr.contains("Can't connect"), "{stderr}");
+        }
+        other => panic!("expected mariadb-dump's error, got {other:?}"),
+    }
+    // So do the grants and a new backup, naming what to check.
+    let err = run
+        .dump(&run.parts()[0].clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("Can't connect"), "{err}");
+    run.close().await.unwrap();
+    let err = engine.begin_backup().await.err().unwrap().to_string();
+    assert!(
+        err.contains("Can't connect") && err.contains("check that the server runs"),
+        "{err}"
+    );
+    assert!(!engine.probe().await.unwrap().healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_tells_replicas_and_wrong_passwords() {
+    let (mut src, _src_tmp) = source_server();
+    src.set_root_password("right").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let right = tmp.path().join("right");
+    std::fs::write(&right, "right\n").unwrap();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+
+    let engine = engines::open(spec(&src, Some(right))).unwrap();
+    assert_eq!(engine.probe().await.unwrap().role, Role::Primary);
+    src.query("SET GLOBAL read_only = 1").unwrap();
+    assert_eq!(engine.probe().await.unwrap().role, Role::Replica);
+
+    let engine = engines::open(spec(&src, Some(wrong))).unwrap();
+    let err = engine.probe().await.err().unwrap().to_string();
+    assert!(err.contains("Access denied"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+    src.stop().unwrap();
+}

@@ -1,0 +1,476 @@
+//! The PostgreSQL engine against real servers: a full backup of a cluster (roles, grants,
+//! several databases, pgbench data, a view, a function, a sequence) restores into a fresh,
+//! provisioned cluster that verifies and equals the source; a backup taken while pgbench
+//! writes restores to a state where pgbench's balance invariant holds; failures name their
+//! cause without showing the password; provisioned servers never outlive a test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use strongbox_agent::engines::{
+    self, Connection, EngineKind, PartKind, PartPlan, Role, ServiceSpec, TableStat,
+};
+use strongbox_agent::error::Error;
+use strongbox_integration::pg::PgServer;
+use tokio::io::AsyncReadExt;
+
+fn spec(pg: &PgServer, user: &str, password_file: Option<PathBuf>) -> ServiceSpec {
+    ServiceSpec {
+        name: "pg-test".into(),
+        engine: EngineKind::Postgres,
+        host: Some(pg.host().to_string()),
+        port: Some(pg.port()),
+        user: Some(user.to_string()),
+        password_file,
+        password_env: None,
+        databases: vec![],
+        bin_dir: Some(pg.bin_dir().to_path_buf()),
+        path: None,
+    }
+}
+
+/// Stops a provisioned server when dropped, also when an assertion failed.
+struct Teardown {
+    kind: EngineKind,
+    dir: PathBuf,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let (kind, dir) = (self.kind, self.dir.clone());
+        // Drop may run inside the test's runtime: stop on a thread with its own.
+        let result = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(engines::teardown(kind, &dir))
+        })
+        .join();
+        if !matches!(result, Ok(Ok(()))) {
+            eprintln!("tearing down {} failed: {result:?}", self.dir.display());
+        }
+    }
+}
+
+/// A temp folder the `postgres` system user can reach (tests run as root).
+fn restore_root() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
+/// Dumps every part into memory: (part, bytes, stats).
+async fn backup(spec: ServiceSpec) -> Vec<(PartPlan, Vec<u8>, Vec<TableStat>)> {
+    let engine = engines::open(spec).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let mut out = Vec::new();
+    for part in run.parts().to_vec() {
+        let mut dump = run.dump(&part).await.unwrap();
+        let mut bytes = Vec::new();
+        dump.reader.read_to_end(&mut bytes).await.unwrap();
+        let stats = dump.finish.await.unwrap();
+        out.push((part, bytes, stats));
+    }
+    run.close().await.unwrap();
+    out
+}
+
+/// Provisions a fresh cluster under `root`, loads every part, verifies.
+async fn restore(
+    root: &Path,
+    bin_dir: &Path,
+    parts: &[(PartPlan, Vec<u8>, Vec<TableStat>)],
+) -> (Connection, Teardown, engines::Verification) {
+    let dir = root.join("restore");
+    let guard = Teardown {
+        kind: EngineKind::Postgres,
+        dir: dir.clone(),
+    };
+    let mut target = engines::provision(EngineKind::Postgres, &dir, "127.0.0.1", Some(bin_dir), "")
+        .await
+        .unwrap();
+    for (part, bytes, _) in parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let v = target.verify(&expected).await.unwrap();
+    (target.connection(), guard, v)
+}
+
+/// Runs `sql` with psql against a restored server over TCP, as `user` with `password`.
+fn psql_as(
+    bin_dir: &Path,
+    conn: &Connection,
+    user: &str,
+    password: &str,
+    db: &str,
+    sql: &str,
+) -> String {
+    let out = Command::new(bin_dir.join("psql"))
+        .env_clear()
+        .env("PGHOST", &conn.host)
+        .env("PGPORT", conn.port.to_string())
+        .env("PGUSER", user)
+        .env("PGPASSWORD", password)
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn superuser_password(conn: &Connection) -> String {
+    let file = conn.password_file.as_ref().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "password file mode");
+    std::fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+fn postmaster_pid(data_dir: &Path) -> u32 {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restores_into_a_fresh_server_that_equals_it() {
+    let pg = PgServer::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE ROLE app LOGIN PASSWORD 'app-secret';
+         CREATE ROLE reader NOLOGIN;
+         GRANT reader TO app;",
+    )
+    .unwrap();
+    pg.create_database("shop").unwrap();
+    pg.create_database("bench").unwrap();
+    pg.pgbench_init("bench", 1).unwrap();
+    pg.psql(
+        "shop",
+        "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price numeric, tags text[]);
+         INSERT INTO items (name, price, tags)
+           SELECT 'item ' || g || E' \\'quoted\\'; (paren\n', g * 1.5, ARRAY['a', 'b;c']
+           FROM generate_series(1, 5000) g;
+         CREATE TABLE empty_t (a int);
+         CREATE SCHEMA extra;
+         CREATE TABLE extra.\"Odd Name\" (x int);
+         INSERT INTO extra.\"Odd Name\" VALUES (1), (2), (3);
+         CREATE VIEW cheap AS SELECT id, name FROM items WHERE price < 100;
+         CREATE FUNCTION add_up(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a + b';
+         CREATE SEQUENCE counter;
+         SELECT setval('counter', 42);
+         ALTER TABLE items OWNER TO app;
+         GRANT SELECT ON items, cheap TO reader;
+         GRANT USAGE ON SCHEMA extra TO reader;",
+    )
+    .unwrap();
+
+    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
+    let probe = engine.probe().await.unwrap();
+    assert!(probe.healthy);
+    assert_eq!(probe.role, Role::Primary);
+    assert!(
+        probe.version.starts_with(|c: char| c.is_ascii_digit()),
+        "{}",
+        probe.version
+    );
+
+    let parts = backup(spec(&pg, "postgres", None)).await;
+    let names: Vec<(&str, PartKind)> = parts
+        .iter()
+        .map(|p| (p.0.name.as_str(), p.0.kind))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("globals", PartKind::Globals),
+            ("bench", PartKind::Database),
+            ("postgres", PartKind::Database),
+            ("shop", PartKind::Database)
+        ]
+    );
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let rows = |n: &str| stats.iter().find(|s| s.name == n).map(|s| s.rows);
+    assert_eq!(rows("bench.public.pgbench_accounts"), Some(100_000));
+    assert_eq!(rows("bench.public.pgbench_branches"), Some(1));
+    assert_eq!(rows("shop.public.items"), Some(5000));
+    assert_eq!(rows("shop.public.empty_t"), Some(0));
+    assert_eq!(rows("shop.extra.Odd Name"), Some(3));
+    assert!(String::from_utf8_lossy(&parts[0].1).contains("CREATE ROLE app"));
+
+    let root = restore_root();
+    let (conn, guard, v) = restore(root.path(), pg.bin_dir(), &parts).await;
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, stats.len() as u64);
+    assert!(v.rows_checked >= 105_000);
+    assert!(v.engine_check.contains("pg_amcheck"), "{}", v.engine_check);
+    assert_eq!(conn.engine, "postgres");
+    assert_eq!(conn.host, "127.0.0.1");
+    assert_eq!(conn.user, "postgres");
+    assert!(conn.data_dir.starts_with(root.path()));
+    assert!(
+        std::fs::read_dir(root.path().join("restore"))
+            .unwrap()
+            .all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("spool")),
+        "a spool file was left behind"
+    );
+
+    // Reached over TCP with the generated password (scram-sha-256).
+    let pw = superuser_password(&conn);
+    let bin = pg.bin_dir();
+    let q = |db: &str, sql: &str| psql_as(bin, &conn, "postgres", &pw, db, sql);
+
+    // Every table's rows, compared by content.
+    for s in &stats {
+        let mut it = s.name.splitn(3, '.');
+        let (db, schema, table) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let sql = format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') \
+             FROM \"{schema}\".\"{table}\" t"
+        );
+        assert_eq!(q(db, &sql), pg.psql(db, &sql).unwrap(), "table {}", s.name);
+    }
+    for (db, sql) in [
+        ("shop", "SELECT last_value FROM counter"),
+        ("shop", "SELECT pg_get_viewdef('cheap')"),
+        ("shop", "SELECT add_up(2, 3)"),
+        ("shop", "SELECT tableowner FROM pg_tables WHERE tablename = 'items'"),
+        ("shop", "SELECT has_table_privilege('reader', 'items', 'SELECT'), has_table_privilege('reader', 'cheap', 'SELECT'), has_table_privilege('reader', 'empty_t', 'SELECT'), has_schema_privilege('reader', 'extra', 'USAGE')"),
+        ("postgres", "SELECT rolname || ' ' || rolcanlogin FROM pg_roles WHERE rolname IN ('app', 'reader') ORDER BY 1"),
+        ("postgres", "SELECT pg_has_role('app', 'reader', 'member')"),
+        ("postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1"),
+    ] {
+        assert_eq!(q(db, sql), pg.psql(db, sql).unwrap(), "{db}: {sql}");
+    }
+    assert_eq!(q("shop", "SELECT last_value FROM counter"), "42");
+    assert_eq!(q("shop", "SELECT add_up(2, 3)"), "5");
+    // The role's password came along: app logs in with it.
+    assert_eq!(
+        psql_as(
+            bin,
+            &conn,
+            "app",
+            "app-secret",
+            "shop",
+            "SELECT count(*) FROM items"
+        ),
+        "5000"
+    );
+
+    // Teardown stops the server; nothing keeps running.
+    let pid = postmaster_pid(&conn.data_dir);
+    assert!(alive(pid));
+    engines::teardown(EngineKind::Postgres, &root.path().join("restore"))
+        .await
+        .unwrap();
+    assert!(!alive(pid), "postgres {pid} still runs after teardown");
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_during_pgbench_restores_to_a_consistent_state() {
+    let pg = PgServer::start().unwrap();
+    pg.create_database("bench").unwrap();
+    pg.pgbench_init("bench", 1).unwrap();
+
+    let mut bench = pg.client_command("pgbench");
+    bench.args(["-n", "-T", "5", "-c", "2", "bench"]);
+    let mut bench = bench
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until pgbench has written something.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pg
+        .psql("bench", "SELECT count(*) FROM pgbench_history")
+        .unwrap()
+        == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pgbench wrote nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let parts = backup(spec(&pg, "postgres", None)).await;
+    let still_running = bench.try_wait().unwrap().is_none();
+    let status = bench.wait().unwrap();
+    assert!(status.success(), "pgbench failed");
+    assert!(
+        still_running,
+        "pgbench ended before the backup did: no concurrency was tested"
+    );
+
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let history = stats
+        .iter()
+        .find(|s| s.name == "bench.public.pgbench_history")
+        .unwrap()
+        .rows;
+    assert!(history > 0);
+
+    let root = restore_root();
+    let (conn, _guard, v) = restore(root.path(), pg.bin_dir(), &parts).await;
+    assert!(v.ok, "{v:#?}");
+    let pw = superuser_password(&conn);
+    let sums = psql_as(
+        pg.bin_dir(),
+        &conn,
+        "postgres",
+        &pw,
+        "bench",
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' ||
+                (SELECT sum(bbalance) FROM pgbench_branches) || ' ' ||
+                (SELECT sum(tbalance) FROM pgbench_tellers) || ' ' ||
+                (SELECT coalesce(sum(delta), 0) FROM pgbench_history) || ' ' ||
+                (SELECT count(*) FROM pgbench_history)",
+    );
+    let v: Vec<i64> = sums.split(' ').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(v[0], v[1], "accounts vs branches: {sums}");
+    assert_eq!(v[1], v[2], "branches vs tellers: {sums}");
+    assert_eq!(v[2], v[3], "tellers vs history: {sums}");
+    assert_eq!(v[4] as u64, history, "history rows vs the backup's stats");
+    // The source moved on after the backup: the restore is the snapshot, not the end state.
+    let source_history: u64 = pg
+        .psql("bench", "SELECT count(*) FROM pgbench_history")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(source_history > history, "{source_history} <= {history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_with_a_clear_error_that_hides_it() {
+    let pg = PgServer::builder()
+        .hba("host all app 127.0.0.1/32 scram-sha-256")
+        .start()
+        .unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE ROLE app LOGIN SUPERUSER PASSWORD 'right-password'",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "wrong-password\n").unwrap();
+    let right = tmp.path().join("right");
+    std::fs::write(&right, "right-password\n").unwrap();
+
+    // Connecting with the wrong password: a configuration error, for the probe too.
+    let engine = engines::open(spec(&pg, "app", Some(wrong.clone()))).unwrap();
+    let err = engine.begin_backup().await.err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(text.contains("password_file"), "{text}");
+    assert!(!text.contains("wrong-password"), "{text}");
+    let err = engine.probe().await.err().unwrap().to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    // The password changes between the start of a backup and a dump: the dump tool fails.
+    let engine = engines::open(spec(&pg, "app", Some(right))).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    pg.psql("postgres", "ALTER ROLE app PASSWORD 'changed-password'")
+        .unwrap();
+    let globals = run.parts()[0].clone();
+    let mut dump = run.dump(&globals).await.unwrap();
+    let mut bytes = Vec::new();
+    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    let err = dump.finish.await.unwrap_err();
+    let text = err.to_string();
+    match &err {
+        Error::Tool { tool, stderr, .. } => {
+            assert_eq!(tool, "pg_dumpall");
+            assert!(
+                stderr.contains("password authentication failed"),
+                "{stderr}"
+            );
+        }
+        other => panic!("expected the tool's error, got {other:?}"),
+    }
+    assert!(!text.contains("right-password"), "{text}");
+    run.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_is_unhealthy_and_a_dropped_dump_stops_pg_dump() {
+    let mut pg = PgServer::start().unwrap();
+    pg.create_database("big").unwrap();
+    pg.pgbench_init("big", 1).unwrap();
+    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let big = run
+        .parts()
+        .iter()
+        .find(|p| p.name == "big")
+        .unwrap()
+        .clone();
+    let mut dump = run.dump(&big).await.unwrap();
+    let mut first = [0u8; 5];
+    dump.reader.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"PGDMP", "custom format");
+    drop(dump);
+    // pg_dump is gone, and the snapshot transaction with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = pg
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('pg_dump', 'strongbox-agent')",
+            )
+            .unwrap();
+        if left == "0" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left} sessions left");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    run.close().await.unwrap();
+
+    pg.stop().unwrap();
+    let probe = engine.probe().await.unwrap();
+    assert!(!probe.healthy);
+    let err = engine.begin_backup().await.err().unwrap().to_string();
+    assert!(err.contains("check that the server runs"), "{err}");
+}
