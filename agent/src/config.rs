@@ -10,6 +10,8 @@ use clap::Parser;
 use serde::Deserialize;
 use strongbox_core::tls::TlsFiles;
 
+use crate::engines::ServiceSpec;
+
 /// strongbox-agent: backs up and restores the database servers of one host.
 #[derive(Parser, Debug, Default)]
 #[command(name = "strongbox-agent", version)]
@@ -48,6 +50,18 @@ pub struct Args {
     /// This host is a spare, ready for restores.
     #[arg(long, env = "STRONGBOX_SPARE")]
     pub spare: bool,
+    /// The address servers made by restores listen on (default 127.0.0.1).
+    #[arg(long, env = "STRONGBOX_RESTORE_LISTEN")]
+    pub restore_listen: Option<String>,
+    /// Upload at most this many bytes per second (default: no limit).
+    #[arg(long, env = "STRONGBOX_UPLOAD_RATE")]
+    pub upload_rate: Option<u64>,
+    /// Chunk uploads in flight at once (default 4).
+    #[arg(long, env = "STRONGBOX_UPLOAD_CONCURRENCY")]
+    pub upload_concurrency: Option<usize>,
+    /// zstd level for chunks (default 3).
+    #[arg(long, env = "STRONGBOX_ZSTD_LEVEL")]
+    pub zstd_level: Option<i32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -64,8 +78,12 @@ struct FileConfig {
     data_root: Option<PathBuf>,
     #[serde(default)]
     spare: bool,
+    restore_listen: Option<String>,
+    upload_rate: Option<u64>,
+    upload_concurrency: Option<usize>,
+    zstd_level: Option<i32>,
     #[serde(default)]
-    service: Vec<toml::Table>,
+    service: Vec<ServiceSpec>,
 }
 
 #[derive(Debug)]
@@ -77,7 +95,11 @@ pub struct Config {
     pub key_file: PathBuf,
     pub data_root: Option<PathBuf>,
     pub spare: bool,
-    pub services: Vec<toml::Table>,
+    pub restore_listen: String,
+    pub upload_rate: Option<u64>,
+    pub upload_concurrency: usize,
+    pub zstd_level: i32,
+    pub services: Vec<ServiceSpec>,
 }
 
 fn need<T>(v: Option<T>, flag: &str) -> anyhow::Result<T> {
@@ -108,6 +130,15 @@ impl Config {
         if coordinators.is_empty() {
             anyhow::bail!("no coordinator: pass --coordinator HOST:PORT (or `coordinators` in the config file)");
         }
+        let services = file.service;
+        let mut names = std::collections::HashSet::new();
+        for s in &services {
+            strongbox_core::pki::validate_name(&s.name)
+                .with_context(|| format!("service name {:?}", s.name))?;
+            if !names.insert(s.name.clone()) {
+                anyhow::bail!("service {:?} is listed twice in the config", s.name);
+            }
+        }
         Ok(Config {
             coordinators,
             region: need(args.region.or(file.region), "region")?,
@@ -120,7 +151,18 @@ impl Config {
             key_file: need(args.key_file.or(file.key_file), "key-file")?,
             data_root: args.data_root.or(file.data_root),
             spare: args.spare || file.spare,
-            services: file.service,
+            restore_listen: args
+                .restore_listen
+                .or(file.restore_listen)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            upload_rate: args.upload_rate.or(file.upload_rate).filter(|r| *r > 0),
+            upload_concurrency: args
+                .upload_concurrency
+                .or(file.upload_concurrency)
+                .unwrap_or(4)
+                .clamp(1, 64),
+            zstd_level: args.zstd_level.or(file.zstd_level).unwrap_or(3),
+            services,
         })
     }
 }

@@ -1,5 +1,9 @@
 //! strongbox-agent as a library: the binary (`main.rs`) and the integration tests use it.
 
+pub mod agent;
+pub mod backup;
 pub mod config;
 pub mod engines;
 pub mod error;
+pub mod restore;
+pub mod session;

@@ -1,11 +1,9 @@
-//! `strongbox-agent`: runs beside the database servers of one host.
-//!
-//! This build parses and checks the agent's configuration (file, flags, environment), its TLS
-//! files and its fleet key; sessions, dumps and restores come with the agents issue.
-
-use strongbox_agent::config;
+//! `strongbox-agent`: runs beside the database servers of one host. Loads its configuration,
+//! keys and certificates, then keeps a session with the region's coordinators and runs the
+//! backup and restore jobs they send, until SIGTERM or Ctrl-C.
 
 use clap::Parser;
+use strongbox_agent::{agent::Agent, config, session};
 
 fn main() -> anyhow::Result<()> {
     strongbox_core::tls::install_crypto_provider();
@@ -16,17 +14,47 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = config::Config::load(config::Args::parse())?;
     let me = config.tls.identity()?;
-    let keyring = strongbox_core::keys::Keyring::load(&config.key_file)?;
-    tracing::info!(
-        identity = %me,
-        keys = keyring.ids().count(),
-        host = %config.host,
-        region = %config.region,
-        coordinators = ?config.coordinators,
-        data_root = ?config.data_root,
-        spare = config.spare,
-        services = config.services.len(),
-        "configuration is valid"
-    );
-    anyhow::bail!("this build of strongbox-agent only checks its configuration; the agent service is not part of it yet")
+    if me.name != config.host {
+        anyhow::bail!(
+            "the certificate {} is for host {:?}, but this agent is configured as host {:?}: use the host's own certificate",
+            config.tls.cert.display(),
+            me.name,
+            config.host
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (agent, reports) = Agent::new(config)?;
+        tracing::info!(
+            identity = %me,
+            host = %agent.config.host,
+            region = %agent.config.region,
+            coordinators = ?agent.config.coordinators,
+            spare = agent.config.spare,
+            services = agent.engines.len(),
+            "agent starting"
+        );
+        tokio::select! {
+            _ = session::run(agent.clone(), reports) => {}
+            _ = shutdown_signal() => tracing::info!("stopping"),
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -103,8 +103,10 @@ impl Coordinators {
                     tracing::debug!(what, node = address, error = %s.message(), "retrying on another coordinator");
                     self.rotate(i);
                     attempt += 1;
-                    if attempt % self.channels.len() == 0 {
-                        let backoff = Duration::from_millis(200 * (attempt / self.channels.len()).min(10) as u64);
+                    if attempt.is_multiple_of(self.channels.len()) {
+                        let backoff = Duration::from_millis(
+                            200 * (attempt / self.channels.len()).min(10) as u64,
+                        );
                         tokio::time::sleep(backoff).await;
                     }
                 }

@@ -23,6 +23,7 @@
 //! # Ok::<(), strongbox_integration::HarnessError>(())
 //! ```
 
+pub mod agent;
 pub mod cluster;
 pub mod error;
 pub mod mariadb;

@@ -1,0 +1,166 @@
+//! The running agent: its configuration, keys, engines and coordinator connections, and the
+//! jobs it has taken on.
+//!
+//! Invariants: a job id starts at most once per process (a job delivered again after a
+//! reconnect is ignored while it runs or after it ended); every job ends with a final report
+//! (a backup's success is its commit), kept and sent again after each reconnect until it is
+//! old, so no outcome is lost with a broken session.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use strongbox_core::connect::Coordinators;
+use strongbox_core::keys::Keyring;
+use strongbox_proto::v1::{Job, JobReport, Member};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::engines::{self, Engine};
+use crate::error::{Error, Result};
+
+/// How long a final report is sent again after reconnects.
+const KEEP_FINAL: Duration = Duration::from_secs(600);
+
+pub struct Agent {
+    pub config: Config,
+    pub keyring: Keyring,
+    pub engines: HashMap<String, Box<dyn Engine>>,
+    pub coordinators: Coordinators,
+    reports: mpsc::UnboundedSender<JobReport>,
+    started: Mutex<HashSet<String>>,
+    finals: Mutex<Vec<(Instant, JobReport)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Agent {
+    /// Builds the agent; the receiver carries its job reports to the session.
+    pub fn new(config: Config) -> Result<(Arc<Agent>, mpsc::UnboundedReceiver<JobReport>)> {
+        let keyring = Keyring::load(&config.key_file)?;
+        let coordinators =
+            Coordinators::new(&config.tls, &config.coordinators, Duration::from_secs(120))?;
+        let mut engines = HashMap::new();
+        for spec in &config.services {
+            engines.insert(spec.name.clone(), engines::open(spec.clone())?);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((
+            Arc::new(Agent {
+                config,
+                keyring,
+                engines,
+                coordinators,
+                reports: tx,
+                started: Mutex::default(),
+                finals: Mutex::default(),
+            }),
+            rx,
+        ))
+    }
+
+    pub fn engine(&self, service: &str) -> Result<&dyn Engine> {
+        self.engines
+            .get(service)
+            .map(|e| e.as_ref())
+            .ok_or_else(|| {
+                Error::Other(format!(
+                "service {service:?} is not configured on host {}; add a [[service]] table for it",
+                self.config.host
+            ))
+            })
+    }
+
+    /// Every configured member with its current role and health.
+    pub async fn members(&self) -> Vec<Member> {
+        let mut out = Vec::new();
+        for (name, engine) in &self.engines {
+            let m = match engine.probe().await {
+                Ok(p) => Member {
+                    service: name.clone(),
+                    engine: engine.kind().as_str().into(),
+                    role: p.role.as_str().into(),
+                    healthy: p.healthy,
+                    engine_version: p.version,
+                },
+                Err(e) => {
+                    tracing::warn!(service = %name, error = %e, "probe failed");
+                    Member {
+                        service: name.clone(),
+                        engine: engine.kind().as_str().into(),
+                        role: "standalone".into(),
+                        healthy: false,
+                        engine_version: String::new(),
+                    }
+                }
+            };
+            out.push(m);
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        out
+    }
+
+    /// Sends a progress report (best effort).
+    pub fn report(&self, report: JobReport) {
+        let _ = self.reports.send(report);
+    }
+
+    /// Sends a final report, and keeps it to send again after a reconnect.
+    pub fn report_final(&self, report: JobReport) {
+        lock(&self.finals).push((Instant::now(), report.clone()));
+        let _ = self.reports.send(report);
+    }
+
+    /// Final reports to send again on a new session.
+    pub fn recent_finals(&self) -> Vec<JobReport> {
+        let mut finals = lock(&self.finals);
+        finals.retain(|(at, _)| at.elapsed() < KEEP_FINAL);
+        finals.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Starts `job` unless this process started it before.
+    pub fn start_job(self: &Arc<Self>, job: Job) {
+        if !lock(&self.started).insert(job.job_id.clone()) {
+            return;
+        }
+        let agent = self.clone();
+        let span = tracing::info_span!("job", job = %job.job_id, kind = %job.kind, service = %job.service, backup = %job.backup_id);
+        let work = async move {
+            tracing::info!("job started");
+            let started = Instant::now();
+            // (result for the catalog, why it failed)
+            let outcome: Result<(String, Option<String>)> = match job.kind.as_str() {
+                "backup" => crate::backup::run(&agent, &job)
+                    .await
+                    .map(|()| (String::new(), None)),
+                "restore" => crate::restore::run(&agent, &job).await,
+                other => Err(Error::Other(format!("unknown job kind {other:?}"))),
+            };
+            let secs = started.elapsed().as_secs_f64();
+            let (state, result, reason) = match outcome {
+                Ok((_, None)) if job.kind == "backup" => {
+                    tracing::info!(secs, "job completed");
+                    return; // its commit completed it
+                }
+                Ok((result, None)) => ("completed", result, String::new()),
+                Ok((result, Some(why))) => ("failed", result, why),
+                Err(e) => ("failed", String::new(), e.to_string()),
+            };
+            if state == "failed" {
+                tracing::error!(secs, reason = %reason, "job failed");
+            } else {
+                tracing::info!(secs, "job completed");
+            }
+            agent.report_final(JobReport {
+                job_id: job.job_id.clone(),
+                state: state.into(),
+                reason,
+                result,
+                ..Default::default()
+            });
+        };
+        tokio::spawn(tracing::Instrument::instrument(work, span));
+    }
+}

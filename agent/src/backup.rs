@@ -1,0 +1,306 @@
+//! The backup pipeline: dump → content-defined chunks → ids → dedup against the region →
+//! seal → upload, then the manifest and the commit.
+//!
+//! Invariants: nothing holds more than `upload_concurrency` chunks (plus the chunker's buffer)
+//! in memory, and nothing is written to local disk; hashing and sealing run on the blocking
+//! pool; a chunk the region holds already is not sealed or sent again (so a retried or repeated
+//! backup sends only what is new); a backup is committed only after every part's dump tool
+//! exited successfully and every chunk was acknowledged by a majority; the dump tool's error is
+//! the job's reason when the tool fails.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{FutureExt, TryStreamExt};
+use strongbox_core::chunk::Sealer;
+use strongbox_core::chunking::Chunker;
+use strongbox_core::ids::ChunkId;
+use strongbox_core::keys::ServiceKeys;
+use strongbox_core::manifest::{ChunkRef, Manifest, Part};
+use strongbox_proto::v1::agent_service_client::AgentServiceClient;
+use strongbox_proto::v1::{
+    CommitBackupRequest, HaveChunksRequest, Job, JobReport, UploadChunkRequest,
+};
+use strongbox_proto::MAX_MESSAGE_BYTES;
+use tokio::io::AsyncRead;
+use tonic::transport::Channel;
+
+use crate::agent::Agent;
+use crate::error::{Error, Result};
+
+thread_local! {
+    static SEALER: RefCell<Option<(i32, Sealer)>> = const { RefCell::new(None) };
+}
+
+pub fn client(ch: Channel) -> AgentServiceClient<Channel> {
+    AgentServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn rpc(what: &str, s: tonic::Status) -> Error {
+    Error::Other(format!("{what}: {} ({:?})", s.message(), s.code()))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Other(format!("a worker thread failed: {e}")))?
+}
+
+/// Bytes read from the dump so far, reported every few seconds.
+struct Progress {
+    done: AtomicU64,
+}
+
+/// Holds uploads to `rate` bytes per second on average.
+struct RateLimit {
+    rate: u64,
+    next: Mutex<Instant>,
+}
+
+impl RateLimit {
+    async fn take(&self, bytes: usize) {
+        let wait = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate as f64);
+            start - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+struct Pipe {
+    agent: Arc<Agent>,
+    job_id: String,
+    keys: Arc<ServiceKeys>,
+    level: i32,
+    progress: Arc<Progress>,
+    limit: Option<RateLimit>,
+}
+
+pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
+    let engine = agent.engine(&job.service)?;
+    let keys = Arc::new(agent.keyring.current_service_keys(&job.service)?);
+    let version = engine.probe().await.map(|p| p.version).unwrap_or_default();
+    let started_ms = now_ms();
+    let progress = Arc::new(Progress {
+        done: AtomicU64::new(0),
+    });
+    let pipe = Arc::new(Pipe {
+        agent: agent.clone(),
+        job_id: job.job_id.clone(),
+        keys: keys.clone(),
+        level: agent.config.zstd_level,
+        progress: progress.clone(),
+        limit: agent.config.upload_rate.map(|rate| RateLimit {
+            rate,
+            next: Mutex::new(Instant::now()),
+        }),
+    });
+    agent.report(JobReport {
+        job_id: job.job_id.clone(),
+        state: "running".into(),
+        ..Default::default()
+    });
+    let reporter = {
+        let (agent, job_id, progress) = (agent.clone(), job.job_id.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                agent.report(JobReport {
+                    job_id: job_id.clone(),
+                    state: "running".into(),
+                    bytes_done: progress.done.load(Ordering::Relaxed),
+                    ..Default::default()
+                });
+            }
+        })
+    };
+    let result = dump_and_upload(&pipe, engine).await;
+    reporter.abort();
+    let parts = result?;
+
+    let mut manifest = Manifest {
+        backup_id: job.backup_id.clone(),
+        service: job.service.clone(),
+        created_unix_ms: started_ms as i64,
+        engine: engine.kind().as_str().into(),
+        engine_version: version,
+        parts,
+        totals: None,
+    };
+    let totals = manifest.compute_totals();
+    manifest.totals = Some(totals);
+    let sealed = blocking(move || Ok(manifest.seal(&keys)?)).await?;
+    let manifest_id = Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes());
+    let sealed = Bytes::from(sealed);
+    let req = CommitBackupRequest {
+        job_id: job.job_id.clone(),
+        backup_id: job.backup_id.clone(),
+        manifest_id,
+        manifest: sealed,
+        service: job.service.clone(),
+        kind: if job.backup_kind.is_empty() {
+            "manual".into()
+        } else {
+            job.backup_kind.clone()
+        },
+        plain_bytes: totals.plain_size,
+        stored_bytes: totals.stored_size,
+        created_unix_ms: started_ms,
+    };
+    agent
+        .coordinators
+        .call("CommitBackup", |ch| {
+            let req = req.clone();
+            async move { client(ch).commit_backup(req).await }
+        })
+        .await
+        .map_err(|s| rpc("committing the backup", s))?;
+    tracing::info!(
+        plain = totals.plain_size,
+        new = totals.stored_size,
+        chunks = totals.chunk_count,
+        tables = totals.table_count,
+        "backup committed"
+    );
+    Ok(())
+}
+
+async fn dump_and_upload(
+    pipe: &Arc<Pipe>,
+    engine: &dyn crate::engines::Engine,
+) -> Result<Vec<Part>> {
+    let mut run = engine.begin_backup().await?;
+    let mut parts = Vec::new();
+    for plan in run.parts().to_vec() {
+        let dump = run.dump(&plan).await?;
+        let chunks = upload_stream(pipe.clone(), dump.reader).await;
+        // The tool's own error says more than a broken stream; a failed upload stops the dump.
+        let chunks = match chunks {
+            Ok(c) => c,
+            Err(e) => {
+                drop(dump.finish);
+                let _ = run.close().await;
+                return Err(e);
+            }
+        };
+        let tables = match dump.finish.await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = run.close().await;
+                return Err(e);
+            }
+        };
+        tracing::info!(part = %plan.name, chunks = chunks.len(), tables = tables.len(), "part uploaded");
+        parts.push(Part {
+            name: plan.name.clone(),
+            kind: plan.kind as i32,
+            chunks,
+            tables,
+        });
+    }
+    run.close().await?;
+    Ok(parts)
+}
+
+/// Chunks a stream and makes sure the region holds every chunk; the chunk list in order.
+fn upload_stream(
+    pipe: Arc<Pipe>,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+) -> futures::future::BoxFuture<'static, Result<Vec<ChunkRef>>> {
+    let concurrency = pipe.agent.config.upload_concurrency;
+    let chunks = futures::stream::try_unfold(Chunker::new(reader), |mut c| {
+        async move { Ok::<_, Error>(c.next_chunk().await?.map(|b| (b, c))) }.boxed()
+    });
+    chunks
+        .map_ok(move |plain| {
+            let pipe = pipe.clone();
+            async move { store_chunk(&pipe, plain).await }.boxed()
+        })
+        .try_buffered(concurrency)
+        .try_collect()
+        .boxed()
+}
+
+async fn store_chunk(pipe: &Arc<Pipe>, plain: Bytes) -> Result<ChunkRef> {
+    let plain_size = plain.len() as u64;
+    let keys = pipe.keys.clone();
+    let (id, plain) = blocking(move || Ok((keys.chunk_id(&plain), plain))).await?;
+    let have = HaveChunksRequest {
+        job_id: pipe.job_id.clone(),
+        ids: vec![Bytes::copy_from_slice(id.as_bytes())],
+    };
+    let missing = pipe
+        .agent
+        .coordinators
+        .call("HaveChunks", |ch| {
+            let req = have.clone();
+            async move { client(ch).have_chunks(req).await }
+        })
+        .await
+        .map_err(|s| rpc("asking which chunks the region lacks", s))?
+        .into_inner()
+        .missing;
+    let mut stored_size = 0;
+    if !missing.is_empty() {
+        let sealed = seal(pipe, id, plain).await?;
+        stored_size = sealed.len() as u64;
+        if let Some(limit) = &pipe.limit {
+            limit.take(sealed.len()).await;
+        }
+        let req = UploadChunkRequest {
+            job_id: pipe.job_id.clone(),
+            id: Bytes::copy_from_slice(id.as_bytes()),
+            sealed,
+        };
+        pipe.agent
+            .coordinators
+            .call("UploadChunk", |ch| {
+                let req = req.clone();
+                async move { client(ch).upload_chunk(req).await }
+            })
+            .await
+            .map_err(|s| rpc(&format!("uploading chunk {id}"), s))?;
+    }
+    pipe.progress.done.fetch_add(plain_size, Ordering::Relaxed);
+    Ok(ChunkRef {
+        id: id.as_bytes().to_vec(),
+        plain_size,
+        stored_size,
+    })
+}
+
+async fn seal(pipe: &Arc<Pipe>, id: ChunkId, plain: Bytes) -> Result<Bytes> {
+    let (keys, level) = (pipe.keys.clone(), pipe.level);
+    blocking(move || {
+        SEALER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                *slot = Some((level, Sealer::new(Some(level))?));
+            }
+            let (_, sealer) = slot
+                .as_mut()
+                .ok_or_else(|| Error::Other("no sealer".into()))?;
+            Ok(Bytes::from(sealer.seal_with_id(&keys, &id, &plain)?))
+        })
+    })
+    .await
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! The agent's session with its region: register, then a stream of heartbeats and job reports
+//! up and jobs down; on any break, the next coordinator node, again and again.
+//!
+//! Invariants: the agent always tries to be connected (backoff capped at 5 s); a new session
+//! first registers (so the coordinator knows the host and its members) and sends again the
+//! recent final job reports; jobs are started through `Agent::start_job`, which ignores a job
+//! this process already started, so a reconnect neither loses nor repeats a job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strongbox_proto::v1::{
+    agent_message, coordinator_message, AgentMessage, Heartbeat, JobReport, RegisterRequest,
+};
+use tokio::sync::mpsc;
+
+use crate::agent::Agent;
+use crate::backup::{client, now_ms};
+
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Keeps a session up until the process ends.
+pub async fn run(agent: Arc<Agent>, mut reports: mpsc::UnboundedReceiver<JobReport>) {
+    let mut failures = 0u32;
+    loop {
+        let (i, address, _) = agent.coordinators.current();
+        let address = address.to_string();
+        match session(&agent, &mut reports).await {
+            Ok(()) => tracing::info!(coordinator = %address, "session ended; reconnecting"),
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    tracing::warn!(coordinator = %address, error = %e, "session with the coordinator broke; trying the next node");
+                } else {
+                    tracing::debug!(coordinator = %address, error = %e, "session attempt failed");
+                }
+            }
+        }
+        agent.coordinators.rotate(i);
+        let backoff = Duration::from_millis(200 * u64::from(failures.min(25)));
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn session(
+    agent: &Arc<Agent>,
+    reports: &mut mpsc::UnboundedReceiver<JobReport>,
+) -> Result<(), String> {
+    let (_, address, channel) = agent.coordinators.current();
+    let address = address.to_string();
+    let mut c = client(channel);
+    let members = agent.members().await;
+    c.register(RegisterRequest {
+        host: agent.config.host.clone(),
+        region: agent.config.region.clone(),
+        spare: agent.config.spare,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        members: members.clone(),
+    })
+    .await
+    .map_err(|s| format!("register: {} ({:?})", s.message(), s.code()))?;
+    let (tx, rx) = mpsc::channel::<AgentMessage>(64);
+    let heartbeat = |members| AgentMessage {
+        body: Some(agent_message::Body::Heartbeat(Heartbeat {
+            members,
+            unix_ms: now_ms(),
+        })),
+    };
+    let report = |r| AgentMessage {
+        body: Some(agent_message::Body::Report(r)),
+    };
+    let _ = tx.send(heartbeat(members)).await;
+    for r in agent.recent_finals() {
+        let _ = tx.send(report(r)).await;
+    }
+    let mut inbound = c
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("session: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    tracing::info!(coordinator = %address, host = %agent.config.host, "session open");
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(msg)) => {
+                    if let Some(coordinator_message::Body::Job(job)) = msg.body {
+                        agent.start_job(job);
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(format!("{} ({:?})", s.message(), s.code())),
+            },
+            r = reports.recv() => match r {
+                Some(r) => {
+                    if tx.send(report(r)).await.is_err() {
+                        return Err("the session closed".into());
+                    }
+                }
+                None => return Ok(()),
+            },
+            _ = tick.tick() => {
+                let members = agent.members().await;
+                if tx.send(heartbeat(members)).await.is_err() {
+                    return Err("the session closed".into());
+                }
+            }
+        }
+    }
+}
