@@ -2,7 +2,8 @@
 //! part's chunks (fetched in parallel, opened on the blocking pool) into the engine's loader,
 //! then verify.
 //!
-//! Invariants: the target is always a new folder under the data root (`restores/<job id>`), so
+//! Invariants: the target is always a new folder under the data root (`r/<12 hex of the job
+//! id's hash>`: short, because PostgreSQL's socket path must fit in 107 bytes), so
 //! a restore never touches the source or another restore; a chunk reaches the loader only after
 //! its AEAD tag and its id are checked; a fetch or decryption failure reaches the loader as a
 //! stream *error*, never as a clean end of input, so no part is loaded half; the job fails
@@ -57,7 +58,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     }
     let keys = Arc::new(keys);
 
-    let dir = root.join("restores").join(&job.job_id);
+    let dir = restore_dir(root, &job.job_id);
     if dir.exists() {
         // A restore this agent began before it restarted: start over.
         let _ = engines::teardown(kind, &dir).await;
@@ -67,9 +68,9 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
             source,
         })?;
     }
-    std::fs::create_dir_all(root.join("restores")).map_err(|source| Error::Io {
+    std::fs::create_dir_all(root.join("r")).map_err(|source| Error::Io {
         what: "creating",
-        path: root.join("restores"),
+        path: root.join("r"),
         source,
     })?;
     let total: u64 = manifest.parts.iter().map(|p| p.plain_size()).sum();
@@ -154,6 +155,12 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         )
     });
     Ok((result, failure))
+}
+
+/// The folder of a restore job's server under the data root.
+pub fn restore_dir(root: &std::path::Path, job_id: &str) -> std::path::PathBuf {
+    let hash = blake3::hash(job_id.as_bytes()).to_hex();
+    root.join("r").join(&hash[..12])
 }
 
 /// A sealed chunk or manifest, from any coordinator node.

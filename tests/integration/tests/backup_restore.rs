@@ -193,4 +193,232 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
         )
         .unwrap();
     assert_eq!(source_sum, restored_sum);
+
+    // db-1's certificate cannot read chunks through the spare's restore job, nor through its
+    // own backup job.
+    let db1 = f.cluster.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    let mut ag = strongbox_proto::v1::agent_service_client::AgentServiceClient::new(
+        f.cluster.channel(1, &db1).unwrap(),
+    );
+    for job_id in [&rjob.id, &job.id] {
+        let s = ag
+            .fetch_chunk(strongbox_proto::v1::FetchChunkRequest {
+                job_id: job_id.clone(),
+                id: first.manifest_id.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    }
+}
+
+mod postgres {
+    use super::*;
+    use strongbox_integration::pg::{pg_tool, PgServer};
+
+    fn pg_service(pg: &PgServer) -> String {
+        format!(
+            "[[service]]\nname = \"orders\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
+            pg.host(),
+            pg.port(),
+            pg.superuser()
+        )
+    }
+
+    /// psql against a server a restore made, with the password it wrote.
+    fn restored_psql(result: &serde_json::Value, db: &str, sql: &str) -> String {
+        let c = &result["connection"];
+        let password =
+            std::fs::read_to_string(c["password_file"].as_str().expect("password file")).unwrap();
+        let out = std::process::Command::new(pg_tool("psql").unwrap())
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg("-h")
+            .arg(c["host"].as_str().unwrap())
+            .arg("-p")
+            .arg(c["port"].to_string())
+            .arg("-U")
+            .arg(c["user"].as_str().unwrap())
+            .arg("-d")
+            .arg(db)
+            .arg("-c")
+            .arg(sql)
+            .env("PGPASSWORD", password.lines().next().unwrap_or(""))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql on the restored server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    const SOURCE_CHECKS: &[(&str, &str)] = &[
+        ("postgres", "SELECT sum(abalance), count(*) FROM pgbench_accounts"),
+        ("shop", "SELECT string_agg(id || ':' || item, ',' ORDER BY id) FROM orders"),
+        ("shop", "SELECT last_value FROM order_ids"),
+        ("shop", "SELECT count(*) FROM big_orders"),
+        ("shop", "SELECT shop_total()"),
+        (
+            "shop",
+            "SELECT string_agg(privilege_type, ',' ORDER BY privilege_type) FROM information_schema.role_table_grants WHERE grantee = 'clerk'",
+        ),
+        ("postgres", "SELECT rolname FROM pg_roles WHERE rolname = 'clerk'"),
+    ];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_databases_with_roles_views_functions_and_sequences_restore_equal() {
+        let f = fleet().await;
+        let mut pg = PgServer::start().unwrap();
+        pg.pgbench_init("postgres", 1).unwrap();
+        pg.create_database("shop").unwrap();
+        pg.psql(
+            "shop",
+            "CREATE ROLE clerk LOGIN PASSWORD 'clerk-pw';
+             CREATE SEQUENCE order_ids;
+             SELECT setval('order_ids', 4242);
+             CREATE TABLE orders (id int PRIMARY KEY DEFAULT nextval('order_ids'), item text, qty int);
+             INSERT INTO orders (id, item, qty) SELECT g, 'item ' || g, g % 9 FROM generate_series(1, 5000) g;
+             CREATE VIEW big_orders AS SELECT * FROM orders WHERE qty > 5;
+             CREATE FUNCTION shop_total() RETURNS bigint LANGUAGE sql AS 'SELECT sum(qty) FROM orders';
+             GRANT SELECT, INSERT ON orders TO clerk;",
+        )
+        .unwrap();
+        let source: Vec<String> = SOURCE_CHECKS
+            .iter()
+            .map(|(db, sql)| pg.psql(db, sql).unwrap())
+            .collect();
+        let _db =
+            AgentProcess::start(&f.cluster, "db-1", false, &pg_service(&pg), &f.key_file).unwrap();
+        let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+        f.wait_hosts(&["db-1", "spare-1"]).await;
+
+        let (job, backup) = f.backup("orders").await;
+        assert_eq!(job.state, "completed", "{}", job.reason);
+        let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+        assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+        assert_eq!(result["verification"]["ok"], true, "{result}");
+        assert!(
+            result["verification"]["tables_checked"].as_u64().unwrap() >= 5,
+            "{result}"
+        );
+        for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
+            assert_eq!(&restored_psql(&result, db, sql), want, "{db}: {sql}");
+        }
+
+        // The source server down: the backup fails and says why.
+        pg.stop().unwrap();
+        let (job, backup) = f.backup("orders").await;
+        assert_eq!(job.state, "failed");
+        assert_eq!(backup.state, "failed");
+        assert!(
+            job.reason.contains("connect") || job.reason.contains("refused"),
+            "{}",
+            job.reason
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_under_pgbench_survives_a_leader_kill_and_restores_consistent() {
+        let mut f = fleet().await;
+        let pg = PgServer::start().unwrap();
+        pg.pgbench_init("postgres", 10).unwrap();
+        let _db =
+            AgentProcess::start(&f.cluster, "db-1", false, &pg_service(&pg), &f.key_file).unwrap();
+        let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+        f.wait_hosts(&["db-1", "spare-1"]).await;
+
+        // Writers keep writing through the backup.
+        let mut bench = pg.client_command("pgbench");
+        bench
+            .args(["-T", "20", "-c", "2", "-n", "postgres"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut bench = bench.spawn().unwrap();
+
+        let viewer = f.cluster.pki.issue(Role::Viewer, "v", &[]).unwrap();
+        let leader = f.cluster.wait_for_leader(&viewer, 3).await.unwrap();
+        let job = f
+            .cluster
+            .create_backup_job(&f.operator, "orders")
+            .await
+            .unwrap();
+        // Once the backup is moving, kill -9 the leader.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let j = f
+                .op()
+                .get_job(GetJobRequest { id: job.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            if j.state == "running" || j.state == "completed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the backup did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        f.cluster.kill(leader).unwrap();
+        let survivor = if leader == 1 { 2 } else { 1 };
+        let mut op = OperatorServiceClient::new(f.cluster.channel(survivor, &f.operator).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let done = loop {
+            if let Ok(j) = op.get_job(GetJobRequest { id: job.id.clone() }).await {
+                let j = j.into_inner();
+                if j.state == "completed" || j.state == "failed" {
+                    break j;
+                }
+            }
+            assert!(Instant::now() < deadline, "the backup did not end");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(done.state, "completed", "{}", done.reason);
+        let _ = bench.kill();
+        let _ = bench.wait();
+
+        let restore = op
+            .restore_backup(RestoreBackupRequest {
+                backup_id: done.backup_id.clone(),
+                to_host: "spare-1".into(),
+                to_region: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let rjob = loop {
+            if let Ok(j) = op
+                .get_job(GetJobRequest {
+                    id: restore.id.clone(),
+                })
+                .await
+            {
+                let j = j.into_inner();
+                if j.state == "completed" || j.state == "failed" {
+                    break j;
+                }
+            }
+            assert!(Instant::now() < deadline, "the restore did not end");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+        let result: serde_json::Value = serde_json::from_str(&rjob.result).unwrap();
+        // pgbench's invariant: every balance moved by the same deltas.
+        let sums = restored_psql(
+            &result,
+            "postgres",
+            "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ',' || (SELECT sum(bbalance) FROM pgbench_branches) || ',' || (SELECT sum(tbalance) FROM pgbench_tellers) || ',' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+        );
+        let parts: Vec<&str> = sums.split(',').collect();
+        assert_eq!(parts.len(), 4, "{sums}");
+        assert!(
+            parts.iter().all(|p| *p == parts[0]),
+            "balances differ: {sums}"
+        );
+        let history: u64 =
+            restored_psql(&result, "postgres", "SELECT count(*) FROM pgbench_history")
+                .parse()
+                .unwrap();
+        assert!(history > 0, "pgbench wrote during the backup");
+    }
 }
