@@ -263,9 +263,17 @@ impl MariaDbServer {
             // mariadbd (as the mysql user) reopens the log itself; it must be allowed to.
             tmp::chown(&self.log_path, run_as.uid, run_as.gid)?;
         }
+        // A temp folder of its own: servers sharing /tmp delete each other's temp tables.
+        let server_tmp = self.tmp.path().join("tmp");
+        std::fs::create_dir_all(&server_tmp)
+            .map_err(|e| HarnessError::io(format!("creating {}", server_tmp.display()), e))?;
+        if let Some(run_as) = &self.run_as {
+            tmp::chown(&server_tmp, run_as.uid, run_as.gid)?;
+        }
         let mut cmd = self.server_command(&self.mariadbd);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir.display()))
+            .arg(format!("--tmpdir={}", server_tmp.display()))
             .arg(format!("--socket={}", self.socket.display()))
             .arg(format!("--port={}", self.port))
             .arg(format!("--bind-address={}", self.host))

@@ -422,3 +422,71 @@ mod postgres {
         assert!(history > 0, "pgbench wrote during the backup");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
+    use strongbox_integration::mariadb::MariaDbServer;
+    let f = fleet().await;
+    let maria = MariaDbServer::start().unwrap();
+    maria.create_database("shop").unwrap();
+    maria
+        .query_db(
+            "shop",
+            "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64), qty INT);
+             CREATE TABLE audit (item INT, at_qty INT);
+             CREATE TRIGGER items_audit AFTER INSERT ON items FOR EACH ROW INSERT INTO audit VALUES (NEW.id, NEW.qty);
+             CREATE PROCEDURE restock(IN n INT) UPDATE items SET qty = qty + n;
+             INSERT INTO items SELECT seq, CONCAT('item ', seq, ' \\'q\\''), seq % 11 FROM seq_1_to_3000;
+             CREATE USER 'clerk'@'%' IDENTIFIED BY 'clerk-pw';
+             GRANT SELECT, INSERT ON shop.items TO 'clerk'@'%';",
+        )
+        .unwrap();
+    let checks = [
+        "SELECT COUNT(*), SUM(qty) FROM shop.items",
+        "SELECT COUNT(*) FROM shop.audit",
+        "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = 'shop'",
+        "SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'shop'",
+        "SELECT COUNT(*) FROM mysql.user WHERE user = 'clerk'",
+    ];
+    let source: Vec<String> = checks.iter().map(|q| maria.query(q).unwrap()).collect();
+    let service = format!(
+        "[[service]]\nname = \"shop\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n",
+        maria.host(),
+        maria.port()
+    );
+    let _db = AgentProcess::start(&f.cluster, "db-1", false, &service, &f.key_file).unwrap();
+    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    f.wait_hosts(&["db-1", "spare-1"]).await;
+    let (job, backup) = f.backup("shop").await;
+    assert_eq!(job.state, "completed", "{}", job.reason);
+    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+    assert_eq!(result["verification"]["ok"], true, "{result}");
+    let c = &result["connection"];
+    let password =
+        std::fs::read_to_string(c["password_file"].as_str().expect("password file")).unwrap();
+    for (q, want) in checks.iter().zip(&source) {
+        let out = std::process::Command::new(
+            strongbox_integration::mariadb::mariadb_tool(&["mariadb", "mysql"]).unwrap(),
+        )
+        .args(["--batch", "--skip-column-names", "-u"])
+        .arg(c["user"].as_str().unwrap())
+        .arg(format!("--host={}", c["host"].as_str().unwrap()))
+        .arg(format!("--port={}", c["port"]))
+        .arg("-e")
+        .arg(q)
+        .env("MYSQL_PWD", password.lines().next().unwrap_or(""))
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want.trim(),
+            "{q}"
+        );
+    }
+}
