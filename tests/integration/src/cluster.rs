@@ -403,6 +403,38 @@ impl Cluster {
         }
     }
 
+    /// Polls job `id` (through any running node) until it is completed or failed.
+    pub async fn wait_job(
+        &self,
+        tls: &TlsFiles,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<strongbox_proto::v1::JobInfo> {
+        use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+        let deadline = Instant::now() + timeout;
+        loop {
+            for node in self.running_ids() {
+                let mut op = OperatorServiceClient::new(self.channel(node, tls)?);
+                if let Ok(j) = op
+                    .get_job(strongbox_proto::v1::GetJobRequest { id: id.into() })
+                    .await
+                {
+                    let j = j.into_inner();
+                    if j.state == "completed" || j.state == "failed" {
+                        return Ok(j);
+                    }
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Setup(format!(
+                    "job {id} did not end within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A new manual backup job for `service` (its host must have registered it), made with an
     /// operator certificate; retried while an election is under way.
     pub async fn create_backup_job(

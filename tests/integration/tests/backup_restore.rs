@@ -71,17 +71,10 @@ impl Fleet {
 
     /// Polls a job until it ends.
     async fn wait_job(&self, id: &str) -> JobInfo {
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            if let Ok(j) = self.op().get_job(GetJobRequest { id: id.into() }).await {
-                let j = j.into_inner();
-                if j.state == "completed" || j.state == "failed" {
-                    return j;
-                }
-            }
-            assert!(Instant::now() < deadline, "job {id} did not end");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.cluster
+            .wait_job(&self.operator, id, Duration::from_secs(240))
+            .await
+            .unwrap()
     }
 
     async fn backup(&self, service: &str) -> (JobInfo, BackupInfo) {
@@ -361,17 +354,7 @@ mod postgres {
         f.cluster.kill(leader).unwrap();
         let survivor = if leader == 1 { 2 } else { 1 };
         let mut op = OperatorServiceClient::new(f.cluster.channel(survivor, &f.operator).unwrap());
-        let deadline = Instant::now() + Duration::from_secs(240);
-        let done = loop {
-            if let Ok(j) = op.get_job(GetJobRequest { id: job.id.clone() }).await {
-                let j = j.into_inner();
-                if j.state == "completed" || j.state == "failed" {
-                    break j;
-                }
-            }
-            assert!(Instant::now() < deadline, "the backup did not end");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let done = f.wait_job(&job.id).await;
         assert_eq!(done.state, "completed", "{}", done.reason);
         let _ = bench.kill();
         let _ = bench.wait();
@@ -385,22 +368,7 @@ mod postgres {
             .await
             .unwrap()
             .into_inner();
-        let deadline = Instant::now() + Duration::from_secs(240);
-        let rjob = loop {
-            if let Ok(j) = op
-                .get_job(GetJobRequest {
-                    id: restore.id.clone(),
-                })
-                .await
-            {
-                let j = j.into_inner();
-                if j.state == "completed" || j.state == "failed" {
-                    break j;
-                }
-            }
-            assert!(Instant::now() < deadline, "the restore did not end");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let rjob = f.wait_job(&restore.id).await;
         assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
         let result: serde_json::Value = serde_json::from_str(&rjob.result).unwrap();
         // pgbench's invariant: every balance moved by the same deltas.
