@@ -1,14 +1,65 @@
-//! Reaching the coordinators: which node to dial, and the operator's certificate for mTLS.
+//! Reaching the coordinators: which nodes to dial, and the operator's certificate for mTLS.
 //!
-//! Invariant: every connection is mutual TLS with the fleet CA; errors say which flag or
-//! environment variable to set.
+//! [`Api`] wraps `strongbox_core::connect::Coordinators`: every operator RPC goes to one node
+//! and moves on to the next when that node is down (Unavailable), until a 30 s deadline.
+//!
+//! Invariants: every connection is mutual TLS with the fleet CA; errors say which flag or
+//! environment variable to set; responses may be as large as a manifest (the limit is
+//! explicit, see [`MAX_MESSAGE`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::future::Future;
+
 use anyhow::{bail, Context};
+use strongbox_core::connect::Coordinators;
 use strongbox_core::tls::TlsFiles;
+use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::{Channel, Endpoint};
+
+/// The largest response the CLI accepts: a sealed manifest may be up to 128 MiB.
+pub const MAX_MESSAGE: usize = strongbox_core::manifest::MAX_MANIFEST_LEN + 1024 * 1024;
+
+/// How long a call keeps trying other nodes while they are unavailable.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The operator API of a region, over every coordinator given.
+pub struct Api {
+    coordinators: Coordinators,
+}
+
+impl Api {
+    pub fn new(args: &ConnectArgs) -> anyhow::Result<Self> {
+        let tls = args.tls()?;
+        Self::with(&tls, args.addresses()?)
+    }
+
+    pub fn with(tls: &TlsFiles, addresses: &[String]) -> anyhow::Result<Self> {
+        Ok(Api {
+            coordinators: Coordinators::new(tls, addresses, CALL_DEADLINE)?,
+        })
+    }
+
+    /// Runs one operator RPC (`what` names it in messages) on a node that answers.
+    pub async fn call<T, F, Fut>(&self, what: &str, call: F) -> anyhow::Result<T>
+    where
+        F: Fn(OperatorServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.coordinators
+            .call(what, |ch| {
+                call(
+                    OperatorServiceClient::new(ch)
+                        .max_decoding_message_size(MAX_MESSAGE)
+                        .max_encoding_message_size(MAX_MESSAGE),
+                )
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| status_error(s).context(format!("{what} failed")))
+    }
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
@@ -83,11 +134,19 @@ pub async fn any(args: &ConnectArgs) -> anyhow::Result<Channel> {
 /// Turns a gRPC error into a message for people.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     match s.code() {
-        tonic::Code::PermissionDenied => anyhow::anyhow!("permission denied: {}", s.message()),
-        tonic::Code::Unavailable => anyhow::anyhow!(
-            "the cluster is unavailable: {} (retry, or check `strongbox cluster status`)",
+        tonic::Code::PermissionDenied => anyhow::anyhow!(
+            "permission denied: {} (use a certificate with the operator role for changes)",
             s.message()
         ),
+        tonic::Code::Unauthenticated => anyhow::anyhow!(
+            "not authenticated: {} (check --tls-cert/--tls-key and that they come from the fleet CA)",
+            s.message()
+        ),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => anyhow::anyhow!(
+            "the cluster is unavailable: {} (is a coordinator running at the addresses given? retry, or check `strongbox cluster status`)",
+            s.message()
+        ),
+        tonic::Code::NotFound => anyhow::anyhow!("not found: {}", s.message()),
         _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
     }
 }

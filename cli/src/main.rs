@@ -1,11 +1,17 @@
 //! `strongbox`, the operator CLI. Parses the command line and hands each subcommand to its
 //! module; every subcommand prints a table for people or JSON (`--output json`) for scripts.
 
+mod audit;
+mod backup;
 mod cluster;
 mod connect;
+mod dev;
 mod keygen;
 mod output;
 mod pki;
+mod progress;
+mod restore;
+mod service;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +45,32 @@ enum Command {
     /// The coordinator cluster of a region: status, adding and removing nodes.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Backups: create, list, show, download (decrypted, native files), restore, purge.
+    #[command(subcommand)]
+    Backup(backup::Command),
+    /// Restore jobs: their state, the new server's connection details, the verification.
+    #[command(subcommand)]
+    Restore(restore::Command),
+    /// Services (logical databases) and their members.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Hosts with an agent.
+    #[command(subcommand)]
+    Host(service::HostCommand),
+    /// The audit log of operator changes.
+    #[command(subcommand)]
+    Audit(audit::Command),
+    /// A whole local strongbox in one command: 3 coordinators, 2 agents, a demo database, a
+    /// backup and a verified restore; then it keeps running for you to try the CLI.
+    Dev(dev::Args),
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(f))
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,11 +79,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args, cli.output),
         Command::Pki(cmd) => pki::run(cmd, cli.output),
-        Command::Cluster(cmd) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(cluster::run(cmd, &cli.connect, cli.output))),
+        Command::Cluster(cmd) => block_on(cluster::run(cmd, &cli.connect, cli.output)),
+        Command::Backup(cmd) => block_on(backup::run(cmd, &cli.connect, cli.output)),
+        Command::Restore(cmd) => block_on(restore::run(cmd, &cli.connect, cli.output)),
+        Command::Service(cmd) => block_on(service::run_service(cmd, &cli.connect, cli.output)),
+        Command::Host(cmd) => block_on(service::run_host(cmd, &cli.connect, cli.output)),
+        Command::Audit(cmd) => block_on(audit::run(cmd, &cli.connect, cli.output)),
+        Command::Dev(args) => block_on(dev::run(args, cli.output)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

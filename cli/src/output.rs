@@ -1,7 +1,13 @@
-//! Printing results: aligned `key: value` lines for people, one JSON object for scripts.
+//! Printing results: aligned `key: value` lines and tables for people, one JSON document for
+//! scripts; and the formats people read: sizes in kB/MB/GB, times as "3 minutes ago".
 //!
-//! Invariant: with `--output json`, stdout holds exactly one JSON document and nothing else.
+//! Invariants: with `--output json`, stdout holds exactly one JSON document and nothing else
+//! (notes for people go to stderr, and only in table mode); formatting never panics, whatever
+//! the numbers (a zero time is "-", a time in the future is "in the future").
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde_json::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -21,21 +27,196 @@ impl Output {
                     .collect();
                 println!("{}", Value::Object(map));
             }
-            Output::Table => {
-                let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-                for (k, v) in fields {
-                    let text = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Array(items) => items
-                            .iter()
-                            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        other => other.to_string(),
-                    };
-                    println!("{k:>width$}  {text}");
-                }
-            }
+            Output::Table => print_fields(fields),
         }
+    }
+
+    /// Prints one JSON document (json mode only; a no-op in table mode).
+    pub fn json(self, value: &Value) {
+        if self == Output::Json {
+            println!("{value}");
+        }
+    }
+
+    /// A note for people on stderr (table mode only, so scripts see clean output).
+    pub fn note(self, text: &str) {
+        if self == Output::Table {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// One aligned `key  value` line per field, on stdout.
+pub fn print_fields(fields: &[(&str, Value)]) {
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in fields {
+        println!("{k:>width$}  {}", text(v));
+    }
+}
+
+/// A JSON value as people read it: strings bare, arrays comma-separated, null as "-".
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// A table with the CLI's look, and the given header.
+pub fn table<I, S>(header: I) -> Table
+where
+    I: IntoIterator<Item = S>,
+    S: Into<comfy_table::Cell>,
+{
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_header(header);
+    t
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A byte count for people, in decimal units: `512 B`, `1.5 kB`, `12.3 MB`, `1.2 GB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    // Round first, so that 999_999 bytes reads "1.0 MB" rather than "1000.0 kB".
+    while (value * 10.0).round() / 10.0 >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what} ago")
+    } else {
+        format!("{n} {what}s ago")
+    }
+}
+
+/// How long ago `unix_ms` was, seen from `now_ms`: "just now", "3 minutes ago", "2 days ago".
+/// 0 (never) is "-".
+pub fn relative(unix_ms: u64, now_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".to_string();
+    }
+    if unix_ms > now_ms {
+        // Clocks of different machines disagree a little; a minute ahead is still "just now".
+        return if unix_ms - now_ms < 60_000 {
+            "just now".to_string()
+        } else {
+            "in the future".to_string()
+        };
+    }
+    let s = (now_ms - unix_ms) / 1000;
+    match s {
+        0..=9 => "just now".to_string(),
+        10..=59 => plural(s, "second"),
+        60..=3_599 => plural(s / 60, "minute"),
+        3_600..=86_399 => plural(s / 3_600, "hour"),
+        86_400..=2_591_999 => plural(s / 86_400, "day"),
+        2_592_000..=31_535_999 => plural(s / 2_592_000, "month"),
+        _ => plural(s / 31_536_000, "year"),
+    }
+}
+
+/// Relative to now.
+pub fn ago(unix_ms: u64) -> String {
+    relative(unix_ms, now_ms())
+}
+
+/// An RFC 3339 UTC timestamp for scripts (null for 0, which means "never").
+pub fn timestamp(unix_ms: u64) -> Value {
+    if unix_ms == 0 {
+        return Value::Null;
+    }
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(Value::Null, Value::String)
+}
+
+/// A duration for people: `850 ms`, `12.3 s`, `4 min 5 s`.
+pub fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_decimal_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(1000), "1.0 kB");
+        assert_eq!(size(1536), "1.5 kB");
+        assert_eq!(size(999_999), "1.0 MB");
+        assert_eq!(size(12_345_678), "12.3 MB");
+        assert_eq!(size(1_200_000_000), "1.2 GB");
+        assert_eq!(size(3_400_000_000_000), "3.4 TB");
+        assert_eq!(size(u64::MAX), "18446.7 PB");
+    }
+
+    #[test]
+    fn relative_times_read_like_speech() {
+        let now = 1_700_000_000_000;
+        assert_eq!(relative(0, now), "-");
+        assert_eq!(relative(now, now), "just now");
+        assert_eq!(relative(now - 9_999, now), "just now");
+        assert_eq!(relative(now - 10_000, now), "10 seconds ago");
+        assert_eq!(relative(now - 60_000, now), "1 minute ago");
+        assert_eq!(relative(now - 3 * 60_000 - 5_000, now), "3 minutes ago");
+        assert_eq!(relative(now - 3_600_000, now), "1 hour ago");
+        assert_eq!(relative(now - 5 * 3_600_000, now), "5 hours ago");
+        assert_eq!(relative(now - 86_400_000, now), "1 day ago");
+        assert_eq!(relative(now - 40 * 86_400_000, now), "1 month ago");
+        assert_eq!(relative(now - 800 * 86_400_000, now), "2 years ago");
+        assert_eq!(relative(now + 5_000, now), "just now");
+        assert_eq!(relative(now + 3_600_000, now), "in the future");
+    }
+
+    #[test]
+    fn timestamps_and_durations() {
+        assert_eq!(timestamp(0), Value::Null);
+        assert_eq!(
+            timestamp(1_700_000_000_000),
+            Value::String("2023-11-14T22:13:20Z".into())
+        );
+        assert_eq!(duration(std::time::Duration::from_millis(850)), "850 ms");
+        assert_eq!(duration(std::time::Duration::from_millis(12_340)), "12.3 s");
+        assert_eq!(duration(std::time::Duration::from_secs(245)), "4 min 5 s");
+    }
+
+    #[test]
+    fn text_of_values() {
+        assert_eq!(text(&Value::Null), "-");
+        assert_eq!(text(&serde_json::json!(["a", 1])), "a, 1");
+        assert_eq!(text(&serde_json::json!("x")), "x");
     }
 }

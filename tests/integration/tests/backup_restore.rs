@@ -112,6 +112,38 @@ impl Fleet {
     }
 }
 
+/// Runs the `strongbox` CLI as the operator against the fleet.
+fn cli(f: &Fleet, args: &[&str]) -> std::process::Output {
+    let addrs: Vec<String> = f
+        .cluster
+        .ids()
+        .iter()
+        .map(|id| f.cluster.addr(*id).to_string())
+        .collect();
+    std::process::Command::new(strongbox_integration::cluster::workspace_bin("strongbox").unwrap())
+        .args(args)
+        .env("STRONGBOX_COORDINATORS", addrs.join(","))
+        .env("STRONGBOX_TLS_CA", &f.operator.ca)
+        .env("STRONGBOX_TLS_CERT", &f.operator.cert)
+        .env("STRONGBOX_TLS_KEY", &f.operator.key)
+        .env_remove("STRONGBOX_OUTPUT")
+        .output()
+        .unwrap()
+}
+
+/// The files a download wrote, by name.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 fn sqlite_service(name: &str, path: &Path) -> String {
     format!(
         "[[service]]\nname = \"{name}\"\nengine = \"sqlite\"\npath = \"{}\"\n",
@@ -186,6 +218,59 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
         )
         .unwrap();
     assert_eq!(source_sum, restored_sum);
+
+    // Downloaded with the fleet key, the file opens with sqlite3 alone.
+    let out = tempfile::tempdir().unwrap();
+    let dl = out.path().join("dl");
+    let key = f.key_file.to_str().unwrap().to_string();
+    let r = cli(
+        &f,
+        &[
+            "backup",
+            "download",
+            &first.id,
+            "--key-file",
+            &key,
+            "-o",
+            dl.to_str().unwrap(),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let names = files_in(&dl);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let sqlite3 = std::process::Command::new("sqlite3")
+        .arg(dl.join(&names[0]))
+        .arg("SELECT count(*) FROM notes; PRAGMA integrity_check;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&sqlite3.stdout).trim(), "20000\nok");
+    // A wrong fleet key: a clear error, and nothing written.
+    let wrong = out.path().join("wrong.key");
+    Keyring::new([FleetKey::generate(1).unwrap()])
+        .unwrap()
+        .save(&wrong, Overwrite::Refuse)
+        .unwrap();
+    let dl2 = out.path().join("dl2");
+    let r = cli(
+        &f,
+        &[
+            "backup",
+            "download",
+            &first.id,
+            "--key-file",
+            wrong.to_str().unwrap(),
+            "-o",
+            dl2.to_str().unwrap(),
+        ],
+    );
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("key"), "{err}");
+    assert!(
+        !dl2.exists(),
+        "a failed download wrote {:?}",
+        files_in(&dl2)
+    );
 
     // db-1's certificate cannot read chunks through the spare's restore job, nor through its
     // own backup job.
@@ -297,6 +382,42 @@ mod postgres {
         );
         for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
             assert_eq!(&restored_psql(&result, db, sql), want, "{db}: {sql}");
+        }
+
+        // Downloaded, the backup loads into a fresh server with PostgreSQL's own tools.
+        let out = tempfile::tempdir().unwrap();
+        let dl = out.path().join("dl");
+        let key = f.key_file.to_str().unwrap().to_string();
+        let r = cli(
+            &f,
+            &[
+                "backup",
+                "download",
+                &backup.id,
+                "--key-file",
+                &key,
+                "-o",
+                dl.to_str().unwrap(),
+            ],
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let names = files_in(&dl);
+        assert!(names.contains(&"shop.dump".to_string()), "{names:?}");
+        let fresh = PgServer::start().unwrap();
+        let mut psql = fresh.client_command("psql");
+        psql.args(["-X", "-q", "-d", "postgres", "-f"])
+            .arg(dl.join("globals.sql"));
+        assert!(psql.output().unwrap().status.success());
+        let mut restore = fresh.client_command("pg_restore");
+        restore
+            .args(["--create", "--exit-on-error", "-d", "postgres"])
+            .arg(dl.join("shop.dump"));
+        let r = restore.output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
+            if *db == "shop" {
+                assert_eq!(&fresh.psql(db, sql).unwrap(), want, "{sql}");
+            }
         }
 
         // The source server down: the backup fails and says why.

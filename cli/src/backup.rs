@@ -1,0 +1,1158 @@
+//! `strongbox backup create|list|show|download|restore|purge`: the backups of a service.
+//!
+//! `download` fetches a backup's sealed manifest and chunks from the coordinators and opens them
+//! here with the fleet key (coordinators hold ciphertext only), writing the engine's native
+//! files: PostgreSQL `globals.sql` and `<db>.dump` (or `<db>.sql` with `--format sql`), MariaDB
+//! `<part>.sql`, SQLite `<name>.sqlite3`.
+//!
+//! Invariants of `download`:
+//! - nothing is written before the manifest opened with the key given (a wrong key writes
+//!   nothing), and no existing file is replaced without `--force`;
+//! - every file is written under a temporary name and renamed only once every part of the
+//!   backup was fetched, checked (AEAD tag and chunk id) and written: a failed or interrupted
+//!   download (Ctrl-C) leaves no partial file, and removes the folder it created;
+//! - decrypting and decompressing run on the blocking pool; at most `--parallel` chunks are in
+//!   flight, written in order;
+//! - file names come from part names reduced to `[A-Za-z0-9._-]`, so a manifest cannot make us
+//!   write outside the output folder.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+use strongbox_core::chunk::{Header, Opener};
+use strongbox_core::ids::ChunkId;
+use strongbox_core::keys::Keyring;
+use strongbox_core::manifest::{self, Manifest, Part, PartKind};
+use strongbox_proto::v1::{
+    BackupInfo, CreateBackupRequest, DownloadChunkRequest, ListBackupsRequest, PurgeBackupRequest,
+    RestoreBackupRequest, ShowBackupRequest,
+};
+use tokio::io::AsyncWriteExt;
+use tonic::codegen::Bytes;
+
+use crate::connect::{Api, ConnectArgs};
+use crate::output::{self, ago, size, Output};
+use crate::progress::Progress;
+use crate::restore::{self, job_json};
+
+/// Default wait for `--wait`: long enough for a large dump, short enough to notice a stuck one.
+const DEFAULT_WAIT_SECS: u64 = 6 * 3600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The engine's own dump format (PostgreSQL: pg_dump custom format `.dump`).
+    Native,
+    /// Plain SQL (PostgreSQL: made from the `.dump` with `pg_restore --file=-`).
+    Sql,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Take a manual backup of a service now.
+    Create {
+        /// The service to back up.
+        service: String,
+        /// Back up the member on this host (default: the primary or standalone member).
+        #[arg(long)]
+        host: Option<String>,
+        /// Wait until the backup completed or failed, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds (the backup goes on).
+        #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
+        timeout: u64,
+    },
+    /// The backups of a service (every service when none is named), newest first.
+    List {
+        /// The service.
+        service: Option<String>,
+    },
+    /// Everything about one backup; with --key-file also its manifest: engine, parts, tables.
+    Show {
+        /// The backup id.
+        id: String,
+        /// The fleet keyring, to open the manifest (engine, version, parts, row counts).
+        #[arg(long, env = "STRONGBOX_KEY_FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Fetch and decrypt a backup into native files that the engine's own tools load.
+    Download {
+        /// The backup id.
+        id: String,
+        /// The fleet keyring (mode 0600) holding the key the backup was sealed with.
+        #[arg(long, env = "STRONGBOX_KEY_FILE")]
+        key_file: PathBuf,
+        /// Folder to write into (default: ./<backup id>).
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// `native` (PostgreSQL .dump) or `sql` (PostgreSQL .sql, needs pg_restore).
+        #[arg(long, value_enum, default_value_t = Format::Native)]
+        format: Format,
+        /// Replace files that exist already.
+        #[arg(long)]
+        force: bool,
+        /// Chunks fetched at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+        parallel: u64,
+    },
+    /// Restore a backup onto a fresh server on a spare host, and verify it.
+    Restore {
+        /// The backup id.
+        id: String,
+        /// The spare host to restore onto.
+        #[arg(
+            long,
+            required_unless_present = "to_region",
+            conflicts_with = "to_region"
+        )]
+        to_host: Option<String>,
+        /// Any healthy spare of this region.
+        #[arg(long)]
+        to_region: Option<String>,
+        /// Wait until the restore is done and print the new server's connection details.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds (the restore goes on).
+        #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
+        timeout: u64,
+    },
+    /// Delete a backup for good (its chunks go once no other backup uses them).
+    Purge {
+        /// The backup id.
+        id: String,
+        /// Confirm: the backup cannot be brought back.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// A backup as JSON for scripts.
+pub fn backup_json(b: &BackupInfo) -> Value {
+    json!({
+        "id": b.id,
+        "service": b.service,
+        "host": b.host,
+        "kind": b.kind,
+        "state": b.state,
+        "reason": b.reason,
+        "created_unix_ms": b.created_unix_ms,
+        "created": output::timestamp(b.created_unix_ms),
+        "completed_unix_ms": b.completed_unix_ms,
+        "completed": output::timestamp(b.completed_unix_ms),
+        "plain_bytes": b.plain_bytes,
+        "stored_bytes": b.stored_bytes,
+        "chunk_count": b.chunk_count,
+        "manifest_id": hex::encode(&b.manifest_id),
+    })
+}
+
+fn backup_fields(b: &BackupInfo) -> Vec<(&'static str, Value)> {
+    let mut f = vec![
+        ("id", json!(b.id)),
+        ("service", json!(b.service)),
+        ("host", json!(b.host)),
+        ("kind", json!(b.kind)),
+        ("state", json!(b.state)),
+    ];
+    if !b.reason.is_empty() {
+        f.push(("reason", json!(b.reason)));
+    }
+    f.extend([
+        (
+            "created",
+            json!(format!(
+                "{} ({})",
+                ago(b.created_unix_ms),
+                output::text(&output::timestamp(b.created_unix_ms))
+            )),
+        ),
+        (
+            "completed",
+            json!(if b.completed_unix_ms == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    ago(b.completed_unix_ms),
+                    output::text(&output::timestamp(b.completed_unix_ms))
+                )
+            }),
+        ),
+        ("size", json!(size(b.plain_bytes))),
+        ("new", json!(size(b.stored_bytes))),
+        ("chunks", json!(b.chunk_count)),
+        ("manifest", json!(hex::encode(&b.manifest_id))),
+    ]);
+    f
+}
+
+pub async fn show_backup(api: &Api, id: &str) -> anyhow::Result<BackupInfo> {
+    api.call("ShowBackup", |mut c| {
+        let id = id.to_string();
+        async move { c.show_backup(ShowBackupRequest { id }).await }
+    })
+    .await
+}
+
+pub async fn list_backups(api: &Api, service: &str) -> anyhow::Result<Vec<BackupInfo>> {
+    let mut backups = api
+        .call("ListBackups", |mut c| {
+            let service = service.to_string();
+            async move { c.list_backups(ListBackupsRequest { service }).await }
+        })
+        .await?
+        .backups;
+    backups.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
+    Ok(backups)
+}
+
+/// Prints backups: a table like `wrangler d1 backup list`, or a JSON array.
+pub fn print_backups(backups: &[BackupInfo], output: Output) {
+    match output {
+        Output::Json => output.json(&Value::Array(backups.iter().map(backup_json).collect())),
+        Output::Table => {
+            let mut t = output::table(["created", "id", "kind", "state", "size", "new", "chunks"]);
+            for b in backups {
+                t.add_row([
+                    ago(b.created_unix_ms),
+                    b.id.clone(),
+                    b.kind.clone(),
+                    b.state.clone(),
+                    size(b.plain_bytes),
+                    size(b.stored_bytes),
+                    b.chunk_count.to_string(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+}
+
+/// Fetches one sealed chunk (or the manifest) of backup `backup`.
+async fn fetch_sealed(api: &Api, backup: &str, id: &[u8]) -> anyhow::Result<Bytes> {
+    Ok(api
+        .call("DownloadChunk", |mut c| {
+            let req = DownloadChunkRequest {
+                backup_id: backup.to_string(),
+                id: Bytes::copy_from_slice(id),
+            };
+            async move { c.download_chunk(req).await }
+        })
+        .await?
+        .sealed)
+}
+
+/// Fetches and opens a backup's manifest with the keyring (the CPU work on the blocking pool).
+pub async fn open_manifest(
+    api: &Api,
+    info: &BackupInfo,
+    keyring: Arc<Keyring>,
+    key_file: &Path,
+) -> anyhow::Result<Manifest> {
+    if info.manifest_id.is_empty() {
+        bail!(
+            "backup {} has no manifest (it is {}): only completed backups can be opened",
+            info.id,
+            info.state
+        );
+    }
+    let sealed = fetch_sealed(api, &info.id, &info.manifest_id)
+        .await
+        .with_context(|| format!("fetching the manifest of backup {}", info.id))?;
+    let service = info.service.clone();
+    let m = tokio::task::spawn_blocking(move || manifest::open(&keyring, &service, &sealed))
+        .await
+        .context("the manifest check stopped")?
+        .with_context(|| {
+            format!(
+                "the key file {} does not open backup {} of service {}: use the fleet keyring the backup was sealed with (nothing was written)",
+                key_file.display(),
+                info.id,
+                info.service
+            )
+        })?;
+    if m.service != info.service || (!m.backup_id.is_empty() && m.backup_id != info.id) {
+        bail!(
+            "the manifest names backup {} of service {}, but the catalog says backup {} of {}: refusing it",
+            m.backup_id,
+            m.service,
+            info.id,
+            info.service
+        );
+    }
+    Ok(m)
+}
+
+fn load_keyring(path: &Path) -> anyhow::Result<Arc<Keyring>> {
+    Keyring::load(path)
+        .map(Arc::new)
+        .with_context(|| format!("loading the fleet keyring {}", path.display()))
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match PartKind::try_from(kind) {
+        Ok(PartKind::Globals) => "globals",
+        Ok(PartKind::Database) => "database",
+        Ok(PartKind::File) => "file",
+        _ => "unknown",
+    }
+}
+
+fn manifest_json(m: &Manifest) -> Value {
+    let t = m.totals.unwrap_or_else(|| m.compute_totals());
+    json!({
+        "engine": m.engine,
+        "engine_version": m.engine_version,
+        "table_count": t.table_count,
+        "row_count": t.row_count,
+        "parts": m.parts.iter().map(|p| json!({
+            "name": p.name,
+            "kind": kind_name(p.kind),
+            "plain_bytes": p.plain_size(),
+            "chunks": p.chunks.len(),
+            "tables": p.tables.iter().map(|s| json!({"name": s.name, "rows": s.rows})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+// ------------------------------------------------------------------------------ download plan
+
+/// One file `download` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// Index into the manifest's parts.
+    pub part: usize,
+    pub file_name: String,
+    /// Convert the fetched PostgreSQL custom dump to SQL with pg_restore.
+    pub to_sql: bool,
+}
+
+/// A part name reduced to a safe file-name stem: `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn safe_stem(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        s = "part".into();
+    }
+    if s.starts_with('.') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// The file name of one part, and whether it is converted to SQL.
+pub fn file_for(engine: &str, kind: PartKind, name: &str, format: Format) -> (String, bool) {
+    let stem = safe_stem(name);
+    match (engine, kind) {
+        ("postgres", PartKind::Globals) => (format!("{stem}.sql"), false),
+        ("postgres", PartKind::Database) if format == Format::Sql => (format!("{stem}.sql"), true),
+        ("postgres", PartKind::Database) => (format!("{stem}.dump"), false),
+        ("mysql", _) => (format!("{stem}.sql"), false),
+        ("sqlite", _) => {
+            let lower = stem.to_ascii_lowercase();
+            let base = [".sqlite3", ".sqlite", ".db"]
+                .iter()
+                .find_map(|suffix| {
+                    lower
+                        .ends_with(suffix)
+                        .then(|| stem[..stem.len() - suffix.len()].to_string())
+                })
+                .filter(|b| !b.is_empty() && b != "_")
+                .unwrap_or(stem);
+            (format!("{base}.sqlite3"), false)
+        }
+        _ => (format!("{stem}.bin"), false),
+    }
+}
+
+/// Every file of a download, with names made unique.
+pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
+    let mut used = HashSet::new();
+    let mut out = Vec::new();
+    for (i, p) in m.parts.iter().enumerate() {
+        let kind = PartKind::try_from(p.kind).unwrap_or(PartKind::Unspecified);
+        let (name, to_sql) = file_for(&m.engine, kind, &p.name, format);
+        let mut unique = name.clone();
+        let mut n = 2;
+        while !used.insert(unique.clone()) {
+            unique = match name.rsplit_once('.') {
+                Some((stem, ext)) => format!("{stem}-{n}.{ext}"),
+                None => format!("{name}-{n}"),
+            };
+            n += 1;
+        }
+        out.push(PlannedFile {
+            part: i,
+            file_name: unique,
+            to_sql,
+        });
+    }
+    out
+}
+
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// How to load a downloaded file with the engine's own tools.
+pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: &str) -> String {
+    let q = shell_quote(path);
+    match (engine, kind) {
+        ("postgres", PartKind::Globals) => format!("psql -d postgres -f {q}"),
+        ("postgres", _) if to_sql => {
+            format!(
+                "createdb {} && psql -d {} -f {q}",
+                safe_stem(part),
+                safe_stem(part)
+            )
+        }
+        ("postgres", _) => format!("pg_restore -d postgres --create {q}"),
+        ("mysql", _) => format!("mariadb < {q}"),
+        ("sqlite", _) => format!("sqlite3 {q}"),
+        _ => "(unknown engine: raw part bytes)".to_string(),
+    }
+}
+
+/// Looks for an engine tool on PATH, then in `/usr/lib/postgresql/*/bin` (newest first).
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            Some((v, e.path().join("bin").join(name)))
+        })
+        .filter(|(_, p)| p.is_file())
+        .collect();
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+    versions.into_iter().next().map(|(_, p)| p)
+}
+
+// ------------------------------------------------------------------------------ download
+
+/// Temporary files of a download; removed on drop unless committed.
+struct Staging {
+    /// (temp, final)
+    files: Vec<(PathBuf, PathBuf)>,
+    /// Other temps (dumps being converted).
+    scratch: Vec<PathBuf>,
+    created_dir: Option<PathBuf>,
+    committed: bool,
+}
+
+impl Staging {
+    fn temp_for(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!(".{name}.partial-{}", std::process::id()))
+    }
+
+    /// Renames every temp to its final name (refusing to replace unless `force`).
+    fn commit(&mut self, force: bool) -> anyhow::Result<()> {
+        for (tmp, fin) in &self.files {
+            if force {
+                std::fs::rename(tmp, fin)
+                    .with_context(|| format!("renaming {} to {}", tmp.display(), fin.display()))?;
+            } else {
+                // hard_link fails if the target appeared meanwhile: never replace silently.
+                std::fs::hard_link(tmp, fin).with_context(|| {
+                    format!(
+                        "writing {} (if it exists now, pass --force to replace it)",
+                        fin.display()
+                    )
+                })?;
+                std::fs::remove_file(tmp).with_context(|| format!("removing {}", tmp.display()))?;
+            }
+        }
+        if let Some(dir) = self.files.first().and_then(|(_, f)| f.parent()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for p in &self.scratch {
+            let _ = std::fs::remove_file(p);
+        }
+        if self.committed {
+            return;
+        }
+        for (tmp, _) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
+        if let Some(d) = &self.created_dir {
+            // Only if empty: never removes anything that was there.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+thread_local! {
+    static OPENER: RefCell<Option<Opener>> = const { RefCell::new(None) };
+}
+
+/// Checks and opens one sealed chunk (blocking: call on the blocking pool).
+fn open_chunk(
+    keyring: &Keyring,
+    service: &str,
+    id: &ChunkId,
+    sealed: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let header = Header::parse(sealed)?;
+    let keys = keyring.service_keys(header.key_id, service)?;
+    OPENER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Opener::new()?);
+        }
+        match slot.as_mut() {
+            Some(o) => Ok(o.open(&keys, id, sealed)?),
+            None => bail!("no chunk opener"),
+        }
+    })
+}
+
+struct Fetch<'a> {
+    api: &'a Api,
+    backup: &'a str,
+    service: Arc<str>,
+    keyring: Arc<Keyring>,
+    parallel: usize,
+}
+
+impl Fetch<'_> {
+    /// Fetches, opens and writes one part's chunks in order to a new file at `path`.
+    async fn part(&self, part: &Part, path: &Path, bar: &Progress) -> anyhow::Result<u64> {
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut chunks = futures::stream::iter(part.chunks.iter().cloned())
+            .map(|c| async move {
+                let id = ChunkId::from_slice(&c.id)?;
+                let sealed = fetch_sealed(self.api, self.backup, &c.id)
+                    .await
+                    .with_context(|| format!("fetching chunk {id}"))?;
+                let keyring = self.keyring.clone();
+                let service = self.service.clone();
+                let plain = tokio::task::spawn_blocking(move || {
+                    open_chunk(&keyring, &service, &id, &sealed)
+                })
+                .await
+                .context("opening a chunk stopped")?
+                .with_context(|| format!("chunk {id} of part {:?}", part.name))?;
+                if plain.len() as u64 != c.plain_size {
+                    bail!(
+                        "chunk {id} holds {} bytes, the manifest says {}",
+                        plain.len(),
+                        c.plain_size
+                    );
+                }
+                anyhow::Ok(plain)
+            })
+            .buffered(self.parallel);
+        let mut written = 0u64;
+        while let Some(plain) = chunks.try_next().await? {
+            w.write_all(&plain)
+                .await
+                .with_context(|| format!("writing {}", path.display()))?;
+            written += plain.len() as u64;
+            bar.inc(plain.len() as u64);
+        }
+        w.flush()
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        w.into_inner()
+            .sync_all()
+            .await
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(written)
+    }
+}
+
+/// `pg_restore --file=- DUMP > SQL`.
+async fn dump_to_sql(pg_restore: &Path, dump: &Path, sql: &Path) -> anyhow::Result<()> {
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(sql)
+        .with_context(|| format!("creating {}", sql.display()))?;
+    let result = tokio::process::Command::new(pg_restore)
+        .arg("--file=-")
+        .arg(dump)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        // Not `output()`: it would replace our stdout (the SQL file) with a pipe.
+        .spawn()
+        .with_context(|| format!("running {}", pg_restore.display()))?
+        .wait_with_output()
+        .await
+        .with_context(|| format!("running {}", pg_restore.display()))?;
+    if !result.status.success() {
+        let err = String::from_utf8_lossy(&result.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        bail!(
+            "{} could not convert the dump to SQL ({}): {}\n(an older pg_restore cannot read a newer pg_dump's format: install the PostgreSQL client of the server's version, or download with --format native)",
+            pg_restore.display(),
+            result.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
+    }
+    Ok(())
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+#[allow(clippy::too_many_arguments)]
+async fn download(
+    api: &Api,
+    id: &str,
+    key_file: &Path,
+    out: Option<PathBuf>,
+    format: Format,
+    force: bool,
+    parallel: usize,
+    output: Output,
+) -> anyhow::Result<()> {
+    let info = show_backup(api, id).await?;
+    if info.state != "completed" {
+        bail!(
+            "backup {id} is {}{}: only completed backups can be downloaded (`strongbox backup list {}` shows them)",
+            info.state,
+            if info.reason.is_empty() { String::new() } else { format!(" ({})", info.reason) },
+            info.service
+        );
+    }
+    let keyring = load_keyring(key_file)?;
+    let m = open_manifest(api, &info, keyring.clone(), key_file).await?;
+    let files = plan(&m, format);
+    let dir = out.unwrap_or_else(|| PathBuf::from(safe_stem(id)));
+    if !force {
+        for f in &files {
+            let p = dir.join(&f.file_name);
+            if p.exists() {
+                bail!(
+                    "{} exists already; pass --force to replace it, or -o DIR to write elsewhere (nothing was written)",
+                    p.display()
+                );
+            }
+        }
+    }
+    let pg_restore = if files.iter().any(|f| f.to_sql) {
+        Some(find_tool("pg_restore").context(
+            "--format sql needs pg_restore (PostgreSQL client tools), found neither on PATH nor in /usr/lib/postgresql/*/bin: install postgresql-client, or download with --format native",
+        )?)
+    } else {
+        None
+    };
+
+    let mut staging = Staging {
+        files: Vec::new(),
+        scratch: Vec::new(),
+        created_dir: None,
+        committed: false,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        staging.created_dir = Some(dir.clone());
+    }
+    let total = m
+        .totals
+        .map_or_else(|| m.compute_totals().plain_size, |t| t.plain_size);
+    let bar = Progress::bytes(output, total, &format!("downloading {id}"));
+    let fetch = Fetch {
+        api,
+        backup: id,
+        service: Arc::from(info.service.as_str()),
+        keyring,
+        parallel,
+    };
+    let started = std::time::Instant::now();
+    let mut written = Vec::new();
+    let work = async {
+        for f in &files {
+            let part = &m.parts[f.part];
+            bar.message(&format!("{} ({})", f.file_name, part.name));
+            let fin = dir.join(&f.file_name);
+            let tmp = Staging::temp_for(&dir, &f.file_name);
+            let bytes = if let (true, Some(pg)) = (f.to_sql, pg_restore.as_deref()) {
+                let dump = Staging::temp_for(&dir, &format!("{}.dump", f.file_name));
+                staging.scratch.push(dump.clone());
+                fetch.part(part, &dump, &bar).await?;
+                staging.files.push((tmp.clone(), fin.clone()));
+                dump_to_sql(pg, &dump, &tmp).await?;
+                let _ = std::fs::remove_file(&dump);
+                std::fs::metadata(&tmp).map(|md| md.len()).unwrap_or(0)
+            } else {
+                staging.files.push((tmp.clone(), fin.clone()));
+                fetch.part(part, &tmp, &bar).await?
+            };
+            written.push((f.clone(), fin, bytes));
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = work => r?,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish();
+            // Staging's drop removes every temporary file.
+            bail!("interrupted: nothing was written (partial files removed)");
+        }
+    }
+    bar.finish();
+    staging.commit(force)?;
+    let elapsed = started.elapsed();
+
+    let rows: Vec<Value> = written
+        .iter()
+        .map(|(f, path, bytes)| {
+            let part = &m.parts[f.part];
+            let kind = PartKind::try_from(part.kind).unwrap_or(PartKind::Unspecified);
+            json!({
+                "path": path.display().to_string(),
+                "part": part.name,
+                "kind": kind_name(part.kind),
+                "bytes": bytes,
+                "tables": part.tables.len(),
+                "load": load_hint(&m.engine, kind, path, f.to_sql, &part.name),
+            })
+        })
+        .collect();
+    match output {
+        Output::Json => output.json(&json!({
+            "backup": id,
+            "service": info.service,
+            "engine": m.engine,
+            "engine_version": m.engine_version,
+            "dir": dir.display().to_string(),
+            "plain_bytes": total,
+            "seconds": elapsed.as_secs_f64(),
+            "files": rows,
+        })),
+        Output::Table => {
+            println!(
+                "Downloaded backup {id} of {} ({} {}, {}) into {} in {}:",
+                info.service,
+                m.engine,
+                m.engine_version,
+                size(total),
+                dir.display(),
+                output::duration(elapsed)
+            );
+            let mut t = output::table(["file", "part", "size", "tables"]);
+            for r in &rows {
+                t.add_row([
+                    output::text(&r["path"]),
+                    output::text(&r["part"]),
+                    size(r["bytes"].as_u64().unwrap_or(0)),
+                    output::text(&r["tables"]),
+                ]);
+            }
+            println!("{t}");
+            println!("\nLoad with the engine's own tools:");
+            for r in &rows {
+                println!("  {}", output::text(&r["load"]));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        Command::Create {
+            service,
+            host,
+            wait,
+            timeout,
+        } => {
+            let job = api
+                .call("CreateBackup", |mut c| {
+                    let req = CreateBackupRequest {
+                        service: service.clone(),
+                        host: host.clone().unwrap_or_default(),
+                    };
+                    async move { c.create_backup(req).await }
+                })
+                .await?;
+            if !wait {
+                match output {
+                    Output::Json => {
+                        output.json(&json!({"job": job_json(&job), "backup": Value::Null}))
+                    }
+                    Output::Table => {
+                        output::print_fields(&[
+                            ("job", json!(job.id)),
+                            ("backup", json!(job.backup_id)),
+                            ("service", json!(job.service)),
+                            ("host", json!(job.host)),
+                            ("state", json!(job.state)),
+                        ]);
+                        println!(
+                            "\nFollow it with `strongbox backup show {}` or `strongbox backup list {}`.",
+                            job.backup_id, job.service
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            output.note(&format!(
+                "backup job {} (backup {}) of {} on {}",
+                job.id, job.backup_id, job.service, job.host
+            ));
+            let done =
+                restore::wait_job(&api, &job.id, output, Duration::from_secs(timeout)).await?;
+            let backup = if job.backup_id.is_empty() {
+                None
+            } else {
+                show_backup(&api, &done.backup_id).await.ok()
+            };
+            match output {
+                Output::Json => output.json(&json!({
+                    "job": job_json(&done),
+                    "backup": backup.as_ref().map(backup_json),
+                })),
+                Output::Table => match &backup {
+                    Some(b) => output::print_fields(&backup_fields(b)),
+                    None => output::print_fields(&restore::restore_fields(&done)),
+                },
+            }
+            if done.state == "failed" {
+                bail!(
+                    "backup job {} failed: {} (see the agent's log on {}; retry with `strongbox backup create {}`)",
+                    done.id,
+                    if done.reason.is_empty() { "no reason given" } else { &done.reason },
+                    done.host,
+                    done.service
+                );
+            }
+        }
+        Command::List { service } => {
+            let service = service.unwrap_or_default();
+            let backups = list_backups(&api, &service).await?;
+            if output == Output::Table && backups.is_empty() {
+                if service.is_empty() {
+                    println!("No backups yet. Take one with `strongbox backup create SERVICE`.");
+                } else {
+                    println!("No backups of {service} yet. Take one with `strongbox backup create {service}`.");
+                }
+                return Ok(());
+            }
+            print_backups(&backups, output);
+        }
+        Command::Show { id, key_file } => {
+            let info = show_backup(&api, &id).await?;
+            let m = match &key_file {
+                Some(k) => Some(open_manifest(&api, &info, load_keyring(k)?, k).await?),
+                None => None,
+            };
+            match output {
+                Output::Json => {
+                    let mut v = backup_json(&info);
+                    if let (Some(m), Some(obj)) = (&m, v.as_object_mut()) {
+                        obj.insert("manifest".into(), manifest_json(m));
+                    }
+                    output.json(&v);
+                }
+                Output::Table => {
+                    let mut f = backup_fields(&info);
+                    if let Some(m) = &m {
+                        let t = m.totals.unwrap_or_else(|| m.compute_totals());
+                        f.push((
+                            "engine",
+                            json!(format!("{} {}", m.engine, m.engine_version)),
+                        ));
+                        f.push(("tables", json!(t.table_count)));
+                        f.push(("rows", json!(t.row_count)));
+                    }
+                    output::print_fields(&f);
+                    if let Some(m) = &m {
+                        let mut t = output::table(["part", "kind", "size", "chunks", "tables"]);
+                        for p in &m.parts {
+                            t.add_row([
+                                p.name.clone(),
+                                kind_name(p.kind).to_string(),
+                                size(p.plain_size()),
+                                p.chunks.len().to_string(),
+                                p.tables.len().to_string(),
+                            ]);
+                        }
+                        println!("\n{t}");
+                        let mut t = output::table(["part", "table", "rows"]);
+                        let mut any = false;
+                        for p in &m.parts {
+                            for s in &p.tables {
+                                any = true;
+                                t.add_row([p.name.clone(), s.name.clone(), s.rows.to_string()]);
+                            }
+                        }
+                        if any {
+                            println!("{t}");
+                        }
+                    } else if info.state == "completed" {
+                        println!("\nPass --key-file to see its engine, parts and row counts.");
+                    }
+                }
+            }
+        }
+        Command::Download {
+            id,
+            key_file,
+            out,
+            format,
+            force,
+            parallel,
+        } => {
+            download(
+                &api,
+                &id,
+                &key_file,
+                out,
+                format,
+                force,
+                parallel as usize,
+                output,
+            )
+            .await?;
+        }
+        Command::Restore {
+            id,
+            to_host,
+            to_region,
+            wait,
+            timeout,
+        } => {
+            let job = api
+                .call("RestoreBackup", |mut c| {
+                    let req = RestoreBackupRequest {
+                        backup_id: id.clone(),
+                        to_host: to_host.clone().unwrap_or_default(),
+                        to_region: to_region.clone().unwrap_or_default(),
+                    };
+                    async move { c.restore_backup(req).await }
+                })
+                .await?;
+            if !wait {
+                match output {
+                    Output::Json => output.json(&job_json(&job)),
+                    Output::Table => {
+                        output::print_fields(&[
+                            ("job", json!(job.id)),
+                            ("backup", json!(job.backup_id)),
+                            ("target host", json!(job.host)),
+                            ("state", json!(job.state)),
+                        ]);
+                        println!(
+                            "\nFollow it with `strongbox restore show {}` (or pass --wait).",
+                            job.id
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            output.note(&format!(
+                "restore job {} of backup {id} onto {}",
+                job.id,
+                if job.host.is_empty() {
+                    "a spare"
+                } else {
+                    &job.host
+                }
+            ));
+            let done =
+                restore::wait_job(&api, &job.id, output, Duration::from_secs(timeout)).await?;
+            restore::report_restore(&done, output)?;
+        }
+        Command::Purge { id, yes } => {
+            if !yes {
+                bail!(
+                    "purging deletes backup {id} for good (its chunks go once no other backup uses them); run `strongbox backup purge {id} --yes` to confirm"
+                );
+            }
+            api.call("PurgeBackup", |mut c| {
+                let backup_id = id.clone();
+                async move { c.purge_backup(PurgeBackupRequest { backup_id }).await }
+            })
+            .await?;
+            output.record(&[("purged", json!(id))]);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongbox_core::keys::FleetKey;
+    use strongbox_core::manifest::ChunkRef;
+
+    #[test]
+    fn file_names_per_engine() {
+        use PartKind::*;
+        assert_eq!(
+            file_for("postgres", Globals, "globals", Format::Native),
+            ("globals.sql".into(), false)
+        );
+        assert_eq!(
+            file_for("postgres", Database, "app", Format::Native),
+            ("app.dump".into(), false)
+        );
+        assert_eq!(
+            file_for("postgres", Database, "app", Format::Sql),
+            ("app.sql".into(), true)
+        );
+        assert_eq!(
+            file_for("postgres", Globals, "globals", Format::Sql),
+            ("globals.sql".into(), false)
+        );
+        assert_eq!(
+            file_for("mysql", Globals, "grants", Format::Native),
+            ("grants.sql".into(), false)
+        );
+        assert_eq!(
+            file_for("mysql", Database, "shop", Format::Sql),
+            ("shop.sql".into(), false)
+        );
+        assert_eq!(
+            file_for("sqlite", File, "demo.db", Format::Native),
+            ("demo.sqlite3".into(), false)
+        );
+        assert_eq!(
+            file_for("sqlite", File, "demo.sqlite3", Format::Native),
+            ("demo.sqlite3".into(), false)
+        );
+        assert_eq!(
+            file_for("sqlite", File, "Demo.SQLITE", Format::Native),
+            ("Demo.sqlite3".into(), false)
+        );
+        assert_eq!(
+            file_for("sqlite", File, "notes", Format::Native),
+            ("notes.sqlite3".into(), false)
+        );
+        assert_eq!(
+            file_for("sqlite", File, ".db", Format::Native),
+            ("_.db.sqlite3".into(), false)
+        );
+    }
+
+    #[test]
+    fn part_names_cannot_leave_the_folder() {
+        assert_eq!(safe_stem("../../etc/passwd"), "_.._.._etc_passwd");
+        assert_eq!(safe_stem(".."), "_..");
+        assert_eq!(safe_stem(""), "part");
+        assert_eq!(safe_stem("a b/c"), "a_b_c");
+        for name in ["../x", "/abs", "..", ".", "a/../../b"] {
+            let (f, _) = file_for("mysql", PartKind::Database, name, Format::Native);
+            assert!(!f.contains('/') && !f.starts_with('.'), "{name} → {f}");
+        }
+    }
+
+    #[test]
+    fn plan_makes_names_unique() {
+        let part = |name: &str, kind: PartKind| Part {
+            name: name.into(),
+            kind: kind as i32,
+            chunks: vec![],
+            tables: vec![],
+        };
+        let m = Manifest {
+            engine: "postgres".into(),
+            parts: vec![
+                part("globals", PartKind::Globals),
+                part("a/b", PartKind::Database),
+                part("a b", PartKind::Database),
+            ],
+            ..Default::default()
+        };
+        let names: Vec<String> = plan(&m, Format::Native)
+            .into_iter()
+            .map(|f| f.file_name)
+            .collect();
+        assert_eq!(names, ["globals.sql", "a_b.dump", "a_b-2.dump"]);
+    }
+
+    #[test]
+    fn chunks_open_with_the_right_key_only() {
+        let ring = Keyring::new([FleetKey::from_bytes(7, [3u8; 32])]).expect("ring");
+        let keys = ring.service_keys(7, "demo").expect("keys");
+        let mut sealer = strongbox_core::chunk::Sealer::new(Some(3)).expect("sealer");
+        let sealed = sealer.seal(&keys, b"hello hello hello").expect("seal");
+        let plain = open_chunk(&ring, "demo", &sealed.id, &sealed.bytes).expect("opens");
+        assert_eq!(plain, b"hello hello hello");
+        assert!(open_chunk(&ring, "other", &sealed.id, &sealed.bytes).is_err());
+        let other = Keyring::new([FleetKey::from_bytes(7, [4u8; 32])]).expect("ring");
+        assert!(open_chunk(&other, "demo", &sealed.id, &sealed.bytes).is_err());
+        let _ = ChunkRef::default();
+    }
+
+    #[test]
+    fn staging_removes_temps_unless_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).expect("mkdir");
+        let tmp = Staging::temp_for(&out, "a.sql");
+        std::fs::write(&tmp, b"x").expect("write");
+        {
+            let _s = Staging {
+                files: vec![(tmp.clone(), out.join("a.sql"))],
+                scratch: vec![],
+                created_dir: Some(out.clone()),
+                committed: false,
+            };
+        }
+        assert!(!tmp.exists());
+        assert!(!out.exists(), "the folder we created goes too");
+
+        std::fs::create_dir(&out).expect("mkdir");
+        std::fs::write(&tmp, b"x").expect("write");
+        std::fs::write(out.join("a.sql"), b"old").expect("write");
+        let mut s = Staging {
+            files: vec![(tmp.clone(), out.join("a.sql"))],
+            scratch: vec![],
+            created_dir: None,
+            committed: false,
+        };
+        assert!(s.commit(false).is_err(), "refuses to replace");
+        s.commit(true).expect("replaces with force");
+        drop(s);
+        assert_eq!(std::fs::read(out.join("a.sql")).expect("read"), b"x");
+    }
+}

@@ -1,0 +1,401 @@
+//! `strongbox restore list|show`, and what every command that starts a job shares: waiting for a
+//! job (polling `GetJob`), printing a job, and reading a restore's result (the new server's
+//! connection details and the verification).
+//!
+//! Invariants: waiting is a polling loop with a deadline (every 500 ms, progress on stderr);
+//! a restore counts as good only if its job completed AND its verification says ok; the result
+//! holds a password FILE path, never a password, so printing it is safe.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use strongbox_proto::v1::{GetJobRequest, JobInfo, ListJobsRequest};
+
+use crate::connect::{Api, ConnectArgs};
+use crate::output::{self, ago, size, Output};
+use crate::progress::{self, Progress};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Restore jobs, newest first.
+    List {
+        /// Only restores of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// One restore job: state, target host, connection details, verification, reason.
+    Show {
+        /// The job id (from `backup restore` or `restore list`).
+        job: String,
+    },
+}
+
+/// How a client reaches the server a restore made (the agent's `Connection`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Connection {
+    pub engine: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password_file: Option<String>,
+    pub data_dir: String,
+}
+
+/// What the check after a restore found (the agent's `Verification`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Verification {
+    pub tables_checked: u64,
+    pub rows_checked: u64,
+    /// (table, expected rows, found rows)
+    pub mismatches: Vec<(String, u64, u64)>,
+    pub engine_check: String,
+    pub ok: bool,
+}
+
+/// The `result` of a finished restore job.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RestoreResult {
+    pub connection: Option<Connection>,
+    pub verification: Option<Verification>,
+}
+
+impl RestoreResult {
+    /// Parses a job's `result` (None when empty or not the expected JSON).
+    pub fn parse(result: &str) -> Option<RestoreResult> {
+        if result.trim().is_empty() {
+            return None;
+        }
+        serde_json::from_str(result).ok()
+    }
+
+    pub fn verified(&self) -> bool {
+        self.verification.as_ref().is_some_and(|v| v.ok)
+    }
+}
+
+/// A job as JSON for scripts (its `result`, itself JSON, is embedded parsed).
+pub fn job_json(j: &JobInfo) -> Value {
+    let result = if j.result.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&j.result).unwrap_or_else(|_| Value::String(j.result.clone()))
+    };
+    json!({
+        "id": j.id,
+        "kind": j.kind,
+        "service": j.service,
+        "host": j.host,
+        "backup_id": j.backup_id,
+        "state": j.state,
+        "reason": j.reason,
+        "created_unix_ms": j.created_unix_ms,
+        "created": output::timestamp(j.created_unix_ms),
+        "updated_unix_ms": j.updated_unix_ms,
+        "updated": output::timestamp(j.updated_unix_ms),
+        "bytes_done": j.bytes_done,
+        "bytes_total": j.bytes_total,
+        "requested_by": j.requested_by,
+        "result": result,
+    })
+}
+
+fn is_done(state: &str) -> bool {
+    matches!(state, "completed" | "failed")
+}
+
+/// Polls job `id` every 500 ms until it completed or failed, or `timeout` passed. Shows a
+/// progress bar on a terminal; without one (table mode) prints each change of state to stderr.
+pub async fn wait_job(
+    api: &Api,
+    id: &str,
+    output: Output,
+    timeout: Duration,
+) -> anyhow::Result<JobInfo> {
+    let start = Instant::now();
+    let bar = Progress::bytes(output, 0, &format!("job {id}: pending"));
+    let draw = progress::enabled(output);
+    let mut last_state = String::new();
+    loop {
+        let job = api
+            .call("GetJob", |mut c| {
+                let id = id.to_string();
+                async move { c.get_job(GetJobRequest { id }).await }
+            })
+            .await?;
+        bar.set_total(job.bytes_total);
+        bar.set(job.bytes_done);
+        if job.state != last_state {
+            bar.message(&format!("job {id}: {}", job.state));
+            if !draw {
+                let done = if job.bytes_done > 0 {
+                    format!(" ({} done)", size(job.bytes_done))
+                } else {
+                    String::new()
+                };
+                output.note(&format!("job {id}: {}{done}", job.state));
+            }
+            last_state = job.state.clone();
+        }
+        if is_done(&job.state) {
+            bar.finish();
+            return Ok(job);
+        }
+        if start.elapsed() > timeout {
+            bar.finish();
+            bail!(
+                "job {id} is still {} after {}; it goes on without us: follow it with `strongbox restore show {id}` (or `strongbox backup list {}`)",
+                job.state,
+                output::duration(timeout),
+                job.service
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The key/value lines of a restore job, for people.
+pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
+    let mut f = vec![
+        ("job", json!(j.id)),
+        ("state", json!(j.state)),
+        ("service", json!(j.service)),
+        ("backup", json!(j.backup_id)),
+        ("target host", json!(j.host)),
+        ("created", json!(ago(j.created_unix_ms))),
+        ("updated", json!(ago(j.updated_unix_ms))),
+        ("requested by", json!(j.requested_by)),
+    ];
+    if j.bytes_total > 0 || j.bytes_done > 0 {
+        f.push((
+            "transferred",
+            json!(format!("{} of {}", size(j.bytes_done), size(j.bytes_total))),
+        ));
+    }
+    if !j.reason.is_empty() {
+        f.push(("reason", json!(j.reason)));
+    }
+    if let Some(r) = RestoreResult::parse(&j.result) {
+        if let Some(c) = &r.connection {
+            f.push(("engine", json!(c.engine)));
+            f.push(("host", json!(c.host)));
+            if c.port != 0 {
+                f.push(("port", json!(c.port)));
+            }
+            if !c.user.is_empty() {
+                f.push(("user", json!(c.user)));
+            }
+            f.push(("password file", json!(c.password_file)));
+            f.push(("data dir", json!(c.data_dir)));
+        }
+        if let Some(v) = &r.verification {
+            f.push(("tables checked", json!(v.tables_checked)));
+            f.push(("rows checked", json!(v.rows_checked)));
+            let mism: Vec<String> = v
+                .mismatches
+                .iter()
+                .map(|(t, want, got)| format!("{t}: expected {want} rows, found {got}"))
+                .collect();
+            f.push((
+                "mismatches",
+                if mism.is_empty() {
+                    json!("none")
+                } else {
+                    json!(mism)
+                },
+            ));
+            f.push(("engine check", json!(v.engine_check)));
+            f.push(("verified", json!(if v.ok { "ok" } else { "FAILED" })));
+        }
+    }
+    f
+}
+
+/// How a client connects to a restored server, as a command line (no secrets: the password
+/// stays in its file).
+pub fn connect_hint(c: &Connection) -> Option<String> {
+    match c.engine.as_str() {
+        "postgres" => Some(format!(
+            "PGPASSWORD=\"$(cat {})\" psql -h {} -p {} -U {} -d postgres",
+            c.password_file.as_deref().unwrap_or("PASSWORD_FILE"),
+            c.host,
+            c.port,
+            if c.user.is_empty() {
+                "postgres"
+            } else {
+                &c.user
+            }
+        )),
+        "mysql" => Some(format!(
+            "MYSQL_PWD=\"$(cat {})\" mariadb -h {} -P {} -u {}",
+            c.password_file.as_deref().unwrap_or("PASSWORD_FILE"),
+            c.host,
+            c.port,
+            if c.user.is_empty() { "root" } else { &c.user }
+        )),
+        "sqlite" => Some(format!("sqlite3 {}", c.data_dir)),
+        _ => None,
+    }
+}
+
+/// Prints a finished (or running) restore job, and fails (exit 1) if it failed or its
+/// verification did not hold.
+pub fn report_restore(j: &JobInfo, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => output.json(&job_json(j)),
+        Output::Table => {
+            output::print_fields(&restore_fields(j));
+            if let Some(c) = RestoreResult::parse(&j.result).and_then(|r| r.connection) {
+                if let Some(h) = connect_hint(&c) {
+                    println!("\nConnect with:\n  {h}");
+                }
+            }
+        }
+    }
+    check_restore(j)
+}
+
+/// Ok only for a completed restore whose verification holds.
+pub fn check_restore(j: &JobInfo) -> anyhow::Result<()> {
+    match j.state.as_str() {
+        "failed" => bail!(
+            "restore job {} failed: {} (see the target agent's log on {}; the backup itself is untouched: retry with `strongbox backup restore {}`)",
+            j.id,
+            if j.reason.is_empty() { "no reason given" } else { &j.reason },
+            j.host,
+            j.backup_id
+        ),
+        "completed" => match RestoreResult::parse(&j.result) {
+            Some(r) if r.verified() => Ok(()),
+            Some(r) if r.verification.is_some() => bail!(
+                "restore job {} completed but its verification FAILED (see mismatches and engine check above); the restored server is left running for inspection",
+                j.id
+            ),
+            _ => bail!(
+                "restore job {} completed without a verification result; check the target agent's log on {}",
+                j.id,
+                j.host
+            ),
+        },
+        other => bail!("restore job {} is still {other}", j.id),
+    }
+}
+
+pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
+    let api = Api::new(conn)?;
+    match cmd {
+        Command::List { service } => {
+            let mut jobs = api
+                .call("ListJobs", |mut c| {
+                    let service = service.clone().unwrap_or_default();
+                    async move {
+                        c.list_jobs(ListJobsRequest {
+                            kind: "restore".into(),
+                            service,
+                        })
+                        .await
+                    }
+                })
+                .await?
+                .jobs;
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.created_unix_ms));
+            match output {
+                Output::Json => output.json(&Value::Array(jobs.iter().map(job_json).collect())),
+                Output::Table => {
+                    if jobs.is_empty() {
+                        println!("No restores yet. Start one with `strongbox backup restore BACKUP_ID --to-host HOST`.");
+                        return Ok(());
+                    }
+                    let mut t = output::table([
+                        "created",
+                        "id",
+                        "service",
+                        "backup",
+                        "target host",
+                        "state",
+                        "verified",
+                    ]);
+                    for j in &jobs {
+                        let verified =
+                            match RestoreResult::parse(&j.result).and_then(|r| r.verification) {
+                                Some(v) if v.ok => "ok",
+                                Some(_) => "FAILED",
+                                None => "-",
+                            };
+                        t.add_row([
+                            ago(j.created_unix_ms),
+                            j.id.clone(),
+                            j.service.clone(),
+                            j.backup_id.clone(),
+                            j.host.clone(),
+                            j.state.clone(),
+                            verified.to_string(),
+                        ]);
+                    }
+                    println!("{t}");
+                }
+            }
+        }
+        Command::Show { job } => {
+            let j = api
+                .call("GetJob", |mut c| {
+                    let id = job.clone();
+                    async move { c.get_job(GetJobRequest { id }).await }
+                })
+                .await?;
+            match output {
+                Output::Json => output.json(&job_json(&j)),
+                Output::Table => {
+                    output::print_fields(&restore_fields(&j));
+                    if let Some(c) = RestoreResult::parse(&j.result).and_then(|r| r.connection) {
+                        if let Some(h) = connect_hint(&c) {
+                            println!("\nConnect with:\n  {h}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_restore_result() {
+        let text = r#"{"connection":{"engine":"postgres","host":"127.0.0.1","port":5433,"user":"postgres","password_file":"/x/superuser.password","data_dir":"/x/data"},
+                       "verification":{"tables_checked":3,"rows_checked":3000,"mismatches":[["t",10,9]],"engine_check":"ok","ok":false}}"#;
+        let r = RestoreResult::parse(text).expect("parses");
+        let c = r.connection.clone().expect("connection");
+        assert_eq!(c.port, 5433);
+        assert_eq!(c.password_file.as_deref(), Some("/x/superuser.password"));
+        let v = r.verification.clone().expect("verification");
+        assert_eq!(v.mismatches, vec![("t".to_string(), 10, 9)]);
+        assert!(!r.verified());
+        assert!(RestoreResult::parse("").is_none());
+        assert!(connect_hint(&c).is_some_and(|h| h.contains("cat /x/superuser.password")));
+    }
+
+    #[test]
+    fn a_restore_counts_only_when_verified() {
+        let mut j = JobInfo {
+            id: "j1".into(),
+            state: "completed".into(),
+            result: r#"{"verification":{"ok":true}}"#.into(),
+            ..Default::default()
+        };
+        assert!(check_restore(&j).is_ok());
+        j.result = r#"{"verification":{"ok":false}}"#.into();
+        assert!(check_restore(&j).is_err());
+        j.state = "failed".into();
+        j.reason = "disk full".into();
+        let e = check_restore(&j).expect_err("failed");
+        assert!(e.to_string().contains("disk full"));
+    }
+}
