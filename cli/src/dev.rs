@@ -25,7 +25,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -68,64 +67,10 @@ pub struct Args {
 
 // ------------------------------------------------------------------------------ processes
 
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// One thread that lives as long as the process spawns every child: PR_SET_PDEATHSIG fires when
-/// the *thread* that forked the child exits, so the children must not come from pool threads.
-fn spawner() -> Option<&'static Mutex<mpsc::Sender<SpawnRequest>>> {
-    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnRequest>>>> = OnceLock::new();
-    SPAWNER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<SpawnRequest>();
-            std::thread::Builder::new()
-                .name("strongbox-dev-spawner".into())
-                .spawn(move || {
-                    for (mut cmd, reply) in rx {
-                        let _ = reply.send(cmd.spawn());
-                    }
-                })
-                .ok()
-                .map(|_| Mutex::new(tx))
-        })
-        .as_ref()
-}
-
 /// Spawns `cmd` in its own process group, killed by the kernel if this process dies.
 fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
     cmd.process_group(0);
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: runs in the forked child before exec; prctl(2) and getppid(2) are
-    // async-signal-safe and nothing here allocates.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    let Some(spawner) = spawner() else {
-        return cmd.spawn();
-    };
-    let (tx, rx) = mpsc::channel();
-    {
-        let s = spawner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(mpsc::SendError((mut cmd, _))) = s.send((cmd, tx)) {
-            return cmd.spawn();
-        }
-    }
-    rx.recv()
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+    strongbox_core::process::spawn_tied(cmd)
 }
 
 /// A process `dev` started, with its log file.

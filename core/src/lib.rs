@@ -11,6 +11,7 @@ pub mod ids;
 pub mod keys;
 pub mod manifest;
 pub mod pki;
+pub mod process;
 pub mod tls;
 
 pub use error::{Error, Result};

@@ -46,29 +46,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 // Finding tools
 // ---------------------------------------------------------------------------------------------
 
-/// Whether `path` is a regular file with an execute bit.
-pub fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
-
-/// The first of `names` found on the agent's `PATH`, then in `extra_dirs`.
-pub fn find_program(names: &[&str], extra_dirs: &[&str]) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(extra_dirs.iter().map(PathBuf::from));
-    for name in names {
-        for dir in &dirs {
-            let candidate = dir.join(name);
-            if is_executable(&candidate) {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
+pub use strongbox_core::process::{find_program, is_executable};
 
 // ---------------------------------------------------------------------------------------------
 // System users
