@@ -47,7 +47,11 @@ pub async fn run(
                     break;
                 }
             },
-            _ = status.changed() => {}
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break; // the node is stopping
+                }
+            }
             _ = poll.tick() => {}
             _ = tx.closed() => break,
         }

@@ -48,6 +48,10 @@ fn job_key(id: &str) -> Vec<u8> {
     [b"job/".as_slice(), id.as_bytes()].concat()
 }
 
+/// A backup job with no report for this long no longer blocks a new backup of its service
+/// (running agents report every few seconds).
+pub const ABANDONED_MS: u64 = 10 * 60 * 1000;
+
 /// A job or backup state from which nothing moves.
 pub fn is_final(state: &str) -> bool {
     state == "completed" || state == "failed"
@@ -272,18 +276,38 @@ impl Catalog {
                 rec.updated_unix_ms = cmd.unix_ms;
                 match j.kind.as_str() {
                     "backup" => {
-                        if let Some(busy) = self
-                            .jobs()
-                            .map_err(|e| e.to_string())?
-                            .into_iter()
-                            .find(|o| {
-                                o.kind == "backup" && o.service == j.service && !is_final(&o.state)
-                            })
-                        {
-                            return Err(format!(
-                                "a backup of {} is already under way (job {}, {}); wait for it",
-                                j.service, busy.id, busy.state
-                            ));
+                        for mut other in self.jobs().map_err(|e| e.to_string())? {
+                            if other.kind != "backup"
+                                || other.service != j.service
+                                || is_final(&other.state)
+                            {
+                                continue;
+                            }
+                            if cmd.unix_ms.saturating_sub(other.updated_unix_ms) < ABANDONED_MS {
+                                return Err(format!(
+                                    "a backup of {} is already under way (job {}, {}); wait for it",
+                                    j.service, other.id, other.state
+                                ));
+                            }
+                            // Its agent went quiet long ago: give up on it.
+                            other.state = "failed".into();
+                            other.reason = format!(
+                                "abandoned: no report from host {} for {} minutes",
+                                other.host,
+                                ABANDONED_MS / 60_000
+                            );
+                            other.updated_unix_ms = cmd.unix_ms;
+                            if let Some(mut b) = self
+                                .get::<BackupRecord>(&backup_key(&other.backup_id), "backup record")
+                                .map_err(|e| e.to_string())?
+                            {
+                                if !is_final(&b.state) {
+                                    b.state = "failed".into();
+                                    b.reason = other.reason.clone();
+                                    batch.insert(backup_key(&b.id), b.encode_to_vec());
+                                }
+                            }
+                            batch.insert(job_key(&other.id), other.encode_to_vec());
                         }
                         if j.backup_id.is_empty()
                             || self
@@ -454,4 +478,100 @@ impl Catalog {
 /// Operator changes go to the audit log; agents' own registrations and node bookkeeping do not.
 fn is_audited(cmd: &Command) -> bool {
     cmd.actor.as_ref().is_some_and(|a| a.role == "operator")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongbox_proto::catalog::{Actor, CreateJob, UpdateJob};
+
+    fn cmd(id: &str, unix_ms: u64, op: Op) -> Vec<u8> {
+        Command {
+            request_id: id.into(),
+            actor: Some(Actor {
+                role: "operator".into(),
+                name: "alice".into(),
+            }),
+            unix_ms,
+            op: Some(op),
+        }
+        .encode_to_vec()
+    }
+
+    fn backup_job(id: &str, backup: &str) -> Op {
+        Op::CreateJob(CreateJob {
+            job: Some(JobRecord {
+                id: id.into(),
+                kind: "backup".into(),
+                service: "orders".into(),
+                host: "db-1".into(),
+                backup_id: backup.into(),
+                backup_kind: "manual".into(),
+                ..Default::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn jobs_move_forward_only_and_abandoned_ones_stop_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let c = Catalog::open(&db).unwrap();
+        let t0 = 1_000_000;
+        assert!(c
+            .apply(1, &cmd("r1", t0, backup_job("j1", "b1")))
+            .unwrap()
+            .error
+            .is_empty());
+        assert_eq!(c.backup("b1").unwrap().unwrap().state, "pending");
+        // One backup of a service at a time.
+        let o = c
+            .apply(2, &cmd("r2", t0 + 1000, backup_job("j2", "b2")))
+            .unwrap();
+        assert!(o.error.contains("under way"), "{}", o.error);
+        // Only the job's host reports; states move forward only.
+        let report = |host: &str, state: &str| {
+            Op::UpdateJob(UpdateJob {
+                job_id: "j1".into(),
+                host: host.into(),
+                state: state.into(),
+                ..Default::default()
+            })
+        };
+        let o = c
+            .apply(3, &cmd("r3", t0 + 2000, report("db-2", "running")))
+            .unwrap();
+        assert!(o.error.contains("belongs to host"), "{}", o.error);
+        assert!(c
+            .apply(4, &cmd("r4", t0 + 3000, report("db-1", "running")))
+            .unwrap()
+            .error
+            .is_empty());
+        assert_eq!(c.backup("b1").unwrap().unwrap().state, "running");
+        let o = c
+            .apply(5, &cmd("r5", t0 + 4000, report("db-1", "completed")))
+            .unwrap();
+        assert!(o.error.contains("commit"), "{}", o.error);
+        // The same request id applies once.
+        let again = c
+            .apply(6, &cmd("r4", t0 + 5000, report("db-1", "failed")))
+            .unwrap();
+        assert_eq!(again.index, 4);
+        assert_eq!(c.job("j1").unwrap().unwrap().state, "running");
+        // Quiet for longer than ABANDONED_MS: a new backup goes ahead, the old one failed.
+        let later = t0 + 3000 + ABANDONED_MS + 1;
+        assert!(c
+            .apply(7, &cmd("r7", later, backup_job("j3", "b3")))
+            .unwrap()
+            .error
+            .is_empty());
+        let j1 = c.job("j1").unwrap().unwrap();
+        assert_eq!(j1.state, "failed");
+        assert!(j1.reason.contains("abandoned"), "{}", j1.reason);
+        assert_eq!(c.backup("b1").unwrap().unwrap().state, "failed");
+        let o = c
+            .apply(8, &cmd("r8", later + 1, report("db-1", "running")))
+            .unwrap();
+        assert!(o.error.contains("failed already"), "{}", o.error);
+    }
 }
