@@ -3,7 +3,7 @@
 //! entry applied on every node). Target: at least 1,000 commits/s with p99 under 20 ms.
 //!
 //! `cargo bench -p strongbox-benches --bench catalog_writes`; `WRITES` (default 5000) and
-//! `WRITERS` (default 64) set the load.
+//! `WRITERS` (default 8) set the load.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ async fn main() {
     strongbox_core::tls::install_crypto_provider();
     let smoke = !std::env::args().any(|a| a == "--bench");
     let writes = if smoke { 200 } else { env_num("WRITES", 5000) };
-    let writers = if smoke { 8 } else { env_num("WRITERS", 64) };
+    let writers = if smoke { 8 } else { env_num("WRITERS", 8) };
     let options = ClusterOptions {
         raft_tick: Duration::from_millis(100),
         ..ClusterOptions::default()
