@@ -159,14 +159,21 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
         stored_bytes: totals.stored_size,
         created_unix_ms: started_ms,
     };
-    agent
+    let committed = agent
         .coordinators
         .call("CommitBackup", |ch| {
             let req = req.clone();
             async move { client(ch).commit_backup(req).await }
         })
-        .await
-        .map_err(|s| rpc("committing the backup", s))?;
+        .await;
+    match committed {
+        Ok(_) => {}
+        // A retried commit whose first attempt won (its answer was lost with a node).
+        Err(s)
+            if s.code() == tonic::Code::FailedPrecondition
+                && s.message().contains("completed already") => {}
+        Err(s) => return Err(rpc("committing the backup", s)),
+    }
     tracing::info!(
         plain = totals.plain_size,
         new = totals.stored_size,
