@@ -45,8 +45,10 @@ async fn fleet() -> Fleet {
 }
 
 impl Fleet {
+    /// An operator client on the first running node.
     fn op(&self) -> OperatorServiceClient<Channel> {
-        OperatorServiceClient::new(self.cluster.channel(1, &self.operator).unwrap())
+        let node = self.cluster.running_ids()[0];
+        OperatorServiceClient::new(self.cluster.channel(node, &self.operator).unwrap())
     }
 
     async fn wait_hosts(&self, hosts: &[&str]) {
@@ -129,6 +131,22 @@ fn cli(f: &Fleet, args: &[&str]) -> std::process::Output {
         .env_remove("STRONGBOX_OUTPUT")
         .output()
         .unwrap()
+}
+
+/// `strongbox backup download BACKUP --key-file KEY -o DIR`.
+fn download(f: &Fleet, backup: &str, key: &Path, dir: &Path) -> std::process::Output {
+    cli(
+        f,
+        &[
+            "backup",
+            "download",
+            backup,
+            "--key-file",
+            key.to_str().unwrap(),
+            "-o",
+            dir.to_str().unwrap(),
+        ],
+    )
 }
 
 /// The files a download wrote, by name.
@@ -222,19 +240,7 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
     // Downloaded with the fleet key, the file opens with sqlite3 alone.
     let out = tempfile::tempdir().unwrap();
     let dl = out.path().join("dl");
-    let key = f.key_file.to_str().unwrap().to_string();
-    let r = cli(
-        &f,
-        &[
-            "backup",
-            "download",
-            &first.id,
-            "--key-file",
-            &key,
-            "-o",
-            dl.to_str().unwrap(),
-        ],
-    );
+    let r = download(&f, &first.id, &f.key_file, &dl);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let names = files_in(&dl);
     assert_eq!(names.len(), 1, "{names:?}");
@@ -251,18 +257,7 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
         .save(&wrong, Overwrite::Refuse)
         .unwrap();
     let dl2 = out.path().join("dl2");
-    let r = cli(
-        &f,
-        &[
-            "backup",
-            "download",
-            &first.id,
-            "--key-file",
-            wrong.to_str().unwrap(),
-            "-o",
-            dl2.to_str().unwrap(),
-        ],
-    );
+    let r = download(&f, &first.id, &wrong, &dl2);
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("key"), "{err}");
@@ -387,19 +382,7 @@ mod postgres {
         // Downloaded, the backup loads into a fresh server with PostgreSQL's own tools.
         let out = tempfile::tempdir().unwrap();
         let dl = out.path().join("dl");
-        let key = f.key_file.to_str().unwrap().to_string();
-        let r = cli(
-            &f,
-            &[
-                "backup",
-                "download",
-                &backup.id,
-                "--key-file",
-                &key,
-                "-o",
-                dl.to_str().unwrap(),
-            ],
-        );
+        let r = download(&f, &backup.id, &f.key_file, &dl);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let names = files_in(&dl);
         assert!(names.contains(&"shop.dump".to_string()), "{names:?}");
@@ -473,25 +456,13 @@ mod postgres {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         f.cluster.kill(leader).unwrap();
-        let survivor = if leader == 1 { 2 } else { 1 };
-        let mut op = OperatorServiceClient::new(f.cluster.channel(survivor, &f.operator).unwrap());
         let done = f.wait_job(&job.id).await;
         assert_eq!(done.state, "completed", "{}", done.reason);
         let _ = bench.kill();
         let _ = bench.wait();
 
-        let restore = op
-            .restore_backup(RestoreBackupRequest {
-                backup_id: done.backup_id.clone(),
-                to_host: "spare-1".into(),
-                to_region: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let rjob = f.wait_job(&restore.id).await;
+        let (rjob, result) = f.restore(&done.backup_id, "spare-1").await;
         assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
-        let result: serde_json::Value = serde_json::from_str(&rjob.result).unwrap();
         // pgbench's invariant: every balance moved by the same deltas.
         let sums = restored_psql(
             &result,
