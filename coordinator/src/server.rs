@@ -94,6 +94,7 @@ pub async fn run(config: Config) -> Result<()> {
         )?),
         transport,
         metrics: Arc::default(),
+        scopes: Default::default(),
     });
 
     tokio::spawn(crate::chunks::maintain::run(

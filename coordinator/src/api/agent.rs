@@ -3,9 +3,8 @@
 //! assigned to it, chunk reads within a restore job assigned to it (and only that backup's
 //! chunks).
 
-use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::Stream;
 use strongbox_core::pki::Role;
@@ -16,46 +15,18 @@ use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::member_record;
-use super::jobs::{agent_job, backup_chunks};
+use super::jobs::agent_job;
 use super::NodeContext;
 use crate::chunks::replicate;
 use strongbox_core::ids::ChunkId;
 
 pub struct AgentApi {
     pub node: Arc<NodeContext>,
-    /// Per restore job, the chunks it may read (read from the manifest once).
-    restore_chunks: Mutex<HashMap<String, Arc<HashSet<ChunkId>>>>,
 }
 
 impl AgentApi {
     pub fn new(node: Arc<NodeContext>) -> Self {
-        AgentApi {
-            node,
-            restore_chunks: Mutex::default(),
-        }
-    }
-
-    async fn allowed_chunks(
-        &self,
-        job_id: &str,
-        backup_id: &str,
-    ) -> Result<Arc<HashSet<ChunkId>>, Status> {
-        if let Some(ids) = self.cache().get(job_id) {
-            return Ok(ids.clone());
-        }
-        let ids = Arc::new(backup_chunks(&self.node, backup_id).await?);
-        let mut cache = self.cache();
-        if cache.len() > 64 {
-            cache.clear();
-        }
-        cache.insert(job_id.to_string(), ids.clone());
-        Ok(ids)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<HashSet<ChunkId>>>> {
-        self.restore_chunks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        AgentApi { node }
     }
 }
 
@@ -234,7 +205,9 @@ impl AgentService for AgentApi {
         let id = ChunkId::from_slice(&r.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let job = agent_job(&self.node, &who, &r.job_id, "restore").await?;
         if !self
-            .allowed_chunks(&job.id, &job.backup_id)
+            .node
+            .scopes
+            .chunks(&self.node, &job.backup_id)
             .await?
             .contains(&id)
         {

@@ -13,7 +13,7 @@ use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use super::convert::{backup_info, job_info, member};
-use super::jobs::{backup_chunks, backup_host, restore_host};
+use super::jobs::{backup_host, restore_host};
 use super::NodeContext;
 use crate::raft::node::now_ms;
 
@@ -363,7 +363,13 @@ impl OperatorService for OperatorApi {
         require_role(&req, CHANGERS)?;
         let r = req.into_inner();
         let id = ChunkId::from_slice(&r.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if !backup_chunks(&self.node, &r.backup_id).await?.contains(&id) {
+        if !self
+            .node
+            .scopes
+            .chunks(&self.node, &r.backup_id)
+            .await?
+            .contains(&id)
+        {
             return Err(Status::permission_denied(format!(
                 "chunk {id} is not part of backup {}",
                 r.backup_id

@@ -30,6 +30,8 @@ pub struct NodeContext {
     pub chunks: Arc<crate::chunks::store::ChunkStore>,
     pub transport: Arc<Transport>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The chunks each committed backup may serve to restores and downloads.
+    pub scopes: super::jobs::BackupScopes,
 }
 
 impl NodeContext {
