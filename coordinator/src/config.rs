@@ -39,6 +39,14 @@ pub struct Args {
     /// How often each node repairs its chunk store and collects garbage.
     #[arg(long, env = "STRONGBOX_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Option<std::time::Duration>,
+    /// Create scheduled backups when this node leads (default true). `false` on every node
+    /// pauses automatic backups of the whole region (retention keeps running); for one service,
+    /// use `strongbox service exclude` instead.
+    #[arg(long, env = "STRONGBOX_SCHEDULE_BACKUPS")]
+    pub schedule_backups: Option<bool>,
+    /// How often the leader's controllers (scheduler, retention) look at the catalog. Default 5s.
+    #[arg(long, env = "STRONGBOX_CONTROLLER_INTERVAL", value_parser = humantime::parse_duration)]
+    pub controller_interval: Option<std::time::Duration>,
     /// Chunks no backup uses are deleted once older than this (must exceed the longest backup).
     #[arg(long, env = "STRONGBOX_GC_GRACE", value_parser = humantime::parse_duration)]
     pub gc_grace: Option<std::time::Duration>,
@@ -81,6 +89,9 @@ struct FileConfig {
     maintenance_interval: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde")]
     gc_grace: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    controller_interval: Option<std::time::Duration>,
+    schedule_backups: Option<bool>,
     min_free_bytes: Option<u64>,
     #[serde(default)]
     peers: Vec<String>,
@@ -101,6 +112,8 @@ pub struct Config {
     pub compact_after: u64,
     pub maintenance_interval: std::time::Duration,
     pub gc_grace: std::time::Duration,
+    pub controller_interval: std::time::Duration,
+    pub schedule_backups: bool,
     pub min_free_bytes: u64,
     pub peers: Vec<(u64, String)>,
     pub data_dir: PathBuf,
@@ -173,6 +186,15 @@ impl Config {
                 .or(file.maintenance_interval)
                 .unwrap_or(std::time::Duration::from_secs(600))
                 .max(std::time::Duration::from_millis(100)),
+            controller_interval: args
+                .controller_interval
+                .or(file.controller_interval)
+                .unwrap_or(std::time::Duration::from_secs(5))
+                .max(std::time::Duration::from_millis(100)),
+            schedule_backups: args
+                .schedule_backups
+                .or(file.schedule_backups)
+                .unwrap_or(true),
             gc_grace: args
                 .gc_grace
                 .or(file.gc_grace)

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -59,6 +60,88 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
     registry.register(name, help, g);
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A failure reason as a label from a closed set.
+fn failure_class(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.starts_with("abandoned") {
+        "abandoned"
+    } else if r.contains("dump") || r.contains("connect") || r.contains("password") {
+        "dump"
+    } else if r.contains("upload") || r.contains("majority") || r.contains("commit") {
+        "upload"
+    } else {
+        "other"
+    }
+}
+
+/// Per-service schedule metrics and failures by reason, from the catalog at scrape time.
+fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
+    use crate::policy::plan::{status, Snapshot};
+    let Ok(snap) = Snapshot::read(&node.catalog) else {
+        return;
+    };
+    let now = crate::raft::node::now_ms();
+    let last = Family::<Labels, Gauge>::default();
+    let next = Family::<Labels, Gauge>::default();
+    let missed = Family::<Labels, Gauge>::default();
+    let missing = Family::<Labels, Gauge>::default();
+    let secs = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    for svc in &snap.services {
+        let st = status(&snap, svc, now);
+        let service = || vec![("service", svc.name.clone())];
+        last.get_or_create(&service()).set(secs(st.last_success_ms));
+        next.get_or_create(&service()).set(secs(st.next_ms()));
+        missed.get_or_create(&service()).set(st.missed() as i64);
+        missing
+            .get_or_create(&vec![
+                ("service", svc.name.clone()),
+                ("state", st.state.to_string()),
+            ])
+            .set(i64::from(matches!(
+                st.state,
+                "no-primary" | "overdue" | "failing"
+            )));
+    }
+    let failures = Family::<Labels, Gauge>::default();
+    for class in ["abandoned", "dump", "upload", "other"] {
+        failures
+            .get_or_create(&vec![("reason", class.to_string())])
+            .set(0);
+    }
+    for b in snap.backups.iter().filter(|b| b.state == "failed") {
+        failures
+            .get_or_create(&vec![("reason", failure_class(&b.reason).to_string())])
+            .inc();
+    }
+    r.register(
+        "service_last_success_timestamp_seconds",
+        "Start of the newest completed backup of each service (0: none)",
+        last,
+    );
+    r.register(
+        "service_next_backup_timestamp_seconds",
+        "When the next scheduled backup of each service is due (0: none scheduled)",
+        next,
+    );
+    r.register(
+        "service_backups_missed",
+        "Schedule slots of each service that passed with no backup",
+        missed,
+    );
+    r.register(
+        "service_backup_missing",
+        "1 when a service misses its backup: no primary (none is taken from a replica), overdue or failing",
+        missing,
+    );
+    r.register(
+        "backups_failed",
+        "Failed backups in the catalog, by reason",
+        failures,
+    );
 }
 
 async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
@@ -139,6 +222,7 @@ async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
         "gRPC calls served, by method and code",
         node.metrics.rpcs.clone(),
     );
+    fleet_metrics(&node, &mut r);
     let mut body = String::new();
     match encode(&mut body, &r) {
         Ok(()) => (

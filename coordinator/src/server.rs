@@ -103,6 +103,12 @@ pub async fn run(config: Config) -> Result<()> {
         config.gc_grace,
     ));
 
+    tokio::spawn(crate::controllers::run(
+        ctx.clone(),
+        config.controller_interval,
+        config.schedule_backups,
+    ));
+
     if let Some(addr) = config.http_listen {
         let node = ctx.clone();
         tokio::spawn(async move {

@@ -1,8 +1,10 @@
 //! Conversions between the catalog's records (`strongbox.catalog.v1`) and the messages of the
 //! public API (`strongbox.v1`), in one place so every RPC shows a record the same way.
 
-use strongbox_proto::catalog::{BackupRecord, JobRecord, MemberRecord};
-use strongbox_proto::v1::{BackupInfo, JobInfo, Member};
+use strongbox_proto::catalog::{BackupRecord, JobRecord, MemberRecord, Policy, RoleChange};
+use strongbox_proto::v1::{BackupInfo, JobInfo, Member, PolicyInfo, RoleChangeInfo};
+
+use crate::policy::retention::Verdict;
 
 pub fn member_record(m: Member) -> MemberRecord {
     MemberRecord {
@@ -38,6 +40,57 @@ pub fn backup_info(b: BackupRecord) -> BackupInfo {
         stored_bytes: b.stored_bytes,
         chunk_count: b.chunk_count,
         manifest_id: b.manifest_id,
+        held: b.held,
+        hold_reason: b.hold_reason,
+        ..Default::default()
+    }
+}
+
+/// A backup with retention's verdict on it (why it is kept, when it expires, the lock).
+pub fn backup_info_with(b: BackupRecord, verdict: Option<&Verdict>) -> BackupInfo {
+    let mut info = backup_info(b);
+    if let Some(v) = verdict {
+        info.kept_because = v.explain();
+        info.expires_unix_ms = v.expires_ms;
+        info.locked_until_unix_ms = v.locked_until_ms;
+    }
+    info
+}
+
+pub fn role_change(c: RoleChange) -> RoleChangeInfo {
+    RoleChangeInfo {
+        host: c.host,
+        from: c.from,
+        to: c.to,
+        unix_ms: c.unix_ms,
+    }
+}
+
+pub fn policy_info(p: Policy) -> PolicyInfo {
+    PolicyInfo {
+        schedule: p.schedule,
+        daily: p.daily,
+        monthly: p.monthly,
+        yearly: p.yearly,
+        max_age_ms: p.max_age_ms,
+        lock_days: p.lock_days,
+        keep_final: p.keep_final,
+        jitter_ms: p.jitter_ms,
+        max_concurrent: p.max_concurrent,
+    }
+}
+
+pub fn policy(p: PolicyInfo) -> Policy {
+    Policy {
+        schedule: p.schedule,
+        daily: p.daily,
+        monthly: p.monthly,
+        yearly: p.yearly,
+        max_age_ms: p.max_age_ms,
+        lock_days: p.lock_days,
+        keep_final: p.keep_final,
+        jitter_ms: p.jitter_ms,
+        max_concurrent: p.max_concurrent,
     }
 }
 
@@ -59,5 +112,8 @@ pub fn job_info(j: JobRecord) -> JobInfo {
             .map(|a| format!("{}:{}", a.role, a.name))
             .unwrap_or_default(),
         result: j.result,
+        backup_kind: j.backup_kind,
+        slot_unix_ms: j.slot_unix_ms,
+        attempt: j.attempt,
     }
 }

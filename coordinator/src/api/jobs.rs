@@ -17,8 +17,7 @@ use tonic::Status;
 use super::NodeContext;
 use crate::catalog::is_final;
 
-/// A spare or member host counts as alive when it reported within this long.
-pub const ALIVE_MS: u64 = 3 * 60 * 1000;
+pub use crate::policy::plan::ALIVE_MS;
 
 /// The host that backs up `service`: `host` when given (it must carry the service), else the
 /// healthy primary (or standalone) member. Returns the host and the service's engine.

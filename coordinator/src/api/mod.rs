@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod convert;
+pub mod fleet;
 pub mod jobs;
 pub mod operator;
 pub mod session;

@@ -6,15 +6,18 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{peer_identity, require_role};
 use strongbox_proto::catalog::{
-    command::Op, CreateJob, JobRecord, PurgeBackup, RemoveNode, SetNode,
+    command::Op, CreateJob, HoldBackup, JobRecord, PurgeBackup, RemoveNode, SetNode,
+    SetServiceState,
 };
 use strongbox_proto::v1::operator_service_server::OperatorService;
 use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::convert::{backup_info, job_info, member};
+use super::convert::{backup_info_with, job_info, member};
+use super::fleet;
 use super::jobs::{backup_host, restore_host};
 use super::NodeContext;
+use crate::policy::plan::Snapshot;
 use crate::raft::node::now_ms;
 
 const READERS: &[Role] = &[Role::Viewer, Role::Operator];
@@ -159,13 +162,16 @@ impl OperatorService for OperatorApi {
         require_role(&req, READERS)?;
         let service = req.into_inner().service;
         self.node.read_barrier().await?;
-        let mut backups: Vec<BackupInfo> = self
-            .node
-            .catalog
-            .backups()?
+        let snap = Snapshot::read(&self.node.catalog)?;
+        let verdicts = fleet::verdicts(&snap, now_ms());
+        let mut backups: Vec<BackupInfo> = snap
+            .backups
             .into_iter()
             .filter(|b| service.is_empty() || b.service == service)
-            .map(backup_info)
+            .map(|b| {
+                let v = verdicts.get(&b.id);
+                backup_info_with(b, v)
+            })
             .collect();
         backups.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
         Ok(Response::new(ListBackupsResponse { backups }))
@@ -190,12 +196,9 @@ impl OperatorService for OperatorApi {
         require_role(&req, READERS)?;
         let id = req.into_inner().id;
         self.node.read_barrier().await?;
-        let b = self.node.catalog.backup(&id)?.ok_or_else(|| {
-            Status::not_found(format!(
-                "no backup {id:?}; `strongbox backup list SERVICE` shows the backups"
-            ))
-        })?;
-        Ok(Response::new(backup_info(b)))
+        Ok(Response::new(fleet::backup_with_retention(
+            &self.node, &id,
+        )?))
     }
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobInfo>, Status> {
@@ -236,34 +239,110 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<ListServicesResponse>, Status> {
         require_role(&req, READERS)?;
         self.node.read_barrier().await?;
-        let mut services: std::collections::BTreeMap<String, ServiceInfo> = Default::default();
-        for h in self.node.catalog.hosts()? {
-            for m in h.members {
-                let s = services
-                    .entry(m.service.clone())
-                    .or_insert_with(|| ServiceInfo {
-                        name: m.service.clone(),
-                        engine: m.engine.clone(),
-                        ..Default::default()
-                    });
-                s.members.push(ServiceMember {
-                    host: h.name.clone(),
-                    role: m.role,
-                    healthy: m.healthy,
-                    engine_version: m.engine_version,
-                });
-            }
-        }
-        for b in self.node.catalog.backups()? {
-            if let Some(s) = services.get_mut(&b.service) {
-                if b.state == "completed" {
-                    s.backups += 1;
-                    s.last_backup_unix_ms = s.last_backup_unix_ms.max(b.created_unix_ms);
-                }
-            }
-        }
+        let snap = Snapshot::read(&self.node.catalog)?;
         Ok(Response::new(ListServicesResponse {
-            services: services.into_values().collect(),
+            services: fleet::all_services(&snap, now_ms()),
+        }))
+    }
+
+    async fn show_service(
+        &self,
+        req: Request<ShowServiceRequest>,
+    ) -> Result<Response<ServiceInfo>, Status> {
+        require_role(&req, READERS)?;
+        let name = req.into_inner().name;
+        self.node.read_barrier().await?;
+        let snap = Snapshot::read(&self.node.catalog)?;
+        fleet::service_info(&snap, &name, now_ms())
+            .map(Response::new)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no service {name:?}; `strongbox service list` shows the services agents reported"
+                ))
+            })
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<GetPolicyRequest>,
+    ) -> Result<Response<GetPolicyResponse>, Status> {
+        require_role(&req, READERS)?;
+        let service = req.into_inner().service;
+        self.node.read_barrier().await?;
+        Ok(Response::new(fleet::get_policy(&self.node, &service)?))
+    }
+
+    async fn set_policy(
+        &self,
+        req: Request<SetPolicyRequest>,
+    ) -> Result<Response<SetPolicyResponse>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        Ok(Response::new(fleet::set_policy(&self.node, &who, r).await?))
+    }
+
+    async fn hold_backup(
+        &self,
+        req: Request<HoldBackupRequest>,
+    ) -> Result<Response<BackupInfo>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        let backup_id = r.backup_id.clone();
+        self.node
+            .apply(
+                &who,
+                Op::HoldBackup(HoldBackup {
+                    backup_id: r.backup_id,
+                    held: r.held,
+                    reason: r.reason,
+                }),
+            )
+            .await?;
+        self.node.read_barrier().await?;
+        Ok(Response::new(fleet::backup_with_retention(
+            &self.node, &backup_id,
+        )?))
+    }
+
+    async fn set_service_state(
+        &self,
+        req: Request<SetServiceStateRequest>,
+    ) -> Result<Response<SetServiceStateResponse>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        if !matches!(r.action.as_str(), "exclude" | "include" | "deprovision") {
+            return Err(Status::invalid_argument(format!(
+                "unknown action {:?}: exclude, include or deprovision",
+                r.action
+            )));
+        }
+        self.node.read_barrier().await?;
+        let svc = self.node.catalog.service(&r.service)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no service {:?}; `strongbox service list` shows them",
+                r.service
+            ))
+        })?;
+        let mut final_backup = None;
+        if r.action == "deprovision" && svc.deprovisioned_unix_ms == 0 {
+            if let Some(job) = fleet::final_backup_job(&self.node, &r.service)? {
+                final_backup = Some(self.create_job(&who, job).await?.into_inner());
+            }
+        }
+        self.node
+            .apply(
+                &who,
+                Op::SetServiceState(SetServiceState {
+                    service: r.service.clone(),
+                    action: r.action,
+                }),
+            )
+            .await?;
+        self.node.read_barrier().await?;
+        let snap = Snapshot::read(&self.node.catalog)?;
+        Ok(Response::new(SetServiceStateResponse {
+            service: fleet::service_info(&snap, &r.service, now_ms()),
+            final_backup,
         }))
     }
 

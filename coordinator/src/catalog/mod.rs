@@ -2,8 +2,9 @@
 //! here, in log order, on every node.
 //!
 //! One sled tree `catalog`, keys by table: `applied` (the last applied log index),
-//! `host/<name>`, `node/<id>`, `backup/<id>`, `job/<id>`, `req/<request id>` (the outcome of
-//! each command, for idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
+//! `host/<name>`, `node/<id>`, `backup/<id>`, `job/<id>`, `service/<name>`, `policy/<service>`
+//! (`policy/` alone: the region default), `req/<request id>` (the outcome of each command, for
+//! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
 //!
 //! Invariants: applying is deterministic (all it reads is the command and the catalog); the
 //! changes of an entry and the new applied index are written in one atomic batch, so after a
@@ -20,6 +21,9 @@ use strongbox_proto::catalog::{
 };
 
 use crate::error::{Error, Result};
+
+mod fleet;
+pub use fleet::{role_label, ROLE_HISTORY};
 
 const KEY_APPLIED: &[u8] = b"applied";
 
@@ -178,10 +182,13 @@ impl Catalog {
                     name: r.host.clone(),
                     region: r.region.clone(),
                     spare: r.spare,
-                    registered_unix_ms: previous.map_or(cmd.unix_ms, |p| p.registered_unix_ms),
+                    registered_unix_ms: previous
+                        .as_ref()
+                        .map_or(cmd.unix_ms, |p| p.registered_unix_ms),
                     updated_unix_ms: cmd.unix_ms,
                     members: r.members.clone(),
                 };
+                self.track_roles(previous.as_ref(), &rec, cmd.unix_ms, batch)?;
                 batch.insert(host_key(&r.host), rec.encode_to_vec());
                 Ok(format!("register host {}", r.host))
             }
@@ -247,9 +254,17 @@ impl Catalog {
                 rec.state = "completed".into();
                 rec.reason.clear();
                 rec.completed_unix_ms = cmd.unix_ms;
+                rec.held = false;
+                rec.hold_reason.clear();
+                if let Some(e) = &existing {
+                    rec.held = e.held;
+                    rec.hold_reason = e.hold_reason.clone();
+                }
                 if let Some(mut job) = job {
                     rec.kind = job.backup_kind.clone();
                     rec.created_unix_ms = job.created_unix_ms;
+                    rec.slot_unix_ms = job.slot_unix_ms;
+                    rec.attempt = job.attempt;
                     job.state = "completed".into();
                     job.updated_unix_ms = cmd.unix_ms;
                     batch.insert(job_key(&job.id), job.encode_to_vec());
@@ -276,6 +291,17 @@ impl Catalog {
                 rec.updated_unix_ms = cmd.unix_ms;
                 match j.kind.as_str() {
                     "backup" => {
+                        if let Some(svc) = self.service(&j.service).map_err(|e| e.to_string())? {
+                            if svc.deprovisioned_unix_ms != 0 && j.backup_kind != "final" {
+                                return Err(format!("service {} is deprovisioned", j.service));
+                            }
+                            if svc.excluded && j.backup_kind == "scheduled" {
+                                return Err(format!(
+                                    "service {} is excluded from automatic backups",
+                                    j.service
+                                ));
+                            }
+                        }
                         for mut other in self.jobs().map_err(|e| e.to_string())? {
                             if other.kind != "backup"
                                 || other.service != j.service
@@ -324,6 +350,8 @@ impl Catalog {
                             kind: j.backup_kind.clone(),
                             state: "pending".into(),
                             created_unix_ms: cmd.unix_ms,
+                            slot_unix_ms: j.slot_unix_ms,
+                            attempt: j.attempt,
                             ..Default::default()
                         };
                         batch.insert(backup_key(&j.backup_id), backup.encode_to_vec());
@@ -389,16 +417,20 @@ impl Catalog {
                 Ok(format!("job {} {}", job.id, job.state))
             }
             Some(Op::PurgeBackup(p)) => {
-                if !self
-                    .tree
-                    .contains_key(backup_key(&p.backup_id))
+                let b = self
+                    .backup(&p.backup_id)
                     .map_err(|e| e.to_string())?
-                {
-                    return Err(format!("no backup {}", p.backup_id));
+                    .ok_or_else(|| format!("no backup {}", p.backup_id))?;
+                if let Some(why) = self.purge_refusal(&b, cmd.unix_ms)? {
+                    return Err(why);
                 }
                 batch.remove(backup_key(&p.backup_id));
-                Ok(format!("purge backup {}", p.backup_id))
+                Ok(format!("purge backup {} of {}", p.backup_id, b.service))
             }
+            Some(Op::SetPolicy(p)) => self.set_policy(p, cmd.unix_ms, batch),
+            Some(Op::HoldBackup(h)) => self.hold_backup(h, batch),
+            Some(Op::SetServiceState(s)) => self.set_service_state(s, cmd.unix_ms, batch),
+            Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
             None => Err("empty command".into()),
         }
     }
@@ -475,9 +507,11 @@ impl Catalog {
     }
 }
 
-/// Operator changes go to the audit log; agents' own registrations and node bookkeeping do not.
+/// Operator changes and retention's deletions go to the audit log; agents' own registrations
+/// and node bookkeeping do not.
 fn is_audited(cmd: &Command) -> bool {
     cmd.actor.as_ref().is_some_and(|a| a.role == "operator")
+        || matches!(cmd.op, Some(Op::ExpireBackups(_)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,229 @@
+//! The fleet-policy side of `OperatorService`: services with their schedule status, policies
+//! (with the deletions a change would make), holds, and service states. The trait methods in
+//! `operator.rs` check the caller's role and call these.
+//!
+//! Invariants: a policy change that would expire backups is applied only when the caller
+//! confirmed (`yes`), and then exactly the backups listed to the caller are expired; the
+//! retention shown for a backup is `policy::retention::evaluate` at the time of the read, the
+//! same function the retention controller and the catalog apply.
+
+use std::collections::BTreeMap;
+
+use strongbox_core::pki::Identity;
+use strongbox_proto::catalog::{command::Op, ExpireBackups, JobRecord, SetPolicy};
+use strongbox_proto::v1::*;
+use tonic::Status;
+
+use super::convert::{backup_info_with, policy, policy_info, role_change};
+use super::NodeContext;
+use crate::policy::plan::{status, Snapshot};
+use crate::policy::retention::{evaluate, Verdict};
+use crate::raft::node::now_ms;
+
+/// One service as `service list/show` shows it.
+pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo> {
+    let svc = snap.services.iter().find(|s| s.name == name)?;
+    let st = status(snap, svc, now);
+    let members = snap
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.members
+                .iter()
+                .filter(|m| m.service == name)
+                .map(move |m| ServiceMember {
+                    host: h.name.clone(),
+                    role: m.role.clone(),
+                    healthy: m.healthy,
+                    engine_version: m.engine_version.clone(),
+                })
+        })
+        .collect();
+    let completed = snap
+        .backups
+        .iter()
+        .filter(|b| b.service == name && b.state == "completed");
+    Some(ServiceInfo {
+        name: svc.name.clone(),
+        engine: svc.engine.clone(),
+        members,
+        last_backup_unix_ms: completed
+            .clone()
+            .map(|b| b.created_unix_ms)
+            .max()
+            .unwrap_or(0),
+        backups: completed.count() as u64,
+        state: st.state.to_string(),
+        state_reason: st.reason.clone(),
+        primary_host: svc.primary_host.clone(),
+        primary_since_unix_ms: svc.primary_since_unix_ms,
+        role_changes: svc.role_changes.iter().cloned().map(role_change).collect(),
+        schedule: st.schedule.to_string(),
+        next_backup_unix_ms: if matches!(st.state, "excluded" | "deprovisioned") {
+            0
+        } else {
+            st.next_ms()
+        },
+        last_success_unix_ms: st.last_success_ms,
+        last_failure: st.last_failure.clone(),
+        missed: st.missed(),
+    })
+}
+
+pub fn all_services(snap: &Snapshot, now: u64) -> Vec<ServiceInfo> {
+    let mut names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names
+        .into_iter()
+        .filter_map(|n| service_info(snap, n, now))
+        .collect()
+}
+
+/// Retention's verdicts on every completed backup, by backup id.
+pub fn verdicts(snap: &Snapshot, now: u64) -> BTreeMap<String, Verdict> {
+    let mut by_service: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for b in &snap.backups {
+        by_service
+            .entry(b.service.as_str())
+            .or_default()
+            .push(b.clone());
+    }
+    let mut out = BTreeMap::new();
+    for (service, backups) in by_service {
+        out.extend(evaluate(&snap.policy(service), &backups, now));
+    }
+    out
+}
+
+pub fn get_policy(node: &NodeContext, service: &str) -> Result<GetPolicyResponse, Status> {
+    if !service.is_empty() && node.catalog.service(service)?.is_none() {
+        return Err(Status::not_found(format!(
+            "no service {service:?}; `strongbox service list` shows them"
+        )));
+    }
+    let stored = node.catalog.stored_policy(service)?.unwrap_or_default();
+    let effective = node.catalog.effective_policy(service)?.to_policy();
+    Ok(GetPolicyResponse {
+        service: service.to_string(),
+        stored: Some(policy_info(stored)),
+        effective: Some(policy_info(effective)),
+    })
+}
+
+/// Sets a policy; see the module invariants for deletions.
+pub async fn set_policy(
+    node: &NodeContext,
+    who: &Identity,
+    r: SetPolicyRequest,
+) -> Result<SetPolicyResponse, Status> {
+    node.read_barrier().await?;
+    let change = policy(r.policy.unwrap_or_default());
+    crate::policy::effective::validate(&change).map_err(Status::invalid_argument)?;
+    if !r.service.is_empty() && node.catalog.service(&r.service)?.is_none() {
+        return Err(Status::not_found(format!(
+            "no service {:?}; `strongbox service list` shows them",
+            r.service
+        )));
+    }
+    // What the new policy would expire, evaluated now on the affected services.
+    let now = now_ms();
+    let mut snap = Snapshot::read(&node.catalog)?;
+    let before = verdicts(&snap, now);
+    let stored = if r.reset {
+        None
+    } else {
+        node.catalog.stored_policy(&r.service)?
+    };
+    let merged = crate::policy::effective::overlay(&stored.unwrap_or_default(), &change);
+    if r.service.is_empty() {
+        snap.region_policy = Some(merged);
+    } else {
+        snap.policies.insert(r.service.clone(), merged);
+    }
+    let after = verdicts(&snap, now);
+    let expiring: Vec<&strongbox_proto::catalog::BackupRecord> = snap
+        .backups
+        .iter()
+        .filter(|b| {
+            after.get(&b.id).is_some_and(|v| v.expired())
+                && before.get(&b.id).is_some_and(|v| !v.expired())
+        })
+        .collect();
+    let would_expire: Vec<BackupInfo> = expiring
+        .iter()
+        .map(|b| backup_info_with((*b).clone(), after.get(&b.id)))
+        .collect();
+    if !would_expire.is_empty() && !r.yes {
+        return Ok(SetPolicyResponse {
+            applied: false,
+            would_expire,
+            policy: Some(get_policy(node, &r.service)?),
+        });
+    }
+    node.apply(
+        who,
+        Op::SetPolicy(SetPolicy {
+            service: r.service.clone(),
+            policy: Some(change),
+            reset: r.reset,
+        }),
+    )
+    .await?;
+    let mut by_service: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for b in &expiring {
+        by_service.entry(&b.service).or_default().push(b.id.clone());
+    }
+    for (service, backup_ids) in by_service {
+        let op = Op::ExpireBackups(ExpireBackups {
+            service: service.to_string(),
+            backup_ids,
+        });
+        if let Err(e) = node.apply(who, op).await {
+            tracing::warn!(service, error = %e, "expiring backups after a policy change");
+        }
+    }
+    node.read_barrier().await?;
+    Ok(SetPolicyResponse {
+        applied: true,
+        would_expire,
+        policy: Some(get_policy(node, &r.service)?),
+    })
+}
+
+/// A backup with its retention verdict, as of now.
+pub fn backup_with_retention(node: &NodeContext, id: &str) -> Result<BackupInfo, Status> {
+    let b = node.catalog.backup(id)?.ok_or_else(|| {
+        Status::not_found(format!(
+            "no backup {id:?}; `strongbox backup list SERVICE` shows the backups"
+        ))
+    })?;
+    let policy = node.catalog.effective_policy(&b.service)?;
+    let backups = node.catalog.service_backups(&b.service)?;
+    let v = evaluate(&policy, &backups, now_ms());
+    Ok(backup_info_with(b.clone(), v.get(&b.id)))
+}
+
+/// The final backup job of a service being deprovisioned, if its policy keeps one.
+pub fn final_backup_job(node: &NodeContext, service: &str) -> Result<Option<JobRecord>, Status> {
+    if !node.catalog.effective_policy(service)?.keep_final {
+        return Ok(None);
+    }
+    let (host, engine) =
+        super::jobs::backup_host(&node.catalog.hosts()?, service, "").map_err(|e| {
+            Status::failed_precondition(format!(
+                "the policy keeps a final backup, and it cannot be taken: {}; bring the primary \
+                 back, or `strongbox policy set --service {service} --keep-final false` first",
+                e.message()
+            ))
+        })?;
+    Ok(Some(JobRecord {
+        id: format!("job-{}", uuid::Uuid::now_v7()),
+        kind: "backup".into(),
+        service: service.to_string(),
+        host,
+        backup_id: format!("bk-{}", uuid::Uuid::now_v7()),
+        backup_kind: "final".into(),
+        engine,
+        ..Default::default()
+    }))
+}

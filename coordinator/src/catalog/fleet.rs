@@ -1,0 +1,317 @@
+//! The fleet part of the catalog: services (their primary and role history), policies, holds,
+//! service states, and retention's expiry. Called from `Catalog::execute`; each function checks
+//! the command and writes into the entry's batch, or refuses with a reason.
+//!
+//! Invariants: a service's primary is a healthy member reporting `primary` (or `standalone`),
+//! or unknown; every role change a host reports is recorded with its time (the last
+//! [`ROLE_HISTORY`]); nothing purges or expires a held backup or one inside the policy's lock;
+//! expiry removes only what retention, evaluated at the command's own time, expires.
+
+use prost::Message;
+use strongbox_proto::catalog::{
+    BackupRecord, ExpireBackups, HoldBackup, HostRecord, MemberRecord, Policy, PolicyRecord,
+    RoleChange, ServiceRecord, SetPolicy, SetServiceState,
+};
+
+use super::{backup_key, Catalog};
+use crate::policy::effective::{overlay, resolve, validate, Effective};
+use crate::policy::retention::evaluate;
+use crate::policy::time::rfc3339;
+
+/// Role changes kept per service.
+pub const ROLE_HISTORY: usize = 50;
+
+pub(super) fn service_key(name: &str) -> Vec<u8> {
+    [b"service/".as_slice(), name.as_bytes()].concat()
+}
+
+/// The region default is stored under the empty service name.
+pub(super) fn policy_key(service: &str) -> Vec<u8> {
+    [b"policy/".as_slice(), service.as_bytes()].concat()
+}
+
+/// A member's role as the history shows it: `down` when its server does not answer.
+pub fn role_label(m: &MemberRecord) -> &str {
+    if m.healthy {
+        &m.role
+    } else {
+        "down"
+    }
+}
+
+fn is_primary(m: &MemberRecord) -> bool {
+    m.healthy && (m.role == "primary" || m.role == "standalone")
+}
+
+type Refusal = String;
+
+fn storage(e: impl std::fmt::Display) -> Refusal {
+    e.to_string()
+}
+
+impl Catalog {
+    pub fn services(&self) -> crate::error::Result<Vec<ServiceRecord>> {
+        self.scan(b"service/", "service record")
+    }
+
+    pub fn service(&self, name: &str) -> crate::error::Result<Option<ServiceRecord>> {
+        self.get(&service_key(name), "service record")
+    }
+
+    /// The stored policy of a service, or the region default for `""`.
+    pub fn stored_policy(&self, service: &str) -> crate::error::Result<Option<Policy>> {
+        Ok(self
+            .get::<PolicyRecord>(&policy_key(service), "policy record")?
+            .and_then(|r| r.policy))
+    }
+
+    /// The effective policy of `service` (the region default's for `""`).
+    pub fn effective_policy(&self, service: &str) -> crate::error::Result<Effective> {
+        let region = self.stored_policy("")?;
+        let own = if service.is_empty() {
+            None
+        } else {
+            self.stored_policy(service)?
+        };
+        Ok(resolve(region.as_ref(), own.as_ref()))
+    }
+
+    /// Records the role changes between a host's previous and new members, and follows each
+    /// touched service's primary.
+    pub(super) fn track_roles(
+        &self,
+        previous: Option<&HostRecord>,
+        host: &HostRecord,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<(), Refusal> {
+        let before = |s: &str| previous.and_then(|p| p.members.iter().find(|m| m.service == s));
+        let mut touched: Vec<&str> = host.members.iter().map(|m| m.service.as_str()).collect();
+        if let Some(p) = previous {
+            touched.extend(p.members.iter().map(|m| m.service.as_str()));
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let hosts = self.hosts().map_err(storage)?;
+        for service in touched {
+            let old = before(service);
+            let new = host.members.iter().find(|m| m.service == service);
+            let mut rec =
+                self.service(service)
+                    .map_err(storage)?
+                    .unwrap_or_else(|| ServiceRecord {
+                        name: service.to_string(),
+                        created_unix_ms: unix_ms,
+                        ..Default::default()
+                    });
+            let before_rec = rec.clone();
+            if let Some(m) = new {
+                rec.engine = m.engine.clone();
+            }
+            let (from, to) = (old.map_or("", role_label), new.map_or("", role_label));
+            if from != to {
+                rec.role_changes.push(RoleChange {
+                    host: host.name.clone(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    unix_ms,
+                });
+                let excess = rec.role_changes.len().saturating_sub(ROLE_HISTORY);
+                rec.role_changes.drain(..excess);
+            }
+            // The members of every host, with this host's new report.
+            let members: Vec<(&str, &MemberRecord)> = hosts
+                .iter()
+                .filter(|h| h.name != host.name)
+                .chain(std::iter::once(host))
+                .flat_map(|h| h.members.iter().map(move |m| (h.name.as_str(), m)))
+                .filter(|(_, m)| m.service == service)
+                .collect();
+            let still = members
+                .iter()
+                .any(|(h, m)| *h == rec.primary_host && is_primary(m));
+            if !still {
+                // The candidate that became primary most recently (a promoted standby), then by name.
+                let became = |h: &str| {
+                    rec.role_changes
+                        .iter()
+                        .rev()
+                        .find(|c| c.host == h && (c.to == "primary" || c.to == "standalone"))
+                        .map_or(0, |c| c.unix_ms)
+                };
+                let next = members
+                    .iter()
+                    .filter(|(_, m)| is_primary(m))
+                    .map(|(h, _)| *h)
+                    .max_by(|a, b| became(a).cmp(&became(b)).then(b.cmp(a)));
+                let next = next.unwrap_or("").to_string();
+                if next != rec.primary_host {
+                    rec.primary_host = next;
+                    rec.primary_since_unix_ms = unix_ms;
+                }
+            }
+            if rec != before_rec {
+                batch.insert(service_key(service), rec.encode_to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn set_policy(
+        &self,
+        p: &SetPolicy,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        let change = p.policy.clone().unwrap_or_default();
+        validate(&change)?;
+        if !p.service.is_empty() && change.max_concurrent.is_some() {
+            return Err("max_concurrent is a region setting; set it without --service".into());
+        }
+        let stored = if p.reset {
+            None
+        } else {
+            self.stored_policy(&p.service).map_err(storage)?
+        };
+        let merged = overlay(&stored.unwrap_or_default(), &change);
+        batch.insert(
+            policy_key(&p.service),
+            PolicyRecord {
+                service: p.service.clone(),
+                policy: Some(merged),
+                updated_unix_ms: unix_ms,
+            }
+            .encode_to_vec(),
+        );
+        let level = if p.service.is_empty() {
+            "the region default".to_string()
+        } else {
+            format!("service {}", p.service)
+        };
+        Ok(format!(
+            "set policy of {level}{}: {change:?}",
+            if p.reset { " (reset)" } else { "" }
+        ))
+    }
+
+    pub(super) fn hold_backup(
+        &self,
+        h: &HoldBackup,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        let mut b = self
+            .backup(&h.backup_id)
+            .map_err(storage)?
+            .ok_or_else(|| format!("no backup {}", h.backup_id))?;
+        b.held = h.held;
+        b.hold_reason = if h.held {
+            h.reason.clone()
+        } else {
+            String::new()
+        };
+        batch.insert(backup_key(&b.id), b.encode_to_vec());
+        Ok(if h.held {
+            format!("hold backup {} of {} ({})", b.id, b.service, h.reason)
+        } else {
+            format!("unhold backup {} of {}", b.id, b.service)
+        })
+    }
+
+    pub(super) fn set_service_state(
+        &self,
+        s: &SetServiceState,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        let mut rec = self.service(&s.service).map_err(storage)?.ok_or_else(|| {
+            format!(
+                "no service {}; `strongbox service list` shows them",
+                s.service
+            )
+        })?;
+        match s.action.as_str() {
+            "exclude" => rec.excluded = true,
+            "include" => {
+                if rec.deprovisioned_unix_ms != 0 {
+                    return Err(format!("service {} is deprovisioned", s.service));
+                }
+                rec.excluded = false;
+            }
+            "deprovision" => {
+                if rec.deprovisioned_unix_ms == 0 {
+                    rec.deprovisioned_unix_ms = unix_ms;
+                }
+            }
+            other => return Err(format!("unknown service action `{other}`")),
+        }
+        batch.insert(service_key(&s.service), rec.encode_to_vec());
+        Ok(format!("{} service {}", s.action, s.service))
+    }
+
+    /// Why `b` may not be purged now, if it may not.
+    pub(super) fn purge_refusal(
+        &self,
+        b: &BackupRecord,
+        unix_ms: u64,
+    ) -> Result<Option<String>, Refusal> {
+        if b.held {
+            return Ok(Some(format!(
+                "backup {} is on hold ({}); `strongbox backup unhold {}` first",
+                b.id,
+                if b.hold_reason.is_empty() {
+                    "no reason given"
+                } else {
+                    &b.hold_reason
+                },
+                b.id
+            )));
+        }
+        let policy = self.effective_policy(&b.service).map_err(storage)?;
+        let until = b.created_unix_ms.saturating_add(policy.lock_ms());
+        if policy.lock_days > 0 && unix_ms < until {
+            return Ok(Some(format!(
+                "backup {} is locked until {} (the policy's lock_days is {}); nobody can purge it before",
+                b.id,
+                rfc3339(until),
+                policy.lock_days
+            )));
+        }
+        Ok(None)
+    }
+
+    /// The backups of `service`, for retention.
+    pub fn service_backups(&self, service: &str) -> crate::error::Result<Vec<BackupRecord>> {
+        Ok(self
+            .backups()?
+            .into_iter()
+            .filter(|b| b.service == service)
+            .collect())
+    }
+
+    pub(super) fn expire_backups(
+        &self,
+        e: &ExpireBackups,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        let policy = self.effective_policy(&e.service).map_err(storage)?;
+        let backups = self.service_backups(&e.service).map_err(storage)?;
+        let verdicts = evaluate(&policy, &backups, unix_ms);
+        let mut gone = Vec::new();
+        for id in &e.backup_ids {
+            if verdicts.get(id).is_some_and(|v| v.expired()) {
+                batch.remove(backup_key(id));
+                gone.push(id.as_str());
+            }
+        }
+        if gone.is_empty() {
+            return Err("nothing to expire".into());
+        }
+        Ok(format!(
+            "expire {} backup(s) of {} by retention: {}",
+            gone.len(),
+            e.service,
+            gone.join(", ")
+        ))
+    }
+}

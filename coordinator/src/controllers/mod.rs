@@ -1,0 +1,48 @@
+//! Controllers: loops that run on the leader only, read the catalog, decide, and propose
+//! commands (DESIGN.md "Controllers"). Each pass starts with a read barrier, so a new leader
+//! decides on everything its predecessor committed; each proposal is idempotent, so a pass cut
+//! short by a leader change is simply done again by the next leader.
+
+pub mod retention;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strongbox_core::pki::{Identity, Role};
+
+use crate::api::NodeContext;
+
+/// Runs the scheduler (if `schedule`) and retention passes every `interval` while this node
+/// leads.
+pub async fn run(node: Arc<NodeContext>, interval: Duration, schedule: bool) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if node.raft.status().leader_id != node.id {
+            continue;
+        }
+        if let Err(e) = node.read_barrier().await {
+            tracing::debug!(error = %e, "controllers: no read barrier; next tick");
+            continue;
+        }
+        let now = crate::raft::node::now_ms();
+        if schedule {
+            if let Err(e) = scheduler::pass(&node, now).await {
+                tracing::warn!(error = %e, "scheduler pass failed; retrying next tick");
+            }
+        }
+        if let Err(e) = retention::pass(&node, now).await {
+            tracing::warn!(error = %e, "retention pass failed; retrying next tick");
+        }
+    }
+}
+
+/// The identity a controller's commands carry (recorded in the audit log).
+fn actor(node: &NodeContext, controller: &str) -> Identity {
+    Identity {
+        role: Role::Node,
+        name: format!("{}/{controller}", node.name),
+    }
+}

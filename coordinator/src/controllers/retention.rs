@@ -1,0 +1,50 @@
+//! The retention controller: expires, service by service, the completed backups the policy no
+//! longer keeps. Their chunks go at the next GC, when no kept manifest names them.
+//!
+//! Invariant: it only proposes; the catalog re-evaluates retention at the command's time and
+//! removes only what is still expired then (a hold placed meanwhile wins).
+
+use std::collections::BTreeMap;
+
+use strongbox_proto::catalog::{command::Op, ExpireBackups};
+
+use super::actor;
+use crate::api::NodeContext;
+use crate::error::Result;
+use crate::policy::plan::Snapshot;
+use crate::policy::retention::evaluate;
+
+pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
+    let snap = Snapshot::read(&node.catalog)?;
+    let mut by_service: BTreeMap<&str, Vec<strongbox_proto::catalog::BackupRecord>> =
+        BTreeMap::new();
+    for b in &snap.backups {
+        by_service.entry(&b.service).or_default().push(b.clone());
+    }
+    let mut expired = 0;
+    for (service, backups) in by_service {
+        let verdicts = evaluate(&snap.policy(service), &backups, now);
+        let backup_ids: Vec<String> = verdicts
+            .into_iter()
+            .filter(|(_, v)| v.expired())
+            .map(|(id, _)| id)
+            .collect();
+        if backup_ids.is_empty() {
+            continue;
+        }
+        let n = backup_ids.len();
+        let cmd = node.command(
+            &actor(node, "retention"),
+            Op::ExpireBackups(ExpireBackups {
+                service: service.to_string(),
+                backup_ids,
+            }),
+        );
+        let outcome = node.submit(cmd).await?;
+        if outcome.error.is_empty() {
+            expired += n;
+            tracing::info!(service, backups = n, "retention expired backups");
+        }
+    }
+    Ok(expired)
+}

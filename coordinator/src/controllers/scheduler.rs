@@ -1,0 +1,42 @@
+//! The scheduler controller: creates the scheduled backup jobs that `policy::plan` finds due.
+//!
+//! Invariants: a job is proposed with its deterministic id as request id, so the same slot
+//! proposed twice (a retry, a new leader) applies once; the catalog itself refuses a second
+//! backup of a service under way and a scheduled backup of an excluded service, whatever the
+//! plan said.
+
+use strongbox_proto::catalog::{command::Op, CreateJob};
+
+use super::actor;
+use crate::api::NodeContext;
+use crate::error::Result;
+use crate::policy::plan::{plan, Snapshot};
+
+pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
+    let snap = Snapshot::read(&node.catalog)?;
+    let jobs = plan(&snap, now);
+    let mut created = 0;
+    for mut job in jobs {
+        // The backup id is new on every proposal; a duplicate proposal is refused by job id.
+        job.backup_id = format!("bk-{}", uuid::Uuid::now_v7());
+        let (service, slot, attempt, id) = (
+            job.service.clone(),
+            job.slot_unix_ms,
+            job.attempt,
+            job.id.clone(),
+        );
+        let mut cmd = node.command(
+            &actor(node, "scheduler"),
+            Op::CreateJob(CreateJob { job: Some(job) }),
+        );
+        cmd.request_id = id.clone();
+        let outcome = node.submit(cmd).await?;
+        if outcome.error.is_empty() {
+            created += 1;
+            tracing::info!(service = %service, job = %id, slot, attempt, "scheduled backup started");
+        } else {
+            tracing::debug!(service = %service, job = %id, error = %outcome.error, "scheduled backup not started");
+        }
+    }
+    Ok(created)
+}

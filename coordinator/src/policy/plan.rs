@@ -1,0 +1,286 @@
+//! The scheduler's decisions as pure functions of one read of the catalog and a time: each
+//! service's schedule status (what `service list/show` and the metrics report), and the backup
+//! jobs to create now.
+//!
+//! Invariants: a scheduled backup is only ever assigned to the service's current primary (or
+//! standalone) member on a host that reported within [`ALIVE_MS`], never to a replica; a job's id
+//! is a function of its service, slot and attempt, so two leaders planning the same slot propose
+//! the same job and the catalog keeps one; at most `max_concurrent` backup jobs are under way
+//! when the plan adds scheduled ones (manual ones are never held back); a job whose agent went
+//! quiet for [`ABANDONED_MS`] neither counts as under way nor blocks its slot.
+
+use std::collections::{BTreeMap, HashMap};
+
+use strongbox_proto::catalog::{
+    BackupRecord, HostRecord, JobRecord, MemberRecord, Policy, ServiceRecord,
+};
+
+use super::effective::{resolve, Effective};
+use super::schedule::{jitter_offset, retry_backoff_ms, Next, Schedule};
+use crate::catalog::{is_final, Catalog, ABANDONED_MS};
+
+/// A host counts as alive when it reported within this long.
+pub const ALIVE_MS: u64 = 3 * 60 * 1000;
+/// A due slot with no backup under way for this long makes the service `overdue`.
+pub const OVERDUE_MS: u64 = 60 * 60 * 1000;
+
+/// One consistent read of what the scheduler needs.
+#[derive(Default)]
+pub struct Snapshot {
+    pub hosts: Vec<HostRecord>,
+    pub services: Vec<ServiceRecord>,
+    pub backups: Vec<BackupRecord>,
+    pub jobs: Vec<JobRecord>,
+    pub region_policy: Option<Policy>,
+    pub policies: HashMap<String, Policy>,
+}
+
+impl Snapshot {
+    pub fn read(catalog: &Catalog) -> crate::error::Result<Snapshot> {
+        let services = catalog.services()?;
+        let mut policies = HashMap::new();
+        for s in &services {
+            if let Some(p) = catalog.stored_policy(&s.name)? {
+                policies.insert(s.name.clone(), p);
+            }
+        }
+        Ok(Snapshot {
+            hosts: catalog.hosts()?,
+            services,
+            backups: catalog.backups()?,
+            jobs: catalog.jobs()?,
+            region_policy: catalog.stored_policy("")?,
+            policies,
+        })
+    }
+
+    pub fn policy(&self, service: &str) -> Effective {
+        resolve(self.region_policy.as_ref(), self.policies.get(service))
+    }
+
+    /// Jobs not finished whose agent still reports.
+    fn live(&self, j: &JobRecord, now: u64) -> bool {
+        !is_final(&j.state) && now.saturating_sub(j.updated_unix_ms) < ABANDONED_MS
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub service: String,
+    /// ok | excluded | deprovisioned | no-primary | overdue | failing
+    pub state: &'static str,
+    pub reason: String,
+    pub schedule: Schedule,
+    pub next: Next,
+    /// The host and engine a scheduled backup would go to now.
+    pub primary: Option<(String, String)>,
+    pub under_way: bool,
+    /// The due slot's next try: its attempt number and the earliest time for it.
+    pub attempt: u32,
+    pub not_before: u64,
+    pub last_success_ms: u64,
+    pub last_failure: String,
+}
+
+impl Status {
+    /// When the next scheduled backup starts (or should have): 0 for none.
+    pub fn next_ms(&self) -> u64 {
+        match self.next {
+            Next::Never => 0,
+            Next::At(t) => t,
+            Next::Due { slot, .. } => slot.max(self.not_before),
+        }
+    }
+
+    pub fn missed(&self) -> u64 {
+        match self.next {
+            Next::Due { missed, .. } => missed,
+            _ => 0,
+        }
+    }
+}
+
+fn is_primary(m: &MemberRecord) -> bool {
+    m.healthy && (m.role == "primary" || m.role == "standalone")
+}
+
+/// The schedule status of one service.
+pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
+    let policy = snap.policy(&svc.name);
+    let job_of: HashMap<&str, &JobRecord> = snap
+        .jobs
+        .iter()
+        .filter(|j| j.kind == "backup")
+        .map(|j| (j.backup_id.as_str(), j))
+        .collect();
+    // A backup counts unless it failed or its job was abandoned.
+    let counts = |b: &BackupRecord| match b.state.as_str() {
+        "completed" => true,
+        "failed" => false,
+        _ => job_of.get(b.id.as_str()).is_none_or(|j| snap.live(j, now)),
+    };
+    let mine: Vec<&BackupRecord> = snap
+        .backups
+        .iter()
+        .filter(|b| b.service == svc.name)
+        .collect();
+    let daily = matches!(policy.schedule, Schedule::Daily { .. });
+    let anchor = mine
+        .iter()
+        .filter(|b| counts(b))
+        .filter_map(|b| match b.kind.as_str() {
+            "scheduled" => Some(if b.slot_unix_ms > 0 {
+                b.slot_unix_ms
+            } else {
+                b.created_unix_ms
+            }),
+            "manual" | "pre-restore" if !daily => Some(b.created_unix_ms),
+            _ => None,
+        })
+        .max();
+    let next = policy.schedule.next(
+        jitter_offset(&svc.name, policy.jitter_ms),
+        anchor,
+        svc.created_unix_ms,
+        now,
+    );
+    let under_way = snap
+        .jobs
+        .iter()
+        .any(|j| j.kind == "backup" && j.service == svc.name && snap.live(j, now));
+    let (mut attempt, mut not_before) = (0, 0);
+    if let Next::Due { slot, .. } = next {
+        let failed: Vec<&&BackupRecord> = mine
+            .iter()
+            .filter(|b| b.kind == "scheduled" && b.slot_unix_ms == slot && !counts(b))
+            .collect();
+        attempt = failed.len() as u32;
+        if let Some(last) = failed
+            .iter()
+            .map(|b| {
+                job_of
+                    .get(b.id.as_str())
+                    .map_or(b.created_unix_ms, |j| j.updated_unix_ms)
+            })
+            .max()
+        {
+            not_before = last.saturating_add(retry_backoff_ms(attempt));
+        }
+    }
+    let last_success_ms = mine
+        .iter()
+        .filter(|b| b.state == "completed")
+        .map(|b| b.created_unix_ms)
+        .max()
+        .unwrap_or(0);
+    let last_failure = mine
+        .iter()
+        .filter(|b| !counts(b) && b.created_unix_ms > last_success_ms)
+        .max_by_key(|b| b.created_unix_ms)
+        .map(|b| {
+            if b.reason.is_empty() {
+                "abandoned: its agent stopped reporting".to_string()
+            } else {
+                b.reason.clone()
+            }
+        })
+        .unwrap_or_default();
+
+    let host = snap.hosts.iter().find(|h| h.name == svc.primary_host);
+    let member = host.and_then(|h| h.members.iter().find(|m| m.service == svc.name));
+    let alive = host.is_some_and(|h| now.saturating_sub(h.updated_unix_ms) < ALIVE_MS);
+    let primary = match (host, member) {
+        (Some(h), Some(m)) if alive && is_primary(m) => Some((h.name.clone(), m.engine.clone())),
+        _ => None,
+    };
+    let (state, reason) = if svc.deprovisioned_unix_ms != 0 {
+        ("deprovisioned", String::new())
+    } else if svc.excluded {
+        (
+            "excluded",
+            "automatic backups stopped by `service exclude`".to_string(),
+        )
+    } else if primary.is_none() && !matches!(next, Next::Never) {
+        let why = if svc.primary_host.is_empty() {
+            "no member reports itself primary (or standalone) and healthy".to_string()
+        } else if !alive {
+            format!(
+                "primary host {} has not reported for over 3 minutes",
+                svc.primary_host
+            )
+        } else {
+            format!("the server on primary host {} is down", svc.primary_host)
+        };
+        (
+            "no-primary",
+            format!("{why}; no backup is taken from a replica"),
+        )
+    } else if attempt > 0 && !under_way {
+        ("failing", last_failure.clone())
+    } else if matches!(next, Next::Due { slot, .. } if now.saturating_sub(slot) > OVERDUE_MS)
+        && !under_way
+    {
+        (
+            "overdue",
+            "due for over an hour and not started (concurrency limit?)".to_string(),
+        )
+    } else {
+        ("ok", String::new())
+    };
+    Status {
+        service: svc.name.clone(),
+        state,
+        reason,
+        schedule: policy.schedule,
+        next,
+        primary,
+        under_way,
+        attempt,
+        not_before,
+        last_success_ms,
+        last_failure,
+    }
+}
+
+/// The id of a scheduled backup's job: the same on every leader.
+pub fn scheduled_job_id(service: &str, slot: u64, attempt: u32) -> String {
+    format!("job-sched-{service}-{slot}-{attempt}")
+}
+
+/// The scheduled backup jobs to create at `now` (backup ids still to fill in).
+pub fn plan(snap: &Snapshot, now: u64) -> Vec<JobRecord> {
+    let limit = resolve(snap.region_policy.as_ref(), None).max_concurrent as usize;
+    let under_way = snap
+        .jobs
+        .iter()
+        .filter(|j| j.kind == "backup" && snap.live(j, now))
+        .count();
+    let mut due: BTreeMap<(u64, String), JobRecord> = BTreeMap::new();
+    for svc in &snap.services {
+        let st = status(snap, svc, now);
+        let (Next::Due { slot, .. }, Some((host, engine))) = (st.next, st.primary) else {
+            continue;
+        };
+        if !matches!(st.state, "ok" | "failing" | "overdue") || st.under_way || now < st.not_before
+        {
+            continue;
+        }
+        due.insert(
+            (slot, svc.name.clone()),
+            JobRecord {
+                id: scheduled_job_id(&svc.name, slot, st.attempt),
+                kind: "backup".into(),
+                service: svc.name.clone(),
+                host,
+                backup_kind: "scheduled".into(),
+                engine,
+                slot_unix_ms: slot,
+                attempt: st.attempt,
+                ..Default::default()
+            },
+        );
+    }
+    due.into_values()
+        .take(limit.saturating_sub(under_way))
+        .collect()
+}

@@ -1,0 +1,229 @@
+//! Which backups of a service retention keeps, and why (Aptible's policy, plus holds and locks).
+//!
+//! Rules, for one service's *completed* backups at time `now` (calendar periods in UTC):
+//! - held backups are kept (`hold`); manual and pre-restore backups are kept until deleted
+//!   (`manual`, `pre-restore`); `final` backups (taken at deprovisioning) are kept until deleted;
+//! - scheduled backups (and region copies): the newest one of each of the last `daily` UTC days
+//!   (today included), of each of the last `monthly` months, of each of the last `yearly` years;
+//!   with `max_age`, none older than that;
+//! - a backup younger than `lock_days` is kept whatever the rules say (`locked until …`);
+//! - every other completed backup expires. Backups not completed are not retention's business.
+//!
+//! Invariants: the verdict is a pure function of the policy, the backups and `now`; a held,
+//! manual, pre-restore, final or locked backup is never expired; the catalog's apply evaluates
+//! the same function at the command's time before it removes anything.
+
+use std::collections::BTreeMap;
+
+use strongbox_proto::catalog::BackupRecord;
+
+use super::effective::Effective;
+use super::time::{add_months, rfc3339, utc_date, utc_midnight, DAY_MS};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Hold,
+    Manual,
+    PreRestore,
+    Final,
+    Daily(String),
+    Monthly(String),
+    Yearly(String),
+    Locked(u64),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Hold => write!(f, "hold"),
+            Reason::Manual => write!(f, "manual"),
+            Reason::PreRestore => write!(f, "pre-restore"),
+            Reason::Final => write!(f, "final"),
+            Reason::Daily(d) => write!(f, "daily {d}"),
+            Reason::Monthly(m) => write!(f, "monthly {m}"),
+            Reason::Yearly(y) => write!(f, "yearly {y}"),
+            Reason::Locked(until) => write!(f, "locked until {}", rfc3339(*until)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Empty: the backup expires now.
+    pub keep: Vec<Reason>,
+    /// When the rules that keep it stop doing so (0: never, e.g. manual or held).
+    pub expires_ms: u64,
+    /// No purge by anyone before this (0: not locked).
+    pub locked_until_ms: u64,
+}
+
+impl Verdict {
+    pub fn expired(&self) -> bool {
+        self.keep.is_empty()
+    }
+
+    /// "daily 2026-11-20, monthly 2026-11", for `backup show`.
+    pub fn explain(&self) -> String {
+        self.keep
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Kinds the daily/monthly/yearly rules apply to.
+fn by_rules(kind: &str) -> bool {
+    matches!(kind, "scheduled" | "copy" | "")
+}
+
+/// The verdict on each completed backup in `backups` (one service's), by backup id.
+pub fn evaluate(
+    policy: &Effective,
+    backups: &[BackupRecord],
+    now: u64,
+) -> BTreeMap<String, Verdict> {
+    let today = now / DAY_MS;
+    let this = utc_date(now);
+    let this_month = this.year() as i64 * 12 + this.month() as i64 - 1;
+    let completed: Vec<&BackupRecord> = backups.iter().filter(|b| b.state == "completed").collect();
+
+    // The newest rule-subject backup of each day, month and year in the windows.
+    let mut newest: BTreeMap<(u8, i64), &BackupRecord> = BTreeMap::new();
+    for b in completed.iter().filter(|b| by_rules(&b.kind)) {
+        if policy.max_age_ms > 0 && now.saturating_sub(b.created_unix_ms) > policy.max_age_ms {
+            continue;
+        }
+        let date = utc_date(b.created_unix_ms);
+        let day = (b.created_unix_ms / DAY_MS) as i64;
+        let month = date.year() as i64 * 12 + date.month() as i64 - 1;
+        let year = date.year() as i64;
+        for (rule, period, age, count) in [
+            (0u8, day, today as i64 - day, policy.daily),
+            (1, month, this_month - month, policy.monthly),
+            (2, year, this.year() as i64 - year, policy.yearly),
+        ] {
+            if age < 0 || age >= count as i64 {
+                continue;
+            }
+            let slot = newest.entry((rule, period)).or_insert(b);
+            if (b.created_unix_ms, &b.id) > (slot.created_unix_ms, &slot.id) {
+                *slot = b;
+            }
+        }
+    }
+
+    let mut out = BTreeMap::new();
+    for b in &completed {
+        let mut v = Verdict::default();
+        if policy.lock_days > 0 {
+            v.locked_until_ms = b.created_unix_ms.saturating_add(policy.lock_ms());
+        }
+        if b.held {
+            v.keep.push(Reason::Hold);
+        }
+        match b.kind.as_str() {
+            "manual" => v.keep.push(Reason::Manual),
+            "pre-restore" => v.keep.push(Reason::PreRestore),
+            "final" => v.keep.push(Reason::Final),
+            _ => {}
+        }
+        let mut rule_end = 0u64;
+        if by_rules(&b.kind) {
+            let date = utc_date(b.created_unix_ms);
+            for ((rule, _), winner) in newest.iter() {
+                if winner.id != b.id {
+                    continue;
+                }
+                let (reason, end) = match rule {
+                    0 => (
+                        Reason::Daily(date.to_string()),
+                        (b.created_unix_ms / DAY_MS + policy.daily as u64) * DAY_MS,
+                    ),
+                    1 => {
+                        let first =
+                            jiff::civil::Date::new(date.year(), date.month(), 1).unwrap_or(date);
+                        (
+                            Reason::Monthly(format!("{:04}-{:02}", date.year(), date.month())),
+                            utc_midnight(add_months(first, policy.monthly as i64)),
+                        )
+                    }
+                    _ => {
+                        let first = jiff::civil::Date::new(date.year(), 1, 1).unwrap_or(date);
+                        (
+                            Reason::Yearly(format!("{:04}", date.year())),
+                            utc_midnight(add_months(first, 12 * policy.yearly as i64)),
+                        )
+                    }
+                };
+                v.keep.push(reason);
+                rule_end = rule_end.max(end);
+            }
+            if rule_end > 0 && policy.max_age_ms > 0 {
+                rule_end = rule_end.min(b.created_unix_ms.saturating_add(policy.max_age_ms));
+            }
+        }
+        let kept_by_kind = !v.keep.is_empty() && rule_end == 0;
+        if v.keep.is_empty() && now < v.locked_until_ms {
+            v.keep.push(Reason::Locked(v.locked_until_ms));
+        }
+        v.expires_ms = if kept_by_kind {
+            0
+        } else {
+            rule_end
+                .max(v.locked_until_ms)
+                .max(if v.keep.is_empty() { now } else { 0 })
+        };
+        out.insert(b.id.clone(), v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::effective::resolve;
+
+    fn backup(id: &str, kind: &str, at: u64) -> BackupRecord {
+        BackupRecord {
+            id: id.into(),
+            service: "orders".into(),
+            kind: kind.into(),
+            state: "completed".into(),
+            created_unix_ms: at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_of_each_day_and_explains_why() {
+        let mut p = resolve(None, None);
+        p.daily = 2;
+        p.monthly = 0;
+        p.yearly = 0;
+        let t0 = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        let bs = vec![
+            backup("a", "scheduled", t0 - DAY_MS + 1000),
+            backup("b", "scheduled", t0 + 1000),
+            backup("c", "scheduled", t0 + 2000),
+            backup("old", "scheduled", t0 - 5 * DAY_MS),
+            backup("m", "manual", t0 - 9 * DAY_MS),
+        ];
+        let v = evaluate(&p, &bs, t0 + 3000);
+        assert!(v["a"].explain().starts_with("daily "), "{:?}", v["a"]);
+        assert!(v["b"].expired());
+        assert_eq!(v["c"].expires_ms, t0 + 2 * DAY_MS);
+        assert!(v["old"].expired());
+        assert_eq!(v["m"].explain(), "manual");
+        assert_eq!(v["m"].expires_ms, 0);
+        // A lock keeps even what the rules drop, until it runs out.
+        p.lock_days = 7;
+        let v = evaluate(&p, &bs, t0 + 3000);
+        assert!(
+            v["old"].explain().starts_with("locked until"),
+            "{:?}",
+            v["old"]
+        );
+        assert!(v["b"].explain().starts_with("locked until"));
+    }
+}

@@ -1,0 +1,377 @@
+//! The scheduler's plan over the catalog's own apply, with a clock the test controls: the
+//! concurrency limit, a manual backup resetting `every 24h`, failover moving the schedule to the
+//! new primary with one backup per slot, two leaders planning the same slot, retries with
+//! backoff, and exclusion.
+
+use prost::Message;
+use strongbox_coordinator::catalog::Catalog;
+use strongbox_coordinator::policy::plan::{plan, status, Snapshot};
+use strongbox_coordinator::policy::schedule::Next;
+use strongbox_proto::catalog::{
+    command::Op, Actor, BackupRecord, Command, CommitBackup, CreateJob, JobRecord, MemberRecord,
+    Policy, RegisterHost, SetPolicy, SetServiceState, UpdateJob,
+};
+
+const HOUR: u64 = 3_600_000;
+const T0: u64 = 1_790_208_000_000; // 2026-09-25T00:00:00Z
+
+struct Sim {
+    catalog: Catalog,
+    index: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        Sim {
+            catalog: Catalog::open(&db).expect("catalog"),
+            index: 0,
+            _dir: dir,
+        }
+    }
+
+    fn apply_with(&mut self, request_id: &str, at: u64, op: Op) -> String {
+        self.index += 1;
+        let cmd = Command {
+            request_id: request_id.into(),
+            actor: Some(Actor {
+                role: "operator".into(),
+                name: "sim".into(),
+            }),
+            unix_ms: at,
+            op: Some(op),
+        };
+        self.catalog
+            .apply(self.index, &cmd.encode_to_vec())
+            .expect("apply")
+            .error
+    }
+
+    fn apply(&mut self, at: u64, op: Op) -> String {
+        let id = format!("r{}", self.index + 1);
+        self.apply_with(&id, at, op)
+    }
+
+    fn policy(&mut self, at: u64, p: Policy) {
+        let e = self.apply(
+            at,
+            Op::SetPolicy(SetPolicy {
+                service: String::new(),
+                policy: Some(p),
+                reset: false,
+            }),
+        );
+        assert!(e.is_empty(), "{e}");
+    }
+
+    fn host(&mut self, at: u64, host: &str, members: &[(&str, &str, bool)]) {
+        let members = members
+            .iter()
+            .map(|(service, role, healthy)| MemberRecord {
+                service: service.to_string(),
+                engine: "postgres".into(),
+                role: role.to_string(),
+                healthy: *healthy,
+                ..Default::default()
+            })
+            .collect();
+        let e = self.apply(
+            at,
+            Op::RegisterHost(RegisterHost {
+                host: host.into(),
+                region: "r".into(),
+                spare: false,
+                members,
+            }),
+        );
+        assert!(e.is_empty(), "{e}");
+    }
+
+    /// Runs the plan at `at` and creates its jobs, as the controller does (request id = job id),
+    /// after a heartbeat of every host.
+    fn schedule(&mut self, at: u64) -> Vec<JobRecord> {
+        // The agents' heartbeats: every host reports its members as they are.
+        for h in self.catalog.hosts().expect("hosts") {
+            let e = self.apply(
+                at,
+                Op::RegisterHost(RegisterHost {
+                    host: h.name,
+                    region: h.region,
+                    spare: h.spare,
+                    members: h.members,
+                }),
+            );
+            assert!(e.is_empty(), "{e}");
+        }
+        let snap = Snapshot::read(&self.catalog).expect("snapshot");
+        let mut created = Vec::new();
+        for mut job in plan(&snap, at) {
+            job.backup_id = format!("bk-{}-{}", job.service, self.index);
+            let id = job.id.clone();
+            if self
+                .apply_with(
+                    &id,
+                    at,
+                    Op::CreateJob(CreateJob {
+                        job: Some(job.clone()),
+                    }),
+                )
+                .is_empty()
+            {
+                created.push(job);
+            }
+        }
+        created
+    }
+
+    fn finish(&mut self, job: &JobRecord, at: u64) {
+        let e = self.apply(
+            at,
+            Op::CommitBackup(CommitBackup {
+                backup: Some(BackupRecord {
+                    id: job.backup_id.clone(),
+                    service: job.service.clone(),
+                    host: job.host.clone(),
+                    manifest_id: vec![1u8; 32].into(),
+                    ..Default::default()
+                }),
+                job_id: job.id.clone(),
+            }),
+        );
+        assert!(e.is_empty(), "{e}");
+    }
+
+    fn fail(&mut self, job: &JobRecord, at: u64) {
+        let e = self.apply(
+            at,
+            Op::UpdateJob(UpdateJob {
+                job_id: job.id.clone(),
+                host: job.host.clone(),
+                state: "failed".into(),
+                reason: "pg_dump: connection refused".into(),
+                ..Default::default()
+            }),
+        );
+        assert!(e.is_empty(), "{e}");
+    }
+
+    fn scheduled(&self, service: &str) -> Vec<BackupRecord> {
+        let mut v: Vec<_> = self
+            .catalog
+            .backups()
+            .expect("backups")
+            .into_iter()
+            .filter(|b| b.service == service && b.kind == "scheduled")
+            .collect();
+        v.sort_by_key(|b| b.created_unix_ms);
+        v
+    }
+}
+
+fn every(h: &str, jitter: u64) -> Policy {
+    Policy {
+        schedule: Some(format!("every {h}")),
+        jitter_ms: Some(jitter),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn twenty_due_services_run_at_most_four_at_once_and_all_complete() {
+    let mut sim = Sim::new();
+    sim.policy(
+        T0,
+        Policy {
+            max_concurrent: Some(4),
+            ..every("24h", 0)
+        },
+    );
+    for h in 0..5 {
+        let services: Vec<String> = (0..4).map(|i| format!("svc{:02}", h * 4 + i)).collect();
+        let members: Vec<(&str, &str, bool)> = services
+            .iter()
+            .map(|s| (s.as_str(), "primary", true))
+            .collect();
+        sim.host(T0, &format!("db-{h}"), &members);
+    }
+    let mut t = T0 + 1000;
+    let mut running: Vec<JobRecord> = Vec::new();
+    let mut done = 0;
+    let mut max = 0;
+    while done < 20 {
+        running.extend(sim.schedule(t));
+        max = max.max(running.len());
+        assert!(running.len() <= 4, "{} under way", running.len());
+        // The oldest one finishes.
+        let job = running.remove(0);
+        t += 30_000;
+        sim.finish(&job, t);
+        done += 1;
+        assert!(t < T0 + HOUR, "stalled with {done} done");
+    }
+    assert_eq!(max, 4);
+    let mut services: Vec<String> = sim
+        .catalog
+        .backups()
+        .expect("b")
+        .into_iter()
+        .map(|b| b.service)
+        .collect();
+    services.sort();
+    services.dedup();
+    assert_eq!(services.len(), 20);
+    // Nothing more is due until tomorrow.
+    assert!(sim.schedule(t + 1000).is_empty());
+}
+
+#[test]
+fn a_manual_backup_at_15_moves_the_next_every_24h_backup_to_15_the_next_day() {
+    let mut sim = Sim::new();
+    sim.policy(T0, every("24h", 0));
+    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    let jobs = sim.schedule(T0 + 2 * HOUR);
+    assert_eq!(jobs.len(), 1);
+    sim.finish(&jobs[0], T0 + 2 * HOUR + 60_000);
+    // A manual backup at 15:00.
+    let manual = JobRecord {
+        id: "job-manual".into(),
+        kind: "backup".into(),
+        service: "orders".into(),
+        host: "db-1".into(),
+        backup_id: "bk-manual".into(),
+        backup_kind: "manual".into(),
+        ..Default::default()
+    };
+    assert!(sim
+        .apply(
+            T0 + 15 * HOUR,
+            Op::CreateJob(CreateJob {
+                job: Some(manual.clone())
+            })
+        )
+        .is_empty());
+    sim.finish(&manual, T0 + 15 * HOUR + 60_000);
+    let snap = Snapshot::read(&sim.catalog).expect("snap");
+    let svc = sim.catalog.service("orders").expect("s").expect("service");
+    let st = status(&snap, &svc, T0 + 16 * HOUR);
+    assert_eq!(st.next, Next::At(T0 + 39 * HOUR), "15:00 the next day");
+    // Not at 02:00 the next day; at 15:00.
+    assert!(sim.schedule(T0 + 26 * HOUR + 1).is_empty());
+    let jobs = sim.schedule(T0 + 39 * HOUR + 1);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].slot_unix_ms, T0 + 39 * HOUR);
+}
+
+#[test]
+fn failover_moves_the_schedule_to_the_new_primary_with_one_backup_per_slot() {
+    let mut sim = Sim::new();
+    sim.policy(T0, every("1h", 0));
+    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    sim.host(T0, "db-2", &[("orders", "replica", true)]);
+    let mut t = T0;
+    for hour in 0..6u64 {
+        t = T0 + hour * HOUR + 1000;
+        if hour == 3 {
+            // The primary goes down: reported, nothing is taken from the replica.
+            sim.host(t, "db-1", &[("orders", "primary", false)]);
+            let snap = Snapshot::read(&sim.catalog).expect("snap");
+            let svc = sim.catalog.service("orders").expect("s").expect("svc");
+            let st = status(&snap, &svc, t);
+            assert_eq!(st.state, "no-primary", "{st:?}");
+            assert!(sim.schedule(t).is_empty());
+            // The standby is promoted a few minutes later.
+            t += 5 * 60_000;
+            sim.host(t, "db-2", &[("orders", "primary", true)]);
+        }
+        let jobs = sim.schedule(t);
+        assert_eq!(jobs.len(), 1, "hour {hour}");
+        let want = if hour < 3 { "db-1" } else { "db-2" };
+        assert_eq!(jobs[0].host, want, "hour {hour}");
+        // A second leader planning the same slot proposes the same job: refused, not doubled.
+        assert!(sim.schedule(t + 10).is_empty());
+        sim.finish(&jobs[0], t + 60_000);
+    }
+    let backups = sim.scheduled("orders");
+    let slots: Vec<u64> = backups.iter().map(|b| b.slot_unix_ms).collect();
+    let want: Vec<u64> = (0..6).map(|h| T0 + h * HOUR).collect();
+    assert_eq!(slots, want, "exactly one backup per hourly slot");
+    let svc = sim.catalog.service("orders").expect("s").expect("svc");
+    assert_eq!(svc.primary_host, "db-2");
+    let changes: Vec<(String, String, String)> = svc
+        .role_changes
+        .iter()
+        .map(|c| (c.host.clone(), c.from.clone(), c.to.clone()))
+        .collect();
+    assert!(
+        changes.contains(&("db-1".into(), "primary".into(), "down".into())),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("db-2".into(), "replica".into(), "primary".into())),
+        "{changes:?}"
+    );
+    let _ = t;
+}
+
+#[test]
+fn a_failed_scheduled_backup_is_retried_with_backoff_and_stays_visible() {
+    let mut sim = Sim::new();
+    sim.policy(T0, every("24h", 0));
+    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    let first = sim.schedule(T0 + 1000);
+    assert_eq!(first.len(), 1);
+    sim.fail(&first[0], T0 + 2000);
+    // Not before a minute has passed.
+    assert!(sim.schedule(T0 + 30_000).is_empty());
+    let snap = Snapshot::read(&sim.catalog).expect("snap");
+    let svc = sim.catalog.service("orders").expect("s").expect("svc");
+    assert_eq!(status(&snap, &svc, T0 + 30_000).state, "failing");
+    let retry = sim.schedule(T0 + 2000 + 60_000);
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempt, 1);
+    assert_eq!(retry[0].slot_unix_ms, first[0].slot_unix_ms);
+    sim.fail(&retry[0], T0 + 70_000);
+    // Second retry after two minutes.
+    assert!(sim.schedule(T0 + 70_000 + 100_000).is_empty());
+    let again = sim.schedule(T0 + 70_000 + 120_000);
+    assert_eq!(again[0].attempt, 2);
+    sim.finish(&again[0], T0 + 200_000);
+    let all = sim.scheduled("orders");
+    assert_eq!(all.iter().filter(|b| b.state == "failed").count(), 2);
+    assert_eq!(all.iter().filter(|b| b.state == "completed").count(), 1);
+}
+
+#[test]
+fn an_excluded_service_gets_no_automatic_backup_and_keeps_its_old_ones() {
+    let mut sim = Sim::new();
+    sim.policy(T0, every("1h", 0));
+    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    let jobs = sim.schedule(T0 + 1000);
+    sim.finish(&jobs[0], T0 + 2000);
+    assert!(sim
+        .apply(
+            T0 + 3000,
+            Op::SetServiceState(SetServiceState {
+                service: "orders".into(),
+                action: "exclude".into()
+            })
+        )
+        .is_empty());
+    assert!(sim.schedule(T0 + 2 * HOUR).is_empty());
+    assert_eq!(sim.scheduled("orders").len(), 1);
+    assert!(sim
+        .apply(
+            T0 + 2 * HOUR,
+            Op::SetServiceState(SetServiceState {
+                service: "orders".into(),
+                action: "include".into()
+            })
+        )
+        .is_empty());
+    let jobs = sim.schedule(T0 + 2 * HOUR + 1);
+    assert_eq!(jobs.len(), 1);
+    // Slot of now; the hour in between is counted as missed, not caught up.
+    assert_eq!(jobs[0].slot_unix_ms, T0 + 2 * HOUR);
+}
