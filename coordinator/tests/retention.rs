@@ -139,21 +139,17 @@ struct Made {
 }
 
 /// The backups the policy keeps at `now`, from everything ever made.
-fn expected(
-    made: &[Made],
-    now: u64,
-    daily: i64,
-    monthly: i64,
-    yearly: i64,
-    lock: u64,
-) -> BTreeSet<String> {
+fn expected(made: &[Made], now: u64, rules: [i64; 4], lock: u64) -> BTreeSet<String> {
+    let [hourly, daily, monthly, yearly] = rules;
     let (ny, nm) = year_month(now);
     let mut newest: BTreeMap<(u8, i64), (u64, &str)> = BTreeMap::new();
     for m in made.iter().filter(|m| m.kind == "scheduled" && m.at <= now) {
         let (y, mo) = year_month(m.at);
         let day = (m.at / DAY) as i64;
+        let hour = (m.at / HOUR) as i64;
         let periods = [
-            (0u8, day, (now / DAY) as i64 - day < daily),
+            (3u8, hour, (now / HOUR) as i64 - hour < hourly),
+            (0, day, (now / DAY) as i64 - day < daily),
             (1, y * 12 + mo, (ny * 12 + nm) - (y * 12 + mo) < monthly),
             (2, y, ny - y < yearly),
         ];
@@ -180,13 +176,14 @@ fn expected(
 fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
     let mut sim = Sim::new();
     let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-    let (daily, monthly, yearly, lock_days) = (7u32, 6u32, 2u32, 3u32);
+    let (hourly, daily, monthly, yearly, lock_days) = (12u32, 7u32, 6u32, 2u32, 3u32);
     let e = sim.apply(
         "operator",
         start,
         Op::SetPolicy(SetPolicy {
             service: String::new(),
             policy: Some(Policy {
+                hourly: Some(hourly),
                 daily: Some(daily),
                 monthly: Some(monthly),
                 yearly: Some(yearly),
@@ -304,9 +301,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
         let want = expected(
             &made,
             now,
-            daily as i64,
-            monthly as i64,
-            yearly as i64,
+            [hourly as i64, daily as i64, monthly as i64, yearly as i64],
             lock,
         );
         let have = sim.ids();

@@ -77,6 +77,7 @@ pub fn policy_info(p: Policy) -> PolicyInfo {
         keep_final: p.keep_final,
         jitter_ms: p.jitter_ms,
         max_concurrent: p.max_concurrent,
+        hourly: p.hourly,
     }
 }
 
@@ -91,6 +92,7 @@ pub fn policy(p: PolicyInfo) -> Policy {
         keep_final: p.keep_final,
         jitter_ms: p.jitter_ms,
         max_concurrent: p.max_concurrent,
+        hourly: p.hourly,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The policy that applies to a service: its own overrides over the region default over the
-//! built-in defaults (Aptible's: every 24 h, 30 daily, 12 monthly, 6 yearly, final backups kept).
+//! built-in defaults (Aptible's: every 24 h, 30 daily, 12 monthly, 6 yearly, final backups kept;
+//! and 24 hourly, so the backups of an `every 1h` schedule stay a day).
 //!
 //! Invariant: every field of an [`Effective`] is set; a stored schedule that does not parse is
 //! refused when it is set, so resolving never fails.
@@ -9,6 +10,9 @@ use strongbox_proto::catalog::Policy;
 use super::schedule::Schedule;
 
 pub const DEFAULT_SCHEDULE: &str = "every 24h";
+/// Hourly keeps the sub-daily backups of `every 1h` for a day; daily-or-rarer schedules never
+/// notice it.
+pub const DEFAULT_HOURLY: u32 = 24;
 pub const DEFAULT_DAILY: u32 = 30;
 pub const DEFAULT_MONTHLY: u32 = 12;
 pub const DEFAULT_YEARLY: u32 = 6;
@@ -20,6 +24,7 @@ pub const DEFAULT_MAX_CONCURRENT: u32 = 4;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effective {
     pub schedule: Schedule,
+    pub hourly: u32,
     pub daily: u32,
     pub monthly: u32,
     pub yearly: u32,
@@ -40,6 +45,7 @@ impl Effective {
     pub fn to_policy(&self) -> Policy {
         Policy {
             schedule: Some(self.schedule.to_string()),
+            hourly: Some(self.hourly),
             daily: Some(self.daily),
             monthly: Some(self.monthly),
             yearly: Some(self.yearly),
@@ -56,6 +62,7 @@ impl Effective {
 pub fn overlay(base: &Policy, top: &Policy) -> Policy {
     Policy {
         schedule: top.schedule.clone().or_else(|| base.schedule.clone()),
+        hourly: top.hourly.or(base.hourly),
         daily: top.daily.or(base.daily),
         monthly: top.monthly.or(base.monthly),
         yearly: top.yearly.or(base.yearly),
@@ -80,6 +87,7 @@ pub fn resolve(region: Option<&Policy>, service: Option<&Policy>) -> Effective {
         .unwrap_or_else(|| DEFAULT_SCHEDULE.parse().unwrap_or(Schedule::None));
     Effective {
         schedule,
+        hourly: p.hourly.unwrap_or(DEFAULT_HOURLY),
         daily: p.daily.unwrap_or(DEFAULT_DAILY),
         monthly: p.monthly.unwrap_or(DEFAULT_MONTHLY),
         yearly: p.yearly.unwrap_or(DEFAULT_YEARLY),
@@ -97,6 +105,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         s.parse::<Schedule>()?;
     }
     for (name, v, max) in [
+        ("hourly", p.hourly, 10_000),
         ("daily", p.daily, 10_000),
         ("monthly", p.monthly, 1_200),
         ("yearly", p.yearly, 100),

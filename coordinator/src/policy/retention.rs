@@ -3,9 +3,9 @@
 //! Rules, for one service's *completed* backups at time `now` (calendar periods in UTC):
 //! - held backups are kept (`hold`); manual and pre-restore backups are kept until deleted
 //!   (`manual`, `pre-restore`); `final` backups (taken at deprovisioning) are kept until deleted;
-//! - scheduled backups (and region copies): the newest one of each of the last `daily` UTC days
-//!   (today included), of each of the last `monthly` months, of each of the last `yearly` years;
-//!   with `max_age`, none older than that;
+//! - scheduled backups (and region copies): the newest one of each of the last `hourly` hours
+//!   (this one included), of each of the last `daily` UTC days (today included), of each of the
+//!   last `monthly` months, of each of the last `yearly` years; with `max_age`, none older;
 //! - a backup younger than `lock_days` is kept whatever the rules say (`locked until …`);
 //! - every other completed backup expires. Backups not completed are not retention's business.
 //!
@@ -20,12 +20,15 @@ use strongbox_proto::catalog::BackupRecord;
 use super::effective::Effective;
 use super::time::{add_months, rfc3339, utc_date, utc_midnight, DAY_MS};
 
+const HOUR_MS: u64 = 3_600_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     Hold,
     Manual,
     PreRestore,
     Final,
+    Hourly(String),
     Daily(String),
     Monthly(String),
     Yearly(String),
@@ -39,6 +42,7 @@ impl std::fmt::Display for Reason {
             Reason::Manual => write!(f, "manual"),
             Reason::PreRestore => write!(f, "pre-restore"),
             Reason::Final => write!(f, "final"),
+            Reason::Hourly(h) => write!(f, "hourly {h}"),
             Reason::Daily(d) => write!(f, "daily {d}"),
             Reason::Monthly(m) => write!(f, "monthly {m}"),
             Reason::Yearly(y) => write!(f, "yearly {y}"),
@@ -98,8 +102,10 @@ pub fn evaluate(
         let day = (b.created_unix_ms / DAY_MS) as i64;
         let month = date.year() as i64 * 12 + date.month() as i64 - 1;
         let year = date.year() as i64;
+        let hour = (b.created_unix_ms / HOUR_MS) as i64;
         for (rule, period, age, count) in [
-            (0u8, day, today as i64 - day, policy.daily),
+            (3u8, hour, (now / HOUR_MS) as i64 - hour, policy.hourly),
+            (0, day, today as i64 - day, policy.daily),
             (1, month, this_month - month, policy.monthly),
             (2, year, this.year() as i64 - year, policy.yearly),
         ] {
@@ -136,6 +142,14 @@ pub fn evaluate(
                     continue;
                 }
                 let (reason, end) = match rule {
+                    3 => (
+                        Reason::Hourly(format!(
+                            "{}T{:02}",
+                            date,
+                            (b.created_unix_ms % DAY_MS) / HOUR_MS
+                        )),
+                        (b.created_unix_ms / HOUR_MS + policy.hourly as u64) * HOUR_MS,
+                    ),
                     0 => (
                         Reason::Daily(date.to_string()),
                         (b.created_unix_ms / DAY_MS + policy.daily as u64) * DAY_MS,
@@ -198,6 +212,7 @@ mod tests {
     #[test]
     fn keeps_the_newest_of_each_day_and_explains_why() {
         let mut p = resolve(None, None);
+        p.hourly = 0;
         p.daily = 2;
         p.monthly = 0;
         p.yearly = 0;

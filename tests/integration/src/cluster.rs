@@ -132,6 +132,10 @@ pub struct ClusterOptions {
     pub gc_grace: Duration,
     /// Nodes refuse chunk writes that would leave less than this free on their disk.
     pub min_free_bytes: u64,
+    /// The leader creates scheduled backups (off by default, so tests that do not test the
+    /// scheduler never see a backup they did not ask for).
+    pub schedule_backups: bool,
+    pub controller_interval: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -143,6 +147,8 @@ impl Default for ClusterOptions {
             maintenance_interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(24 * 3600),
             min_free_bytes: 0,
+            schedule_backups: false,
+            controller_interval: Duration::from_millis(500),
         }
     }
 }
@@ -218,7 +224,8 @@ impl Cluster {
         let text = format!(
             "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
              tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n\
-             maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\nmin_free_bytes = {}\n",
+             maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\nmin_free_bytes = {}\n\
+             schedule_backups = {}\ncontroller_interval = \"{}ms\"\n",
             self.options.region,
             node.addr,
             node.http_addr,
@@ -232,6 +239,8 @@ impl Cluster {
             self.options.maintenance_interval.as_millis(),
             self.options.gc_grace.as_millis(),
             self.options.min_free_bytes,
+            self.options.schedule_backups,
+            self.options.controller_interval.as_millis(),
         );
         std::fs::write(&node.config, text)
             .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))
@@ -347,6 +356,25 @@ impl Cluster {
 
     /// Moves the data dir of node `id` (stopped) onto a tmpfs of `size` bytes, to test a full
     /// disk. Needs root (for `mount`). The mount goes when the returned guard drops.
+    /// Where node `id` keeps chunk (or manifest) `chunk`: `chunks/ab/cd/<hex>`.
+    pub fn chunk_file(&self, id: u64, chunk: &strongbox_core::ids::ChunkId) -> PathBuf {
+        let hex = chunk.to_hex();
+        self.data_dir(id)
+            .join("chunks")
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    /// The sealed bytes node `id` holds for `chunk` (its file without the trailing 32-byte
+    /// checksum), if it holds it.
+    pub fn stored_chunk(&self, id: u64, chunk: &strongbox_core::ids::ChunkId) -> Option<Vec<u8>> {
+        let mut bytes = std::fs::read(self.chunk_file(id, chunk)).ok()?;
+        let len = bytes.len().checked_sub(32)?;
+        bytes.truncate(len);
+        Some(bytes)
+    }
+
     pub fn move_data_to_tmpfs(&self, id: u64, size: u64) -> Result<TmpfsMount> {
         if !nix::unistd::geteuid().is_root() {
             return Err(HarnessError::Setup(

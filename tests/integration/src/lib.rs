@@ -26,6 +26,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod error;
+pub mod fleet;
 pub mod mariadb;
 pub mod pg;
 pub mod ports;

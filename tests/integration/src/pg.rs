@@ -2,8 +2,11 @@
 //!
 //! Job: [`PgServer::start`] (or [`PgServer::builder`]) creates a fresh cluster with `initdb` in
 //! its own temp folder, runs `postgres` as a child process on a free TCP port, waits until it
-//! accepts connections, and offers `psql`/`pgbench` helpers. [`pg_bin_dir`] locates the
-//! PostgreSQL binaries for the harness and for the product (`pg_dump`, `pg_restore`, ...).
+//! accepts connections, and offers `psql`/`pgbench` helpers. [`PgServer::start_standby`] clones
+//! a running server with `pg_basebackup` into a streaming-replication standby (a [`PgServer`]
+//! like any other), which [`PgServer::promote`] turns into a primary, e.g. for failover tests.
+//! [`pg_bin_dir`] locates the PostgreSQL binaries for the harness and for the product
+//! (`pg_dump`, `pg_restore`, ...).
 //!
 //! Invariants:
 //! - Each server owns one temp folder `strongbox-pg-XXXXXX` holding the data directory
@@ -23,6 +26,16 @@
 //!   process group is killed and the postmaster reaped (see [`crate::process`]).
 //! - `fsync = off` unless [`PgBuilder::durable`] is set: a killed *postgres* process loses
 //!   nothing (the OS still has the pages); only an OS crash would, which tests don't do.
+//! - Every server can be a replication primary without extra configuration: PostgreSQL's
+//!   defaults `wal_level = replica` and `max_wal_senders = 10` are kept (unless overridden
+//!   with [`PgBuilder::conf`]) and the `trust` defaults above include `replication`.
+//! - A standby has its own temp folder, port, log and process, with the same stop/cleanup
+//!   guarantees; it is independent of its primary's handle (either may be stopped or dropped
+//!   first). Its data directory is a `pg_basebackup -R -X stream` copy of the primary's, so it
+//!   inherits the primary's `postgresql.conf` and `pg_hba.conf` and streams from the primary's
+//!   host and port; it takes the primary's options (superuser, host, timeouts, `durable`).
+//! - Waiting for replication state (ready, promoted) polls the real condition
+//!   (`pg_isready`, `pg_is_in_recovery()`) until a deadline, never a fixed sleep.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -273,28 +286,121 @@ impl PgServer {
             "install PostgreSQL (apt-get install -y postgresql), which creates it, or create it \
              with `useradd --system --user-group postgres`",
         )?;
+        let mut server = PgServer::unstarted(opts, bin_dir, run_as)?;
+        server.initdb()?;
+        server.write_config()?;
+        server.start_on_free_port()?;
+        Ok(server)
+    }
+
+    /// A handle with a fresh temp folder (owned by `run_as`) but no data directory and no
+    /// process yet. Dropping it removes the folder.
+    fn unstarted(opts: PgBuilder, bin_dir: PathBuf, run_as: Option<RunAs>) -> Result<PgServer> {
         let tmp = tmp::temp_dir_owned_by("pg", run_as.as_ref().map(RunAs::ids))?;
         let root = tmp.path().to_path_buf();
-        let data_dir = root.join("data");
-        let log_path = root.join("postgres.log");
-
-        let mut server = PgServer {
+        Ok(PgServer {
             process: None,
             bin_dir,
             run_as,
             host: opts.host.to_string(),
             port: 0,
             last_pid: 0,
-            data_dir,
-            socket_dir: root,
-            log_path,
+            data_dir: root.join("data"),
+            socket_dir: root.clone(),
+            log_path: root.join("postgres.log"),
             tmp,
             opts,
-        };
-        server.initdb()?;
-        server.write_config()?;
-        server.start_on_free_port()?;
-        Ok(server)
+        })
+    }
+
+    /// Creates and starts a streaming-replication standby of `primary`, which must be running.
+    ///
+    /// The standby gets its own temp folder and free port (on the primary's host). Its data
+    /// directory is made by `pg_basebackup -h <host> -p <port> -U <superuser> -D <dir> -R
+    /// -X stream --checkpoint=fast` (run as the server's system user), so it streams WAL from
+    /// the primary via the `primary_conninfo` and `standby.signal` that `-R` writes. Returns
+    /// once the standby accepts (read-only) connections; [`is_in_recovery`](Self::is_in_recovery)
+    /// is then `true`. It takes the primary's options (superuser, host, timeouts, `durable`).
+    /// Rows committed on the primary show up on the standby asynchronously: poll for them.
+    pub fn start_standby(primary: &PgServer) -> Result<PgServer> {
+        primary.running()?;
+        tool_in(&primary.bin_dir, "pg_basebackup")?;
+        let mut standby = PgServer::unstarted(
+            primary.opts.clone(),
+            primary.bin_dir.clone(),
+            primary.run_as.clone(),
+        )?;
+        let mut cmd = standby.server_command("pg_basebackup");
+        for var in PG_CLIENT_ENV_TO_CLEAR {
+            cmd.env_remove(var);
+        }
+        cmd.env("PGCONNECT_TIMEOUT", "10")
+            .arg("-h")
+            .arg(&primary.host)
+            .arg("-p")
+            .arg(primary.port.to_string())
+            .arg("-U")
+            .arg(&primary.opts.superuser)
+            .arg("-D")
+            .arg(&standby.data_dir)
+            .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-password"]);
+        if !standby.opts.durable {
+            cmd.arg("--no-sync");
+        }
+        process::run(
+            &format!(
+                "pg_basebackup of the primary on port {} (the primary needs wal_level >= replica,                  max_wal_senders > 0 and a pg_hba.conf `replication` entry; its log is {})",
+                primary.port,
+                primary.log_path.display()
+            ),
+            cmd,
+            None,
+            DEFAULT_COMMAND_TIMEOUT,
+        )?;
+        standby.start_on_free_port()?;
+        Ok(standby)
+    }
+
+    /// `SELECT pg_is_in_recovery()`: `true` on a standby (until promoted), `false` on a primary.
+    pub fn is_in_recovery(&self) -> Result<bool> {
+        let out = self.psql("postgres", "SELECT pg_is_in_recovery()")?;
+        match out.as_str() {
+            "t" => Ok(true),
+            "f" => Ok(false),
+            other => Err(HarnessError::Setup(format!(
+                "PostgreSQL on port {}: unexpected output of `SELECT pg_is_in_recovery()`:                  {other:?} (expected t or f)",
+                self.port
+            ))),
+        }
+    }
+
+    /// Promotes this standby to a primary (`SELECT pg_promote(true, <timeout>)`) and waits,
+    /// until the start timeout, for `pg_is_in_recovery()` to turn `false`; it then accepts
+    /// writes. Fails if the server is not a standby. The old primary is not touched: stop it
+    /// first (see [`stop`](Self::stop)) to simulate a failover.
+    pub fn promote(&self) -> Result<()> {
+        let timeout = self.opts.start_timeout;
+        let secs = timeout.as_secs().max(1);
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let promoted = self.psql("postgres", &format!("SELECT pg_promote(true, {secs})"))?;
+        loop {
+            if self.is_running() && !self.is_in_recovery()? {
+                tracing::debug!(port = self.port, "PostgreSQL standby promoted");
+                return Ok(());
+            }
+            if !self.is_running() || Instant::now() >= deadline {
+                return Err(HarnessError::Setup(format!(
+                    "PostgreSQL on port {} was still in recovery {:?} after promotion was                      requested (pg_promote returned {promoted:?}; server running: {}); log {}:\n{}",
+                    self.port,
+                    started.elapsed(),
+                    self.is_running(),
+                    self.log_path.display(),
+                    process::log_tail(&self.log_path, 40)
+                )));
+            }
+            std::thread::sleep(process::POLL_INTERVAL);
+        }
     }
 
     fn server_command(&self, program: &str) -> Command {
@@ -554,6 +660,7 @@ impl PgServer {
 
     /// Stops the server (fast shutdown; SIGKILL after the stop timeout). Idempotent. The data
     /// directory stays until the `PgServer` is dropped, so [`restart`](Self::restart) works.
+    /// Stopping a primary leaves its standbys running (as in a failover); they retry streaming.
     pub fn stop(&mut self) -> Result<()> {
         match &mut self.process {
             Some(p) => p.stop().map(|_| ()),

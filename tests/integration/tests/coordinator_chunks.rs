@@ -19,15 +19,6 @@ use strongbox_proto::v1::{
 };
 use tonic::Code;
 
-fn chunk_file(c: &Cluster, node: u64, id: &strongbox_core::ids::ChunkId) -> PathBuf {
-    let hex = id.to_hex();
-    c.data_dir(node)
-        .join("chunks")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(hex)
-}
-
 async fn formed(c: &Cluster, tls: &TlsFiles) {
     c.wait_for_leader(tls, 3)
         .await
@@ -180,12 +171,12 @@ async fn nodes_that_were_down_get_their_chunks_back_by_repair() {
     until("repair to bring both chunks to node 3", || {
         chunks[..2]
             .iter()
-            .all(|(id, _, _)| chunk_file(&c, 3, id).is_file())
+            .all(|(id, _, _)| c.chunk_file(3, id).is_file())
     })
     .await;
     for (id, _, _) in &chunks[..2] {
         for n in [1, 2, 3] {
-            assert!(chunk_file(&c, n, id).is_file(), "node {n} holds {id}");
+            assert!(c.chunk_file(n, id).is_file(), "node {n} holds {id}");
         }
     }
 }
@@ -235,7 +226,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
     }
     for n in [2, 3] {
         assert!(
-            !chunk_file(&c, n, &chunks[0].0).exists(),
+            !c.chunk_file(n, &chunks[0].0).exists(),
             "nothing stored on node {n}"
         );
     }
@@ -254,7 +245,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
     ag.upload_chunk(upload(&job, &chunks[1].0, &chunks[1].1))
         .await
         .expect("upload once node 3 has room");
-    assert!(chunk_file(&c, 3, &chunks[1].0).is_file());
+    assert!(c.chunk_file(3, &chunks[1].0).is_file());
     drop(c);
     drop(mounts);
 }
@@ -295,7 +286,7 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
         .await
         .expect("upload");
     until("the chunk to reach every node", || {
-        [1, 2, 3].iter().all(|n| chunk_file(&c, *n, &id1).is_file())
+        [1, 2, 3].iter().all(|n| c.chunk_file(*n, &id1).is_file())
     })
     .await;
     let missing = ag.have_chunks(have(&job)).await.unwrap();
@@ -314,13 +305,13 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
         backup_id: job.backup_id.clone(),
         id: id.as_bytes().to_vec().into(),
     };
-    std::fs::remove_file(chunk_file(&c, 1, &id1)).unwrap();
+    std::fs::remove_file(c.chunk_file(1, &id1)).unwrap();
     let got = op.download_chunk(download(&id1)).await.unwrap();
     assert_eq!(got.into_inner().sealed.as_ref(), bytes1.as_slice());
-    assert!(chunk_file(&c, 1, &id1).is_file(), "healed after the read");
-    let mut raw = std::fs::read(chunk_file(&c, 1, &id1)).unwrap();
+    assert!(c.chunk_file(1, &id1).is_file(), "healed after the read");
+    let mut raw = std::fs::read(c.chunk_file(1, &id1)).unwrap();
     raw[1000] ^= 0x20;
-    std::fs::write(chunk_file(&c, 1, &id1), &raw).unwrap();
+    std::fs::write(c.chunk_file(1, &id1), &raw).unwrap();
     let got = op.download_chunk(download(&id1)).await.unwrap();
     assert_eq!(got.into_inner().sealed.as_ref(), bytes1.as_slice());
     // Only the backup's own chunks are served.
@@ -334,7 +325,7 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
     ag.upload_chunk(upload(&job, &id2, bytes2))
         .await
         .expect("upload with one node down");
-    assert!(chunk_file(&c, 1, &id2).is_file() && chunk_file(&c, 2, &id2).is_file());
+    assert!(c.chunk_file(1, &id2).is_file() && c.chunk_file(2, &id2).is_file());
 
     // Two down: refused with a clear error.
     c.kill(2).unwrap();
@@ -409,13 +400,13 @@ mod gc {
         assert!(s.message().contains("majority"), "{s:?}");
 
         // Repair: a deleted copy and a corrupt copy come back.
-        std::fs::remove_file(chunk_file(&c, 2, &cc.0)).unwrap();
-        let pa = chunk_file(&c, 3, &a.0);
+        std::fs::remove_file(c.chunk_file(2, &cc.0)).unwrap();
+        let pa = c.chunk_file(3, &a.0);
         let mut raw = std::fs::read(&pa).unwrap();
         raw[10] ^= 1;
         std::fs::write(&pa, &raw).unwrap();
         until("repair of the deleted copy", || {
-            chunk_file(&c, 2, &b.0).is_file()
+            c.chunk_file(2, &b.0).is_file()
         })
         .await;
         until("repair of the corrupt copy", || {
@@ -433,7 +424,7 @@ mod gc {
         until("b1's chunk to age past the grace period", || {
             [1, 2, 3]
                 .iter()
-                .all(|n| age(chunk_file(&c, *n, &b.0)).is_ok_and(|a| a > Duration::from_secs(4)))
+                .all(|n| age(c.chunk_file(*n, &b.0)).is_ok_and(|a| a > Duration::from_secs(4)))
         })
         .await;
         let mut op = OperatorServiceClient::new(c.channel(2, &operator).unwrap());
@@ -442,23 +433,23 @@ mod gc {
             .expect("purge");
         ag.upload_chunk(upload(&j3, &d.0, &d.1)).await.unwrap(); // an upload in progress
         until("b1's own chunk swept from every node", || {
-            [1, 2, 3].iter().all(|n| !chunk_file(&c, *n, &b.0).exists())
+            [1, 2, 3].iter().all(|n| !c.chunk_file(*n, &b.0).exists())
         })
         .await;
         for n in [1, 2, 3] {
             assert!(
-                chunk_file(&c, n, &a.0).is_file(),
+                c.chunk_file(n, &a.0).is_file(),
                 "shared chunk kept on node {n}"
             );
             assert!(
-                chunk_file(&c, n, &cc.0).is_file(),
+                c.chunk_file(n, &cc.0).is_file(),
                 "b2's chunk kept on node {n}"
             );
         }
         assert!(
             [1, 2, 3]
                 .iter()
-                .filter(|n| chunk_file(&c, **n, &d.0).is_file())
+                .filter(|n| c.chunk_file(**n, &d.0).is_file())
                 .count()
                 >= 2,
             "the in-progress upload is kept"

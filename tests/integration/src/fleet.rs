@@ -1,0 +1,191 @@
+//! A test fleet: a real 3-node coordinator cluster with an operator certificate and a fleet key,
+//! and the operator calls tests make against it (jobs, backups, restores, the CLI binary).
+//!
+//! Invariant: every wait is for a condition with a deadline; a failed call panics with what
+//! failed, as the tests' own assertions do.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strongbox_core::files::Overwrite;
+use strongbox_core::keys::{FleetKey, Keyring};
+use strongbox_core::pki::Role;
+use strongbox_core::tls::{install_crypto_provider, TlsFiles};
+use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+use strongbox_proto::v1::{
+    BackupInfo, JobInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest,
+};
+use tonic::transport::Channel;
+
+use crate::cluster::{Cluster, ClusterOptions};
+
+pub struct Fleet {
+    pub cluster: Cluster,
+    pub operator: TlsFiles,
+    pub key_file: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+/// A 3-node cluster with default options, an operator certificate and a fleet key.
+pub async fn fleet() -> Fleet {
+    fleet_with(ClusterOptions::default()).await
+}
+
+/// A 3-node cluster started with `options`, its leader elected.
+pub async fn fleet_with(options: ClusterOptions) -> Fleet {
+    install_crypto_provider();
+    let cluster = Cluster::start(3, options).expect("cluster");
+    let viewer = cluster
+        .pki
+        .issue(Role::Viewer, "grafana", &[])
+        .expect("fleet set-up");
+    let operator = cluster
+        .pki
+        .issue(Role::Operator, "alice", &[])
+        .expect("fleet set-up");
+    cluster
+        .wait_for_leader(&viewer, 3)
+        .await
+        .expect("fleet set-up");
+    let keys = tempfile::tempdir().expect("fleet set-up");
+    let key_file = keys.path().join("fleet.key");
+    Keyring::new([FleetKey::generate(1).expect("fleet set-up")])
+        .expect("fleet set-up")
+        .save(&key_file, Overwrite::Refuse)
+        .expect("fleet set-up");
+    Fleet {
+        cluster,
+        operator,
+        key_file,
+        _keys: keys,
+    }
+}
+
+impl Fleet {
+    /// An operator client on the first running node.
+    pub fn op(&self) -> OperatorServiceClient<Channel> {
+        let node = self.cluster.running_ids()[0];
+        OperatorServiceClient::new(
+            self.cluster
+                .channel(node, &self.operator)
+                .expect("fleet set-up"),
+        )
+    }
+
+    pub async fn wait_hosts(&self, hosts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.op().list_hosts(ListHostsRequest {}).await {
+                let have = r.into_inner().hosts;
+                if hosts.iter().all(|h| {
+                    have.iter()
+                        .any(|x| x.name == *h && (x.spare || !x.members.is_empty()))
+                }) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hosts {hosts:?} did not register"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls a job until it ends.
+    pub async fn wait_job(&self, id: &str) -> JobInfo {
+        self.cluster
+            .wait_job(&self.operator, id, Duration::from_secs(240))
+            .await
+            .expect("fleet set-up")
+    }
+
+    pub async fn backup(&self, service: &str) -> (JobInfo, BackupInfo) {
+        let job = self
+            .cluster
+            .create_backup_job(&self.operator, service)
+            .await
+            .expect("fleet set-up");
+        let job = self.wait_job(&job.id).await;
+        let backup = self
+            .op()
+            .show_backup(ShowBackupRequest {
+                id: job.backup_id.clone(),
+            })
+            .await
+            .expect("fleet set-up")
+            .into_inner();
+        (job, backup)
+    }
+
+    pub async fn restore(&self, backup: &str, host: &str) -> (JobInfo, serde_json::Value) {
+        let job = self
+            .op()
+            .restore_backup(RestoreBackupRequest {
+                backup_id: backup.into(),
+                to_host: host.into(),
+                to_region: String::new(),
+            })
+            .await
+            .expect("fleet set-up")
+            .into_inner();
+        let job = self.wait_job(&job.id).await;
+        let result = serde_json::from_str(&job.result).unwrap_or(serde_json::Value::Null);
+        (job, result)
+    }
+}
+
+/// Runs the `strongbox` CLI as the operator against the fleet.
+pub fn cli(f: &Fleet, args: &[&str]) -> std::process::Output {
+    let addrs: Vec<String> = f
+        .cluster
+        .ids()
+        .iter()
+        .map(|id| f.cluster.addr(*id).to_string())
+        .collect();
+    std::process::Command::new(crate::cluster::workspace_bin("strongbox").expect("fleet set-up"))
+        .args(args)
+        .env("STRONGBOX_COORDINATORS", addrs.join(","))
+        .env("STRONGBOX_TLS_CA", &f.operator.ca)
+        .env("STRONGBOX_TLS_CERT", &f.operator.cert)
+        .env("STRONGBOX_TLS_KEY", &f.operator.key)
+        .env_remove("STRONGBOX_OUTPUT")
+        .output()
+        .expect("fleet set-up")
+}
+
+/// `strongbox backup download BACKUP --key-file KEY -o DIR`.
+pub fn download(f: &Fleet, backup: &str, key: &Path, dir: &Path) -> std::process::Output {
+    cli(
+        f,
+        &[
+            "backup",
+            "download",
+            backup,
+            "--key-file",
+            key.to_str().expect("fleet set-up"),
+            "-o",
+            dir.to_str().expect("fleet set-up"),
+        ],
+    )
+}
+
+/// The files a download wrote, by name.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+pub fn sqlite_service(name: &str, path: &Path) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\nengine = \"sqlite\"\npath = \"{}\"\n",
+        path.display()
+    )
+}
