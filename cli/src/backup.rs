@@ -1,4 +1,5 @@
-//! `strongbox backup create|list|show|download|restore|purge`: the backups of a service.
+//! `strongbox backup create|list|show|download|restore|hold|unhold|purge`: the backups of a
+//! service, with what retention says of each (kept because, expires, held, locked).
 //!
 //! `download` fetches a backup's sealed manifest and chunks from the coordinators and opens them
 //! here with the fleet key (coordinators hold ciphertext only), writing the engine's native
@@ -30,8 +31,8 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
 use strongbox_proto::v1::{
-    BackupInfo, CreateBackupRequest, DownloadChunkRequest, ListBackupsRequest, PurgeBackupRequest,
-    RestoreBackupRequest, ShowBackupRequest,
+    BackupInfo, CreateBackupRequest, DownloadChunkRequest, HoldBackupRequest, JobInfo,
+    ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest, ShowBackupRequest,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::codegen::Bytes;
@@ -42,7 +43,7 @@ use crate::progress::Progress;
 use crate::restore::{self, job_json};
 
 /// Default wait for `--wait`: long enough for a large dump, short enough to notice a stuck one.
-const DEFAULT_WAIT_SECS: u64 = 6 * 3600;
+pub const DEFAULT_WAIT_SECS: u64 = 6 * 3600;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -122,7 +123,21 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
         timeout: u64,
     },
-    /// Delete a backup for good (its chunks go once no other backup uses them).
+    /// Keep a backup whatever the retention policy says, until `backup unhold`.
+    Hold {
+        /// The backup id.
+        id: String,
+        /// Why (shown by `backup show` and in the audit log), e.g. a ticket number.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a hold: the backup is again kept or expired by the retention policy.
+    Unhold {
+        /// The backup id.
+        id: String,
+    },
+    /// Delete a backup for good (its chunks go once no other backup uses them). Held backups
+    /// and backups within the policy's lock_days cannot be purged.
     Purge {
         /// The backup id.
         id: String,
@@ -149,7 +164,71 @@ pub fn backup_json(b: &BackupInfo) -> Value {
         "stored_bytes": b.stored_bytes,
         "chunk_count": b.chunk_count,
         "manifest_id": hex::encode(&b.manifest_id),
+        "held": b.held,
+        "hold_reason": b.hold_reason,
+        "kept_because": b.kept_because,
+        "expires_unix_ms": b.expires_unix_ms,
+        "expires": output::timestamp(b.expires_unix_ms),
+        "locked_until_unix_ms": b.locked_until_unix_ms,
+        "locked_until": output::timestamp(b.locked_until_unix_ms),
     })
+}
+
+/// The `keep` column of `backup list`: "hold", the first rule that keeps the backup ("daily
+/// 2026-11-20", "manual"), "expires in 3 days", or "-" (not completed, or nothing to say).
+pub fn keep_label(b: &BackupInfo, now_ms: u64) -> String {
+    if b.held {
+        return "hold".to_string();
+    }
+    if let Some(first) = b
+        .kept_because
+        .split(',')
+        .map(str::trim)
+        .find(|r| !r.is_empty())
+    {
+        return first.to_string();
+    }
+    if b.expires_unix_ms != 0 {
+        return if b.expires_unix_ms > now_ms {
+            format!(
+                "expires {}",
+                output::relative_either(b.expires_unix_ms, now_ms)
+            )
+        } else {
+            "expiring".to_string()
+        };
+    }
+    "-".to_string()
+}
+
+/// The retention lines of `backup show`: why it is kept, when it expires, its hold, its lock.
+pub fn retention_fields(b: &BackupInfo, now_ms: u64) -> Vec<(&'static str, Value)> {
+    let mut f = Vec::new();
+    if !b.kept_because.is_empty() {
+        f.push(("kept because", json!(b.kept_because)));
+    }
+    // With rules keeping it: when the last of them stops; with none: now (it goes at the next
+    // retention pass). 0: kept until deleted (manual, final, held).
+    if b.expires_unix_ms != 0 {
+        f.push(("expires", json!(output::at_from(b.expires_unix_ms, now_ms))));
+    }
+    if b.held {
+        f.push((
+            "held",
+            json!(if b.hold_reason.is_empty() {
+                "yes".to_string()
+            } else {
+                format!("yes ({})", b.hold_reason)
+            }),
+        ));
+    }
+    if b.locked_until_unix_ms > now_ms {
+        f.push((
+            "locked until",
+            json!(output::at_from(b.locked_until_unix_ms, now_ms)),
+        ));
+    }
+    f
 }
 
 fn backup_fields(b: &BackupInfo) -> Vec<(&'static str, Value)> {
@@ -164,38 +243,80 @@ fn backup_fields(b: &BackupInfo) -> Vec<(&'static str, Value)> {
         f.push(("reason", json!(b.reason)));
     }
     f.extend([
-        (
-            "created",
-            json!(format!(
-                "{} ({})",
-                ago(b.created_unix_ms),
-                output::text(&output::timestamp(b.created_unix_ms))
-            )),
-        ),
-        (
-            "completed",
-            json!(if b.completed_unix_ms == 0 {
-                "-".to_string()
-            } else {
-                format!(
-                    "{} ({})",
-                    ago(b.completed_unix_ms),
-                    output::text(&output::timestamp(b.completed_unix_ms))
-                )
-            }),
-        ),
+        ("created", json!(output::at(b.created_unix_ms))),
+        ("completed", json!(output::at(b.completed_unix_ms))),
         ("size", json!(size(b.plain_bytes))),
         ("new", json!(size(b.stored_bytes))),
         ("chunks", json!(b.chunk_count)),
         ("manifest", json!(hex::encode(&b.manifest_id))),
     ]);
+    f.extend(retention_fields(b, output::now_ms()));
     f
+}
+
+/// Prints one backup like `backup show` (without its manifest).
+pub fn print_backup(b: &BackupInfo, output: Output) {
+    match output {
+        Output::Json => output.json(&backup_json(b)),
+        Output::Table => output::print_fields(&backup_fields(b)),
+    }
+}
+
+/// Waits for a backup job (progress on stderr) and fetches the backup it made, if any.
+pub async fn wait_backup_job(
+    api: &Api,
+    job: &JobInfo,
+    output: Output,
+    timeout: Duration,
+) -> anyhow::Result<(JobInfo, Option<BackupInfo>)> {
+    let done = restore::wait_job(api, &job.id, output, timeout).await?;
+    let backup = if done.backup_id.is_empty() {
+        None
+    } else {
+        show_backup(api, &done.backup_id).await.ok()
+    };
+    Ok((done, backup))
+}
+
+/// The key/value lines of a finished backup job: the backup's, or the job's when there is none.
+pub fn print_backup_job_fields(done: &JobInfo, backup: Option<&BackupInfo>) {
+    match backup {
+        Some(b) => output::print_fields(&backup_fields(b)),
+        None => output::print_fields(&restore::restore_fields(done)),
+    }
+}
+
+/// An error if the backup job failed, saying where to look and how to retry.
+pub fn check_backup_job(done: &JobInfo) -> anyhow::Result<()> {
+    if done.state == "failed" {
+        bail!(
+            "backup job {} failed: {} (see the agent's log on {}; retry with `strongbox backup create {}`)",
+            done.id,
+            if done.reason.is_empty() { "no reason given" } else { &done.reason },
+            done.host,
+            done.service
+        );
+    }
+    Ok(())
 }
 
 pub async fn show_backup(api: &Api, id: &str) -> anyhow::Result<BackupInfo> {
     api.call("ShowBackup", |mut c| {
         let id = id.to_string();
         async move { c.show_backup(ShowBackupRequest { id }).await }
+    })
+    .await
+}
+
+/// Holds (or unholds) a backup; the answer is the backup with its retention as of now.
+async fn hold(api: &Api, id: &str, held: bool, reason: String) -> anyhow::Result<BackupInfo> {
+    api.call("HoldBackup", |mut c| {
+        let req = HoldBackupRequest {
+            backup_id: id.to_string(),
+            held,
+            reason: reason.clone(),
+        };
+        async move { c.hold_backup(req).await }
     })
     .await
 }
@@ -217,7 +338,10 @@ pub fn print_backups(backups: &[BackupInfo], output: Output) {
     match output {
         Output::Json => output.json(&Value::Array(backups.iter().map(backup_json).collect())),
         Output::Table => {
-            let mut t = output::table(["created", "id", "kind", "state", "size", "new", "chunks"]);
+            let now = output::now_ms();
+            let mut t = output::table([
+                "created", "id", "kind", "state", "size", "new", "chunks", "keep",
+            ]);
             for b in backups {
                 t.add_row([
                     ago(b.created_unix_ms),
@@ -227,6 +351,7 @@ pub fn print_backups(backups: &[BackupInfo], output: Output) {
                     size(b.plain_bytes),
                     size(b.stored_bytes),
                     b.chunk_count.to_string(),
+                    keep_label(b, now),
                 ]);
             }
             println!("{t}");
@@ -838,32 +963,16 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 "backup job {} (backup {}) of {} on {}",
                 job.id, job.backup_id, job.service, job.host
             ));
-            let done =
-                restore::wait_job(&api, &job.id, output, Duration::from_secs(timeout)).await?;
-            let backup = if job.backup_id.is_empty() {
-                None
-            } else {
-                show_backup(&api, &done.backup_id).await.ok()
-            };
+            let (done, backup) =
+                wait_backup_job(&api, &job, output, Duration::from_secs(timeout)).await?;
             match output {
                 Output::Json => output.json(&json!({
                     "job": job_json(&done),
                     "backup": backup.as_ref().map(backup_json),
                 })),
-                Output::Table => match &backup {
-                    Some(b) => output::print_fields(&backup_fields(b)),
-                    None => output::print_fields(&restore::restore_fields(&done)),
-                },
+                Output::Table => print_backup_job_fields(&done, backup.as_ref()),
             }
-            if done.state == "failed" {
-                bail!(
-                    "backup job {} failed: {} (see the agent's log on {}; retry with `strongbox backup create {}`)",
-                    done.id,
-                    if done.reason.is_empty() { "no reason given" } else { &done.reason },
-                    done.host,
-                    done.service
-                );
-            }
+            check_backup_job(&done)?;
         }
         Command::List { service } => {
             let service = service.unwrap_or_default();
@@ -1007,12 +1116,29 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     "purging deletes backup {id} for good (its chunks go once no other backup uses them); run `strongbox backup purge {id} --yes` to confirm"
                 );
             }
-            api.call("PurgeBackup", |mut c| {
-                let backup_id = id.clone();
-                async move { c.purge_backup(PurgeBackupRequest { backup_id }).await }
-            })
-            .await?;
+            let purged = api
+                .call_status("PurgeBackup", |mut c| {
+                    let backup_id = id.clone();
+                    async move { c.purge_backup(PurgeBackupRequest { backup_id }).await }
+                })
+                .await;
+            match purged {
+                Ok(_) => {}
+                // Held or locked: the coordinators' sentence says why and what to do, as is.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    bail!("{}", s.message())
+                }
+                Err(s) => return Err(crate::connect::status_error(s).context("PurgeBackup failed")),
+            }
             output.record(&[("purged", json!(id))]);
+        }
+        Command::Hold { id, reason } => {
+            let b = hold(&api, &id, true, reason.unwrap_or_default()).await?;
+            print_backup(&b, output);
+        }
+        Command::Unhold { id } => {
+            let b = hold(&api, &id, false, String::new()).await?;
+            print_backup(&b, output);
         }
     }
     Ok(())
@@ -1071,6 +1197,82 @@ mod tests {
             file_for("sqlite", File, ".db", Format::Native),
             ("_.db.sqlite3".into(), false)
         );
+    }
+
+    #[test]
+    fn keep_column_says_why_or_when() {
+        let now = 1_700_000_000_000;
+        let b = |held: bool, kept: &str, expires: u64| BackupInfo {
+            held,
+            kept_because: kept.into(),
+            expires_unix_ms: expires,
+            ..Default::default()
+        };
+        assert_eq!(keep_label(&b(true, "hold", 0), now), "hold");
+        assert_eq!(keep_label(&b(true, "", 0), now), "hold");
+        assert_eq!(
+            keep_label(&b(false, "daily 2023-11-14, monthly 2023-11", now + 1), now),
+            "daily 2023-11-14"
+        );
+        assert_eq!(keep_label(&b(false, "manual", 0), now), "manual");
+        assert_eq!(
+            keep_label(&b(false, "", now + 3 * 86_400_000), now),
+            "expires in 3 days"
+        );
+        assert_eq!(keep_label(&b(false, "", now - 1), now), "expiring");
+        assert_eq!(keep_label(&b(false, "", 0), now), "-");
+    }
+
+    #[test]
+    fn retention_lines_of_show() {
+        let now = 1_700_000_000_000;
+        let keys = |f: Vec<(&'static str, Value)>| -> Vec<String> {
+            f.iter()
+                .map(|(k, v)| format!("{k}: {}", output::text(v)))
+                .collect()
+        };
+        let held = BackupInfo {
+            held: true,
+            hold_reason: "INC-42".into(),
+            kept_because: "hold, daily 2023-11-14".into(),
+            locked_until_unix_ms: now + 2 * 86_400_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(retention_fields(&held, now)),
+            [
+                "kept because: hold, daily 2023-11-14",
+                "held: yes (INC-42)",
+                "locked until: 2023-11-16T22:13:20Z (in 2 days)",
+            ]
+        );
+        let daily = BackupInfo {
+            kept_because: "daily 2023-11-14".into(),
+            expires_unix_ms: now + 30 * 86_400_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(retention_fields(&daily, now)),
+            [
+                "kept because: daily 2023-11-14",
+                "expires: 2023-12-14T22:13:20Z (in 1 month)",
+            ]
+        );
+        let held = BackupInfo {
+            held: true,
+            ..Default::default()
+        };
+        assert_eq!(keys(retention_fields(&held, now)), ["held: yes"]);
+        let expiring = BackupInfo {
+            expires_unix_ms: now + 3_600_000,
+            locked_until_unix_ms: now - 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            keys(retention_fields(&expiring, now)),
+            ["expires: 2023-11-14T23:13:20Z (in 1 hour)"]
+        );
+        assert!(retention_fields(&BackupInfo::default(), now).is_empty());
     }
 
     #[test]

@@ -47,6 +47,18 @@ impl Api {
         F: Fn(OperatorServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_status(what, call)
+            .await
+            .map_err(|s| status_error(s).context(format!("{what} failed")))
+    }
+
+    /// Like [`Api::call`], but the gRPC status is returned as it came, for a caller that
+    /// handles some codes itself.
+    pub async fn call_status<T, F, Fut>(&self, what: &str, call: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(OperatorServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         self.coordinators
             .call(what, |ch| {
                 call(
@@ -57,7 +69,6 @@ impl Api {
             })
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| status_error(s).context(format!("{what} failed")))
     }
 }
 
@@ -147,6 +158,11 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
             s.message()
         ),
         tonic::Code::NotFound => anyhow::anyhow!("not found: {}", s.message()),
+        // The coordinators' refusals (a hold, a lock, a bad schedule) are sentences that say
+        // what to do next: printed as they are.
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+            anyhow::anyhow!("{}", s.message())
+        }
         _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
     }
 }

@@ -9,6 +9,7 @@ mod dev;
 mod keygen;
 mod output;
 mod pki;
+mod policy;
 mod progress;
 mod restore;
 mod service;
@@ -45,15 +46,18 @@ enum Command {
     /// The coordinator cluster of a region: status, adding and removing nodes.
     #[command(subcommand)]
     Cluster(cluster::Command),
-    /// Backups: create, list, show, download (decrypted, native files), restore, purge.
+    /// Backups: create, list, show, download (decrypted, native files), restore, hold, purge.
     #[command(subcommand)]
     Backup(backup::Command),
     /// Restore jobs: their state, the new server's connection details, the verification.
     #[command(subcommand)]
     Restore(restore::Command),
-    /// Services (logical databases) and their members.
+    /// Services (logical databases): state, schedule, members; exclude, include, deprovision.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// The fleet policy: schedule, retention, locks, final backups (region default or a service).
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Hosts with an agent.
     #[command(subcommand)]
     Host(service::HostCommand),
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
         Command::Backup(cmd) => block_on(backup::run(cmd, &cli.connect, cli.output)),
         Command::Restore(cmd) => block_on(restore::run(cmd, &cli.connect, cli.output)),
         Command::Service(cmd) => block_on(service::run_service(cmd, &cli.connect, cli.output)),
+        Command::Policy(cmd) => block_on(policy::run(cmd, &cli.connect, cli.output)),
         Command::Host(cmd) => block_on(service::run_host(cmd, &cli.connect, cli.output)),
         Command::Audit(cmd) => block_on(audit::run(cmd, &cli.connect, cli.output)),
         Command::Dev(args) => block_on(dev::run(args, cli.output)),

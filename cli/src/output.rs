@@ -1,5 +1,6 @@
 //! Printing results: aligned `key: value` lines and tables for people, one JSON document for
-//! scripts; and the formats people read: sizes in kB/MB/GB, times as "3 minutes ago".
+//! scripts; and the formats people read: sizes in kB/MB/GB, times as "3 minutes ago" or "in 2
+//! days", absolute times in UTC to the second.
 //!
 //! Invariants: with `--output json`, stdout holds exactly one JSON document and nothing else
 //! (notes for people go to stderr, and only in table mode); formatting never panics, whatever
@@ -103,9 +104,21 @@ pub fn size(bytes: u64) -> String {
 
 fn plural(n: u64, what: &str) -> String {
     if n == 1 {
-        format!("1 {what} ago")
+        format!("1 {what}")
     } else {
-        format!("{n} {what}s ago")
+        format!("{n} {what}s")
+    }
+}
+
+/// A span of `s` seconds (at least 10) in its largest whole unit: "3 minutes", "2 days".
+fn span(s: u64) -> String {
+    match s {
+        0..=59 => plural(s, "second"),
+        60..=3_599 => plural(s / 60, "minute"),
+        3_600..=86_399 => plural(s / 3_600, "hour"),
+        86_400..=2_591_999 => plural(s / 86_400, "day"),
+        2_592_000..=31_535_999 => plural(s / 2_592_000, "month"),
+        _ => plural(s / 31_536_000, "year"),
     }
 }
 
@@ -124,15 +137,46 @@ pub fn relative(unix_ms: u64, now_ms: u64) -> String {
         };
     }
     let s = (now_ms - unix_ms) / 1000;
-    match s {
-        0..=9 => "just now".to_string(),
-        10..=59 => plural(s, "second"),
-        60..=3_599 => plural(s / 60, "minute"),
-        3_600..=86_399 => plural(s / 3_600, "hour"),
-        86_400..=2_591_999 => plural(s / 86_400, "day"),
-        2_592_000..=31_535_999 => plural(s / 2_592_000, "month"),
-        _ => plural(s / 31_536_000, "year"),
+    if s < 10 {
+        "just now".to_string()
+    } else {
+        format!("{} ago", span(s))
     }
+}
+
+/// Like [`relative`], but a time in the future reads "in 3 hours" (for times the coordinators
+/// plan: the next backup, an expiry, the end of a lock). 0 is "-".
+pub fn relative_either(unix_ms: u64, now_ms: u64) -> String {
+    if unix_ms <= now_ms {
+        return relative(unix_ms, now_ms);
+    }
+    let s = (unix_ms - now_ms) / 1000;
+    if s < 60 {
+        "in under a minute".to_string()
+    } else {
+        format!("in {}", span(s))
+    }
+}
+
+/// An absolute time for people: RFC 3339 in UTC, to the second ("-" for 0).
+pub fn utc(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".to_string();
+    }
+    text(&timestamp(unix_ms - unix_ms % 1000))
+}
+
+/// An absolute time with how far it is from now: `2026-11-20T02:00:00Z (in 3 hours)`; "-" for 0.
+pub fn at(unix_ms: u64) -> String {
+    at_from(unix_ms, now_ms())
+}
+
+/// [`at`] seen from `now_ms`.
+pub fn at_from(unix_ms: u64, now_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "-".to_string();
+    }
+    format!("{} ({})", utc(unix_ms), relative_either(unix_ms, now_ms))
 }
 
 /// Relative to now.
@@ -199,6 +243,35 @@ mod tests {
         assert_eq!(relative(now - 800 * 86_400_000, now), "2 years ago");
         assert_eq!(relative(now + 5_000, now), "just now");
         assert_eq!(relative(now + 3_600_000, now), "in the future");
+    }
+
+    #[test]
+    fn future_times_read_like_speech() {
+        let now = 1_700_000_000_000;
+        assert_eq!(relative_either(0, now), "-");
+        assert_eq!(relative_either(now - 3_600_000, now), "1 hour ago");
+        assert_eq!(relative_either(now, now), "just now");
+        assert_eq!(relative_either(now + 30_000, now), "in under a minute");
+        assert_eq!(relative_either(now + 60_000, now), "in 1 minute");
+        assert_eq!(relative_either(now + 5 * 3_600_000, now), "in 5 hours");
+        assert_eq!(relative_either(now + 3 * 86_400_000, now), "in 3 days");
+        assert_eq!(relative_either(now + 400 * 86_400_000, now), "in 1 year");
+    }
+
+    #[test]
+    fn absolute_times_are_utc_to_the_second() {
+        let now = 1_700_000_000_000;
+        assert_eq!(utc(0), "-");
+        assert_eq!(utc(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(at_from(0, now), "-");
+        assert_eq!(
+            at_from(now + 2 * 3_600_000, now),
+            "2023-11-15T00:13:20Z (in 2 hours)"
+        );
+        assert_eq!(
+            at_from(now - 86_400_000, now),
+            "2023-11-13T22:13:20Z (1 day ago)"
+        );
     }
 
     #[test]

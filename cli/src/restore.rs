@@ -101,6 +101,10 @@ pub fn job_json(j: &JobInfo) -> Value {
         "bytes_total": j.bytes_total,
         "requested_by": j.requested_by,
         "result": result,
+        "backup_kind": j.backup_kind,
+        "slot_unix_ms": j.slot_unix_ms,
+        "slot": output::timestamp(j.slot_unix_ms),
+        "attempt": j.attempt,
     })
 }
 

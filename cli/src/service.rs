@@ -1,24 +1,62 @@
-//! `strongbox service list|show` and `strongbox host list`: what the coordinators know of the
-//! fleet: services with their members (host, role, health, version) and backups, and hosts.
+//! `strongbox service list|show|exclude|include|deprovision` and `strongbox host list`: what
+//! the coordinators know of the fleet: services with their state, schedule, primary, members,
+//! role changes and backups, and hosts; and the operator's say over a service's automatic
+//! backups (exclude, include, deprovision).
 //!
-//! Invariant: read-only (a viewer certificate is enough); lists are sorted by name so that
-//! output is stable from one run to the next.
+//! Invariants: `list`, `show` and `host list` are read-only (a viewer certificate is enough);
+//! lists are sorted by name so that output is stable from one run to the next; `deprovision`
+//! (which cannot be undone) needs `--yes`.
+
+use std::time::Duration;
 
 use anyhow::bail;
 use serde_json::{json, Value};
-use strongbox_proto::v1::{HostInfo, ListHostsRequest, ListServicesRequest, ServiceInfo};
+use strongbox_proto::v1::{
+    HostInfo, ListHostsRequest, ListServicesRequest, RoleChangeInfo, ServiceInfo,
+    SetServiceStateRequest, SetServiceStateResponse, ShowServiceRequest,
+};
 
+use crate::backup::{self, backup_json};
 use crate::connect::{Api, ConnectArgs};
 use crate::output::{self, ago, Output};
+use crate::restore::job_json;
+
+/// Role changes `service show` prints (the newest); JSON has them all.
+const ROLE_CHANGES_SHOWN: usize = 20;
 
 #[derive(clap::Subcommand)]
 pub enum ServiceCommand {
-    /// Every service, its engine, members, and last backup.
+    /// Every service: engine, state, primary, members, last and next backup.
     List,
-    /// One service: its members (host, role, healthy, version) and backups.
+    /// One service: state, schedule, next and last backups, primary, members, role changes.
     Show {
         /// The service's name.
         name: String,
+    },
+    /// Stop scheduled backups of a service until `service include` (the policy is kept).
+    Exclude {
+        /// The service's name.
+        name: String,
+    },
+    /// Resume scheduled backups of an excluded service.
+    Include {
+        /// The service's name.
+        name: String,
+    },
+    /// Stop automatic backups of a service for good (it is going away); if its policy keeps
+    /// final backups, a final backup is taken now and kept until purged.
+    Deprovision {
+        /// The service's name.
+        name: String,
+        /// Confirm: automatic backups of the service stop for good.
+        #[arg(long)]
+        yes: bool,
+        /// Wait until the final backup completed or failed, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds (the backup goes on).
+        #[arg(long, default_value_t = backup::DEFAULT_WAIT_SECS)]
+        timeout: u64,
     },
 }
 
@@ -28,16 +66,39 @@ pub enum HostCommand {
     List,
 }
 
+fn role_change_json(c: &RoleChangeInfo) -> Value {
+    json!({
+        "host": c.host,
+        "from": c.from,
+        "to": c.to,
+        "unix_ms": c.unix_ms,
+        "time": output::timestamp(c.unix_ms),
+    })
+}
+
 fn service_json(s: &ServiceInfo) -> Value {
     json!({
         "name": s.name,
         "engine": s.engine,
+        "state": s.state,
+        "state_reason": s.state_reason,
+        "schedule": s.schedule,
+        "next_backup_unix_ms": s.next_backup_unix_ms,
+        "next_backup": output::timestamp(s.next_backup_unix_ms),
+        "last_success_unix_ms": s.last_success_unix_ms,
+        "last_success": output::timestamp(s.last_success_unix_ms),
+        "last_failure": s.last_failure,
+        "missed": s.missed,
+        "primary_host": s.primary_host,
+        "primary_since_unix_ms": s.primary_since_unix_ms,
+        "primary_since": output::timestamp(s.primary_since_unix_ms),
         "backups": s.backups,
         "last_backup_unix_ms": s.last_backup_unix_ms,
         "last_backup": output::timestamp(s.last_backup_unix_ms),
         "members": s.members.iter().map(|m| json!({
             "host": m.host, "role": m.role, "healthy": m.healthy, "engine_version": m.engine_version,
         })).collect::<Vec<_>>(),
+        "role_changes": s.role_changes.iter().map(role_change_json).collect::<Vec<_>>(),
     })
 }
 
@@ -85,84 +146,341 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
+/// A service's state for people: `failing (the last scheduled try failed: …)`.
+pub fn state_label(s: &ServiceInfo) -> String {
+    let state = if s.state.is_empty() { "-" } else { &s.state };
+    if s.state_reason.is_empty() {
+        state.to_string()
+    } else {
+        format!("{state} ({})", s.state_reason)
+    }
+}
+
+/// A role change for people: `replica → primary`; a member that appeared reads `(new) → …`,
+/// one that went away `… → (gone)`.
+pub fn role_change_label(c: &RoleChangeInfo) -> String {
+    let side = |r: &str, none: &str| {
+        if r.is_empty() {
+            none.to_string()
+        } else {
+            r.to_string()
+        }
+    };
+    format!("{} → {}", side(&c.from, "(new)"), side(&c.to, "(gone)"))
+}
+
+/// The primary for people: `db-1 since 2026-11-20T02:00:00Z (3 days ago)`, or "none".
+pub fn primary_label(s: &ServiceInfo, now_ms: u64) -> String {
+    if s.primary_host.is_empty() {
+        return "none".to_string();
+    }
+    if s.primary_since_unix_ms == 0 {
+        return s.primary_host.clone();
+    }
+    format!(
+        "{} since {}",
+        s.primary_host,
+        output::at_from(s.primary_since_unix_ms, now_ms)
+    )
+}
+
+/// The key/value lines of `service show`.
+pub fn service_fields(s: &ServiceInfo, now_ms: u64) -> Vec<(&'static str, Value)> {
+    let mut f = vec![
+        ("service", json!(s.name)),
+        ("engine", json!(s.engine)),
+        ("state", json!(state_label(s))),
+        (
+            "schedule",
+            json!(if s.schedule.is_empty() {
+                "-"
+            } else {
+                &s.schedule
+            }),
+        ),
+        (
+            "next backup",
+            json!(if s.next_backup_unix_ms == 0 {
+                "none scheduled".to_string()
+            } else {
+                output::at_from(s.next_backup_unix_ms, now_ms)
+            }),
+        ),
+        (
+            "last success",
+            json!(if s.last_success_unix_ms == 0 {
+                "never".to_string()
+            } else {
+                output::at_from(s.last_success_unix_ms, now_ms)
+            }),
+        ),
+    ];
+    if !s.last_failure.is_empty() {
+        f.push(("last failure", json!(s.last_failure)));
+    }
+    f.extend([
+        ("missed slots", json!(s.missed)),
+        ("primary", json!(primary_label(s, now_ms))),
+        (
+            "backups",
+            json!(if s.backups == 0 {
+                "0".to_string()
+            } else {
+                format!(
+                    "{} (newest {})",
+                    s.backups,
+                    output::relative(s.last_backup_unix_ms, now_ms)
+                )
+            }),
+        ),
+    ]);
+    f
+}
+
+/// Prints one service like `service show`: its lines, members and role changes.
+fn print_service(s: &ServiceInfo) {
+    let now = output::now_ms();
+    output::print_fields(&service_fields(s, now));
+    let mut t = output::table(["host", "role", "healthy", "version"]);
+    for m in &s.members {
+        t.add_row([
+            m.host.clone(),
+            m.role.clone(),
+            yes_no(m.healthy).to_string(),
+            m.engine_version.clone(),
+        ]);
+    }
+    if s.members.is_empty() {
+        println!("\nNo members: no agent reports this service now.");
+    } else {
+        println!("\nMembers:\n{t}");
+    }
+    if !s.role_changes.is_empty() {
+        let skip = s.role_changes.len().saturating_sub(ROLE_CHANGES_SHOWN);
+        let mut t = output::table(["when", "host", "change"]);
+        for c in &s.role_changes[skip..] {
+            t.add_row([
+                output::relative(c.unix_ms, now),
+                c.host.clone(),
+                role_change_label(c),
+            ]);
+        }
+        println!("\nRole changes (oldest first):\n{t}");
+        if skip > 0 {
+            println!("({skip} older role changes not shown; `--output json` has them all)");
+        }
+    }
+}
+
+async fn show_service(api: &Api, name: &str) -> anyhow::Result<ServiceInfo> {
+    api.call("ShowService", |mut c| {
+        let name = name.to_string();
+        async move { c.show_service(ShowServiceRequest { name }).await }
+    })
+    .await
+}
+
+async fn set_state(api: &Api, name: &str, action: &str) -> anyhow::Result<SetServiceStateResponse> {
+    api.call("SetServiceState", |mut c| {
+        let req = SetServiceStateRequest {
+            service: name.to_string(),
+            action: action.to_string(),
+        };
+        async move { c.set_service_state(req).await }
+    })
+    .await
+}
+
+/// Why `deprovision` needs `--yes`, with what it does to this service's final backup
+/// (`keep_final`: the effective policy's, None when unknown).
+pub fn deprovision_refusal(name: &str, keep_final: Option<bool>) -> String {
+    let final_backup = match keep_final {
+        Some(true) => "its policy keeps final backups, so a final backup is taken now and kept until purged".to_string(),
+        Some(false) => "its policy does not keep final backups (keep-final is false), so no final backup is taken".to_string(),
+        None => "if its policy keeps final backups (keep-final), a final backup is taken now and kept until purged".to_string(),
+    };
+    format!(
+        "deprovisioning {name} stops its automatic backups for good (`service include` cannot undo it); {final_backup}. Run `strongbox service deprovision {name} --yes` to confirm"
+    )
+}
+
 pub async fn run_service(
     cmd: ServiceCommand,
     conn: &ConnectArgs,
     output: Output,
 ) -> anyhow::Result<()> {
-    let api = Api::new(conn)?;
-    let services = list_services(&api).await?;
     match cmd {
-        ServiceCommand::List => match output {
-            Output::Json => output.json(&Value::Array(services.iter().map(service_json).collect())),
-            Output::Table => {
-                if services.is_empty() {
-                    println!("No services yet: they appear once an agent with [[service]] tables registers.");
-                    return Ok(());
-                }
-                let mut t =
-                    output::table(["service", "engine", "members", "backups", "last backup"]);
-                for s in &services {
-                    let members: Vec<String> = s
-                        .members
-                        .iter()
-                        .map(|m| {
-                            format!(
-                                "{} ({}{})",
-                                m.host,
-                                m.role,
-                                if m.healthy { "" } else { ", UNHEALTHY" }
-                            )
-                        })
-                        .collect();
-                    t.add_row([
-                        s.name.clone(),
-                        s.engine.clone(),
-                        members.join("\n"),
-                        s.backups.to_string(),
-                        ago(s.last_backup_unix_ms),
-                    ]);
-                }
-                println!("{t}");
-            }
-        },
-        ServiceCommand::Show { name } => {
-            let Some(s) = services.iter().find(|s| s.name == name) else {
-                let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-                bail!(
-                    "no service named {name:?} (known: {}); `strongbox service list` shows them",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-            };
+        ServiceCommand::List => {
+            let api = Api::new(conn)?;
+            let services = list_services(&api).await?;
             match output {
-                Output::Json => output.json(&service_json(s)),
+                Output::Json => {
+                    output.json(&Value::Array(services.iter().map(service_json).collect()))
+                }
                 Output::Table => {
-                    output::print_fields(&[
-                        ("service", json!(s.name)),
-                        ("engine", json!(s.engine)),
-                        ("backups", json!(s.backups)),
-                        ("last backup", json!(ago(s.last_backup_unix_ms))),
+                    if services.is_empty() {
+                        println!("No services yet: they appear once an agent with [[service]] tables registers.");
+                        return Ok(());
+                    }
+                    let now = output::now_ms();
+                    let mut t = output::table([
+                        "service",
+                        "engine",
+                        "state",
+                        "primary",
+                        "members",
+                        "backups",
+                        "last backup",
+                        "next",
                     ]);
-                    let mut t = output::table(["host", "role", "healthy", "version"]);
-                    for m in &s.members {
+                    for s in &services {
+                        let members: Vec<String> = s
+                            .members
+                            .iter()
+                            .map(|m| {
+                                format!(
+                                    "{} ({}{})",
+                                    m.host,
+                                    m.role,
+                                    if m.healthy { "" } else { ", UNHEALTHY" }
+                                )
+                            })
+                            .collect();
                         t.add_row([
-                            m.host.clone(),
-                            m.role.clone(),
-                            yes_no(m.healthy).to_string(),
-                            m.engine_version.clone(),
+                            s.name.clone(),
+                            s.engine.clone(),
+                            if s.state.is_empty() {
+                                "-".to_string()
+                            } else {
+                                s.state.clone()
+                            },
+                            if s.primary_host.is_empty() {
+                                "-".to_string()
+                            } else {
+                                s.primary_host.clone()
+                            },
+                            members.join("\n"),
+                            s.backups.to_string(),
+                            output::relative(s.last_backup_unix_ms, now),
+                            output::relative_either(s.next_backup_unix_ms, now),
                         ]);
                     }
-                    println!("\n{t}");
-                    println!("\nIts backups: `strongbox backup list {}`", s.name);
+                    println!("{t}");
                 }
             }
         }
+        ServiceCommand::Show { name } => {
+            let api = Api::new(conn)?;
+            let s = show_service(&api, &name).await?;
+            match output {
+                Output::Json => output.json(&service_json(&s)),
+                Output::Table => {
+                    print_service(&s);
+                    println!(
+                        "\nIts backups: `strongbox backup list {}`; its policy: `strongbox policy show --service {}`",
+                        s.name, s.name
+                    );
+                }
+            }
+        }
+        ServiceCommand::Exclude { name } => {
+            let api = Api::new(conn)?;
+            let r = set_state(&api, &name, "exclude").await?;
+            print_state_change(&r, output);
+            if output == Output::Table {
+                println!(
+                    "\nExcluded: no scheduled backups of {name} until `strongbox service include {name}`."
+                );
+            }
+        }
+        ServiceCommand::Include { name } => {
+            let api = Api::new(conn)?;
+            let r = set_state(&api, &name, "include").await?;
+            print_state_change(&r, output);
+            if output == Output::Table {
+                println!("\nIncluded: scheduled backups of {name} resume.");
+            }
+        }
+        ServiceCommand::Deprovision {
+            name,
+            yes,
+            wait,
+            timeout,
+        } => {
+            if !yes {
+                // Say what happens to the final backup if the coordinators tell us the policy;
+                // the refusal does not depend on it.
+                let keep_final = match Api::new(conn) {
+                    Ok(api) => tokio::time::timeout(
+                        Duration::from_secs(5),
+                        crate::policy::keeps_final(&api, &name),
+                    )
+                    .await
+                    .ok()
+                    .flatten(),
+                    Err(_) => None,
+                };
+                bail!("{}", deprovision_refusal(&name, keep_final));
+            }
+            let api = Api::new(conn)?;
+            let r = set_state(&api, &name, "deprovision").await?;
+            let Some(job) = r.final_backup.clone().filter(|_| wait) else {
+                print_state_change(&r, output);
+                if output == Output::Table {
+                    match &r.final_backup {
+                        Some(j) => println!(
+                            "\nDeprovisioned: automatic backups of {name} stopped for good. Final backup {} is under way (job {}): follow it with `strongbox backup show {}` (or pass --wait).",
+                            j.backup_id, j.id, j.backup_id
+                        ),
+                        None => println!(
+                            "\nDeprovisioned: automatic backups of {name} stopped for good. No final backup was taken (its policy does not keep one, or it was deprovisioned already)."
+                        ),
+                    }
+                }
+                return Ok(());
+            };
+            if let Some(s) = &r.service {
+                if output == Output::Table {
+                    print_service(s);
+                }
+            }
+            output.note(&format!(
+                "\nDeprovisioned: automatic backups of {name} stopped for good; waiting for the final backup {} (job {}) on {}",
+                job.backup_id, job.id, job.host
+            ));
+            let (done, b) =
+                backup::wait_backup_job(&api, &job, output, Duration::from_secs(timeout)).await?;
+            match output {
+                Output::Json => output.json(&json!({
+                    "service": r.service.as_ref().map(service_json),
+                    "final_backup": job_json(&done),
+                    "backup": b.as_ref().map(backup_json),
+                })),
+                Output::Table => {
+                    println!("\nFinal backup:");
+                    backup::print_backup_job_fields(&done, b.as_ref());
+                }
+            }
+            backup::check_backup_job(&done)?;
+        }
     }
     Ok(())
+}
+
+/// Prints the answer to exclude/include/deprovision: the service as `service show` does, and
+/// in JSON the final backup's job too.
+fn print_state_change(r: &SetServiceStateResponse, output: Output) {
+    match output {
+        Output::Json => output.json(&json!({
+            "service": r.service.as_ref().map(service_json),
+            "final_backup": r.final_backup.as_ref().map(job_json),
+        })),
+        Output::Table => {
+            if let Some(s) = &r.service {
+                print_service(s);
+            }
+        }
+    }
 }
 
 pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
@@ -211,4 +529,100 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(from: &str, to: &str) -> RoleChangeInfo {
+        RoleChangeInfo {
+            host: "db-1".into(),
+            from: from.into(),
+            to: to.into(),
+            unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn role_changes_read_as_arrows() {
+        assert_eq!(
+            role_change_label(&change("replica", "primary")),
+            "replica → primary"
+        );
+        assert_eq!(role_change_label(&change("", "replica")), "(new) → replica");
+        assert_eq!(
+            role_change_label(&change("primary", "")),
+            "primary → (gone)"
+        );
+    }
+
+    #[test]
+    fn show_lines() {
+        let now = 1_700_000_000_000;
+        let s = ServiceInfo {
+            name: "orders".into(),
+            engine: "postgres".into(),
+            state: "failing".into(),
+            state_reason: "the last scheduled try failed".into(),
+            schedule: "every 24h".into(),
+            next_backup_unix_ms: now + 3 * 3_600_000,
+            last_success_unix_ms: now - 86_400_000,
+            last_failure: "pg_dump: connection refused".into(),
+            missed: 2,
+            primary_host: "db-2".into(),
+            primary_since_unix_ms: now - 2 * 86_400_000,
+            backups: 5,
+            last_backup_unix_ms: now - 86_400_000,
+            ..Default::default()
+        };
+        let lines: Vec<String> = service_fields(&s, now)
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", output::text(v)))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "service: orders",
+                "engine: postgres",
+                "state: failing (the last scheduled try failed)",
+                "schedule: every 24h",
+                "next backup: 2023-11-15T01:13:20Z (in 3 hours)",
+                "last success: 2023-11-13T22:13:20Z (1 day ago)",
+                "last failure: pg_dump: connection refused",
+                "missed slots: 2",
+                "primary: db-2 since 2023-11-12T22:13:20Z (2 days ago)",
+                "backups: 5 (newest 1 day ago)",
+            ]
+        );
+        let none = ServiceInfo {
+            name: "x".into(),
+            state: "excluded".into(),
+            ..Default::default()
+        };
+        let lines: Vec<String> = service_fields(&none, now)
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", output::text(v)))
+            .collect();
+        assert!(lines.contains(&"next backup: none scheduled".to_string()));
+        assert!(lines.contains(&"last success: never".to_string()));
+        assert!(lines.contains(&"primary: none".to_string()));
+        assert!(lines.contains(&"state: excluded".to_string()));
+    }
+
+    #[test]
+    fn deprovision_refusal_says_what_happens() {
+        let yes = deprovision_refusal("orders", Some(true));
+        assert!(
+            yes.contains("stops its automatic backups for good"),
+            "{yes}"
+        );
+        assert!(yes.contains("a final backup is taken now"), "{yes}");
+        assert!(
+            yes.contains("strongbox service deprovision orders --yes"),
+            "{yes}"
+        );
+        assert!(deprovision_refusal("orders", Some(false)).contains("no final backup is taken"));
+        assert!(deprovision_refusal("orders", None).contains("if its policy keeps final backups"));
+    }
 }

@@ -5,6 +5,7 @@
 pub mod chunk;
 pub mod chunking;
 pub mod connect;
+pub mod durations;
 pub mod error;
 pub mod files;
 pub mod ids;

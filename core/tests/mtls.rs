@@ -60,6 +60,41 @@ impl OperatorService for Probe {
         Err(Status::unimplemented("probe"))
     }
 
+    async fn show_service(
+        &self,
+        _: Request<pb::ShowServiceRequest>,
+    ) -> Result<Response<pb::ServiceInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn get_policy(
+        &self,
+        _: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn set_policy(
+        &self,
+        _: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn hold_backup(
+        &self,
+        _: Request<pb::HoldBackupRequest>,
+    ) -> Result<Response<pb::BackupInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
+    async fn set_service_state(
+        &self,
+        _: Request<pb::SetServiceStateRequest>,
+    ) -> Result<Response<pb::SetServiceStateResponse>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
     async fn purge_backup(
         &self,
         _: Request<pb::PurgeBackupRequest>,

@@ -14,7 +14,7 @@ use strongbox_proto::catalog::{
 };
 
 use super::{backup_key, Catalog};
-use crate::policy::effective::{overlay, resolve, validate, Effective};
+use crate::policy::effective::{describe, overlay, resolve, validate, Effective};
 use crate::policy::retention::evaluate;
 use crate::policy::time::rfc3339;
 
@@ -189,8 +189,9 @@ impl Catalog {
             format!("service {}", p.service)
         };
         Ok(format!(
-            "set policy of {level}{}: {change:?}",
-            if p.reset { " (reset)" } else { "" }
+            "set policy of {level}{}: {}",
+            if p.reset { " (reset)" } else { "" },
+            describe(&change)
         ))
     }
 

@@ -99,6 +99,40 @@ pub fn resolve(region: Option<&Policy>, service: Option<&Policy>) -> Effective {
     }
 }
 
+/// The fields set in `p`, as `daily=7, lock_days=30`, for the audit log.
+pub fn describe(p: &Policy) -> String {
+    use strongbox_core::durations::format;
+    let mut out = Vec::new();
+    let mut num = |name: &str, v: Option<u32>| {
+        if let Some(v) = v {
+            out.push(format!("{name}={v}"));
+        }
+    };
+    num("hourly", p.hourly);
+    num("daily", p.daily);
+    num("monthly", p.monthly);
+    num("yearly", p.yearly);
+    num("lock_days", p.lock_days);
+    num("max_concurrent", p.max_concurrent);
+    if let Some(s) = &p.schedule {
+        out.insert(0, format!("schedule={s:?}"));
+    }
+    if let Some(ms) = p.max_age_ms {
+        out.push(format!("max_age={}", format(ms)));
+    }
+    if let Some(ms) = p.jitter_ms {
+        out.push(format!("jitter={}", format(ms)));
+    }
+    if let Some(k) = p.keep_final {
+        out.push(format!("keep_final={k}"));
+    }
+    if out.is_empty() {
+        "nothing".into()
+    } else {
+        out.join(", ")
+    }
+}
+
 /// Checks a policy change before it is stored: the schedule parses, the numbers are sane.
 pub fn validate(p: &Policy) -> Result<(), String> {
     if let Some(s) = &p.schedule {

@@ -18,9 +18,7 @@ use std::collections::BTreeMap;
 use strongbox_proto::catalog::BackupRecord;
 
 use super::effective::Effective;
-use super::time::{add_months, rfc3339, utc_date, utc_midnight, DAY_MS};
-
-const HOUR_MS: u64 = 3_600_000;
+use super::time::{add_months, rfc3339, utc_date, utc_midnight, DAY_MS, HOUR_MS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {

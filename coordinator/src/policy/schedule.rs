@@ -31,59 +31,7 @@ pub enum Schedule {
     Daily { hour: i8, minute: i8, zone: String },
 }
 
-/// Parses `30s`, `90m`, `12h`, `7d` (and `1h30m`) into milliseconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("an empty duration".into());
-    }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1_000,
-            'm' => 60_000,
-            'h' => 3_600_000,
-            'd' => DAY_MS,
-            _ => return Err(format!("{s:?}: use a number and s, m, h or d, e.g. 24h")),
-        };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("{s:?}: a unit needs a number before it, e.g. 24h"))?;
-        digits.clear();
-        total = total.saturating_add(n.saturating_mul(unit));
-    }
-    if !digits.is_empty() {
-        return Err(format!("{s:?}: the number needs a unit (s, m, h or d)"));
-    }
-    Ok(total)
-}
-
-/// The shortest text for a duration: `24h`, `30d`, `90m` as `1h30m`, `45s`, `0` (days only
-/// from two days up, so a day reads `24h`).
-pub fn format_duration(ms: u64) -> String {
-    if ms == 0 {
-        return "0".into();
-    }
-    let mut out = String::new();
-    let mut rest = ms / 1000;
-    let day = if ms >= 2 * DAY_MS { 86_400 } else { u64::MAX };
-    for (unit, secs) in [("d", day), ("h", 3_600), ("m", 60), ("s", 1)] {
-        if rest >= secs {
-            out.push_str(&format!("{}{unit}", rest / secs));
-            rest %= secs;
-        }
-    }
-    if out.is_empty() {
-        format!("{ms}ms")
-    } else {
-        out
-    }
-}
+pub use strongbox_core::durations::{format as format_duration, parse as parse_duration};
 
 impl FromStr for Schedule {
     type Err = String;
@@ -248,8 +196,6 @@ mod tests {
         assert!("daily 02:00 Mars/Olympus".parse::<Schedule>().is_err());
         assert!("every 1s".parse::<Schedule>().is_err());
         assert!("weekly".parse::<Schedule>().is_err());
-        assert_eq!(parse_duration("1h30m").unwrap(), 90 * 60_000);
-        assert_eq!(format_duration(90 * 60_000), "1h30m");
     }
 
     #[test]

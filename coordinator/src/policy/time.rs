@@ -6,7 +6,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+pub use strongbox_core::durations::{DAY_MS, HOUR_MS};
 
 pub fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from_millisecond(ms.min(i64::MAX as u64) as i64).unwrap_or(Timestamp::MAX)

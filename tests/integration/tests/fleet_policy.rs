@@ -347,6 +347,27 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
     }
     assert!(max <= 4, "{max} backups under way at once");
     assert!(max >= 2, "the limit was never approached: {max}");
+    // The metrics say when each service last succeeded and when it is due next.
+    let node = f.cluster.running_ids()[0];
+    let (code, text) =
+        strongbox_integration::cluster::http_get(f.cluster.node(node).http_addr, "/metrics")
+            .expect("metrics");
+    assert_eq!(code, 200);
+    for i in 0..20 {
+        let line = |metric: &str| {
+            text.lines()
+                .find(|l| l.starts_with(metric) && l.contains(&format!("service=\"svc{i:02}\"")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {metric} for svc{i:02} in\n{text}"))
+        };
+        let last = line("strongbox_service_last_success_timestamp_seconds");
+        let next = line("strongbox_service_next_backup_timestamp_seconds");
+        assert!(
+            last > 0 && next >= last + 3500,
+            "svc{i:02}: last {last}, next {next}"
+        );
+    }
     drop(agents);
     drop(dbs);
 }
@@ -435,7 +456,7 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
     ));
 
     // Inside the lock nobody purges, an operator neither.
-    let out = cli(&f, &["backup", "purge", &manual.id]);
+    let out = cli(&f, &["backup", "purge", &manual.id, "--yes"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("locked until"), "{err}");
@@ -446,18 +467,13 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
         .into_iter()
         .map(|b| b.id)
         .collect();
-    let lower = [
-        "policy",
-        "set",
-        "--daily",
-        "1",
-        "--monthly",
-        "0",
-        "--yearly",
-        "0",
-    ];
+    let lower = ["policy", "set", "--lock-days", "0"];
     let out = cli(&f, &lower);
-    assert!(!out.status.success());
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -495,7 +511,7 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
         .collect();
     let only_middle: Vec<ChunkId> = expiring
         .iter()
-        .flat_map(|b| chunks_of(b))
+        .flat_map(&chunks_of)
         .filter(|c| !kept.contains(c))
         .collect();
     assert!(
@@ -565,4 +581,30 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
         assert!(result["verification"].is_object(), "{result}");
     }
     spare.stop_restored_servers();
+
+    // Deprovisioning takes a final backup (the policy keeps one), which retention keeps.
+    let out = cli(&f, &["service", "deprovision", "ledger"]);
+    assert!(!out.status.success(), "deprovision needs --yes");
+    ok(&cli(
+        &f,
+        &["service", "deprovision", "ledger", "--yes", "--wait"],
+    ));
+    let finals: Vec<BackupInfo> = backups(&f, "ledger")
+        .await
+        .into_iter()
+        .filter(|b| b.kind == "final")
+        .collect();
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert_eq!(finals[0].state, "completed");
+    assert_eq!(finals[0].kept_because, "final");
+    let svc = f
+        .op()
+        .show_service(ShowServiceRequest {
+            name: "ledger".into(),
+        })
+        .await
+        .expect("show")
+        .into_inner();
+    assert_eq!(svc.state, "deprovisioned");
+    assert_eq!(svc.next_backup_unix_ms, 0);
 }
