@@ -1,10 +1,12 @@
-//! The restore pipeline: fetch and check the manifest, provision a fresh server, stream each
-//! part's chunks (fetched in parallel, opened on the blocking pool) into the engine's loader,
-//! then verify.
+//! The restore pipeline: fetch and check the manifest, provision a fresh server (or, for an
+//! in-place restore, take the service's own live server), stream each part's chunks (fetched in
+//! parallel, opened on the blocking pool) into the engine's loader, then verify.
 //!
 //! Invariants: the target is always a new folder under the data root (`r/<12 hex of the job
 //! id's hash>`: short, because PostgreSQL's socket path must fit in 107 bytes), so
-//! a restore never touches the source or another restore; a chunk reaches the loader only after
+//! a restore never touches the source or another restore — except an in-place restore, which
+//! the coordinator sends only after a `pre-restore` backup of that source completed (its folder
+//! then holds spools only and is removed after); a chunk reaches the loader only after
 //! its AEAD tag and its id are checked; a fetch or decryption failure reaches the loader as a
 //! stream *error*, never as a clean end of input, so no part is loaded half; the job fails
 //! when verification finds a difference, and its result still says what was found.
@@ -80,9 +82,29 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         bytes_total: total,
         ..Default::default()
     });
-    let mut target =
-        engines::provision(kind, &dir, &agent.config.restore_listen, None, &job.service).await?;
-    tracing::info!(dir = %dir.display(), "fresh server provisioned");
+    let mut target = if job.in_place {
+        let engine = agent.engine(&job.service)?;
+        if engine.kind() != kind {
+            return Err(Error::Other(format!(
+                "backup of {} is a {} backup, but the service on this host is {}",
+                job.service,
+                kind.as_str(),
+                engine.kind().as_str()
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        tracing::warn!(service = %job.service, backup = %job.backup_id, "restoring in place: the live data is replaced");
+        engine.in_place(&dir).await?
+    } else {
+        let t = engines::provision(kind, &dir, &agent.config.restore_listen, None, &job.service)
+            .await?;
+        tracing::info!(dir = %dir.display(), "fresh server provisioned");
+        t
+    };
 
     let mut done = 0u64;
     let mut expected: Vec<TableStat> = Vec::new();
@@ -145,8 +167,14 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         "connection": target.connection(),
         "verification": verification,
         "backup_created_unix_ms": manifest.created_unix_ms,
+        "in_place": job.in_place,
     })
     .to_string();
+    if job.in_place {
+        // Only spools were there; the restored data is in the live server.
+        drop(target);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let failure = (!verification.ok).then(|| {
         format!(
             "verification found differences: {} table(s) differ; engine check: {}",

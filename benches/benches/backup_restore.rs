@@ -129,7 +129,7 @@ async fn main() {
         .restore_backup(RestoreBackupRequest {
             backup_id: first.id.clone(),
             to_host: "spare-1".into(),
-            to_region: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -102,20 +102,28 @@ pub enum Command {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
         parallel: u64,
     },
-    /// Restore a backup onto a fresh server on a spare host, and verify it.
+    /// Restore a backup onto a fresh server on a spare host, and verify it; or, with
+    /// `--in-place --yes`, into the service's own live server after a pre-restore backup.
     Restore {
         /// The backup id.
         id: String,
         /// The spare host to restore onto.
         #[arg(
             long,
-            required_unless_present = "to_region",
-            conflicts_with = "to_region"
+            required_unless_present_any = ["to_region", "in_place"],
+            conflicts_with_all = ["to_region", "in_place"]
         )]
         to_host: Option<String>,
         /// Any healthy spare of this region.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "in_place")]
         to_region: Option<String>,
+        /// Replace the live data of the backup's service on its primary. The coordinators first
+        /// take a `pre-restore` backup of the current data (kept until deleted), then restore.
+        #[arg(long)]
+        in_place: bool,
+        /// Confirm an in-place restore.
+        #[arg(long, requires = "in_place")]
+        yes: bool,
         /// Wait until the restore is done and print the new server's connection details.
         #[arg(long)]
         wait: bool,
@@ -1066,6 +1074,8 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
             id,
             to_host,
             to_region,
+            in_place,
+            yes,
             wait,
             timeout,
         } => {
@@ -1075,6 +1085,8 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         backup_id: id.clone(),
                         to_host: to_host.clone().unwrap_or_default(),
                         to_region: to_region.clone().unwrap_or_default(),
+                        in_place,
+                        yes,
                     };
                     async move { c.restore_backup(req).await }
                 })
@@ -1087,8 +1099,15 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                             ("job", json!(job.id)),
                             ("backup", json!(job.backup_id)),
                             ("target host", json!(job.host)),
+                            ("in place", json!(job.in_place)),
                             ("state", json!(job.state)),
                         ]);
+                        if !job.after_job.is_empty() {
+                            println!(
+                                "\nIt starts once the pre-restore backup (job {}) completes.",
+                                job.after_job
+                            );
+                        }
                         println!(
                             "\nFollow it with `strongbox restore show {}` (or pass --wait).",
                             job.id

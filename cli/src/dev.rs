@@ -800,7 +800,7 @@ impl Dev {
                     c.restore_backup(RestoreBackupRequest {
                         backup_id,
                         to_host: SPARE_HOST.into(),
-                        to_region: String::new(),
+                        ..Default::default()
                     })
                     .await
                 }

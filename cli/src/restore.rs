@@ -105,6 +105,8 @@ pub fn job_json(j: &JobInfo) -> Value {
         "slot_unix_ms": j.slot_unix_ms,
         "slot": output::timestamp(j.slot_unix_ms),
         "attempt": j.attempt,
+        "in_place": j.in_place,
+        "after_job": j.after_job,
     })
 }
 

@@ -242,6 +242,20 @@ pub trait Engine: Send + Sync {
     async fn probe(&self) -> Result<Probe>;
     /// Starts a consistent backup: fixes the snapshot and lists the parts.
     async fn begin_backup(&self) -> Result<Box<dyn BackupRun>>;
+    /// This service's own (live) server as the target of an in-place restore, which the
+    /// coordinator orders only after a `pre-restore` backup of it completed. Loading a database
+    /// part replaces that database: its sessions are ended, it is dropped and recreated from the
+    /// dump; a globals part is applied over the roles that exist; SQLite replaces the file's
+    /// content through the online backup API, so open connections see the restored data.
+    /// Verification is the same as after a restore onto a fresh server. `scratch` is an empty
+    /// folder under the data root for spools; the caller removes it.
+    async fn in_place(&self, scratch: &Path) -> Result<Box<dyn RestoreTarget>> {
+        let _ = scratch;
+        Err(Error::Other(format!(
+            "in-place restore of {} services is not supported",
+            self.kind().as_str()
+        )))
+    }
 }
 
 /// Makes a fresh, empty server for `kind` in `dir` (created; must not exist or be empty),

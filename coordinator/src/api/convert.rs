@@ -117,5 +117,7 @@ pub fn job_info(j: JobRecord) -> JobInfo {
         backup_kind: j.backup_kind,
         slot_unix_ms: j.slot_unix_ms,
         attempt: j.attempt,
+        in_place: j.in_place,
+        after_job: j.after_job,
     }
 }

@@ -288,6 +288,12 @@ impl OperatorService for OperatorApi {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
         let backup_id = r.backup_id.clone();
+        self.node.read_barrier().await?;
+        if self.node.catalog.backup(&backup_id)?.is_none() {
+            return Err(Status::not_found(format!(
+                "no backup {backup_id:?}; `strongbox backup list SERVICE` shows the backups"
+            )));
+        }
         self.node
             .apply(
                 &who,
@@ -403,6 +409,11 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<JobInfo>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
+        if r.in_place && !(r.to_host.is_empty() && r.to_region.is_empty()) {
+            return Err(Status::invalid_argument(
+                "--in-place restores into the service's own primary; leave out --to-host and --to-region",
+            ));
+        }
         if !r.to_region.is_empty() && r.to_region != self.node.region {
             return Err(Status::invalid_argument(format!(
                 "this cluster serves region {:?}; to restore in {:?}, ask that region's coordinators",
@@ -416,6 +427,9 @@ impl OperatorService for OperatorApi {
             .backup(&r.backup_id)?
             .ok_or_else(|| Status::not_found(format!("no backup {:?}", r.backup_id)))?;
         let hosts = self.node.catalog.hosts()?;
+        if r.in_place {
+            return self.restore_in_place(&who, backup, r.yes).await;
+        }
         let host = restore_host(&hosts, &self.node.catalog.jobs()?, &r.to_host, now_ms())?;
         let engine = hosts
             .iter()
@@ -464,6 +478,54 @@ impl OperatorService for OperatorApi {
 }
 
 impl OperatorApi {
+    /// An in-place restore: a `pre-restore` backup of the service's primary first, then the
+    /// restore into that live server, released by the catalog when the backup completed.
+    async fn restore_in_place(
+        &self,
+        who: &strongbox_core::pki::Identity,
+        backup: strongbox_proto::catalog::BackupRecord,
+        yes: bool,
+    ) -> Result<Response<JobInfo>, Status> {
+        let (host, engine) = backup_host(&self.node.catalog.hosts()?, &backup.service, "")?;
+        if !yes {
+            return Err(Status::failed_precondition(format!(
+                "an in-place restore replaces the live data of {} on host {host} with backup {}                  (taken {}); a pre-restore backup of the current data is taken first. Add --yes to go ahead,                  or restore onto a spare with --to-host or --to-region to look first",
+                backup.service,
+                backup.id,
+                crate::policy::time::rfc3339(backup.created_unix_ms)
+            )));
+        }
+        if backup.state != "completed" {
+            return Err(Status::failed_precondition(format!(
+                "backup {} is {}, only a completed backup restores",
+                backup.id, backup.state
+            )));
+        }
+        let pre = JobRecord {
+            id: format!("job-{}", uuid::Uuid::now_v7()),
+            kind: "backup".into(),
+            service: backup.service.clone(),
+            host: host.clone(),
+            backup_id: format!("bk-{}", uuid::Uuid::now_v7()),
+            backup_kind: "pre-restore".into(),
+            engine: engine.clone(),
+            ..Default::default()
+        };
+        let pre = self.create_job(who, pre).await?.into_inner();
+        let restore = JobRecord {
+            id: format!("job-{}", uuid::Uuid::now_v7()),
+            kind: "restore".into(),
+            service: backup.service,
+            host,
+            backup_id: backup.id,
+            engine,
+            in_place: true,
+            after_job: pre.id,
+            ..Default::default()
+        };
+        self.create_job(who, restore).await
+    }
+
     async fn create_job(
         &self,
         who: &strongbox_core::pki::Identity,

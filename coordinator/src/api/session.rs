@@ -64,7 +64,10 @@ pub async fn run(
             }
         };
         for j in jobs {
-            if j.host != host || is_final(&j.state) || sent.contains(&j.id) {
+            // A waiting job (an in-place restore behind its pre-restore backup) goes out once
+            // the catalog releases it.
+            if j.host != host || is_final(&j.state) || j.state == "waiting" || sent.contains(&j.id)
+            {
                 continue;
             }
             let mut job = Job {
@@ -75,6 +78,7 @@ pub async fn run(
                 backup_kind: j.backup_kind.clone(),
                 manifest_id: Default::default(),
                 engine: j.engine.clone(),
+                in_place: j.in_place,
             };
             if j.kind == "restore" {
                 match node.catalog.backup(&j.backup_id) {

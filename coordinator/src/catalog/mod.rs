@@ -10,7 +10,8 @@
 //! changes of an entry and the new applied index are written in one atomic batch, so after a
 //! crash the catalog is exactly the state at its applied index; a request id applied twice has
 //! the effect of once and answers the first outcome; a malformed command is recorded as refused,
-//! never a crash; a job's state only moves forward (pending → running → completed | failed) and
+//! never a crash; a job's state only moves forward (waiting → pending → running → completed |
+//! failed; a job waits for the job named in `after_job`, and fails if that one fails) and
 //! only its own host reports on it; a backup is `completed` only by a `CommitBackup`, and a
 //! committed backup never changes again but by purge.
 
@@ -267,6 +268,7 @@ impl Catalog {
                     rec.attempt = job.attempt;
                     job.state = "completed".into();
                     job.updated_unix_ms = cmd.unix_ms;
+                    self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?;
                     batch.insert(job_key(&job.id), job.encode_to_vec());
                 }
                 batch.insert(backup_key(&b.id), rec.encode_to_vec());
@@ -289,6 +291,22 @@ impl Catalog {
                 rec.reason.clear();
                 rec.created_unix_ms = cmd.unix_ms;
                 rec.updated_unix_ms = cmd.unix_ms;
+                if !j.after_job.is_empty() {
+                    let first = self
+                        .get::<JobRecord>(&job_key(&j.after_job), "job record")
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no job {} to wait for", j.after_job))?;
+                    match first.state.as_str() {
+                        "failed" => {
+                            return Err(format!(
+                                "job {} it would wait for has failed: {}",
+                                first.id, first.reason
+                            ))
+                        }
+                        "completed" => {}
+                        _ => rec.state = "waiting".into(),
+                    }
+                }
                 match j.kind.as_str() {
                     "backup" => {
                         if let Some(svc) = self.service(&j.service).map_err(|e| e.to_string())? {
@@ -333,6 +351,12 @@ impl Catalog {
                                     batch.insert(backup_key(&b.id), b.encode_to_vec());
                                 }
                             }
+                            self.release_waiters(
+                                &other.id,
+                                Err(&other.reason),
+                                cmd.unix_ms,
+                                batch,
+                            )?;
                             batch.insert(job_key(&other.id), other.encode_to_vec());
                         }
                         if j.backup_id.is_empty()
@@ -357,6 +381,18 @@ impl Catalog {
                         batch.insert(backup_key(&j.backup_id), backup.encode_to_vec());
                     }
                     "restore" => {
+                        if j.in_place {
+                            let carries = self
+                                .host(&j.host)
+                                .map_err(|e| e.to_string())?
+                                .is_some_and(|h| h.members.iter().any(|m| m.service == j.service));
+                            if !carries {
+                                return Err(format!(
+                                    "an in-place restore of {} must run on a host of that service, not {}",
+                                    j.service, j.host
+                                ));
+                            }
+                        }
                         let b = self
                             .get::<BackupRecord>(&backup_key(&j.backup_id), "backup record")
                             .map_err(|e| e.to_string())?
@@ -387,6 +423,12 @@ impl Catalog {
                 if is_final(&job.state) {
                     return Err(format!("job {} is {} already", job.id, job.state));
                 }
+                if job.state == "waiting" {
+                    return Err(format!(
+                        "job {} is waiting for job {}",
+                        job.id, job.after_job
+                    ));
+                }
                 match u.state.as_str() {
                     "running" | "failed" => {}
                     "completed" if job.kind != "backup" => {}
@@ -413,6 +455,13 @@ impl Catalog {
                         }
                     }
                 }
+                match job.state.as_str() {
+                    "failed" => {
+                        self.release_waiters(&job.id, Err(&job.reason), cmd.unix_ms, batch)?
+                    }
+                    "completed" => self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?,
+                    _ => {}
+                }
                 batch.insert(job_key(&job.id), job.encode_to_vec());
                 Ok(format!("job {} {}", job.id, job.state))
             }
@@ -433,6 +482,33 @@ impl Catalog {
             Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
             None => Err("empty command".into()),
         }
+    }
+
+    /// Jobs waiting for `first`: `pending` when it completed, `failed` when it failed (the
+    /// in-place restore behind a failed pre-restore backup never touches the live server).
+    fn release_waiters(
+        &self,
+        first: &str,
+        outcome: std::result::Result<(), &str>,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> std::result::Result<(), String> {
+        for mut w in self.jobs().map_err(|e| e.to_string())? {
+            if w.after_job != first || w.state != "waiting" {
+                continue;
+            }
+            match outcome {
+                Ok(()) => w.state = "pending".into(),
+                Err(why) => {
+                    w.state = "failed".into();
+                    w.reason =
+                        format!("job {first} it waited for failed ({why}); nothing was changed");
+                }
+            }
+            w.updated_unix_ms = unix_ms;
+            batch.insert(job_key(&w.id), w.encode_to_vec());
+        }
+        Ok(())
     }
 
     /// The whole catalog, for a Raft snapshot.
@@ -607,5 +683,130 @@ mod tests {
             .apply(8, &cmd("r8", later + 1, report("db-1", "running")))
             .unwrap();
         assert!(o.error.contains("failed already"), "{}", o.error);
+    }
+
+    #[test]
+    fn an_in_place_restore_waits_for_its_pre_restore_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let c = Catalog::open(&db).unwrap();
+        let t0 = 1_000_000;
+        let register = Op::RegisterHost(strongbox_proto::catalog::RegisterHost {
+            host: "db-1".into(),
+            region: "r".into(),
+            spare: false,
+            members: vec![strongbox_proto::catalog::MemberRecord {
+                service: "orders".into(),
+                engine: "sqlite".into(),
+                role: "standalone".into(),
+                healthy: true,
+                ..Default::default()
+            }],
+        });
+        assert!(c
+            .apply(1, &cmd("r1", t0, register))
+            .unwrap()
+            .error
+            .is_empty());
+        // A completed backup to restore.
+        assert!(c
+            .apply(2, &cmd("r2", t0, backup_job("j1", "b1")))
+            .unwrap()
+            .error
+            .is_empty());
+        let commit = |job: &str, backup: &str| {
+            Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
+                backup: Some(BackupRecord {
+                    id: backup.into(),
+                    service: "orders".into(),
+                    host: "db-1".into(),
+                    manifest_id: vec![1u8; 32].into(),
+                    ..Default::default()
+                }),
+                job_id: job.into(),
+            })
+        };
+        assert!(c
+            .apply(3, &cmd("r3", t0, commit("j1", "b1")))
+            .unwrap()
+            .error
+            .is_empty());
+        let restore = |id: &str, after: &str| {
+            Op::CreateJob(CreateJob {
+                job: Some(JobRecord {
+                    id: id.into(),
+                    kind: "restore".into(),
+                    service: "orders".into(),
+                    host: "db-1".into(),
+                    backup_id: "b1".into(),
+                    in_place: true,
+                    after_job: after.into(),
+                    ..Default::default()
+                }),
+            })
+        };
+        // Pre-restore backup j2, the restore waits for it, and is released by its commit.
+        assert!(c
+            .apply(4, &cmd("r4", t0, backup_job("j2", "b2")))
+            .unwrap()
+            .error
+            .is_empty());
+        assert!(c
+            .apply(5, &cmd("r5", t0, restore("j3", "j2")))
+            .unwrap()
+            .error
+            .is_empty());
+        assert_eq!(c.job("j3").unwrap().unwrap().state, "waiting");
+        let report = Op::UpdateJob(UpdateJob {
+            job_id: "j3".into(),
+            host: "db-1".into(),
+            state: "running".into(),
+            ..Default::default()
+        });
+        let o = c.apply(6, &cmd("r6", t0, report)).unwrap();
+        assert!(o.error.contains("waiting for job j2"), "{}", o.error);
+        assert!(c
+            .apply(7, &cmd("r7", t0, commit("j2", "b2")))
+            .unwrap()
+            .error
+            .is_empty());
+        assert_eq!(c.job("j3").unwrap().unwrap().state, "pending");
+        // A failed pre-restore backup fails the restore behind it: nothing is touched.
+        assert!(c
+            .apply(8, &cmd("r8", t0, backup_job("j4", "b4")))
+            .unwrap()
+            .error
+            .is_empty());
+        assert!(c
+            .apply(9, &cmd("r9", t0, restore("j5", "j4")))
+            .unwrap()
+            .error
+            .is_empty());
+        let failed = Op::UpdateJob(UpdateJob {
+            job_id: "j4".into(),
+            host: "db-1".into(),
+            state: "failed".into(),
+            reason: "disk full".into(),
+            ..Default::default()
+        });
+        assert!(c
+            .apply(10, &cmd("r10", t0, failed))
+            .unwrap()
+            .error
+            .is_empty());
+        let j5 = c.job("j5").unwrap().unwrap();
+        assert_eq!(j5.state, "failed");
+        assert!(
+            j5.reason.contains("disk full") && j5.reason.contains("nothing was changed"),
+            "{}",
+            j5.reason
+        );
+        // In place only on a host of the service.
+        let mut elsewhere = restore("j6", "");
+        if let Op::CreateJob(CreateJob { job: Some(j) }) = &mut elsewhere {
+            j.host = "spare-1".into();
+        }
+        let o = c.apply(11, &cmd("r11", t0, elsewhere)).unwrap();
+        assert!(o.error.contains("host of that service"), "{}", o.error);
     }
 }

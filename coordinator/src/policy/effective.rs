@@ -157,3 +157,50 @@ pub fn validate(p: &Policy) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_overrides_the_region_which_overrides_the_defaults() {
+        let region = Policy {
+            schedule: Some("daily 02:00 UTC".into()),
+            daily: Some(14),
+            max_concurrent: Some(8),
+            ..Default::default()
+        };
+        let service = Policy {
+            daily: Some(3),
+            lock_days: Some(30),
+            max_concurrent: Some(99),
+            ..Default::default()
+        };
+        let e = resolve(Some(&region), Some(&service));
+        assert_eq!(e.schedule.to_string(), "daily 02:00 UTC");
+        assert_eq!((e.daily, e.lock_days, e.monthly), (3, 30, DEFAULT_MONTHLY));
+        assert_eq!(
+            e.max_concurrent, 8,
+            "the region's, whatever the service says"
+        );
+        let d = resolve(None, None);
+        assert_eq!(
+            (d.schedule.to_string().as_str(), d.daily, d.keep_final),
+            ("every 24h", 30, true)
+        );
+        assert!(validate(&Policy {
+            schedule: Some("weekly".into()),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(validate(&Policy {
+            max_concurrent: Some(0),
+            ..Default::default()
+        })
+        .is_err());
+        assert_eq!(
+            describe(&service),
+            "daily=3, lock_days=30, max_concurrent=99"
+        );
+    }
+}

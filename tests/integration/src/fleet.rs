@@ -124,7 +124,7 @@ impl Fleet {
             .restore_backup(RestoreBackupRequest {
                 backup_id: backup.into(),
                 to_host: host.into(),
-                to_region: String::new(),
+                ..Default::default()
             })
             .await
             .expect("fleet set-up")
