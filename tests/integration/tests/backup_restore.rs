@@ -392,4 +392,32 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
             "{q}"
         );
     }
+
+    // The download loads into a fresh MariaDB with the `mariadb` client alone: the database,
+    // then the grants.
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let r = download(&f, &backup.id, &f.key_file, &dl);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(files_in(&dl), ["grants.sql", "shop.sql"]);
+    let fresh = MariaDbServer::start().unwrap();
+    for file in ["shop.sql", "grants.sql"] {
+        let out = std::process::Command::new(
+            strongbox_integration::mariadb::mariadb_tool(&["mariadb", "mysql"]).unwrap(),
+        )
+        .args(["--batch", "-u", "root"])
+        .arg(format!("--host={}", fresh.host()))
+        .arg(format!("--port={}", fresh.port()))
+        .stdin(std::fs::File::open(dl.join(file)).unwrap())
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "loading {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (q, want) in checks.iter().zip(&source) {
+        assert_eq!(fresh.query(q).unwrap().trim(), want.trim(), "{q}");
+    }
 }
