@@ -90,10 +90,17 @@ impl OperatorService for OperatorApi {
                 }
             })
             .collect();
+        let region = self
+            .node
+            .catalog
+            .region(&self.node.region)?
+            .unwrap_or_default();
         Ok(Response::new(ClusterStatusResponse {
             region: self.node.region.clone(),
             leader_id: st.leader_id,
             nodes,
+            region_created_unix_ms: region.created_unix_ms,
+            copies_to: region.copies_to,
         }))
     }
 
@@ -489,7 +496,7 @@ impl OperatorApi {
         let (host, engine) = backup_host(&self.node.catalog.hosts()?, &backup.service, "")?;
         if !yes {
             return Err(Status::failed_precondition(format!(
-                "an in-place restore replaces the live data of {} on host {host} with backup {}                  (taken {}); a pre-restore backup of the current data is taken first. Add --yes to go ahead,                  or restore onto a spare with --to-host or --to-region to look first",
+                "an in-place restore replaces the live data of {} on host {host} with backup {} (taken {}); a pre-restore backup of the current data is taken first. Add --yes to go ahead, or restore onto a spare with --to-host or --to-region to look first",
                 backup.service,
                 backup.id,
                 crate::policy::time::rfc3339(backup.created_unix_ms)

@@ -10,7 +10,7 @@
 use prost::Message;
 use strongbox_proto::catalog::{
     BackupRecord, ExpireBackups, HoldBackup, HostRecord, MemberRecord, Policy, PolicyRecord,
-    RoleChange, ServiceRecord, SetPolicy, SetServiceState,
+    RegionRecord, RoleChange, ServiceRecord, SetPolicy, SetRegion, SetServiceState,
 };
 
 use super::{backup_key, Catalog};
@@ -49,7 +49,45 @@ fn storage(e: impl std::fmt::Display) -> Refusal {
     e.to_string()
 }
 
+pub(super) fn region_key(name: &str) -> Vec<u8> {
+    [b"region/".as_slice(), name.as_bytes()].concat()
+}
+
 impl Catalog {
+    pub fn regions(&self) -> crate::error::Result<Vec<RegionRecord>> {
+        self.scan(b"region/", "region record")
+    }
+
+    pub fn region(&self, name: &str) -> crate::error::Result<Option<RegionRecord>> {
+        self.get(&region_key(name), "region record")
+    }
+
+    pub(super) fn set_region(
+        &self,
+        r: &SetRegion,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        if r.name.is_empty() || r.copies_to.iter().any(|c| c.is_empty() || *c == r.name) {
+            return Err("a region needs a name, and copies go to other regions".into());
+        }
+        let created = self
+            .region(&r.name)
+            .map_err(storage)?
+            .map_or(unix_ms, |p| p.created_unix_ms);
+        let rec = RegionRecord {
+            name: r.name.clone(),
+            copies_to: r.copies_to.clone(),
+            created_unix_ms: created,
+            updated_unix_ms: unix_ms,
+        };
+        batch.insert(region_key(&r.name), rec.encode_to_vec());
+        Ok(format!(
+            "set region {} (copies to: {:?})",
+            r.name, r.copies_to
+        ))
+    }
+
     pub fn services(&self) -> crate::error::Result<Vec<ServiceRecord>> {
         self.scan(b"service/", "service record")
     }

@@ -2,7 +2,7 @@
 //! here, in log order, on every node.
 //!
 //! One sled tree `catalog`, keys by table: `applied` (the last applied log index),
-//! `host/<name>`, `node/<id>`, `backup/<id>`, `job/<id>`, `service/<name>`, `policy/<service>`
+//! `region/<name>`, `host/<name>`, `node/<id>`, `backup/<id>`, `job/<id>`, `service/<name>`, `policy/<service>`
 //! (`policy/` alone: the region default), `req/<request id>` (the outcome of each command, for
 //! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
 //!
@@ -480,6 +480,7 @@ impl Catalog {
             Some(Op::HoldBackup(h)) => self.hold_backup(h, batch),
             Some(Op::SetServiceState(s)) => self.set_service_state(s, cmd.unix_ms, batch),
             Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
+            Some(Op::SetRegion(r)) => self.set_region(r, cmd.unix_ms, batch),
             None => Err("empty command".into()),
         }
     }

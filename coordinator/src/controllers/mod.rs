@@ -27,6 +27,9 @@ pub async fn run(node: Arc<NodeContext>, interval: Duration, schedule: bool) {
             tracing::debug!(error = %e, "controllers: no read barrier; next tick");
             continue;
         }
+        if let Err(e) = record_region(&node).await {
+            tracing::warn!(error = %e, "recording the region failed; retrying next tick");
+        }
         let now = crate::raft::node::now_ms();
         if schedule {
             if let Err(e) = scheduler::pass(&node, now).await {
@@ -37,6 +40,22 @@ pub async fn run(node: Arc<NodeContext>, interval: Duration, schedule: bool) {
             tracing::warn!(error = %e, "retention pass failed; retrying next tick");
         }
     }
+}
+
+/// The region this cluster serves gets its catalog record once (the first leader writes it).
+async fn record_region(node: &NodeContext) -> crate::error::Result<()> {
+    if node.catalog.region(&node.region)?.is_some() {
+        return Ok(());
+    }
+    let mut cmd = node.command(
+        &actor(node, "regions"),
+        strongbox_proto::catalog::command::Op::SetRegion(strongbox_proto::catalog::SetRegion {
+            name: node.region.clone(),
+            copies_to: Vec::new(),
+        }),
+    );
+    cmd.request_id = format!("region/{}", node.region);
+    node.submit(cmd).await.map(|_| ())
 }
 
 /// The identity a controller's commands carry (recorded in the audit log).

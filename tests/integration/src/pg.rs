@@ -349,7 +349,7 @@ impl PgServer {
         }
         process::run(
             &format!(
-                "pg_basebackup of the primary on port {} (the primary needs wal_level >= replica,                  max_wal_senders > 0 and a pg_hba.conf `replication` entry; its log is {})",
+                "pg_basebackup of the primary on port {} (the primary needs wal_level >= replica, max_wal_senders > 0 and a pg_hba.conf `replication` entry; its log is {})",
                 primary.port,
                 primary.log_path.display()
             ),
@@ -368,7 +368,7 @@ impl PgServer {
             "t" => Ok(true),
             "f" => Ok(false),
             other => Err(HarnessError::Setup(format!(
-                "PostgreSQL on port {}: unexpected output of `SELECT pg_is_in_recovery()`:                  {other:?} (expected t or f)",
+                "PostgreSQL on port {}: unexpected output of `SELECT pg_is_in_recovery()`: {other:?} (expected t or f)",
                 self.port
             ))),
         }
@@ -391,7 +391,7 @@ impl PgServer {
             }
             if !self.is_running() || Instant::now() >= deadline {
                 return Err(HarnessError::Setup(format!(
-                    "PostgreSQL on port {} was still in recovery {:?} after promotion was                      requested (pg_promote returned {promoted:?}; server running: {}); log {}:\n{}",
+                    "PostgreSQL on port {} was still in recovery {:?} after promotion was requested (pg_promote returned {promoted:?}; server running: {}); log {}:\n{}",
                     self.port,
                     started.elapsed(),
                     self.is_running(),

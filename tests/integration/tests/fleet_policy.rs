@@ -346,6 +346,15 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
         max = max.max(now);
     }
     assert!(max <= 4, "{max} backups under way at once");
+    // The first leader recorded the region in the catalog.
+    let status = f
+        .op()
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.region_created_unix_ms > 0, "{status:?}");
+    assert!(status.copies_to.is_empty());
     assert!(max >= 2, "the limit was never approached: {max}");
     // The metrics say when each service last succeeded and when it is due next.
     let node = f.cluster.running_ids()[0];
