@@ -46,7 +46,7 @@ impl ClusterService for ClusterApi {
         let r = req.into_inner();
         let id = replicate::validate(&r.id, &r.sealed)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        replicate::put_local(&self.node.chunks, id, r.sealed).await?;
+        replicate::put_local(&self.node.chunks, id, r.sealed, !r.lazy).await?;
         Ok(Response::new(ReplicateChunkResponse {}))
     }
 

@@ -42,9 +42,14 @@ pub fn validate(id: &[u8], sealed: &[u8]) -> Result<ChunkId> {
     Ok(id)
 }
 
-pub async fn put_local(store: &Arc<ChunkStore>, id: ChunkId, sealed: Bytes) -> Result<bool> {
+pub async fn put_local(
+    store: &Arc<ChunkStore>,
+    id: ChunkId,
+    sealed: Bytes,
+    durable: bool,
+) -> Result<bool> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.put(&id, &sealed))
+    tokio::task::spawn_blocking(move || store.put(&id, &sealed, durable))
         .await
         .map_err(|e| Error::Refused(format!("chunk write task: {e}")))?
 }
@@ -65,54 +70,92 @@ fn client(
         .max_encoding_message_size(MAX_CLUSTER_MESSAGE_BYTES))
 }
 
-/// Stores a chunk here and on the other voters; returns once a majority holds it.
+/// Stores a chunk here and on the other voters; returns once a majority holds it durably.
+///
+/// This node (when a voter) and the first peers up to a majority write durably; the others get
+/// a lazy copy (no fsync: on one shared disk, or any disk, the minority's flush is off the
+/// critical path). When a durable write fails, a lazy peer is asked again, durably, in its place.
 pub async fn put_majority(node: &Arc<NodeContext>, id: ChunkId, sealed: Bytes) -> Result<()> {
+    type Report = (u64, bool, std::result::Result<(), String>);
     let voters = node.raft.status().voters;
     let total = voters.len().max(1);
     let need = total / 2 + 1;
-    let (tx, mut rx) = mpsc::channel::<std::result::Result<u64, String>>(total);
-    if voters.is_empty() || voters.contains(&node.id) {
-        let (store, sealed, tx, me) = (node.chunks.clone(), sealed.clone(), tx.clone(), node.id);
-        tokio::spawn(async move {
-            let r = put_local(&store, id, sealed)
-                .await
-                .map(|_| me)
-                .map_err(|e| format!("node {me}: {e}"));
-            let _ = tx.send(r).await;
-        });
-    }
-    for peer in voters.into_iter().filter(|p| *p != node.id) {
+    let (tx, mut rx) = mpsc::channel::<Report>(2 * total + 1);
+    let to_peer = |peer: u64, lazy: bool| {
         let (node, sealed, tx) = (node.clone(), sealed.clone(), tx.clone());
         tokio::spawn(async move {
             let r = async {
                 let mut req = tonic::Request::new(ReplicateChunkRequest {
                     id: Bytes::copy_from_slice(id.as_bytes()),
                     sealed,
+                    lazy,
                 });
                 req.set_timeout(PEER_TIMEOUT);
                 client(&node, peer)?
                     .replicate_chunk(req)
                     .await
                     .map_err(|s| Error::Transport(s.message().to_string()))?;
-                Ok::<_, Error>(peer)
+                Ok::<_, Error>(())
             }
             .await
             .map_err(|e| format!("node {peer}: {e}"));
-            let _ = tx.send(r).await;
+            let _ = tx.send((peer, !lazy, r)).await;
+        });
+    };
+    let mut outstanding = 0usize;
+    let mut durable_peers = need;
+    if voters.is_empty() || voters.contains(&node.id) {
+        durable_peers -= 1;
+        outstanding += 1;
+        let (store, sealed, tx, me) = (node.chunks.clone(), sealed.clone(), tx.clone(), node.id);
+        tokio::spawn(async move {
+            let r = put_local(&store, id, sealed, true)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("node {me}: {e}"));
+            let _ = tx.send((me, true, r)).await;
         });
     }
-    drop(tx);
+    // Lazy peers that may still be asked for a durable copy.
+    let mut spare = std::collections::VecDeque::new();
+    for (i, peer) in voters.iter().filter(|p| **p != node.id).enumerate() {
+        let lazy = i >= durable_peers;
+        to_peer(*peer, lazy);
+        outstanding += 1;
+        if lazy {
+            spare.push_back(*peer);
+        }
+    }
     let mut acks = 0;
     let mut failures = Vec::new();
-    while let Some(r) = rx.recv().await {
-        match r {
-            Ok(_) => {
+    while outstanding > 0 {
+        let Some((from, durable, r)) = rx.recv().await else {
+            break;
+        };
+        outstanding -= 1;
+        match (durable, r) {
+            (true, Ok(())) => {
                 acks += 1;
                 if acks >= need {
                     return Ok(());
                 }
             }
-            Err(e) => failures.push(e),
+            (true, Err(e)) => {
+                failures.push(e);
+                // Another node must hold a durable copy instead.
+                if let Some(peer) = spare.pop_front() {
+                    to_peer(peer, false);
+                    outstanding += 1;
+                }
+            }
+            (false, Ok(())) => {}
+            (false, Err(e)) => {
+                tracing::debug!(chunk = %id, node = from, error = %e, "a lazy minority copy failed; repair copies it later");
+                if spare.iter().any(|p| *p == from) {
+                    spare.retain(|p| *p != from);
+                    failures.push(e);
+                }
+            }
         }
     }
     Err(Error::NoMajority {
@@ -150,7 +193,7 @@ pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>
         if let Ok(r) = c.fetch_chunk(req).await {
             let sealed = r.into_inner().sealed;
             if validate(id.as_bytes(), &sealed).is_ok() {
-                if let Err(e) = put_local(&node.chunks, id, sealed.clone()).await {
+                if let Err(e) = put_local(&node.chunks, id, sealed.clone(), true).await {
                     tracing::warn!(chunk = %id, error = %e, "could not heal the local chunk copy");
                 }
                 return Ok(Some(sealed));

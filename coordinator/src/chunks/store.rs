@@ -5,7 +5,9 @@
 //! fails is reported corrupt (the caller then fetches a good copy from a peer).
 //!
 //! Invariants: a chunk file is complete or absent (temp file in `chunks/tmp`, fsync, rename,
-//! fsync of the folder); a good file is never rewritten (chunks are written once); a read never
+//! fsync of the folder — a *lazy* write skips both fsyncs: the kernel writes it back later, and
+//! a copy torn by a crash fails its checksum and is repaired; a durable put of a chunk held
+//! lazily fsyncs it); a good file is never rewritten (chunks are written once); a read never
 //! returns bytes that fail their checksum; all I/O here is blocking — call it from the blocking
 //! pool, never the reactor; a write that would leave the disk with less than `min_free` bytes
 //! is refused before it starts (`Error::DiskFull`), so the Raft log and the catalog on the same
@@ -99,8 +101,9 @@ impl ChunkStore {
         self.path(id).is_file()
     }
 
-    /// Stores a sealed chunk. Returns false when a good copy was there already.
-    pub fn put(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool> {
+    /// Stores a sealed chunk; `durable`: on disk (fsynced) when this returns. Returns false when
+    /// a good copy was there already (then made durable if asked).
+    pub fn put(&self, id: &ChunkId, sealed: &[u8], durable: bool) -> Result<bool> {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(Error::Refused(format!(
                 "chunk {id} is {} bytes, over the limit of {MAX_SEALED_LEN}",
@@ -108,6 +111,14 @@ impl ChunkStore {
             )));
         }
         if let Lookup::Found(_) = self.get(id)? {
+            if durable {
+                let path = self.path(id);
+                let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|_| File::open(&dir)?.sync_all())
+                    .map_err(|e| io(&path, e))?;
+            }
             return Ok(false);
         }
         let free = self.free_bytes()?;
@@ -130,9 +141,14 @@ impl ChunkStore {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(sealed)?;
             f.write_all(blake3::hash(sealed).as_bytes())?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &path)?;
-            File::open(&dir)?.sync_all()
+            if durable {
+                File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
@@ -228,9 +244,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = ChunkStore::open(dir.path(), "test", 0).unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Missing));
-        assert!(s.put(&id(1), b"sealed bytes").unwrap());
+        assert!(s.put(&id(1), b"sealed bytes", true).unwrap());
         assert!(
-            !s.put(&id(1), b"sealed bytes").unwrap(),
+            !s.put(&id(1), b"sealed bytes", true).unwrap(),
             "a good copy is not rewritten"
         );
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Found(b) if b == b"sealed bytes"));
@@ -240,7 +256,7 @@ mod tests {
         fs::write(&path, &raw).unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Corrupt(_)));
         assert!(
-            s.put(&id(1), b"sealed bytes").unwrap(),
+            s.put(&id(1), b"sealed bytes", true).unwrap(),
             "a corrupt copy is replaced"
         );
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Found(_)));
@@ -260,7 +276,7 @@ mod tests {
     fn a_write_that_would_eat_the_reserve_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = ChunkStore::open(dir.path(), "n1", u64::MAX / 2).unwrap();
-        let e = s.put(&id(2), b"sealed").unwrap_err();
+        let e = s.put(&id(2), b"sealed", true).unwrap_err();
         assert!(matches!(e, Error::DiskFull { .. }), "{e}");
         assert!(e.to_string().contains("free space"), "{e}");
         assert!(s.list().unwrap().is_empty());
