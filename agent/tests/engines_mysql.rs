@@ -419,3 +419,123 @@ async fn probe_tells_replicas_and_wrong_passwords() {
     assert!(!err.contains("not-the-password"), "{err}");
     src.stop().unwrap();
 }
+
+const CHECKED_TABLES: &[&str] = &[
+    "shop.items",
+    "shop.audit",
+    "shop.empty_t",
+    "shop.`odd ``name`",
+    "logs.events",
+];
+
+fn checksums(db: &MariaDbServer) -> Vec<String> {
+    CHECKED_TABLES
+        .iter()
+        .map(|t| db.query(&format!("CHECKSUM TABLE {t} EXTENDED")).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
+    use std::io::{BufRead, Write};
+    let (src, _src_tmp) = source_server();
+    src.query(SETUP).unwrap();
+    let before = checksums(&src);
+    let app_grants =
+        |db: &MariaDbServer| sorted_lines(&db.query("SHOW GRANTS FOR 'app'@'%'").unwrap());
+    let grants_before = app_grants(&src);
+
+    let parts = backup(spec(&src, None)).await;
+    let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    assert_eq!(expected.len(), 5, "{expected:?}");
+
+    // The live server moves on: rows added and changed, a table dropped, an account's password
+    // and grants changed, and a database the backup does not know.
+    src.query(
+        "INSERT INTO shop.items (name, price) VALUES ('late', 1);
+         UPDATE shop.items SET price = 0 WHERE id <= 100;
+         DROP TABLE logs.events;
+         SET PASSWORD FOR 'app'@'%' = PASSWORD('changed');
+         REVOKE SELECT, INSERT ON shop.items FROM 'app'@'%';
+         CREATE DATABASE later;
+         CREATE TABLE later.t (x INT);
+         INSERT INTO later.t VALUES (7);",
+    )
+    .unwrap();
+    assert_ne!(app_grants(&src), grants_before);
+
+    // A session inside a transaction on shop.items holds a metadata lock that would block
+    // DROP DATABASE: the restore ends it.
+    let mut holder = src
+        .client_command()
+        .args(["--database=shop", "--unbuffered"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    holder
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"SELECT CONNECTION_ID();\nBEGIN;\nSELECT COUNT(*) FROM items;\n")
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let holder_id: u64 = line.trim().parse().unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "3001");
+
+    let engine = engines::open(spec(&src, None)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    let v = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+        for (part, bytes, _) in &parts {
+            target
+                .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+                .await
+                .unwrap();
+        }
+        target.verify(&expected).await.unwrap()
+    })
+    .await
+    .expect("the in-place restore did not finish: did an open session block it?");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, 5);
+    assert_eq!(v.rows_checked, 3000 + 3000 + 2 + 5000);
+    assert!(
+        v.engine_check.contains("mariadb-check: all tables OK"),
+        "{}",
+        v.engine_check
+    );
+
+    // The live server holds the backup's data and grants again.
+    assert_eq!(checksums(&src), before);
+    assert_eq!(app_grants(&src), grants_before);
+    assert_eq!(
+        src.query(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {holder_id}"
+        ))
+        .unwrap(),
+        "0",
+        "the session on shop was ended"
+    );
+    // What the backup does not know is left alone.
+    assert_eq!(src.query("SELECT x FROM later.t").unwrap(), "7");
+
+    let conn = target.connection();
+    assert_eq!(conn.engine, "mysql");
+    assert_eq!(conn.host, src.host());
+    assert_eq!(conn.port, src.port());
+    assert_eq!(conn.user, "root");
+    assert_eq!(conn.data_dir, PathBuf::new());
+    // app logs in with the backup's password again; its table grant works.
+    assert_eq!(
+        query_as(&conn, "app", "app-pw", "SELECT COUNT(*) FROM shop.items"),
+        "3000"
+    );
+}

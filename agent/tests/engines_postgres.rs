@@ -474,3 +474,164 @@ async fn a_stopped_server_is_unhealthy_and_a_dropped_dump_stops_pg_dump() {
     let err = engine.begin_backup().await.err().unwrap().to_string();
     assert!(err.contains("check that the server runs"), "{err}");
 }
+
+/// `count:md5` of every row of each table, for comparing a table's content.
+fn fingerprint(pg: &PgServer, tables: &[(&str, &str)]) -> Vec<String> {
+    tables
+        .iter()
+        .map(|(db, table)| {
+            pg.psql(
+                db,
+                &format!(
+                    "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') \
+                     FROM {table} t"
+                ),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
+    let pg = PgServer::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE ROLE app LOGIN PASSWORD 'app-secret';
+         CREATE ROLE reader NOLOGIN;
+         GRANT reader TO app;",
+    )
+    .unwrap();
+    pg.create_database("shop").unwrap();
+    pg.psql(
+        "shop",
+        "CREATE EXTENSION amcheck;
+         CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price numeric);
+         INSERT INTO items (name, price) SELECT 'item ' || g, g * 1.5 FROM generate_series(1, 3000) g;
+         CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 50) g;
+         ALTER TABLE items OWNER TO app;
+         GRANT SELECT ON notes TO reader;",
+    )
+    .unwrap();
+    let tables = [("shop", "items"), ("shop", "notes")];
+    let before = fingerprint(&pg, &tables);
+
+    let parts = backup(spec(&pg, "postgres", None)).await;
+    let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    assert!(expected
+        .iter()
+        .any(|s| s.name == "shop.public.notes" && s.rows == 50));
+
+    // The live server moves on: rows added and changed, a table dropped, a role changed, a
+    // database and a role that the backup does not know.
+    pg.psql(
+        "shop",
+        "INSERT INTO items (name, price) VALUES ('late', 1);
+         UPDATE items SET price = 0 WHERE id <= 100;
+         DROP TABLE notes;",
+    )
+    .unwrap();
+    pg.psql("postgres", "ALTER ROLE app NOLOGIN; CREATE ROLE newcomer;")
+        .unwrap();
+    pg.create_database("later").unwrap();
+    pg.psql("later", "CREATE TABLE t (x int); INSERT INTO t VALUES (7);")
+        .unwrap();
+    assert_eq!(
+        pg.psql("shop", "SELECT to_regclass('notes') IS NULL")
+            .unwrap(),
+        "t"
+    );
+
+    // An idle session on shop: the restore ends it instead of waiting for it.
+    let (idle, idle_connection) = tokio_postgres::connect(
+        &format!("{} application_name=idle-app", pg.conninfo("shop")),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let idle_connection = tokio::spawn(idle_connection);
+    idle.simple_query("SELECT 1").await.unwrap();
+
+    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    let v = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+        for (part, bytes, _) in &parts {
+            target
+                .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+                .await
+                .unwrap();
+        }
+        target.verify(&expected).await.unwrap()
+    })
+    .await
+    .expect("the in-place restore did not finish: did an open session block it?");
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, expected.len() as u64);
+    assert!(v.mismatches.is_empty());
+    assert!(
+        v.engine_check
+            .starts_with("pg_amcheck: no corruption found")
+            || v.engine_check.starts_with("pg_amcheck: ok"),
+        "{}",
+        v.engine_check
+    );
+    assert!(
+        !v.engine_check.contains("globals:"),
+        "no globals statement should fail: {}",
+        v.engine_check
+    );
+
+    // The live server holds the backup's data again.
+    assert_eq!(fingerprint(&pg, &tables), before);
+    for (db, sql, want) in [
+        (
+            "shop",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'items'",
+            "app",
+        ),
+        (
+            "shop",
+            "SELECT has_table_privilege('reader', 'notes', 'SELECT')",
+            "t",
+        ),
+        (
+            "postgres",
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app'",
+            "t",
+        ),
+        (
+            "postgres",
+            "SELECT pg_has_role('app', 'reader', 'member')",
+            "t",
+        ),
+        // What the backup does not know is left alone.
+        (
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'newcomer'",
+            "1",
+        ),
+        ("later", "SELECT x FROM t", "7"),
+        (
+            "postgres",
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'",
+            "t",
+        ),
+    ] {
+        assert_eq!(pg.psql(db, sql).unwrap(), want, "{db}: {sql}");
+    }
+    // The idle session was ended by the drop.
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    let _ = idle_connection.await;
+    // No spool file is left behind.
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+
+    let conn = target.connection();
+    assert_eq!(conn.engine, "postgres");
+    assert_eq!(conn.host, pg.host());
+    assert_eq!(conn.port, pg.port());
+    assert_eq!(conn.user, "postgres");
+    assert_eq!(conn.password_file, None);
+    assert_eq!(conn.data_dir, PathBuf::new());
+}

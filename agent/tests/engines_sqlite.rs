@@ -195,3 +195,93 @@ async fn a_missing_file_is_unhealthy_and_cannot_be_backed_up() {
         "the probe created the file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_replaces_the_live_file_under_open_connections() {
+    let live = SqliteDb::create_named("app.db").unwrap();
+    live.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+         CREATE INDEX notes_body ON notes(body);
+         CREATE TABLE tags (name TEXT);
+         INSERT INTO tags VALUES ('a'), ('b');",
+    )
+    .unwrap();
+    for i in 0..500 {
+        live.execute(&format!("INSERT INTO notes (body) VALUES ('note {i}')"))
+            .unwrap();
+    }
+    let engine = engines::open(spec(live.path())).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let part = run.parts()[0].clone();
+    let mut dump = run.dump(&part).await.unwrap();
+    let mut bytes = Vec::new();
+    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    let stats = dump.finish.await.unwrap();
+    run.close().await.unwrap();
+    let notes = "SELECT id || '|' || body FROM notes ORDER BY id";
+    let tags = "SELECT name FROM tags ORDER BY name";
+    let schema = "SELECT type || ' ' || name FROM sqlite_master ORDER BY name";
+    let before = [
+        dump_of(live.path(), notes),
+        dump_of(live.path(), tags),
+        dump_of(live.path(), schema),
+    ];
+
+    // The live file moves on: rows added and changed, a table dropped, one added.
+    live.execute_batch(
+        "INSERT INTO notes (body) VALUES ('late');
+         UPDATE notes SET body = 'changed' WHERE id <= 10;
+         DROP TABLE tags;
+         CREATE TABLE newer (x INT);",
+    )
+    .unwrap();
+    // A second connection stays open through the restore.
+    let reader = live.open_connection().unwrap();
+    let count = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&reader), 501);
+
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    target
+        .load(&part, Box::new(std::io::Cursor::new(bytes)))
+        .await
+        .unwrap();
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.engine_check, "PRAGMA integrity_check: ok");
+    assert_eq!(v.tables_checked, stats.len() as u64);
+    assert_eq!(v.rows_checked, 502);
+
+    // Both open connections see the restored database.
+    assert_eq!(count(&reader), 500);
+    assert_eq!(count(live.conn()), 500);
+    assert_eq!(
+        live.query_value::<i64>("SELECT count(*) FROM tags")
+            .unwrap(),
+        2
+    );
+    assert!(reader
+        .query_row("SELECT count(*) FROM newer", [], |r| r.get::<_, i64>(0))
+        .is_err());
+    let after = [
+        dump_of(live.path(), notes),
+        dump_of(live.path(), tags),
+        dump_of(live.path(), schema),
+    ];
+    assert_eq!(after, before);
+    assert_eq!(
+        live.query_value::<String>("PRAGMA journal_mode").unwrap(),
+        "wal",
+        "the live file keeps its journal mode"
+    );
+
+    let conn = target.connection();
+    assert_eq!(conn.engine, "sqlite");
+    assert_eq!(conn.data_dir, live.path());
+    assert_eq!(conn.host, live.path().display().to_string());
+    // The restored copy in the scratch folder is gone.
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+}

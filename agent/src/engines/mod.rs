@@ -1,5 +1,6 @@
 //! Database engines behind one trait: find a member's role, dump a consistent backup as a few
-//! byte streams (*parts*), provision a fresh server, load parts into it, and verify it.
+//! byte streams (*parts*), provision a fresh server, load parts into it, and verify it; or load
+//! parts into the service's own server (an in-place restore) and verify that.
 //!
 //! Invariants:
 //! - A dump is a stream: nothing here holds a whole part in memory or writes it to local disk
@@ -7,8 +8,11 @@
 //! - The table statistics a backup records describe exactly the data in its dump (PostgreSQL:
 //!   counted in the snapshot `pg_dump` uses; MariaDB: counted from the dump stream itself;
 //!   SQLite: counted on the consistent copy).
-//! - A restore never touches the source: it always provisions a fresh server or file under the
-//!   agent's data root.
+//! - A restore never touches the source: it provisions a fresh server or file under the
+//!   agent's data root. The one exception is an in-place restore ([`Engine::in_place`]), which
+//!   an operator orders explicitly: it replaces only the databases (or the file) of the backup
+//!   in the service's own server, and never drops or changes the role or account the agent
+//!   connects as.
 //! - Passwords come from a file or an environment variable and are handed to tools through
 //!   their environment (`PGPASSWORD`, `MYSQL_PWD`), never on a command line or in an error.
 
@@ -160,7 +164,8 @@ pub trait BackupRun: Send {
     async fn close(self: Box<Self>) -> Result<()>;
 }
 
-/// How a client reaches a server that a restore provisioned.
+/// How a client reaches a server that a restore provisioned (or, in place, the service's own
+/// server).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Connection {
     pub engine: &'static str,
@@ -169,9 +174,11 @@ pub struct Connection {
     pub port: u16,
     pub user: String,
     /// A file (mode 0600) holding that user's password; None when the server needs none
-    /// (SQLite).
+    /// (SQLite). In place: the service's `password_file`, if it has one.
     pub password_file: Option<PathBuf>,
-    /// The server's data folder (or the SQLite file), under the agent's data root.
+    /// The server's data folder (or the SQLite file), under the agent's data root. In place:
+    /// the SQLite file, and empty for PostgreSQL and MariaDB (the live server's data folder is
+    /// not the agent's to name).
     pub data_dir: PathBuf,
 }
 
@@ -187,14 +194,14 @@ pub struct Verification {
     pub ok: bool,
 }
 
-/// A fresh server (or file) a restore loads into. It keeps running after the restore: it is
-/// what the restore delivers.
+/// A fresh server (or file) a restore loads into, or the service's own server for an in-place
+/// restore. A fresh server keeps running after the restore: it is what the restore delivers.
 #[async_trait::async_trait]
 pub trait RestoreTarget: Send {
     fn connection(&self) -> Connection;
     /// Loads one part, read from `reader` to its end. Parts come in the backup's order (globals
     /// first). An engine that needs a seekable file (pg_restore --jobs) spools it under the
-    /// target's folder and removes it after.
+    /// target's folder (in place: the scratch folder) and removes it after.
     async fn load(
         &mut self,
         part: &PartPlan,
@@ -203,6 +210,34 @@ pub trait RestoreTarget: Send {
     /// Compares tables and row counts with `expected` (all parts' stats) and runs the engine's
     /// own check.
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification>;
+}
+
+/// An identifier quoted with `quote` (`"` in PostgreSQL, a backquote in MariaDB) at the start of
+/// `s` (just after the opening quote), the quote doubled inside it; returns the name and the
+/// rest after the closing quote.
+pub fn quoted_identifier(body: &str, quote: char) -> Option<(String, &str)> {
+    let mut name = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            let rest = &body[i + c.len_utf8()..];
+            if rest.starts_with(quote) {
+                name.push(quote);
+                chars.next();
+                continue;
+            }
+            return Some((name, rest));
+        }
+        name.push(c);
+    }
+    None
+}
+
+/// Whether database `db` belongs to what an in-place restore restored: a part it loaded, or a
+/// database the backup's table stats name (`db.…`). The live server may hold others.
+pub fn in_backup(db: &str, loaded: &[String], expected: &[TableStat]) -> bool {
+    let prefix = format!("{db}.");
+    loaded.iter().any(|d| d == db) || expected.iter().any(|s| s.name.starts_with(&prefix))
 }
 
 /// Compares the table stats a backup recorded with the row counts `found` in a restored

@@ -1,5 +1,6 @@
 //! MariaDB (and MySQL): probe a member, dump a server as parts (`grants`, then one per
-//! database), provision a fresh server, load parts into it, verify it, stop it.
+//! database), provision a fresh server, load parts into it, verify it, stop it; or load parts
+//! into the service's own live server (an in-place restore) and verify that.
 //!
 //! Invariants:
 //! - **Consistent parts.** Each database part is `mariadb-dump --single-transaction --routines
@@ -23,6 +24,14 @@
 //!   run detached from the agent, in their own session, as the `mysql` system user when the
 //!   agent is root. The root password reaches the server only as its
 //!   `mysql_native_password` hash.
+//! - **Loading** is one `Loader` for fresh servers and the live one alike.
+//! - **In place** (the live server, reached as the service's configured user; never a
+//!   read-only server or a replica): a database part replaces exactly that database (the
+//!   sessions whose default database it is are killed, it is dropped, waiting at most
+//!   `DROP_LOCK_WAIT` seconds for locks, and its dump creates it again); databases not in
+//!   the backup are never touched, counted or checked. The grants part is applied over the
+//!   accounts that exist (`IF NOT EXISTS`), leaving out every line that names the account
+//!   the agent connects as, so the agent keeps its way in.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,6 +72,8 @@ const PORT_ATTEMPTS: usize = 5;
 const MAX_GRANTS_PART: usize = 64 << 20;
 /// Packets as large as MariaDB allows, so no dumped row is too large to load.
 const MAX_PACKET: &str = "--max-allowed-packet=1G";
+/// Seconds an in-place restore waits to drop a database whose table another session holds.
+const DROP_LOCK_WAIT: u32 = 60;
 const TOOL_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"];
 
 // ---------------------------------------------------------------------------------------------
@@ -442,6 +453,12 @@ impl Engine for Mysql {
             parts,
         }))
     }
+
+    async fn in_place(&self, scratch: &Path) -> Result<Box<dyn RestoreTarget>> {
+        // A dump loads from its stream: nothing is spooled.
+        let _ = scratch;
+        Ok(Box::new(self.open_in_place().await?))
+    }
 }
 
 struct MyBackup {
@@ -696,20 +713,7 @@ fn object_grant_database(line: &str) -> Option<String> {
 /// Reads a backquoted or bare identifier at the start of `s`; returns it and the rest.
 fn read_identifier(s: &str) -> Option<(String, &str)> {
     if let Some(body) = s.strip_prefix('`') {
-        let mut name = String::new();
-        let mut chars = body.char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c == '`' {
-                if body[i + 1..].starts_with('`') {
-                    name.push('`');
-                    chars.next();
-                    continue;
-                }
-                return Some((name, &body[i + 1..]));
-            }
-            name.push(c);
-        }
-        None
+        super::quoted_identifier(body, '`')
     } else {
         let end = s
             .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
@@ -838,11 +842,9 @@ pub struct MyTarget {
     dir: PathBuf,
     listen: String,
     port: u16,
-    tools: MyTools,
-    local: Endpoint,
     password_file: PathBuf,
-    /// Object-level grants waiting for their database: (database, SQL).
-    waiting_grants: Vec<(String, String)>,
+    /// Reaches the server through its own socket as `root`.
+    loader: Loader,
 }
 
 /// Makes a fresh server in `dir` with `mariadb-install-db`, starts `mariadbd` detached on
@@ -911,10 +913,15 @@ pub async fn provision(
             dir: dir.to_path_buf(),
             listen: listen.to_string(),
             port,
-            tools: tools.clone(),
-            local: Endpoint::local(&l.socket, None),
             password_file: l.password.clone(),
-            waiting_grants: Vec::new(),
+            loader: Loader {
+                tools: tools.clone(),
+                ep: Endpoint::local(&l.socket, None),
+                replace: false,
+                waiting_grants: Vec::new(),
+                service: String::new(),
+                dir: dir.to_path_buf(),
+            },
         };
         match target.wait_ready(pid, &l.log, log_start).await {
             Ok(()) => {}
@@ -960,7 +967,13 @@ impl MyTarget {
     async fn wait_ready(&self, pid: u32, log: &Path, log_start: u64) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if self.local.query(&self.tools, "SELECT 1").await.is_ok() {
+            if self
+                .loader
+                .ep
+                .query(&self.loader.tools, "SELECT 1")
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             if !process::process_alive(pid) {
@@ -993,74 +1006,9 @@ impl MyTarget {
              GRANT ALL PRIVILEGES ON *.* TO 'root'@'%' WITH GRANT OPTION;\n\
              GRANT PROXY ON ''@'%' TO 'root'@'%' WITH GRANT OPTION;\n"
         );
-        self.local.query(&self.tools, &sql).await?;
-        self.local.password = Some(password.to_string());
+        self.loader.ep.query(&self.loader.tools, &sql).await?;
+        self.loader.ep.password = Some(password.to_string());
         Ok(())
-    }
-
-    fn loader(&self) -> Result<ToolCommand> {
-        let mut cmd = self.local.client(&self.tools)?;
-        cmd.args(["--binary-mode", MAX_PACKET]);
-        Ok(cmd)
-    }
-
-    async fn load_grants(&mut self, mut reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
-        let mut text = Vec::new();
-        (&mut reader)
-            .take(MAX_GRANTS_PART as u64 + 1)
-            .read_to_end(&mut text)
-            .await
-            .map_err(|source| Error::Stream {
-                what: "receiving the grants part".into(),
-                source,
-            })?;
-        if text.len() > MAX_GRANTS_PART {
-            return Err(Error::Other(format!(
-                "the grants part is larger than {} MiB; this restore cannot hold it",
-                MAX_GRANTS_PART >> 20
-            )));
-        }
-        let text = String::from_utf8_lossy(&text);
-        let (now, waiting) = split_grants(&text);
-        self.loader()?.output_with_input(now.as_bytes()).await?;
-        self.waiting_grants.extend(waiting);
-        Ok(())
-    }
-
-    async fn load_database(
-        &mut self,
-        db: &str,
-        reader: Box<dyn AsyncRead + Send + Unpin>,
-    ) -> Result<()> {
-        self.loader()?.run_with_input(reader).await?;
-        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_grants)
-            .into_iter()
-            .partition(|(d, _)| d == db);
-        self.waiting_grants = others;
-        for (_, sql) in mine {
-            self.loader()?.output_with_input(sql.as_bytes()).await?;
-        }
-        tracing::info!(dir = %self.dir.display(), database = db, "database restored");
-        Ok(())
-    }
-
-    async fn check(&self) -> Result<(bool, String)> {
-        let tool = match self.tools.path(&["mariadb-check", "mysqlcheck"]) {
-            Ok(t) => t,
-            Err(e) => return Ok((false, format!("mariadb-check could not run: {e}"))),
-        };
-        let mut cmd = self.local.command(&tool);
-        cmd.args(["--all-databases", "--silent"]);
-        let out = cmd.capture().await?;
-        let text = out.stdout.trim().to_string();
-        if out.success && text.is_empty() {
-            Ok((true, "mariadb-check: all tables OK".to_string()))
-        } else {
-            Ok((
-                false,
-                format!("mariadb-check ({}): {text}\n{}", out.status, out.stderr),
-            ))
-        }
     }
 }
 
@@ -1084,6 +1032,13 @@ fn split_grants(text: &str) -> (String, Vec<(String, String)>) {
     (now, waiting)
 }
 
+/// The lines of a grants part that do not name `account` (`` `user`@`host` ``).
+fn without_account(text: &str, account: &str) -> String {
+    text.split_inclusive('\n')
+        .filter(|l| !l.contains(account))
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl RestoreTarget for MyTarget {
     fn connection(&self) -> Connection {
@@ -1103,8 +1058,8 @@ impl RestoreTarget for MyTarget {
         reader: Box<dyn AsyncRead + Send + Unpin>,
     ) -> Result<()> {
         match part.kind {
-            PartKind::Globals => self.load_grants(reader).await,
-            PartKind::Database => self.load_database(&part.name, reader).await,
+            PartKind::Globals => self.loader.load_grants(reader, None).await,
+            PartKind::Database => self.loader.load_database(&part.name, reader).await,
             other => Err(Error::Other(format!(
                 "a MariaDB restore cannot load part {:?} of kind {other:?}",
                 part.name
@@ -1113,8 +1068,164 @@ impl RestoreTarget for MyTarget {
     }
 
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
+        let found = self.loader.count(|_| true).await?;
+        let mut v = compare_stats(expected, &found);
+        let (check_ok, check) = self.loader.check(None).await?;
+        v.engine_check = check;
+        v.ok = v.mismatches.is_empty() && check_ok;
+        tracing::info!(dir = %self.dir.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading parts and counting (fresh and live servers alike)
+// ---------------------------------------------------------------------------------------------
+
+/// Loads parts into one server, counts its rows and runs `mariadb-check`: the part of a
+/// restore that a fresh server ([`MyTarget`]) and the live server ([`MyInPlace`]) share.
+struct Loader {
+    tools: MyTools,
+    /// How the agent reaches the server.
+    ep: Endpoint,
+    /// Replace databases (the live server): end their sessions and drop them before loading.
+    replace: bool,
+    /// Object-level grants waiting for their database: (database, SQL).
+    waiting_grants: Vec<(String, String)>,
+    /// For log lines: the service (in place; empty for a fresh server) and the server's
+    /// folder (a fresh server's; empty in place).
+    service: String,
+    dir: PathBuf,
+}
+
+impl Loader {
+    fn client(&self) -> Result<ToolCommand> {
+        let mut cmd = self.ep.client(&self.tools)?;
+        cmd.args(["--binary-mode", MAX_PACKET]);
+        Ok(cmd)
+    }
+
+    /// Applies the grants part (its statements are `IF NOT EXISTS` or repeatable, so accounts
+    /// that exist are fine) except the lines naming `skip` (an account as `` `user`@`host` ``);
+    /// object-level grants wait for their database.
+    async fn load_grants(
+        &mut self,
+        mut reader: Box<dyn AsyncRead + Send + Unpin>,
+        skip: Option<&str>,
+    ) -> Result<()> {
+        let mut text = Vec::new();
+        (&mut reader)
+            .take(MAX_GRANTS_PART as u64 + 1)
+            .read_to_end(&mut text)
+            .await
+            .map_err(|source| Error::Stream {
+                what: "receiving the grants part".into(),
+                source,
+            })?;
+        if text.len() > MAX_GRANTS_PART {
+            return Err(Error::Other(format!(
+                "the grants part is larger than {} MiB; this restore cannot hold it",
+                MAX_GRANTS_PART >> 20
+            )));
+        }
+        let text = String::from_utf8_lossy(&text);
+        let text = match skip {
+            Some(account) => without_account(&text, account),
+            None => text.into_owned(),
+        };
+        let (now, waiting) = split_grants(&text);
+        self.client()?.output_with_input(now.as_bytes()).await?;
+        self.waiting_grants.extend(waiting);
+        tracing::info!(service = %self.service, dir = %self.dir.display(), "grants applied");
+        Ok(())
+    }
+
+    /// Loads a database's dump (which creates the database), then its object-level grants.
+    /// When replacing, the database's sessions are ended and it is dropped first.
+    async fn load_database(
+        &mut self,
+        db: &str,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<()> {
+        if self.replace {
+            self.drop_database(db).await?;
+        }
+        self.client()?.run_with_input(reader).await?;
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_grants)
+            .into_iter()
+            .partition(|(d, _)| d == db);
+        self.waiting_grants = others;
+        for (_, sql) in mine {
+            self.client()?.output_with_input(sql.as_bytes()).await?;
+        }
+        tracing::info!(service = %self.service, dir = %self.dir.display(), database = db, "database restored");
+        Ok(())
+    }
+
+    /// Kills the other sessions whose default database is `db`, then drops it (waiting at
+    /// most [`DROP_LOCK_WAIT`] for a lock another session holds on one of its tables).
+    async fn drop_database(&self, db: &str) -> Result<()> {
+        let sessions = self
+            .ep
+            .query(
+                &self.tools,
+                &format!(
+                    "SELECT ID FROM information_schema.PROCESSLIST \
+                     WHERE DB = {} AND ID <> CONNECTION_ID()",
+                    quote_literal(db)
+                ),
+            )
+            .await?;
+        let ids: Vec<u64> = sessions
+            .iter()
+            .filter_map(|r| r.first()?.parse().ok())
+            .collect();
+        if !ids.is_empty() {
+            let script: String = ids
+                .iter()
+                .map(|id| format!("KILL CONNECTION {id};\n"))
+                .collect();
+            // --force: a session that ended meanwhile is no reason to stop.
+            let mut cmd = self.ep.client(&self.tools)?;
+            cmd.arg("--force");
+            let out = cmd.capture_with_input(script.as_bytes()).await?;
+            if !out.success {
+                tracing::warn!(service = %self.service, dir = %self.dir.display(), database = db, problems = %out.stderr, "some sessions could not be killed");
+            }
+            tracing::info!(service = %self.service, dir = %self.dir.display(), database = db, sessions = ids.len(), "sessions of the database ended");
+        }
+        let sql = format!(
+            "SET SESSION lock_wait_timeout = {DROP_LOCK_WAIT};\nDROP DATABASE IF EXISTS {};\n",
+            quote_ident(db)
+        );
+        let hint = "a lock wait timeout means another session holds a table of it in an open \
+                    transaction: end that session (SHOW PROCESSLIST, KILL) and retry";
+        self.ep
+            .query(&self.tools, &sql)
+            .await
+            .map_err(|e| match e {
+                Error::Database {
+                    engine,
+                    target,
+                    message,
+                } => Error::Database {
+                    engine,
+                    target,
+                    message: format!(
+                        "dropping database {db} to replace it failed: {message} - {hint}"
+                    ),
+                },
+                other => other,
+            })?;
+        tracing::info!(service = %self.service, dir = %self.dir.display(), database = db, "database dropped to be replaced");
+        Ok(())
+    }
+
+    /// Exact row counts (`<db>.<table>`) of the base tables of the databases `include` says
+    /// yes to (system databases never).
+    async fn count(&self, include: impl Fn(&str) -> bool) -> Result<HashMap<String, u64>> {
         let tables = self
-            .local
+            .ep
             .query(
                 &self.tools,
                 "SELECT HEX(TABLE_SCHEMA), HEX(TABLE_NAME) FROM information_schema.TABLES \
@@ -1129,6 +1240,9 @@ impl RestoreTarget for MyTarget {
                 continue;
             }
             let (db, table) = (unhex(&r[0])?, unhex(&r[1])?);
+            if !include(&db) {
+                continue;
+            }
             script.push_str(&format!(
                 "SELECT {i}, COUNT(*) FROM {}.{};\n",
                 quote_ident(&db),
@@ -1139,7 +1253,7 @@ impl RestoreTarget for MyTarget {
         let mut found: HashMap<String, u64> = HashMap::new();
         if !script.is_empty() {
             let counts: HashMap<usize, u64> = self
-                .local
+                .ep
                 .query(&self.tools, &script)
                 .await?
                 .iter()
@@ -1151,21 +1265,184 @@ impl RestoreTarget for MyTarget {
                 }
             }
         }
-        let mut v = compare_stats(expected, &found);
-        let (check_ok, mut check) = self.check().await?;
+        Ok(found)
+    }
+
+    /// `mariadb-check` over every database (`None`) or over `databases`: (ok, what it said,
+    /// plus the object-level grants that found no database).
+    async fn check(&self, databases: Option<&[String]>) -> Result<(bool, String)> {
+        let (ok, mut text) = self.run_check(databases).await?;
         if !self.waiting_grants.is_empty() {
             let dbs: Vec<&str> = self
                 .waiting_grants
                 .iter()
                 .map(|(d, _)| d.as_str())
                 .collect();
-            check.push_str(&format!(
+            text.push_str(&format!(
                 "\nobject-level grants on databases not in this restore were not applied: {dbs:?}"
             ));
         }
+        Ok((ok, text))
+    }
+
+    async fn run_check(&self, databases: Option<&[String]>) -> Result<(bool, String)> {
+        let tool = match self.tools.path(&["mariadb-check", "mysqlcheck"]) {
+            Ok(t) => t,
+            Err(e) => return Ok((false, format!("mariadb-check could not run: {e}"))),
+        };
+        let mut cmd = self.ep.command(&tool);
+        cmd.arg("--silent");
+        match databases {
+            None => {
+                cmd.arg("--all-databases");
+            }
+            Some([]) => return Ok((true, "mariadb-check: no databases restored".to_string())),
+            Some(dbs) => {
+                cmd.arg("--databases").args(dbs);
+            }
+        }
+        let out = cmd.capture().await?;
+        let text = out.stdout.trim().to_string();
+        if out.success && text.is_empty() {
+            Ok((true, "mariadb-check: all tables OK".to_string()))
+        } else {
+            Ok((
+                false,
+                format!("mariadb-check ({}): {text}\n{}", out.status, out.stderr),
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-place restore: the service's own server
+// ---------------------------------------------------------------------------------------------
+
+/// The service's own (live) server as a restore's target ([`Engine::in_place`]).
+pub struct MyInPlace {
+    service: String,
+    connection: Connection,
+    /// Reaches the server as the service's configured user, replacing databases.
+    loader: Loader,
+    /// The agent's own account (`` `user`@`host` ``), which the grants part leaves alone.
+    me: String,
+    /// The database parts loaded so far.
+    loaded: Vec<String>,
+}
+
+impl Mysql {
+    /// The live server as a restore target: checks that it answers and is no replica.
+    async fn open_in_place(&self) -> Result<MyInPlace> {
+        let ep = Endpoint::for_spec(&self.spec)?;
+        let probe = self.probe().await?;
+        if !probe.healthy {
+            return Err(Error::Database {
+                engine: "MariaDB",
+                target: ep.target.clone(),
+                message: "the server does not answer: check that it runs and that \
+                          host/port/socket in the service's config are right"
+                    .into(),
+            });
+        }
+        if probe.role == Role::Replica {
+            return Err(Error::Other(format!(
+                "{} is read-only or replicates from another server: run the in-place restore \
+                 of service {} on its primary",
+                ep.target, self.spec.name
+            )));
+        }
+        let me = ep
+            .query(&self.tools, "SELECT HEX(CURRENT_USER())")
+            .await?
+            .first()
+            .and_then(|r| r.first())
+            .map(|h| unhex(h))
+            .transpose()?
+            .unwrap_or_default();
+        let me = match me.rsplit_once('@') {
+            Some((user, host)) => format!("{}@{}", quote_ident(user), quote_ident(host)),
+            None => format!("{}@", quote_ident(&me)),
+        };
+        let host = self.spec.host.clone().unwrap_or_else(|| {
+            if self.spec.port.is_some() {
+                "127.0.0.1".into()
+            } else {
+                "localhost".into()
+            }
+        });
+        let port = self
+            .spec
+            .port
+            .unwrap_or(if host.starts_with('/') { 0 } else { 3306 });
+        tracing::info!(service = %self.spec.name, server = %ep.target, "in-place restore into the live MariaDB server");
+        Ok(MyInPlace {
+            service: self.spec.name.clone(),
+            connection: Connection {
+                engine: "mysql",
+                host,
+                port,
+                user: self
+                    .spec
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| SUPERUSER.to_string()),
+                password_file: self.spec.password_file.clone(),
+                data_dir: PathBuf::new(),
+            },
+            loader: Loader {
+                tools: self.tools.clone(),
+                ep,
+                replace: true,
+                waiting_grants: Vec::new(),
+                service: self.spec.name.clone(),
+                dir: PathBuf::new(),
+            },
+            me,
+            loaded: Vec::new(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl RestoreTarget for MyInPlace {
+    /// The live server as the service's config names it; `data_dir` is empty (the server's
+    /// data folder is not the agent's to name).
+    fn connection(&self) -> Connection {
+        self.connection.clone()
+    }
+
+    async fn load(
+        &mut self,
+        part: &PartPlan,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<()> {
+        match part.kind {
+            PartKind::Globals => self.loader.load_grants(reader, Some(&self.me)).await,
+            PartKind::Database => {
+                self.loader.load_database(&part.name, reader).await?;
+                self.loaded.push(part.name.clone());
+                Ok(())
+            }
+            other => Err(Error::Other(format!(
+                "a MariaDB restore cannot load part {:?} of kind {other:?}",
+                part.name
+            ))),
+        }
+    }
+
+    /// Counts and checks the databases of the backup only (those loaded, or named in
+    /// `expected`): the live server may hold others.
+    async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
+        let loaded = &self.loaded;
+        let found = self
+            .loader
+            .count(|db: &str| super::in_backup(db, loaded, expected))
+            .await?;
+        let mut v = compare_stats(expected, &found);
+        let (check_ok, check) = self.loader.check(Some(&self.loaded)).await?;
         v.engine_check = check;
         v.ok = v.mismatches.is_empty() && check_ok;
-        tracing::info!(dir = %self.dir.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
+        tracing::info!(service = %self.service, tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "in-place verification done");
         Ok(v)
     }
 }
@@ -1282,6 +1559,19 @@ mod tests {
                     "GRANT SELECT ON `x`.`u` TO `a`@`%`;\n".to_string()
                 )
             ]
+        );
+    }
+
+    #[test]
+    fn the_agents_own_account_is_left_out_of_the_grants() {
+        let text = "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*A';\n\
+            CREATE USER IF NOT EXISTS `agent`@`localhost` IDENTIFIED BY PASSWORD '*B';\n\
+            GRANT RELOAD ON *.* TO `agent`@`localhost`;\n\
+            GRANT SELECT ON *.* TO `agent`@`%`;\n";
+        assert_eq!(
+            without_account(text, "`agent`@`localhost`"),
+            "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*A';\n\
+             GRANT SELECT ON *.* TO `agent`@`%`;\n"
         );
     }
 

@@ -1,5 +1,6 @@
 //! PostgreSQL: probe a member, dump a cluster as parts (`globals`, then one per database),
-//! provision a fresh cluster, load parts into it, verify it, stop it.
+//! provision a fresh cluster, load parts into it, verify it, stop it; or load parts into the
+//! service's own live server (an in-place restore) and verify that.
 //!
 //! Invariants:
 //! - **Consistent parts.** Each database part is `pg_dump --format=custom --compress=0
@@ -15,17 +16,25 @@
 //!   TCP connections need: `scram-sha-256`), and `pg_ctl.path` (which `pg_ctl` stops it). They
 //!   run detached from the agent (`pg_ctl start`), as the `postgres` system user when the
 //!   agent is root. The password reaches the server only as a SCRAM verifier computed here.
-//! - **Loading** never changes a database it did not create, except `postgres`-like databases
-//!   that a fresh cluster already has (restored into without `--create`). A spooled part is
-//!   removed after its load, also when the load fails.
+//! - **Loading** into a fresh cluster never changes a database it did not create, except
+//!   `postgres`-like databases that a fresh cluster already has (restored into without
+//!   `--create`). One loader (`Loader`) serves fresh clusters and the live server. A spooled
+//!   part is removed after its load, also when the load fails.
+//! - **In place** (the live server, reached as the service's configured user; never a
+//!   replica): a database part replaces exactly that database (`DROP DATABASE ... WITH
+//!   (FORCE)` ends its sessions, `pg_restore --create` makes it again, commits synchronous);
+//!   databases not in the backup are never touched, nor counted. No role is ever dropped:
+//!   the globals skip `CREATE ROLE` for roles that exist, and the role the agent connects as
+//!   keeps its password and attributes. No extension is installed: `pg_amcheck` checks only
+//!   restored databases that have `amcheck`, else the engine check is reported skipped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 
 use super::process::{self, SystemUser, ToolCommand};
@@ -486,6 +495,10 @@ impl Engine for Postgres {
             superuser,
         }))
     }
+
+    async fn in_place(&self, scratch: &Path) -> Result<Box<dyn RestoreTarget>> {
+        Ok(Box::new(self.open_in_place(scratch).await?))
+    }
 }
 
 /// A backup in progress: each database part holds its own snapshot transaction while it is
@@ -616,11 +629,9 @@ pub struct PgTarget {
     dir: PathBuf,
     listen: String,
     port: u16,
-    tools: PgTools,
-    /// The agent's way in: the unix socket folder, `trust`.
-    local: Endpoint,
     password_file: PathBuf,
-    spools: u32,
+    /// Reaches the cluster through its unix socket folder (`trust`) and spools under `dir`.
+    loader: Loader,
 }
 
 struct Layout {
@@ -726,15 +737,21 @@ pub async fn provision(
                     dir: dir.to_path_buf(),
                     listen: listen.to_string(),
                     port,
-                    tools: tools.clone(),
-                    local: Endpoint {
-                        host: l.socket.to_string_lossy().into_owned(),
-                        port,
-                        user: SUPERUSER.into(),
-                        password: None,
-                    },
                     password_file: l.password.clone(),
-                    spools: 0,
+                    loader: Loader {
+                        tools: tools.clone(),
+                        ep: Endpoint {
+                            host: l.socket.to_string_lossy().into_owned(),
+                            port,
+                            user: SUPERUSER.into(),
+                            password: None,
+                        },
+                        admin_db: "postgres".into(),
+                        spool_dir: dir.to_path_buf(),
+                        spools: 0,
+                        mode: Mode::Fresh,
+                        service: String::new(),
+                    },
                 };
                 if let Err(e) = target.finish_start(&password).await {
                     let _ = teardown(dir).await;
@@ -789,7 +806,7 @@ impl PgTarget {
     async fn finish_start(&self, password: &str) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         let client = loop {
-            match self.local.connect("postgres").await {
+            match self.loader.ep.connect("postgres").await {
                 Ok(c) => break c,
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -808,11 +825,12 @@ impl PgTarget {
                 quote_literal(&verifier)
             ))
             .await
-            .map_err(|e| pg_error(&self.local.target("postgres"), &e))
+            .map_err(|e| pg_error(&self.loader.ep.target("postgres"), &e))
     }
 
     async fn load_globals(&self, reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
-        let mut cmd = self.local.tool(&self.tools, "psql")?;
+        let ep = &self.loader.ep;
+        let mut cmd = ep.tool(&self.loader.tools, "psql")?;
         cmd.args([
             "-X",
             "-q",
@@ -828,117 +846,9 @@ impl PgTarget {
         cmd.run_with_filtered_input(reader, |line| line != bootstrap.as_bytes())
             .await?;
         // The globals may have set the source's password for it: ours must keep working.
-        let client = self.local.connect("postgres").await?;
+        let client = ep.connect("postgres").await?;
         let password = read_password(&self.password_file)?;
         self.set_superuser_password(&client, &password).await
-    }
-
-    async fn load_database(
-        &mut self,
-        db: &str,
-        reader: Box<dyn AsyncRead + Send + Unpin>,
-    ) -> Result<()> {
-        self.spools += 1;
-        let spool = self.dir.join(format!("spool-{}.pgdump", self.spools));
-        let result = self.spool_and_restore(db, reader, &spool).await;
-        if let Err(e) = tokio::fs::remove_file(&spool).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(spool = %spool.display(), error = %e, "could not remove a spool file");
-            }
-        }
-        result
-    }
-
-    async fn spool_and_restore(
-        &self,
-        db: &str,
-        mut reader: Box<dyn AsyncRead + Send + Unpin>,
-        spool: &Path,
-    ) -> Result<()> {
-        let file = tokio::fs::File::create(spool)
-            .await
-            .map_err(|source| Error::Io {
-                what: "creating the spool file",
-                path: spool.to_path_buf(),
-                source,
-            })?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        tokio::io::copy(&mut reader, &mut out)
-            .await
-            .map_err(|source| Error::Stream {
-                what: format!("receiving database part {db} into {}", spool.display()),
-                source,
-            })?;
-        out.flush().await.map_err(|source| Error::Io {
-            what: "writing the spool file",
-            path: spool.to_path_buf(),
-            source,
-        })?;
-        drop(out);
-
-        let client = self.local.connect("postgres").await?;
-        let exists: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)",
-                &[&db],
-            )
-            .await
-            .map_err(|e| pg_error(&self.local.target("postgres"), &e))?
-            .get(0);
-        drop(client);
-
-        let mut cmd = self.local.tool(&self.tools, "pg_restore")?;
-        cmd.args(["--jobs", RESTORE_JOBS, "--exit-on-error", "--no-password"])
-            // A lost commit during a restore means redoing the restore anyway.
-            .env("PGOPTIONS", "-c synchronous_commit=off");
-        if exists {
-            cmd.arg(format!("--dbname={}", dbname_conninfo(db)));
-        } else {
-            cmd.arg("--create")
-                .arg(format!("--dbname={}", dbname_conninfo("postgres")));
-        }
-        cmd.arg(spool);
-        cmd.output().await?;
-        tracing::info!(dir = %self.dir.display(), database = db, "database restored");
-        Ok(())
-    }
-
-    async fn amcheck(&self) -> Result<(bool, String)> {
-        let cmd = match self.local.tool(&self.tools, "pg_amcheck") {
-            Ok(c) => c,
-            Err(e) => return Ok((false, format!("pg_amcheck could not run: {e}"))),
-        };
-        let mut cmd = cmd;
-        cmd.args([
-            "--install-missing",
-            "--all",
-            "--jobs",
-            "2",
-            "--no-password",
-            "--maintenance-db=postgres",
-        ]);
-        let out = cmd.capture().await?;
-        let text = format!("{}{}", out.stdout.trim(), {
-            let e = out.stderr.trim();
-            if e.starts_with('(') {
-                String::new()
-            } else {
-                format!("\n{e}")
-            }
-        });
-        let text = text.trim().to_string();
-        if out.success {
-            Ok((
-                true,
-                if text.is_empty() {
-                    "pg_amcheck: no corruption found".to_string()
-                } else {
-                    format!("pg_amcheck: ok\n{text}")
-                },
-            ))
-        } else {
-            Ok((false, format!("pg_amcheck ({}): {text}", out.status)))
-        }
     }
 }
 
@@ -971,7 +881,7 @@ impl RestoreTarget for PgTarget {
     ) -> Result<()> {
         match part.kind {
             PartKind::Globals => self.load_globals(reader).await,
-            PartKind::Database => self.load_database(&part.name, reader).await,
+            PartKind::Database => self.loader.load_database(&part.name, reader).await,
             other => Err(Error::Other(format!(
                 "a PostgreSQL restore cannot load part {:?} of kind {other:?}",
                 part.name
@@ -980,19 +890,204 @@ impl RestoreTarget for PgTarget {
     }
 
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
-        let admin = self.local.connect("postgres").await?;
-        let databases: Vec<String> = admin
+        let databases = self.loader.databases().await?;
+        let found = self.loader.count(&databases).await?;
+        let mut v = compare_stats(expected, &found);
+        let (check_ok, check) = self.loader.amcheck(None).await?;
+        v.engine_check = check;
+        v.ok = v.mismatches.is_empty() && check_ok;
+        tracing::info!(dir = %self.dir.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading database parts and counting (fresh and live servers alike)
+// ---------------------------------------------------------------------------------------------
+
+/// What a database part meets on the server it is loaded into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A fresh cluster: a database it has already (`postgres`) is restored into, others are
+    /// created; commits are asynchronous (a crash means redoing the restore anyway).
+    Fresh,
+    /// The service's live server: the database is dropped (its sessions ended) and created
+    /// again from the dump; commits stay synchronous.
+    Replace,
+}
+
+/// Loads database parts into one server, counts its rows and runs `pg_amcheck`: the part of
+/// a restore that a fresh cluster ([`PgTarget`]) and the live server ([`PgInPlace`]) share.
+struct Loader {
+    tools: PgTools,
+    /// How the agent reaches the server.
+    ep: Endpoint,
+    /// The database to connect to for cluster-wide statements.
+    admin_db: String,
+    /// Where parts are spooled: `pg_restore --jobs` needs a seekable file.
+    spool_dir: PathBuf,
+    spools: u32,
+    mode: Mode,
+    /// For log lines: the service (in place; empty for a fresh cluster, which its folder names).
+    service: String,
+}
+
+impl Loader {
+    /// A database to connect to while `db` is dropped or created: the admin database, or
+    /// `postgres`/`template1` when `db` is that one.
+    fn admin_for(&self, db: &str) -> &str {
+        if db != self.admin_db {
+            &self.admin_db
+        } else if db != "postgres" {
+            "postgres"
+        } else {
+            "template1"
+        }
+    }
+
+    /// Spools a custom-format dump of `db` and restores it with `pg_restore --jobs`; the spool
+    /// file is removed afterwards, also when the restore failed.
+    async fn load_database(
+        &mut self,
+        db: &str,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<()> {
+        self.spools += 1;
+        let spool = self.spool_dir.join(format!("spool-{}.pgdump", self.spools));
+        let result = self.spool_and_restore(db, reader, &spool).await;
+        if let Err(e) = tokio::fs::remove_file(&spool).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(service = %self.service, dir = %self.spool_dir.display(), spool = %spool.display(), error = %e, "could not remove a spool file");
+            }
+        }
+        result
+    }
+
+    async fn spool_and_restore(
+        &self,
+        db: &str,
+        mut reader: Box<dyn AsyncRead + Send + Unpin>,
+        spool: &Path,
+    ) -> Result<()> {
+        let file = tokio::fs::File::create(spool)
+            .await
+            .map_err(|source| Error::Io {
+                what: "creating the spool file",
+                path: spool.to_path_buf(),
+                source,
+            })?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        tokio::io::copy(&mut reader, &mut out)
+            .await
+            .map_err(|source| Error::Stream {
+                what: format!("receiving database part {db} into {}", spool.display()),
+                source,
+            })?;
+        out.flush().await.map_err(|source| Error::Io {
+            what: "writing the spool file",
+            path: spool.to_path_buf(),
+            source,
+        })?;
+        drop(out);
+
+        let admin = self.admin_for(db);
+        let client = self.ep.connect(admin).await?;
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)",
+                &[&db],
+            )
+            .await
+            .map_err(|e| pg_error(&self.ep.target(admin), &e))?
+            .get(0);
+        let create = match self.mode {
+            Mode::Fresh => !exists,
+            Mode::Replace => {
+                if exists {
+                    self.drop_database(&client, admin, db).await?;
+                }
+                true
+            }
+        };
+        drop(client);
+
+        let mut cmd = self.ep.tool(&self.tools, "pg_restore")?;
+        cmd.args(["--jobs", RESTORE_JOBS, "--exit-on-error", "--no-password"]);
+        if self.mode == Mode::Fresh {
+            // A lost commit during a restore means redoing the restore anyway.
+            cmd.env("PGOPTIONS", "-c synchronous_commit=off");
+        }
+        if create {
+            cmd.arg("--create")
+                .arg(format!("--dbname={}", dbname_conninfo(admin)));
+        } else {
+            cmd.arg(format!("--dbname={}", dbname_conninfo(db)));
+        }
+        cmd.arg(spool);
+        cmd.output().await?;
+        tracing::info!(service = %self.service, dir = %self.spool_dir.display(), database = db, "database restored");
+        Ok(())
+    }
+
+    /// Ends the other sessions of `db` and drops it (`WITH (FORCE)` from PostgreSQL 13 on;
+    /// before, its backends are terminated first), connected to `admin`.
+    async fn drop_database(&self, client: &Client, admin: &str, db: &str) -> Result<()> {
+        let target = self.ep.target(admin);
+        let version: i32 = client
+            .query_one(
+                "SELECT pg_catalog.current_setting('server_version_num')::int",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&target, &e))?
+            .get(0);
+        let sql = if version >= 130_000 {
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))
+        } else {
+            client
+                .execute(
+                    "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()",
+                    &[&db],
+                )
+                .await
+                .map_err(|e| pg_error(&target, &e))?;
+            format!("DROP DATABASE IF EXISTS {}", quote_ident(db))
+        };
+        client.batch_execute(&sql).await.map_err(|e| {
+            let mut err = pg_error(&target, &e);
+            if let Error::Database { message, .. } = &mut err {
+                *message = format!(
+                    "dropping database {db} to replace it failed: {message} - the service's \
+                     user must own the database (or be a superuser) and be allowed to end its \
+                     sessions"
+                );
+            }
+            err
+        })?;
+        tracing::info!(service = %self.service, dir = %self.spool_dir.display(), database = db, "database dropped to be replaced");
+        Ok(())
+    }
+
+    /// The databases that allow connections (templates excluded).
+    async fn databases(&self) -> Result<Vec<String>> {
+        let admin = self.ep.connect(&self.admin_db).await?;
+        Ok(admin
             .query(DATABASES_SQL, &[])
             .await
-            .map_err(|e| pg_error(&self.local.target("postgres"), &e))?
+            .map_err(|e| pg_error(&self.ep.target(&self.admin_db), &e))?
             .iter()
             .map(|r| r.get(0))
-            .collect();
-        drop(admin);
+            .collect())
+    }
+
+    /// Exact row counts of the tables of `databases` (`<db>.<schema>.<table>`), each
+    /// database counted in one snapshot.
+    async fn count(&self, databases: &[String]) -> Result<HashMap<String, u64>> {
         let mut found: HashMap<String, u64> = HashMap::new();
-        for db in &databases {
-            let client = self.local.connect(db).await?;
-            let target = self.local.target(db);
+        for db in databases {
+            let client = self.ep.connect(db).await?;
+            let target = self.ep.target(db);
             client
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
@@ -1002,11 +1097,305 @@ impl RestoreTarget for PgTarget {
             }
             let _ = client.batch_execute("COMMIT").await;
         }
+        Ok(found)
+    }
+
+    /// Of `databases`, those where the `amcheck` extension is installed.
+    async fn with_amcheck(&self, databases: &[String]) -> Result<Vec<String>> {
+        let mut with = Vec::new();
+        for db in databases {
+            let client = self.ep.connect(db).await?;
+            let installed: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'amcheck')",
+                    &[],
+                )
+                .await
+                .map_err(|e| pg_error(&self.ep.target(db), &e))?
+                .get(0);
+            if installed {
+                with.push(db.clone());
+            }
+        }
+        Ok(with)
+    }
+
+    /// `pg_amcheck` over every database, installing the extension where it is missing
+    /// (`None`: a fresh cluster), or over `databases` only, installing nothing: (ok, what it
+    /// said).
+    async fn amcheck(&self, databases: Option<&[String]>) -> Result<(bool, String)> {
+        let mut cmd = match self.ep.tool(&self.tools, "pg_amcheck") {
+            Ok(c) => c,
+            Err(e) => return Ok((false, format!("pg_amcheck could not run: {e}"))),
+        };
+        cmd.args(["--jobs", "2", "--no-password"]);
+        match databases {
+            None => {
+                cmd.args(["--install-missing", "--all", "--maintenance-db=postgres"]);
+            }
+            Some(dbs) => {
+                cmd.arg(format!(
+                    "--maintenance-db={}",
+                    dbname_conninfo(&self.admin_db)
+                ));
+                for db in dbs {
+                    // A double-quoted pattern matches the name literally.
+                    cmd.arg(format!("--database=\"{}\"", db.replace('"', "\"\"")));
+                }
+            }
+        }
+        let out = cmd.capture().await?;
+        let text = format!("{}{}", out.stdout.trim(), {
+            let e = out.stderr.trim();
+            if e.starts_with('(') {
+                String::new()
+            } else {
+                format!("\n{e}")
+            }
+        });
+        let text = text.trim().to_string();
+        if out.success {
+            Ok((
+                true,
+                if text.is_empty() {
+                    "pg_amcheck: no corruption found".to_string()
+                } else {
+                    format!("pg_amcheck: ok\n{text}")
+                },
+            ))
+        } else {
+            Ok((false, format!("pg_amcheck ({}): {text}", out.status)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-place restore: the service's own server
+// ---------------------------------------------------------------------------------------------
+
+/// Largest globals part an in-place restore accepts (it is read whole, to leave out the
+/// statements for roles that exist).
+const MAX_GLOBALS_PART: u64 = 64 << 20;
+
+/// The service's own (live) server as a restore's target ([`Engine::in_place`]).
+pub struct PgInPlace {
+    service: String,
+    password_file: Option<PathBuf>,
+    /// Reaches the server as the service's configured user; spools in the scratch folder.
+    loader: Loader,
+    /// The database parts loaded so far.
+    loaded: Vec<String>,
+    /// What went wrong applying the globals part (statements psql skipped), reported with the
+    /// verification.
+    notes: Vec<String>,
+}
+
+impl Postgres {
+    /// The live server as a restore target: checks that it answers and is no replica.
+    async fn open_in_place(&self, scratch: &Path) -> Result<PgInPlace> {
+        let ep = Endpoint::for_spec(&self.spec)?;
+        let admin = self.maintenance_db().to_string();
+        let client = ep.connect(&admin).await?;
+        let in_recovery: bool = client
+            .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+            .await
+            .map_err(|e| pg_error(&ep.target(&admin), &e))?
+            .get(0);
+        if in_recovery {
+            return Err(Error::Other(format!(
+                "{} is a replica (in recovery) and cannot be written: run the in-place restore \
+                 of service {} on its primary",
+                ep.target(&admin),
+                self.spec.name
+            )));
+        }
+        tracing::info!(service = %self.spec.name, server = %ep.target(&admin), "in-place restore into the live PostgreSQL server");
+        Ok(PgInPlace {
+            service: self.spec.name.clone(),
+            password_file: self.spec.password_file.clone(),
+            loader: Loader {
+                tools: self.tools.clone(),
+                ep,
+                admin_db: admin,
+                spool_dir: scratch.to_path_buf(),
+                spools: 0,
+                mode: Mode::Replace,
+                service: self.spec.name.clone(),
+            },
+            loaded: Vec::new(),
+            notes: Vec::new(),
+        })
+    }
+}
+
+impl PgInPlace {
+    /// Applies the globals part over the roles that exist: `CREATE ROLE` is left out for
+    /// roles that exist, and so is every `CREATE ROLE`/`ALTER ROLE ... WITH` for the role the
+    /// agent connects as (its password and attributes stay, so the agent keeps its way in).
+    /// psql runs without `ON_ERROR_STOP`: a statement that fails (e.g. a tablespace that
+    /// exists) is skipped and reported with the verification.
+    async fn load_globals(&mut self, reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
+        let mut text = Vec::new();
+        reader
+            .take(MAX_GLOBALS_PART + 1)
+            .read_to_end(&mut text)
+            .await
+            .map_err(|source| Error::Stream {
+                what: "receiving the globals part".into(),
+                source,
+            })?;
+        if text.len() as u64 > MAX_GLOBALS_PART {
+            return Err(Error::Other(format!(
+                "the globals part is larger than {} MiB, more than an in-place restore holds; \
+                 restore the backup onto a fresh server instead",
+                MAX_GLOBALS_PART >> 20
+            )));
+        }
+        let ep = &self.loader.ep;
+        let admin = &self.loader.admin_db;
+        let client = ep.connect(admin).await?;
+        let me: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(|e| pg_error(&ep.target(admin), &e))?
+            .get(0);
+        let existing: HashSet<String> = client
+            .query("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
+            .await
+            .map_err(|e| pg_error(&ep.target(admin), &e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        drop(client);
+        let sql = globals_over_existing(&String::from_utf8_lossy(&text), &existing, &me);
+
+        let mut cmd = ep.tool(&self.loader.tools, "psql")?;
+        cmd.args(["-X", "-q", "--no-password", "-f", "-"])
+            .arg(format!("--dbname={}", dbname_conninfo(admin)));
+        let out = cmd.capture_with_input(sql.as_bytes()).await?;
+        let stderr = out.stderr.clone();
+        out.into_result()?;
+        let failed: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("ERROR:"))
+            .map(str::trim)
+            .collect();
+        if !failed.is_empty() {
+            tracing::warn!(service = %self.service, failed = failed.len(), errors = %failed.join("; "), "statements of the globals part failed and were skipped");
+            self.notes.push(format!(
+                "globals: {} statement(s) failed and were skipped: {}",
+                failed.len(),
+                failed.join("; ")
+            ));
+        }
+        tracing::info!(service = %self.service, "globals applied over the existing roles");
+        Ok(())
+    }
+}
+
+/// The globals SQL of `pg_dumpall --globals-only` without `CREATE ROLE` for the roles in
+/// `existing` and without `CREATE ROLE`/`ALTER ROLE ... WITH` for `me`.
+fn globals_over_existing(text: &str, existing: &HashSet<String>, me: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let skip = if let Some((role, rest)) = role_statement(line, "CREATE ROLE ") {
+            rest.trim_end() == ";" && (existing.contains(&role) || role == me)
+        } else if let Some((role, rest)) = role_statement(line, "ALTER ROLE ") {
+            role == me && rest.starts_with(" WITH ")
+        } else {
+            false
+        };
+        if !skip {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// For a line `<prefix><role><rest>`: the role's name (unquoted) and the rest.
+fn role_statement<'a>(line: &'a str, prefix: &str) -> Option<(String, &'a str)> {
+    let s = line.strip_prefix(prefix)?;
+    if let Some(body) = s.strip_prefix('"') {
+        super::quoted_identifier(body, '"')
+    } else {
+        let end = s.find([' ', ';', '\n']).unwrap_or(s.len());
+        (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+    }
+}
+
+#[async_trait::async_trait]
+impl RestoreTarget for PgInPlace {
+    /// The live server as the service's config names it; `data_dir` is empty (the server's
+    /// data folder is not the agent's to name).
+    fn connection(&self) -> Connection {
+        Connection {
+            engine: "postgres",
+            host: self.loader.ep.host.clone(),
+            port: self.loader.ep.port,
+            user: self.loader.ep.user.clone(),
+            password_file: self.password_file.clone(),
+            data_dir: PathBuf::new(),
+        }
+    }
+
+    async fn load(
+        &mut self,
+        part: &PartPlan,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<()> {
+        match part.kind {
+            PartKind::Globals => self.load_globals(reader).await,
+            PartKind::Database => {
+                self.loader.load_database(&part.name, reader).await?;
+                self.loaded.push(part.name.clone());
+                Ok(())
+            }
+            other => Err(Error::Other(format!(
+                "a PostgreSQL restore cannot load part {:?} of kind {other:?}",
+                part.name
+            ))),
+        }
+    }
+
+    /// Counts rows in the databases of the backup only (those loaded, or named in
+    /// `expected`): the live server may hold others. `pg_amcheck` checks those of them where
+    /// the `amcheck` extension is installed; an in-place restore installs no extension, so
+    /// where none has it the engine check is skipped and `ok` rests on the row counts.
+    async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
+        let databases: Vec<String> = self
+            .loader
+            .databases()
+            .await?
+            .into_iter()
+            .filter(|d| super::in_backup(d, &self.loaded, expected))
+            .collect();
+        let found = self.loader.count(&databases).await?;
         let mut v = compare_stats(expected, &found);
-        let (check_ok, check) = self.amcheck().await?;
+        let with = self.loader.with_amcheck(&databases).await?;
+        let (check_ok, mut check) = if with.is_empty() {
+            (
+                true,
+                "pg_amcheck: skipped for in-place (the amcheck extension is installed in none of \
+                 the restored databases, and an in-place restore installs no extension)"
+                    .to_string(),
+            )
+        } else {
+            let (ok, mut text) = self.loader.amcheck(Some(&with)).await?;
+            let without: Vec<&String> = databases.iter().filter(|d| !with.contains(d)).collect();
+            if !without.is_empty() {
+                text.push_str(&format!(
+                    "\nnot checked (no amcheck extension): {without:?}"
+                ));
+            }
+            (ok, text)
+        };
+        for note in &self.notes {
+            check.push('\n');
+            check.push_str(note);
+        }
         v.engine_check = check;
         v.ok = v.mismatches.is_empty() && check_ok;
-        tracing::info!(dir = %self.dir.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
+        tracing::info!(service = %self.service, tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "in-place verification done");
         Ok(v)
     }
 }
@@ -1050,5 +1439,34 @@ mod tests {
         assert_eq!(quote_ident("my\"db"), "\"my\"\"db\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(dbname_conninfo("a b'c\\"), "dbname='a b\\'c\\\\'");
+    }
+
+    #[test]
+    fn globals_skip_existing_roles_and_leave_the_agents_own_alone() {
+        let text = "SET default_transaction_read_only = off;\n\
+            CREATE ROLE app;\n\
+            ALTER ROLE app WITH LOGIN PASSWORD 'x';\n\
+            CREATE ROLE \"Odd \"\"Role\";\n\
+            ALTER ROLE \"Odd \"\"Role\" WITH NOLOGIN;\n\
+            CREATE ROLE new_one;\n\
+            CREATE ROLE postgres;\n\
+            ALTER ROLE postgres WITH SUPERUSER PASSWORD 'old';\n\
+            ALTER ROLE postgres SET work_mem = '8MB';\n\
+            CREATE ROLE postgres_two;\n\
+            GRANT app TO new_one GRANTED BY postgres;\n";
+        let existing: HashSet<String> = ["app", "Odd \"Role", "postgres"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            globals_over_existing(text, &existing, "postgres"),
+            "SET default_transaction_read_only = off;\n\
+             ALTER ROLE app WITH LOGIN PASSWORD 'x';\n\
+             ALTER ROLE \"Odd \"\"Role\" WITH NOLOGIN;\n\
+             CREATE ROLE new_one;\n\
+             ALTER ROLE postgres SET work_mem = '8MB';\n\
+             CREATE ROLE postgres_two;\n\
+             GRANT app TO new_one GRANTED BY postgres;\n"
+        );
     }
 }

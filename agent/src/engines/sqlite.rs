@@ -1,5 +1,6 @@
 //! SQLite: a service is one database file. Backup takes a consistent copy with the online
-//! backup API and streams it as one part; restore writes the part to a new file and checks it.
+//! backup API and streams it as one part; restore writes the part to a new file and checks it;
+//! an in-place restore then copies that file into the live one, again with the backup API.
 //!
 //! Invariants:
 //! - **Consistent copy.** The copy is made in one backup step (`sqlite3_backup_step(-1)`),
@@ -7,12 +8,18 @@
 //!   while it runs, and the copy is the database as of one commit. The table stats (every
 //!   table of `sqlite_master` not named `sqlite_%`, exact `count(*)`) are counted on that
 //!   copy, so they describe exactly the streamed bytes.
-//! - The source is opened read-only; nothing here writes next to it.
+//! - A backup opens the source read-only; nothing here writes next to it. Only an in-place
+//!   restore writes the live file, and only through the backup API.
 //! - The copy lives in its own temp folder (removed when the backup is closed or dropped) and
 //!   is the only local file a backup writes (see [`super`]). Copying and counting run on the
 //!   blocking pool.
 //! - A restore writes `<dir>/<name>` through a temp file in the same folder, fsynced and then
 //!   renamed: the file is complete or absent. It never overwrites an existing file.
+//! - **In place**, that file is written in the scratch folder the same way, then copied
+//!   into the live file in one backup step, i.e. one write transaction on the live file:
+//!   connections open on it see the old database or the restored one, never a mix, and the
+//!   file keeps its journal mode (WAL stays WAL). The copy in the scratch folder is removed
+//!   after. Verification (integrity check, row counts) runs on the live file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -199,42 +206,54 @@ impl Engine for Sqlite {
             tmp: Some(tmp),
         }))
     }
+
+    async fn in_place(&self, scratch: &Path) -> Result<Box<dyn RestoreTarget>> {
+        Ok(Box::new(self.open_in_place(scratch).await?))
+    }
+}
+
+/// Copies all of `src` into `dst` in one step of the online backup API (one transaction on
+/// each), retrying while a lock is in the way for up to [`BUSY_TIMEOUT`]. `locked` is the
+/// error message for a lock that stays; `path` names the file that errors are about.
+fn backup_in_one_step(src: &Db, dst: &mut Db, path: &Path, locked: &str) -> Result<()> {
+    use rusqlite::backup::{Backup, StepResult};
+    let backup = Backup::new(src, dst).map_err(|e| sqlite_error(path, "starting the copy", e))?;
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match backup
+            .step(-1)
+            .map_err(|e| sqlite_error(path, "copying", e))?
+        {
+            StepResult::Done => return Ok(()),
+            StepResult::More => continue,
+            StepResult::Busy | StepResult::Locked => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Database {
+                        engine: "SQLite",
+                        target: path.display().to_string(),
+                        message: locked.to_string(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Copies `source` to `dest` in one step of the online backup API (one read transaction).
 fn consistent_copy(source: &Path, dest: &Path) -> Result<()> {
-    use rusqlite::backup::{Backup, StepResult};
     let src = Sqlite::open_source(source)?;
     let mut dst = Db::open(dest).map_err(|e| sqlite_error(dest, "creating the copy", e))?;
-    {
-        let backup = Backup::new(&src, &mut dst)
-            .map_err(|e| sqlite_error(source, "starting the copy", e))?;
-        let deadline = Instant::now() + BUSY_TIMEOUT;
-        loop {
-            match backup
-                .step(-1)
-                .map_err(|e| sqlite_error(source, "copying", e))?
-            {
-                StepResult::Done => break,
-                StepResult::More => continue,
-                StepResult::Busy | StepResult::Locked => {
-                    if Instant::now() >= deadline {
-                        return Err(Error::Database {
-                            engine: "SQLite",
-                            target: source.display().to_string(),
-                            message: format!(
-                                "the database stayed locked for {BUSY_TIMEOUT:?}; a writer holds \
-                                 an exclusive lock (rollback journal mode?): try again, or switch \
-                                 it to WAL mode"
-                            ),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                _ => break,
-            }
-        }
-    }
+    backup_in_one_step(
+        &src,
+        &mut dst,
+        source,
+        &format!(
+            "the database stayed locked for {BUSY_TIMEOUT:?}; a writer holds an exclusive lock \
+             (rollback journal mode?): try again, or switch it to WAL mode"
+        ),
+    )?;
     // One self-contained file: no -wal beside it.
     dst.query_row("PRAGMA journal_mode = DELETE", [], |r| {
         r.get::<_, String>(0)
@@ -310,6 +329,10 @@ pub struct SqliteTarget {
 
 /// Prepares `<dir>/<name>` (the folder is created; the file must not exist).
 pub async fn provision(dir: &Path, name: &str) -> Result<Box<dyn RestoreTarget>> {
+    Ok(Box::new(new_file(dir, name).await?))
+}
+
+async fn new_file(dir: &Path, name: &str) -> Result<SqliteTarget> {
     check_file_name(name)?;
     tokio::fs::create_dir_all(dir)
         .await
@@ -326,10 +349,10 @@ pub async fn provision(dir: &Path, name: &str) -> Result<Box<dyn RestoreTarget>>
             file.display()
         )));
     }
-    Ok(Box::new(SqliteTarget {
+    Ok(SqliteTarget {
         file,
         loaded: false,
-    }))
+    })
 }
 
 #[async_trait::async_trait]
@@ -417,34 +440,149 @@ impl RestoreTarget for SqliteTarget {
     }
 
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
-        let file = self.file.clone();
-        let expected = expected.to_vec();
-        let v = tokio::task::spawn_blocking(move || -> Result<Verification> {
-            let db = Db::open_with_flags(&file, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| sqlite_error(&file, "opening the restored file", e))?;
-            let found: HashMap<String, u64> = count_tables(&db, &file)?
-                .into_iter()
-                .map(|s| (s.name, s.rows))
-                .collect();
-            let mut v = compare_stats(&expected, &found);
-            let results: Vec<String> = {
-                let mut stmt = db
-                    .prepare("PRAGMA integrity_check")
-                    .map_err(|e| sqlite_error(&file, "checking integrity", e))?;
-                let rows = stmt
-                    .query_map([], |r| r.get::<_, String>(0))
-                    .map_err(|e| sqlite_error(&file, "checking integrity", e))?;
-                rows.collect::<rusqlite::Result<_>>()
-                    .map_err(|e| sqlite_error(&file, "checking integrity", e))?
-            };
-            let check_ok = results == ["ok"];
-            v.engine_check = format!("PRAGMA integrity_check: {}", results.join("; "));
-            v.ok = v.mismatches.is_empty() && check_ok;
-            Ok(v)
-        })
-        .await
-        .map_err(join_error)??;
+        let v = verify_file(&self.file, expected).await?;
         tracing::info!(file = %self.file.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
+        Ok(v)
+    }
+}
+
+/// Row counts compared with `expected`, and `PRAGMA integrity_check`, on `file` (opened
+/// read-only, in one read transaction).
+async fn verify_file(file: &Path, expected: &[TableStat]) -> Result<Verification> {
+    let file = file.to_path_buf();
+    let expected = expected.to_vec();
+    tokio::task::spawn_blocking(move || -> Result<Verification> {
+        let db = Db::open_with_flags(&file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sqlite_error(&file, "opening the restored file", e))?;
+        db.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sqlite_error(&file, "setting the busy timeout", e))?;
+        db.execute_batch("BEGIN")
+            .map_err(|e| sqlite_error(&file, "starting a read transaction", e))?;
+        let found: HashMap<String, u64> = count_tables(&db, &file)?
+            .into_iter()
+            .map(|s| (s.name, s.rows))
+            .collect();
+        let mut v = compare_stats(&expected, &found);
+        let results: Vec<String> = {
+            let mut stmt = db
+                .prepare("PRAGMA integrity_check")
+                .map_err(|e| sqlite_error(&file, "checking integrity", e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| sqlite_error(&file, "checking integrity", e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| sqlite_error(&file, "checking integrity", e))?
+        };
+        let _ = db.execute_batch("COMMIT");
+        let check_ok = results == ["ok"];
+        v.engine_check = format!("PRAGMA integrity_check: {}", results.join("; "));
+        v.ok = v.mismatches.is_empty() && check_ok;
+        Ok(v)
+    })
+    .await
+    .map_err(join_error)?
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-place restore: the service's own file
+// ---------------------------------------------------------------------------------------------
+
+/// The service's own (live) database file as a restore's target ([`Engine::in_place`]).
+pub struct SqliteInPlace {
+    service: String,
+    live: PathBuf,
+    /// The restored file in the scratch folder, written by the fresh-file loader.
+    copy: SqliteTarget,
+}
+
+impl Sqlite {
+    async fn open_in_place(&self, scratch: &Path) -> Result<SqliteInPlace> {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "database.sqlite3".into());
+        let folder = self.path.parent().unwrap_or(Path::new("."));
+        if !folder.as_os_str().is_empty() && !folder.is_dir() {
+            return Err(Error::Config {
+                service: self.spec.name.clone(),
+                message: format!(
+                    "the folder {} of `path` does not exist: create it or fix `path`",
+                    folder.display()
+                ),
+            });
+        }
+        let copy = new_file(scratch, &name).await?;
+        tracing::info!(service = %self.spec.name, file = %self.path.display(), "in-place restore into the live SQLite file");
+        Ok(SqliteInPlace {
+            service: self.spec.name.clone(),
+            live: self.path.clone(),
+            copy,
+        })
+    }
+}
+
+/// Copies the restored file `copy` into `live` (created if missing) in one backup step.
+fn replace_live(copy: &Path, live: &Path) -> Result<()> {
+    let src = Db::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| sqlite_error(copy, "opening the restored file", e))?;
+    let mut dst = Db::open_with_flags(
+        live,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )
+    .map_err(|e| sqlite_error(live, "opening the live file", e))?;
+    dst.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| sqlite_error(live, "setting the busy timeout", e))?;
+    backup_in_one_step(
+        &src,
+        &mut dst,
+        live,
+        &format!(
+            "the live database stayed locked for {BUSY_TIMEOUT:?}: a connection holds a \
+             transaction open on it; end it (or stop the application) and retry"
+        ),
+    )?;
+    dst.close()
+        .map_err(|(_, e)| sqlite_error(live, "closing the live file", e))?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl RestoreTarget for SqliteInPlace {
+    /// The live file (as `host` and as `data_dir`).
+    fn connection(&self) -> Connection {
+        Connection {
+            engine: "sqlite",
+            host: self.live.display().to_string(),
+            port: 0,
+            user: String::new(),
+            password_file: None,
+            data_dir: self.live.clone(),
+        }
+    }
+
+    async fn load(
+        &mut self,
+        part: &PartPlan,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<()> {
+        self.copy.load(part, reader).await?;
+        let (copy, live) = (self.copy.file.clone(), self.live.clone());
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || replace_live(&copy, &live))
+            .await
+            .map_err(join_error)??;
+        if let Err(e) = tokio::fs::remove_file(&self.copy.file).await {
+            tracing::warn!(service = %self.service, file = %self.copy.file.display(), error = %e, "could not remove the restored copy");
+        }
+        tracing::info!(service = %self.service, file = %self.live.display(), elapsed = ?started.elapsed(), "live SQLite file replaced");
+        Ok(())
+    }
+
+    /// Runs on the live file: writes made to it since the restore show up as differences.
+    async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
+        let v = verify_file(&self.live, expected).await?;
+        tracing::info!(service = %self.service, tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "in-place verification done");
         Ok(v)
     }
 }
