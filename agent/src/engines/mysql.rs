@@ -877,9 +877,12 @@ pub async fn provision(
         u.chown(&l.tmp)?;
     }
 
+    // Its own tmpdir during the install too: another server starting with /tmp as tmpdir
+    // would delete the install's `#sql*` temp tables there.
     let mut cmd = ToolCommand::new(&install_db);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", l.data.display()))
+        .arg(format!("--tmpdir={}", l.tmp.display()))
         .args([
             "--auth-root-authentication-method=normal",
             "--skip-test-db",

@@ -211,11 +211,26 @@ impl MariaDbServer {
         cmd
     }
 
+    /// A temp folder of its own (created, owned by the server's user): servers sharing /tmp
+    /// delete each other's temp tables.
+    fn server_tmp(&self) -> Result<PathBuf> {
+        let server_tmp = self.tmp.path().join("tmp");
+        std::fs::create_dir_all(&server_tmp)
+            .map_err(|e| HarnessError::io(format!("creating {}", server_tmp.display()), e))?;
+        if let Some(run_as) = &self.run_as {
+            tmp::chown(&server_tmp, run_as.uid, run_as.gid)?;
+        }
+        Ok(server_tmp)
+    }
+
     fn install_db(&self, install_db: &Path) -> Result<()> {
+        let server_tmp = self.server_tmp()?;
         let mut cmd = self.server_command(install_db);
-        // --no-defaults must come first.
+        // --no-defaults must come first. Its own temp folder: a server starting with /tmp as
+        // its tmpdir deletes the `#sql*` temp tables an install in progress uses there.
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir.display()))
+            .arg(format!("--tmpdir={}", server_tmp.display()))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -263,13 +278,7 @@ impl MariaDbServer {
             // mariadbd (as the mysql user) reopens the log itself; it must be allowed to.
             tmp::chown(&self.log_path, run_as.uid, run_as.gid)?;
         }
-        // A temp folder of its own: servers sharing /tmp delete each other's temp tables.
-        let server_tmp = self.tmp.path().join("tmp");
-        std::fs::create_dir_all(&server_tmp)
-            .map_err(|e| HarnessError::io(format!("creating {}", server_tmp.display()), e))?;
-        if let Some(run_as) = &self.run_as {
-            tmp::chown(&server_tmp, run_as.uid, run_as.gid)?;
-        }
+        let server_tmp = self.server_tmp()?;
         let mut cmd = self.server_command(&self.mariadbd);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir.display()))
