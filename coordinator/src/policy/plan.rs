@@ -33,6 +33,11 @@ pub struct Snapshot {
     pub jobs: Vec<JobRecord>,
     pub region_policy: Option<Policy>,
     pub policies: HashMap<String, Policy>,
+    /// Indexes, so a pass over every service reads each backup and job once: positions in
+    /// `backups` by service, of backup jobs in `jobs` by service and by backup id.
+    backups_of: HashMap<String, Vec<usize>>,
+    backup_jobs_of: HashMap<String, Vec<usize>>,
+    job_of_backup: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -44,14 +49,54 @@ impl Snapshot {
                 policies.insert(s.name.clone(), p);
             }
         }
-        Ok(Snapshot {
+        let mut snap = Snapshot {
             hosts: catalog.hosts()?,
             services,
             backups: catalog.backups()?,
             jobs: catalog.jobs()?,
             region_policy: catalog.stored_policy("")?,
             policies,
-        })
+            ..Default::default()
+        };
+        for (i, b) in snap.backups.iter().enumerate() {
+            snap.backups_of
+                .entry(b.service.clone())
+                .or_default()
+                .push(i);
+        }
+        for (i, j) in snap
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.kind == "backup")
+        {
+            snap.backup_jobs_of
+                .entry(j.service.clone())
+                .or_default()
+                .push(i);
+            snap.job_of_backup.insert(j.backup_id.clone(), i);
+        }
+        Ok(snap)
+    }
+
+    fn backups_of<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a BackupRecord> + 'a {
+        self.backups_of
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.backups[*i])
+    }
+
+    fn backup_jobs_of<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a JobRecord> + 'a {
+        self.backup_jobs_of
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.jobs[*i])
+    }
+
+    fn job_of(&self, backup_id: &str) -> Option<&JobRecord> {
+        self.job_of_backup.get(backup_id).map(|i| &self.jobs[*i])
     }
 
     pub fn policy(&self, service: &str) -> Effective {
@@ -107,23 +152,13 @@ fn is_primary(m: &MemberRecord) -> bool {
 /// The schedule status of one service.
 pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
     let policy = snap.policy(&svc.name);
-    let job_of: HashMap<&str, &JobRecord> = snap
-        .jobs
-        .iter()
-        .filter(|j| j.kind == "backup")
-        .map(|j| (j.backup_id.as_str(), j))
-        .collect();
     // A backup counts unless it failed or its job was abandoned.
     let counts = |b: &BackupRecord| match b.state.as_str() {
         "completed" => true,
         "failed" => false,
-        _ => job_of.get(b.id.as_str()).is_none_or(|j| snap.live(j, now)),
+        _ => snap.job_of(&b.id).is_none_or(|j| snap.live(j, now)),
     };
-    let mine: Vec<&BackupRecord> = snap
-        .backups
-        .iter()
-        .filter(|b| b.service == svc.name)
-        .collect();
+    let mine: Vec<&BackupRecord> = snap.backups_of(&svc.name).collect();
     let daily = matches!(policy.schedule, Schedule::Daily { .. });
     let anchor = mine
         .iter()
@@ -144,10 +179,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
         svc.created_unix_ms,
         now,
     );
-    let under_way = snap
-        .jobs
-        .iter()
-        .any(|j| j.kind == "backup" && j.service == svc.name && snap.live(j, now));
+    let under_way = snap.backup_jobs_of(&svc.name).any(|j| snap.live(j, now));
     let (mut attempt, mut not_before) = (0, 0);
     if let Next::Due { slot, .. } = next {
         let failed: Vec<&&BackupRecord> = mine
@@ -158,8 +190,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
         if let Some(last) = failed
             .iter()
             .map(|b| {
-                job_of
-                    .get(b.id.as_str())
+                snap.job_of(&b.id)
                     .map_or(b.created_unix_ms, |j| j.updated_unix_ms)
             })
             .max()
