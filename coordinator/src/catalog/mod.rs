@@ -57,6 +57,9 @@ fn job_key(id: &str) -> Vec<u8> {
 /// (running agents report every few seconds).
 pub const ABANDONED_MS: u64 = 10 * 60 * 1000;
 
+/// Finished jobs stay in the catalog this long (then `PruneJobs` forgets them).
+pub const JOB_KEEP_MS: u64 = 90 * 24 * 60 * 60 * 1000;
+
 /// A job or backup state from which nothing moves.
 pub fn is_final(state: &str) -> bool {
     state == "completed" || state == "failed"
@@ -481,6 +484,19 @@ impl Catalog {
             Some(Op::SetServiceState(s)) => self.set_service_state(s, cmd.unix_ms, batch),
             Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
             Some(Op::SetRegion(r)) => self.set_region(r, cmd.unix_ms, batch),
+            Some(Op::PruneJobs(p)) => {
+                if p.before_unix_ms.saturating_add(JOB_KEEP_MS) > cmd.unix_ms {
+                    return Err("jobs are kept at least 90 days".into());
+                }
+                let mut n = 0;
+                for j in self.jobs().map_err(|e| e.to_string())? {
+                    if is_final(&j.state) && j.updated_unix_ms < p.before_unix_ms {
+                        batch.remove(job_key(&j.id));
+                        n += 1;
+                    }
+                }
+                Ok(format!("prune {n} finished job(s)"))
+            }
             None => Err("empty command".into()),
         }
     }
@@ -809,5 +825,54 @@ mod tests {
         }
         let o = c.apply(11, &cmd("r11", t0, elsewhere)).unwrap();
         assert!(o.error.contains("host of that service"), "{}", o.error);
+    }
+
+    #[test]
+    fn finished_jobs_are_forgotten_after_ninety_days_and_unfinished_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let c = Catalog::open(&db).unwrap();
+        let t0 = 1_000_000;
+        assert!(c
+            .apply(1, &cmd("r1", t0, backup_job("j1", "b1")))
+            .unwrap()
+            .error
+            .is_empty());
+        let failed = Op::UpdateJob(UpdateJob {
+            job_id: "j1".into(),
+            host: "db-1".into(),
+            state: "failed".into(),
+            reason: "pg_dump: connection refused".into(),
+            ..Default::default()
+        });
+        assert!(c.apply(2, &cmd("r2", t0, failed)).unwrap().error.is_empty());
+        let mut other = backup_job("j2", "b2");
+        if let Op::CreateJob(CreateJob { job: Some(j) }) = &mut other {
+            j.service = "ledger".into();
+        }
+        assert!(c.apply(3, &cmd("r3", t0, other)).unwrap().error.is_empty());
+        let prune = |before: u64| {
+            Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
+                before_unix_ms: before,
+            })
+        };
+        let o = c.apply(4, &cmd("r4", t0 + 1000, prune(t0 + 1))).unwrap();
+        assert!(o.error.contains("90 days"), "{}", o.error);
+        let later = t0 + 1 + JOB_KEEP_MS;
+        assert!(c
+            .apply(5, &cmd("r5", later, prune(t0 + 1)))
+            .unwrap()
+            .error
+            .is_empty());
+        assert!(
+            c.job("j1").unwrap().is_none(),
+            "the failed job is forgotten"
+        );
+        assert!(c.job("j2").unwrap().is_some(), "an unfinished job stays");
+        assert_eq!(
+            c.backup("b1").unwrap().unwrap().state,
+            "failed",
+            "its backup record stays"
+        );
     }
 }

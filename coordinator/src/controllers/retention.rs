@@ -1,12 +1,13 @@
 //! The retention controller: expires, service by service, the completed backups the policy no
-//! longer keeps. Their chunks go at the next GC, when no kept manifest names them.
+//! longer keeps (their chunks go at the next GC, when no kept manifest names them), and forgets
+//! finished jobs older than [`crate::catalog::JOB_KEEP_MS`].
 //!
 //! Invariant: it only proposes; the catalog re-evaluates retention at the command's time and
 //! removes only what is still expired then (a hold placed meanwhile wins).
 
 use std::collections::BTreeMap;
 
-use strongbox_proto::catalog::{command::Op, ExpireBackups};
+use strongbox_proto::catalog::{command::Op, ExpireBackups, PruneJobs};
 
 use super::actor;
 use crate::api::NodeContext;
@@ -20,6 +21,20 @@ pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
         BTreeMap::new();
     for b in &snap.backups {
         by_service.entry(&b.service).or_default().push(b.clone());
+    }
+    let before = now.saturating_sub(crate::catalog::JOB_KEEP_MS);
+    if snap
+        .jobs
+        .iter()
+        .any(|j| crate::catalog::is_final(&j.state) && j.updated_unix_ms < before)
+    {
+        let cmd = node.command(
+            &actor(node, "retention"),
+            Op::PruneJobs(PruneJobs {
+                before_unix_ms: before,
+            }),
+        );
+        node.submit(cmd).await?;
     }
     let mut expired = 0;
     for (service, backups) in by_service {
