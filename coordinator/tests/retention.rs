@@ -7,50 +7,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use prost::Message;
-use strongbox_coordinator::catalog::Catalog;
 use strongbox_coordinator::policy::effective::resolve;
 use strongbox_coordinator::policy::retention::evaluate;
 use strongbox_proto::catalog::{
-    command::Op, Actor, BackupRecord, Command, CommitBackup, CreateJob, ExpireBackups, HoldBackup,
-    HostRecord, JobRecord, MemberRecord, Policy, PurgeBackup, RegisterHost, SetPolicy,
+    command::Op, BackupRecord, CommitBackup, CreateJob, ExpireBackups, HoldBackup, HostRecord,
+    JobRecord, MemberRecord, Policy, PurgeBackup, RegisterHost, SetPolicy,
 };
 
 const DAY: u64 = 86_400_000;
 const HOUR: u64 = 3_600_000;
 
-struct Sim {
-    catalog: Catalog,
-    index: u64,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::Sim;
 
 impl Sim {
-    fn new() -> Sim {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new().path(dir.path()).open().expect("sled");
-        Sim {
-            catalog: Catalog::open(&db).expect("catalog"),
-            index: 0,
-            _dir: dir,
-        }
-    }
-
     fn apply(&mut self, role: &str, at: u64, op: Op) -> String {
-        self.index += 1;
-        let cmd = Command {
-            request_id: format!("r{}", self.index),
-            actor: Some(Actor {
-                role: role.into(),
-                name: "sim".into(),
-            }),
-            unix_ms: at,
-            op: Some(op),
-        };
-        self.catalog
-            .apply(self.index, &cmd.encode_to_vec())
-            .expect("apply")
-            .error
+        self.apply_as(role, None, at, op)
     }
 
     /// A backup of kind `kind` taken at `at` through a job and its commit, as agents do.

@@ -3,55 +3,26 @@
 //! new primary with one backup per slot, two leaders planning the same slot, retries with
 //! backoff, and exclusion.
 
-use prost::Message;
-use strongbox_coordinator::catalog::Catalog;
 use strongbox_coordinator::policy::plan::{plan, status, Snapshot};
 use strongbox_coordinator::policy::schedule::Next;
 use strongbox_proto::catalog::{
-    command::Op, Actor, BackupRecord, Command, CommitBackup, CreateJob, JobRecord, MemberRecord,
-    Policy, RegisterHost, SetPolicy, SetServiceState, UpdateJob,
+    command::Op, BackupRecord, CommitBackup, CreateJob, JobRecord, MemberRecord, Policy,
+    RegisterHost, SetPolicy, SetServiceState, UpdateJob,
 };
 
 const HOUR: u64 = 3_600_000;
 const T0: u64 = 1_790_208_000_000; // 2026-09-25T00:00:00Z
 
-struct Sim {
-    catalog: Catalog,
-    index: u64,
-    _dir: tempfile::TempDir,
-}
+mod common;
+use common::Sim;
 
 impl Sim {
-    fn new() -> Sim {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new().path(dir.path()).open().expect("sled");
-        Sim {
-            catalog: Catalog::open(&db).expect("catalog"),
-            index: 0,
-            _dir: dir,
-        }
-    }
-
     fn apply_with(&mut self, request_id: &str, at: u64, op: Op) -> String {
-        self.index += 1;
-        let cmd = Command {
-            request_id: request_id.into(),
-            actor: Some(Actor {
-                role: "operator".into(),
-                name: "sim".into(),
-            }),
-            unix_ms: at,
-            op: Some(op),
-        };
-        self.catalog
-            .apply(self.index, &cmd.encode_to_vec())
-            .expect("apply")
-            .error
+        self.apply_as("operator", Some(request_id), at, op)
     }
 
     fn apply(&mut self, at: u64, op: Op) -> String {
-        let id = format!("r{}", self.index + 1);
-        self.apply_with(&id, at, op)
+        self.apply_as("operator", None, at, op)
     }
 
     fn policy(&mut self, at: u64, p: Policy) {

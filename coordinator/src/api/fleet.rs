@@ -95,11 +95,23 @@ pub fn verdicts(snap: &Snapshot, now: u64) -> BTreeMap<String, Verdict> {
     out
 }
 
+/// The service record of `name`, or `NOT_FOUND` saying where to look.
+pub fn known_service(
+    node: &NodeContext,
+    name: &str,
+) -> Result<strongbox_proto::catalog::ServiceRecord, Status> {
+    node.catalog.service(name)?.ok_or_else(|| no_service(name))
+}
+
+pub fn no_service(name: &str) -> Status {
+    Status::not_found(format!(
+        "no service {name:?}; `strongbox service list` shows the services agents reported"
+    ))
+}
+
 pub fn get_policy(node: &NodeContext, service: &str) -> Result<GetPolicyResponse, Status> {
-    if !service.is_empty() && node.catalog.service(service)?.is_none() {
-        return Err(Status::not_found(format!(
-            "no service {service:?}; `strongbox service list` shows them"
-        )));
+    if !service.is_empty() {
+        known_service(node, service)?;
     }
     let stored = node.catalog.stored_policy(service)?.unwrap_or_default();
     let effective = node.catalog.effective_policy(service)?.to_policy();
@@ -119,11 +131,8 @@ pub async fn set_policy(
     node.read_barrier().await?;
     let change = policy(r.policy.unwrap_or_default());
     crate::policy::effective::validate(&change).map_err(Status::invalid_argument)?;
-    if !r.service.is_empty() && node.catalog.service(&r.service)?.is_none() {
-        return Err(Status::not_found(format!(
-            "no service {:?}; `strongbox service list` shows them",
-            r.service
-        )));
+    if !r.service.is_empty() {
+        known_service(node, &r.service)?;
     }
     // What the new policy would expire, evaluated now on the affected services.
     let now = now_ms();

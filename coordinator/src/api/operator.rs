@@ -262,11 +262,7 @@ impl OperatorService for OperatorApi {
         let snap = Snapshot::read(&self.node.catalog)?;
         fleet::service_info(&snap, &name, now_ms())
             .map(Response::new)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no service {name:?}; `strongbox service list` shows the services agents reported"
-                ))
-            })
+            .ok_or_else(|| fleet::no_service(&name))
     }
 
     async fn get_policy(
@@ -330,12 +326,7 @@ impl OperatorService for OperatorApi {
             )));
         }
         self.node.read_barrier().await?;
-        let svc = self.node.catalog.service(&r.service)?.ok_or_else(|| {
-            Status::not_found(format!(
-                "no service {:?}; `strongbox service list` shows them",
-                r.service
-            ))
-        })?;
+        let svc = fleet::known_service(&self.node, &r.service)?;
         let mut final_backup = None;
         if r.action == "deprovision" && svc.deprovisioned_unix_ms == 0 {
             if let Some(job) = fleet::final_backup_job(&self.node, &r.service)? {

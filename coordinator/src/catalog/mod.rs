@@ -625,6 +625,19 @@ mod tests {
         .encode_to_vec()
     }
 
+    /// A fresh catalog (and the folder it lives in).
+    fn catalog() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        (dir, Catalog::open(&db).unwrap())
+    }
+
+    /// Applies a command that must not be refused.
+    fn applied(c: &Catalog, index: u64, command: &[u8]) {
+        let o = c.apply(index, command).unwrap();
+        assert!(o.error.is_empty(), "entry {index} refused: {}", o.error);
+    }
+
     fn backup_job(id: &str, backup: &str) -> Op {
         Op::CreateJob(CreateJob {
             job: Some(JobRecord {
@@ -641,15 +654,9 @@ mod tests {
 
     #[test]
     fn jobs_move_forward_only_and_abandoned_ones_stop_blocking() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let c = Catalog::open(&db).unwrap();
+        let (_dir, c) = catalog();
         let t0 = 1_000_000;
-        assert!(c
-            .apply(1, &cmd("r1", t0, backup_job("j1", "b1")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 1, &cmd("r1", t0, backup_job("j1", "b1")));
         assert_eq!(c.backup("b1").unwrap().unwrap().state, "pending");
         // One backup of a service at a time.
         let o = c
@@ -669,11 +676,7 @@ mod tests {
             .apply(3, &cmd("r3", t0 + 2000, report("db-2", "running")))
             .unwrap();
         assert!(o.error.contains("belongs to host"), "{}", o.error);
-        assert!(c
-            .apply(4, &cmd("r4", t0 + 3000, report("db-1", "running")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 4, &cmd("r4", t0 + 3000, report("db-1", "running")));
         assert_eq!(c.backup("b1").unwrap().unwrap().state, "running");
         let o = c
             .apply(5, &cmd("r5", t0 + 4000, report("db-1", "completed")))
@@ -687,11 +690,7 @@ mod tests {
         assert_eq!(c.job("j1").unwrap().unwrap().state, "running");
         // Quiet for longer than ABANDONED_MS: a new backup goes ahead, the old one failed.
         let later = t0 + 3000 + ABANDONED_MS + 1;
-        assert!(c
-            .apply(7, &cmd("r7", later, backup_job("j3", "b3")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 7, &cmd("r7", later, backup_job("j3", "b3")));
         let j1 = c.job("j1").unwrap().unwrap();
         assert_eq!(j1.state, "failed");
         assert!(j1.reason.contains("abandoned"), "{}", j1.reason);
@@ -704,9 +703,7 @@ mod tests {
 
     #[test]
     fn an_in_place_restore_waits_for_its_pre_restore_backup() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let c = Catalog::open(&db).unwrap();
+        let (_dir, c) = catalog();
         let t0 = 1_000_000;
         let register = Op::RegisterHost(strongbox_proto::catalog::RegisterHost {
             host: "db-1".into(),
@@ -720,17 +717,9 @@ mod tests {
                 ..Default::default()
             }],
         });
-        assert!(c
-            .apply(1, &cmd("r1", t0, register))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 1, &cmd("r1", t0, register));
         // A completed backup to restore.
-        assert!(c
-            .apply(2, &cmd("r2", t0, backup_job("j1", "b1")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
         let commit = |job: &str, backup: &str| {
             Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
                 backup: Some(BackupRecord {
@@ -743,11 +732,7 @@ mod tests {
                 job_id: job.into(),
             })
         };
-        assert!(c
-            .apply(3, &cmd("r3", t0, commit("j1", "b1")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 3, &cmd("r3", t0, commit("j1", "b1")));
         let restore = |id: &str, after: &str| {
             Op::CreateJob(CreateJob {
                 job: Some(JobRecord {
@@ -763,16 +748,8 @@ mod tests {
             })
         };
         // Pre-restore backup j2, the restore waits for it, and is released by its commit.
-        assert!(c
-            .apply(4, &cmd("r4", t0, backup_job("j2", "b2")))
-            .unwrap()
-            .error
-            .is_empty());
-        assert!(c
-            .apply(5, &cmd("r5", t0, restore("j3", "j2")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 4, &cmd("r4", t0, backup_job("j2", "b2")));
+        applied(&c, 5, &cmd("r5", t0, restore("j3", "j2")));
         assert_eq!(c.job("j3").unwrap().unwrap().state, "waiting");
         let report = Op::UpdateJob(UpdateJob {
             job_id: "j3".into(),
@@ -782,23 +759,11 @@ mod tests {
         });
         let o = c.apply(6, &cmd("r6", t0, report)).unwrap();
         assert!(o.error.contains("waiting for job j2"), "{}", o.error);
-        assert!(c
-            .apply(7, &cmd("r7", t0, commit("j2", "b2")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 7, &cmd("r7", t0, commit("j2", "b2")));
         assert_eq!(c.job("j3").unwrap().unwrap().state, "pending");
         // A failed pre-restore backup fails the restore behind it: nothing is touched.
-        assert!(c
-            .apply(8, &cmd("r8", t0, backup_job("j4", "b4")))
-            .unwrap()
-            .error
-            .is_empty());
-        assert!(c
-            .apply(9, &cmd("r9", t0, restore("j5", "j4")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 8, &cmd("r8", t0, backup_job("j4", "b4")));
+        applied(&c, 9, &cmd("r9", t0, restore("j5", "j4")));
         let failed = Op::UpdateJob(UpdateJob {
             job_id: "j4".into(),
             host: "db-1".into(),
@@ -806,11 +771,7 @@ mod tests {
             reason: "disk full".into(),
             ..Default::default()
         });
-        assert!(c
-            .apply(10, &cmd("r10", t0, failed))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 10, &cmd("r10", t0, failed));
         let j5 = c.job("j5").unwrap().unwrap();
         assert_eq!(j5.state, "failed");
         assert!(
@@ -829,15 +790,9 @@ mod tests {
 
     #[test]
     fn finished_jobs_are_forgotten_after_ninety_days_and_unfinished_ones_never() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let c = Catalog::open(&db).unwrap();
+        let (_dir, c) = catalog();
         let t0 = 1_000_000;
-        assert!(c
-            .apply(1, &cmd("r1", t0, backup_job("j1", "b1")))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 1, &cmd("r1", t0, backup_job("j1", "b1")));
         let failed = Op::UpdateJob(UpdateJob {
             job_id: "j1".into(),
             host: "db-1".into(),
@@ -845,12 +800,12 @@ mod tests {
             reason: "pg_dump: connection refused".into(),
             ..Default::default()
         });
-        assert!(c.apply(2, &cmd("r2", t0, failed)).unwrap().error.is_empty());
+        applied(&c, 2, &cmd("r2", t0, failed));
         let mut other = backup_job("j2", "b2");
         if let Op::CreateJob(CreateJob { job: Some(j) }) = &mut other {
             j.service = "ledger".into();
         }
-        assert!(c.apply(3, &cmd("r3", t0, other)).unwrap().error.is_empty());
+        applied(&c, 3, &cmd("r3", t0, other));
         let prune = |before: u64| {
             Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
                 before_unix_ms: before,
@@ -859,11 +814,7 @@ mod tests {
         let o = c.apply(4, &cmd("r4", t0 + 1000, prune(t0 + 1))).unwrap();
         assert!(o.error.contains("90 days"), "{}", o.error);
         let later = t0 + 1 + JOB_KEEP_MS;
-        assert!(c
-            .apply(5, &cmd("r5", later, prune(t0 + 1)))
-            .unwrap()
-            .error
-            .is_empty());
+        applied(&c, 5, &cmd("r5", later, prune(t0 + 1)));
         assert!(
             c.job("j1").unwrap().is_none(),
             "the failed job is forgotten"

@@ -5,7 +5,7 @@
 //! failed, as the tests' own assertions do.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::{FleetKey, Keyring};
@@ -73,23 +73,29 @@ impl Fleet {
     }
 
     pub async fn wait_hosts(&self, hosts: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = self.op().list_hosts(ListHostsRequest {}).await {
-                let have = r.into_inner().hosts;
-                if hosts.iter().all(|h| {
+        crate::wait::poll(
+            &format!("hosts {hosts:?} to register"),
+            Duration::from_secs(60),
+            || async {
+                let have = self
+                    .op()
+                    .list_hosts(ListHostsRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner()
+                    .hosts;
+                let ready = |h: &&str| {
                     have.iter()
                         .any(|x| x.name == *h && (x.spare || !x.members.is_empty()))
-                }) {
-                    return;
+                };
+                if hosts.iter().all(ready) {
+                    Ok(())
+                } else {
+                    Err(format!("{have:?}"))
                 }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hosts {hosts:?} did not register"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            },
+        )
+        .await
     }
 
     /// Polls a job until it ends.

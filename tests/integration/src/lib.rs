@@ -33,6 +33,7 @@ pub mod ports;
 pub mod process;
 pub mod sqlite;
 pub mod tmp;
+pub mod wait;
 
 pub use error::{HarnessError, Result};
 pub use mariadb::{MariaDbBuilder, MariaDbServer};

@@ -4,7 +4,7 @@
 //! what it should, with GC removing the expired chunks from every node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strongbox_core::ids::ChunkId;
 use strongbox_integration::agent::AgentProcess;
@@ -12,6 +12,7 @@ use strongbox_integration::cluster::ClusterOptions;
 use strongbox_integration::fleet::{cli, fleet_with, sqlite_service, Fleet};
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::sqlite::SqliteDb;
+use strongbox_integration::wait::{poll, until};
 use strongbox_proto::v1::{
     BackupInfo, ClusterStatusRequest, JobInfo, ListBackupsRequest, ListJobsRequest, PolicyInfo,
     SetPolicyRequest, ShowServiceRequest,
@@ -56,53 +57,54 @@ async fn backups(f: &Fleet, service: &str) -> Vec<BackupInfo> {
 
 /// Polls the completed scheduled backups of `service` until there are `n`.
 async fn wait_scheduled(f: &Fleet, service: &str, n: usize, within: Duration) -> Vec<BackupInfo> {
-    let deadline = Instant::now() + within;
-    loop {
-        let done: Vec<BackupInfo> = backups(f, service)
-            .await
-            .into_iter()
-            .filter(|b| b.kind == "scheduled" && b.state == "completed")
-            .collect();
-        if done.len() >= n {
-            return done;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{service}: {} of {n} scheduled backups after {within:?}: {:?}",
-            done.len(),
-            backups(f, service).await
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    poll(
+        &format!("{n} scheduled backups of {service}"),
+        within,
+        || async {
+            let done: Vec<BackupInfo> = backups(f, service)
+                .await
+                .into_iter()
+                .filter(|b| b.kind == "scheduled" && b.state == "completed")
+                .collect();
+            if done.len() >= n {
+                Ok(done)
+            } else {
+                Err(format!("{done:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// The backup jobs of `service` (every service for ""); none while no node answers.
+async fn backup_jobs(f: &Fleet, service: &str) -> Vec<JobInfo> {
+    f.op()
+        .list_jobs(ListJobsRequest {
+            kind: "backup".into(),
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().jobs)
+        .unwrap_or_default()
 }
 
 /// Polls the completed scheduled backup jobs of `service` until there are `n`, by slot.
 async fn wait_scheduled_jobs(f: &Fleet, service: &str, n: usize, within: Duration) -> Vec<JobInfo> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut done: Vec<JobInfo> = match f
-            .op()
-            .list_jobs(ListJobsRequest {
-                kind: "backup".into(),
-                service: service.into(),
-            })
-            .await
-        {
-            Ok(r) => r.into_inner().jobs,
-            Err(_) => Vec::new(),
-        };
-        done.retain(|j| j.backup_kind == "scheduled" && j.state == "completed");
-        done.sort_by_key(|j| j.slot_unix_ms);
-        if done.len() >= n {
-            return done;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{service}: {} of {n} scheduled backups after {within:?}: {done:?}",
-            done.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    poll(
+        &format!("{n} scheduled backup jobs of {service}"),
+        within,
+        || async {
+            let mut done = backup_jobs(f, service).await;
+            done.retain(|j| j.backup_kind == "scheduled" && j.state == "completed");
+            done.sort_by_key(|j| j.slot_unix_ms);
+            if done.len() >= n {
+                Ok(done)
+            } else {
+                Err(format!("{done:?}"))
+            }
+        },
+    )
+    .await
 }
 
 fn pg_service(name: &str, pg: &PgServer) -> String {
@@ -163,25 +165,26 @@ async fn scheduled_backups_come_from_the_primary_and_follow_a_failover() {
     // Failover: the old primary stops, the standby is promoted.
     drop(primary);
     standby.promote().expect("promote");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let svc = loop {
-        let s = f
-            .op()
-            .show_service(ShowServiceRequest {
-                name: "orders".into(),
-            })
-            .await
-            .expect("show service")
-            .into_inner();
-        if s.primary_host == "pg-b" {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the catalog did not follow the failover: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let svc = poll(
+        "the catalog to follow the failover",
+        Duration::from_secs(40),
+        || async {
+            let s = f
+                .op()
+                .show_service(ShowServiceRequest {
+                    name: "orders".into(),
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            if s.primary_host == "pg-b" {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
     let promoted_at = svc
         .role_changes
         .iter()
@@ -268,27 +271,19 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
     .await;
 
     // Once the first jobs are out, kill -9 the leader.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = f
-            .op()
-            .list_jobs(ListJobsRequest {
-                kind: "backup".into(),
-                service: String::new(),
-            })
-            .await
-            .expect("jobs")
-            .into_inner()
-            .jobs;
-        if jobs.len() >= 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scheduled job started: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(
+        "the first scheduled jobs",
+        Duration::from_secs(60),
+        || async {
+            let jobs = backup_jobs(&f, "").await;
+            if jobs.len() >= 4 {
+                Ok(())
+            } else {
+                Err(format!("{jobs:?}"))
+            }
+        },
+    )
+    .await;
     let leader = f
         .op()
         .cluster_status(ClusterStatusRequest {})
@@ -298,35 +293,24 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
         .leader_id;
     f.cluster.kill(leader).expect("kill the leader");
 
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let jobs = loop {
-        let op = f.op();
-        let jobs = match op
-            .clone()
-            .list_jobs(ListJobsRequest {
-                kind: "backup".into(),
-                service: String::new(),
-            })
-            .await
-        {
-            Ok(r) => r.into_inner().jobs,
-            Err(_) => Vec::new(),
-        };
-        let done: BTreeSet<&str> = jobs
-            .iter()
-            .filter(|j| j.state == "completed")
-            .map(|j| j.service.as_str())
-            .collect();
-        if done.len() == 20 {
-            break jobs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of 20 services backed up: {jobs:?}",
-            done.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let jobs = poll(
+        "a backup of all 20 services",
+        Duration::from_secs(240),
+        || async {
+            let jobs = backup_jobs(&f, "").await;
+            let done: BTreeSet<&str> = jobs
+                .iter()
+                .filter(|j| j.state == "completed")
+                .map(|j| j.service.as_str())
+                .collect();
+            if done.len() == 20 {
+                Ok(jobs)
+            } else {
+                Err(format!("{} done: {jobs:?}", done.len()))
+            }
+        },
+    )
+    .await;
     // One completed scheduled backup per service: no duplicate across the leader change.
     let mut per_service: BTreeMap<&str, usize> = BTreeMap::new();
     for j in jobs.iter().filter(|j| j.state == "completed") {
@@ -437,15 +421,22 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
     )
     .await;
     // Let a backup that started meanwhile finish.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while backups(&f, "ledger")
-        .await
-        .iter()
-        .any(|b| b.state != "completed" && b.state != "failed")
-    {
-        assert!(Instant::now() < deadline, "a backup never ended");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    poll(
+        "backups under way to end",
+        Duration::from_secs(60),
+        || async {
+            let all = backups(&f, "ledger").await;
+            if all
+                .iter()
+                .all(|b| b.state == "completed" || b.state == "failed")
+            {
+                Ok(())
+            } else {
+                Err(format!("{all:?}"))
+            }
+        },
+    )
+    .await;
     let (_, manual) = f.backup("ledger").await;
     let scheduled = wait_scheduled(&f, "ledger", 3, Duration::from_secs(5)).await;
     let (oldest, newest) = (&scheduled[0], &scheduled[scheduled.len() - 1]);
@@ -555,22 +546,17 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
     assert!(shown.kept_because.contains("hold"), "{shown:?}");
 
     // GC: the middle backup's own chunks leave every node; every kept chunk stays.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let gone = f.cluster.ids().iter().all(|n| {
-            only_middle
-                .iter()
-                .all(|c| !f.cluster.chunk_file(*n, c).exists())
-        });
-        if gone {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GC did not remove the expired chunks"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    until(
+        "GC to remove the expired backups' chunks from every node",
+        Duration::from_secs(60),
+        || {
+            f.cluster.ids().iter().all(|n| {
+                only_middle
+                    .iter()
+                    .all(|c| !f.cluster.chunk_file(*n, c).exists())
+            })
+        },
+    );
     for n in f.cluster.ids() {
         for c in &kept {
             assert!(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use strongbox_integration::pg::{pg_bin_dir, pg_tool, PgServer};
 use strongbox_integration::ports::{free_port, free_port_on};
+use strongbox_integration::wait::until;
 use strongbox_integration::{tmp, HarnessError, MariaDbServer, SqliteDb};
 
 /// Identity of a process that survives pid reuse: pid plus start time (field 22 of
@@ -83,18 +84,6 @@ fn is_dead(p: ProcId) -> bool {
 
 fn assert_dir_gone(dir: &Path) {
     assert!(!dir.exists(), "{} still exists", dir.display());
-}
-
-/// Waits for a condition with a deadline.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -258,7 +247,7 @@ fn pg_stopped_or_crashed_servers_are_cleaned_up() {
     let proc = proc_id(pg.pid());
     let dir = pg.temp_dir().to_path_buf();
     pg.signal(Signal::SIGSTOP).expect("SIGSTOP");
-    wait_until("postmaster to be stopped", Duration::from_secs(10), || {
+    until("postmaster to be stopped", Duration::from_secs(10), || {
         proc_stat(proc.pid).is_some_and(|(state, _, _)| state == 'T')
     });
     let started = Instant::now();
@@ -276,7 +265,7 @@ fn pg_stopped_or_crashed_servers_are_cleaned_up() {
     let proc = proc_id(pg.pid());
     let dir = pg.temp_dir().to_path_buf();
     pg.signal(Signal::SIGKILL).expect("SIGKILL");
-    wait_until(
+    until(
         "killed postmaster to be noticed",
         Duration::from_secs(10),
         || !pg.is_running(),
@@ -354,7 +343,7 @@ fn mariadb_password_restart_and_crash() {
     let proc = proc_id(db.pid());
     let dir = db.temp_dir().to_path_buf();
     db.signal(Signal::SIGKILL).expect("SIGKILL");
-    wait_until(
+    until(
         "killed mariadbd to be noticed",
         Duration::from_secs(10),
         || !db.is_running(),

@@ -2,23 +2,12 @@
 //! `pg_basebackup` follows its primary, and after the primary stops it can be promoted and
 //! takes writes (a failover). Both servers are cleaned up on drop.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::process::pid_exists;
+use strongbox_integration::wait::until;
 use strongbox_integration::HarnessError;
-
-/// Waits for a condition with a deadline.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn count(pg: &PgServer) -> i64 {
     let out = pg
@@ -65,7 +54,7 @@ fn pg_standby_follows_primary_and_takes_over_after_promotion() {
             "INSERT INTO t SELECT g, 'after ' || g FROM generate_series(101, 150) g",
         )
         .expect("insert on primary");
-    wait_until(
+    until(
         "the standby to replay the new rows",
         Duration::from_secs(30),
         || count(&standby) == 150,

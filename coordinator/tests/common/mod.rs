@@ -1,0 +1,43 @@
+//! A catalog driven directly, with a clock the test controls: every command carries its time.
+//! Shared by the in-process policy tests (`retention.rs`, `scheduler.rs`).
+
+use prost::Message;
+use strongbox_coordinator::catalog::Catalog;
+use strongbox_proto::catalog::{command::Op, Actor, Command};
+
+pub struct Sim {
+    pub catalog: Catalog,
+    pub index: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        Sim {
+            catalog: Catalog::open(&db).expect("catalog"),
+            index: 0,
+            _dir: dir,
+        }
+    }
+
+    /// Applies `op` at `at` for an actor of `role`, with `request_id` or a fresh one, as the
+    /// next log entry; returns the catalog's refusal (empty when applied).
+    pub fn apply_as(&mut self, role: &str, request_id: Option<&str>, at: u64, op: Op) -> String {
+        self.index += 1;
+        let cmd = Command {
+            request_id: request_id.map_or_else(|| format!("r{}", self.index), str::to_string),
+            actor: Some(Actor {
+                role: role.into(),
+                name: "sim".into(),
+            }),
+            unix_ms: at,
+            op: Some(op),
+        };
+        self.catalog
+            .apply(self.index, &cmd.encode_to_vec())
+            .expect("apply")
+            .error
+    }
+}
