@@ -1,8 +1,9 @@
 //! The backup pipeline: dump → content-defined chunks → ids → dedup against the region →
 //! seal → upload, then the manifest and the commit.
 //!
-//! Invariants: nothing holds more than `upload_concurrency` chunks (plus the chunker's buffer)
-//! in memory, and nothing is written to local disk; hashing and sealing run on the blocking
+//! Invariants: nothing holds more than `upload_concurrency` + 2 batches (each at most
+//! [`BATCH_CHUNKS`] chunks, closed once it reaches [`BATCH_BYTES`] plain bytes) plus the
+//! chunker's buffer in memory, and nothing is written to local disk; hashing and sealing run on the blocking
 //! pool; a chunk the region holds already is not sealed or sent again (so a retried or repeated
 //! backup sends only what is new); a backup is committed only after every part's dump tool
 //! exited successfully and every chunk was acknowledged by a majority; the dump tool's error is
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{FutureExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use strongbox_core::chunk::Sealer;
 use strongbox_core::chunking::Chunker;
 use strongbox_core::ids::ChunkId;
@@ -22,7 +23,7 @@ use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{ChunkRef, Manifest, Part};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::{
-    CommitBackupRequest, HaveChunksRequest, Job, JobReport, UploadChunkRequest,
+    CommitBackupRequest, HaveChunksRequest, Job, JobReport, SealedChunk, UploadChunksRequest,
 };
 use strongbox_proto::MAX_MESSAGE_BYTES;
 use tokio::io::AsyncRead;
@@ -221,34 +222,71 @@ async fn dump_and_upload(
     Ok(parts)
 }
 
+/// Chunks in one batch: a batch is asked about (`HaveChunks`), sealed and uploaded together.
+const BATCH_CHUNKS: usize = 16;
+/// Plain bytes in one batch (a batch closes once it reaches this).
+const BATCH_BYTES: usize = 8 << 20;
+/// Sealed bytes in one upload call, under the message limit with room for framing.
+const CALL_BYTES: usize = MAX_MESSAGE_BYTES - (1 << 20);
+
 /// Chunks a stream and makes sure the region holds every chunk; the chunk list in order.
+/// The chunker runs ahead by one batch while up to `upload_concurrency` batches are checked,
+/// sealed and uploaded.
 fn upload_stream(
     pipe: Arc<Pipe>,
     reader: Box<dyn AsyncRead + Send + Unpin>,
 ) -> futures::future::BoxFuture<'static, Result<Vec<ChunkRef>>> {
     let concurrency = pipe.agent.config.upload_concurrency;
-    let chunks = futures::stream::try_unfold(Chunker::new(reader), |mut c| {
-        async move { Ok::<_, Error>(c.next_chunk().await?.map(|b| (b, c))) }.boxed()
-    });
-    chunks
-        .map_ok(move |plain| {
-            let pipe = pipe.clone();
-            async move { store_chunk(&pipe, plain).await }.boxed()
-        })
-        .try_buffered(concurrency)
-        .try_collect()
-        .boxed()
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(1);
+    let batches = async move {
+        let mut chunker = Chunker::new(reader);
+        let (mut batch, mut bytes) = (Vec::new(), 0);
+        while let Some(chunk) = chunker.next_chunk().await? {
+            bytes += chunk.len();
+            batch.push(chunk);
+            if batch.len() >= BATCH_CHUNKS || bytes >= BATCH_BYTES {
+                bytes = 0;
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return Ok(()); // the uploads failed; their error is the answer
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(batch).await;
+        }
+        Ok::<_, Error>(())
+    };
+    let stored = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(move |batch| store_batch(pipe.clone(), batch).boxed())
+        .buffered(concurrency)
+        .try_fold(Vec::new(), |mut refs, batch| async move {
+            refs.extend(batch);
+            Ok(refs)
+        });
+    async move {
+        let ((), refs) = futures::try_join!(batches, stored)?;
+        Ok(refs)
+    }
+    .boxed()
 }
 
-async fn store_chunk(pipe: &Arc<Pipe>, plain: Bytes) -> Result<ChunkRef> {
-    let plain_size = plain.len() as u64;
+/// Makes sure the region holds every chunk of a batch: ids, one question for the lot, then the
+/// missing ones sealed and uploaded in as few calls as the message limit allows.
+async fn store_batch(pipe: Arc<Pipe>, plain: Vec<Bytes>) -> Result<Vec<ChunkRef>> {
     let keys = pipe.keys.clone();
-    let (id, plain) = blocking(move || Ok((keys.chunk_id(&plain), plain))).await?;
+    let (ids, plain) = blocking(move || {
+        let ids: Vec<ChunkId> = plain.iter().map(|p| keys.chunk_id(p)).collect();
+        Ok((ids, plain))
+    })
+    .await?;
     let have = HaveChunksRequest {
         job_id: pipe.job_id.clone(),
-        ids: vec![Bytes::copy_from_slice(id.as_bytes())],
+        ids: ids
+            .iter()
+            .map(|id| Bytes::copy_from_slice(id.as_bytes()))
+            .collect(),
     };
-    let missing = pipe
+    let missing: std::collections::HashSet<Bytes> = pipe
         .agent
         .coordinators
         .call("HaveChunks", |ch| {
@@ -258,37 +296,83 @@ async fn store_chunk(pipe: &Arc<Pipe>, plain: Bytes) -> Result<ChunkRef> {
         .await
         .map_err(|s| rpc("asking which chunks the region lacks", s))?
         .into_inner()
-        .missing;
-    let mut stored_size = 0;
-    if !missing.is_empty() {
-        let sealed = seal(pipe, id, plain).await?;
-        stored_size = sealed.len() as u64;
-        if let Some(limit) = &pipe.limit {
-            limit.take(sealed.len()).await;
+        .missing
+        .into_iter()
+        .collect();
+    let mut refs: Vec<ChunkRef> = ids
+        .iter()
+        .zip(&plain)
+        .map(|(id, p)| ChunkRef {
+            id: id.as_bytes().to_vec(),
+            plain_size: p.len() as u64,
+            stored_size: 0,
+        })
+        .collect();
+    let todo: Vec<(usize, ChunkId, Bytes)> = ids
+        .iter()
+        .zip(plain)
+        .enumerate()
+        .filter(|(_, (id, _))| missing.contains(id.as_bytes().as_slice()))
+        .map(|(i, (id, p))| (i, *id, p))
+        .collect();
+    let plain_bytes: u64 = refs.iter().map(|r| r.plain_size).sum();
+    if !todo.is_empty() {
+        let sealed = seal(&pipe, todo).await?;
+        let mut call: Vec<SealedChunk> = Vec::new();
+        let mut call_bytes = 0;
+        for (i, id, bytes) in sealed {
+            refs[i].stored_size = bytes.len() as u64;
+            if !call.is_empty() && call_bytes + bytes.len() > CALL_BYTES {
+                upload(&pipe, std::mem::take(&mut call), call_bytes).await?;
+                call_bytes = 0;
+            }
+            call_bytes += bytes.len();
+            call.push(SealedChunk {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+                sealed: bytes,
+            });
         }
-        let req = UploadChunkRequest {
-            job_id: pipe.job_id.clone(),
-            id: Bytes::copy_from_slice(id.as_bytes()),
-            sealed,
-        };
-        pipe.agent
-            .coordinators
-            .call("UploadChunk", |ch| {
-                let req = req.clone();
-                async move { client(ch).upload_chunk(req).await }
-            })
-            .await
-            .map_err(|s| rpc(&format!("uploading chunk {id}"), s))?;
+        upload(&pipe, call, call_bytes).await?;
     }
-    pipe.progress.done.fetch_add(plain_size, Ordering::Relaxed);
-    Ok(ChunkRef {
-        id: id.as_bytes().to_vec(),
-        plain_size,
-        stored_size,
-    })
+    pipe.progress.done.fetch_add(plain_bytes, Ordering::Relaxed);
+    Ok(refs)
 }
 
-async fn seal(pipe: &Arc<Pipe>, id: ChunkId, plain: Bytes) -> Result<Bytes> {
+/// One `UploadChunks` call (held to the upload rate limit, when one is set).
+async fn upload(pipe: &Arc<Pipe>, chunks: Vec<SealedChunk>, bytes: usize) -> Result<()> {
+    if let Some(limit) = &pipe.limit {
+        limit.take(bytes).await;
+    }
+    let req = UploadChunksRequest {
+        job_id: pipe.job_id.clone(),
+        chunks,
+    };
+    let what = match req.chunks.as_slice() {
+        [one] => format!("uploading chunk {}", hex(&one.id)),
+        many => format!("uploading {} chunks", many.len()),
+    };
+    pipe.agent
+        .coordinators
+        .call("UploadChunks", |ch| {
+            let req = req.clone();
+            async move { client(ch).upload_chunks(req).await }
+        })
+        .await
+        .map_err(|s| rpc(&what, s))?;
+    Ok(())
+}
+
+fn hex(id: &[u8]) -> String {
+    ChunkId::from_slice(id)
+        .map(|id| id.to_string())
+        .unwrap_or_else(|_| "(malformed id)".into())
+}
+
+/// Seals chunks (index, id, plain) on the blocking pool, with this thread's reusable sealer.
+async fn seal(
+    pipe: &Arc<Pipe>,
+    chunks: Vec<(usize, ChunkId, Bytes)>,
+) -> Result<Vec<(usize, ChunkId, Bytes)>> {
     let (keys, level) = (pipe.keys.clone(), pipe.level);
     blocking(move || {
         SEALER.with(|cell| {
@@ -299,7 +383,12 @@ async fn seal(pipe: &Arc<Pipe>, id: ChunkId, plain: Bytes) -> Result<Bytes> {
             let (_, sealer) = slot
                 .as_mut()
                 .ok_or_else(|| Error::Other("no sealer".into()))?;
-            Ok(Bytes::from(sealer.seal_with_id(&keys, &id, &plain)?))
+            chunks
+                .into_iter()
+                .map(|(i, id, plain)| {
+                    Ok((i, id, Bytes::from(sealer.seal_with_id(&keys, &id, &plain)?)))
+                })
+                .collect()
         })
     })
     .await

@@ -56,7 +56,8 @@ pub struct Args {
     /// Upload at most this many bytes per second (default: no limit).
     #[arg(long, env = "STRONGBOX_UPLOAD_RATE")]
     pub upload_rate: Option<u64>,
-    /// Chunk uploads in flight at once (default 4).
+    /// Batches of chunks (up to 16 chunks or 8 MiB each) checked, sealed and uploaded at once
+    /// (default 2).
     #[arg(long, env = "STRONGBOX_UPLOAD_CONCURRENCY")]
     pub upload_concurrency: Option<usize>,
     /// zstd level for chunks (default 3).
@@ -159,8 +160,8 @@ impl Config {
             upload_concurrency: args
                 .upload_concurrency
                 .or(file.upload_concurrency)
-                .unwrap_or(4)
-                .clamp(1, 64),
+                .unwrap_or(2)
+                .clamp(1, 16),
             zstd_level: args.zstd_level.or(file.zstd_level).unwrap_or(3),
             services,
         })

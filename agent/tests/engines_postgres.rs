@@ -635,3 +635,154 @@ async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
     assert_eq!(conn.password_file, None);
     assert_eq!(conn.data_dir, PathBuf::new());
 }
+
+/// Runs `pg_dump --format=custom --compress=<compress>` of `db` into a pipe, as the agent does,
+/// and feeds what arrives to an `ArchiveCounter` in odd-sized pieces. Returns the archive's
+/// size and the counter's result.
+fn count_streamed_dump(
+    pg: &PgServer,
+    db: &str,
+    compress: &str,
+) -> (
+    u64,
+    Result<Vec<strongbox_agent::engines::pgarchive::TableRows>, String>,
+) {
+    use std::io::Read;
+    let mut child = Command::new(strongbox_integration::pg::pg_tool("pg_dump").unwrap())
+        .envs(pg.env())
+        .args([
+            "--format=custom",
+            &format!("--compress={compress}"),
+            "-d",
+            db,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut counter = strongbox_agent::engines::pgarchive::ArchiveCounter::new();
+    let mut buf = vec![0u8; 65_521];
+    let sizes = [1usize, 3, 7, 4093, 65_521, 13];
+    let (mut total, mut k) = (0u64, 0usize);
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at(sizes[k % sizes.len()].min(rest.len()));
+            counter.feed(piece);
+            rest = tail;
+            k += 1;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (total, counter.finish())
+}
+
+#[test]
+fn a_streamed_custom_archive_counts_the_rows_of_every_table() {
+    use strongbox_agent::engines::pgarchive::TableRows;
+    use strongbox_integration::pg::quote_ident;
+    let pg = PgServer::start().unwrap();
+    pg.create_database("counts").unwrap();
+    pg.psql(
+        "counts",
+        r#"CREATE SCHEMA "Sales";
+           CREATE SCHEMA other;
+           CREATE TABLE "Sales"."Order Lines" (id int, note text);
+           INSERT INTO "Sales"."Order Lines" VALUES
+             (1, E'two\nlines'), (2, E'a\ttab'), (3, E'back\\slash'), (4, E'\\.'),
+             (5, E'\\.\n\\.\n'), (6, NULL), (7, ''), (8, E'\r\n\\N');
+           CREATE TABLE "Sales"."dotted.name" (v text);
+           INSERT INTO "Sales"."dotted.name" SELECT E'\\.' FROM generate_series(1, 4);
+           CREATE TABLE other.empty (x int);
+           CREATE TABLE other.measurements (at date, v int) PARTITION BY RANGE (at);
+           CREATE TABLE other.m2023 PARTITION OF other.measurements
+             FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+           CREATE TABLE other.m2024 PARTITION OF other.measurements
+             FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+           INSERT INTO other.measurements
+             SELECT date '2023-01-01' + g, g FROM generate_series(0, 699) g;
+           CREATE TABLE public.parent (id int, body text);
+           CREATE TABLE public.child (extra int) INHERITS (public.parent);
+           INSERT INTO public.parent SELECT g, 'p' || g FROM generate_series(1, 10) g;
+           INSERT INTO public.child SELECT g, E'c\n' || g, g FROM generate_series(1, 20) g;
+           CREATE TABLE public."Big" (id int, payload text);
+           INSERT INTO public."Big"
+             SELECT g, repeat(md5(g::text), 4) || E'\n\t\\' FROM generate_series(1, 30000) g;
+           SELECT lo_from_bytea(0, 'x');
+           SELECT lo_from_bytea(0, convert_to(E'a\nb\n\\.\n', 'UTF8'));"#,
+    )
+    .unwrap();
+
+    let (size, counted) = count_streamed_dump(&pg, "counts", "0");
+    let mut counted = counted.unwrap();
+    assert!(size > 3 << 20, "the archive is only {size} bytes");
+
+    // Every plain table (the partitioned parent has no data of its own), counted by the server.
+    let listing = pg
+        .psql(
+            "counts",
+            "SELECT n.nspname || E'\\t' || c.relname FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+        )
+        .unwrap();
+    let mut expected: Vec<TableRows> = listing
+        .lines()
+        .map(|line| {
+            let (schema, table) = line.split_once('\t').unwrap();
+            let sql = format!(
+                "SELECT count(*) FROM ONLY {}.{}",
+                quote_ident(schema),
+                quote_ident(table)
+            );
+            TableRows {
+                schema: schema.into(),
+                table: table.into(),
+                rows: pg.psql("counts", &sql).unwrap().parse().unwrap(),
+            }
+        })
+        .collect();
+    let key = |t: &TableRows| (t.schema.clone(), t.table.clone());
+    expected.sort_by_key(key);
+    counted.sort_by_key(key);
+    assert_eq!(counted, expected);
+    let rows = |table: &str| counted.iter().find(|t| t.table == table).map(|t| t.rows);
+    assert_eq!(expected.len(), 8);
+    assert_eq!(rows("Order Lines"), Some(8));
+    assert_eq!(rows("dotted.name"), Some(4));
+    assert_eq!(rows("empty"), Some(0));
+    assert_eq!(rows("m2023"), Some(365));
+    assert_eq!(rows("m2024"), Some(335));
+    assert_eq!(rows("parent"), Some(10));
+    assert_eq!(rows("child"), Some(20));
+    assert_eq!(rows("Big"), Some(30_000));
+    assert_eq!(rows("measurements"), None);
+}
+
+#[test]
+fn a_compressed_custom_archive_is_an_error_not_a_wrong_count() {
+    let pg = PgServer::start().unwrap();
+    pg.create_database("counts").unwrap();
+    pg.psql(
+        "counts",
+        "CREATE TABLE t (id int, s text);
+         INSERT INTO t SELECT g, E'a\\nb' FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    let (_, uncompressed) = count_streamed_dump(&pg, "counts", "0");
+    assert_eq!(uncompressed.unwrap()[0].rows, 1000);
+    let (_, compressed) = count_streamed_dump(&pg, "counts", "6");
+    let err = compressed.unwrap_err();
+    assert!(err.contains("compressed"), "{err}");
+}

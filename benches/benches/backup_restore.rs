@@ -8,12 +8,15 @@
 //!
 //! `cargo build --release --workspace --bins && cargo bench -p strongbox-benches --bench
 //! backup_restore`; `BENCH_SCALE` sets the pgbench scale (default 100, about 1.5 GB; the
-//! smoke run without `--bench` uses 2).
+//! smoke run without `--bench` uses 2); `BENCH_LOG=1` prints the agent's log after the first
+//! backup. Each side starts after a `sync` and reports the machine's busy CPU time besides its
+//! wall time (both sides share the 2 cores with everything else running).
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use strongbox_benches::{Timed, Timer};
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::{FleetKey, Keyring};
 use strongbox_core::pki::Role;
@@ -55,7 +58,7 @@ async fn main() {
 
     // Baseline backup: pg_dump | zstd -3 > file.
     let file = work.path().join("base.dump.zst");
-    let t = Instant::now();
+    let t = Timer::start();
     let pipeline = format!(
         "{} --format=custom --compress=0 postgres | zstd -q -3 -o {}",
         shell_quote(&pg_tool("pg_dump").unwrap().display().to_string()),
@@ -65,12 +68,12 @@ async fn main() {
         "pg_dump | zstd",
         Command::new("sh").arg("-c").arg(&pipeline).envs(pg.env()),
     );
-    let base_backup = t.elapsed();
+    let base_backup = t.stop();
 
     // Baseline restore: a fresh server as an operator would make it (default settings, so
     // `fsync = on` like the servers restores provision; the harness's test servers run with
     // `fsync = off`), zstd -d, pg_restore --jobs 2.
-    let t = Instant::now();
+    let t = Timer::start();
     let fresh = PgServer::builder()
         .durable(true)
         .start()
@@ -89,8 +92,10 @@ async fn main() {
         .args(["--jobs", "2", "--exit-on-error", "-d", "postgres"])
         .arg(&plain);
     sh("pg_restore", &mut restore);
-    let base_restore = t.elapsed();
-    drop(fresh);
+    let base_restore = t.stop();
+    // The baseline server stays until the end: deleting its thousands of files here would make
+    // the next timed side pay the file system's work on freshly freed inodes.
+    let _fresh = fresh;
 
     // Ours.
     let cluster = Cluster::start(3, ClusterOptions::default()).expect("cluster");
@@ -122,6 +127,9 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (our_backup, job) = timed_backup(&cluster, &operator).await;
+    if std::env::var_os("BENCH_LOG").is_some() {
+        eprintln!("{}", _db.log_text());
+    }
     let first = op
         .show_backup(ShowBackupRequest {
             id: job.backup_id.clone(),
@@ -130,7 +138,7 @@ async fn main() {
         .unwrap()
         .into_inner();
 
-    let t = Instant::now();
+    let t = Timer::start();
     let rjob = op
         .restore_backup(RestoreBackupRequest {
             backup_id: first.id.clone(),
@@ -145,7 +153,7 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
-    let our_restore = t.elapsed();
+    let our_restore = t.stop();
 
     // The nightly case.
     let rows = 100_000u64 * u64::from(scale);
@@ -171,7 +179,7 @@ async fn main() {
         .unwrap()
         .into_inner();
 
-    let r = |ours: Duration, base: Duration| ours.as_secs_f64() / base.as_secs_f64();
+    let r = |ours: &Timed, base: &Timed| ours.wall.as_secs_f64() / base.wall.as_secs_f64();
     println!(
         "pgbench scale {scale}: dump {:.0} MB, pg_dump|zstd file {:.0} MB; stored by strongbox {:.0} MB in {} chunks",
         first.plain_bytes as f64 / 1e6,
@@ -180,12 +188,12 @@ async fn main() {
         first.chunk_count
     );
     println!(
-        "  backup   pg_dump | zstd -3    {base_backup:>9.2?}   strongbox {our_backup:>9.2?}   ratio {:.2} (target <= 1.15)",
-        r(our_backup, base_backup)
+        "  backup   pg_dump | zstd -3    {base_backup}   strongbox {our_backup}   ratio {:.2} (target <= 1.15)",
+        r(&our_backup, &base_backup)
     );
     println!(
-        "  restore  initdb + zstd -d + pg_restore -j2 {base_restore:>9.2?}   strongbox {our_restore:>9.2?}   ratio {:.2} (target <= 1.15)",
-        r(our_restore, base_restore)
+        "  restore  initdb + zstd -d + pg_restore -j2 {base_restore}   strongbox {our_restore}   ratio {:.2} (target <= 1.15)",
+        r(&our_restore, &base_restore)
     );
     println!(
         "  nightly  second backup stored {:.1} MB = {:.1}% of the first's (target <= 10%)",
@@ -198,13 +206,13 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-async fn timed_backup(cluster: &Cluster, operator: &TlsFiles) -> (Duration, JobInfo) {
-    let t = Instant::now();
+async fn timed_backup(cluster: &Cluster, operator: &TlsFiles) -> (Timed, JobInfo) {
+    let t = Timer::start();
     let job = cluster.create_backup_job(operator, "bench").await.unwrap();
     let job = cluster
         .wait_job(operator, &job.id, Duration::from_secs(3600))
         .await
         .unwrap();
     assert_eq!(job.state, "completed", "{}", job.reason);
-    (t.elapsed(), job)
+    (t.stop(), job)
 }

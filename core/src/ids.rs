@@ -1,7 +1,7 @@
 //! Chunk ids: 32 bytes, BLAKE3 keyed with the service's id key over the chunk's plaintext.
 //!
 //! Invariant: a `ChunkId` is always exactly 32 bytes; its text form is 64 lowercase hex digits,
-//! which is also its file name in a chunk store (`chunks/ab/cd/<hex>`).
+//! which is also its file name in a chunk store (`chunks/ab/<hex>`).
 
 use std::fmt;
 use std::str::FromStr;

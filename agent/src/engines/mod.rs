@@ -16,7 +16,9 @@
 //! - Passwords come from a file or an environment variable and are handed to tools through
 //!   their environment (`PGPASSWORD`, `MYSQL_PWD`), never on a command line or in an error.
 
+pub mod counting;
 pub mod mysql;
+pub mod pgarchive;
 pub mod postgres;
 pub mod process;
 pub mod sqlcount;

@@ -34,18 +34,14 @@
 //!   the agent connects as, so the agent keeps its way in.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::counting::CountingReader;
 use super::process::{self, SystemUser, ToolCommand};
 use super::sqlcount::SqlCounter;
 use super::{
@@ -517,7 +513,8 @@ impl MyBackup {
             db,
         ]);
         let streaming = cmd.spawn_stream()?;
-        let (reader, counted, read_to_end) = CountingReader::new(streaming.stdout);
+        let (reader, counted, read_to_end) =
+            CountingReader::new(streaming.stdout, SqlCounter::new());
         let exit = streaming.exit;
         let db = db.to_string();
         let service = self.service.clone();
@@ -728,89 +725,6 @@ fn read_identifier(s: &str) -> Option<(String, &str)> {
 // ---------------------------------------------------------------------------------------------
 // Counting the stream as it passes
 // ---------------------------------------------------------------------------------------------
-
-type Permit = mpsc::OwnedPermit<Vec<u8>>;
-/// The counting task: the tables and their rows, once the stream ended.
-type Counted = tokio::task::JoinHandle<Vec<(String, u64)>>;
-type Reserve =
-    Pin<Box<dyn Future<Output = std::result::Result<Permit, mpsc::error::SendError<()>>> + Send>>;
-
-/// Passes a dump stream through unchanged while a copy of each piece goes to a
-/// [`SqlCounter`] on the blocking pool. A full queue holds reading back (bounded memory).
-struct CountingReader<R> {
-    inner: R,
-    tx: Option<mpsc::Sender<Vec<u8>>>,
-    reserving: Option<Reserve>,
-    permit: Option<Permit>,
-    read_to_end: Arc<AtomicBool>,
-}
-
-impl<R: AsyncRead + Unpin> CountingReader<R> {
-    /// The reader, the counting task (its result once the reader reached the end or was
-    /// dropped), and a flag set when the end was reached.
-    fn new(inner: R) -> (Self, Counted, Arc<AtomicBool>) {
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
-        let counted = tokio::task::spawn_blocking(move || {
-            let mut counter = SqlCounter::new();
-            while let Some(piece) = rx.blocking_recv() {
-                counter.feed(&piece);
-            }
-            counter.finish()
-        });
-        let flag = Arc::new(AtomicBool::new(false));
-        (
-            CountingReader {
-                inner,
-                tx: Some(tx),
-                reserving: None,
-                permit: None,
-                read_to_end: Arc::clone(&flag),
-            },
-            counted,
-            flag,
-        )
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        // Room in the counter's queue first, so a slow counter slows the stream down.
-        if this.permit.is_none() {
-            if let Some(tx) = &this.tx {
-                let reserving = this
-                    .reserving
-                    .get_or_insert_with(|| Box::pin(tx.clone().reserve_owned()));
-                match reserving.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(p)) => this.permit = Some(p),
-                    // The counter is gone; its task reports why.
-                    Poll::Ready(Err(_)) => this.tx = None,
-                }
-                this.reserving = None;
-            }
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = &buf.filled()[before..];
-                if new.is_empty() {
-                    this.read_to_end.store(true, Ordering::SeqCst);
-                    this.permit = None;
-                    this.tx = None;
-                } else if let Some(p) = this.permit.take() {
-                    p.send(new.to_vec());
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Provisioning, loading, verifying
@@ -1594,17 +1508,5 @@ mod tests {
             native_password_hash("pw"),
             "*D821809F681A40A6E379B50D0463EFAE20BDD122"
         );
-    }
-
-    #[tokio::test]
-    async fn counting_reader_passes_bytes_and_counts() {
-        let dump = b"CREATE TABLE `t` (a int);\nINSERT INTO `t` VALUES (1),(2),(3);\n".repeat(1000);
-        let (mut reader, counted, done) = CountingReader::new(&dump[..]);
-        let mut out = Vec::new();
-        reader.read_to_end(&mut out).await.unwrap();
-        assert_eq!(out, dump);
-        assert!(done.load(Ordering::SeqCst));
-        drop(reader);
-        assert_eq!(counted.await.unwrap(), vec![("t".to_string(), 3000)]);
     }
 }

@@ -5,9 +5,11 @@
 //! Invariants:
 //! - **Consistent parts.** Each database part is `pg_dump --format=custom --compress=0
 //!   --snapshot=<id>`, where the snapshot is exported by a `REPEATABLE READ READ ONLY`
-//!   transaction that stays open until that part's dump has finished; the part's table stats
-//!   (`<database>.<schema>.<table>`, exact `count(*)`) are counted inside that same
-//!   transaction, so they describe exactly the dumped rows, whatever writers do meanwhile.
+//!   transaction that stays open until that part's dump has finished. The part's table stats
+//!   (`<database>.<schema>.<table>`, exact rows) are counted from the archive itself as it
+//!   streams by (`pgarchive`); a table the stream did not count, or every table when the
+//!   archive could not be read, is counted with `count(*)` inside that same transaction. Either
+//!   way they describe exactly the dumped rows, whatever writers do meanwhile.
 //! - **Tools.** `spec.bin_dir` when configured (and nothing else then), else `PATH`, else the
 //!   newest `/usr/lib/postgresql/<version>/bin`. Passwords reach them as `PGPASSWORD` only.
 //! - **Fresh servers** live entirely under their folder: `data/` (PGDATA), `socket/` (the only
@@ -30,13 +32,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 
+use super::counting::CountingReader;
+use super::pgarchive::ArchiveCounter;
 use super::process::{self, SystemUser, ToolCommand};
 use super::{
     compare_stats, BackupRun, Connection, Dump, Engine, EngineKind, PartKind, PartPlan, Probe,
@@ -304,30 +307,48 @@ fn pg_error(target: &str, e: &tokio_postgres::Error) -> Error {
     }
 }
 
-/// Exact row counts of every table of the connected database, as `<db>.<schema>.<table>`, in
-/// the client's current transaction.
-async fn count_tables(client: &Client, db: &str, target: &str) -> Result<Vec<TableStat>> {
-    let rows = client
+/// The tables whose rows a part carries (`TABLES_SQL`), as (schema, table), in the client's
+/// current transaction.
+async fn list_tables(client: &Client, target: &str) -> Result<Vec<(String, String)>> {
+    Ok(client
         .query(TABLES_SQL, &[])
         .await
-        .map_err(|e| pg_error(target, &e))?;
-    let mut stats = Vec::with_capacity(rows.len());
-    for row in rows {
-        let schema: String = row.get(0);
-        let table: String = row.get(1);
-        let sql = format!(
-            "SELECT count(*) FROM ONLY {}.{}",
-            quote_ident(&schema),
-            quote_ident(&table)
-        );
-        let n: i64 = client
-            .query_one(sql.as_str(), &[])
-            .await
-            .map_err(|e| pg_error(target, &e))?
-            .get(0);
+        .map_err(|e| pg_error(target, &e))?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Exact row counts of every table of the connected database, as `<db>.<schema>.<table>`, in
+/// the client's current transaction. `known` holds counts already taken from the dump stream
+/// (by (schema, table)); only the other tables are counted with `count(*)`.
+async fn count_tables(
+    client: &Client,
+    db: &str,
+    target: &str,
+    known: &HashMap<(String, String), u64>,
+) -> Result<Vec<TableStat>> {
+    let mut stats = Vec::new();
+    for (schema, table) in list_tables(client, target).await? {
+        let rows = match known.get(&(schema.clone(), table.clone())) {
+            Some(n) => *n,
+            None => {
+                let sql = format!(
+                    "SELECT count(*) FROM ONLY {}.{}",
+                    quote_ident(&schema),
+                    quote_ident(&table)
+                );
+                let n: i64 = client
+                    .query_one(sql.as_str(), &[])
+                    .await
+                    .map_err(|e| pg_error(target, &e))?
+                    .get(0);
+                u64::try_from(n).unwrap_or(0)
+            }
+        };
         stats.push(TableStat {
             name: format!("{db}.{schema}.{table}"),
-            rows: u64::try_from(n).unwrap_or(0),
+            rows,
         });
     }
     Ok(stats)
@@ -511,15 +532,6 @@ struct PgBackup {
     superuser: bool,
 }
 
-/// Aborts a task when dropped (a dump dropped early stops its counting).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[async_trait::async_trait]
 impl BackupRun for PgBackup {
     fn parts(&self) -> &[PartPlan] {
@@ -582,39 +594,47 @@ impl PgBackup {
             .arg(format!("--snapshot={snapshot}"))
             .arg(format!("--dbname={}", dbname_conninfo(db)));
         let streaming = cmd.spawn_stream()?;
-
-        // Count in the snapshot's own transaction while pg_dump streams.
-        let client = Arc::new(client);
-        let counting = {
-            let client = Arc::clone(&client);
-            let db = db.to_string();
-            let target = target.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                count_tables(&client, &db, &target).await
-            }))
-        };
+        // Rows are counted from the archive as it streams by; a table the stream did not
+        // count (or every table, should the archive not be readable) is counted with
+        // `count(*)` in the snapshot's own transaction, still open until pg_dump finished.
+        let (reader, counted, read_to_end) =
+            CountingReader::new(streaming.stdout, ArchiveCounter::new());
         let exit = streaming.exit;
         let service = self.service.clone();
         let db = db.to_string();
         let finish = async move {
-            let mut counting = counting;
             let dumped = exit.wait().await;
-            let counted = match (&mut counting.0).await {
+            let streamed = match counted.await {
                 Ok(r) => r,
-                Err(e) => Err(Error::Other(format!(
-                    "counting the rows of {db} failed: {e}"
-                ))),
+                Err(e) => Err(format!("the counting task failed: {e}")),
+            };
+            let known: HashMap<(String, String), u64> = match streamed {
+                Ok(tables) if read_to_end.load(std::sync::atomic::Ordering::SeqCst) => tables
+                    .into_iter()
+                    .map(|t| ((t.schema, t.table), t.rows))
+                    .collect(),
+                Ok(_) => HashMap::new(),
+                Err(why) => {
+                    if dumped.is_ok() {
+                        tracing::warn!(service = %service, database = %db, why, "could not count rows from the dump stream; counting with count(*)");
+                    }
+                    HashMap::new()
+                }
+            };
+            let counted = match &dumped {
+                Ok(_) => count_tables(&client, &db, &target, &known).await,
+                Err(_) => Ok(Vec::new()),
             };
             // The snapshot may end only now that pg_dump has finished.
             let ended = client.batch_execute("COMMIT").await;
             dumped?;
             let stats = counted?;
             ended.map_err(|e| pg_error(&target, &e))?;
-            tracing::info!(service = %service, database = %db, tables = stats.len(), "database dumped");
+            tracing::info!(service = %service, database = %db, tables = stats.len(), from_stream = known.len(), "database dumped");
             Ok(stats)
         };
         Ok(Dump {
-            reader: Box::new(streaming.stdout),
+            reader: Box::new(reader),
             finish: finish.boxed(),
         })
     }
@@ -1092,7 +1112,7 @@ impl Loader {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(|e| pg_error(&target, &e))?;
-            for s in count_tables(&client, db, &target).await? {
+            for s in count_tables(&client, db, &target, &HashMap::new()).await? {
                 found.insert(s.name, s.rows);
             }
             let _ = client.batch_execute("COMMIT").await;

@@ -314,6 +314,7 @@ impl ToolCommand {
     pub fn spawn_stream(self) -> Result<Streaming> {
         let mut child = self.spawn(self.command())?;
         let stdout = take_pipe(&mut child.stdout, &self.tool, "stdout")?;
+        widen_pipe(&stdout);
         let stderr = collect_stderr(&mut child);
         Ok(Streaming {
             stdout,
@@ -471,6 +472,20 @@ impl ToolCommand {
             tool: self.tool.clone(),
             source,
         })
+    }
+}
+
+/// Room in a dump's pipe: the default 64 KiB stalls the tool whenever the reader pauses to
+/// cut, hash or seal a chunk, and wakes the reader for every few KiB written.
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Grows a pipe to [`PIPE_BYTES`] where the system allows (best effort: a smaller pipe only
+/// costs speed).
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a descriptor we own changes only the pipe's buffer size.
+    let r = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    if r < 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not widen a dump pipe");
     }
 }
 

@@ -127,9 +127,25 @@ impl AgentService for AgentApi {
         let who = require_role(&req, &[Role::Agent])?;
         let r = req.into_inner();
         agent_job(&self.node, &who, &r.job_id, "backup").await?;
-        let id = replicate::validate(&r.id, &r.sealed)
+        let chunks = replicate::validate_batch(vec![SealedChunk {
+            id: r.id,
+            sealed: r.sealed,
+        }])
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        replicate::put_majority(&self.node, chunks).await?;
+        Ok(Response::new(UploadChunkResponse {}))
+    }
+
+    async fn upload_chunks(
+        &self,
+        req: Request<UploadChunksRequest>,
+    ) -> Result<Response<UploadChunkResponse>, Status> {
+        let who = require_role(&req, &[Role::Agent])?;
+        let r = req.into_inner();
+        agent_job(&self.node, &who, &r.job_id, "backup").await?;
+        let chunks = replicate::validate_batch(r.chunks)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        replicate::put_majority(&self.node, id, r.sealed).await?;
+        replicate::put_majority(&self.node, chunks).await?;
         Ok(Response::new(UploadChunkResponse {}))
     }
 
@@ -173,7 +189,11 @@ impl AgentService for AgentApi {
         let envelope =
             strongbox_core::manifest::parse(&r.manifest).map_err(|e| invalid(e.to_string()))?;
         let chunk_ids = envelope.chunk_ids.clone();
-        replicate::put_majority(&self.node, manifest_id, r.manifest.clone()).await?;
+        replicate::put_majority(
+            &self.node,
+            Arc::new(vec![(manifest_id, r.manifest.clone())]),
+        )
+        .await?;
         replicate::require_majority(&self.node, &chunk_ids).await?;
         let op = Op::CommitBackup(CommitBackup {
             backup: Some(BackupRecord {

@@ -38,15 +38,15 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(RaftAck {}))
     }
 
-    async fn replicate_chunk(
+    async fn replicate_chunks(
         &self,
-        req: Request<ReplicateChunkRequest>,
+        req: Request<ReplicateChunksRequest>,
     ) -> Result<Response<ReplicateChunkResponse>, Status> {
         require_role(&req, &[Role::Node])?;
         let r = req.into_inner();
-        let id = replicate::validate(&r.id, &r.sealed)
+        let chunks = replicate::validate_batch(r.chunks)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        replicate::put_local(&self.node.chunks, id, r.sealed, !r.lazy).await?;
+        replicate::put_local(&self.node.chunks, chunks, !r.lazy).await?;
         Ok(Response::new(ReplicateChunkResponse {}))
     }
 

@@ -3,8 +3,9 @@
 //! (and heals the local copy).
 //!
 //! Invariants: `put_majority` returns Ok only after at least a majority of voters (this node
-//! counted if it is one) fsynced the chunk; replication to the rest goes on after the answer;
-//! every file operation runs on the blocking pool.
+//! counted if it is one) fsynced every chunk of the batch; replication to the rest goes on
+//! after the answer; every file operation runs on the blocking pool; a batch travels to a peer
+//! as one call and is written there as one blocking task.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use strongbox_core::ids::ChunkId;
 use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
-use strongbox_proto::v1::{FetchChunkRequest, ReplicateChunkRequest};
+use strongbox_proto::v1::{FetchChunkRequest, ReplicateChunksRequest, SealedChunk};
 use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
 use tokio::sync::mpsc;
 
@@ -42,16 +43,39 @@ pub fn validate(id: &[u8], sealed: &[u8]) -> Result<ChunkId> {
     Ok(id)
 }
 
-pub async fn put_local(
-    store: &Arc<ChunkStore>,
-    id: ChunkId,
-    sealed: Bytes,
-    durable: bool,
-) -> Result<bool> {
+/// A batch of checked chunks, shared by the local write and the copies to peers.
+pub type Batch = Arc<Vec<(ChunkId, Bytes)>>;
+
+/// Checks a wire batch (see [`validate`]); refuses an empty one.
+pub fn validate_batch(chunks: Vec<SealedChunk>) -> Result<Batch> {
+    if chunks.is_empty() {
+        return Err(Error::Refused("a batch of no chunks".into()));
+    }
+    chunks
+        .into_iter()
+        .map(|c| Ok((validate(&c.id, &c.sealed)?, c.sealed)))
+        .collect::<Result<Vec<_>>>()
+        .map(Arc::new)
+}
+
+/// Writes a batch to this node's store; how many chunks were new.
+pub async fn put_local(store: &Arc<ChunkStore>, chunks: Batch, durable: bool) -> Result<usize> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.put(&id, &sealed, durable))
-        .await
-        .map_err(|e| Error::Refused(format!("chunk write task: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<(ChunkId, &[u8])> = chunks.iter().map(|(id, b)| (*id, &b[..])).collect();
+        store.put_many(&refs, durable)
+    })
+    .await
+    .map_err(|e| Error::Refused(format!("chunk write task: {e}")))?
+}
+
+/// Names a batch in messages: its chunk, or how many and the first.
+fn describe(chunks: &[(ChunkId, Bytes)]) -> String {
+    match chunks {
+        [(id, _)] => format!("chunk {id}"),
+        [(id, _), rest @ ..] => format!("{} chunks ({id} and {} more)", chunks.len(), rest.len()),
+        [] => "no chunks".into(),
+    }
 }
 
 pub async fn get_local(store: &Arc<ChunkStore>, id: ChunkId) -> Result<Lookup> {
@@ -70,29 +94,35 @@ fn client(
         .max_encoding_message_size(MAX_CLUSTER_MESSAGE_BYTES))
 }
 
-/// Stores a chunk here and on the other voters; returns once a majority holds it durably.
+/// Stores a batch of chunks here and on the other voters; returns once a majority holds every
+/// one durably.
 ///
 /// This node (when a voter) and the first peers up to a majority write durably; the others get
 /// a lazy copy (no fsync: on one shared disk, or any disk, the minority's flush is off the
 /// critical path). When a durable write fails, a lazy peer is asked again, durably, in its place.
-pub async fn put_majority(node: &Arc<NodeContext>, id: ChunkId, sealed: Bytes) -> Result<()> {
+pub async fn put_majority(node: &Arc<NodeContext>, chunks: Batch) -> Result<()> {
     type Report = (u64, bool, std::result::Result<(), String>);
     let voters = node.raft.status().voters;
     let total = voters.len().max(1);
     let need = total / 2 + 1;
     let (tx, mut rx) = mpsc::channel::<Report>(2 * total + 1);
     let to_peer = |peer: u64, lazy: bool| {
-        let (node, sealed, tx) = (node.clone(), sealed.clone(), tx.clone());
+        let (node, chunks, tx) = (node.clone(), chunks.clone(), tx.clone());
         tokio::spawn(async move {
             let r = async {
-                let mut req = tonic::Request::new(ReplicateChunkRequest {
-                    id: Bytes::copy_from_slice(id.as_bytes()),
-                    sealed,
+                let mut req = tonic::Request::new(ReplicateChunksRequest {
+                    chunks: chunks
+                        .iter()
+                        .map(|(id, sealed)| SealedChunk {
+                            id: Bytes::copy_from_slice(id.as_bytes()),
+                            sealed: sealed.clone(),
+                        })
+                        .collect(),
                     lazy,
                 });
                 req.set_timeout(PEER_TIMEOUT);
                 client(&node, peer)?
-                    .replicate_chunk(req)
+                    .replicate_chunks(req)
                     .await
                     .map_err(|s| Error::Transport(s.message().to_string()))?;
                 Ok::<_, Error>(())
@@ -107,9 +137,9 @@ pub async fn put_majority(node: &Arc<NodeContext>, id: ChunkId, sealed: Bytes) -
     if voters.is_empty() || voters.contains(&node.id) {
         durable_peers -= 1;
         outstanding += 1;
-        let (store, sealed, tx, me) = (node.chunks.clone(), sealed.clone(), tx.clone(), node.id);
+        let (store, chunks, tx, me) = (node.chunks.clone(), chunks.clone(), tx.clone(), node.id);
         tokio::spawn(async move {
-            let r = put_local(&store, id, sealed, true)
+            let r = put_local(&store, chunks, true)
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("node {me}: {e}"));
@@ -150,7 +180,7 @@ pub async fn put_majority(node: &Arc<NodeContext>, id: ChunkId, sealed: Bytes) -
             }
             (false, Ok(())) => {}
             (false, Err(e)) => {
-                tracing::debug!(chunk = %id, node = from, error = %e, "a lazy minority copy failed; repair copies it later");
+                tracing::debug!(chunks = %describe(&chunks), node = from, error = %e, "a lazy minority copy failed; repair copies it later");
                 if spare.iter().any(|p| *p == from) {
                     spare.retain(|p| *p != from);
                     failures.push(e);
@@ -159,7 +189,7 @@ pub async fn put_majority(node: &Arc<NodeContext>, id: ChunkId, sealed: Bytes) -
         }
     }
     Err(Error::NoMajority {
-        what: format!("chunk {id}"),
+        what: describe(&chunks),
         acks,
         total,
         failures: failures.join("; "),
@@ -193,7 +223,8 @@ pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>
         if let Ok(r) = c.fetch_chunk(req).await {
             let sealed = r.into_inner().sealed;
             if validate(id.as_bytes(), &sealed).is_ok() {
-                if let Err(e) = put_local(&node.chunks, id, sealed.clone(), true).await {
+                let copy = Arc::new(vec![(id, sealed.clone())]);
+                if let Err(e) = put_local(&node.chunks, copy, true).await {
                     tracing::warn!(chunk = %id, error = %e, "could not heal the local chunk copy");
                 }
                 return Ok(Some(sealed));

@@ -1,4 +1,7 @@
-//! The local chunk store: sealed chunks (and manifests) as files `chunks/ab/cd/<id hex>`.
+//! The local chunk store: sealed chunks (and manifests) as files `chunks/ab/<id hex>`, in 256
+//! folders made when the store opens (a put never makes a folder: each new inode costs, and a
+//! new folder would need its own parent fsynced too). Stores of the earlier two-level layout
+//! (`chunks/ab/cd/<hex>`) are moved into this one when they open.
 //!
 //! Coordinators cannot check a chunk's keyed id or its GCM tag (they hold no key), so each file
 //! ends with 32 bytes of unkeyed BLAKE3 over the sealed bytes: a read checks it, and a file that
@@ -56,6 +59,16 @@ impl ChunkStore {
     pub fn open(root: &Path, node: &str, min_free: u64) -> Result<Self> {
         let root = root.join("chunks");
         fs::create_dir_all(root.join("tmp")).map_err(|e| io(&root, e))?;
+        for prefix in 0..=255u8 {
+            let dir = root.join(format!("{prefix:02x}"));
+            if !dir.is_dir() {
+                fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+            }
+            flatten_two_level(&dir)?;
+        }
+        File::open(&root)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&root, e))?;
         // Leftovers of writes cut short by a crash.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for e in entries.flatten() {
@@ -94,7 +107,7 @@ impl ChunkStore {
 
     pub fn path(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
-        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+        self.root.join(&hex[0..2]).join(hex)
     }
 
     pub fn has(&self, id: &ChunkId) -> bool {
@@ -104,19 +117,46 @@ impl ChunkStore {
     /// Stores a sealed chunk; `durable`: on disk (fsynced) when this returns. Returns false when
     /// a good copy was there already (then made durable if asked).
     pub fn put(&self, id: &ChunkId, sealed: &[u8], durable: bool) -> Result<bool> {
+        Ok(self.put_many(&[(*id, sealed)], durable)? == 1)
+    }
+
+    /// Stores sealed chunks as [`ChunkStore::put`] does, one folder fsync for each folder
+    /// touched rather than one a chunk; returns how many were new. On an error, the chunks
+    /// before the failing one are stored (and durable when asked), the rest are not.
+    pub fn put_many(&self, chunks: &[(ChunkId, &[u8])], durable: bool) -> Result<usize> {
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut written = 0;
+        let result = chunks.iter().try_for_each(|(id, sealed)| {
+            if self.put_file(id, sealed, durable)? {
+                written += 1;
+            }
+            if durable {
+                dirs.insert(self.root.join(&id.to_hex()[0..2]));
+            }
+            Ok(())
+        });
+        for dir in dirs {
+            File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io(&dir, e))?;
+        }
+        result.map(|()| written)
+    }
+
+    /// One chunk's file (fsynced when `durable`); its folder's entry is left to the caller to
+    /// fsync.
+    fn put_file(&self, id: &ChunkId, sealed: &[u8], durable: bool) -> Result<bool> {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(Error::Refused(format!(
                 "chunk {id} is {} bytes, over the limit of {MAX_SEALED_LEN}",
                 sealed.len()
             )));
         }
+        let path = self.path(id);
         if let Lookup::Found(_) = self.get(id)? {
             if durable {
-                let path = self.path(id);
-                let dir = path.parent().unwrap_or(&self.root).to_path_buf();
                 File::open(&path)
                     .and_then(|f| f.sync_all())
-                    .and_then(|_| File::open(&dir)?.sync_all())
                     .map_err(|e| io(&path, e))?;
             }
             return Ok(false);
@@ -130,9 +170,6 @@ impl ChunkStore {
                 reserve: self.min_free,
             });
         }
-        let path = self.path(id);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let tmp = self
             .root
             .join("tmp")
@@ -144,11 +181,7 @@ impl ChunkStore {
             if durable {
                 f.sync_all()?;
             }
-            fs::rename(&tmp, &path)?;
-            if durable {
-                File::open(&dir)?.sync_all()?;
-            }
-            Ok(())
+            fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
@@ -214,21 +247,44 @@ impl ChunkStore {
             if a.file_name() == "tmp" || !a.path().is_dir() {
                 continue;
             }
-            for b in fs::read_dir(a.path()).map_err(|e| io(&a.path(), e))? {
-                let b = b.map_err(|e| io(&a.path(), e))?;
-                for f in fs::read_dir(b.path()).map_err(|e| io(&b.path(), e))? {
-                    let f = f.map_err(|e| io(&b.path(), e))?;
-                    let Ok(id) = f.file_name().to_string_lossy().parse::<ChunkId>() else {
-                        continue;
-                    };
-                    let meta = f.metadata().map_err(|e| io(&f.path(), e))?;
-                    let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-                    out.push((id, meta.len(), mtime));
-                }
+            for f in fs::read_dir(a.path()).map_err(|e| io(&a.path(), e))? {
+                let f = f.map_err(|e| io(&a.path(), e))?;
+                let Ok(id) = f.file_name().to_string_lossy().parse::<ChunkId>() else {
+                    continue;
+                };
+                let meta = f.metadata().map_err(|e| io(&f.path(), e))?;
+                let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                out.push((id, meta.len(), mtime));
             }
         }
         Ok(out)
     }
+}
+
+/// Moves the chunks of the earlier layout's `ab/cd/` folders under `dir` (`ab/`) up into `dir`,
+/// and removes the emptied folders. Each move is a rename on one disk, so a crash part way
+/// leaves every chunk in one place or the other, and the next open finishes the move.
+fn flatten_two_level(dir: &Path) -> Result<()> {
+    let mut moved = false;
+    for sub in fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let sub = sub.map_err(|e| io(dir, e))?.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&sub).map_err(|e| io(&sub, e))? {
+            let f = f.map_err(|e| io(&sub, e))?;
+            let to = dir.join(f.file_name());
+            fs::rename(f.path(), &to).map_err(|e| io(&to, e))?;
+            moved = true;
+        }
+        fs::remove_dir(&sub).map_err(|e| io(&sub, e))?;
+    }
+    if moved {
+        File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -280,5 +336,22 @@ mod tests {
         assert!(matches!(e, Error::DiskFull { .. }), "{e}");
         assert!(e.to_string().contains("free space"), "{e}");
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_store_of_the_two_level_layout_moves_into_one_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path(), "n1", 0).unwrap();
+        s.put(&id(3), b"kept across layouts", true).unwrap();
+        let hex = id(3).to_hex();
+        let old = dir.path().join("chunks").join(&hex[0..2]).join(&hex[2..4]);
+        fs::create_dir(&old).unwrap();
+        fs::rename(s.path(&id(3)), old.join(&hex)).unwrap();
+        drop(s);
+
+        let s = ChunkStore::open(dir.path(), "n1", 0).unwrap();
+        assert!(!old.exists(), "the old folder is gone");
+        assert!(matches!(s.get(&id(3)).unwrap(), Lookup::Found(b) if b == b"kept across layouts"));
+        assert_eq!(s.list().unwrap().len(), 1);
     }
 }

@@ -354,16 +354,10 @@ impl Cluster {
         self.dir.path().join(format!("node-{id}-data"))
     }
 
-    /// Moves the data dir of node `id` (stopped) onto a tmpfs of `size` bytes, to test a full
-    /// disk. Needs root (for `mount`). The mount goes when the returned guard drops.
-    /// Where node `id` keeps chunk (or manifest) `chunk`: `chunks/ab/cd/<hex>`.
+    /// Where node `id` keeps chunk (or manifest) `chunk`: `chunks/ab/<hex>`.
     pub fn chunk_file(&self, id: u64, chunk: &strongbox_core::ids::ChunkId) -> PathBuf {
         let hex = chunk.to_hex();
-        self.data_dir(id)
-            .join("chunks")
-            .join(&hex[0..2])
-            .join(&hex[2..4])
-            .join(hex)
+        self.data_dir(id).join("chunks").join(&hex[0..2]).join(hex)
     }
 
     /// The sealed bytes node `id` holds for `chunk` (its file without the trailing 32-byte
@@ -375,6 +369,8 @@ impl Cluster {
         Some(bytes)
     }
 
+    /// Moves the data dir of node `id` (stopped) onto a tmpfs of `size` bytes, to test a full
+    /// disk. Needs root (for `mount`). The mount goes when the returned guard drops.
     pub fn move_data_to_tmpfs(&self, id: u64, size: u64) -> Result<TmpfsMount> {
         if !nix::unistd::geteuid().is_root() {
             return Err(HarnessError::Setup(
