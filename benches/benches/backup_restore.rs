@@ -93,9 +93,11 @@ async fn main() {
         .arg(&plain);
     sh("pg_restore", &mut restore);
     let base_restore = t.stop();
-    // The baseline server stays until the end: deleting its thousands of files here would make
-    // the next timed side pay the file system's work on freshly freed inodes.
-    let _fresh = fresh;
+    // The baseline server stops (no autovacuum of its fresh tables while ours run) but its
+    // files stay until the end: deleting thousands of files here would make the next timed
+    // side pay the file system's work on freshly freed inodes.
+    let mut fresh = fresh;
+    fresh.stop().expect("stopping the baseline server");
 
     // Ours.
     let cluster = Cluster::start(3, ClusterOptions::default()).expect("cluster");
