@@ -3,11 +3,11 @@
 //!
 //! Invariants: nothing holds more than `upload_concurrency` + 2 batches (each at most
 //! [`BATCH_CHUNKS`] chunks, closed once it reaches [`BATCH_BYTES`] plain bytes) plus the
-//! chunker's buffer in memory, and nothing is written to local disk; hashing and sealing run on the blocking
-//! pool; a chunk the region holds already is not sealed or sent again (so a retried or repeated
-//! backup sends only what is new); a backup is committed only after every part's dump tool
-//! exited successfully and every chunk was acknowledged by a majority; the dump tool's error is
-//! the job's reason when the tool fails.
+//! chunker's buffer in memory, and nothing is written to local disk; hashing and sealing run
+//! on the blocking pool; a chunk the region holds already is not sealed or sent again (so a
+//! retried or repeated backup sends only what is new); a backup is committed only after every
+//! part's dump tool exited successfully and every chunk was acknowledged by a majority; the
+//! dump tool's error is the job's reason when the tool fails.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use strongbox_core::pki::Identity;
 use strongbox_core::pki::Role;
 use strongbox_core::tls::require_role;
 use strongbox_proto::catalog::{command::Op, BackupRecord, CommitBackup, RegisterHost};
@@ -27,6 +28,21 @@ pub struct AgentApi {
 impl AgentApi {
     pub fn new(node: Arc<NodeContext>) -> Self {
         AgentApi { node }
+    }
+
+    /// An agent's chunks for its backup job (`UploadChunk`, `UploadChunks`): checked, then
+    /// stored on a majority.
+    async fn store_chunks(
+        &self,
+        who: &Identity,
+        job_id: &str,
+        chunks: Vec<SealedChunk>,
+    ) -> Result<Response<UploadChunkResponse>, Status> {
+        agent_job(&self.node, who, job_id, "backup").await?;
+        let chunks = replicate::validate_batch(chunks)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        replicate::put_majority(&self.node, chunks).await?;
+        Ok(Response::new(UploadChunkResponse {}))
     }
 }
 
@@ -126,14 +142,11 @@ impl AgentService for AgentApi {
     ) -> Result<Response<UploadChunkResponse>, Status> {
         let who = require_role(&req, &[Role::Agent])?;
         let r = req.into_inner();
-        agent_job(&self.node, &who, &r.job_id, "backup").await?;
-        let chunks = replicate::validate_batch(vec![SealedChunk {
+        let chunk = SealedChunk {
             id: r.id,
             sealed: r.sealed,
-        }])
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        replicate::put_majority(&self.node, chunks).await?;
-        Ok(Response::new(UploadChunkResponse {}))
+        };
+        self.store_chunks(&who, &r.job_id, vec![chunk]).await
     }
 
     async fn upload_chunks(
@@ -142,11 +155,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<UploadChunkResponse>, Status> {
         let who = require_role(&req, &[Role::Agent])?;
         let r = req.into_inner();
-        agent_job(&self.node, &who, &r.job_id, "backup").await?;
-        let chunks = replicate::validate_batch(r.chunks)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        replicate::put_majority(&self.node, chunks).await?;
-        Ok(Response::new(UploadChunkResponse {}))
+        self.store_chunks(&who, &r.job_id, r.chunks).await
     }
 
     async fn commit_backup(
