@@ -30,6 +30,7 @@ use tokio::io::AsyncRead;
 use tonic::transport::Channel;
 
 use crate::agent::Agent;
+use crate::engines::counting::Tap;
 use crate::error::{Error, Result};
 
 thread_local! {
@@ -193,7 +194,7 @@ async fn dump_and_upload(
     let mut parts = Vec::new();
     for plan in run.parts().to_vec() {
         let dump = run.dump(&plan).await?;
-        let chunks = upload_stream(pipe.clone(), dump.reader).await;
+        let chunks = upload_stream(pipe.clone(), dump.reader, dump.tap).await;
         // The tool's own error says more than a broken stream; a failed upload stops the dump.
         let chunks = match chunks {
             Ok(c) => c,
@@ -235,6 +236,7 @@ const CALL_BYTES: usize = MAX_MESSAGE_BYTES - (1 << 20);
 fn upload_stream(
     pipe: Arc<Pipe>,
     reader: Box<dyn AsyncRead + Send + Unpin>,
+    tap: Option<Tap>,
 ) -> futures::future::BoxFuture<'static, Result<Vec<ChunkRef>>> {
     let concurrency = pipe.agent.config.upload_concurrency;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(1);
@@ -242,6 +244,9 @@ fn upload_stream(
         let mut chunker = Chunker::new(reader);
         let (mut batch, mut bytes) = (Vec::new(), 0);
         while let Some(chunk) = chunker.next_chunk().await? {
+            if let Some(tap) = &tap {
+                tap.send(chunk.clone()).await;
+            }
             bytes += chunk.len();
             batch.push(chunk);
             if batch.len() >= BATCH_CHUNKS || bytes >= BATCH_BYTES {
@@ -250,6 +255,9 @@ fn upload_stream(
                     return Ok(()); // the uploads failed; their error is the answer
                 }
             }
+        }
+        if let Some(tap) = tap {
+            tap.end().await;
         }
         if !batch.is_empty() {
             let _ = tx.send(batch).await;

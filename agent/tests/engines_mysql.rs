@@ -12,7 +12,6 @@ use strongbox_agent::engines::{
 };
 use strongbox_agent::error::Error;
 use strongbox_integration::mariadb::{mariadb_tool, MariaDbServer};
-use tokio::io::AsyncReadExt;
 
 fn spec(db: &MariaDbServer, password_file: Option<PathBuf>) -> ServiceSpec {
     ServiceSpec {
@@ -87,8 +86,7 @@ async fn backup(spec: ServiceSpec) -> Vec<(PartPlan, Vec<u8>, Vec<TableStat>)> {
     let mut out = Vec::new();
     for part in run.parts().to_vec() {
         let mut dump = run.dump(&part).await.unwrap();
-        let mut bytes = Vec::new();
-        dump.reader.read_to_end(&mut bytes).await.unwrap();
+        let bytes = dump.read_all().await.unwrap();
         let stats = dump.finish.await.unwrap();
         out.push((part, bytes, stats));
     }
@@ -372,8 +370,7 @@ async fn a_stopped_server_fails_with_a_clear_error() {
 
     // The dump tool fails: its error says why.
     let mut dump = run.dump(&shop).await.unwrap();
-    let mut bytes = Vec::new();
-    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    dump.read_all().await.unwrap();
     match dump.finish.await.unwrap_err() {
         Error::Tool { tool, stderr, .. } => {
             assert_eq!(tool, "mariadb-dump");

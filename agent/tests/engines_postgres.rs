@@ -68,8 +68,7 @@ async fn backup(spec: ServiceSpec) -> Vec<(PartPlan, Vec<u8>, Vec<TableStat>)> {
     let mut out = Vec::new();
     for part in run.parts().to_vec() {
         let mut dump = run.dump(&part).await.unwrap();
-        let mut bytes = Vec::new();
-        dump.reader.read_to_end(&mut bytes).await.unwrap();
+        let bytes = dump.read_all().await.unwrap();
         let stats = dump.finish.await.unwrap();
         out.push((part, bytes, stats));
     }
@@ -415,8 +414,7 @@ async fn a_wrong_password_fails_with_a_clear_error_that_hides_it() {
         .unwrap();
     let globals = run.parts()[0].clone();
     let mut dump = run.dump(&globals).await.unwrap();
-    let mut bytes = Vec::new();
-    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    dump.read_all().await.unwrap();
     let err = dump.finish.await.unwrap_err();
     let text = err.to_string();
     match &err {

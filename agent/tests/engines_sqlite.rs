@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use strongbox_agent::engines::{self, EngineKind, PartKind, Role, ServiceSpec, TableStat};
 use strongbox_integration::sqlite::SqliteDb;
-use tokio::io::AsyncReadExt;
 
 fn spec(path: &std::path::Path) -> ServiceSpec {
     ServiceSpec {
@@ -87,8 +86,7 @@ async fn backup_while_writing_restores_identically_and_verifies() {
     assert_eq!(parts[0].name, "app.db");
     assert_eq!(parts[0].kind, PartKind::File);
     let mut dump = run.dump(&parts[0]).await.unwrap();
-    let mut bytes = Vec::new();
-    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    let bytes = dump.read_all().await.unwrap();
     let stats: Vec<TableStat> = dump.finish.await.unwrap();
     run.close().await.unwrap();
     stop.store(true, Ordering::SeqCst);
@@ -149,8 +147,7 @@ async fn a_verification_notices_a_wrong_count_and_a_missing_table() {
     let mut run = engine.begin_backup().await.unwrap();
     let part = run.parts()[0].clone();
     let mut dump = run.dump(&part).await.unwrap();
-    let mut bytes = Vec::new();
-    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    let bytes = dump.read_all().await.unwrap();
     dump.finish.await.unwrap();
     run.close().await.unwrap();
 
@@ -214,8 +211,7 @@ async fn an_in_place_restore_replaces_the_live_file_under_open_connections() {
     let mut run = engine.begin_backup().await.unwrap();
     let part = run.parts()[0].clone();
     let mut dump = run.dump(&part).await.unwrap();
-    let mut bytes = Vec::new();
-    dump.reader.read_to_end(&mut bytes).await.unwrap();
+    let bytes = dump.read_all().await.unwrap();
     let stats = dump.finish.await.unwrap();
     run.close().await.unwrap();
     let notes = "SELECT id || '|' || body FROM notes ORDER BY id";

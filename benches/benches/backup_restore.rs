@@ -16,13 +16,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use strongbox_benches::{Timed, Timer};
+use strongbox_benches::{cluster_options, Timed, Timer};
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::{FleetKey, Keyring};
 use strongbox_core::pki::Role;
 use strongbox_core::tls::TlsFiles;
 use strongbox_integration::agent::AgentProcess;
-use strongbox_integration::cluster::{Cluster, ClusterOptions};
+use strongbox_integration::cluster::Cluster;
 use strongbox_integration::pg::{pg_tool, PgServer};
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{JobInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest};
@@ -100,7 +100,7 @@ async fn main() {
     fresh.stop().expect("stopping the baseline server");
 
     // Ours.
-    let cluster = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let cluster = Cluster::start(3, cluster_options()).expect("cluster");
     let operator = cluster.pki.issue(Role::Operator, "bench", &[]).unwrap();
     cluster.wait_for_leader(&operator, 3).await.unwrap();
     let key_file = work.path().join("fleet.key");

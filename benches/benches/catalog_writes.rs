@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use strongbox_core::pki::Role;
-use strongbox_integration::cluster::{Cluster, ClusterOptions};
+use strongbox_integration::cluster::Cluster;
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::RegisterRequest;
 
@@ -25,11 +25,7 @@ async fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let writes = if smoke { 200 } else { env_num("WRITES", 5000) };
     let writers = if smoke { 8 } else { env_num("WRITERS", 8) };
-    let options = ClusterOptions {
-        raft_tick: Duration::from_millis(100),
-        ..ClusterOptions::default()
-    };
-    let c = Cluster::start(3, options).expect("cluster");
+    let c = Cluster::start(3, strongbox_benches::cluster_options()).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "bench", &[]).unwrap();
     let leader = c.wait_for_leader(&viewer, 3).await.expect("cluster");
 

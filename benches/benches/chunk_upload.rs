@@ -14,11 +14,11 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use strongbox_benches::Timer;
+use strongbox_benches::{cluster_options, Timer};
 use strongbox_core::chunk::Sealer;
 use strongbox_core::keys::FleetKey;
 use strongbox_core::pki::Role;
-use strongbox_integration::cluster::{Cluster, ClusterOptions};
+use strongbox_integration::cluster::Cluster;
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::{Member, RegisterRequest, SealedChunk, UploadChunksRequest};
 
@@ -75,7 +75,7 @@ async fn main() {
     // file system's work on thousands of freshly freed inodes.
     let _baseline_files = dir;
 
-    let c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let c = Cluster::start(3, cluster_options()).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "bench", &[]).unwrap();
     let agent = c.pki.issue(Role::Agent, "bench-host", &[]).unwrap();
     let operator = c.pki.issue(Role::Operator, "bench", &[]).unwrap();

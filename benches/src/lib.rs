@@ -2,6 +2,18 @@
 
 use std::time::{Duration, Instant};
 
+use strongbox_integration::cluster::ClusterOptions;
+
+/// A test cluster with the coordinators' own timing defaults (a 100 ms Raft tick, controllers
+/// every 5 s), not the harness's, which are tuned for fast elections in tests.
+pub fn cluster_options() -> ClusterOptions {
+    ClusterOptions {
+        raft_tick: Duration::from_millis(100),
+        controller_interval: Duration::from_secs(5),
+        ..ClusterOptions::default()
+    }
+}
+
 /// Flushes what earlier steps left dirty, so a timed side starts from a clean page cache
 /// (neither side pays for the other's writeback).
 pub fn settle() {

@@ -149,11 +149,32 @@ pub struct PartPlan {
     pub kind: PartKind,
 }
 
-/// A part being dumped: read `reader` to its end, then await `finish`, which waits for the tool,
-/// fails with the tool's error (its stderr) if it failed, and returns the part's table stats.
+/// A part being dumped: read `reader` to its end, handing every piece to `tap` (when there is
+/// one) in order and ending it, then await `finish`, which waits for the tool, fails with the
+/// tool's error (its stderr) if it failed, and returns the part's table stats (counted from the
+/// pieces the tap saw).
 pub struct Dump {
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    pub tap: Option<counting::Tap>,
     pub finish: futures::future::BoxFuture<'static, Result<Vec<TableStat>>>,
+}
+
+impl Dump {
+    /// Reads the whole stream into memory, feeding the tap (for small parts and tests; the
+    /// backup pipeline streams instead).
+    pub async fn read_all(&mut self) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        self.reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::Other(format!("reading a dump: {e}")))?;
+        if let Some(tap) = self.tap.take() {
+            tap.send(bytes::Bytes::copy_from_slice(&bytes)).await;
+            tap.end().await;
+        }
+        Ok(bytes)
+    }
 }
 
 /// A consistent backup of one service in progress: the parts to dump, in order.

@@ -35,13 +35,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::counting::CountingReader;
+use super::counting;
 use super::process::{self, SystemUser, ToolCommand};
 use super::sqlcount::SqlCounter;
 use super::{
@@ -482,6 +481,7 @@ impl BackupRun for MyBackup {
                 let sql = dump_grants(&self.ep, &self.tools, &self.service).await?;
                 Ok(Dump {
                     reader: Box::new(std::io::Cursor::new(sql.into_bytes())),
+                    tap: None,
                     finish: async { Ok(Vec::new()) }.boxed(),
                 })
             }
@@ -513,8 +513,7 @@ impl MyBackup {
             db,
         ]);
         let streaming = cmd.spawn_stream()?;
-        let (reader, counted, read_to_end) =
-            CountingReader::new(streaming.stdout, SqlCounter::new());
+        let (tap, counted) = counting::tap(SqlCounter::new());
         let exit = streaming.exit;
         let db = db.to_string();
         let service = self.service.clone();
@@ -522,13 +521,13 @@ impl MyBackup {
             exit.wait().await?;
             let tables = counted
                 .await
-                .map_err(|e| Error::Other(format!("counting the rows of {db} failed: {e}")))?;
-            if !read_to_end.load(Ordering::SeqCst) {
-                return Err(Error::Other(format!(
-                    "the dump of {db} was finished before its stream was read to its end; \
-                     read the reader to its end first"
-                )));
-            }
+                .map_err(|e| Error::Other(format!("counting the rows of {db} failed: {e}")))?
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "the dump of {db} was finished before its stream was read to its end \
+                         (and its tap ended); read the reader to its end first"
+                    ))
+                })?;
             tracing::info!(service = %service, database = %db, tables = tables.len(), "database dumped");
             Ok(tables
                 .into_iter()
@@ -539,7 +538,8 @@ impl MyBackup {
                 .collect())
         };
         Ok(Dump {
-            reader: Box::new(reader),
+            reader: Box::new(streaming.stdout),
+            tap: Some(tap),
             finish: finish.boxed(),
         })
     }

@@ -38,7 +38,7 @@ use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 
-use super::counting::CountingReader;
+use super::counting;
 use super::pgarchive::ArchiveCounter;
 use super::process::{self, SystemUser, ToolCommand};
 use super::{
@@ -556,6 +556,7 @@ impl BackupRun for PgBackup {
                 let exit = streaming.exit;
                 Ok(Dump {
                     reader: Box::new(streaming.stdout),
+                    tap: None,
                     finish: async move { exit.wait().await.map(|_| Vec::new()) }.boxed(),
                 })
             }
@@ -597,23 +598,22 @@ impl PgBackup {
         // Rows are counted from the archive as it streams by; a table the stream did not
         // count (or every table, should the archive not be readable) is counted with
         // `count(*)` in the snapshot's own transaction, still open until pg_dump finished.
-        let (reader, counted, read_to_end) =
-            CountingReader::new(streaming.stdout, ArchiveCounter::new());
+        let (tap, counted) = counting::tap(ArchiveCounter::new());
         let exit = streaming.exit;
         let service = self.service.clone();
         let db = db.to_string();
         let finish = async move {
             let dumped = exit.wait().await;
             let streamed = match counted.await {
-                Ok(r) => r,
+                Ok(Some(r)) => r,
+                Ok(None) => Err("the stream was not read to its end".to_string()),
                 Err(e) => Err(format!("the counting task failed: {e}")),
             };
             let known: HashMap<(String, String), u64> = match streamed {
-                Ok(tables) if read_to_end.load(std::sync::atomic::Ordering::SeqCst) => tables
+                Ok(tables) => tables
                     .into_iter()
                     .map(|t| ((t.schema, t.table), t.rows))
                     .collect(),
-                Ok(_) => HashMap::new(),
                 Err(why) => {
                     if dumped.is_ok() {
                         tracing::warn!(service = %service, database = %db, why, "could not count rows from the dump stream; counting with count(*)");
@@ -634,7 +634,8 @@ impl PgBackup {
             Ok(stats)
         };
         Ok(Dump {
-            reader: Box::new(reader),
+            reader: Box::new(streaming.stdout),
+            tap: Some(tap),
             finish: finish.boxed(),
         })
     }

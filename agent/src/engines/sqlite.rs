@@ -296,6 +296,7 @@ impl BackupRun for SqliteBackup {
         let stats = self.stats.clone();
         Ok(Dump {
             reader: Box::new(file),
+            tap: None,
             finish: async move { Ok(stats) }.boxed(),
         })
     }

@@ -436,9 +436,17 @@ impl Cluster {
     ) -> Result<strongbox_proto::v1::JobInfo> {
         use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
         let deadline = Instant::now() + timeout;
+        // One channel a node for the whole wait: a TLS handshake every poll would load the
+        // nodes being measured.
+        use std::collections::hash_map::Entry;
+        let mut channels = std::collections::HashMap::new();
         loop {
             for node in self.running_ids() {
-                let mut op = OperatorServiceClient::new(self.channel(node, tls)?);
+                let channel = match channels.entry(node) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(self.channel(node, tls)?),
+                };
+                let mut op = OperatorServiceClient::new(channel.clone());
                 if let Ok(j) = op
                     .get_job(strongbox_proto::v1::GetJobRequest { id: id.into() })
                     .await
@@ -455,7 +463,7 @@ impl Cluster {
                     "job {id} did not end within {timeout:?}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(crate::wait::POLL).await;
         }
     }
 
