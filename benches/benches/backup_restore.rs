@@ -8,8 +8,8 @@
 //!
 //! `cargo build --release --workspace --bins && cargo bench -p strongbox-benches --bench
 //! backup_restore`; `BENCH_SCALE` sets the pgbench scale (default 100, about 1.5 GB; the
-//! smoke run without `--bench` uses 2); `BENCH_LOG=1` prints the agent's log after the first
-//! backup. Each side starts after a `sync` and reports the machine's busy CPU time besides its
+//! smoke run without `--bench` uses 2); `BENCH_LOG=1` prints the agents' logs after the first
+//! backup and the restore. Each side starts after a `sync` and reports the machine's busy CPU time besides its
 //! wall time (both sides share the 2 cores with everything else running).
 
 use std::path::Path;
@@ -115,7 +115,7 @@ async fn main() {
         pg.superuser()
     );
     let _db = AgentProcess::start(&cluster, "db-1", false, &service, &key_file).unwrap();
-    let _spare = AgentProcess::start(&cluster, "spare-1", true, "", &key_file).unwrap();
+    let spare = AgentProcess::start(&cluster, "spare-1", true, "", &key_file).unwrap();
     let mut op = OperatorServiceClient::new(cluster.channel(1, &operator).unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     while op
@@ -156,6 +156,9 @@ async fn main() {
         .unwrap();
     assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
     let our_restore = t.stop();
+    if std::env::var_os("BENCH_LOG").is_some() {
+        eprintln!("{}", spare.log_text());
+    }
 
     // The nightly case.
     let rows = 100_000u64 * u64::from(scale);

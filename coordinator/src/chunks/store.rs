@@ -28,6 +28,8 @@ use strongbox_core::ids::ChunkId;
 use crate::error::{Error, Result};
 
 const SUM_LEN: usize = 32;
+/// Made once the store's 256 folders exist and no chunk is left in the two-level layout.
+const LAYOUT_MARKER: &str = "layout-one-level";
 /// The largest sealed chunk or manifest a node stores.
 pub const MAX_SEALED_LEN: usize = strongbox_core::chunk::MAX_PLAIN_LEN + 4096;
 
@@ -63,16 +65,21 @@ impl ChunkStore {
     pub fn open(root: &Path, node: &str, min_free: u64) -> Result<Self> {
         let root = root.join("chunks");
         fs::create_dir_all(root.join("tmp")).map_err(|e| io(&root, e))?;
-        for prefix in 0..=255u8 {
-            let dir = root.join(format!("{prefix:02x}"));
-            if !dir.is_dir() {
-                fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+        // The one-level layout is marked once made, so later opens do not list every folder.
+        let marker = root.join(LAYOUT_MARKER);
+        if !marker.exists() {
+            for prefix in 0..=255u8 {
+                let dir = root.join(format!("{prefix:02x}"));
+                if !dir.is_dir() {
+                    fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+                }
+                flatten_two_level(&dir)?;
             }
-            flatten_two_level(&dir)?;
+            File::create(&marker)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| File::open(&root)?.sync_all())
+                .map_err(|e| io(&marker, e))?;
         }
-        File::open(&root)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&root, e))?;
         // Leftovers of writes cut short by a crash.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for e in entries.flatten() {
@@ -434,6 +441,8 @@ mod tests {
         let old = dir.path().join("chunks").join(&hex[0..2]).join(&hex[2..4]);
         fs::create_dir(&old).unwrap();
         fs::rename(s.path(&id(3)), old.join(&hex)).unwrap();
+        // A store of the earlier layout has no marker.
+        fs::remove_file(dir.path().join("chunks").join(LAYOUT_MARKER)).unwrap();
         drop(s);
 
         let s = ChunkStore::open(dir.path(), "n1", 0).unwrap();
