@@ -326,7 +326,7 @@ async fn store_batch(pipe: Arc<Pipe>, plain: Vec<Bytes>) -> Result<Vec<ChunkRef>
     let plain_bytes: u64 = refs.iter().map(|r| r.plain_size).sum();
     if !todo.is_empty() {
         let sealed = seal(&pipe, todo).await?;
-        let mut call: Vec<SealedChunk> = Vec::new();
+        let mut call: Vec<(ChunkId, Bytes)> = Vec::new();
         let mut call_bytes = 0;
         for (i, id, bytes) in sealed {
             refs[i].stored_size = bytes.len() as u64;
@@ -335,10 +335,7 @@ async fn store_batch(pipe: Arc<Pipe>, plain: Vec<Bytes>) -> Result<Vec<ChunkRef>
                 call_bytes = 0;
             }
             call_bytes += bytes.len();
-            call.push(SealedChunk {
-                id: Bytes::copy_from_slice(id.as_bytes()),
-                sealed: bytes,
-            });
+            call.push((id, bytes));
         }
         upload(&pipe, call, call_bytes).await?;
     }
@@ -347,17 +344,23 @@ async fn store_batch(pipe: Arc<Pipe>, plain: Vec<Bytes>) -> Result<Vec<ChunkRef>
 }
 
 /// One `UploadChunks` call (held to the upload rate limit, when one is set).
-async fn upload(pipe: &Arc<Pipe>, chunks: Vec<SealedChunk>, bytes: usize) -> Result<()> {
+async fn upload(pipe: &Arc<Pipe>, chunks: Vec<(ChunkId, Bytes)>, bytes: usize) -> Result<()> {
     if let Some(limit) = &pipe.limit {
         limit.take(bytes).await;
     }
+    let what = match chunks.as_slice() {
+        [(id, _)] => format!("uploading chunk {id}"),
+        many => format!("uploading {} chunks", many.len()),
+    };
     let req = UploadChunksRequest {
         job_id: pipe.job_id.clone(),
-        chunks,
-    };
-    let what = match req.chunks.as_slice() {
-        [one] => format!("uploading chunk {}", hex(&one.id)),
-        many => format!("uploading {} chunks", many.len()),
+        chunks: chunks
+            .into_iter()
+            .map(|(id, sealed)| SealedChunk {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+                sealed,
+            })
+            .collect(),
     };
     pipe.agent
         .coordinators
@@ -368,12 +371,6 @@ async fn upload(pipe: &Arc<Pipe>, chunks: Vec<SealedChunk>, bytes: usize) -> Res
         .await
         .map_err(|s| rpc(&what, s))?;
     Ok(())
-}
-
-fn hex(id: &[u8]) -> String {
-    ChunkId::from_slice(id)
-        .map(|id| id.to_string())
-        .unwrap_or_else(|_| "(malformed id)".into())
 }
 
 /// Seals chunks (index, id, plain) on the blocking pool, with this thread's reusable sealer.

@@ -136,6 +136,20 @@ impl ChunkStore {
     /// touched rather than one a chunk; returns how many were new. On an error, the chunks
     /// before the failing one are stored (and durable when asked), the rest are not.
     pub fn put_many(&self, chunks: &[(ChunkId, &[u8])], durable: bool) -> Result<usize> {
+        // Room for the whole batch, asked once (chunks held already count too: a little
+        // conservative, never short).
+        let free = self.free_bytes()?;
+        let need: u64 = chunks
+            .iter()
+            .map(|(_, sealed)| sealed.len() as u64 + SUM_LEN as u64 + 8192)
+            .sum();
+        if free < self.min_free.saturating_add(need) {
+            return Err(Error::DiskFull {
+                node: self.node.clone(),
+                free,
+                reserve: self.min_free,
+            });
+        }
         let mut dirs = std::collections::BTreeSet::new();
         let mut written = 0;
         let result = chunks.iter().try_for_each(|(id, sealed)| {
@@ -155,8 +169,8 @@ impl ChunkStore {
         result.map(|()| written)
     }
 
-    /// One chunk's file (fsynced when `durable`); its folder's entry is left to the caller to
-    /// fsync.
+    /// One chunk's file (fsynced when `durable`); the room for it and its folder's fsync are
+    /// the caller's.
     fn put_file(&self, id: &ChunkId, sealed: &[u8], durable: bool) -> Result<bool> {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(Error::Refused(format!(
@@ -172,15 +186,6 @@ impl ChunkStore {
                     .map_err(|e| io(&path, e))?;
             }
             return Ok(false);
-        }
-        let free = self.free_bytes()?;
-        let need = sealed.len() as u64 + SUM_LEN as u64 + 8192;
-        if free < self.min_free.saturating_add(need) {
-            return Err(Error::DiskFull {
-                node: self.node.clone(),
-                free,
-                reserve: self.min_free,
-            });
         }
         let tmp = self
             .root

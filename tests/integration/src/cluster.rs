@@ -435,36 +435,38 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<strongbox_proto::v1::JobInfo> {
         use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-        let deadline = Instant::now() + timeout;
         // One channel a node for the whole wait: a TLS handshake every poll would load the
         // nodes being measured.
-        use std::collections::hash_map::Entry;
-        let mut channels = std::collections::HashMap::new();
-        loop {
-            for node in self.running_ids() {
-                let channel = match channels.entry(node) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(self.channel(node, tls)?),
-                };
-                let mut op = OperatorServiceClient::new(channel.clone());
-                if let Ok(j) = op
-                    .get_job(strongbox_proto::v1::GetJobRequest { id: id.into() })
-                    .await
-                {
-                    let j = j.into_inner();
-                    if j.state == "completed" || j.state == "failed" {
-                        return Ok(j);
+        let channels = self
+            .running_ids()
+            .into_iter()
+            .map(|node| self.channel(node, tls))
+            .collect::<Result<Vec<_>>>()?;
+        crate::wait::try_poll(timeout, || {
+            let channels = channels.clone();
+            let id = id.to_string();
+            async move {
+                for channel in channels {
+                    let asked = OperatorServiceClient::new(channel)
+                        .get_job(strongbox_proto::v1::GetJobRequest { id: id.clone() })
+                        .await;
+                    if let Ok(j) = asked {
+                        let j = j.into_inner();
+                        return match j.state.as_str() {
+                            "completed" | "failed" => Ok(j),
+                            state => Err(format!("job {id} is {state}")),
+                        };
                     }
-                    break;
                 }
+                Err("no node answered".to_string())
             }
-            if Instant::now() > deadline {
-                return Err(HarnessError::Setup(format!(
-                    "job {id} did not end within {timeout:?}"
-                )));
-            }
-            tokio::time::sleep(crate::wait::POLL).await;
-        }
+        })
+        .await
+        .map_err(|last| {
+            HarnessError::Setup(format!(
+                "job {id} did not end within {timeout:?}; last seen: {last}"
+            ))
+        })
     }
 
     /// A new manual backup job for `service` (its host must have registered it), made with an

@@ -24,7 +24,20 @@ pub fn until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 /// Polls `probe` until it returns `Ok(value)`; panics after `timeout` naming `what` and the
 /// last `Err` the probe gave (the state it saw).
-pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    match try_poll(timeout, probe).await {
+        Ok(v) => v,
+        Err(last) => panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}"),
+    }
+}
+
+/// Polls `probe` until it returns `Ok(value)`; after `timeout`, the last `Err` it gave (for
+/// harness helpers that report rather than panic).
+pub async fn try_poll<T, F, Fut>(timeout: Duration, mut probe: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -32,13 +45,12 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         let last = match probe().await {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
             Err(state) => state,
         };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}; last seen: {last}"
-        );
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
         tokio::time::sleep(POLL).await;
     }
 }
