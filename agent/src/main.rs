@@ -6,6 +6,7 @@ use clap::Parser;
 use strongbox_agent::{agent::Agent, config, session};
 
 fn main() -> anyhow::Result<()> {
+    keep_freed_buffers();
     strongbox_core::tls::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -56,5 +57,19 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// A backup allocates and frees megabyte chunk buffers all the time. By default glibc returns
+/// such memory to the kernel (`munmap`, or trimming an arena) and the next buffer faults every
+/// page in again, zeroed: a measurable share of a backup's CPU. Serving them from the heap and
+/// keeping up to 256 MiB of freed memory instead bounds what stays resident by the pipeline's
+/// own peak (a few batches in flight).
+fn keep_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }

@@ -435,6 +435,12 @@ impl ArchiveCounter {
         }
         let head = 1 + self.int_size;
         let mut at = 0;
+        // Newline bytes among the lengths, which the one count over the whole span takes in.
+        let mut in_lengths = 0u64;
+        let mut data_len = 0u64;
+        // The last chunk of 8 bytes or more, not yet folded into `tail`: only the chunks
+        // after it can change the tail.
+        let mut last_long: Option<&[u8]> = None;
         while let Some((&sign, magnitude)) = input.get(at..at + head).and_then(|h| h.split_first())
         {
             let len = magnitude
@@ -448,10 +454,25 @@ impl ArchiveCounter {
             let Some(data) = input.get(start..start + len as usize) else {
                 break;
             };
-            self.scan(data);
+            in_lengths += magnitude.iter().filter(|&&b| b == b'\n').count() as u64;
+            data_len += len;
+            if data.len() >= 8 {
+                last_long = Some(data);
+            } else {
+                if let Some(long) = last_long.take() {
+                    self.push_tail(long);
+                }
+                self.push_tail(data);
+            }
             at = start + data.len();
         }
         if at > 0 {
+            if let Some(long) = last_long {
+                self.push_tail(long);
+            }
+            let newlines = memchr::memchr_iter(b'\n', &input[..at]).count() as u64;
+            self.newlines += newlines - in_lengths;
+            self.data_len += data_len;
             self.offset += at as u64;
             self.begin(Step::ChunkLen);
         }
@@ -460,16 +481,14 @@ impl ArchiveCounter {
 
     /// Counts the newlines of a table's data and remembers its last bytes.
     fn scan(&mut self, data: &[u8]) {
-        // Rows are short: a plain loop beats a vectorised search's set-up below a few hundred
-        // bytes.
-        let newlines = if data.len() < 256 {
-            data.iter().filter(|&&b| b == b'\n').count()
-        } else {
-            memchr::memchr_iter(b'\n', data).count()
-        };
-        self.newlines += newlines as u64;
+        self.newlines += memchr::memchr_iter(b'\n', data).count() as u64;
         self.data_len += data.len() as u64;
-        for &b in data.iter().skip(data.len().saturating_sub(8)) {
+        self.push_tail(data);
+    }
+
+    /// Shifts the last (up to) 8 bytes of `data` into `tail`.
+    fn push_tail(&mut self, data: &[u8]) {
+        for &b in &data[data.len().saturating_sub(8)..] {
             self.tail = (self.tail << 8) | u64::from(b);
         }
     }
@@ -992,6 +1011,39 @@ mod tests {
             for piece in [1, 2, 7, 4096] {
                 assert_eq!(count(&archive, piece), Ok(sample_rows(10_000)), "{piece}");
             }
+        }
+    }
+
+    /// Chunk lengths whose bytes are newlines (10, 266, 2570), the end marker cut across tiny
+    /// chunks, and a long row after short ones: the whole-chunk path and the field-by-field
+    /// path (small pieces) count the same.
+    #[test]
+    fn newline_bytes_in_lengths_and_a_split_marker_are_not_rows() {
+        let rows_of = |n: usize| "x".repeat(n - 1) + "\n";
+        let (r10, r266, r2570) = (rows_of(10), rows_of(266), rows_of(2570));
+        let mut w = Writer::new(14, 4);
+        w.header(0);
+        w.toc(&[entry(10, "TABLE DATA", "public", "t", true)]);
+        w.data(
+            10,
+            &[
+                r10.as_bytes(),
+                b"a\n",
+                r266.as_bytes(),
+                b"b",
+                b"\n",
+                r2570.as_bytes(),
+                b"\\",
+                b".\n",
+                b"\n\n",
+            ],
+        );
+        for piece in [w.out.len(), 1, 3, 64] {
+            assert_eq!(
+                count(&w.out, piece),
+                Ok(vec![rows("public", "t", 5)]),
+                "{piece}"
+            );
         }
     }
 
