@@ -162,7 +162,10 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         });
         tracing::info!(part = %part.name, bytes = part.plain_size(), "part loaded");
     }
-    let verification = target.verify(&expected).await?;
+    target.finish_load().await?;
+    let verification = target.verify(&expected).await;
+    target.wait_durable().await?;
+    let verification = verification?;
     let result = serde_json::json!({
         "connection": target.connection(),
         "verification": verification,

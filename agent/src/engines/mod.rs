@@ -230,6 +230,15 @@ pub trait RestoreTarget: Send {
         part: &PartPlan,
         reader: Box<dyn AsyncRead + Send + Unpin>,
     ) -> Result<()>;
+    /// After the last part: leaves whatever the load needed (PostgreSQL: bulk-load settings),
+    /// and starts flushing the loaded data to disk, which may go on while [`Self::verify`] runs.
+    async fn finish_load(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Waits until what [`Self::finish_load`] started is done: the loaded data is on disk.
+    async fn wait_durable(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Compares tables and row counts with `expected` (all parts' stats) and runs the engine's
     /// own check.
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification>;

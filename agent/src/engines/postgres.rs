@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_postgres::{Client, NoTls};
 
 use super::counting;
@@ -653,6 +653,8 @@ pub struct PgTarget {
     password_file: PathBuf,
     /// Reaches the cluster through its unix socket folder (`trust`) and spools under `dir`.
     loader: Loader,
+    /// The flush of the loaded files to disk, once the load is finished.
+    syncing: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 struct Layout {
@@ -734,6 +736,7 @@ pub async fn provision(
     if let Some(u) = &user {
         u.chown(&hba)?;
     }
+    write_load_settings(&l.data, user.as_ref())?;
 
     let password = process::random_password();
     process::write_secret_file(&l.password, &password)?;
@@ -742,17 +745,10 @@ pub async fn provision(
     for _ in 0..PORT_ATTEMPTS {
         let port = process::free_port(listen)?;
         append_conf(&l.data, listen, port, &l.socket)?;
-        let mut start = ToolCommand::new(&pg_ctl);
-        start
-            .arg("start")
-            .arg("-D")
-            .arg(&l.data)
-            .arg("-l")
-            .arg(&l.log)
-            .args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-s"])
-            .current_dir(dir)
-            .run_as(user.as_ref());
-        match start.output().await {
+        match pg_ctl_command(&pg_ctl, "start", dir, user.as_ref())
+            .output()
+            .await
+        {
             Ok(_) => {
                 let target = PgTarget {
                     dir: dir.to_path_buf(),
@@ -773,6 +769,7 @@ pub async fn provision(
                         mode: Mode::Fresh,
                         service: String::new(),
                     },
+                    syncing: None,
                 };
                 if let Err(e) = target.finish_start(&password).await {
                     let _ = teardown(dir).await;
@@ -796,6 +793,111 @@ pub async fn provision(
         }
     }
     Err(last_error.unwrap_or_else(|| Error::Other("no free port found".into())))
+}
+
+/// The file, in the data folder, of the settings a fresh cluster loads a restore under.
+const LOAD_SETTINGS_FILE: &str = "strongbox-restore.conf";
+
+/// Settings for loading a restore into a fresh cluster, as PostgreSQL's "Populating a
+/// Database" and "Non-Durable Settings" advise: no flushes to disk, no full-page images, no WAL
+/// for data loaded into tables the same restore created (`wal_level = minimal`), no
+/// checkpoints part way, no autovacuum racing the load, and more memory for index builds. A
+/// crash during the load loses nothing that matters: the restore starts over in a new folder.
+/// [`PgTarget::finish_load`] removes them, writes every file to disk and restarts the cluster
+/// with PostgreSQL's defaults before verification, so what the restore delivers is durable
+/// and runs like any other server.
+const LOAD_SETTINGS: &str = "\
+# Written by strongbox-agent while it loads a restore; removed, and the server restarted
+# with its defaults, once every part is loaded and on disk.
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+wal_level = minimal
+max_wal_senders = 0
+archive_mode = off
+autovacuum = off
+max_wal_size = '16GB'
+checkpoint_timeout = '1h'
+maintenance_work_mem = '256MB'
+";
+
+/// Writes [`LOAD_SETTINGS`] and includes them from `postgresql.conf`.
+fn write_load_settings(data: &Path, user: Option<&SystemUser>) -> Result<()> {
+    use std::io::Write;
+    let path = data.join(LOAD_SETTINGS_FILE);
+    std::fs::write(&path, LOAD_SETTINGS).map_err(|source| Error::Io {
+        what: "writing",
+        path: path.clone(),
+        source,
+    })?;
+    if let Some(u) = user {
+        u.chown(&path)?;
+    }
+    let conf = data.join("postgresql.conf");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .and_then(|mut f| {
+            f.write_all(
+                format!(
+                    "\ninclude_if_exists = {}\n",
+                    quote_literal(LOAD_SETTINGS_FILE)
+                )
+                .as_bytes(),
+            )
+        })
+        .map_err(|source| Error::Io {
+            what: "writing",
+            path: conf,
+            source,
+        })
+}
+
+/// `pg_ctl start` (logging to the cluster's log) or `pg_ctl stop` (fast: sessions are ended)
+/// for the cluster in `dir`, waiting until it is done.
+fn pg_ctl_command(
+    pg_ctl: &Path,
+    action: &str,
+    dir: &Path,
+    user: Option<&SystemUser>,
+) -> ToolCommand {
+    let l = layout(dir);
+    let mut cmd = ToolCommand::new(pg_ctl);
+    cmd.arg(action).arg("-D").arg(&l.data);
+    if action == "start" {
+        cmd.arg("-l").arg(&l.log);
+    } else {
+        cmd.args(["-m", "fast"]);
+    }
+    cmd.args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-s"])
+        .current_dir(dir)
+        .run_as(user);
+    cmd
+}
+
+/// Writes a part into its spool file, on a blocking thread: the stream's pieces are copied
+/// once into a buffer and written in calls of up to 1 MiB. `what` names a stream error (a fetch
+/// or decryption failure), which is kept apart from a write error.
+fn spool_file(reader: Box<dyn AsyncRead + Send + Unpin>, path: &Path, what: String) -> Result<()> {
+    use std::io::{Read, Write};
+    let io = |what: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    };
+    let mut reader = tokio_util::io::SyncIoBridge::new(reader);
+    let mut file = std::fs::File::create(path).map_err(io("creating the spool file"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).map_err(|source| Error::Stream {
+            what: what.clone(),
+            source,
+        })?;
+        let Some(piece) = buf.get(..n).filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        file.write_all(piece)
+            .map_err(io("writing the spool file"))?;
+    }
 }
 
 /// Appends the listen address, port and socket folder to `postgresql.conf` (later lines win).
@@ -825,15 +927,21 @@ fn append_conf(data: &Path, listen: &str, port: u16, socket: &Path) -> Result<()
 impl PgTarget {
     /// Waits until the server answers on its socket, then sets the superuser's password.
     async fn finish_start(&self, password: &str) -> Result<()> {
+        let client = self.connect_when_up().await?;
+        self.set_superuser_password(&client, password).await
+    }
+
+    /// A session on `postgres` once the server accepts them (`pg_ctl -w` may return a moment
+    /// before the socket does).
+    async fn connect_when_up(&self) -> Result<Client> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let client = loop {
+        loop {
             match self.loader.ep.connect("postgres").await {
-                Ok(c) => break c,
+                Ok(c) => return Ok(c),
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-        };
-        self.set_superuser_password(&client, password).await
+        }
     }
 
     async fn set_superuser_password(&self, client: &Client, password: &str) -> Result<()> {
@@ -910,6 +1018,54 @@ impl RestoreTarget for PgTarget {
         }
     }
 
+    /// Takes the load settings away: the cluster stops (a shutdown checkpoint) and starts
+    /// again with PostgreSQL's defaults on the same port; then every file of its data folder
+    /// is flushed to disk (`initdb --sync-only`) while verification reads it.
+    async fn finish_load(&mut self) -> Result<()> {
+        let l = layout(&self.dir);
+        let settings = l.data.join(LOAD_SETTINGS_FILE);
+        std::fs::remove_file(&settings).map_err(|source| Error::Io {
+            what: "removing the load settings",
+            path: settings,
+            source,
+        })?;
+        let user = SystemUser::when_root("postgres", "PostgreSQL")?;
+        let pg_ctl = self.loader.tools.path("pg_ctl")?;
+        pg_ctl_command(&pg_ctl, "stop", &self.dir, user.as_ref())
+            .output()
+            .await?;
+        if let Err(e) = pg_ctl_command(&pg_ctl, "start", &self.dir, user.as_ref())
+            .output()
+            .await
+        {
+            return Err(Error::Other(format!(
+                "restarting the restored PostgreSQL cluster in {} with its own settings failed: \
+                 {e}; end of its log:\n{}",
+                self.dir.display(),
+                process::log_tail(&l.log, 20)
+            )));
+        }
+        self.connect_when_up().await?;
+        let mut sync = ToolCommand::new(&self.loader.tools.path("initdb")?);
+        sync.arg("--sync-only")
+            .arg("-D")
+            .arg(&l.data)
+            .current_dir(&self.dir)
+            .run_as(user.as_ref());
+        self.syncing = Some(tokio::spawn(async move { sync.output().await.map(|_| ()) }));
+        tracing::info!(dir = %self.dir.display(), port = self.port, "restored cluster running with its own settings");
+        Ok(())
+    }
+
+    async fn wait_durable(&mut self) -> Result<()> {
+        if let Some(sync) = self.syncing.take() {
+            sync.await
+                .map_err(|e| Error::Other(format!("a worker task failed: {e}")))??;
+            tracing::info!(dir = %self.dir.display(), "restored cluster on disk");
+        }
+        Ok(())
+    }
+
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
         let databases = self.loader.databases().await?;
         let found = self.loader.count(&databases).await?;
@@ -930,7 +1086,7 @@ impl RestoreTarget for PgTarget {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// A fresh cluster: a database it has already (`postgres`) is restored into, others are
-    /// created; commits are asynchronous (a crash means redoing the restore anyway).
+    /// created; the cluster runs under [`LOAD_SETTINGS`] meanwhile.
     Fresh,
     /// The service's live server: the database is dropped (its sessions ended) and created
     /// again from the dump; commits stay synchronous.
@@ -987,29 +1143,18 @@ impl Loader {
     async fn spool_and_restore(
         &self,
         db: &str,
-        mut reader: Box<dyn AsyncRead + Send + Unpin>,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
         spool: &Path,
     ) -> Result<()> {
-        let file = tokio::fs::File::create(spool)
+        let began = Instant::now();
+        let (path, what) = (
+            spool.to_path_buf(),
+            format!("receiving database part {db} into {}", spool.display()),
+        );
+        tokio::task::spawn_blocking(move || spool_file(reader, &path, what))
             .await
-            .map_err(|source| Error::Io {
-                what: "creating the spool file",
-                path: spool.to_path_buf(),
-                source,
-            })?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        tokio::io::copy(&mut reader, &mut out)
-            .await
-            .map_err(|source| Error::Stream {
-                what: format!("receiving database part {db} into {}", spool.display()),
-                source,
-            })?;
-        out.flush().await.map_err(|source| Error::Io {
-            what: "writing the spool file",
-            path: spool.to_path_buf(),
-            source,
-        })?;
-        drop(out);
+            .map_err(|e| Error::Other(format!("a worker thread failed: {e}")))??;
+        let spooled = began.elapsed();
 
         let admin = self.admin_for(db);
         let client = self.ep.connect(admin).await?;
@@ -1034,10 +1179,6 @@ impl Loader {
 
         let mut cmd = self.ep.tool(&self.tools, "pg_restore")?;
         cmd.args(["--jobs", RESTORE_JOBS, "--exit-on-error", "--no-password"]);
-        if self.mode == Mode::Fresh {
-            // A lost commit during a restore means redoing the restore anyway.
-            cmd.env("PGOPTIONS", "-c synchronous_commit=off");
-        }
         if create {
             cmd.arg("--create")
                 .arg(format!("--dbname={}", dbname_conninfo(admin)));
@@ -1046,7 +1187,14 @@ impl Loader {
         }
         cmd.arg(spool);
         cmd.output().await?;
-        tracing::info!(service = %self.service, dir = %self.spool_dir.display(), database = db, "database restored");
+        tracing::info!(
+            service = %self.service,
+            dir = %self.spool_dir.display(),
+            database = db,
+            spool_s = spooled.as_secs_f64(),
+            pg_restore_s = (began.elapsed() - spooled).as_secs_f64(),
+            "database restored"
+        );
         Ok(())
     }
 
@@ -1433,14 +1581,10 @@ pub async fn teardown(dir: &Path) -> Result<()> {
         Err(_) => PgTools::new(None)?.path("pg_ctl")?,
     };
     let user = SystemUser::when_root("postgres", "PostgreSQL")?;
-    let mut cmd = ToolCommand::new(&pg_ctl);
-    cmd.arg("stop")
-        .arg("-D")
-        .arg(&l.data)
-        .args(["-m", "fast", "-w", "-t", "120", "-s"])
-        .current_dir(dir)
-        .run_as(user.as_ref());
-    match cmd.output().await {
+    match pg_ctl_command(&pg_ctl, "stop", dir, user.as_ref())
+        .output()
+        .await
+    {
         Ok(_) => {
             tracing::info!(dir = %dir.display(), "PostgreSQL cluster stopped");
             Ok(())

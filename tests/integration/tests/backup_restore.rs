@@ -221,6 +221,16 @@ mod postgres {
         for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
             assert_eq!(&restored_psql(&result, db, sql), want, "{db}: {sql}");
         }
+        // The restore loaded under bulk-load settings; what it delivers runs with the defaults.
+        assert_eq!(
+            restored_psql(
+                &result,
+                "postgres",
+                "SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings \
+                 WHERE name IN ('autovacuum', 'fsync', 'full_page_writes', 'wal_level')"
+            ),
+            "autovacuum=on,fsync=on,full_page_writes=on,wal_level=replica"
+        );
 
         // Downloaded, the backup loads into a fresh server with PostgreSQL's own tools.
         let out = tempfile::tempdir().unwrap();
