@@ -226,7 +226,7 @@ async fn dump_and_upload(
 /// Chunks in one batch: a batch is asked about (`HaveChunks`), sealed and uploaded together.
 const BATCH_CHUNKS: usize = 16;
 /// Plain bytes in one batch (a batch closes once it reaches this).
-const BATCH_BYTES: usize = 8 << 20;
+const BATCH_BYTES: usize = 16 << 20;
 /// Sealed bytes in one upload call, under the message limit with room for framing.
 const CALL_BYTES: usize = MAX_MESSAGE_BYTES - (1 << 20);
 

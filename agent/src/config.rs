@@ -56,7 +56,7 @@ pub struct Args {
     /// Upload at most this many bytes per second (default: no limit).
     #[arg(long, env = "STRONGBOX_UPLOAD_RATE")]
     pub upload_rate: Option<u64>,
-    /// Batches of chunks (up to 16 chunks or 8 MiB each) checked, sealed and uploaded at once
+    /// Batches of chunks (up to 16 chunks, closed at 16 MiB) checked, sealed and uploaded at once
     /// (default 2).
     #[arg(long, env = "STRONGBOX_UPLOAD_CONCURRENCY")]
     pub upload_concurrency: Option<usize>,
