@@ -837,20 +837,38 @@ fn write_load_settings(data: &Path, user: Option<&SystemUser>) -> Result<()> {
     std::fs::OpenOptions::new()
         .append(true)
         .open(&conf)
-        .and_then(|mut f| {
-            f.write_all(
-                format!(
-                    "\ninclude_if_exists = {}\n",
-                    quote_literal(LOAD_SETTINGS_FILE)
-                )
-                .as_bytes(),
-            )
-        })
+        .and_then(|mut f| f.write_all(load_settings_include().as_bytes()))
         .map_err(|source| Error::Io {
             what: "writing",
             path: conf,
             source,
         })
+}
+
+/// The line of `postgresql.conf` that includes [`LOAD_SETTINGS`].
+fn load_settings_include() -> String {
+    format!(
+        "\ninclude_if_exists = {}\n",
+        quote_literal(LOAD_SETTINGS_FILE)
+    )
+}
+
+/// Undoes [`write_load_settings`]: the file and its include line go.
+fn remove_load_settings(data: &Path) -> Result<()> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    };
+    let settings = data.join(LOAD_SETTINGS_FILE);
+    std::fs::remove_file(&settings).map_err(io("removing the load settings", &settings))?;
+    let conf = data.join("postgresql.conf");
+    let text = std::fs::read_to_string(&conf).map_err(io("reading", &conf))?;
+    let kept = text.replacen(&load_settings_include(), "", 1);
+    if kept != text {
+        // The file keeps its owner: it is rewritten in place, not replaced.
+        std::fs::write(&conf, kept).map_err(io("writing", &conf))?;
+    }
+    Ok(())
 }
 
 /// `pg_ctl start` (logging to the cluster's log) or `pg_ctl stop` (fast: sessions are ended)
@@ -1023,12 +1041,7 @@ impl RestoreTarget for PgTarget {
     /// is flushed to disk (`initdb --sync-only`) while verification reads it.
     async fn finish_load(&mut self) -> Result<()> {
         let l = layout(&self.dir);
-        let settings = l.data.join(LOAD_SETTINGS_FILE);
-        std::fs::remove_file(&settings).map_err(|source| Error::Io {
-            what: "removing the load settings",
-            path: settings,
-            source,
-        })?;
+        remove_load_settings(&l.data)?;
         let user = SystemUser::when_root("postgres", "PostgreSQL")?;
         let pg_ctl = self.loader.tools.path("pg_ctl")?;
         pg_ctl_command(&pg_ctl, "stop", &self.dir, user.as_ref())

@@ -231,6 +231,10 @@ mod postgres {
             ),
             "autovacuum=on,fsync=on,full_page_writes=on,wal_level=replica"
         );
+        let data = std::path::PathBuf::from(result["connection"]["data_dir"].as_str().unwrap());
+        let conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        assert!(!conf.contains("strongbox-restore"), "{conf}");
+        assert!(!data.join("strongbox-restore.conf").exists());
 
         // Downloaded, the backup loads into a fresh server with PostgreSQL's own tools.
         let out = tempfile::tempdir().unwrap();
