@@ -803,12 +803,13 @@ const LOAD_SETTINGS_FILE: &str = "strongbox-restore.conf";
 /// for data loaded into tables the same restore created (`wal_level = minimal`), no
 /// checkpoints part way, no autovacuum racing the load, and more memory for index builds. A
 /// crash during the load loses nothing that matters: the restore starts over in a new folder.
-/// [`PgTarget::finish_load`] removes them, writes every file to disk and restarts the cluster
-/// with PostgreSQL's defaults before verification, so what the restore delivers is durable
-/// and runs like any other server.
+/// [`PgTarget::finish_load`] removes them and restarts the cluster with PostgreSQL's defaults
+/// before verification, then flushes every file to disk while verification runs; the restore
+/// completes only once that flush is done, so what it delivers is durable and runs like any
+/// other server.
 const LOAD_SETTINGS: &str = "\
 # Written by strongbox-agent while it loads a restore; removed, and the server restarted
-# with its defaults, once every part is loaded and on disk.
+# with its defaults and flushed to disk, once every part is loaded.
 fsync = off
 full_page_writes = off
 synchronous_commit = off
