@@ -17,7 +17,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strongbox_benches::{cluster_options, Timed, Timer};
 use strongbox_core::files::Overwrite;
@@ -27,6 +27,7 @@ use strongbox_core::tls::TlsFiles;
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::Cluster;
 use strongbox_integration::pg::{pg_tool, PgServer};
+use strongbox_integration::wait;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{JobInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest};
 
@@ -72,18 +73,18 @@ impl Ours {
         );
         let db = AgentProcess::start(&cluster, "db-1", false, &service, key_file).unwrap();
         let spare = AgentProcess::start(&cluster, "spare-1", true, "", key_file).unwrap();
-        let mut op = OperatorServiceClient::new(cluster.channel(1, &operator).unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while op
-            .list_hosts(ListHostsRequest {})
-            .await
-            .map(|r| r.into_inner().hosts.len())
-            .unwrap_or(0)
-            < 2
-        {
-            assert!(Instant::now() < deadline, "agents did not register");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let op = OperatorServiceClient::new(cluster.channel(1, &operator).unwrap());
+        wait::poll("both agents registered", Duration::from_secs(60), || {
+            let mut op = op.clone();
+            async move {
+                match op.list_hosts(ListHostsRequest {}).await {
+                    Ok(r) if r.get_ref().hosts.len() >= 2 => Ok(()),
+                    Ok(r) => Err(format!("{} host(s) registered", r.get_ref().hosts.len())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await;
         Ours {
             cluster,
             operator,
