@@ -29,7 +29,7 @@ use strongbox_integration::cluster::Cluster;
 use strongbox_integration::pg::{pg_tool, PgServer};
 use strongbox_integration::wait;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-use strongbox_proto::v1::{JobInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest};
+use strongbox_proto::v1::{BackupInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest};
 
 fn sh(what: &str, cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -158,18 +158,10 @@ async fn main() {
         // Our backup, into a new cluster each round (a second backup into the same one would
         // upload nothing).
         let ours = Ours::start(&pg, &key_file).await;
-        let (our_backup, job) = timed_backup(&ours.cluster, &ours.operator).await;
+        let (our_backup, backup) = timed_backup(&ours).await;
         if log {
             eprintln!("{}", ours.db.log_text());
         }
-        let backup = ours
-            .operator_client()
-            .show_backup(ShowBackupRequest {
-                id: job.backup_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
 
         // Baseline restore: a fresh server as an operator would make it (default settings, so
         // `fsync = on` like the servers restores provision; the harness's test servers run
@@ -266,15 +258,7 @@ async fn main() {
         ),
     )
     .unwrap();
-    let (_, job2) = timed_backup(&ours.cluster, &ours.operator).await;
-    let second = ours
-        .operator_client()
-        .show_backup(ShowBackupRequest {
-            id: job2.backup_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (_, second) = timed_backup(ours).await;
 
     let ratios = |f: &dyn Fn(&Round) -> f64| {
         let mut v: Vec<f64> = results.iter().map(f).collect();
@@ -325,7 +309,9 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-async fn timed_backup(cluster: &Cluster, operator: &TlsFiles) -> (Timed, JobInfo) {
+/// A backup of the service through `ours`, timed until the job completed; the backup's record.
+async fn timed_backup(ours: &Ours) -> (Timed, BackupInfo) {
+    let (cluster, operator) = (&ours.cluster, &ours.operator);
     let t = Timer::start();
     let job = cluster.create_backup_job(operator, "bench").await.unwrap();
     let job = cluster
@@ -333,5 +319,12 @@ async fn timed_backup(cluster: &Cluster, operator: &TlsFiles) -> (Timed, JobInfo
         .await
         .unwrap();
     assert_eq!(job.state, "completed", "{}", job.reason);
-    (t.stop(), job)
+    let timed = t.stop();
+    let backup = ours
+        .operator_client()
+        .show_backup(ShowBackupRequest { id: job.backup_id })
+        .await
+        .unwrap()
+        .into_inner();
+    (timed, backup)
 }
