@@ -97,11 +97,10 @@ impl Ours {
         OperatorServiceClient::new(self.cluster.channel(1, &self.operator).unwrap())
     }
 
-    /// Stops every process of this round (its restored server too) but keeps the files until
-    /// the end: deleting thousands of files would make the next timed side pay the file
-    /// system's work on freshly freed inodes.
+    /// Stops this round's agents and nodes (its restored server is stopped already) but keeps
+    /// the files until the end: deleting thousands of files would make the next timed side
+    /// pay the file system's work on freshly freed inodes.
     fn stop(&mut self) {
-        self.spare.stop_restored_servers();
         self.db.kill().unwrap();
         self.spare.kill().unwrap();
         for id in self.cluster.ids() {
@@ -215,6 +214,8 @@ async fn main() {
         if log {
             eprintln!("{}", ours.spare.log_text());
         }
+        // Stopped right away (every round, the last before the nightly backup too), so no
+        // autovacuum of its fresh tables runs while later sides are timed.
         ours.spare.stop_restored_servers();
 
         let r = Round {
