@@ -27,9 +27,8 @@ use strongbox_core::tls::TlsFiles;
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::Cluster;
 use strongbox_integration::pg::{pg_tool, PgServer};
-use strongbox_integration::wait;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-use strongbox_proto::v1::{BackupInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest};
+use strongbox_proto::v1::{BackupInfo, RestoreBackupRequest, ShowBackupRequest};
 
 fn sh(what: &str, cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -74,17 +73,7 @@ impl Ours {
         let db = AgentProcess::start(&cluster, "db-1", false, &service, key_file).unwrap();
         let spare = AgentProcess::start(&cluster, "spare-1", true, "", key_file).unwrap();
         let op = OperatorServiceClient::new(cluster.channel(1, &operator).unwrap());
-        wait::poll("both agents registered", Duration::from_secs(60), || {
-            let mut op = op.clone();
-            async move {
-                match op.list_hosts(ListHostsRequest {}).await {
-                    Ok(r) if r.get_ref().hosts.len() >= 2 => Ok(()),
-                    Ok(r) => Err(format!("{} host(s) registered", r.get_ref().hosts.len())),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        })
-        .await;
+        strongbox_integration::fleet::wait_approved(op, &["db-1", "spare-1"]).await;
         Ours {
             cluster,
             operator,

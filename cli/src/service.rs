@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{json, Value};
 use strongbox_proto::v1::{
-    HostInfo, ListHostsRequest, ListServicesRequest, RoleChangeInfo, ServiceInfo,
+    BindHostRequest, HostInfo, ListHostsRequest, ListServicesRequest, RoleChangeInfo, ServiceInfo,
     SetServiceStateRequest, SetServiceStateResponse, ShowServiceRequest,
 };
 
@@ -62,8 +62,34 @@ pub enum ServiceCommand {
 
 #[derive(clap::Subcommand)]
 pub enum HostCommand {
-    /// Every host with an agent: region, spare or not, the members it carries.
+    /// Every host with an agent: region, spare or not, the members it carries, and what it
+    /// claims that awaits approval.
     List,
+    /// Approve what a host's agent claims: with no option, everything it has pending (members
+    /// of services it is not bound to, and the spare role); or bind the named services and/or
+    /// the spare role ahead of its agent (an inventory does this).
+    Approve {
+        /// The host's name (its agent certificate's name).
+        host: String,
+        /// Bind this service to the host (repeatable).
+        #[arg(long = "service", value_name = "SERVICE")]
+        services: Vec<String>,
+        /// Approve the host as a spare for restores.
+        #[arg(long)]
+        spare: bool,
+    },
+    /// Withdraw a binding: the host stops serving the named services (its reports of them
+    /// wait for approval again) and/or stops being a spare.
+    Revoke {
+        /// The host's name.
+        host: String,
+        /// Unbind this service from the host (repeatable).
+        #[arg(long = "service", value_name = "SERVICE")]
+        services: Vec<String>,
+        /// Withdraw the spare role.
+        #[arg(long)]
+        spare: bool,
+    },
 }
 
 fn role_change_json(c: &RoleChangeInfo) -> Value {
@@ -103,17 +129,68 @@ fn service_json(s: &ServiceInfo) -> Value {
 }
 
 fn host_json(h: &HostInfo) -> Value {
+    let members = |ms: &[strongbox_proto::v1::Member]| {
+        ms.iter()
+            .map(|m| {
+                json!({
+                    "service": m.service, "engine": m.engine, "role": m.role,
+                    "healthy": m.healthy, "engine_version": m.engine_version,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
     json!({
         "name": h.name,
         "region": h.region,
         "spare": h.spare,
+        "spare_requested": h.spare_requested,
+        "spare_approved": h.spare_approved,
         "registered_unix_ms": h.registered_unix_ms,
         "registered": output::timestamp(h.registered_unix_ms),
-        "members": h.members.iter().map(|m| json!({
-            "service": m.service, "engine": m.engine, "role": m.role, "healthy": m.healthy,
-            "engine_version": m.engine_version,
-        })).collect::<Vec<_>>(),
+        "last_report_unix_ms": h.updated_unix_ms,
+        "bound_services": h.bound_services,
+        "members": members(&h.members),
+        "pending_members": members(&h.pending_members),
     })
+}
+
+/// The spare column: `yes`, `awaiting approval` (its agent asks), `approved, not asked`, `no`.
+fn spare_label(h: &HostInfo) -> &'static str {
+    match (h.spare_requested, h.spare_approved) {
+        (true, true) => "yes",
+        (true, false) => "awaiting approval",
+        (false, true) => "approved (agent not a spare)",
+        (false, false) => "no",
+    }
+}
+
+/// Prints one host after `host approve`/`host revoke`.
+fn print_host(h: &HostInfo, output: Output) {
+    match output {
+        Output::Json => output.json(&host_json(h)),
+        Output::Table => {
+            println!("host      {}", h.name);
+            println!("spare     {}", spare_label(h));
+            let bound = if h.bound_services.is_empty() {
+                "-".to_string()
+            } else {
+                h.bound_services.join(", ")
+            };
+            println!("serves    {bound}");
+            let pending: Vec<&str> = h
+                .pending_members
+                .iter()
+                .map(|m| m.service.as_str())
+                .collect();
+            if !pending.is_empty() {
+                println!(
+                    "awaiting  {} (`strongbox host approve {}`)",
+                    pending.join(", "),
+                    h.name
+                );
+            }
+        }
+    }
 }
 
 pub async fn list_services(api: &Api) -> anyhow::Result<Vec<ServiceInfo>> {
@@ -497,8 +574,9 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                     }
                     let mut t =
                         output::table(["host", "region", "spare", "registered", "services"]);
+                    let mut awaiting = 0;
                     for h in &hosts {
-                        let members: Vec<String> = h
+                        let mut members: Vec<String> = h
                             .members
                             .iter()
                             .map(|m| {
@@ -511,10 +589,17 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                                 )
                             })
                             .collect();
+                        members.extend(h.pending_members.iter().map(|m| {
+                            format!("{} ({} {}, AWAITING APPROVAL)", m.service, m.engine, m.role)
+                        }));
+                        if !h.pending_members.is_empty() || (h.spare_requested && !h.spare_approved)
+                        {
+                            awaiting += 1;
+                        }
                         t.add_row([
                             h.name.clone(),
                             h.region.clone(),
-                            yes_no(h.spare).to_string(),
+                            spare_label(h).to_string(),
                             ago(h.registered_unix_ms),
                             if members.is_empty() {
                                 "-".to_string()
@@ -524,11 +609,55 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                         ]);
                     }
                     println!("{t}");
+                    if awaiting > 0 {
+                        println!(
+                            "{awaiting} host(s) claim what no operator approved; check each, then \
+                             `strongbox host approve HOST`."
+                        );
+                    }
                 }
             }
         }
+        HostCommand::Approve {
+            host,
+            services,
+            spare,
+        } => {
+            let h = bind_host(&api, host, false, services, spare).await?;
+            print_host(&h, output);
+        }
+        HostCommand::Revoke {
+            host,
+            services,
+            spare,
+        } => {
+            if services.is_empty() && !spare {
+                anyhow::bail!("name what to revoke: --service NAME (repeatable) and/or --spare");
+            }
+            let h = bind_host(&api, host, true, services, spare).await?;
+            print_host(&h, output);
+        }
     }
     Ok(())
+}
+
+async fn bind_host(
+    api: &Api,
+    host: String,
+    revoke: bool,
+    services: Vec<String>,
+    spare: bool,
+) -> anyhow::Result<HostInfo> {
+    api.call("BindHost", |mut c| {
+        let req = BindHostRequest {
+            host: host.clone(),
+            revoke,
+            services: services.clone(),
+            spare,
+        };
+        async move { c.bind_host(req).await }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ pub async fn run(config: Config) -> Result<()> {
         transport,
         metrics: Arc::default(),
         scopes: Default::default(),
+        sessions: Default::default(),
     });
 
     tokio::spawn(crate::chunks::maintain::run(

@@ -5,11 +5,14 @@
 //!
 //! ```text
 //! 0..4     magic "SBXM"
-//! 4        format version (1)
+//! 4        format version (2)
 //! 5..9     fleet key id
 //! 9..21    nonce
-//! 21..25   n: number of distinct chunk ids referenced
-//! 25..     n * 32 bytes: those ids, in order of first use (public: GC and repair read them)
+//! 21       b: length of the backup id (1 to 63)
+//! 22..     b bytes: the backup id (public: a coordinator refuses to commit a manifest made
+//!          for another backup, so an old manifest cannot pass for a new backup)
+//! +4       n: number of distinct chunk ids referenced
+//! +n*32    those ids, in order of first use (public: GC and repair read them)
 //! +4       body length
 //! body     the protobuf-encoded `Manifest`, AES-256-GCM under the data key; the associated
 //!          data is every byte before the body
@@ -17,7 +20,7 @@
 //! ```
 //!
 //! Invariants: [`open`] returns a manifest only if the MAC and the GCM tag hold, the public id
-//! list equals the ids the parts use, and the totals equal the sums of the parts; malformed input
+//! list equals the ids the parts use, the public backup id equals the body's, and the totals equal the sums of the parts; malformed input
 //! gives an error, never a panic or an allocation beyond the input's size.
 
 use std::collections::HashSet;
@@ -31,10 +34,13 @@ use crate::ids::{ChunkId, CHUNK_ID_LEN};
 use crate::keys::{Keyring, ServiceKeys};
 
 pub const MAGIC: [u8; 4] = *b"SBXM";
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 const MAC_LEN: usize = 32;
 const TAG_LEN: usize = 16;
-const FIXED_HEAD: usize = 4 + 1 + 4 + NONCE_LEN + 4;
+/// Magic, version, key id, nonce: the head before the backup id.
+const FIXED_HEAD: usize = 4 + 1 + 4 + NONCE_LEN;
+/// Longest backup id (the names certificates use: 63 characters).
+const MAX_BACKUP_ID_LEN: usize = 63;
 /// The largest manifest accepted (about a million chunks, far beyond a terabyte dump).
 pub const MAX_MANIFEST_LEN: usize = 128 * 1024 * 1024;
 
@@ -159,25 +165,46 @@ impl Manifest {
         let mut m = self.clone();
         m.totals = Some(m.compute_totals());
         let ids = m.chunk_ids()?;
-        seal_body(keys, &ids, &prost::Message::encode_to_vec(&m))
+        seal_body(keys, &m.backup_id, &ids, &prost::Message::encode_to_vec(&m))
     }
 }
 
 /// Seals an already encoded body with its public chunk list. [`Manifest::seal`] is the way to
 /// make a manifest; this is public so the fuzzer can reach the body checks of [`open`].
 #[doc(hidden)]
-pub fn seal_body(keys: &ServiceKeys, ids: &[ChunkId], body: &[u8]) -> Result<Vec<u8>> {
+pub fn seal_body(
+    keys: &ServiceKeys,
+    backup_id: &str,
+    ids: &[ChunkId],
+    body: &[u8],
+) -> Result<Vec<u8>> {
+    if backup_id.is_empty() || backup_id.len() > MAX_BACKUP_ID_LEN {
+        return Err(Error::ManifestFormat(format!(
+            "a manifest needs a backup id of 1 to {MAX_BACKUP_ID_LEN} bytes, not {}",
+            backup_id.len()
+        )));
+    }
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
         .map_err(|_| Error::Random)?;
     let mut out = Vec::with_capacity(
-        FIXED_HEAD + ids.len() * CHUNK_ID_LEN + 4 + body.len() + TAG_LEN + MAC_LEN,
+        FIXED_HEAD
+            + 1
+            + backup_id.len()
+            + 4
+            + ids.len() * CHUNK_ID_LEN
+            + 4
+            + body.len()
+            + TAG_LEN
+            + MAC_LEN,
     );
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&keys.key_id().to_be_bytes());
     out.extend_from_slice(&nonce);
+    out.push(backup_id.len() as u8);
+    out.extend_from_slice(backup_id.as_bytes());
     out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
     for id in ids {
         out.extend_from_slice(id.as_bytes());
@@ -201,6 +228,8 @@ pub fn seal_body(keys: &ServiceKeys, ids: &[ChunkId], body: &[u8]) -> Result<Vec
 pub struct Envelope<'a> {
     pub key_id: u32,
     nonce: [u8; NONCE_LEN],
+    /// The backup this manifest was made for (checked against the body by [`open`]).
+    pub backup_id: &'a str,
     /// Distinct chunk ids the manifest references.
     pub chunk_ids: Vec<ChunkId>,
     /// Everything the AEAD's associated data covers.
@@ -217,7 +246,7 @@ pub fn parse(sealed: &[u8]) -> Result<Envelope<'_>> {
     if sealed.len() > MAX_MANIFEST_LEN {
         return Err(bad("larger than the manifest limit"));
     }
-    if sealed.len() < FIXED_HEAD + 4 + TAG_LEN + MAC_LEN {
+    if sealed.len() < FIXED_HEAD + 1 + 4 + 4 + TAG_LEN + MAC_LEN {
         return Err(bad("too short: truncated"));
     }
     if sealed[0..4] != MAGIC {
@@ -239,13 +268,23 @@ pub fn parse(sealed: &[u8]) -> Result<Envelope<'_>> {
     let key_id = u32_at(5)?;
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&sealed[9..9 + NONCE_LEN]);
-    let n = u32_at(FIXED_HEAD - 4)? as usize;
+    let id_len = sealed[FIXED_HEAD] as usize;
+    if id_len == 0 || id_len > MAX_BACKUP_ID_LEN {
+        return Err(bad("backup id length out of range"));
+    }
+    let id_end = FIXED_HEAD + 1 + id_len;
+    let backup_id = sealed
+        .get(FIXED_HEAD + 1..id_end)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| bad("backup id truncated or not UTF-8"))?;
+    let ids_start = id_end + 4;
+    let n = u32_at(id_end)? as usize;
     let ids_end = n
         .checked_mul(CHUNK_ID_LEN)
-        .and_then(|l| l.checked_add(FIXED_HEAD))
+        .and_then(|l| l.checked_add(ids_start))
         .filter(|end| *end + 4 <= sealed.len())
         .ok_or_else(|| bad("chunk list runs past the end: truncated"))?;
-    let chunk_ids = sealed[FIXED_HEAD..ids_end]
+    let chunk_ids = sealed[ids_start..ids_end]
         .chunks_exact(CHUNK_ID_LEN)
         .map(ChunkId::from_slice)
         .collect::<Result<Vec<_>>>()?;
@@ -261,6 +300,7 @@ pub fn parse(sealed: &[u8]) -> Result<Envelope<'_>> {
     Ok(Envelope {
         key_id,
         nonce,
+        backup_id,
         chunk_ids,
         head: &sealed[..body_start],
         body: &sealed[body_start..body_end],
@@ -308,6 +348,11 @@ fn open_envelope(keys: &ServiceKeys, env: &Envelope<'_>) -> Result<Manifest> {
                 p.name, p.kind
             )));
         }
+    }
+    if m.backup_id != env.backup_id {
+        return Err(Error::ManifestFormat(
+            "the public backup id disagrees with the body".into(),
+        ));
     }
     if m.chunk_ids()? != env.chunk_ids {
         return Err(Error::ManifestFormat(

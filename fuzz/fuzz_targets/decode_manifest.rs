@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             .filter_map(|c| ChunkId::from_slice(c).ok())
             .collect();
         let keys = ring.current_service_keys("fuzz").expect("keys");
-        let sealed = manifest::seal_body(&keys, &ids, body).expect("seal");
+        let sealed = manifest::seal_body(&keys, "bk-fuzz", &ids, body).expect("seal");
         if let Ok(m) = manifest::open(&ring, "fuzz", &sealed) {
             assert_eq!(m.chunk_ids().expect("ids"), ids);
         }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::member_record;
 use super::jobs::agent_job;
-use super::NodeContext;
+use super::{validate, NodeContext};
 use crate::chunks::replicate;
 use strongbox_core::ids::ChunkId;
 
@@ -66,22 +66,8 @@ impl AgentService for AgentApi {
                 r.host, r.region, self.node.region
             )));
         }
-        for m in &r.members {
-            strongbox_core::pki::validate_name(&m.service)
-                .map_err(|e| Status::invalid_argument(format!("service name: {e}")))?;
-            if !matches!(m.engine.as_str(), "postgres" | "mysql" | "sqlite") {
-                return Err(Status::invalid_argument(format!(
-                    "unknown engine {:?}",
-                    m.engine
-                )));
-            }
-            if !matches!(m.role.as_str(), "primary" | "replica" | "standalone") {
-                return Err(Status::invalid_argument(format!(
-                    "unknown member role {:?}",
-                    m.role
-                )));
-            }
-        }
+        validate::text("agent_version", &r.agent_version, validate::MAX_VERSION_LEN)?;
+        validate::members(&r.members)?;
         self.node
             .apply(
                 &who,
@@ -113,10 +99,12 @@ impl AgentService for AgentApi {
         req: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let who = require_role(&req, &[Role::Agent])?;
+        let slot = super::session::enter(&self.node, &who.name)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(super::session::run(
             self.node.clone(),
             who,
+            slot,
             req.into_inner(),
             tx,
         ));
@@ -197,6 +185,12 @@ impl AgentService for AgentApi {
         }
         let envelope =
             strongbox_core::manifest::parse(&r.manifest).map_err(|e| invalid(e.to_string()))?;
+        if envelope.backup_id != r.backup_id {
+            return Err(Status::permission_denied(format!(
+                "the manifest was made for backup {:?}, not {}: a backup commits only a manifest made for it",
+                envelope.backup_id, r.backup_id
+            )));
+        }
         let chunk_ids = envelope.chunk_ids.clone();
         replicate::put_majority(
             &self.node,

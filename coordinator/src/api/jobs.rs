@@ -57,8 +57,9 @@ pub fn backup_host(
         })
 }
 
-/// The spare a restore goes to: `to_host` (it must be a spare), or the most recently seen
-/// spare of the region that has no restore under way.
+/// The spare a restore goes to: `to_host` (it must be an approved spare), or the most recently
+/// seen approved spare of the region that carries no service and has no restore under way (a
+/// restore goes to a host that serves other databases only when an operator names it).
 pub fn restore_host(
     hosts: &[HostRecord],
     jobs: &[JobRecord],
@@ -71,8 +72,13 @@ pub fn restore_host(
             .find(|h| h.name == to_host)
             .ok_or_else(|| Status::not_found(format!("no host {to_host:?}")))?;
         if !h.spare {
+            let why = if h.spare_requested {
+                format!("its agent asks to be one, but no operator approved it: `strongbox host approve {to_host}`")
+            } else {
+                "restores go to spares so they never touch a live server".to_string()
+            };
             return Err(Status::failed_precondition(format!(
-                "host {to_host:?} is not a spare; restores go to spares so they never touch a live server"
+                "host {to_host:?} is not a spare; {why}"
             )));
         }
         return Ok(h.name.clone());
@@ -84,13 +90,16 @@ pub fn restore_host(
         .collect();
     hosts
         .iter()
-        .filter(|h| h.spare && now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS)
+        .filter(|h| h.spare && h.members.is_empty() && h.pending_members.is_empty())
+        .filter(|h| now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS)
         .filter(|h| !busy.contains(h.name.as_str()))
         .max_by_key(|h| h.updated_unix_ms)
         .map(|h| h.name.clone())
         .ok_or_else(|| {
             Status::failed_precondition(
-                "no healthy idle spare in this region; start an agent with `spare = true`, or name one with --to-host",
+                "no healthy idle spare in this region: start an agent with `spare = true` on a host \
+                 that carries no database and approve it with `strongbox host approve HOST`, or \
+                 name a spare with --to-host (`strongbox host list` shows them)",
             )
         })
 }

@@ -9,5 +9,6 @@ pub mod jobs;
 pub mod operator;
 pub mod session;
 pub mod submit;
+pub mod validate;
 
 pub use submit::NodeContext;

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{backup_info_with, job_info, member};
 use super::fleet;
 use super::jobs::{backup_host, restore_host};
-use super::NodeContext;
+use super::{validate, NodeContext};
 use crate::policy::plan::Snapshot;
 use crate::raft::node::now_ms;
 
@@ -115,15 +115,74 @@ impl OperatorService for OperatorApi {
             .catalog
             .hosts()?
             .into_iter()
-            .map(|h| HostInfo {
-                name: h.name,
-                region: h.region,
-                spare: h.spare,
-                registered_unix_ms: h.registered_unix_ms,
-                members: h.members.into_iter().map(member).collect(),
-            })
+            .map(host_info)
             .collect();
         Ok(Response::new(ListHostsResponse { hosts }))
+    }
+
+    async fn bind_host(&self, req: Request<BindHostRequest>) -> Result<Response<HostInfo>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        validate::name("host", &r.host)?;
+        if r.services.len() > validate::MAX_MEMBERS_PER_HOST {
+            return Err(Status::invalid_argument(format!(
+                "{} services named; a host carries at most {}",
+                r.services.len(),
+                validate::MAX_MEMBERS_PER_HOST
+            )));
+        }
+        for s in &r.services {
+            validate::name("service", s)?;
+        }
+        self.node.read_barrier().await?;
+        let current = self.node.catalog.host(&r.host)?;
+        let mut bind = strongbox_proto::catalog::BindHost {
+            host: r.host.clone(),
+            ..Default::default()
+        };
+        if r.revoke {
+            if r.services.is_empty() && !r.spare {
+                return Err(Status::invalid_argument(
+                    "name what to revoke: --service NAME (repeatable) and/or --spare",
+                ));
+            }
+            bind.revoke = r.services;
+            bind.spare = r.spare.then_some(false);
+        } else if r.services.is_empty() && !r.spare {
+            // Everything the host has pending, as `host list` shows it.
+            let h = current.as_ref().ok_or_else(|| {
+                Status::not_found(format!(
+                    "no host {:?} has registered; name what to approve (--service, --spare) to bind it ahead of its agent",
+                    r.host
+                ))
+            })?;
+            bind.grant = h
+                .pending_members
+                .iter()
+                .map(|m| m.service.clone())
+                .collect();
+            if h.spare_requested && !h.spare_approved {
+                bind.spare = Some(true);
+            }
+            if bind.grant.is_empty() && bind.spare.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "host {} has nothing awaiting approval",
+                    r.host
+                )));
+            }
+        } else {
+            bind.grant = r.services;
+            bind.spare = r.spare.then_some(true);
+        }
+        self.node
+            .apply(&who, strongbox_proto::catalog::command::Op::BindHost(bind))
+            .await?;
+        let h = self
+            .node
+            .catalog
+            .host(&r.host)?
+            .ok_or_else(|| Status::internal(format!("host {} vanished", r.host)))?;
+        Ok(Response::new(host_info(h)))
     }
 
     async fn add_node(
@@ -135,6 +194,8 @@ impl OperatorService for OperatorApi {
         if r.id == 0 {
             return Err(Status::invalid_argument("node ids start at 1"));
         }
+        validate::name("node name", &r.name)?;
+        validate::text("address", &r.address, 300)?;
         if r.address.parse::<std::net::SocketAddr>().is_err() && !r.address.contains(':') {
             return Err(Status::invalid_argument(format!(
                 "address {:?} is not HOST:PORT",
@@ -190,6 +251,7 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<PurgeBackupResponse>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let backup_id = req.into_inner().backup_id;
+        validate::name("backup id", &backup_id)?;
         self.node
             .apply(&who, Op::PurgeBackup(PurgeBackup { backup_id }))
             .await?;
@@ -290,6 +352,8 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<BackupInfo>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
+        validate::name("backup id", &r.backup_id)?;
+        validate::text("reason", &r.reason, validate::MAX_REASON_LEN)?;
         let backup_id = r.backup_id.clone();
         self.node.read_barrier().await?;
         if self.node.catalog.backup(&backup_id)?.is_none() {
@@ -319,6 +383,7 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<SetServiceStateResponse>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
+        validate::name("service", &r.service)?;
         if !matches!(r.action.as_str(), "exclude" | "include" | "deprovision") {
             return Err(Status::invalid_argument(format!(
                 "unknown action {:?}: exclude, include or deprovision",
@@ -386,6 +451,10 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<JobInfo>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
+        validate::name("service", &r.service)?;
+        if !r.host.is_empty() {
+            validate::name("host", &r.host)?;
+        }
         self.node.read_barrier().await?;
         let (host, engine) = backup_host(&self.node.catalog.hosts()?, &r.service, &r.host)?;
         let job = JobRecord {
@@ -407,6 +476,10 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<JobInfo>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
+        validate::name("backup id", &r.backup_id)?;
+        if !r.to_host.is_empty() {
+            validate::name("host", &r.to_host)?;
+        }
         if r.in_place && !(r.to_host.is_empty() && r.to_region.is_empty()) {
             return Err(Status::invalid_argument(
                 "--in-place restores into the service's own primary; leave out --to-host and --to-region",
@@ -544,5 +617,21 @@ impl OperatorApi {
             .job(&id)?
             .ok_or_else(|| Status::internal(format!("job {id} vanished after its creation")))?;
         Ok(Response::new(job_info(job)))
+    }
+}
+
+/// A host as the operator sees it: what it serves, and what it claims that awaits approval.
+fn host_info(h: strongbox_proto::catalog::HostRecord) -> HostInfo {
+    HostInfo {
+        name: h.name,
+        region: h.region,
+        spare: h.spare,
+        registered_unix_ms: h.registered_unix_ms,
+        members: h.members.into_iter().map(member).collect(),
+        spare_requested: h.spare_requested,
+        spare_approved: h.spare_approved,
+        bound_services: h.bound_services,
+        pending_members: h.pending_members.into_iter().map(member).collect(),
+        updated_unix_ms: h.updated_unix_ms,
     }
 }

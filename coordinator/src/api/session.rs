@@ -1,46 +1,198 @@
 //! An agent's session with this node: heartbeats and job reports come up, jobs go down.
 //!
-//! Invariants: the session speaks for the host in the agent's certificate only; every job of
-//! that host that is not finished is sent once per session (so an agent that reconnects, to this
-//! node or another, gets its unfinished jobs again and must ignore the ones it is running); a
-//! heartbeat writes the catalog only when the host's members changed or its last write is older
-//! than a minute (liveness for spare choice), so a quiet fleet does not flood the Raft log.
+//! Invariants: the session speaks for the host in the agent's certificate only; a host holds at
+//! most [`MAX_SESSIONS_PER_HOST`] sessions on one node at once; every job of that host that is
+//! not finished is sent once per session (so an agent that reconnects, to this node or another,
+//! gets its unfinished jobs again and must ignore the ones it is running); a heartbeat writes the
+//! catalog only when the host's members changed or its last write is older than a minute
+//! (liveness for spare choice), so a quiet fleet does not flood the Raft log.
+//!
+//! Reports are checked before anything is proposed: bounded fields ([`validate::report`]),
+//! and a job that exists, is this host's, and is neither finished nor waiting. Accepted reports
+//! are merged per job and proposed one at a time by the session's one reporter task, so a flood
+//! of progress reports becomes at most one proposal in flight, holding the newest report of
+//! each job; a final report replaces any progress still pending for its job.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strongbox_core::pki::Identity;
 use strongbox_proto::catalog::{command::Op, RegisterHost, UpdateJob};
 use strongbox_proto::v1::{
-    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Job,
+    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Job, JobReport,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tonic::{Status, Streaming};
 
 use super::convert::member_record;
-use super::NodeContext;
-use crate::catalog::is_final;
+use super::{validate, NodeContext};
+use crate::catalog::{claimed_members, is_final};
 use crate::raft::node::now_ms;
 
 const REFRESH_MS: u64 = 60_000;
+
+/// Sessions one host may hold open on one node at once: a reconnecting agent's new session
+/// may overlap its old one for a moment; more than that is refused (`RESOURCE_EXHAUSTED`).
+pub const MAX_SESSIONS_PER_HOST: usize = 2;
+
+/// Refused messages logged one by one per session; the rest are counted and logged once when
+/// the session ends, so a flood does not flood the log.
+const LOGGED_REFUSALS: u64 = 5;
+
+/// A session whose agent sent this many refused messages is ended (`PERMISSION_DENIED`): a
+/// working agent sends a refused report rarely (a job failed under it as abandoned), and each
+/// refusal of an unknown job costs a linearizable read.
+pub const MAX_REFUSALS: u64 = 100;
+
+/// The sessions open on this node, by host.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open session; dropping it frees its place.
+pub struct SessionSlot {
+    node: Arc<NodeContext>,
+    host: String,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Takes a session place for `host` on this node, or refuses when it holds
+/// [`MAX_SESSIONS_PER_HOST`] already.
+pub fn enter(node: &Arc<NodeContext>, host: &str) -> Result<SessionSlot, Status> {
+    let mut open = node.sessions.lock();
+    let n = open.entry(host.to_string()).or_default();
+    if *n >= MAX_SESSIONS_PER_HOST {
+        return Err(Status::resource_exhausted(format!(
+            "host {host} has {n} sessions open on this node already (at most \
+             {MAX_SESSIONS_PER_HOST}); an agent needs one: stop the other agent running with \
+             this host's certificate"
+        )));
+    }
+    *n += 1;
+    Ok(SessionSlot {
+        node: node.clone(),
+        host: host.to_string(),
+    })
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = self.node.sessions.lock();
+        if let Some(n) = open.get_mut(&self.host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.host);
+            }
+        }
+    }
+}
+
+/// Accepted reports waiting to be proposed: the newest per job, in the order jobs first
+/// reported.
+#[derive(Default)]
+struct Pending {
+    order: VecDeque<String>,
+    latest: HashMap<String, UpdateJob>,
+    closed: bool,
+}
+
+struct Reporter {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Reporter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op`, replacing a report of the same job that is still waiting.
+    fn push(&self, op: UpdateJob) {
+        let mut p = self.lock();
+        if !p.latest.contains_key(&op.job_id) {
+            p.order.push_back(op.job_id.clone());
+        }
+        p.latest.insert(op.job_id.clone(), op);
+        drop(p);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Proposes queued reports one at a time until closed and drained.
+    async fn run(self: Arc<Self>, node: Arc<NodeContext>, who: Identity) {
+        loop {
+            let next = {
+                let mut p = self.lock();
+                match p.order.pop_front() {
+                    Some(id) => p.latest.remove(&id),
+                    None if p.closed => return,
+                    None => None,
+                }
+            };
+            let Some(op) = next else {
+                self.wake.notified().await;
+                continue;
+            };
+            let (job, state) = (op.job_id.clone(), op.state.clone());
+            if let Err(e) = node.apply(&who, Op::UpdateJob(op)).await {
+                tracing::warn!(host = %who.name, job = %job, state = %state, error = %e.message(), "job report refused");
+            }
+        }
+    }
+}
 
 /// Serves one session until the agent goes away; jobs go out through `tx`.
 pub async fn run(
     node: Arc<NodeContext>,
     who: Identity,
+    slot: SessionSlot,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
 ) {
     let host = who.name.clone();
     tracing::info!(host = %host, "agent session opened");
+    let reporter = Arc::new(Reporter {
+        pending: Mutex::default(),
+        wake: Notify::new(),
+    });
+    let reporting = tokio::spawn(reporter.clone().run(node.clone(), who.clone()));
+    let mut refused = 0u64;
     let mut sent: HashSet<String> = HashSet::new();
     let mut status = node.raft.subscribe();
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             msg = inbound.message() => match msg {
-                Ok(Some(m)) => handle(&node, &who, m).await,
+                Ok(Some(m)) => {
+                    if let Err(e) = handle(&node, &who, &reporter, m).await {
+                        refused += 1;
+                        if refused <= LOGGED_REFUSALS {
+                            tracing::warn!(host = %host, error = %e.message(), "agent message refused");
+                        }
+                        if refused >= MAX_REFUSALS {
+                            tracing::warn!(host = %host, refused, "agent session ended: too many refused messages");
+                            let _ = tx
+                                .send(Err(Status::permission_denied(format!(
+                                    "{refused} messages of this session were refused (the last: {}); \
+                                     the session is ended",
+                                    e.message()
+                                ))))
+                                .await;
+                            break;
+                        }
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(host = %host, error = %e, "agent session broke");
@@ -96,17 +248,33 @@ pub async fn run(
             sent.insert(j.id);
         }
     }
-    tracing::info!(host = %host, "agent session closed");
+    // Reports accepted before the end are still proposed.
+    reporter.close();
+    let _ = reporting.await;
+    drop(slot);
+    tracing::info!(host = %host, refused, "agent session closed");
 }
 
-async fn handle(node: &Arc<NodeContext>, who: &Identity, m: AgentMessage) {
+/// Takes one message of the agent: a heartbeat records the host's members (when they changed
+/// or a minute passed); a report, once checked, is queued for the reporter. `Err` is a refusal,
+/// with nothing proposed.
+async fn handle(
+    node: &Arc<NodeContext>,
+    who: &Identity,
+    reporter: &Reporter,
+    m: AgentMessage,
+) -> Result<(), Status> {
     match m.body {
         Some(agent_message::Body::Heartbeat(hb)) => {
+            validate::members(&hb.members)?;
             let members: Vec<_> = hb.members.into_iter().map(member_record).collect();
-            let current = node.catalog.host(&who.name).ok().flatten();
+            let current = node.catalog.host(&who.name)?;
             let stale = match &current {
                 Some(h) => {
-                    h.members != members || now_ms().saturating_sub(h.updated_unix_ms) > REFRESH_MS
+                    let mut sorted = members.clone();
+                    sorted.sort_by(|a, b| a.service.cmp(&b.service));
+                    claimed_members(h) != sorted
+                        || now_ms().saturating_sub(h.updated_unix_ms) > REFRESH_MS
                 }
                 None => true,
             };
@@ -114,32 +282,59 @@ async fn handle(node: &Arc<NodeContext>, who: &Identity, m: AgentMessage) {
                 let op = Op::RegisterHost(RegisterHost {
                     host: h.name.clone(),
                     region: h.region,
-                    spare: h.spare,
+                    spare: h.spare_requested,
                     members,
                 });
-                if let Err(e) = node.apply(who, op).await {
-                    tracing::warn!(host = %who.name, error = %e.message(), "recording a heartbeat");
-                }
+                node.apply(who, op).await?;
             }
+            Ok(())
         }
-        Some(agent_message::Body::Report(r)) => {
-            let op = Op::UpdateJob(UpdateJob {
-                job_id: r.job_id.clone(),
+        Some(agent_message::Body::Report(mut r)) => {
+            validate::report(&mut r)?;
+            check_report(node, who, &r).await?;
+            reporter.push(UpdateJob {
+                job_id: r.job_id,
                 host: who.name.clone(),
-                state: r.state.clone(),
+                state: r.state,
                 reason: r.reason,
                 bytes_done: r.bytes_done,
                 bytes_total: r.bytes_total,
                 result: r.result,
             });
-            // Progress reports must not hold up the session: record them in the background.
-            let (node, who) = (node.clone(), who.clone());
-            tokio::spawn(async move {
-                if let Err(e) = node.apply(&who, op).await {
-                    tracing::warn!(host = %who.name, job = %r.job_id, state = %r.state, error = %e.message(), "job report refused");
-                }
-            });
+            Ok(())
         }
-        None => {}
+        None => Ok(()),
     }
+}
+
+/// A report names a job of this host that is neither finished nor waiting; a backup job
+/// completes by its commit, not by a report. The catalog checks again when it applies.
+async fn check_report(node: &NodeContext, who: &Identity, r: &JobReport) -> Result<(), Status> {
+    let job = match node.catalog.job(&r.job_id)? {
+        Some(j) => Some(j),
+        None => {
+            node.read_barrier().await?;
+            node.catalog.job(&r.job_id)?
+        }
+    };
+    let job = job.ok_or_else(|| Status::not_found(format!("no job {}", r.job_id)))?;
+    if job.host != who.name {
+        return Err(Status::permission_denied(format!(
+            "job {} is not assigned to {who}",
+            job.id
+        )));
+    }
+    if is_final(&job.state) || job.state == "waiting" {
+        return Err(Status::failed_precondition(format!(
+            "job {} is {}; reports are taken only while it runs",
+            job.id, job.state
+        )));
+    }
+    if job.kind == "backup" && r.state == "completed" {
+        return Err(Status::invalid_argument(format!(
+            "backup job {} completes by its commit, not by a report",
+            job.id
+        )));
+    }
+    Ok(())
 }

@@ -32,6 +32,8 @@ pub struct NodeContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The chunks each committed backup may serve to restores and downloads.
     pub scopes: super::jobs::BackupScopes,
+    /// The agent sessions open on this node, by host.
+    pub sessions: super::session::Sessions,
 }
 
 impl NodeContext {

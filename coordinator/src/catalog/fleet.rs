@@ -7,13 +7,15 @@
 //! [`ROLE_HISTORY`]); nothing purges or expires a held backup or one inside the policy's lock;
 //! expiry removes only what retention, evaluated at the command's own time, expires.
 
+use std::collections::{HashMap, HashSet};
+
 use prost::Message;
 use strongbox_proto::catalog::{
     BackupRecord, ExpireBackups, HoldBackup, HostRecord, MemberRecord, Policy, PolicyRecord,
     RegionRecord, RoleChange, ServiceRecord, SetPolicy, SetRegion, SetServiceState,
 };
 
-use super::{backup_key, Catalog};
+use super::{backup_key, remove_backup, Catalog};
 use crate::policy::effective::{describe, overlay, resolve, validate, Effective};
 use crate::policy::retention::evaluate;
 use crate::policy::time::rfc3339;
@@ -123,17 +125,38 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> Result<(), Refusal> {
-        let before = |s: &str| previous.and_then(|p| p.members.iter().find(|m| m.service == s));
-        let mut touched: Vec<&str> = host.members.iter().map(|m| m.service.as_str()).collect();
-        if let Some(p) = previous {
-            touched.extend(p.members.iter().map(|m| m.service.as_str()));
+        // Maps, not searches: one registration may carry many services, and apply must cost
+        // time in proportion to the command (issue 12, kind 4), not its square.
+        fn by_service(ms: &[MemberRecord]) -> HashMap<&str, &MemberRecord> {
+            ms.iter().map(|m| (m.service.as_str(), m)).collect()
         }
+        let old_members = previous.map_or_else(HashMap::new, |p| by_service(&p.members));
+        let new_members = by_service(&host.members);
+        let mut touched: Vec<&str> = new_members.keys().copied().collect();
+        touched.extend(old_members.keys().copied());
         touched.sort_unstable();
         touched.dedup();
+        let touched_set: HashSet<&str> = touched.iter().copied().collect();
+        // The members of every host for the touched services, with this host's new report.
         let hosts = self.hosts().map_err(storage)?;
+        let mut members_of: HashMap<&str, Vec<(&str, &MemberRecord)>> = HashMap::new();
+        for h in hosts
+            .iter()
+            .filter(|h| h.name != host.name)
+            .chain(std::iter::once(host))
+        {
+            for m in &h.members {
+                if touched_set.contains(m.service.as_str()) {
+                    members_of
+                        .entry(m.service.as_str())
+                        .or_default()
+                        .push((h.name.as_str(), m));
+                }
+            }
+        }
         for service in touched {
-            let old = before(service);
-            let new = host.members.iter().find(|m| m.service == service);
+            let old = old_members.get(service).copied();
+            let new = new_members.get(service).copied();
             let mut rec =
                 self.service(service)
                     .map_err(storage)?
@@ -157,14 +180,7 @@ impl Catalog {
                 let excess = rec.role_changes.len().saturating_sub(ROLE_HISTORY);
                 rec.role_changes.drain(..excess);
             }
-            // The members of every host, with this host's new report.
-            let members: Vec<(&str, &MemberRecord)> = hosts
-                .iter()
-                .filter(|h| h.name != host.name)
-                .chain(std::iter::once(host))
-                .flat_map(|h| h.members.iter().map(move |m| (h.name.as_str(), m)))
-                .filter(|(_, m)| m.service == service)
-                .collect();
+            let members = members_of.get(service).map_or(&[][..], Vec::as_slice);
             let still = members
                 .iter()
                 .any(|(h, m)| *h == rec.primary_host && is_primary(m));
@@ -337,10 +353,10 @@ impl Catalog {
         let backups = self.service_backups(&e.service).map_err(storage)?;
         let verdicts = evaluate(&policy, &backups, unix_ms);
         let mut gone = Vec::new();
-        for id in &e.backup_ids {
-            if verdicts.get(id).is_some_and(|v| v.expired()) {
-                batch.remove(backup_key(id));
-                gone.push(id.as_str());
+        for b in &backups {
+            if e.backup_ids.contains(&b.id) && verdicts.get(&b.id).is_some_and(|v| v.expired()) {
+                remove_backup(batch, b);
+                gone.push(b.id.as_str());
             }
         }
         if gone.is_empty() {

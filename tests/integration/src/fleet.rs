@@ -13,7 +13,7 @@ use strongbox_core::pki::Role;
 use strongbox_core::tls::{install_crypto_provider, TlsFiles};
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
-    BackupInfo, JobInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest,
+    BackupInfo, BindHostRequest, JobInfo, ListHostsRequest, RestoreBackupRequest, ShowBackupRequest,
 };
 use tonic::transport::Channel;
 
@@ -72,30 +72,10 @@ impl Fleet {
         )
     }
 
+    /// Waits until every host of `hosts` registered, and approves what each claims (its
+    /// members, and the spare role if it asks), as the inventory does on a real fleet.
     pub async fn wait_hosts(&self, hosts: &[&str]) {
-        crate::wait::poll(
-            &format!("hosts {hosts:?} to register"),
-            Duration::from_secs(60),
-            || async {
-                let have = self
-                    .op()
-                    .list_hosts(ListHostsRequest {})
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_inner()
-                    .hosts;
-                let ready = |h: &&str| {
-                    have.iter()
-                        .any(|x| x.name == *h && (x.spare || !x.members.is_empty()))
-                };
-                if hosts.iter().all(ready) {
-                    Ok(())
-                } else {
-                    Err(format!("{have:?}"))
-                }
-            },
-        )
-        .await
+        wait_approved(self.op(), hosts).await
     }
 
     /// Polls a job until it ends.
@@ -139,6 +119,51 @@ impl Fleet {
         let result = serde_json::from_str(&job.result).unwrap_or(serde_json::Value::Null);
         (job, result)
     }
+}
+
+/// Waits until every host of `hosts` registered through `op` (an operator's client), and
+/// approves what each claims (its members, and the spare role if it asks), as the inventory
+/// does on a real fleet.
+pub async fn wait_approved(op: OperatorServiceClient<Channel>, hosts: &[&str]) {
+    crate::wait::poll(
+        &format!("hosts {hosts:?} to register and be approved"),
+        Duration::from_secs(60),
+        || {
+            let mut op = op.clone();
+            async move {
+                let have = op
+                    .list_hosts(ListHostsRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner()
+                    .hosts;
+                let mut ready = true;
+                for name in hosts {
+                    let Some(h) = have.iter().find(|x| x.name == *name) else {
+                        ready = false;
+                        continue;
+                    };
+                    if !h.pending_members.is_empty() || (h.spare_requested && !h.spare_approved) {
+                        op.bind_host(BindHostRequest {
+                            host: h.name.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        ready = false;
+                    } else if !h.spare && h.members.is_empty() {
+                        ready = false;
+                    }
+                }
+                if ready {
+                    Ok(())
+                } else {
+                    Err(format!("{have:?}"))
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Runs the `strongbox` CLI as the operator against the fleet.

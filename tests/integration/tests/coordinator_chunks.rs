@@ -6,17 +6,13 @@ use std::time::{Duration, Instant};
 
 use strongbox_core::chunk::Sealer;
 use strongbox_core::keys::FleetKey;
-use strongbox_core::keys::ServiceKeys;
-use strongbox_core::manifest::{ChunkRef, Manifest, Part, PartKind};
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{install_crypto_provider, TlsFiles};
 use strongbox_integration::cluster::{Cluster, ClusterOptions};
+use strongbox_integration::raw_agent::{chunks, commit_request, member, register, upload, Sealed};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-use strongbox_proto::v1::{
-    CommitBackupRequest, DownloadChunkRequest, HaveChunksRequest, JobInfo, Member, RegisterRequest,
-    UploadChunkRequest,
-};
+use strongbox_proto::v1::{DownloadChunkRequest, HaveChunksRequest, JobInfo, RegisterRequest};
 use tonic::Code;
 
 async fn formed(c: &Cluster, tls: &TlsFiles) {
@@ -24,17 +20,6 @@ async fn formed(c: &Cluster, tls: &TlsFiles) {
         .await
         .expect("the cluster did not form");
 }
-
-fn upload(job: &JobInfo, id: &strongbox_core::ids::ChunkId, bytes: &[u8]) -> UploadChunkRequest {
-    UploadChunkRequest {
-        job_id: job.id.clone(),
-        id: id.as_bytes().to_vec().into(),
-        sealed: bytes.to_vec().into(),
-    }
-}
-
-/// A sealed chunk: id, sealed bytes, plaintext.
-type Sealed = (strongbox_core::ids::ChunkId, Vec<u8>, Vec<u8>);
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -45,76 +30,17 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn register_orders(c: &Cluster) -> RegisterRequest {
-    RegisterRequest {
-        host: "db-1".into(),
-        region: c.options.region.clone(),
-        spare: false,
-        agent_version: "test".into(),
-        members: vec![Member {
-            service: "orders".into(),
-            engine: "postgres".into(),
-            role: "primary".into(),
-            healthy: true,
-            engine_version: "15".into(),
-        }],
-    }
-}
-
-/// The commit of a backup of `orders` whose one part is `parts`.
-fn commit_request(keys: &ServiceKeys, job: &JobInfo, parts: &[&Sealed]) -> CommitBackupRequest {
-    let m = Manifest {
-        backup_id: job.backup_id.clone(),
-        service: "orders".into(),
-        created_unix_ms: 1,
-        engine: "postgres".into(),
-        engine_version: "15".into(),
-        parts: vec![Part {
-            name: "orders".into(),
-            kind: PartKind::Database as i32,
-            chunks: parts
-                .iter()
-                .map(|(id, bytes, plain)| ChunkRef {
-                    id: id.as_bytes().to_vec(),
-                    plain_size: plain.len() as u64,
-                    stored_size: bytes.len() as u64,
-                })
-                .collect(),
-            tables: vec![],
-        }],
-        totals: None,
-    };
-    let sealed = m.seal(keys).unwrap();
-    CommitBackupRequest {
-        job_id: job.id.clone(),
-        backup_id: job.backup_id.clone(),
-        manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes()),
-        manifest: sealed.into(),
-        service: "orders".into(),
-        kind: "manual".into(),
-        plain_bytes: 0,
-        stored_bytes: 0,
-        created_unix_ms: 1,
-    }
+    register(
+        "db-1",
+        &c.options.region,
+        false,
+        vec![member("orders", "primary")],
+    )
 }
 
 /// A new backup job for `orders` (on db-1), made by an operator.
 async fn backup_job(c: &Cluster, operator: &TlsFiles) -> JobInfo {
     c.create_backup_job(operator, "orders").await.unwrap()
-}
-
-/// `n` chunks of `orders` of about `size` bytes each, incompressible.
-fn orders_chunks(keys: &ServiceKeys, n: u32, size: usize) -> Vec<Sealed> {
-    let mut sealer = Sealer::new(Some(3)).unwrap();
-    (0..n)
-        .map(|k| {
-            let mut plain = vec![0u8; size];
-            let mut x = blake3::Hasher::new();
-            x.update(&k.to_le_bytes());
-            x.finalize_xof().fill(&mut plain);
-            let s = sealer.seal(keys, &plain).unwrap();
-            (s.id, s.bytes, plain)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +59,7 @@ async fn nodes_that_were_down_get_their_chunks_back_by_repair() {
     ag.register(register_orders(&c)).await.unwrap();
     let job = backup_job(&c, &operator).await;
     let keys = FleetKey::from_bytes(1, [9; 32]).service_keys("orders");
-    let chunks = orders_chunks(&keys, 3, 300_000);
+    let chunks = chunks(&keys, 3, 300_000);
 
     // Node 3 down: two chunks are acknowledged by nodes 1 and 2.
     c.kill(3).unwrap();
@@ -206,7 +132,7 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
     ag.register(register_orders(&c)).await.unwrap();
     let job = backup_job(&c, &operator).await;
     let keys = FleetKey::from_bytes(1, [7; 32]).service_keys("orders");
-    let chunks = orders_chunks(&keys, 2, 3 << 20);
+    let chunks = chunks(&keys, 2, 3 << 20);
 
     // Fill both disks to 10 MiB free: a 3 MiB chunk would eat into the 8 MiB reserve.
     let fillers: Vec<PathBuf> = mounts.iter().map(|m| m.path().join("filler")).collect();
@@ -261,7 +187,7 @@ async fn uploads_need_a_majority_and_reads_survive_bad_copies() {
     let mut ag = AgentServiceClient::new(c.channel(1, &agent).unwrap());
     ag.register(register_orders(&c)).await.unwrap();
     let keys = FleetKey::from_bytes(1, [3; 32]).service_keys("orders");
-    let chunks = orders_chunks(&keys, 3, 300_000);
+    let chunks = chunks(&keys, 3, 300_000);
     let (id1, bytes1) = (chunks[0].0, chunks[0].1.clone());
     let have = |job: &JobInfo| HaveChunksRequest {
         job_id: job.id.clone(),

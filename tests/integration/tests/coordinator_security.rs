@@ -4,15 +4,19 @@
 
 use std::time::{Duration, Instant};
 
+use strongbox_core::keys::FleetKey;
 use strongbox_core::pki::Role;
 use strongbox_core::tls::{install_crypto_provider, TlsFiles};
 use strongbox_integration::cluster::{channel, http_get, Cluster, ClusterOptions, TestPki};
+use strongbox_integration::raw_agent as raw;
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
-    AddNodeRequest, ClusterStatusRequest, ForwardProposalRequest, RaftMessage, RegisterRequest,
-    RemoveNodeRequest,
+    agent_message, AddNodeRequest, AgentMessage, BindHostRequest, ClusterStatusRequest,
+    CommitBackupRequest, CreateBackupRequest, ForwardProposalRequest, Heartbeat, HoldBackupRequest,
+    JobReport, ListAuditRequest, ListHostsRequest, Member, PolicyInfo, RaftMessage,
+    RegisterRequest, RemoveNodeRequest, RestoreBackupRequest, SetPolicyRequest, ShowBackupRequest,
 };
 use tonic::Code;
 
@@ -261,4 +265,333 @@ async fn malformed_and_oversized_messages_are_refused_harmlessly() {
     ag.register(register("db-1", "test-1"))
         .await
         .expect("and still accepts good requests");
+}
+
+/// Issue 12, kind 2: what a host may do comes from an operator's binding, never from its
+/// agent's word. A host that claims to be a spare gets no restore until approved; a host that
+/// claims a member of another host's service gets none of its backups; a commit that offers an
+/// old manifest as a new backup is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_claims_wait_for_an_operators_approval() {
+    install_crypto_provider();
+    let c = Cluster::start(1, ClusterOptions::default()).expect("cluster");
+    let region = c.options.region.clone();
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
+    assert!(serving(&c, 1, &viewer).await);
+    let agent = |name: &str| {
+        let tls = c.pki.issue(Role::Agent, name, &[]).unwrap();
+        AgentServiceClient::new(c.channel(1, &tls).unwrap())
+    };
+    let mut db1 = agent("db-1");
+    let mut rogue_spare = agent("rogue-spare");
+    let mut rogue_db = agent("rogue-db");
+    let mut op = OperatorServiceClient::new(c.channel(1, &operator).unwrap());
+
+    // db-1 is the first to report `orders`: bound on first use.
+    db1.register(raw::register(
+        "db-1",
+        &region,
+        false,
+        vec![raw::member("orders", "primary")],
+    ))
+    .await
+    .unwrap();
+    // Two agents claim what they were never given.
+    rogue_spare
+        .register(raw::register("rogue-spare", &region, true, vec![]))
+        .await
+        .unwrap();
+    rogue_db
+        .register(raw::register(
+            "rogue-db",
+            &region,
+            false,
+            vec![raw::member("orders", "primary")],
+        ))
+        .await
+        .unwrap();
+    let hosts = op
+        .list_hosts(ListHostsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    let host = |n: &str| hosts.iter().find(|h| h.name == n).unwrap().clone();
+    assert!(!host("rogue-spare").spare && host("rogue-spare").spare_requested);
+    assert!(host("rogue-db").members.is_empty());
+    assert_eq!(host("rogue-db").pending_members.len(), 1);
+
+    // A backup of orders goes to db-1 only; rogue-db cannot be named for it.
+    let s = op
+        .create_backup(CreateBackupRequest {
+            service: "orders".into(),
+            host: "rogue-db".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let keys = FleetKey::from_bytes(1, [42; 32]).service_keys("orders");
+    let chunks = raw::chunks(&keys, 2, 10_000);
+    let j1 = c.create_backup_job(&operator, "orders").await.unwrap();
+    assert_eq!(j1.host, "db-1");
+    for (id, bytes, _) in &chunks {
+        db1.upload_chunk(raw::upload(&j1, id, bytes)).await.unwrap();
+    }
+    let first = raw::commit_request(&keys, &j1, &[&chunks[0], &chunks[1]]);
+    db1.commit_backup(first.clone()).await.expect("commit b1");
+
+    // The old manifest offered as the next backup: refused, and the backup is not completed.
+    let j2 = c.create_backup_job(&operator, "orders").await.unwrap();
+    let replay = CommitBackupRequest {
+        job_id: j2.id.clone(),
+        backup_id: j2.backup_id.clone(),
+        ..first.clone()
+    };
+    let s = db1.commit_backup(replay).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("made for backup"), "{s:?}");
+    let b2 = op
+        .show_backup(ShowBackupRequest {
+            id: j2.backup_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(b2.state, "completed");
+
+    // No restore goes to the unapproved spare, by choice or by name.
+    let restore = |to_host: &str| RestoreBackupRequest {
+        backup_id: j1.backup_id.clone(),
+        to_host: to_host.into(),
+        to_region: if to_host.is_empty() {
+            region.clone()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    };
+    let s = op.restore_backup(restore("")).await.unwrap_err();
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    let s = op.restore_backup(restore("rogue-spare")).await.unwrap_err();
+    assert!(s.message().contains("host approve rogue-spare"), "{s:?}");
+
+    // Approved, the spare takes restores; the approval is in the audit log.
+    let h = op
+        .bind_host(BindHostRequest {
+            host: "rogue-spare".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(h.spare && h.spare_approved, "{h:?}");
+    let job = op.restore_backup(restore("")).await.unwrap().into_inner();
+    assert_eq!(job.host, "rogue-spare");
+    let audit = op
+        .list_audit(ListAuditRequest { limit: 20 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == "operator:alice" && a.what.contains("bind host rogue-spare")),
+        "{audit:?}"
+    );
+}
+
+/// Sends `messages` on one session of `agent`, then ends it; `Err` is the status with which
+/// the coordinator ended the session first.
+async fn session_flood(
+    agent: &mut AgentServiceClient<tonic::transport::Channel>,
+    messages: Vec<AgentMessage>,
+) -> Result<(), tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    // The sender drops its end when done, which ends the session from the agent's side.
+    let sending = tokio::spawn(async move {
+        for m in messages {
+            if tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut inbound = agent
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut ended = Ok(());
+    while let Some(m) = inbound.message().await.transpose() {
+        if let Err(s) = m {
+            ended = Err(s);
+            break;
+        }
+    }
+    sending.abort();
+    ended
+}
+
+fn report(job: &str, state: &str, done: u64, total: u64) -> AgentMessage {
+    AgentMessage {
+        body: Some(agent_message::Body::Report(JobReport {
+            job_id: job.into(),
+            state: state.into(),
+            reason: String::new(),
+            bytes_done: done,
+            bytes_total: total,
+            result: String::new(),
+        })),
+    }
+}
+
+async fn commit_index(op: &mut OperatorServiceClient<tonic::transport::Channel>) -> u64 {
+    let st = op
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    st.nodes
+        .iter()
+        .find(|n| n.id == st.leader_id)
+        .map(|n| n.commit_index)
+        .unwrap_or(0)
+}
+
+/// Issue 12, kind 4: nothing is proposed before it is checked and bounded. The largest
+/// registration the limits accept applies at once and a larger one is refused; a flood of
+/// reports for jobs that do not exist proposes nothing and ends the session; a flood of
+/// progress reports is merged; a host gets at most two sessions a node; and through all of it
+/// operator commands keep committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_and_the_largest_requests_leave_commits_flowing() {
+    install_crypto_provider();
+    let c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let region = c.options.region.clone();
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
+    let agent_tls = c.pki.issue(Role::Agent, "db-1", &[]).unwrap();
+    c.wait_for_leader(&viewer, 3).await.expect("a leader");
+    let mut op = OperatorServiceClient::new(c.channel(1, &operator).unwrap());
+    let mut ag = AgentServiceClient::new(c.channel(1, &agent_tls).unwrap());
+
+    // The largest registration accepted: 1,000 services with 63-character names.
+    let long = |i: usize| format!("s{i:04}-{}", "x".repeat(57));
+    let members: Vec<Member> = (0..1_000)
+        .map(|i| raw::member(&long(i), "primary"))
+        .collect();
+    let started = Instant::now();
+    ag.register(raw::register("db-1", &region, false, members.clone()))
+        .await
+        .expect("the largest registration");
+    eprintln!(
+        "registration of 1,000 services took {:?}",
+        started.elapsed()
+    );
+    let mut over = members.clone();
+    over.push(raw::member("one-too-many", "primary"));
+    let s = ag
+        .register(raw::register("db-1", &region, false, over))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let mut twice = members.clone();
+    twice[1] = twice[0].clone();
+    let s = ag
+        .register(raw::register("db-1", &region, false, twice))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // 20,000 reports of jobs that do not exist, and impossible byte counts: nothing is
+    // proposed, and the coordinator ends the session.
+    let before = commit_index(&mut op).await;
+    let mut flood: Vec<AgentMessage> = (0..20_000)
+        .map(|i| report(&format!("job-nosuch-{i}"), "failed", 0, 0))
+        .collect();
+    flood.insert(0, report("job-x", "running", u64::MAX, u64::MAX));
+    let ended = session_flood(&mut ag, flood).await.unwrap_err();
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    let after = commit_index(&mut op).await;
+    assert!(
+        after - before < 20,
+        "a flood of refused reports grew the log from {before} to {after}"
+    );
+
+    // 5,000 progress reports of a real job, then its failure: merged into a few proposals,
+    // and the last report wins.
+    let job = c.create_backup_job(&operator, &long(0)).await.unwrap();
+    let before = commit_index(&mut op).await;
+    let mut progress: Vec<AgentMessage> = (1..=5_000)
+        .map(|i| report(&job.id, "running", i, 5_000))
+        .collect();
+    progress.push(report(&job.id, "failed", 5_000, 5_000));
+    // A large heartbeat (every member again) rides along; it changes nothing.
+    progress.push(AgentMessage {
+        body: Some(agent_message::Body::Heartbeat(Heartbeat {
+            members: members.clone(),
+            unix_ms: 0,
+        })),
+    });
+    session_flood(&mut ag, progress)
+        .await
+        .expect("a working session");
+    let failed = c
+        .wait_job(&operator, &job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.bytes_done, 5_000);
+    let after = commit_index(&mut op).await;
+    eprintln!("5,001 reports became {} log entries", after - before);
+    assert!(
+        after - before < 1_000,
+        "5,001 reports of one job grew the log from {before} to {after}"
+    );
+
+    // At most two sessions of one host on one node.
+    let (_keep1, rx1) = tokio::sync::mpsc::channel::<AgentMessage>(1);
+    let (_keep2, rx2) = tokio::sync::mpsc::channel::<AgentMessage>(1);
+    let (_keep3, rx3) = tokio::sync::mpsc::channel::<AgentMessage>(1);
+    let _s1 = ag
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx1))
+        .await
+        .expect("first session");
+    let _s2 = ag
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx2))
+        .await
+        .expect("second session");
+    let s = ag
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx3))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+
+    // Operator changes still commit at once, with the largest reason a hold accepts.
+    let started = Instant::now();
+    let s = op
+        .hold_backup(HoldBackupRequest {
+            backup_id: "bk-nosuch".into(),
+            held: true,
+            reason: "x".repeat(4_097),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    op.set_policy(SetPolicyRequest {
+        service: String::new(),
+        policy: Some(PolicyInfo {
+            daily: Some(9),
+            ..Default::default()
+        }),
+        reset: false,
+        yes: true,
+    })
+    .await
+    .expect("a policy change commits");
+    eprintln!(
+        "a policy change after the floods took {:?}",
+        started.elapsed()
+    );
+    assert!(serving(&c, 2, &viewer).await && serving(&c, 3, &viewer).await);
 }

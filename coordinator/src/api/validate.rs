@@ -1,0 +1,229 @@
+//! Bounds on what callers send, checked before anything is proposed.
+//!
+//! Job: one place that says how large and how many every field of an agent's or operator's
+//! request may be, so that no request can make a Raft entry, an apply step or a catalog record
+//! larger than these bounds allow (issue 12, kind 4: "nothing is proposed before it is
+//! validated and bounded").
+//!
+//! Invariants: a function here never reads the catalog and never proposes; it refuses with
+//! `INVALID_ARGUMENT` naming the field, the value's size and the bound; text that is only
+//! shown to people (failure reasons) is cut to its bound, never refused, so a long error of a
+//! dump tool still fails its job.
+
+use std::collections::HashSet;
+
+use strongbox_proto::v1::{JobReport, Member};
+use tonic::Status;
+
+/// Members (services) one host may report: far above any real host, low enough that one
+/// registration stays a small entry.
+pub const MAX_MEMBERS_PER_HOST: usize = 1_000;
+/// Free-text version strings (`engine_version`, `agent_version`).
+pub const MAX_VERSION_LEN: usize = 200;
+/// A failure reason or hold reason kept in the catalog (longer ones are cut).
+pub const MAX_REASON_LEN: usize = 4_096;
+/// A restore's result document (connection and verification).
+pub const MAX_RESULT_LEN: usize = 1024 * 1024;
+/// Largest byte count a report may carry: 1 PiB, far above any dump this tool takes.
+pub const MAX_REPORTED_BYTES: u64 = 1 << 50;
+/// The engines an agent may report, as the wire names them.
+pub const ENGINES: [&str; 3] = ["postgres", "mysql", "sqlite"];
+/// The roles a member may report.
+pub const ROLES: [&str; 3] = ["primary", "replica", "standalone"];
+
+fn invalid(what: String) -> Status {
+    Status::invalid_argument(what)
+}
+
+/// A name of a service, host, backup or job: the names certificates use (1–63 of
+/// `[A-Za-z0-9._-]`, starting alphanumeric).
+pub fn name(field: &str, value: &str) -> Result<(), Status> {
+    strongbox_core::pki::validate_name(value).map_err(|e| invalid(format!("{field}: {e}")))
+}
+
+/// A free-text field shown to people, at most `max` bytes.
+pub fn text(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(invalid(format!(
+            "{field} is {} bytes, more than the {max} allowed",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Longest job id: `job-sched-<service>-<slot>-<attempt>` with a 63-character service name.
+pub const MAX_JOB_ID_LEN: usize = 128;
+
+/// A job id: 1 to [`MAX_JOB_ID_LEN`] of `[A-Za-z0-9._-]`.
+pub fn job_id(value: &str) -> Result<(), Status> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_JOB_ID_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "job id {:?} is not 1 to {MAX_JOB_ID_LEN} of [A-Za-z0-9._-]",
+            cut(value, 80)
+        )))
+    }
+}
+
+/// `value` cut to at most `max` bytes at a character boundary, marked when cut.
+pub fn cut(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
+/// The members a host reports (`Register`, every heartbeat): at most
+/// [`MAX_MEMBERS_PER_HOST`], each service once, with known engines and roles.
+pub fn members(members: &[Member]) -> Result<(), Status> {
+    if members.len() > MAX_MEMBERS_PER_HOST {
+        return Err(invalid(format!(
+            "{} members reported; a host may carry at most {MAX_MEMBERS_PER_HOST} services",
+            members.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(members.len());
+    for m in members {
+        name("service name", &m.service)?;
+        if !seen.insert(m.service.as_str()) {
+            return Err(invalid(format!(
+                "service {:?} is reported twice; a host carries one member of a service",
+                m.service
+            )));
+        }
+        if !ENGINES.contains(&m.engine.as_str()) {
+            return Err(invalid(format!(
+                "service {}: unknown engine {:?} (known: {})",
+                m.service,
+                m.engine,
+                ENGINES.join(", ")
+            )));
+        }
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(invalid(format!(
+                "service {}: unknown member role {:?} (known: {})",
+                m.service,
+                m.role,
+                ROLES.join(", ")
+            )));
+        }
+        text("engine_version", &m.engine_version, MAX_VERSION_LEN)?;
+    }
+    Ok(())
+}
+
+/// What a job report's fields may be, before the job itself is looked at: a known state,
+/// byte counts within [`MAX_REPORTED_BYTES`] with `done ≤ total` once a total is known, a
+/// result within [`MAX_RESULT_LEN`]. The reason is cut to [`MAX_REASON_LEN`].
+pub fn report(r: &mut JobReport) -> Result<(), Status> {
+    job_id(&r.job_id)?;
+    if !matches!(r.state.as_str(), "running" | "completed" | "failed") {
+        return Err(invalid(format!(
+            "job {}: unknown reported state {:?} (running, completed or failed)",
+            r.job_id, r.state
+        )));
+    }
+    if r.bytes_total > MAX_REPORTED_BYTES || r.bytes_done > MAX_REPORTED_BYTES {
+        return Err(invalid(format!(
+            "job {}: reported byte counts {}/{} exceed {MAX_REPORTED_BYTES} (1 PiB)",
+            r.job_id, r.bytes_done, r.bytes_total
+        )));
+    }
+    if r.bytes_total > 0 && r.bytes_done > r.bytes_total {
+        return Err(invalid(format!(
+            "job {}: {} bytes done of {} in all",
+            r.job_id, r.bytes_done, r.bytes_total
+        )));
+    }
+    text("result", &r.result, MAX_RESULT_LEN)?;
+    r.reason = cut(&r.reason, MAX_REASON_LEN);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(service: &str) -> Member {
+        Member {
+            service: service.into(),
+            engine: "postgres".into(),
+            role: "primary".into(),
+            healthy: true,
+            engine_version: "15".into(),
+        }
+    }
+
+    #[test]
+    fn members_are_bounded_unique_and_known() {
+        let many: Vec<Member> = (0..=MAX_MEMBERS_PER_HOST)
+            .map(|i| member(&format!("s{i}")))
+            .collect();
+        assert!(members(&many[..MAX_MEMBERS_PER_HOST]).is_ok());
+        assert!(members(&many).is_err());
+        assert!(members(&[member("a"), member("a")]).is_err());
+        let mut odd = member("a");
+        odd.engine = "oracle".into();
+        assert!(members(&[odd]).is_err());
+        let mut odd = member("a");
+        odd.engine_version = "x".repeat(MAX_VERSION_LEN + 1);
+        assert!(members(&[odd]).is_err());
+        assert!(members(&[member("-Ah2130706434")]).is_err());
+    }
+
+    #[test]
+    fn reports_are_bounded() {
+        let ok = JobReport {
+            job_id: "job-1".into(),
+            state: "running".into(),
+            reason: String::new(),
+            bytes_done: 5,
+            bytes_total: 10,
+            result: String::new(),
+        };
+        assert!(report(&mut ok.clone()).is_ok());
+        for bad in [
+            JobReport {
+                bytes_done: u64::MAX,
+                bytes_total: u64::MAX,
+                ..ok.clone()
+            },
+            JobReport {
+                bytes_done: 11,
+                ..ok.clone()
+            },
+            JobReport {
+                state: "done".into(),
+                ..ok.clone()
+            },
+            JobReport {
+                job_id: String::new(),
+                ..ok.clone()
+            },
+            JobReport {
+                result: "x".repeat(MAX_RESULT_LEN + 1),
+                ..ok.clone()
+            },
+        ] {
+            assert!(report(&mut bad.clone()).is_err(), "{bad:?}");
+        }
+        let mut long = JobReport {
+            state: "failed".into(),
+            reason: "é".repeat(MAX_REASON_LEN),
+            ..ok
+        };
+        report(&mut long).unwrap();
+        assert!(long.reason.len() <= MAX_REASON_LEN && long.reason.ends_with('…'));
+    }
+}

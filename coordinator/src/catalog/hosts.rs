@@ -1,0 +1,176 @@
+//! Hosts: what their agents claim, and what operators bind them to (issue 12, kind 2:
+//! "agents grant themselves authority").
+//!
+//! An agent's registration and heartbeats are claims: the members it reports and whether it
+//! asks to be a spare. Authority comes from bindings, which only operators set (`BindHost`,
+//! from `strongbox host approve|revoke` or the inventory), with one exception: the first host
+//! to report a service that the catalog has never seen is bound to it (trust on first use, so
+//! a new fleet needs no approval step per database).
+//!
+//! Invariants: a reported member counts (`HostRecord.members`: primaries, scheduling,
+//! commits, in-place restores) only if its service is bound to the host; a member of a known
+//! service reported by a host it is not bound to waits in `pending_members`, and nothing uses
+//! it; a host is a spare (`HostRecord.spare`) only while its agent asks to be one and an
+//! operator approved it; an agent's claim never changes a binding, and a binding never
+//! changes what the agent reports. Apply costs time in proportion to the command (maps, not
+//! searches per member).
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+use strongbox_proto::catalog::{BindHost, HostRecord, MemberRecord, RegisterHost};
+
+use super::{host_key, Catalog};
+
+type Refusal = String;
+
+fn storage(e: impl std::fmt::Display) -> Refusal {
+    e.to_string()
+}
+
+impl Catalog {
+    /// An agent's registration or heartbeat: its claims, split by the host's bindings.
+    pub(super) fn register_host(
+        &self,
+        r: &RegisterHost,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        if r.host.is_empty() {
+            return Err("a host needs a name".into());
+        }
+        let previous = self.host(&r.host).map_err(storage)?;
+        let mut bound: BTreeSet<String> = previous
+            .as_ref()
+            .map(|p| p.bound_services.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut members = Vec::new();
+        let mut pending = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut first_use = Vec::new();
+        for m in &r.members {
+            if m.service.is_empty() || !seen.insert(m.service.as_str()) {
+                return Err(format!(
+                    "host {} reports service {:?} twice or without a name",
+                    r.host, m.service
+                ));
+            }
+            if bound.contains(&m.service) {
+                members.push(m.clone());
+            } else if self.service(&m.service).map_err(storage)?.is_none() {
+                // Nobody serves this service yet: its first host is bound to it.
+                bound.insert(m.service.clone());
+                first_use.push(m.service.as_str());
+                members.push(m.clone());
+            } else {
+                pending.push(m.clone());
+            }
+        }
+        let spare_approved = previous.as_ref().is_some_and(|p| p.spare_approved);
+        let rec = HostRecord {
+            name: r.host.clone(),
+            region: r.region.clone(),
+            spare: r.spare && spare_approved,
+            registered_unix_ms: previous
+                .as_ref()
+                .map(|p| p.registered_unix_ms)
+                .filter(|t| *t != 0)
+                .unwrap_or(unix_ms),
+            updated_unix_ms: unix_ms,
+            members,
+            spare_requested: r.spare,
+            spare_approved,
+            bound_services: bound.into_iter().collect(),
+            pending_members: pending,
+        };
+        self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
+        batch.insert(host_key(&r.host), rec.encode_to_vec());
+        let mut what = format!("register host {}", r.host);
+        if !first_use.is_empty() {
+            what.push_str(&format!(" (bound on first use: {})", first_use.join(", ")));
+        }
+        if !rec.pending_members.is_empty() {
+            let names: Vec<&str> = rec
+                .pending_members
+                .iter()
+                .map(|m| m.service.as_str())
+                .collect();
+            what.push_str(&format!(" (awaiting approval: {})", names.join(", ")));
+        }
+        Ok(what)
+    }
+
+    /// An operator's binding: services granted or revoked, the spare role approved or
+    /// withdrawn. A host not registered yet gets a record holding only its bindings.
+    pub(super) fn bind_host(
+        &self,
+        b: &BindHost,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        if b.host.is_empty() {
+            return Err("a binding needs a host".into());
+        }
+        if b.grant.is_empty() && b.revoke.is_empty() && b.spare.is_none() {
+            return Err(format!("nothing to change for host {}", b.host));
+        }
+        let previous = self.host(&b.host).map_err(storage)?;
+        let mut rec = previous.clone().unwrap_or_else(|| HostRecord {
+            name: b.host.clone(),
+            ..Default::default()
+        });
+        let mut bound: BTreeSet<String> = rec.bound_services.iter().cloned().collect();
+        for s in &b.grant {
+            bound.insert(s.clone());
+        }
+        for s in &b.revoke {
+            bound.remove(s);
+        }
+        // Re-split the host's claims under the new bindings.
+        let claims: Vec<MemberRecord> = rec
+            .members
+            .drain(..)
+            .chain(rec.pending_members.drain(..))
+            .collect();
+        let (members, pending): (Vec<_>, Vec<_>) =
+            claims.into_iter().partition(|m| bound.contains(&m.service));
+        rec.members = members;
+        rec.pending_members = pending;
+        rec.members.sort_by(|a, b| a.service.cmp(&b.service));
+        rec.pending_members
+            .sort_by(|a, b| a.service.cmp(&b.service));
+        rec.bound_services = bound.into_iter().collect();
+        if let Some(spare) = b.spare {
+            rec.spare_approved = spare;
+        }
+        rec.spare = rec.spare_requested && rec.spare_approved;
+        self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
+        batch.insert(host_key(&b.host), rec.encode_to_vec());
+        let mut parts = Vec::new();
+        if !b.grant.is_empty() {
+            parts.push(format!("grant {}", b.grant.join(", ")));
+        }
+        if !b.revoke.is_empty() {
+            parts.push(format!("revoke {}", b.revoke.join(", ")));
+        }
+        match b.spare {
+            Some(true) => parts.push("approve spare".into()),
+            Some(false) => parts.push("withdraw spare".into()),
+            None => {}
+        }
+        Ok(format!("bind host {}: {}", b.host, parts.join("; ")))
+    }
+}
+
+/// A host's claims as its agent last reported them (bound and pending members), in one
+/// list sorted by service: what a heartbeat compares with.
+pub fn claimed_members(h: &HostRecord) -> Vec<MemberRecord> {
+    let mut all: Vec<MemberRecord> = h
+        .members
+        .iter()
+        .chain(h.pending_members.iter())
+        .cloned()
+        .collect();
+    all.sort_by(|a, b| a.service.cmp(&b.service));
+    all
+}
