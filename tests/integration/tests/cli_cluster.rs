@@ -105,3 +105,96 @@ fn cluster_status_shows_roles_indexes_and_unreachable_nodes() {
         "{err}"
     );
 }
+
+/// `strongbox host list|approve|revoke` as an operator runs them against real agents: a
+/// spare and a second host of a known service wait for approval, the list says so, approval
+/// binds them, revoke takes it back.
+#[test]
+fn host_approve_and_revoke_bind_what_agents_claim() {
+    use strongbox_integration::agent::AgentProcess;
+    use strongbox_integration::fleet::{cli, sqlite_service};
+    strongbox_core::tls::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let f = rt.block_on(strongbox_integration::fleet::fleet());
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    for p in [&a, &b] {
+        strongbox_integration::create_sqlite_db(p).unwrap();
+    }
+    let _db1 = AgentProcess::start(
+        &f.cluster,
+        "db-1",
+        false,
+        &sqlite_service("notes", &a),
+        &f.key_file,
+    )
+    .unwrap();
+    let hosts = |f: &strongbox_integration::fleet::Fleet| -> serde_json::Value {
+        let out = cli(f, &["--output", "json", "host", "list"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("one JSON document")
+    };
+    let host = |v: &serde_json::Value, name: &str| -> Option<serde_json::Value> {
+        v.as_array()?.iter().find(|h| h["name"] == name).cloned()
+    };
+    wait_for("db-1 to serve notes", || {
+        host(&hosts(&f), "db-1").filter(|h| h["members"].as_array().is_some_and(|m| !m.is_empty()))
+    });
+    let _db2 = AgentProcess::start(
+        &f.cluster,
+        "db-2",
+        false,
+        &sqlite_service("notes", &b),
+        &f.key_file,
+    )
+    .unwrap();
+    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let list = wait_for("db-2 and spare-1 to register", || {
+        let v = hosts(&f);
+        (host(&v, "db-2").is_some() && host(&v, "spare-1").is_some()).then_some(v)
+    });
+    let db2 = host(&list, "db-2").unwrap();
+    assert_eq!(db2["members"], serde_json::json!([]), "{db2}");
+    assert_eq!(db2["pending_members"][0]["service"], "notes", "{db2}");
+    let spare = host(&list, "spare-1").unwrap();
+    assert_eq!(spare["spare"], false, "{spare}");
+    assert_eq!(spare["spare_requested"], true, "{spare}");
+    let table = cli(&f, &["host", "list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("awaiting approval") && text.contains("AWAITING APPROVAL"),
+        "{text}"
+    );
+
+    let out = cli(&f, &["host", "approve", "spare-1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&f, &["--output", "json", "host", "approve", "db-2"]);
+    assert!(out.status.success(), "{out:?}");
+    let db2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(db2["bound_services"], serde_json::json!(["notes"]), "{db2}");
+    let list = hosts(&f);
+    assert_eq!(host(&list, "spare-1").unwrap()["spare"], true);
+    assert_eq!(
+        host(&list, "db-2").unwrap()["members"][0]["service"],
+        "notes"
+    );
+
+    // Revoking needs a target; then the claim waits again.
+    let out = cli(&f, &["host", "revoke", "db-2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--service"),
+        "{out:?}"
+    );
+    let out = cli(&f, &["host", "revoke", "db-2", "--service", "notes"]);
+    assert!(out.status.success(), "{out:?}");
+    let db2 = host(&hosts(&f), "db-2").unwrap();
+    assert_eq!(db2["members"], serde_json::json!([]), "{db2}");
+    // Nothing left to approve on spare-1: a clear refusal.
+    let out = cli(&f, &["host", "approve", "spare-1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing awaiting approval"),
+        "{out:?}"
+    );
+}
