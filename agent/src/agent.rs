@@ -4,9 +4,12 @@
 //! Invariants: a job id starts at most once per process (a job delivered again after a
 //! reconnect is ignored while it runs or after it ended); every job ends with a final report
 //! (a backup's success is its commit), kept and sent again after each reconnect until it is
-//! old, so no outcome is lost with a broken session.
+//! old, so no outcome is lost with a broken session. At start the data root is made ready
+//! for restores, private (`restore::prepare_root`), and restores an earlier version left open
+//! to other users are named in a warning.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,24 @@ pub struct Agent {
     finals: Mutex<Vec<(Instant, JobReport)>>,
 }
 
+/// Makes the data root ready for restores and warns about restores left open to other users.
+/// A failure is only logged: backups need no data root, and a restore tries again and fails
+/// with the reason.
+fn check_data_root(root: &Path) {
+    if let Err(e) = crate::restore::prepare_root(root) {
+        tracing::warn!(data_root = %root.display(), error = %e, "the data root is not ready for restores");
+        return;
+    }
+    for (dir, mode) in crate::restore::open_restores(root) {
+        tracing::warn!(
+            folder = %dir.display(),
+            mode = %format!("{mode:04o}"),
+            "a restore made before restores were kept private is open to other users: \
+             `chmod -R go-rwx` it, or remove it once it is no longer needed"
+        );
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -40,6 +61,9 @@ impl Agent {
     /// Builds the agent; the receiver carries its job reports to the session.
     pub fn new(config: Config) -> Result<(Arc<Agent>, mpsc::UnboundedReceiver<JobReport>)> {
         let keyring = Keyring::load(&config.key_file)?;
+        if let Some(root) = &config.data_root {
+            check_data_root(root);
+        }
         let coordinators =
             Coordinators::new(&config.tls, &config.coordinators, Duration::from_secs(120))?;
         let mut engines = HashMap::new();

@@ -1,11 +1,17 @@
 //! `strongbox-agent`: runs beside the database servers of one host. Loads its configuration,
 //! keys and certificates, then keeps a session with the region's coordinators and runs the
 //! backup and restore jobs they send, until SIGTERM or Ctrl-C.
+//!
+//! The first thing it does is set the umask to 0o077 (`strongbox_core::private`): restored
+//! servers, spools and password files, and whatever the engines' tools it starts (`initdb`,
+//! `mariadb-install-db`, `mariadbd`, `pg_restore`) create, are then private from creation.
+//! It logs to stderr only (the journal under systemd) and writes no log file of its own.
 
 use clap::Parser;
 use strongbox_agent::{agent::Agent, config, session};
 
 fn main() -> anyhow::Result<()> {
+    strongbox_core::private::set_private_umask();
     keep_freed_buffers();
     strongbox_core::tls::install_crypto_provider();
     tracing_subscriber::fmt()

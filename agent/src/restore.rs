@@ -10,9 +10,19 @@
 //! its AEAD tag and its id are checked; a fetch or decryption failure reaches the loader as a
 //! stream *error*, never as a clean end of input, so no part is loaded half; the job fails
 //! when verification finds a difference, and its result still says what was found.
+//!
+//! Privacy (issue 12): a restore holds a copy of the source's data, so nothing of it is ever
+//! readable by other users. The target folder `r/<hex>` is created 0700 by `mkdir` itself
+//! (the engine then gives it to the server's system user, still 0700), and everything below
+//! it is born private under the agent's umask 0o077 (see `strongbox_core::private`). `r/`
+//! and, when the agent makes it, the data root are 0711 when the agent runs as root — the
+//! servers then run as `postgres`/`mysql` and must pass through them to their own folder —
+//! and 0700 otherwise; never listable by others.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +31,7 @@ use strongbox_core::chunk::{Header, Opener};
 use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{self, PartKind};
+use strongbox_core::private;
 use strongbox_proto::v1::{FetchChunkRequest, Job, JobReport};
 use tokio::sync::mpsc;
 
@@ -51,6 +62,15 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         tokio::task::spawn_blocking(move || manifest::open(&agent2.keyring, &service, &sealed))
             .await
             .map_err(|e| Error::Other(format!("a worker thread failed: {e}")))??;
+    // The manifest must be the one made for this backup of this service: a coordinator (or
+    // an agent that fooled one) cannot pass an older backup's manifest off as this one.
+    if manifest.backup_id != job.backup_id || manifest.service != job.service {
+        return Err(Error::Other(format!(
+            "the manifest fetched for backup {} of {} was made for backup {} of {}: refusing to \
+             restore it; report this, the region's catalog may have been tampered with",
+            job.backup_id, job.service, manifest.backup_id, manifest.service
+        )));
+    }
     let kind = EngineKind::parse(&manifest.engine)
         .ok_or_else(|| Error::Other(format!("backup of unknown engine {:?}", manifest.engine)))?;
     // Keys for every key id of the keyring: chunks name the key they were sealed with.
@@ -70,11 +90,8 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
             source,
         })?;
     }
-    std::fs::create_dir_all(root.join("r")).map_err(|source| Error::Io {
-        what: "creating",
-        path: root.join("r"),
-        source,
-    })?;
+    prepare_root(root)?;
+    create_target_dir(&dir)?;
     let total: u64 = manifest.parts.iter().map(|p| p.plain_size()).sum();
     agent.report(JobReport {
         job_id: job.job_id.clone(),
@@ -92,11 +109,6 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
                 engine.kind().as_str()
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            what: "creating",
-            path: dir.clone(),
-            source,
-        })?;
         tracing::warn!(service = %job.service, backup = %job.backup_id, "restoring in place: the live data is replaced");
         engine.in_place(&dir).await?
     } else {
@@ -189,9 +201,65 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
 }
 
 /// The folder of a restore job's server under the data root.
-pub fn restore_dir(root: &std::path::Path, job_id: &str) -> std::path::PathBuf {
+pub fn restore_dir(root: &Path, job_id: &str) -> PathBuf {
     let hash = blake3::hash(job_id.as_bytes()).to_hex();
     root.join("r").join(&hash[..12])
+}
+
+/// The mode of the data root (when the agent makes it) and of its `r/`: 0711 when the agent
+/// runs as root, since restored servers then run as `postgres` or `mysql` and must pass
+/// through to their own 0700 folder (they need no listing); 0700 otherwise, since the servers
+/// then run as the agent's own user.
+pub fn root_mode() -> u32 {
+    if nix::unistd::geteuid().is_root() {
+        private::TRAVERSE_DIR
+    } else {
+        private::PRIVATE_DIR
+    }
+}
+
+/// Makes the data root (if missing) and its `r/` with [`root_mode`]; returns `r/`. An `r/`
+/// this agent owns with another mode (made by an earlier version, 0755) is set to it. An
+/// existing data root is the operator's and is left as it is.
+pub fn prepare_root(root: &Path) -> Result<PathBuf> {
+    let mode = root_mode();
+    if !root.exists() {
+        private::ensure_dir(root, mode).map_err(io_error("creating the data root"))?;
+    }
+    let r = root.join("r");
+    private::ensure_dir(&r, mode).map_err(io_error("creating the restores folder"))?;
+    Ok(r)
+}
+
+/// Creates a restore's own folder, 0700 from the start (the engine may then give it to the
+/// server's system user).
+pub fn create_target_dir(dir: &Path) -> Result<()> {
+    private::create_dir(dir, private::PRIVATE_DIR).map_err(io_error("creating the restore folder"))
+}
+
+/// Restores under `root` that other users can enter or read (made before restores were kept
+/// private), with their modes.
+pub fn open_restores(root: &Path) -> Vec<(PathBuf, u32)> {
+    let Ok(entries) = std::fs::read_dir(root.join("r")) else {
+        return Vec::new();
+    };
+    let mut open: Vec<(PathBuf, u32)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let mode = e.metadata().ok()?.permissions().mode() & 0o7777;
+            (mode & 0o077 != 0).then(|| (e.path(), mode))
+        })
+        .collect();
+    open.sort();
+    open
+}
+
+/// Maps a core I/O error to the agent's, saying what was being done.
+fn io_error(what: &'static str) -> impl Fn(strongbox_core::Error) -> Error {
+    move |e| match e {
+        strongbox_core::Error::Io { path, source } => Error::Io { what, path, source },
+        other => Error::Core(other),
+    }
 }
 
 /// A sealed chunk or manifest, from any coordinator node.
@@ -250,4 +318,58 @@ async fn fetch_open(
     })
     .await
     .map_err(|e| Error::Other(format!("a worker thread failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn restore_folders_are_private_under_the_common_umask_022() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        // SAFETY: umask(2) only sets this process's creation mask; 022 is the usual default,
+        // so other tests running meanwhile see nothing unusual.
+        let old = unsafe { libc::umask(0o022) };
+        let made = prepare_root(&root).and_then(|r| {
+            let dir = restore_dir(&root, "job-1");
+            create_target_dir(&dir).map(|()| (r, dir))
+        });
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        let (r, dir) = made.unwrap();
+        let traverse = if nix::unistd::geteuid().is_root() {
+            0o711
+        } else {
+            0o700
+        };
+        assert_eq!(mode(&root), traverse);
+        assert_eq!(mode(&r), traverse);
+        assert_eq!(mode(&dir), 0o700);
+        assert!(open_restores(&root).is_empty());
+        // A second attempt at the same folder is refused, never reused.
+        assert!(create_target_dir(&dir).is_err());
+    }
+
+    #[test]
+    fn an_existing_data_root_is_kept_and_an_open_r_is_narrowed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let r = root.join("r");
+        std::fs::create_dir(&r).unwrap();
+        std::fs::set_permissions(&r, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let old = r.join("0123456789ab");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_root(&root).unwrap();
+        assert_eq!(mode(&root), 0o750);
+        assert_eq!(mode(&r), root_mode());
+        assert_eq!(open_restores(&root), vec![(old, 0o755)]);
+    }
 }

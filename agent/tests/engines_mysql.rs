@@ -536,3 +536,336 @@ async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
         "3000"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile names (issue 12, kind 1): names from a database reach tools only after `--` and SQL
+// only quoted by the server's rules.
+// ---------------------------------------------------------------------------------------------
+
+use strongbox_integration::hostile::{mariadb_names, PWNED_FILE};
+use strongbox_integration::mariadb::quote_ident;
+
+/// Names aimed at the grants part's own format (its `-- strongbox: after database` markers,
+/// lines, comments), on top of the shared corpus.
+fn grants_format_names() -> Vec<String> {
+    vec![
+        "x\n-- strongbox: after database 78\nGRANT ALL ON *.* TO x;".into(),
+        "y\n;\nDROP DATABASE mysql;\n--".into(),
+    ]
+}
+
+/// Runs `sql` with the `mariadb` client in binary mode (so `\r\n` inside a quoted name stays
+/// as it is) and returns its output; panics with the client's error when it fails.
+fn run_sql(db: &MariaDbServer, sql: &str) -> String {
+    use std::io::Write;
+    let mut cmd = db.client_command();
+    cmd.arg("--binary-mode")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Like [`run_sql`] against a restored server, reached as `root` with its password.
+fn run_sql_on(conn: &Connection, sql: &str) -> String {
+    use std::io::Write;
+    let client = mariadb_tool(&["mariadb", "mysql"]).unwrap();
+    let pw = std::fs::read_to_string(conn.password_file.as_ref().unwrap()).unwrap();
+    let mut child = Command::new(client)
+        .env_clear()
+        .env("MYSQL_PWD", pw.trim())
+        .arg("--no-defaults")
+        .arg("--protocol=TCP")
+        .arg(format!("--host={}", conn.host))
+        .arg(format!("--port={}", conn.port))
+        .args(["--user=root", "-N", "-B", "--binary-mode"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every database's name (hex, so that nothing is lost in the client's batch escaping).
+fn database_names(query: impl Fn(&str) -> String) -> Vec<String> {
+    query(
+        "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN \
+           ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1",
+    )
+    .lines()
+    .map(|h| String::from_utf8(hex::decode(h.trim()).unwrap()).unwrap())
+    .collect()
+}
+
+fn assert_not_pwned() {
+    assert!(
+        !std::path::Path::new(PWNED_FILE).exists(),
+        "{PWNED_FILE} exists: a hostile name ran as a shell command"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_named_like_an_option_is_dumped_alone_from_the_right_server() {
+    let (mut src, _src_tmp) = source_server();
+    // `-Ah2130706434` would read as --all-databases --host=127.0.0.2 (a dotless IPv4): the
+    // agent would send root's password to whoever listens there.
+    let hostile = ["-Ah2130706434", "--host=127.0.0.2"];
+    let mut sql = String::from("CREATE DATABASE bystander; CREATE TABLE bystander.t (a INT);\n");
+    for (i, name) in hostile.iter().enumerate() {
+        let db = quote_ident(name);
+        sql.push_str(&format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.t (a INT);\n\
+             INSERT INTO {db}.t SELECT seq FROM {db}.seq_1_to_{};\n",
+            10 + i
+        ));
+    }
+    run_sql(&src, &sql);
+    src.set_root_password("root-secret").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw_file = tmp.path().join("pw");
+    std::fs::write(&pw_file, "root-secret\n").unwrap();
+
+    // Every database, and the configured subset alike.
+    let mut only = spec(&src, Some(pw_file.clone()));
+    only.databases = vec![hostile[0].to_string()];
+    let subset = backup(only).await;
+    let names: Vec<&str> = subset.iter().map(|p| p.0.name.as_str()).collect();
+    assert_eq!(names, ["grants", hostile[0]]);
+
+    let parts = backup(spec(&src, Some(pw_file.clone()))).await;
+    let names: Vec<&str> = parts.iter().map(|p| p.0.name.as_str()).collect();
+    assert_eq!(names, ["grants", hostile[1], hostile[0], "bystander"]);
+    for (part, bytes, stats) in parts.iter().chain(&subset).skip(1) {
+        if part.kind != PartKind::Database {
+            continue;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        // Exactly this database: one CREATE DATABASE, naming it.
+        let creates: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("CREATE DATABASE"))
+            .collect();
+        assert_eq!(creates.len(), 1, "{}: {creates:?}", part.name);
+        assert!(
+            creates[0].contains(&quote_ident(&part.name)),
+            "{}: {creates:?}",
+            part.name
+        );
+        assert!(
+            !text.contains("`mysql`"),
+            "{}: the dump holds mysql",
+            part.name
+        );
+        let expected_rows = match hostile.iter().position(|h| *h == part.name) {
+            Some(i) => 10 + i as u64,
+            None => 0,
+        };
+        assert_eq!(
+            stats,
+            &vec![TableStat {
+                name: format!("{}.t", part.name),
+                rows: expected_rows
+            }],
+            "{}",
+            part.name
+        );
+    }
+
+    let root = restore_root();
+    let dir = root.path().join("restore");
+    let _guard = Teardown { dir: dir.clone() };
+    let mut target = engines::provision(EngineKind::Mysql, &dir, "127.0.0.1", None, "")
+        .await
+        .unwrap();
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    for (part, bytes, _) in &parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.rows_checked, 10 + 11);
+    assert_eq!(v.engine_check, "mariadb-check: all tables OK");
+    let conn = target.connection();
+    let mut want: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
+    want.push("bystander".into());
+    want.sort_by_key(|n| hex::encode_upper(n));
+    assert_eq!(database_names(|sql| run_sql_on(&conn, sql)), want);
+    src.stop().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_survive_backup_restore_verification_and_in_place() {
+    let (src, _src_tmp) = source_server();
+    let mut names = mariadb_names();
+    names.extend(grants_format_names());
+    // Per name: a database and a table both named so, i + 1 rows, an account `name`@`%` with
+    // a database grant and a table grant (object-level: it waits for its database), a role
+    // named so, granted to the account as its default role.
+    let mut sql = String::new();
+    for (i, n) in names.iter().enumerate() {
+        let q = quote_ident(n);
+        sql.push_str(&format!(
+            "CREATE DATABASE {q};\n\
+             CREATE TABLE {q}.{q} (id INT PRIMARY KEY, v TEXT);\n\
+             INSERT INTO {q}.{q} SELECT seq, CONCAT('row ', seq) FROM {q}.seq_1_to_{rows};\n\
+             CREATE USER {q}@'%' IDENTIFIED BY 'pw-{i}';\n\
+             GRANT SELECT ON {q}.* TO {q}@'%';\n\
+             GRANT INSERT, UPDATE ON {q}.{q} TO {q}@'%';\n\
+             CREATE ROLE {q};\n\
+             GRANT DELETE ON {q}.{q} TO {q};\n\
+             GRANT {q} TO {q}@'%';\n\
+             SET DEFAULT ROLE {q} FOR {q}@'%';\n",
+            rows = i + 1
+        ));
+    }
+    run_sql(&src, &sql);
+    let checksums = |query: &dyn Fn(&str) -> String| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| {
+                let q = quote_ident(n);
+                query(&format!(
+                    "SELECT HEX(CONCAT(COUNT(*), ':', COALESCE(SUM(CRC32(CONCAT(id, v))), 0))) \
+                     FROM {q}.{q}"
+                ))
+            })
+            .collect()
+    };
+    let grants = |query: &dyn Fn(&str) -> String| -> Vec<Vec<String>> {
+        names
+            .iter()
+            .flat_map(|n| {
+                let q = quote_ident(n);
+                [
+                    sorted_lines(&query(&format!("SHOW GRANTS FOR {q}@'%'"))),
+                    sorted_lines(&query(&format!("SHOW GRANTS FOR {q}"))),
+                ]
+            })
+            .collect()
+    };
+    let on_src = |sql: &str| run_sql(&src, sql);
+    let sums_before = checksums(&on_src);
+    let grants_before = grants(&on_src);
+    let mut all_names = names.clone();
+    all_names.sort_by_key(|n| hex::encode_upper(n));
+    assert_eq!(database_names(on_src), all_names);
+
+    // The agent's work runs under a global sql_mode that changes what quotes mean (`"` quotes
+    // names, a backslash is a plain character); the test's own queries do not.
+    let hostile_mode = |on: bool| {
+        let mode = if on {
+            "'ANSI,NO_BACKSLASH_ESCAPES'"
+        } else {
+            "DEFAULT"
+        };
+        run_sql(&src, &format!("SET GLOBAL sql_mode = {mode}"));
+    };
+
+    // Backup: one part per database, each exactly that database with its rows.
+    hostile_mode(true);
+    let parts = backup(spec(&src, None)).await;
+    hostile_mode(false);
+    let mut dumped: Vec<String> = parts[1..].iter().map(|p| p.0.name.clone()).collect();
+    dumped.sort_by_key(|n| hex::encode_upper(n));
+    assert_eq!(dumped, all_names);
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    for (i, n) in names.iter().enumerate() {
+        let got: Vec<&TableStat> = stats
+            .iter()
+            .filter(|s| s.name == format!("{n}.{n}"))
+            .collect();
+        assert_eq!(got.len(), 1, "{n:?}: {stats:?}");
+        assert_eq!(got[0].rows, i as u64 + 1, "{n:?}");
+    }
+    assert_eq!(stats.len(), names.len(), "{stats:?}");
+    assert_not_pwned();
+
+    // Onto a fresh server: everything comes back, verifies and checks.
+    let root = restore_root();
+    let dir = root.path().join("restore");
+    let _guard = Teardown { dir: dir.clone() };
+    let mut target = engines::provision(EngineKind::Mysql, &dir, "127.0.0.1", None, "")
+        .await
+        .unwrap();
+    for (part, bytes, _) in &parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("loading {:?}: {e}", part.name));
+    }
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, names.len() as u64);
+    assert_eq!(v.engine_check, "mariadb-check: all tables OK");
+    let conn = target.connection();
+    let on_target = |sql: &str| run_sql_on(&conn, sql);
+    assert_eq!(database_names(on_target), all_names);
+    assert_eq!(checksums(&on_target), sums_before);
+    assert_eq!(grants(&on_target), grants_before);
+    // Nothing else came along: the accounts are those of the source (but root, which each
+    // server has its own of).
+    let accounts = "SELECT HEX(User), HEX(Host) FROM mysql.user WHERE User <> 'root' ORDER BY 1, 2";
+    assert_eq!(on_target(accounts), on_src(accounts));
+    assert_not_pwned();
+
+    // In place: the live server moves on, then gets the backup back.
+    let mut change = String::new();
+    for n in &names {
+        let q = quote_ident(n);
+        change.push_str(&format!(
+            "DELETE FROM {q}.{q} WHERE id = 1;\n\
+             INSERT INTO {q}.{q} VALUES (1000, 'late');\n\
+             REVOKE INSERT, UPDATE ON {q}.{q} FROM {q}@'%';\n\
+             REVOKE DELETE ON {q}.{q} FROM {q};\n"
+        ));
+    }
+    run_sql(&src, &change);
+    assert_ne!(checksums(&on_src), sums_before);
+    assert_ne!(grants(&on_src), grants_before);
+    hostile_mode(true);
+    let engine = engines::open(spec(&src, None)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut live = engine.in_place(scratch.path()).await.unwrap();
+    for (part, bytes, _) in &parts {
+        live.load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("loading {:?} in place: {e}", part.name));
+    }
+    let v = live.verify(&stats).await.unwrap();
+    hostile_mode(false);
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.engine_check, "mariadb-check: all tables OK");
+    assert_eq!(checksums(&on_src), sums_before);
+    assert_eq!(grants(&on_src), grants_before);
+    assert_eq!(database_names(on_src), all_names);
+    assert_not_pwned();
+}

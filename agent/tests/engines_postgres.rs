@@ -2,7 +2,10 @@
 //! several databases, pgbench data, a view, a function, a sequence) restores into a fresh,
 //! provisioned cluster that verifies and equals the source; a backup taken while pgbench
 //! writes restores to a state where pgbench's balance invariant holds; failures name their
-//! cause without showing the password; provisioned servers never outlive a test.
+//! cause without showing the password; provisioned servers never outlive a test; hostile
+//! names (the shared corpus, and role names crafted against a line-by-line edit of the
+//! globals) go through dump, counts, restore, `pg_amcheck` and in-place restore as data, and a
+//! name that is not UTF-8 fails the backup with an error naming it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -783,4 +786,384 @@ fn a_compressed_custom_archive_is_an_error_not_a_wrong_count() {
     let (_, compressed) = count_streamed_dump(&pg, "counts", "6");
     let err = compressed.unwrap_err();
     assert!(err.contains("compressed"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile names (issue 12, kind 1)
+// ---------------------------------------------------------------------------------------------
+
+/// A session on `db` of `pg` as `user`, with every name passed through the client's API (never
+/// through a connection string or a command line).
+async fn connect_as(pg: &PgServer, user: &str, db: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config.host(pg.host()).port(pg.port()).user(user).dbname(db);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Whether a role named exactly `name` exists on `client`'s server.
+async fn role_exists(client: &tokio_postgres::Client, name: &str) -> bool {
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The file the smuggled statement of [`smuggling_role_name`] would create (short: a role name
+/// holds at most 63 bytes).
+const SMUGGLED_FILE: &str = "/tmp/sbxpw";
+
+/// A role name that a line-by-line edit of `pg_dumpall --globals-only` output turned into SQL
+/// run by the agent's superuser: the edit dropped the lines starting `ALTER ROLE postgres WITH`
+/// (the agent's own role), among them the two lines that close this name's quotes, so the
+/// first line of the name came out as SQL: `COPY ... TO PROGRAM`.
+fn smuggling_role_name() -> String {
+    let name = format!(";COPY(SELECT)TO PROGRAM'>{SMUGGLED_FILE}';\nALTER ROLE postgres WITH ");
+    assert!(name.len() <= 63, "{} bytes", name.len());
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_runs_no_sql_smuggled_in_role_names() {
+    let _ = std::fs::remove_file(SMUGGLED_FILE);
+    let pg = PgServer::start().unwrap();
+    pg.psql("postgres", "CREATE ROLE mallory LOGIN CREATEROLE")
+        .unwrap();
+    // Made by a user with CREATEROLE only, not by a superuser.
+    let hostile = [
+        smuggling_role_name(),
+        "x\";\nCREATE ROLE postgres;\n--".to_string(),
+        "CREATE ROLE postgres;".to_string(),
+        "a\nALTER ROLE postgres WITH NOLOGIN".to_string(),
+    ];
+    let mallory = connect_as(&pg, "mallory", "postgres").await;
+    for name in &hostile {
+        let quoted: String = mallory
+            .query_one("SELECT pg_catalog.quote_ident($1)", &[name])
+            .await
+            .unwrap()
+            .get(0);
+        mallory
+            .batch_execute(&format!("CREATE ROLE {quoted} LOGIN"))
+            .await
+            .unwrap();
+    }
+    drop(mallory);
+
+    let parts = backup(spec(&pg, "postgres", None)).await;
+    let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    let mut loaded = Vec::new();
+    for (part, bytes, _) in &parts {
+        loaded.push(
+            target
+                .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+                .await,
+        );
+    }
+    let v = target.verify(&expected).await;
+
+    assert!(
+        !Path::new(SMUGGLED_FILE).exists(),
+        "a statement smuggled in a role name ran as the superuser (loads: {loaded:?}, \
+         verification: {v:#?})"
+    );
+    for l in &loaded {
+        assert!(l.is_ok(), "{l:?}");
+    }
+    let v = v.unwrap();
+    assert!(v.ok, "{v:#?}");
+    assert!(!v.engine_check.contains("globals:"), "{}", v.engine_check);
+    let admin = connect_as(&pg, "postgres", "postgres").await;
+    for name in &hostile {
+        assert!(role_exists(&admin, name).await, "role {name:?} is gone");
+    }
+    // Nothing but the roles that were there: no role made from a piece of a name.
+    let roles: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 2 + hostile.len() as i64);
+    let (superuser, login): (bool, bool) = {
+        let row = admin
+            .query_one(
+                "SELECT rolsuper, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = 'postgres'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(superuser && login, "the agent's own role was changed");
+}
+
+/// Runs `sql` (bytes: it may hold names that are not UTF-8) with psql on database `db` (a
+/// plain name), with the client encoding `SQL_ASCII` so that the bytes reach the server as
+/// they are.
+fn psql_bytes(pg: &PgServer, db: &str, sql: &[u8]) {
+    use std::io::Write;
+    let mut child = pg
+        .client_command("psql")
+        .env("PGCLIENTENCODING", "SQL_ASCII")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .arg(format!("--dbname={db}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(sql).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `name` quoted by the server (`quote_ident`), for SQL the test sends.
+async fn ident(client: &tokio_postgres::Client, name: &str) -> String {
+    client
+        .query_one("SELECT pg_catalog.quote_ident($1)", &[&name])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Rows of table `public.<name>` in database `name` of the server `config` reaches.
+async fn rows_of(config: &tokio_postgres::Config, name: &str) -> i64 {
+    let mut config = config.clone();
+    config.dbname(name);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let sql = format!("SELECT count(*) FROM public.{}", ident(&client, name).await);
+    client.query_one(sql.as_str(), &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_go_through_backup_restore_and_in_place_restore_as_data() {
+    use strongbox_integration::hostile::{postgres_names, PWNED_FILE};
+    let _ = std::fs::remove_file(PWNED_FILE);
+    let _ = std::fs::remove_file(SMUGGLED_FILE);
+    let names = postgres_names();
+    let pg = PgServer::start().unwrap();
+    pg.psql("postgres", "CREATE ROLE mallory LOGIN CREATEROLE")
+        .unwrap();
+    // For every name: a role (made by mallory, who may only create roles), a database, and
+    // in it a table of that name, owned by that role, with amcheck (so that the in-place
+    // check reaches every database by name).
+    let mallory = connect_as(&pg, "mallory", "postgres").await;
+    let admin = connect_as(&pg, "postgres", "postgres").await;
+    for name in &names {
+        let id = ident(&admin, name).await;
+        mallory
+            .batch_execute(&format!("CREATE ROLE {id} LOGIN PASSWORD 'pw'"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {id}"))
+            .await
+            .unwrap();
+    }
+    drop(mallory);
+    for (k, name) in names.iter().enumerate() {
+        let db = connect_as(&pg, "postgres", name).await;
+        let id = ident(&db, name).await;
+        db.batch_execute(&format!(
+            "CREATE EXTENSION amcheck;
+             CREATE TABLE public.{id} (id int PRIMARY KEY, v text);
+             INSERT INTO public.{id} SELECT g, 'v' || g FROM generate_series(1, {}) g;
+             ALTER TABLE public.{id} OWNER TO {id};",
+            k + 1
+        ))
+        .await
+        .unwrap();
+    }
+
+    // The backup: a part per database, named exactly, rows counted for each.
+    let parts = backup(spec(&pg, "postgres", None)).await;
+    let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    for (k, name) in names.iter().enumerate() {
+        assert!(
+            parts
+                .iter()
+                .any(|p| p.0.kind == PartKind::Database && &p.0.name == name),
+            "no part for database {name:?}"
+        );
+        let stat = format!("{name}.public.{name}");
+        assert_eq!(
+            expected.iter().find(|s| s.name == stat).map(|s| s.rows),
+            Some(k as u64 + 1),
+            "rows of {stat:?}"
+        );
+    }
+
+    // Onto a fresh server: every database, table and role, and pg_amcheck over all of them.
+    let root = restore_root();
+    let (conn, _guard, v) = restore(root.path(), pg.bin_dir(), &parts).await;
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, expected.len() as u64);
+    assert!(
+        v.engine_check.starts_with("pg_amcheck:"),
+        "{}",
+        v.engine_check
+    );
+    let mut fresh = tokio_postgres::Config::new();
+    fresh
+        .host(&conn.host)
+        .port(conn.port)
+        .user("postgres")
+        .password(superuser_password(&conn))
+        .dbname("postgres");
+    let (fresh_admin, connection) = fresh.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    for (k, name) in names.iter().enumerate() {
+        assert!(role_exists(&fresh_admin, name).await, "role {name:?}");
+        assert_eq!(rows_of(&fresh, name).await, k as i64 + 1, "{name:?}");
+    }
+
+    // In place: half of the roles are gone with their tables, the other tables lost rows.
+    for (k, name) in names.iter().enumerate() {
+        let db = connect_as(&pg, "postgres", name).await;
+        let id = ident(&db, name).await;
+        if k % 2 == 0 {
+            db.batch_execute(&format!("DROP OWNED BY {id}"))
+                .await
+                .unwrap();
+            drop(db);
+            admin
+                .batch_execute(&format!("DROP ROLE {id}"))
+                .await
+                .unwrap();
+        } else {
+            db.batch_execute(&format!("DELETE FROM public.{id}"))
+                .await
+                .unwrap();
+        }
+    }
+    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    for (part, bytes, _) in &parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    let v = target.verify(&expected).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+    assert_eq!(v.tables_checked, expected.len() as u64);
+    assert!(
+        v.engine_check
+            .starts_with("pg_amcheck: no corruption found")
+            || v.engine_check.starts_with("pg_amcheck: ok"),
+        "{}",
+        v.engine_check
+    );
+    assert!(!v.engine_check.contains("globals:"), "{}", v.engine_check);
+    // The restore replaced `postgres` too, ending the session there.
+    let admin = connect_as(&pg, "postgres", "postgres").await;
+    let mut live = tokio_postgres::Config::new();
+    live.host(pg.host()).port(pg.port()).user("postgres");
+    for (k, name) in names.iter().enumerate() {
+        assert!(role_exists(&admin, name).await, "role {name:?}");
+        assert_eq!(rows_of(&live, name).await, k as i64 + 1, "{name:?}");
+    }
+
+    for file in [PWNED_FILE, SMUGGLED_FILE] {
+        assert!(
+            !Path::new(file).exists(),
+            "{file} exists: a name ran as code"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_is_not_utf8_fails_the_backup_with_an_error_naming_it() {
+    use strongbox_integration::hostile::non_utf8_name;
+    let pg = PgServer::start().unwrap();
+    // A SQL_ASCII database takes names of any bytes; shared catalogs then hold them.
+    pg.psql(
+        "postgres",
+        "CREATE DATABASE ascii ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'",
+    )
+    .unwrap();
+    pg.psql("ascii", "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .unwrap();
+    let raw = non_utf8_name();
+    let shown = "latin1-\\xe9t\\xe9";
+    let mut sql = b"CREATE DATABASE \"".to_vec();
+    sql.extend_from_slice(&raw);
+    sql.extend_from_slice(b"\";");
+    psql_bytes(&pg, "ascii", &sql);
+
+    // Every database: the backup fails before dumping anything, naming it.
+    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
+    let err = engine.begin_backup().await.err().unwrap().to_string();
+    assert!(err.contains(shown), "{err}");
+    assert!(err.contains("not UTF-8"), "{err}");
+
+    // Listed databases only: the backup goes on, and so does an in-place restore on this
+    // server, which holds a database it cannot name.
+    let mut only = spec(&pg, "postgres", None);
+    only.databases = vec!["postgres".into(), "ascii".into()];
+    let parts = backup(only.clone()).await;
+    assert_eq!(parts.len(), 3);
+    let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+    let engine = engines::open(only.clone()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    for (part, bytes, _) in &parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    let v = target.verify(&expected).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+
+    // A table named so in a listed database: its dump fails, naming it.
+    let mut sql = b"CREATE TABLE \"".to_vec();
+    sql.extend_from_slice(&raw);
+    sql.extend_from_slice(b"\" (x int);");
+    psql_bytes(&pg, "ascii", &sql);
+    let engine = engines::open(only.clone()).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let part = run
+        .parts()
+        .iter()
+        .find(|p| p.name == "ascii")
+        .unwrap()
+        .clone();
+    let mut dump = run.dump(&part).await.unwrap();
+    dump.read_all().await.unwrap();
+    let err = dump.finish.await.unwrap_err().to_string();
+    assert!(err.contains(shown) && err.contains("\"ascii\""), "{err}");
+    run.close().await.unwrap();
+
+    // A role named so: the backup fails before dumping anything, naming it.
+    let mut sql = b"CREATE ROLE \"".to_vec();
+    sql.extend_from_slice(&raw);
+    sql.extend_from_slice(b"\";");
+    psql_bytes(&pg, "ascii", &sql);
+    let engine = engines::open(only).unwrap();
+    let err = engine.begin_backup().await.err().unwrap().to_string();
+    assert!(err.contains(shown) && err.contains("role"), "{err}");
 }

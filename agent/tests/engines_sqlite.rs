@@ -281,3 +281,138 @@ async fn an_in_place_restore_replaces_the_live_file_under_open_connections() {
     // The restored copy in the scratch folder is gone.
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile names (issue 12, kind 1): table names and the file's path reach SQLite only through
+// its API, quoted by its rules, never as SQL text or a URI.
+// ---------------------------------------------------------------------------------------------
+
+use strongbox_integration::hostile::{mariadb_names, PWNED_FILE};
+
+/// A table named `name` per hostile name (`i + 1` rows), in the file at `path`.
+fn hostile_tables(path: &std::path::Path) -> Vec<String> {
+    let db = strongbox_integration::sqlite::create_sqlite_db(path).unwrap();
+    let names = mariadb_names();
+    for (i, n) in names.iter().enumerate() {
+        let q = format!("\"{}\"", n.replace('"', "\"\""));
+        db.execute_batch(&format!(
+            "CREATE TABLE {q} (id INTEGER PRIMARY KEY, v TEXT);\n\
+             WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < {rows})\n\
+             INSERT INTO {q} SELECT x, 'row ' || x FROM s;",
+            rows = i + 1
+        ))
+        .unwrap();
+    }
+    names
+}
+
+/// Backs the file at `path` up, restores it into a fresh file and in place (after the live file
+/// moved on), checking names, counts and content at each step.
+async fn round_trip(path: &std::path::Path, names: &[String]) {
+    let content = |p: &std::path::Path| -> Vec<String> {
+        let db =
+            rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        names
+            .iter()
+            .map(|n| {
+                db.query_row(
+                    &format!(
+                        "SELECT count(*) || ':' || coalesce(group_concat(id || v), '') FROM \"{}\"",
+                        n.replace('"', "\"\"")
+                    ),
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap_or_else(|e| panic!("{n:?} in {}: {e}", p.display()))
+            })
+            .collect()
+    };
+    // The test itself opens the file by its absolute path: a relative one could read as a URI.
+    let abs = std::path::absolute(path).unwrap();
+    let before = content(&abs);
+    let engine = engines::open(spec(path)).unwrap();
+    assert!(engine.probe().await.unwrap().healthy);
+    let mut run = engine.begin_backup().await.unwrap();
+    let parts = run.parts().to_vec();
+    let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(parts[0].name, file_name);
+    let mut dump = run.dump(&parts[0]).await.unwrap();
+    let bytes = dump.read_all().await.unwrap();
+    let stats = dump.finish.await.unwrap();
+    run.close().await.unwrap();
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(
+            stats.iter().find(|s| &s.name == n).map(|s| s.rows),
+            Some(i as u64 + 1),
+            "{n:?}: {stats:?}"
+        );
+    }
+    assert_eq!(stats.len(), names.len());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("restore");
+    let mut target = engines::provision(EngineKind::Sqlite, &dir, "", None, &file_name)
+        .await
+        .unwrap();
+    target
+        .load(&parts[0], Box::new(std::io::Cursor::new(bytes.clone())))
+        .await
+        .unwrap();
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.engine_check, "PRAGMA integrity_check: ok");
+    let restored = target.connection().data_dir;
+    assert_eq!(restored, dir.join(&file_name));
+    assert_eq!(content(&restored), before);
+
+    // In place, after the live file moved on.
+    {
+        let live = rusqlite::Connection::open(&abs).unwrap();
+        for n in names {
+            live.execute(
+                &format!("DELETE FROM \"{}\" WHERE id = 1", n.replace('"', "\"\"")),
+                [],
+            )
+            .unwrap();
+        }
+    }
+    assert_ne!(content(&abs), before);
+    let scratch = tempfile::tempdir().unwrap();
+    let mut live = engine.in_place(scratch.path()).await.unwrap();
+    live.load(&parts[0], Box::new(std::io::Cursor::new(bytes)))
+        .await
+        .unwrap();
+    let v = live.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(content(&abs), before);
+    assert!(
+        !std::path::Path::new(PWNED_FILE).exists(),
+        "{PWNED_FILE} exists: a hostile name ran as a shell command"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_table_names_and_file_name_survive_backup_restore_and_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A file name that starts like an option, with quotes, spaces and a line break.
+    let path = tmp
+        .path()
+        .join("-Ah2130706434 it's \"a\" db;\n$(touch x).db");
+    let names = hostile_tables(&path);
+    round_trip(&path, &names).await;
+}
+
+/// A relative `path` that starts with `file:` names a file, not an SQLite URI (which would
+/// open, or in place write, another file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_path_that_looks_like_a_uri_names_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The only test here that uses a relative path: the others use absolute ones, so changing
+    // the folder of the process does not disturb them.
+    std::env::set_current_dir(tmp.path()).unwrap();
+    let relative = std::path::Path::new("file:app.db?mode=memory");
+    let names = hostile_tables(&tmp.path().join(relative));
+    round_trip(relative, &names).await;
+    assert!(!tmp.path().join("app.db").exists(), "a URI was opened");
+}

@@ -14,8 +14,15 @@
 //!   download (Ctrl-C) leaves no partial file, and removes the folder it created;
 //! - decrypting and decompressing run on the blocking pool; at most `--parallel` chunks are in
 //!   flight, written in order;
-//! - file names come from part names reduced to `[A-Za-z0-9._-]`, so a manifest cannot make us
-//!   write outside the output folder.
+//! - file names come from part names reduced to `[A-Za-z0-9._-]`, starting with neither `.`
+//!   nor `-` and at most [`MAX_STEM`] bytes long, so a manifest cannot make us write outside
+//!   the output folder, nor name a file a tool would read as an option;
+//! - the commands printed to load the files are shell text in which every name is data: each
+//!   path is absolute (never an option, never an SQLite `file:` URI) and every word is
+//!   shell-quoted ([`shell_quote`]: `'…'`, or bash's `$'…'` when it holds control characters,
+//!   so each command stays on one line); a database name reaches `createdb` after `--` and
+//!   `psql` inside a `dbname='…'` connection string, never as an option or a connection
+//!   string of its own; part names shown in the table have their control characters escaped.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -466,7 +473,12 @@ pub struct PlannedFile {
     pub to_sql: bool,
 }
 
-/// A part name reduced to a safe file-name stem: `[A-Za-z0-9._-]`, not starting with a dot.
+/// Longest file-name stem `download` writes: room is left for a suffix and the temporary
+/// names' `.…partial-<pid>` within the 255 bytes a file name may have.
+pub const MAX_STEM: usize = 200;
+
+/// A part name reduced to a safe file-name stem: `[A-Za-z0-9._-]`, starting with neither a dot
+/// nor a dash (a tool would read `-x.sql` as an option), at most [`MAX_STEM`] bytes.
 pub fn safe_stem(name: &str) -> String {
     let mut s: String = name
         .chars()
@@ -481,9 +493,11 @@ pub fn safe_stem(name: &str) -> String {
     if s.is_empty() {
         s = "part".into();
     }
-    if s.starts_with('.') {
+    if s.starts_with('.') || s.starts_with('-') {
         s.insert(0, '_');
     }
+    // Only ASCII is left: any byte is a character boundary.
+    s.truncate(MAX_STEM);
     s
 }
 
@@ -537,31 +551,84 @@ pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
     out
 }
 
-fn shell_quote(p: &Path) -> String {
-    let s = p.display().to_string();
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=".contains(c))
+/// `s` as one shell word: bare when it holds only characters no shell treats specially,
+/// `'…'` otherwise (a `'` written `'\''`), and bash's `$'…'` when it holds control characters
+/// (line breaks, tabs, escapes), so that the word stays on one line and no terminal control
+/// is printed raw.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
     {
-        s
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+        return s.to_string();
     }
+    if !s.chars().any(char::is_control) {
+        return format!("'{}'", s.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            '\n' => out.push_str(r"\n"),
+            '\r' => out.push_str(r"\r"),
+            '\t' => out.push_str(r"\t"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
-/// How to load a downloaded file with the engine's own tools.
+/// `path` as a shell word that no tool reads as an option or a URI: absolute, then quoted.
+fn shell_path(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| Path::new(".").join(path));
+    shell_quote(&abs.to_string_lossy())
+}
+
+/// A libpq connection string naming database `name` (`dbname='…'`, `\` and `'` escaped), so
+/// that psql takes the name as a name even when it looks like a connection string or a URI.
+pub fn pg_dbname_conninfo(name: &str) -> String {
+    format!(
+        "dbname='{}'",
+        name.replace('\\', r"\\").replace('\'', r"\'")
+    )
+}
+
+/// `name` for a terminal: control characters escaped (`\n`, `\u{1b}`), the rest as it is.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// How to load a downloaded file with the engine's own tools: one line of shell (bash) text
+/// in which every name is a quoted word (see the module's invariants).
 pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: &str) -> String {
-    let q = shell_quote(path);
+    let q = shell_path(path);
     match (engine, kind) {
         ("postgres", PartKind::Globals) => format!("psql -d postgres -f {q}"),
-        ("postgres", _) if to_sql => {
-            format!(
-                "createdb {} && psql -d {} -f {q}",
-                safe_stem(part),
-                safe_stem(part)
-            )
-        }
-        ("postgres", _) => format!("pg_restore -d postgres --create {q}"),
-        ("mysql", _) => format!("mariadb < {q}"),
+        ("postgres", _) if to_sql => format!(
+            "createdb -- {} && psql -d {} -f {q}",
+            shell_quote(part),
+            shell_quote(&pg_dbname_conninfo(part))
+        ),
+        ("postgres", _) => format!("pg_restore -d postgres --create -- {q}"),
+        // --binary-mode: a name may hold `\r\n`, which the client would otherwise turn into `\n`.
+        ("mysql", _) => format!("mariadb --binary-mode < {q}"),
+        // sqlite3 knows no `--`: the absolute path is what keeps it from being an option.
         ("sqlite", _) => format!("sqlite3 {q}"),
         _ => "(unknown engine: raw part bytes)".to_string(),
     }
@@ -823,7 +890,8 @@ async fn download(
         committed: false,
     };
     if !dir.exists() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        strongbox_core::private::create_dir_all(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         staging.created_dir = Some(dir.clone());
     }
     let total = m
@@ -842,7 +910,7 @@ async fn download(
     let work = async {
         for f in &files {
             let part = &m.parts[f.part];
-            bar.message(&format!("{} ({})", f.file_name, part.name));
+            bar.message(&format!("{} ({})", f.file_name, printable(&part.name)));
             let fin = dir.join(&f.file_name);
             let tmp = Staging::temp_for(&dir, &f.file_name);
             let bytes = if let (true, Some(pg)) = (f.to_sql, pg_restore.as_deref()) {
@@ -912,8 +980,8 @@ async fn download(
             let mut t = output::table(["file", "part", "size", "tables"]);
             for r in &rows {
                 t.add_row([
-                    output::text(&r["path"]),
-                    output::text(&r["part"]),
+                    printable(&output::text(&r["path"])),
+                    printable(&output::text(&r["part"])),
                     size(r["bytes"].as_u64().unwrap_or(0)),
                     output::text(&r["tables"]),
                 ]);
@@ -1163,6 +1231,12 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
     Ok(())
 }
 
+/// The shared hostile-name corpus of the integration tests, for the download tests below.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/integration/src/hostile.rs"]
+mod hostile;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1304,6 +1378,188 @@ mod tests {
             let (f, _) = file_for("mysql", PartKind::Database, name, Format::Native);
             assert!(!f.contains('/') && !f.starts_with('.'), "{name} → {f}");
         }
+    }
+
+    #[test]
+    fn hostile_part_names_make_safe_file_names() {
+        let mut names = hostile::mariadb_names();
+        names.extend(hostile::postgres_names());
+        names
+            .extend(["..", ".", "", "/", "../../x", "-", "--", &"é".repeat(300)].map(String::from));
+        for name in &names {
+            for (engine, kind) in [
+                ("postgres", PartKind::Globals),
+                ("postgres", PartKind::Database),
+                ("mysql", PartKind::Database),
+                ("sqlite", PartKind::File),
+            ] {
+                for format in [Format::Native, Format::Sql] {
+                    let (f, _) = file_for(engine, kind, name, format);
+                    assert!(
+                        !f.is_empty()
+                            && !f.contains('/')
+                            && !f.starts_with('.')
+                            && !f.starts_with('-')
+                            && f != ".."
+                            && f.len() <= MAX_STEM + 8
+                            && f.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                        "{name:?} → {f:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every printed load command, run by bash against stand-ins of the tools that record
+    /// their arguments (and stdin): each tool gets exactly the words meant for it, whatever
+    /// the part's name and the output folder, and nothing else runs.
+    #[test]
+    fn printed_load_commands_keep_hostile_names_as_data() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bin = tmp.path().join("bin");
+        let seen = tmp.path().join("seen");
+        std::fs::create_dir_all(&bin).expect("bin");
+        std::fs::create_dir_all(&seen).expect("seen");
+        for tool in ["createdb", "psql", "pg_restore", "mariadb", "sqlite3"] {
+            let stub = bin.join(tool);
+            std::fs::write(
+                &stub,
+                format!(
+                    "#!/bin/sh\nout={}/{tool}\n: > \"$out\"\n\
+                     for a in \"$@\"; do printf '%s\\0' \"$a\" >> \"$out\"; done\n\
+                     if [ {tool} = mariadb ]; then cat > \"$out.stdin\"; fi\n",
+                    shell_quote(&seen.to_string_lossy())
+                ),
+            )
+            .expect("stub");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        // The output folder is hostile too (the operator's -o, or a relative one).
+        let out = tmp.path().join("-o dir $(touch x) it's\n\"q\"");
+        std::fs::create_dir_all(&out).expect("out");
+        let recorded = |tool: &str| -> Option<Vec<String>> {
+            let bytes = std::fs::read(seen.join(tool)).ok()?;
+            Some(
+                bytes
+                    .split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .split_last()
+                    .map(|(_, args)| args.to_vec())
+                    .unwrap_or_default(),
+            )
+        };
+        let mut names = hostile::mariadb_names();
+        names.extend(hostile::postgres_names());
+        for name in &names {
+            for (engine, kind, to_sql) in [
+                ("postgres", PartKind::Globals, false),
+                ("postgres", PartKind::Database, true),
+                ("postgres", PartKind::Database, false),
+                ("mysql", PartKind::Database, false),
+                ("sqlite", PartKind::File, false),
+            ] {
+                let format = if to_sql { Format::Sql } else { Format::Native };
+                let (file, _) = file_for(engine, kind, name, format);
+                let path = out.join(&file);
+                std::fs::write(&path, name.as_bytes()).expect("file");
+                let abs = path.to_string_lossy().into_owned();
+                for entry in std::fs::read_dir(&seen).expect("seen") {
+                    std::fs::remove_file(entry.expect("entry").path()).expect("clear");
+                }
+                let hint = load_hint(engine, kind, Path::new(&path), to_sql, name);
+                assert!(!hint.contains('\n') && !hint.contains('\r'), "{hint:?}");
+                let run = std::process::Command::new("bash")
+                    .arg("-c")
+                    .arg(&hint)
+                    .env("PATH", format!("{}:/usr/bin:/bin", bin.to_string_lossy()))
+                    .current_dir(tmp.path())
+                    .output()
+                    .expect("bash");
+                assert!(run.status.success(), "{hint}: {:?}", run);
+                let words = |w: &[&str]| Some(w.iter().map(|s| s.to_string()).collect());
+                match (engine, kind, to_sql) {
+                    ("postgres", PartKind::Globals, _) => {
+                        assert_eq!(
+                            recorded("psql"),
+                            words(&["-d", "postgres", "-f", &abs]),
+                            "{hint}"
+                        );
+                    }
+                    ("postgres", _, true) => {
+                        assert_eq!(recorded("createdb"), words(&["--", name]), "{hint}");
+                        let conninfo = pg_dbname_conninfo(name);
+                        assert_eq!(
+                            recorded("psql"),
+                            words(&["-d", &conninfo, "-f", &abs]),
+                            "{hint}"
+                        );
+                        // libpq reads the value back as the name.
+                        let value = conninfo
+                            .strip_prefix("dbname='")
+                            .and_then(|v| v.strip_suffix('\''))
+                            .expect("quoted");
+                        let mut unescaped = String::new();
+                        let mut chars = value.chars();
+                        while let Some(c) = chars.next() {
+                            match c {
+                                '\\' => unescaped.push(chars.next().expect("escaped")),
+                                '\'' => panic!("an unescaped quote in {conninfo}"),
+                                c => unescaped.push(c),
+                            }
+                        }
+                        assert_eq!(&unescaped, name);
+                    }
+                    ("postgres", _, false) => {
+                        assert_eq!(
+                            recorded("pg_restore"),
+                            words(&["-d", "postgres", "--create", "--", &abs]),
+                            "{hint}"
+                        );
+                    }
+                    ("mysql", _, _) => {
+                        assert_eq!(recorded("mariadb"), words(&["--binary-mode"]), "{hint}");
+                        assert_eq!(
+                            std::fs::read(seen.join("mariadb.stdin")).expect("stdin"),
+                            name.as_bytes(),
+                            "{hint}"
+                        );
+                    }
+                    _ => {
+                        assert_eq!(recorded("sqlite3"), words(&[&abs]), "{hint}");
+                    }
+                }
+                assert!(
+                    !Path::new(hostile::PWNED_FILE).exists() && !tmp.path().join("x").exists(),
+                    "{hint} ran a command of the name"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn shell_words_round_trip() {
+        for s in [
+            "plain",
+            "",
+            "it's",
+            "a\nb",
+            "\u{1b}[31m",
+            "tab\t\\'x",
+            "é\u{85}",
+        ] {
+            let q = shell_quote(s);
+            assert!(!q.contains('\n') && !q.contains('\u{1b}'), "{q}");
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {q}"))
+                .output()
+                .expect("bash");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s, "{q}");
+        }
+        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
     }
 
     #[test]

@@ -17,11 +17,16 @@
 //!   PostgreSQL servers restores made (found by their `postmaster.pid` under the temp folder),
 //!   the demo database server, the coordinators; then removes the temp folder;
 //! - every wait is a polling loop with a deadline, and a failure names the log to read and
-//!   prints its tail; no secret (key bytes, passwords) is ever printed.
+//!   prints its tail; no secret (key bytes, passwords) is ever printed;
+//! - everything it writes is private from creation (`main` sets the umask 0o077, and the
+//!   folders, configs, logs and the demo database are made with explicit modes too): folders
+//!   0700, files 0600. Only the temp folder itself and the agents' data roots are 0711 when
+//!   running as root, so the PostgreSQL servers (running as `postgres`) can pass through them
+//!   to their own 0700 folders; no other user can list them.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,10 +38,11 @@ use serde_json::{json, Value};
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::Keyring;
 use strongbox_core::pki::{self, Identity, Role, Validity};
+use strongbox_core::private;
 use strongbox_core::tls::TlsFiles;
 use strongbox_proto::v1::{
-    ClusterStatusRequest, CreateBackupRequest, JobInfo, ListHostsRequest, ListServicesRequest,
-    RestoreBackupRequest,
+    BindHostRequest, ClusterStatusRequest, CreateBackupRequest, JobInfo, ListHostsRequest,
+    ListServicesRequest, RestoreBackupRequest,
 };
 
 use crate::backup::{self, backup_json};
@@ -91,6 +97,7 @@ impl Proc {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(private::PRIVATE_FILE)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
         let file2 = file.try_clone()?;
@@ -227,9 +234,21 @@ struct AgentConfig {
     service: Vec<ServiceConfig>,
 }
 
+/// Writes a new config file, 0600 from creation (it names the key and TLS files).
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let text = toml::to_string(value).context("encoding a config")?;
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    private::write_new(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The mode of folders a PostgreSQL server running as `postgres` must pass through: 0711
+/// when we run as root (and servers run as `postgres`), else 0700.
+fn traverse_mode() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        private::TRAVERSE_DIR
+    } else {
+        private::PRIVATE_DIR
+    }
 }
 
 // ------------------------------------------------------------------------------ PostgreSQL
@@ -360,9 +379,10 @@ impl Dev {
             .tempdir()
             .context("creating the temp folder")?;
         let dir = root.path().to_path_buf();
-        // Others may traverse (not list) it: the PostgreSQL servers run as `postgres` below it.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
-        std::fs::create_dir(dir.join("logs"))?;
+        // Made 0700. Others may traverse (not list) it when we are root: the PostgreSQL
+        // servers run as `postgres` below it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(traverse_mode()))?;
+        private::create_dir(&dir.join("logs"), private::PRIVATE_DIR)?;
         Ok(Dev {
             root: Some(root),
             operator: TlsFiles::in_dir(&dir.join("certs"), OPERATOR),
@@ -492,8 +512,11 @@ impl Dev {
     /// The demo SQLite file: a few tables, some thousand rows.
     fn sqlite(&self) -> anyhow::Result<ServiceConfig> {
         let dir = self.dir.join("db");
-        std::fs::create_dir_all(&dir)?;
+        private::create_dir_all(&dir)?;
         let path = dir.join("demo.db");
+        // Created 0600 before SQLite opens it (an empty file is an empty database); SQLite
+        // gives its journal and WAL files the database file's mode.
+        drop(private::create_file(&path)?);
         let mut db = rusqlite::Connection::open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
         let tx = db.transaction()?;
@@ -548,7 +571,7 @@ impl Dev {
         let run_as = postgres_user()?;
         let dir = self.dir.join("pg");
         let data = dir.join("data");
-        std::fs::create_dir_all(&dir)?;
+        private::create_dir_all(&dir)?;
         if let Some((uid, gid)) = run_as {
             chown_tree(&dir, uid, gid)?;
         }
@@ -583,7 +606,7 @@ impl Dev {
         let log = self.log("postgres");
         if let Some((uid, gid)) = run_as {
             // The server writes its log itself only if it may; we open it for it, as root.
-            std::fs::File::create(&log)?;
+            drop(private::create_file(&log)?);
             let _ = std::os::unix::fs::chown(&log, Some(uid), Some(gid));
         }
         let mut proc = Proc::start("PostgreSQL", server, &log, libc::SIGINT)?;
@@ -649,8 +672,7 @@ impl Dev {
         for (host, spare) in [(DB_HOST, false), (SPARE_HOST, true)] {
             let tls = TlsFiles::in_dir(&self.dir.join("certs"), host);
             let data_root = self.dir.join(format!("{host}-data"));
-            std::fs::create_dir_all(&data_root)?;
-            std::fs::set_permissions(&data_root, std::fs::Permissions::from_mode(0o711))?;
+            private::create_dir(&data_root, traverse_mode())?;
             let config = AgentConfig {
                 coordinators: self.addresses.clone(),
                 region: REGION.into(),
@@ -703,7 +725,22 @@ impl Dev {
             let healthy = services
                 .iter()
                 .any(|s| s.name == SERVICE && s.members.iter().any(|m| m.healthy));
-            if registered && healthy {
+            // The spare asks to be one; the operator (this demo) approves it, as
+            // `strongbox host approve` does on a real fleet.
+            let spare = hosts.iter().find(|x| x.name == SPARE_HOST);
+            if let Some(h) = spare.filter(|h| h.spare_requested && !h.spare_approved) {
+                let host = h.name.clone();
+                api.call("BindHost", |mut c| {
+                    let req = BindHostRequest {
+                        host: host.clone(),
+                        ..Default::default()
+                    };
+                    async move { c.bind_host(req).await }
+                })
+                .await?;
+                continue;
+            }
+            if registered && healthy && spare.is_some_and(|h| h.spare) {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -78,6 +78,9 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
 }
 
 fn main() -> std::process::ExitCode {
+    // Downloads, keys, certificates and `dev`'s whole demo are private from creation, also
+    // what child processes (pg_restore, servers) write: see `strongbox_core::private`.
+    strongbox_core::private::set_private_umask();
     strongbox_core::tls::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {

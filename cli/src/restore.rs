@@ -224,26 +224,23 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
 /// How a client connects to a restored server, as a command line (no secrets: the password
 /// stays in its file).
 pub fn connect_hint(c: &Connection) -> Option<String> {
+    use crate::backup::shell_quote as q;
+    let password = q(c.password_file.as_deref().unwrap_or("PASSWORD_FILE"));
+    let user = |default: &str| q(if c.user.is_empty() { default } else { &c.user });
     match c.engine.as_str() {
         "postgres" => Some(format!(
-            "PGPASSWORD=\"$(cat {})\" psql -h {} -p {} -U {} -d postgres",
-            c.password_file.as_deref().unwrap_or("PASSWORD_FILE"),
-            c.host,
+            "PGPASSWORD=\"$(cat {password})\" psql -h {} -p {} -U {} -d postgres",
+            q(&c.host),
             c.port,
-            if c.user.is_empty() {
-                "postgres"
-            } else {
-                &c.user
-            }
+            user("postgres")
         )),
         "mysql" => Some(format!(
-            "MYSQL_PWD=\"$(cat {})\" mariadb -h {} -P {} -u {}",
-            c.password_file.as_deref().unwrap_or("PASSWORD_FILE"),
-            c.host,
+            "MYSQL_PWD=\"$(cat {password})\" mariadb -h {} -P {} -u {}",
+            q(&c.host),
             c.port,
-            if c.user.is_empty() { "root" } else { &c.user }
+            user("root")
         )),
-        "sqlite" => Some(format!("sqlite3 {}", c.data_dir)),
+        "sqlite" => Some(format!("sqlite3 {}", q(&c.data_dir))),
         _ => None,
     }
 }

@@ -1,9 +1,14 @@
 //! `strongbox-coordinator`: one node of a region's coordinator cluster.
+//!
+//! The first thing it does is set the umask to 0o077 (`strongbox_core::private`), so the chunk
+//! store, the catalog and the Raft log (sled) are private from creation; then the data folder
+//! is made (or narrowed to) 0700, which also closes a store an earlier version made 0755.
 
 use clap::Parser;
 use strongbox_coordinator::{config, server};
 
 fn main() -> anyhow::Result<()> {
+    strongbox_core::private::set_private_umask();
     strongbox_core::tls::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -12,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = config::Config::load(config::Args::parse())?;
+    strongbox_core::private::ensure_dir(&config.data_dir, strongbox_core::private::PRIVATE_DIR)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("coordinator")

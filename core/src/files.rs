@@ -2,6 +2,9 @@
 //!
 //! Invariant: a file written here is complete or absent (temp file, fsync, rename, fsync of the
 //! folder), and a secret file is created with mode 0600 before any byte is written to it.
+//! Folders it has to make for the file are made 0700 (see [`crate::private`]); the mode of the
+//! file itself is the caller's, given to `open`, and narrowed further by the process umask
+//! (0o077 in every strongbox binary).
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -28,7 +31,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::private::create_dir_all(dir)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::invalid("path", path.display().to_string(), "it names no file"))?;
@@ -72,4 +75,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
 /// Reads a whole file, naming it in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn missing_folders_of_a_written_file_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys/fleet/fleet.key");
+        write_atomic(&path, b"secret", 0o600, Overwrite::Refuse).unwrap();
+        for d in [tmp.path().join("keys"), tmp.path().join("keys/fleet")] {
+            let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+    }
 }

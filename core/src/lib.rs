@@ -12,6 +12,7 @@ pub mod ids;
 pub mod keys;
 pub mod manifest;
 pub mod pki;
+pub mod private;
 pub mod process;
 pub mod tls;
 

@@ -95,6 +95,13 @@ impl OperatorService for Probe {
         Err(Status::unimplemented("probe"))
     }
 
+    async fn bind_host(
+        &self,
+        _: Request<pb::BindHostRequest>,
+    ) -> Result<Response<pb::HostInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
     async fn purge_backup(
         &self,
         _: Request<pb::PurgeBackupRequest>,

@@ -24,6 +24,21 @@
 //!   run detached from the agent, in their own session, as the `mysql` system user when the
 //!   agent is root. The root password reaches the server only as its
 //!   `mysql_native_password` hash.
+//! - **Names are data, never options or SQL text.** A name that comes from a database, the
+//!   service's config or a request (database, table, account, role, host) reaches a tool only
+//!   after `--` (`mariadb-dump --databases -- <db>`, `mariadb-check --databases -- <db>…`:
+//!   MariaDB's option parser ends options there), or inside an option's `--opt=value` form
+//!   for the connection settings of the config. It reaches SQL only quoted by the server's
+//!   own rules: identifiers in backquotes with backquotes doubled ([`quote_ident`]), values
+//!   compared as hex digits (`HEX(col) = '…'`), never pasted or edited as text. Every script
+//!   of ours starts with [`SESSION_MODE`] (no `ANSI_QUOTES`, no `NO_BACKSLASH_ESCAPES`, so
+//!   quotes mean what this module and the server's `SHOW` output assume), runs through the
+//!   client in `--binary-mode` (no client commands; a `\r\n` inside a name stays), and stops
+//!   at its first error; the two read-only exceptions (`SHOW` of every account, `KILL` of
+//!   sessions) go on with `--force` and say so.
+//! - **The grants part is split by statements, not by lines**: a name may hold a line break,
+//!   a `;` or a `-- strongbox:` marker, so the restore lexes the part as the server does
+//!   (quotes, comments) before it picks markers, statements, or the agent's own account.
 //! - **Loading** is one `Loader` for fresh servers and the live one alike.
 //! - **In place** (the live server, reached as the service's configured user; never a
 //!   read-only server or a replica): a database part replaces exactly that database (the
@@ -57,6 +72,15 @@ const SYSTEM_DATABASES: &[&str] = &["information_schema", "performance_schema", 
 const SYSTEM_ACCOUNTS: &[&str] = &["root", "mariadb.sys", "mysql", "PUBLIC", ""];
 /// Marks the start of object-level grants to apply after a database is loaded.
 const AFTER_DATABASE: &str = "-- strongbox: after database ";
+/// The first statement of every script of ours: the session's `sql_mode` without the modes
+/// that change what quotes mean (`ANSI_QUOTES`, `NO_BACKSLASH_ESCAPES`, and the combinations
+/// that imply them), whatever the server's global mode. The rest of the mode (e.g.
+/// `NO_AUTO_CREATE_USER`, which keeps a `GRANT` from creating an account) stays.
+pub const SESSION_MODE: &str = "SET SESSION sql_mode = TRIM(BOTH ',' FROM \
+    REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(REPLACE(\
+    CONCAT(',', @@SESSION.sql_mode, ','), \
+    ',NO_BACKSLASH_ESCAPES,', ','), ',ANSI_QUOTES,', ','), ',ANSI,', ','), ',ORACLE,', ','), \
+    ',POSTGRESQL,', ','), ',MSSQL,', ','), ',DB2,', ','), ',MAXDB,', ','));\n";
 /// How long a provisioned server may take to start, or to stop.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -130,14 +154,16 @@ impl MyTools {
 // Quoting and output parsing
 // ---------------------------------------------------------------------------------------------
 
-/// `name` as an identifier (`` my`db `` → `` `my``db` ``).
+/// `name` as an identifier (`` my`db `` → `` `my``db` ``). Backquotes mean the same in every
+/// `sql_mode`, and nothing but a backquote is special inside them.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
-/// `value` as a string literal.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+/// `value`'s UTF-8 bytes as uppercase hex digits in a string literal, to compare with
+/// `HEX(column)`: nothing in it is special in any `sql_mode`.
+fn hex_literal(value: &str) -> String {
+    format!("'{}'", hex::encode_upper(value))
 }
 
 /// Undoes the escaping of the client's batch mode (`\\`, `\t`, `\n`, `\0`).
@@ -255,18 +281,22 @@ impl Endpoint {
     }
 
     /// The `mariadb` client for this endpoint (with a connect timeout, which only the client
-    /// knows).
+    /// knows), in `--binary-mode`: it runs no client command but `DELIMITER` (no `\!`, no
+    /// `source`), and passes statements on byte for byte (a `\r\n` inside a name stays).
     fn client(&self, tools: &MyTools) -> Result<ToolCommand> {
         let mut cmd = self.command(&tools.client()?);
-        cmd.arg("--connect-timeout=10");
+        cmd.args(["--connect-timeout=10", "--binary-mode"]);
         Ok(cmd)
     }
 
-    /// Runs `sql` with the client in batch mode; returns the rows, fields unescaped.
+    /// Runs `sql` (after [`SESSION_MODE`]) with the client in batch mode, stopping at the
+    /// first error; returns the rows, fields unescaped.
     async fn query(&self, tools: &MyTools, sql: &str) -> Result<Vec<Vec<String>>> {
         let mut cmd = self.client(tools)?;
         cmd.args(["-N", "-B"]);
-        let out = cmd.capture_with_input(sql.as_bytes()).await?;
+        let out = cmd
+            .capture_with_input(format!("{SESSION_MODE}{sql}").as_bytes())
+            .await?;
         if !out.success {
             return Err(self.client_error(&out.stderr));
         }
@@ -510,6 +540,9 @@ impl MyBackup {
             "--hex-blob",
             MAX_PACKET,
             "--databases",
+            // The end of options: a database named `-Ah2130706434` is a name, not
+            // `--all-databases --host=127.0.0.2`.
+            "--",
             db,
         ]);
         let streaming = cmd.spawn_stream()?;
@@ -521,14 +554,16 @@ impl MyBackup {
             exit.wait().await?;
             let tables = counted
                 .await
-                .map_err(|e| Error::Other(format!("counting the rows of {db} failed: {e}")))?
+                .map_err(|e| {
+                    Error::Other(format!("counting the rows of database {db:?} failed: {e}"))
+                })?
                 .ok_or_else(|| {
                     Error::Other(format!(
-                        "the dump of {db} was finished before its stream was read to its end \
-                         (and its tap ended); read the reader to its end first"
+                        "the dump of database {db:?} was finished before its stream was read \
+                         to its end (and its tap ended); read the reader to its end first"
                     ))
                 })?;
-            tracing::info!(service = %service, database = %db, tables = tables.len(), "database dumped");
+            tracing::info!(service = %service, database = ?db, tables = tables.len(), "database dumped");
             Ok(tables
                 .into_iter()
                 .map(|(table, rows)| TableStat {
@@ -581,14 +616,17 @@ async fn dump_grants(ep: &Endpoint, tools: &MyTools, service: &str) -> Result<St
         });
     }
     // One client run; each account's answers follow a marker row. --force goes on past
-    // accounts the server cannot show (e.g. host names while skip-name-resolve is on).
-    let mut script = String::new();
+    // accounts the server cannot show (e.g. host names while skip-name-resolve is on): the
+    // script only reads (SELECT and SHOW), and every name in it is quoted, so an error ends
+    // one statement and can start none. SESSION_MODE first: the server then quotes names in
+    // its answers with backquotes.
+    let mut script = String::from(SESSION_MODE);
     for (i, a) in accounts.iter().enumerate() {
         script.push_str(&format!("SELECT '#strongbox# {i}';\n"));
         if a.role {
-            script.push_str(&format!("SHOW GRANTS FOR {};\n", quote_literal(&a.user)));
+            script.push_str(&format!("SHOW GRANTS FOR {};\n", quote_ident(&a.user)));
         } else {
-            let who = format!("{}@{}", quote_literal(&a.user), quote_literal(&a.host));
+            let who = format!("{}@{}", quote_ident(&a.user), quote_ident(&a.host));
             script.push_str(&format!(
                 "SHOW CREATE USER {who};\nSHOW GRANTS FOR {who};\n"
             ));
@@ -647,8 +685,10 @@ async fn dump_grants(ep: &Endpoint, tools: &MyTools, service: &str) -> Result<St
         "-- strongbox-agent: roles, accounts and grants of a MariaDB server.\n\
          -- Object-level grants (tables, columns, routines) come last, each group after the\n\
          -- database it needs: load this file before the databases' dumps, and each group\n\
-         -- after its database's dump.\n",
+         -- after its database's dump. Names may hold line breaks: load it with\n\
+         -- `mariadb --binary-mode`, and split it by statements, never by lines.\n",
     );
+    sql.push_str(SESSION_MODE);
     for l in roles.iter().chain(&users).chain(&grants) {
         sql.push_str(l);
         sql.push('\n');
@@ -740,6 +780,12 @@ struct Layout {
     tmp: PathBuf,
 }
 
+/// MariaDB ignores the umask it inherits and creates files 0660 unless told otherwise by its
+/// `UMASK`/`UMASK_DIR` environment: a restored server's files are 0600, its folders 0700.
+fn private_modes(cmd: &mut ToolCommand) {
+    cmd.env("UMASK", "0600").env("UMASK_DIR", "0700");
+}
+
 fn layout(dir: &Path) -> Layout {
     Layout {
         data: dir.join("data"),
@@ -804,6 +850,7 @@ pub async fn provision(
         ])
         .current_dir(dir)
         .run_as(user.as_ref());
+    private_modes(&mut cmd);
     cmd.output().await?;
 
     let password = process::random_password();
@@ -825,6 +872,7 @@ pub async fn provision(
             .args(["--skip-name-resolve", MAX_PACKET])
             .current_dir(dir)
             .run_as(user.as_ref());
+        private_modes(&mut cmd);
         let pid = cmd.spawn_detached(&dir.join("mariadbd.out")).await?;
         let target = MyTarget {
             dir: dir.to_path_buf(),
@@ -914,7 +962,8 @@ impl MyTarget {
 
     /// Leaves `root@localhost` and `root@'%'` with the generated password, and no other root.
     async fn secure_root(&mut self, password: &str) -> Result<()> {
-        let hash = quote_literal(&native_password_hash(password));
+        // The hash is `*` and hex digits, made here: nothing in it needs escaping.
+        let hash = format!("'{}'", native_password_hash(password));
         let sql = format!(
             "DELETE FROM mysql.global_priv WHERE User = 'root' AND Host <> 'localhost';\n\
              FLUSH PRIVILEGES;\n\
@@ -929,31 +978,236 @@ impl MyTarget {
     }
 }
 
-/// Splits a grants part into what loads now and the object grants waiting for a database.
-fn split_grants(text: &str) -> (String, Vec<(String, String)>) {
-    let mut now = String::new();
-    let mut waiting: Vec<(String, String)> = Vec::new();
-    for line in text.split_inclusive('\n') {
-        if let Some(hexname) = line.trim_end().strip_prefix(AFTER_DATABASE) {
-            let db = hex::decode(hexname.trim())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            waiting.push((db, String::new()));
-            continue;
-        }
-        match waiting.last_mut() {
-            Some((_, sql)) => sql.push_str(line),
-            None => now.push_str(line),
-        }
-    }
-    (now, waiting)
+/// One piece of a grants part.
+#[derive(Debug, PartialEq, Eq)]
+enum GrantsItem {
+    /// An [`AFTER_DATABASE`] marker between statements: the database whose object-level
+    /// grants follow.
+    After(String),
+    /// One statement, with its `;`.
+    Statement(String),
 }
 
-/// The lines of a grants part that do not name `account` (`` `user`@`host` ``).
-fn without_account(text: &str, account: &str) -> String {
-    text.split_inclusive('\n')
-        .filter(|l| !l.contains(account))
-        .collect()
+/// Splits a grants part into statements and markers, lexing it as the server does under
+/// [`SESSION_MODE`]: backquoted names with doubled backquotes, strings in `'` or `"` with
+/// backslash escapes and doubled quotes, `-- `, `#` and `/* */` comments (`/*! */` ones are
+/// code, quotes in them included). A marker counts only as a comment line between
+/// statements: inside a name it is part of the name. Other comments between statements are
+/// dropped.
+fn grants_items(text: &str) -> Result<Vec<GrantsItem>> {
+    let damaged = |what: &str| {
+        Error::Other(format!(
+            "the grants part {what}: it is damaged or was not made by strongbox-agent; \
+             restore without it or from another backup"
+        ))
+    };
+    let b = text.as_bytes();
+    let mut items = Vec::new();
+    // Where the statement being read started, once it has.
+    let mut start: Option<usize> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let next = b.get(i + 1).copied();
+        match c {
+            b'`' | b'\'' | b'"' => {
+                start.get_or_insert(i);
+                i = skip_quoted(b, i)
+                    .ok_or_else(|| damaged("ends inside a quoted name or string"))?;
+                continue;
+            }
+            b'-' if next == Some(b'-')
+                && b.get(i + 2)
+                    .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
+            {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |n| i + n);
+                if start.is_none() {
+                    if let Some(hex_name) = text[i..end].trim_end().strip_prefix(AFTER_DATABASE) {
+                        let db = hex::decode(hex_name.trim())
+                            .ok()
+                            .and_then(|bytes| String::from_utf8(bytes).ok())
+                            .ok_or_else(|| {
+                                damaged("has a marker whose database is not hex of UTF-8")
+                            })?;
+                        items.push(GrantsItem::After(db));
+                    }
+                }
+                i = end;
+                continue;
+            }
+            b'#' => {
+                i = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |n| i + n);
+                continue;
+            }
+            b'/' if next == Some(b'*') => {
+                if matches!(b.get(i + 2), Some(b'!' | b'M')) {
+                    // A versioned comment is code to the server: its quotes are lexed as
+                    // quotes, and its `*/` is just more code.
+                    start.get_or_insert(i);
+                    i += 2;
+                    continue;
+                }
+                let end = text[i + 2..]
+                    .find("*/")
+                    .ok_or_else(|| damaged("ends inside a comment"))?;
+                i += 2 + end + 2;
+                continue;
+            }
+            b';' => {
+                if let Some(s) = start.take() {
+                    items.push(GrantsItem::Statement(text[s..=i].to_string()));
+                }
+            }
+            c if c.is_ascii_whitespace() => {}
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+        i += 1;
+    }
+    if start.is_some() {
+        return Err(damaged("ends inside a statement (no `;`)"));
+    }
+    Ok(items)
+}
+
+/// The index just after the quoted name or string that opens at `b[open]`: the quote doubled
+/// stands for itself, and in strings (not in backquoted names) a backslash escapes the next
+/// byte. None when it does not end.
+fn skip_quoted(b: &[u8], open: usize) -> Option<usize> {
+    let q = b[open];
+    let mut i = open + 1;
+    while i < b.len() {
+        match b[i] {
+            c if c == q => {
+                if b.get(i + 1) == Some(&q) {
+                    i += 2;
+                    continue;
+                }
+                return Some(i + 1);
+            }
+            b'\\' if q != b'`' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A grants part as what loads now and the object grants waiting for a database (in order),
+/// leaving out the statements that name one of the accounts in `skip`.
+fn split_grants(text: &str, skip: &[(String, String)]) -> Result<(String, Vec<(String, String)>)> {
+    let mut now = String::new();
+    let mut waiting: Vec<(String, String)> = Vec::new();
+    for item in grants_items(text)? {
+        match item {
+            GrantsItem::After(db) => waiting.push((db, String::new())),
+            GrantsItem::Statement(sql) => {
+                if names_account(&sql, skip) {
+                    continue;
+                }
+                let out = match waiting.last_mut() {
+                    Some((_, group)) => group,
+                    None => &mut now,
+                };
+                out.push_str(&sql);
+                out.push('\n');
+            }
+        }
+    }
+    Ok((now, waiting))
+}
+
+/// Whether `statement` names one of `accounts` (user, host) as `user@host`, each side a
+/// backquoted name, a string or a bare word, compared after unquoting.
+fn names_account(statement: &str, accounts: &[(String, String)]) -> bool {
+    let tokens = account_tokens(statement);
+    tokens.windows(3).any(|w| match w {
+        [Tok::Name(user), Tok::At, Tok::Name(host)] => {
+            accounts.iter().any(|(u, h)| u == user && h == host)
+        }
+        _ => false,
+    })
+}
+
+/// A token of a statement, as far as [`names_account`] cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Tok {
+    /// A backquoted name or a string (unquoted), or a bare word.
+    Name(String),
+    At,
+    /// Any other punctuation.
+    Other,
+}
+
+fn account_tokens(statement: &str) -> Vec<Tok> {
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let b = statement.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if matches!(c, b'`' | b'\'' | b'"') {
+            // An unterminated quote runs to the end (grants_items refuses those anyway).
+            let end = skip_quoted(b, i).unwrap_or(b.len() + 1);
+            let body = &statement[i + 1..end - 1];
+            out.push(Tok::Name(unquote(body, c)));
+            i = end;
+        } else if c == b'@' {
+            out.push(Tok::At);
+            i += 1;
+        } else if is_word(c) {
+            let end = b[i..]
+                .iter()
+                .position(|&c| !is_word(c))
+                .map_or(b.len(), |n| i + n);
+            out.push(Tok::Name(statement[i..end].to_string()));
+            i = end;
+        } else {
+            if !c.is_ascii_whitespace() {
+                out.push(Tok::Other);
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The text inside quotes `q`: doubled quotes stand for one, and in strings the server's
+/// backslash escapes are undone.
+fn unquote(body: &str, q: u8) -> String {
+    let q = q as char;
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == q && chars.peek() == Some(&q) {
+            chars.next();
+            out.push(q);
+        } else if c == '\\' && q != '`' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('0') => out.push('\0'),
+                Some('b') => out.push('\u{8}'),
+                Some('Z') => out.push('\u{1a}'),
+                Some(e @ ('%' | '_')) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[async_trait::async_trait]
@@ -975,7 +1229,7 @@ impl RestoreTarget for MyTarget {
         reader: Box<dyn AsyncRead + Send + Unpin>,
     ) -> Result<()> {
         match part.kind {
-            PartKind::Globals => self.loader.load_grants(reader, None).await,
+            PartKind::Globals => self.loader.load_grants(reader, &[]).await,
             PartKind::Database => self.loader.load_database(&part.name, reader).await,
             other => Err(Error::Other(format!(
                 "a MariaDB restore cannot load part {:?} of kind {other:?}",
@@ -1016,19 +1270,21 @@ struct Loader {
 }
 
 impl Loader {
+    /// The client (in `--binary-mode`, see [`Endpoint::client`]) for loading: it stops at the
+    /// first error.
     fn client(&self) -> Result<ToolCommand> {
         let mut cmd = self.ep.client(&self.tools)?;
-        cmd.args(["--binary-mode", MAX_PACKET]);
+        cmd.arg(MAX_PACKET);
         Ok(cmd)
     }
 
     /// Applies the grants part (its statements are `IF NOT EXISTS` or repeatable, so accounts
-    /// that exist are fine) except the lines naming `skip` (an account as `` `user`@`host` ``);
+    /// that exist are fine) except the statements naming an account of `skip` (user, host);
     /// object-level grants wait for their database.
     async fn load_grants(
         &mut self,
         mut reader: Box<dyn AsyncRead + Send + Unpin>,
-        skip: Option<&str>,
+        skip: &[(String, String)],
     ) -> Result<()> {
         let mut text = Vec::new();
         (&mut reader)
@@ -1045,13 +1301,17 @@ impl Loader {
                 MAX_GRANTS_PART >> 20
             )));
         }
-        let text = String::from_utf8_lossy(&text);
-        let text = match skip {
-            Some(account) => without_account(&text, account),
-            None => text.into_owned(),
-        };
-        let (now, waiting) = split_grants(&text);
-        self.client()?.output_with_input(now.as_bytes()).await?;
+        let text = String::from_utf8(text).map_err(|_| {
+            Error::Other(
+                "the grants part is not UTF-8: it is damaged or was not made by \
+                 strongbox-agent; restore without it or from another backup"
+                    .into(),
+            )
+        })?;
+        let (now, waiting) = split_grants(&text, skip)?;
+        self.client()?
+            .output_with_input(format!("{SESSION_MODE}{now}").as_bytes())
+            .await?;
         self.waiting_grants.extend(waiting);
         tracing::info!(service = %self.service, dir = %self.dir.display(), "grants applied");
         Ok(())
@@ -1073,9 +1333,11 @@ impl Loader {
             .partition(|(d, _)| d == db);
         self.waiting_grants = others;
         for (_, sql) in mine {
-            self.client()?.output_with_input(sql.as_bytes()).await?;
+            self.client()?
+                .output_with_input(format!("{SESSION_MODE}{sql}").as_bytes())
+                .await?;
         }
-        tracing::info!(service = %self.service, dir = %self.dir.display(), database = db, "database restored");
+        tracing::info!(service = %self.service, dir = %self.dir.display(), database = ?db, "database restored");
         Ok(())
     }
 
@@ -1088,8 +1350,8 @@ impl Loader {
                 &self.tools,
                 &format!(
                     "SELECT ID FROM information_schema.PROCESSLIST \
-                     WHERE DB = {} AND ID <> CONNECTION_ID()",
-                    quote_literal(db)
+                     WHERE HEX(DB) = {} AND ID <> CONNECTION_ID()",
+                    hex_literal(db)
                 ),
             )
             .await?;
@@ -1102,14 +1364,15 @@ impl Loader {
                 .iter()
                 .map(|id| format!("KILL CONNECTION {id};\n"))
                 .collect();
-            // --force: a session that ended meanwhile is no reason to stop.
+            // --force: a session that ended meanwhile is no reason to stop (the script holds
+            // numbers only).
             let mut cmd = self.ep.client(&self.tools)?;
             cmd.arg("--force");
             let out = cmd.capture_with_input(script.as_bytes()).await?;
             if !out.success {
-                tracing::warn!(service = %self.service, dir = %self.dir.display(), database = db, problems = %out.stderr, "some sessions could not be killed");
+                tracing::warn!(service = %self.service, dir = %self.dir.display(), database = ?db, problems = %out.stderr, "some sessions could not be killed");
             }
-            tracing::info!(service = %self.service, dir = %self.dir.display(), database = db, sessions = ids.len(), "sessions of the database ended");
+            tracing::info!(service = %self.service, dir = %self.dir.display(), database = ?db, sessions = ids.len(), "sessions of the database ended");
         }
         let sql = format!(
             "SET SESSION lock_wait_timeout = {DROP_LOCK_WAIT};\nDROP DATABASE IF EXISTS {};\n",
@@ -1129,12 +1392,12 @@ impl Loader {
                     engine,
                     target,
                     message: format!(
-                        "dropping database {db} to replace it failed: {message} - {hint}"
+                        "dropping database {db:?} to replace it failed: {message} - {hint}"
                     ),
                 },
                 other => other,
             })?;
-        tracing::info!(service = %self.service, dir = %self.dir.display(), database = db, "database dropped to be replaced");
+        tracing::info!(service = %self.service, dir = %self.dir.display(), database = ?db, "database dropped to be replaced");
         Ok(())
     }
 
@@ -1215,7 +1478,8 @@ impl Loader {
             }
             Some([]) => return Ok((true, "mariadb-check: no databases restored".to_string())),
             Some(dbs) => {
-                cmd.arg("--databases").args(dbs);
+                // After `--`, every name is a database, even `-Ah2130706434`.
+                cmd.args(["--databases", "--"]).args(dbs);
             }
         }
         let out = cmd.capture().await?;
@@ -1241,8 +1505,9 @@ pub struct MyInPlace {
     connection: Connection,
     /// Reaches the server as the service's configured user, replacing databases.
     loader: Loader,
-    /// The agent's own account (`` `user`@`host` ``), which the grants part leaves alone.
-    me: String,
+    /// The agent's own account as (user, host), which the grants part leaves alone: every
+    /// split of `CURRENT_USER()` at an `@` (a user name may hold one), so it is never missed.
+    me: Vec<(String, String)>,
     /// The database parts loaded so far.
     loaded: Vec<String>,
 }
@@ -1276,10 +1541,20 @@ impl Mysql {
             .map(|h| unhex(h))
             .transpose()?
             .unwrap_or_default();
-        let me = match me.rsplit_once('@') {
-            Some((user, host)) => format!("{}@{}", quote_ident(user), quote_ident(host)),
-            None => format!("{}@", quote_ident(&me)),
-        };
+        let mut me: Vec<(String, String)> = me
+            .match_indices('@')
+            .map(|(at, _)| (me[..at].to_string(), me[at + 1..].to_string()))
+            .collect();
+        if me.is_empty() {
+            return Err(Error::Database {
+                engine: "MariaDB",
+                target: ep.target.clone(),
+                message: "CURRENT_USER() named no user@host: the in-place restore cannot tell \
+                          which account to leave alone; check the service's user"
+                    .into(),
+            });
+        }
+        me.dedup();
         let host = self.spec.host.clone().unwrap_or_else(|| {
             if self.spec.port.is_some() {
                 "127.0.0.1".into()
@@ -1334,7 +1609,7 @@ impl RestoreTarget for MyInPlace {
         reader: Box<dyn AsyncRead + Send + Unpin>,
     ) -> Result<()> {
         match part.kind {
-            PartKind::Globals => self.loader.load_grants(reader, Some(&self.me)).await,
+            PartKind::Globals => self.loader.load_grants(reader, &self.me).await,
             PartKind::Database => {
                 self.loader.load_database(&part.name, reader).await?;
                 self.loaded.push(part.name.clone());
@@ -1459,7 +1734,7 @@ mod tests {
         let text = "CREATE USER IF NOT EXISTS `a`@`%`;\nGRANT USAGE ON *.* TO `a`@`%`;\n\
             -- strongbox: after database 73686f70\nGRANT SELECT ON `shop`.`t` TO `a`@`%`;\n\
             -- strongbox: after database 78\nGRANT SELECT ON `x`.`u` TO `a`@`%`;\n";
-        let (now, waiting) = split_grants(text);
+        let (now, waiting) = split_grants(text, &[]).unwrap();
         assert_eq!(
             now,
             "CREATE USER IF NOT EXISTS `a`@`%`;\nGRANT USAGE ON *.* TO `a`@`%`;\n"
@@ -1484,12 +1759,83 @@ mod tests {
         let text = "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*A';\n\
             CREATE USER IF NOT EXISTS `agent`@`localhost` IDENTIFIED BY PASSWORD '*B';\n\
             GRANT RELOAD ON *.* TO `agent`@`localhost`;\n\
-            GRANT SELECT ON *.* TO `agent`@`%`;\n";
+            GRANT PROXY ON 'agent'@'localhost' TO `app`@`%`;\n\
+            GRANT SELECT ON *.* TO `agent`@`%`;\n\
+            GRANT SELECT ON *.* TO `a``agent`@`localhost`;\n";
+        let me = [("agent".to_string(), "localhost".to_string())];
         assert_eq!(
-            without_account(text, "`agent`@`localhost`"),
+            split_grants(text, &me).unwrap().0,
             "CREATE USER IF NOT EXISTS `app`@`%` IDENTIFIED BY PASSWORD '*A';\n\
-             GRANT SELECT ON *.* TO `agent`@`%`;\n"
+             GRANT SELECT ON *.* TO `agent`@`%`;\n\
+             GRANT SELECT ON *.* TO `a``agent`@`localhost`;\n"
         );
+    }
+
+    /// Names with line breaks, markers, `;`, comment starters and quotes stay inside their
+    /// statement: nothing of them becomes a marker, a statement or a skipped line.
+    #[test]
+    fn hostile_names_stay_inside_their_statement() {
+        let evil = "x\n-- strongbox: after database 78\nGRANT ALL ON *.* TO x;\n# ;";
+        let q = quote_ident(evil);
+        let me = [("agent".to_string(), "localhost".to_string())];
+        let text = format!(
+            "-- header\n{SESSION_MODE}CREATE ROLE IF NOT EXISTS {q};\n\
+             CREATE USER IF NOT EXISTS {q}@`%` IDENTIFIED BY PASSWORD '*A;\\'\n-- ';\n\
+             GRANT {q} TO {q}@`%`;\n\
+             CREATE USER IF NOT EXISTS `agent\n`@`localhost`;\n\
+             GRANT SELECT ON *.* TO `y`@`x\n``agent``@``localhost`;\n\
+             {AFTER_DATABASE}{}\nGRANT SELECT ON {q}.{q} TO {q}@`%`;\n\
+             /* a comment; */ /*!40101 SET @a = 1 */;\n",
+            hex::encode(evil)
+        );
+        let (now, waiting) = split_grants(&text, &me).unwrap();
+        assert_eq!(
+            now,
+            format!(
+                "{SESSION_MODE}CREATE ROLE IF NOT EXISTS {q};\n\
+                 CREATE USER IF NOT EXISTS {q}@`%` IDENTIFIED BY PASSWORD '*A;\\'\n-- ';\n\
+                 GRANT {q} TO {q}@`%`;\n\
+                 CREATE USER IF NOT EXISTS `agent\n`@`localhost`;\n\
+                 GRANT SELECT ON *.* TO `y`@`x\n``agent``@``localhost`;\n"
+            )
+        );
+        assert_eq!(
+            waiting,
+            vec![(
+                evil.to_string(),
+                format!("GRANT SELECT ON {q}.{q} TO {q}@`%`;\n/*!40101 SET @a = 1 */;\n")
+            )]
+        );
+        // Accounts are compared unquoted, whatever the quotes.
+        let evil_me = [(evil.to_string(), "%".to_string())];
+        let (now, waiting) = split_grants(&text, &evil_me).unwrap();
+        assert_eq!(
+            now,
+            format!(
+                "{SESSION_MODE}CREATE ROLE IF NOT EXISTS {q};\n\
+                 CREATE USER IF NOT EXISTS `agent\n`@`localhost`;\n\
+                 GRANT SELECT ON *.* TO `y`@`x\n``agent``@``localhost`;\n"
+            )
+        );
+        assert_eq!(waiting[0].1, "/*!40101 SET @a = 1 */;\n");
+        assert!(names_account(
+            "GRANT PROXY ON 'it\\'s\\n'@\"h\" TO x",
+            &[("it's\n".into(), "h".into())]
+        ));
+    }
+
+    #[test]
+    fn damaged_grants_parts_are_refused() {
+        for text in [
+            "GRANT SELECT ON *.* TO `a`@`%`",
+            "GRANT SELECT ON *.* TO `a@`%`;\n",
+            "CREATE USER 'a\\';\n",
+            "/* open;\n",
+            "-- strongbox: after database zz\nGRANT SELECT ON *.* TO `a`@`%`;\n",
+        ] {
+            let err = split_grants(text, &[]).unwrap_err().to_string();
+            assert!(err.contains("damaged"), "{text:?}: {err}");
+        }
     }
 
     #[test]

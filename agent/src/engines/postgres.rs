@@ -29,6 +29,27 @@
 //!   the globals skip `CREATE ROLE` for roles that exist, and the role the agent connects as
 //!   keeps its password and attributes. No extension is installed: `pg_amcheck` checks only
 //!   restored databases that have `amcheck`, else the engine check is reported skipped.
+//! - **Names are data, never syntax.** A name from a database, the config or a request (a
+//!   database, role, schema or table; it may start with `-`, hold newlines, quotes, `=` or
+//!   backslashes) reaches a tool only through the environment (`PGHOST`, `PGUSER`, ...) or as
+//!   the value inside one `--option=value` argument: databases as a libpq connection string
+//!   `--dbname=dbname='…'` (`\` and `'` escaped with a backslash, `dbname_conninfo`, which
+//!   libpq never reads as options or a URI), `pg_amcheck`'s databases as a double-quoted
+//!   pattern `--database="…"` (`""` inside), which matches that one name literally. It
+//!   reaches SQL only as a parameter (`$1`) or quoted by the server itself
+//!   (`format('%I')`, `quote_ident`); SQL text is never edited. The agent's sessions go
+//!   through tokio-postgres's API (names in the startup packet), no psql script.
+//! - **The globals part is applied statement by statement.** It is parsed whole first
+//!   (`globals::parse`: quotes, dollar quotes and comments as the server reads them; only
+//!   the statements pg_dumpall writes); a statement is then left out whole by what it is
+//!   and the role it names, compared with the server's `pg_roles` by the server, or sent
+//!   alone through the extended protocol, which refuses a text holding two commands. A name
+//!   can therefore never end a statement or start one, whatever it holds. A fresh cluster
+//!   stops at the first failure; in place, failures are reported with the verification.
+//! - **Names are UTF-8, or the backup fails.** A backup's parts and table stats are named in
+//!   UTF-8, and its globals are dumped in UTF-8 (`PGCLIENTENCODING=UTF8`). A database, role
+//!   or table whose name is not (possible with `SQL_ASCII`) fails the backup with an error
+//!   naming it escaped (`\xe9`), before anything is dumped; it is never skipped silently.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -60,20 +81,58 @@ const RESTORE_JOBS: &str = "2";
 /// Unix socket paths are limited to 107 bytes (`sun_path`).
 const MAX_SOCKET_PATH: usize = 100;
 
+/// SQL reading the name `$e` (a column of type `name`) as bytes (`bytea`), so that a name
+/// that is not UTF-8 reaches the agent as data, to refuse by name, instead of failing the
+/// query or the client's decoding: as stored in a `SQL_ASCII` or UTF-8 database, converted to
+/// UTF-8 (the session's client encoding) in any other. (`convert_to` checks its input against
+/// the database's encoding, so it reads bytes only in `SQL_ASCII`; `textsend` converts to the
+/// client's encoding, which is nothing to do in a UTF-8 database.)
+macro_rules! name_bytes {
+    ($e:literal) => {
+        concat!(
+            "(CASE WHEN pg_catalog.getdatabaseencoding() = 'SQL_ASCII' \
+             THEN pg_catalog.convert_to(",
+            $e,
+            "::text, 'SQL_ASCII') ELSE pg_catalog.textsend(",
+            $e,
+            "::text) END)"
+        )
+    };
+}
+
 /// Tables whose rows a part carries: plain tables (and partitions), not system, temporary or
-/// extension-owned ones. Inheritance children are counted on their own (`ONLY`).
-const TABLES_SQL: &str = "SELECT n.nspname::text, c.relname::text \
-    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+/// extension-owned ones. Inheritance children are counted on their own (`ONLY`). Schema and
+/// table come as bytes ([`name_bytes`]), then the two quoted by the server (`%I.%I`).
+const TABLES_SQL: &str = concat!(
+    "SELECT ",
+    name_bytes!("n.nspname"),
+    ", ",
+    name_bytes!("c.relname"),
+    ", ",
+    name_bytes!("pg_catalog.format('%I.%I', n.nspname, c.relname)"),
+    " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
                       WHERE d.classid = 'pg_catalog.pg_class'::regclass \
                         AND d.objid = c.oid AND d.deptype = 'e') \
-    ORDER BY 1, 2";
+    ORDER BY 1, 2"
+);
 
-const DATABASES_SQL: &str = "SELECT datname::text FROM pg_catalog.pg_database \
-    WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+/// Databases to back up, as bytes ([`name_bytes`]).
+const DATABASES_SQL: &str = concat!(
+    "SELECT ",
+    name_bytes!("datname"),
+    " FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+);
+
+/// Every role, as bytes ([`name_bytes`]).
+const ROLES_SQL: &str = concat!(
+    "SELECT ",
+    name_bytes!("rolname"),
+    " FROM pg_catalog.pg_roles ORDER BY 1"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Tools
@@ -167,15 +226,49 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `value` as an SQL string literal (standard_conforming_strings).
+/// `value` as an SQL string literal, right whatever `standard_conforming_strings` is: as the
+/// server's own `quote_literal`, a value with a backslash becomes `E'…'` with backslashes
+/// doubled.
 pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
 }
 
-/// A libpq connection string naming only the database, safe for any name (`-d` would take a
-/// name with `=` for a connection string).
+/// `value` as a quoted value of `postgresql.conf` (backslash escapes, doubled quotes). A
+/// value cannot hold a line break there: that is an error.
+fn conf_literal(value: &str) -> Result<String> {
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(Error::Other(format!(
+            "{value:?} cannot be written into postgresql.conf (it holds a line break); choose \
+             a listen address and data root without one"
+        )));
+    }
+    Ok(format!(
+        "'{}'",
+        value.replace('\\', "\\\\").replace('\'', "''")
+    ))
+}
+
+/// A libpq connection string naming only the database, for `--dbname=`: safe for any name
+/// (`-d <name>` would take a name starting with `-` for an option, and a name with `=` or
+/// `postgresql://` for a connection string; the value inside quotes is never expanded).
 fn dbname_conninfo(db: &str) -> String {
     format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A name read from the server as bytes (see [`name_bytes`]): the name, or its bytes when
+/// they are not UTF-8.
+fn utf8_name(bytes: Vec<u8>) -> std::result::Result<String, Vec<u8>> {
+    String::from_utf8(bytes).map_err(|e| e.into_bytes())
+}
+
+/// A name's bytes for a message: printable ASCII as it is, every other byte `\xNN`, in
+/// double quotes (`"latin1-\xe9t\xe9"`).
+fn escaped(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,7 +304,7 @@ impl Endpoint {
     /// For messages: `host:port` (no password, ever).
     fn target(&self, db: &str) -> String {
         format!(
-            "{}:{} (database {db}, user {})",
+            "{}:{} (database {db:?}, user {:?})",
             self.host, self.port, self.user
         )
     }
@@ -307,16 +400,62 @@ fn pg_error(target: &str, e: &tokio_postgres::Error) -> Error {
     }
 }
 
-/// The tables whose rows a part carries (`TABLES_SQL`), as (schema, table), in the client's
-/// current transaction.
-async fn list_tables(client: &Client, target: &str) -> Result<Vec<(String, String)>> {
-    Ok(client
+/// A table whose rows a part carries.
+struct TableName {
+    schema: String,
+    table: String,
+    /// `schema.table` as the server quotes them, for SQL.
+    quoted: String,
+}
+
+/// The tables whose rows a part carries (`TABLES_SQL`), in the client's current transaction.
+/// A name that is not UTF-8 is an error naming it (escaped) and the database `db`.
+async fn list_tables(client: &Client, db: &str, target: &str) -> Result<Vec<TableName>> {
+    let rows = client
         .query(TABLES_SQL, &[])
+        .await
+        .map_err(|e| pg_error(target, &e))?;
+    let mut tables = Vec::with_capacity(rows.len());
+    for row in rows {
+        let column = |i: usize| -> Result<String> {
+            let bytes: Vec<u8> = row.try_get(i).map_err(|e| pg_error(target, &e))?;
+            utf8_name(bytes).map_err(|bytes| {
+                Error::Other(format!(
+                    "database {db:?} on {target} has a schema or table named {} (in \
+                     SQL_ASCII), which is not UTF-8: strongbox names tables in UTF-8 and \
+                     cannot back it up; rename it to UTF-8 (ALTER ... RENAME TO, in a \
+                     session on that database), or leave the database out of the \
+                     service's `databases`",
+                    escaped(&bytes)
+                ))
+            })
+        };
+        tables.push(TableName {
+            schema: column(0)?,
+            table: column(1)?,
+            quoted: column(2)?,
+        });
+    }
+    Ok(tables)
+}
+
+/// The databases that allow connections (templates excluded), each its name or, when that is
+/// not UTF-8, its bytes.
+async fn list_databases(
+    client: &Client,
+    target: &str,
+) -> Result<Vec<std::result::Result<String, Vec<u8>>>> {
+    client
+        .query(DATABASES_SQL, &[])
         .await
         .map_err(|e| pg_error(target, &e))?
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+        .map(|row| {
+            row.try_get::<_, Vec<u8>>(0)
+                .map(utf8_name)
+                .map_err(|e| pg_error(target, &e))
+        })
+        .collect()
 }
 
 /// Exact row counts of every table of the connected database, as `<db>.<schema>.<table>`, in
@@ -329,25 +468,23 @@ async fn count_tables(
     known: &HashMap<(String, String), u64>,
 ) -> Result<Vec<TableStat>> {
     let mut stats = Vec::new();
-    for (schema, table) in list_tables(client, target).await? {
-        let rows = match known.get(&(schema.clone(), table.clone())) {
+    for t in list_tables(client, db, target).await? {
+        let rows = match known.get(&(t.schema.clone(), t.table.clone())) {
             Some(n) => *n,
             None => {
-                let sql = format!(
-                    "SELECT count(*) FROM ONLY {}.{}",
-                    quote_ident(&schema),
-                    quote_ident(&table)
-                );
+                // The name is quoted by the server (`format('%I.%I')`).
+                let sql = format!("SELECT count(*) FROM ONLY {}", t.quoted);
                 let n: i64 = client
                     .query_one(sql.as_str(), &[])
                     .await
                     .map_err(|e| pg_error(target, &e))?
-                    .get(0);
+                    .try_get(0)
+                    .map_err(|e| pg_error(target, &e))?;
                 u64::try_from(n).unwrap_or(0)
             }
         };
         stats.push(TableStat {
-            name: format!("{db}.{schema}.{table}"),
+            name: format!("{db}.{}.{}", t.schema, t.table),
             rows,
         });
     }
@@ -439,8 +576,10 @@ impl Engine for Postgres {
                 });
             }
         };
-        let in_recovery: bool = row.get(0);
-        let version: String = row.get(1);
+        let (in_recovery, version): (bool, String) = match (row.try_get(0), row.try_get(1)) {
+            (Ok(r), Ok(v)) => (r, v),
+            (Err(e), _) | (_, Err(e)) => return Err(pg_error(&ep.target(db), &e)),
+        };
         Ok(Probe {
             role: if in_recovery {
                 Role::Replica
@@ -461,13 +600,7 @@ impl Engine for Postgres {
         let db = self.maintenance_db();
         let target = ep.target(db);
         let client = ep.connect(db).await?;
-        let existing: Vec<String> = client
-            .query(DATABASES_SQL, &[])
-            .await
-            .map_err(|e| pg_error(&target, &e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let listed = list_databases(&client, &target).await?;
         let superuser: bool = client
             .query_one(
                 "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
@@ -475,8 +608,45 @@ impl Engine for Postgres {
             )
             .await
             .map_err(|e| pg_error(&target, &e))?
-            .get(0);
+            .try_get(0)
+            .map_err(|e| pg_error(&target, &e))?;
+        // The globals part names every role, in UTF-8: a role whose name is not UTF-8 would
+        // make pg_dumpall fail, or write a part no restore can apply.
+        for row in client
+            .query(ROLES_SQL, &[])
+            .await
+            .map_err(|e| pg_error(&target, &e))?
+        {
+            let name: Vec<u8> = row.try_get(0).map_err(|e| pg_error(&target, &e))?;
+            if let Err(bytes) = utf8_name(name) {
+                return Err(Error::Other(format!(
+                    "{target} has a role named {}, which is not UTF-8 (made in a SQL_ASCII \
+                     database): strongbox dumps roles in UTF-8 and cannot back up this \
+                     cluster's roles; rename the role to UTF-8 (ALTER ROLE ... RENAME TO, \
+                     in a session on a SQL_ASCII database) or drop it",
+                    escaped(&bytes)
+                )));
+            }
+        }
+        let mut existing = Vec::with_capacity(listed.len());
+        let mut not_utf8 = Vec::new();
+        for name in listed {
+            match name {
+                Ok(name) => existing.push(name),
+                Err(bytes) => not_utf8.push(escaped(&bytes)),
+            }
+        }
         let databases = if self.spec.databases.is_empty() {
+            if !not_utf8.is_empty() {
+                return Err(Error::Other(format!(
+                    "{target} has databases named {}, which are not UTF-8 (made in a \
+                     SQL_ASCII database): strongbox names every database of a backup in \
+                     UTF-8 and cannot back them up; rename them to UTF-8 (ALTER DATABASE \
+                     ... RENAME TO, in a session on a SQL_ASCII database), or list the \
+                     databases to back up in the service's `databases`",
+                    not_utf8.join(", ")
+                )));
+            }
             existing
         } else {
             let missing: Vec<&String> = self
@@ -548,7 +718,9 @@ impl BackupRun for PgBackup {
         match part.kind {
             PartKind::Globals => {
                 let mut cmd = self.ep.tool(&self.tools, "pg_dumpall")?;
-                cmd.args(["--globals-only", "--no-password"]);
+                // In UTF-8 whatever the server's encoding, as a restore applies it.
+                cmd.env("PGCLIENTENCODING", "UTF8")
+                    .args(["--globals-only", "--no-password"]);
                 if !self.superuser {
                     cmd.arg("--no-role-passwords");
                 }
@@ -587,7 +759,8 @@ impl PgBackup {
             .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
             .await
             .map_err(|e| pg_error(&target, &e))?
-            .get(0);
+            .try_get(0)
+            .map_err(|e| pg_error(&target, &e))?;
         tracing::debug!(service = %self.service, database = db, %snapshot, "snapshot exported");
 
         let mut cmd = self.ep.tool(&self.tools, "pg_dump")?;
@@ -701,12 +874,13 @@ pub async fn provision(
         let path = path.to_path_buf();
         move |source| Error::Io { what, path, source }
     };
-    std::fs::create_dir(&l.socket).map_err(io("creating the socket folder", &l.socket))?;
+    strongbox_core::private::create_dir(&l.socket, strongbox_core::private::PRIVATE_DIR)
+        .map_err(|e| Error::Other(format!("creating the socket folder: {e}")))?;
     if let Some(u) = &user {
         u.chown(&l.socket)?;
     }
-    std::fs::write(&l.pg_ctl_path, pg_ctl.as_os_str().as_encoded_bytes())
-        .map_err(io("writing", &l.pg_ctl_path))?;
+    strongbox_core::private::write_new(&l.pg_ctl_path, pg_ctl.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::Other(format!("writing the pg_ctl path: {e}")))?;
 
     let mut cmd = ToolCommand::new(&initdb);
     cmd.arg("-D")
@@ -826,11 +1000,8 @@ maintenance_work_mem = '256MB'
 fn write_load_settings(data: &Path, user: Option<&SystemUser>) -> Result<()> {
     use std::io::Write;
     let path = data.join(LOAD_SETTINGS_FILE);
-    std::fs::write(&path, LOAD_SETTINGS).map_err(|source| Error::Io {
-        what: "writing",
-        path: path.clone(),
-        source,
-    })?;
+    strongbox_core::private::write_new(&path, LOAD_SETTINGS.as_bytes())
+        .map_err(|e| Error::Other(format!("writing the load settings: {e}")))?;
     if let Some(u) = user {
         u.chown(&path)?;
     }
@@ -848,10 +1019,8 @@ fn write_load_settings(data: &Path, user: Option<&SystemUser>) -> Result<()> {
 
 /// The line of `postgresql.conf` that includes [`LOAD_SETTINGS`].
 fn load_settings_include() -> String {
-    format!(
-        "\ninclude_if_exists = {}\n",
-        quote_literal(LOAD_SETTINGS_FILE)
-    )
+    // The file's name is ours and needs no escaping.
+    format!("\ninclude_if_exists = '{LOAD_SETTINGS_FILE}'\n")
 }
 
 /// Undoes [`write_load_settings`]: the file and its include line go.
@@ -904,7 +1073,16 @@ fn spool_file(reader: Box<dyn AsyncRead + Send + Unpin>, path: &Path, what: Stri
         move |source| Error::Io { what, path, source }
     };
     let mut reader = tokio_util::io::SyncIoBridge::new(reader);
-    let mut file = std::fs::File::create(path).map_err(io("creating the spool file"))?;
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(strongbox_core::private::PRIVATE_FILE)
+            .open(path)
+            .map_err(io("creating the spool file"))?
+    };
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = reader.read(&mut buf).map_err(|source| Error::Stream {
@@ -933,8 +1111,8 @@ fn append_conf(data: &Path, listen: &str, port: u16, socket: &Path) -> Result<()
         })?;
     let text = format!(
         "\n# strongbox-agent\nlisten_addresses = {}\nport = {port}\nunix_socket_directories = {}\n",
-        quote_literal(listen),
-        quote_literal(&socket.to_string_lossy())
+        conf_literal(listen)?,
+        conf_literal(&socket.to_string_lossy())?
     );
     f.write_all(text.as_bytes()).map_err(|source| Error::Io {
         what: "writing",
@@ -976,25 +1154,19 @@ impl PgTarget {
             .map_err(|e| pg_error(&self.loader.ep.target("postgres"), &e))
     }
 
+    /// Applies the globals part ([`apply_globals`], stopping at the first failure), then sets
+    /// the superuser's password again (ours must keep working).
     async fn load_globals(&self, reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
-        let ep = &self.loader.ep;
-        let mut cmd = ep.tool(&self.loader.tools, "psql")?;
-        cmd.args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--no-password",
-            "-f",
-            "-",
-        ])
-        .arg(format!("--dbname={}", dbname_conninfo("postgres")));
-        // The bootstrap superuser exists already in a fresh cluster.
-        let bootstrap = format!("CREATE ROLE {SUPERUSER};\n");
-        cmd.run_with_filtered_input(reader, |line| line != bootstrap.as_bytes())
-            .await?;
-        // The globals may have set the source's password for it: ours must keep working.
-        let client = ep.connect("postgres").await?;
+        let script = read_globals(reader).await?;
+        apply_globals(
+            &self.loader.ep,
+            "postgres",
+            &script,
+            OnFailure::Stop,
+            &self.dir.display().to_string(),
+        )
+        .await?;
+        let client = self.loader.ep.connect("postgres").await?;
         let password = read_password(&self.password_file)?;
         self.set_superuser_password(&client, &password).await
     }
@@ -1179,7 +1351,8 @@ impl Loader {
             )
             .await
             .map_err(|e| pg_error(&self.ep.target(admin), &e))?
-            .get(0);
+            .try_get(0)
+            .map_err(|e| pg_error(&self.ep.target(admin), &e))?;
         let create = match self.mode {
             Mode::Fresh => !exists,
             Mode::Replace => {
@@ -1223,9 +1396,11 @@ impl Loader {
             )
             .await
             .map_err(|e| pg_error(&target, &e))?
-            .get(0);
-        let sql = if version >= 130_000 {
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db))
+            .try_get(0)
+            .map_err(|e| pg_error(&target, &e))?;
+        // The name is quoted by the server (`format('%I')`).
+        let form = if version >= 130_000 {
+            "DROP DATABASE IF EXISTS %I WITH (FORCE)"
         } else {
             client
                 .execute(
@@ -1235,13 +1410,19 @@ impl Loader {
                 )
                 .await
                 .map_err(|e| pg_error(&target, &e))?;
-            format!("DROP DATABASE IF EXISTS {}", quote_ident(db))
+            "DROP DATABASE IF EXISTS %I"
         };
+        let sql: String = client
+            .query_one("SELECT pg_catalog.format($1, $2::text)", &[&form, &db])
+            .await
+            .map_err(|e| pg_error(&target, &e))?
+            .try_get(0)
+            .map_err(|e| pg_error(&target, &e))?;
         client.batch_execute(&sql).await.map_err(|e| {
             let mut err = pg_error(&target, &e);
             if let Error::Database { message, .. } = &mut err {
                 *message = format!(
-                    "dropping database {db} to replace it failed: {message} - the service's \
+                    "dropping database {db:?} to replace it failed: {message} - the service's \
                      user must own the database (or be a superuser) and be allowed to end its \
                      sessions"
                 );
@@ -1252,16 +1433,21 @@ impl Loader {
         Ok(())
     }
 
-    /// The databases that allow connections (templates excluded).
+    /// The databases that allow connections (templates excluded) and have a UTF-8 name: no
+    /// backup holds another (see [`Engine::begin_backup`]), so no restore made or replaced it.
     async fn databases(&self) -> Result<Vec<String>> {
+        let target = self.ep.target(&self.admin_db);
         let admin = self.ep.connect(&self.admin_db).await?;
-        Ok(admin
-            .query(DATABASES_SQL, &[])
-            .await
-            .map_err(|e| pg_error(&self.ep.target(&self.admin_db), &e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+        let mut names = Vec::new();
+        for name in list_databases(&admin, &target).await? {
+            match name {
+                Ok(name) => names.push(name),
+                Err(bytes) => {
+                    tracing::debug!(service = %self.service, database = %escaped(&bytes), "a database not named in UTF-8 is in no backup; not counted")
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Exact row counts of the tables of `databases` (`<db>.<schema>.<table>`), each
@@ -1295,7 +1481,8 @@ impl Loader {
                 )
                 .await
                 .map_err(|e| pg_error(&self.ep.target(db), &e))?
-                .get(0);
+                .try_get(0)
+                .map_err(|e| pg_error(&self.ep.target(db), &e))?;
             if installed {
                 with.push(db.clone());
             }
@@ -1353,12 +1540,748 @@ impl Loader {
 }
 
 // ---------------------------------------------------------------------------------------------
-// In-place restore: the service's own server
+// Applying the globals part (fresh and live servers alike)
 // ---------------------------------------------------------------------------------------------
 
-/// Largest globals part an in-place restore accepts (it is read whole, to leave out the
-/// statements for roles that exist).
+/// Largest globals part a restore accepts (it is read whole, and parsed whole before any of it
+/// is applied).
 const MAX_GLOBALS_PART: u64 = 64 << 20;
+
+/// Reads a globals part whole.
+async fn read_globals(reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<Vec<u8>> {
+    let mut script = Vec::new();
+    reader
+        .take(MAX_GLOBALS_PART + 1)
+        .read_to_end(&mut script)
+        .await
+        .map_err(|source| Error::Stream {
+            what: "receiving the globals part".into(),
+            source,
+        })?;
+    if script.len() as u64 > MAX_GLOBALS_PART {
+        return Err(Error::Other(format!(
+            "the globals part is larger than {} MiB, more than a restore holds; apply it by \
+             hand with psql (strongbox backup download)",
+            MAX_GLOBALS_PART >> 20
+        )));
+    }
+    Ok(script)
+}
+
+/// What [`apply_globals`] does when a statement fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnFailure {
+    /// Stops with the statement's error (a fresh cluster: every statement must apply).
+    Stop,
+    /// Goes on, and returns what failed (the live server: a tablespace may exist).
+    Note,
+}
+
+/// Applies the globals part `script` to the server `ep` reaches, in one session on `db`,
+/// statement by statement (see the module's doc): the script is parsed whole first
+/// ([`globals::parse`]), so that a script it refuses changes nothing. Left out:
+/// psql's `\restrict`/`\unrestrict`; `CREATE ROLE` of a role that exists; `ALTER ROLE` of
+/// the session's own role (`current_user`) that changes attributes or the password, so that
+/// the agent keeps its way in. Whether a role exists or is the session's own is the server's
+/// answer for the exact name, never a comparison of text here. Every other statement is sent
+/// alone through the extended protocol, which refuses a text holding more than one command.
+/// Returns the statements that failed (`OnFailure::Note`), each with the server's error.
+async fn apply_globals(
+    ep: &Endpoint,
+    db: &str,
+    script: &[u8],
+    on_failure: OnFailure,
+    restore: &str,
+) -> Result<Vec<String>> {
+    use globals::{Kind, RoleRef};
+    let statements = globals::parse(script).map_err(|e| Error::Other(e.to_string()))?;
+    let target = ep.target(db);
+    let client = ep.connect(db).await?;
+    // The parser starts with standard strings, as pg_dumpall's own SET says; so must the
+    // session, whatever the server's default.
+    client
+        .batch_execute("SET standard_conforming_strings = on")
+        .await
+        .map_err(|e| pg_error(&target, &e))?;
+
+    // The named roles: which exist, which is the session's own.
+    let mut names: Vec<&str> = statements
+        .iter()
+        .filter_map(|s| match &s.kind {
+            Kind::CreateRole(RoleRef::Named(n))
+            | Kind::AlterRole {
+                role: RoleRef::Named(n),
+                ..
+            } => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut exists: HashSet<&str> = HashSet::new();
+    let mut own: HashSet<&str> = HashSet::new();
+    let rows = client
+        .query(
+            "SELECT u.i, EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname::text = u.n), \
+                    u.n = CURRENT_USER::text \
+             FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS u(n, i)",
+            &[&names],
+        )
+        .await
+        .map_err(|e| pg_error(&target, &e))?;
+    for row in rows {
+        let facts = (|| -> std::result::Result<(i64, bool, bool), tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+        })()
+        .map_err(|e| pg_error(&target, &e))?;
+        let (i, found, is_own) = facts;
+        let Some(name) = usize::try_from(i - 1).ok().and_then(|k| names.get(k)) else {
+            return Err(Error::Other(format!(
+                "{target} answered about role number {i} of {}",
+                names.len()
+            )));
+        };
+        if found {
+            exists.insert(name);
+        }
+        if is_own {
+            own.insert(name);
+        }
+    }
+
+    let mut failed = Vec::new();
+    let (mut applied, mut skipped) = (0usize, 0usize);
+    for s in &statements {
+        let skip = match &s.kind {
+            Kind::PsqlGuard => true,
+            Kind::CreateRole(RoleRef::Named(n)) => exists.contains(n.as_str()),
+            Kind::AlterRole {
+                role,
+                attributes: true,
+            } => match role {
+                RoleRef::Named(n) => own.contains(n.as_str()),
+                RoleRef::Current | RoleRef::All => true,
+            },
+            _ => false,
+        };
+        if skip {
+            skipped += 1;
+            continue;
+        }
+        match client.query_typed(s.text, &[]).await {
+            Ok(_) => applied += 1,
+            Err(e) => {
+                let what = format!(
+                    "line {} ({}): {}",
+                    s.line,
+                    globals::preview(s.text),
+                    match pg_error(&target, &e) {
+                        Error::Database { message, .. } => message,
+                        other => other.to_string(),
+                    }
+                );
+                match on_failure {
+                    OnFailure::Stop => {
+                        return Err(Error::Database {
+                            engine: "PostgreSQL",
+                            target,
+                            message: format!(
+                                "applying the globals part failed at {what}; nothing after it \
+                                 was applied"
+                            ),
+                        })
+                    }
+                    OnFailure::Note => failed.push(what),
+                }
+            }
+        }
+    }
+    tracing::info!(restore = %restore, applied, skipped, failed = failed.len(), "globals part applied");
+    Ok(failed)
+}
+
+/// Reading the SQL of `pg_dumpall --globals-only` statement by statement, the way the server's
+/// own lexer (`scan.l`) and psql read it, so that a restore can leave out whole statements
+/// (the `CREATE ROLE` of a role that exists, the attributes of the agent's own role) without
+/// ever editing SQL text.
+///
+/// Job: [`parse`] cuts the script into statements at the `;` that ends each, knowing every
+/// way PostgreSQL quotes: double-quoted identifiers (`""` inside), string literals (`''`
+/// inside; backslash escapes in `E'…'`, and in `'…'` while `standard_conforming_strings` is
+/// off, which the script's own `SET` statements switch), `B'…'`/`X'…'`, `U&'…'`, dollar
+/// quotes (`$tag$…$tag$`), `--` comments to the end of the line and nested `/* */` comments.
+/// A name may hold newlines, quotes, semicolons and comment starters: inside its quotes they
+/// are text, never a boundary. Each statement comes back whole, with what it is: a role
+/// statement carries the role it names, unquoted as the server reads it.
+///
+/// Invariants:
+/// - **Whole statements or nothing.** The script is read to its end before a caller applies
+///   anything; any doubt (an unterminated quote or comment, a psql command other than
+///   `\restrict`/`\unrestrict`, a backslash outside quotes, a statement that
+///   `pg_dumpall --globals-only` never writes, a role named in a way it never writes) is an
+///   error, so a script that is cut off or not pg_dumpall's is refused, not half applied.
+/// - **Only what pg_dumpall writes.** `SET <parameter>` (not `SET ROLE`/`SESSION
+///   AUTHORIZATION`), `CREATE`/`ALTER ROLE`, `CREATE`/`ALTER TABLESPACE`, `COMMENT ON
+///   ROLE`/`TABLESPACE`, `SECURITY LABEL`, `GRANT`, `REVOKE`, and psql's `\restrict` and
+///   `\unrestrict`. A role is named quoted, or bare when it is `[a-z_][a-z0-9_]*`, as
+///   pg_dumpall's `fmtId` writes it; `CURRENT_USER`, `CURRENT_ROLE`, `SESSION_USER` and `ALL`
+///   are recognised as what they mean.
+mod globals {
+    /// What a globals script holds that a restore cannot apply as it is.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum GlobalsError {
+        #[error(
+            "the globals part is not UTF-8 (byte {offset}): this agent applies only globals \
+             dumped in UTF-8, as it dumps them; apply this backup's globals by hand with psql \
+             (strongbox backup download), then restore without them"
+        )]
+        NotUtf8 { offset: usize },
+        #[error(
+            "the globals part ends inside {what} that starts on line {line}: the part is cut \
+             off or not pg_dumpall's output; nothing of it was applied"
+        )]
+        Unterminated { what: &'static str, line: usize },
+        #[error(
+            "line {line} of the globals part has a backslash outside quotes inside a statement \
+             ({statement}), which pg_dumpall never writes; nothing of it was applied"
+        )]
+        Backslash { line: usize, statement: String },
+        #[error(
+            "line {line} of the globals part is the psql command {command}, but pg_dumpall \
+             --globals-only writes no psql command other than \\restrict and \\unrestrict; \
+             nothing of it was applied - check where this backup came from"
+        )]
+        PsqlCommand { line: usize, command: String },
+        #[error(
+            "line {line} of the globals part holds a statement that pg_dumpall --globals-only \
+             never writes ({statement}); nothing of it was applied - check where this backup \
+             came from"
+        )]
+        Unexpected { line: usize, statement: String },
+        #[error(
+            "line {line} of the globals part names a role in a way pg_dumpall never writes \
+             ({statement}); nothing of it was applied - check where this backup came from"
+        )]
+        RoleName { line: usize, statement: String },
+        #[error(
+            "line {line} of the globals part changes standard_conforming_strings in a way \
+             pg_dumpall never writes ({statement}); nothing of it was applied"
+        )]
+        StandardStrings { line: usize, statement: String },
+    }
+
+    /// A role as a statement names it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum RoleRef {
+        /// A role by name, as the server reads it (quotes undone, a bare name folded).
+        Named(String),
+        /// `CURRENT_USER`, `CURRENT_ROLE` or `SESSION_USER`: the role that applies the script.
+        Current,
+        /// `ALL` (`ALTER ROLE ALL SET …`): every role.
+        All,
+    }
+
+    /// What a statement of the globals script is.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Kind {
+        /// `\restrict`/`\unrestrict`: psql's guard against commands smuggled into a dump;
+        /// nothing for the server.
+        PsqlGuard,
+        /// `SET …`; `standard_conforming_strings` when it sets that.
+        Set { standard_strings: Option<bool> },
+        /// `CREATE ROLE <role> …`.
+        CreateRole(RoleRef),
+        /// `ALTER ROLE <role> …`; `attributes` unless it is `… SET`, `… RESET` or
+        /// `… IN DATABASE …` (a setting): attributes include the password and the name.
+        AlterRole { role: RoleRef, attributes: bool },
+        /// Any other statement pg_dumpall writes (grants, tablespaces, comments, labels).
+        Other,
+    }
+
+    /// One statement of the script.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Statement<'a> {
+        /// The line (from 1) its first token is on.
+        pub line: usize,
+        /// Its text from its first token to its `;` (included); comments before it are
+        /// left out.
+        pub text: &'a str,
+        pub kind: Kind,
+    }
+
+    /// The statements of `script`, in order (see the module's doc).
+    pub fn parse(script: &[u8]) -> Result<Vec<Statement<'_>>, GlobalsError> {
+        let text = std::str::from_utf8(script).map_err(|e| GlobalsError::NotUtf8 {
+            offset: e.valid_up_to(),
+        })?;
+        let mut lexer = Lexer {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            standard_strings: true,
+            lines: Lines { pos: 0, line: 1 },
+        };
+        let mut out = Vec::new();
+        loop {
+            lexer.skip_blank()?;
+            let start = lexer.pos;
+            let line = lexer.line_at(start);
+            let Some(first) = lexer.token()? else {
+                return Ok(out);
+            };
+            match first {
+                // An empty statement.
+                Token::Semicolon => continue,
+                Token::Backslash => {
+                    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                    lexer.pos = end;
+                    let command = text[start..end].trim_end();
+                    let name = command.split_ascii_whitespace().next().unwrap_or_default();
+                    if name != "\\restrict" && name != "\\unrestrict" {
+                        return Err(GlobalsError::PsqlCommand {
+                            line,
+                            command: preview(command),
+                        });
+                    }
+                    out.push(Statement {
+                        line,
+                        text: command,
+                        kind: Kind::PsqlGuard,
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            let mut head = vec![first];
+            let mut end = lexer.pos;
+            loop {
+                lexer.skip_blank()?;
+                match lexer.token()? {
+                    None => break,
+                    Some(Token::Semicolon) => {
+                        end = lexer.pos;
+                        break;
+                    }
+                    Some(Token::Backslash) => {
+                        return Err(GlobalsError::Backslash {
+                            line,
+                            statement: preview(&text[start..lexer.pos]),
+                        })
+                    }
+                    Some(t) => {
+                        if head.len() < HEAD_TOKENS {
+                            head.push(t);
+                        }
+                        end = lexer.pos;
+                    }
+                }
+            }
+            let statement = &text[start..end];
+            let kind = classify(&head).map_err(|why| why.error(line, preview(statement)))?;
+            if let Kind::Set {
+                standard_strings: Some(on),
+            } = kind
+            {
+                lexer.standard_strings = on;
+            }
+            out.push(Statement {
+                line,
+                text: statement,
+                kind,
+            });
+        }
+    }
+
+    /// How many tokens of a statement [`classify`] looks at (more are never kept).
+    const HEAD_TOKENS: usize = 6;
+
+    /// Why a statement was refused, before its line and text are known.
+    enum Refusal {
+        Unexpected,
+        RoleName,
+        StandardStrings,
+    }
+
+    impl Refusal {
+        fn error(self, line: usize, statement: String) -> GlobalsError {
+            match self {
+                Refusal::Unexpected => GlobalsError::Unexpected { line, statement },
+                Refusal::RoleName => GlobalsError::RoleName { line, statement },
+                Refusal::StandardStrings => GlobalsError::StandardStrings { line, statement },
+            }
+        }
+    }
+
+    /// What a statement is, from its first tokens (at most [`HEAD_TOKENS`]).
+    fn classify(head: &[Token]) -> Result<Kind, Refusal> {
+        let word = |i: usize| match head.get(i) {
+            Some(Token::Word(w)) => Some(w.as_str()),
+            _ => None,
+        };
+        match (word(0), word(1)) {
+            // `SET <parameter> = | TO <value>`, but not the forms that change who runs the
+            // rest (`SET ROLE`, `SET SESSION AUTHORIZATION`), which pg_dumpall never writes.
+            (Some("set"), Some(parameter)) => {
+                let to = matches!(head.get(2), Some(Token::Char('='))) || word(2) == Some("to");
+                if !to
+                    || matches!(
+                        parameter,
+                        "role" | "session_authorization" | "session" | "local" | "transaction"
+                    )
+                {
+                    return Err(Refusal::Unexpected);
+                }
+                if parameter != "standard_conforming_strings" {
+                    return Ok(Kind::Set {
+                        standard_strings: None,
+                    });
+                }
+                let value = match head.get(3) {
+                    Some(Token::Word(v)) | Some(Token::Str(v)) => v.to_ascii_lowercase(),
+                    _ => String::new(),
+                };
+                let on = match value.as_str() {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => return Err(Refusal::StandardStrings),
+                };
+                if head.len() != 4 {
+                    return Err(Refusal::StandardStrings);
+                }
+                Ok(Kind::Set {
+                    standard_strings: Some(on),
+                })
+            }
+            (Some("create"), Some("role")) => Ok(Kind::CreateRole(role(head)?)),
+            (Some("alter"), Some("role")) => {
+                let role = role(head)?;
+                let attributes = !matches!(word(3), Some("set" | "reset" | "in"));
+                Ok(Kind::AlterRole { role, attributes })
+            }
+            (Some("create" | "alter"), Some("tablespace")) => Ok(Kind::Other),
+            (Some("comment"), Some("on")) if matches!(word(2), Some("role" | "tablespace")) => {
+                Ok(Kind::Other)
+            }
+            (Some("security"), Some("label")) | (Some("grant" | "revoke"), _) => Ok(Kind::Other),
+            _ => Err(Refusal::Unexpected),
+        }
+    }
+
+    /// The role a `CREATE ROLE`/`ALTER ROLE` statement names: its third token, which a word
+    /// (or the statement's end) must follow.
+    fn role(head: &[Token]) -> Result<RoleRef, Refusal> {
+        if !matches!(head.get(3), None | Some(Token::Word(_))) {
+            return Err(Refusal::RoleName);
+        }
+        match head.get(2) {
+            Some(Token::Ident(name)) => Ok(RoleRef::Named(name.clone())),
+            Some(Token::Word(w)) => match w.as_str() {
+                "current_user" | "current_role" | "session_user" => Ok(RoleRef::Current),
+                "all" => Ok(RoleRef::All),
+                // pg_dumpall leaves only these names bare.
+                _ if w.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && w.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+                {
+                    Ok(RoleRef::Named(w.clone()))
+                }
+                _ => Err(Refusal::RoleName),
+            },
+            _ => Err(Refusal::RoleName),
+        }
+    }
+
+    /// The start of `text` for a message: at most 80 characters, escaped (newlines show as
+    /// `\n`), so a name cannot forge lines of a log or an error.
+    pub fn preview(text: &str) -> String {
+        let cut: String = text.chars().take(80).collect();
+        if cut.len() < text.len() {
+            format!("{cut:?}…")
+        } else {
+            format!("{cut:?}")
+        }
+    }
+
+    /// A token of SQL, as far as cutting statements and classifying them needs.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Token {
+        /// A bare keyword or identifier, its ASCII letters folded to lower case (as the server
+        /// folds them).
+        Word(String),
+        /// A double-quoted identifier, its doubled quotes undone.
+        Ident(String),
+        /// A `U&"…"` identifier, whose escapes are not undone here: no role is read from it.
+        UnicodeIdent,
+        /// A string literal of any kind, its content as written between the quotes.
+        Str(String),
+        /// A number or a parameter (`$1`).
+        Number,
+        Semicolon,
+        /// A backslash outside quotes: a psql command.
+        Backslash,
+        /// Any other character outside quotes (operators, punctuation).
+        Char(char),
+    }
+
+    /// Line numbers of positions met in increasing order.
+    struct Lines {
+        pos: usize,
+        line: usize,
+    }
+
+    struct Lexer<'a> {
+        text: &'a str,
+        bytes: &'a [u8],
+        pos: usize,
+        /// Whether `'…'` takes backslashes literally (`standard_conforming_strings`).
+        standard_strings: bool,
+        lines: Lines,
+    }
+
+    fn is_space(b: u8) -> bool {
+        matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')
+    }
+
+    fn is_ident_start(b: u8) -> bool {
+        b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    }
+
+    fn is_ident_cont(b: u8) -> bool {
+        is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+    }
+
+    impl Lexer<'_> {
+        fn at(&self, i: usize) -> Option<u8> {
+            self.bytes.get(self.pos + i).copied()
+        }
+
+        fn line_at(&mut self, pos: usize) -> usize {
+            let Lines { pos: from, line } = self.lines;
+            let line = line + memchr::memchr_iter(b'\n', &self.bytes[from..pos]).count();
+            self.lines = Lines { pos, line };
+            line
+        }
+
+        fn unterminated(&mut self, what: &'static str, start: usize) -> GlobalsError {
+            GlobalsError::Unterminated {
+                what,
+                line: self.line_at(start),
+            }
+        }
+
+        /// Skips white space and comments (`--` to the end of the line, nested `/* */`).
+        fn skip_blank(&mut self) -> Result<(), GlobalsError> {
+            loop {
+                match (self.at(0), self.at(1)) {
+                    (Some(b), _) if is_space(b) => self.pos += 1,
+                    (Some(b'-'), Some(b'-')) => {
+                        self.pos = memchr::memchr2(b'\n', b'\r', &self.bytes[self.pos..])
+                            .map_or(self.bytes.len(), |i| self.pos + i);
+                    }
+                    (Some(b'/'), Some(b'*')) => {
+                        let start = self.pos;
+                        self.pos += 2;
+                        let mut depth = 1;
+                        while depth > 0 {
+                            match (self.at(0), self.at(1)) {
+                                (None, _) => return Err(self.unterminated("a comment", start)),
+                                (Some(b'/'), Some(b'*')) => {
+                                    depth += 1;
+                                    self.pos += 2;
+                                }
+                                (Some(b'*'), Some(b'/')) => {
+                                    depth -= 1;
+                                    self.pos += 2;
+                                }
+                                _ => self.pos += 1,
+                            }
+                        }
+                    }
+                    _ => return Ok(()),
+                }
+            }
+        }
+
+        /// The next token; white space and comments must have been skipped.
+        fn token(&mut self) -> Result<Option<Token>, GlobalsError> {
+            let Some(b) = self.at(0) else {
+                return Ok(None);
+            };
+            let start = self.pos;
+            let token = match b {
+                b';' => {
+                    self.pos += 1;
+                    Token::Semicolon
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    Token::Backslash
+                }
+                b'"' => {
+                    self.pos += 1;
+                    Token::Ident(self.quoted(b'"', false, "a quoted identifier", start)?)
+                }
+                b'\'' => {
+                    self.pos += 1;
+                    let escapes = !self.standard_strings;
+                    Token::Str(self.quoted(b'\'', escapes, "a string", start)?)
+                }
+                b'$' => self.dollar(start)?,
+                b'0'..=b'9' => {
+                    self.number();
+                    Token::Number
+                }
+                _ if is_ident_start(b) => self.word(start)?,
+                _ => {
+                    // Only ASCII is left: every other byte starts an identifier.
+                    self.pos += 1;
+                    Token::Char(char::from(b))
+                }
+            };
+            Ok(Some(token))
+        }
+
+        /// The body of a quoted token after its opening `quote`, up to the closing one: a
+        /// doubled quote is one quote; with `escapes`, a backslash takes the next byte as it
+        /// is. Returns the text inside, doubled quotes undone.
+        fn quoted(
+            &mut self,
+            quote: u8,
+            escapes: bool,
+            what: &'static str,
+            start: usize,
+        ) -> Result<String, GlobalsError> {
+            let mut content = String::new();
+            let mut from = self.pos;
+            loop {
+                let found = if escapes {
+                    memchr::memchr2(quote, b'\\', &self.bytes[self.pos..])
+                } else {
+                    memchr::memchr(quote, &self.bytes[self.pos..])
+                };
+                let Some(i) = found else {
+                    return Err(self.unterminated(what, start));
+                };
+                self.pos += i;
+                if self.at(0) == Some(b'\\') {
+                    // The escaped byte is ASCII or starts a character whose other bytes are
+                    // not ASCII: either way no quote.
+                    if self.at(1).is_none() {
+                        return Err(self.unterminated(what, start));
+                    }
+                    self.pos += 2;
+                    continue;
+                }
+                if self.at(1) == Some(quote) {
+                    content.push_str(&self.text[from..=self.pos]);
+                    self.pos += 2;
+                    from = self.pos;
+                    continue;
+                }
+                content.push_str(&self.text[from..self.pos]);
+                self.pos += 1;
+                return Ok(content);
+            }
+        }
+
+        /// A token starting with `$`: a dollar-quoted string (`$$…$$`, `$tag$…$tag$`), a
+        /// parameter (`$1`), or a lone `$`.
+        fn dollar(&mut self, start: usize) -> Result<Token, GlobalsError> {
+            let mut end = self.pos + 1;
+            if self.bytes.get(end).is_some_and(|b| b.is_ascii_digit()) {
+                while self.bytes.get(end).is_some_and(|b| b.is_ascii_digit()) {
+                    end += 1;
+                }
+                self.pos = end;
+                return Ok(Token::Number);
+            }
+            if self.bytes.get(end).copied().is_some_and(is_ident_start) {
+                while self
+                    .bytes
+                    .get(end)
+                    .is_some_and(|&b| is_ident_start(b) || b.is_ascii_digit())
+                {
+                    end += 1;
+                }
+            }
+            if self.bytes.get(end) != Some(&b'$') {
+                // `$tag` without its closing `$` is a lone `$` (the server then fails).
+                self.pos += 1;
+                return Ok(Token::Char('$'));
+            }
+            let delimiter = &self.text[self.pos..=end];
+            let body = end + 1;
+            match self.text[body..].find(delimiter) {
+                Some(i) => {
+                    self.pos = body + i + delimiter.len();
+                    Ok(Token::Str(self.text[body..body + i].to_string()))
+                }
+                None => Err(self.unterminated("a dollar-quoted string", start)),
+            }
+        }
+
+        /// A number: digits, a fraction, an exponent.
+        fn number(&mut self) {
+            while self
+                .at(0)
+                .is_some_and(|b| b.is_ascii_digit() || b == b'.' || b == b'_')
+            {
+                self.pos += 1;
+            }
+            let exponent = matches!(self.at(0), Some(b'e' | b'E'))
+                && (self.at(1).is_some_and(|b| b.is_ascii_digit())
+                    || (matches!(self.at(1), Some(b'+' | b'-'))
+                        && self.at(2).is_some_and(|b| b.is_ascii_digit())));
+            if exponent {
+                self.pos += 2;
+                while self.at(0).is_some_and(|b| b.is_ascii_digit()) {
+                    self.pos += 1;
+                }
+            }
+        }
+
+        /// A word, or the string or identifier a one-letter prefix opens: `E'…'` (backslash
+        /// escapes), `B'…'`/`X'…'` (up to the next quote), `U&'…'` (doubled quotes, no
+        /// escapes), `U&"…"` (doubled quotes). (`N'…'` is the word `n` and a string.)
+        fn word(&mut self, start: usize) -> Result<Token, GlobalsError> {
+            while self.at(0).is_some_and(is_ident_cont) {
+                self.pos += 1;
+            }
+            let word = self.text[start..self.pos].to_ascii_lowercase();
+            match (word.as_str(), self.at(0), self.at(1)) {
+                ("e", Some(b'\''), _) => {
+                    self.pos += 1;
+                    Ok(Token::Str(self.quoted(b'\'', true, "a string", start)?))
+                }
+                ("b" | "x", Some(b'\''), _) => {
+                    self.pos += 1;
+                    match memchr::memchr(b'\'', &self.bytes[self.pos..]) {
+                        Some(i) => {
+                            let content = self.text[self.pos..self.pos + i].to_string();
+                            self.pos += i + 1;
+                            Ok(Token::Str(content))
+                        }
+                        None => Err(self.unterminated("a bit string", start)),
+                    }
+                }
+                ("u", Some(b'&'), Some(b'\'')) => {
+                    self.pos += 2;
+                    Ok(Token::Str(self.quoted(b'\'', false, "a string", start)?))
+                }
+                ("u", Some(b'&'), Some(b'"')) => {
+                    self.pos += 2;
+                    self.quoted(b'"', false, "a quoted identifier", start)?;
+                    Ok(Token::UnicodeIdent)
+                }
+                _ => Ok(Token::Word(word)),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-place restore: the service's own server
+// ---------------------------------------------------------------------------------------------
 
 /// The service's own (live) server as a restore's target ([`Engine::in_place`]).
 pub struct PgInPlace {
@@ -1368,8 +2291,8 @@ pub struct PgInPlace {
     loader: Loader,
     /// The database parts loaded so far.
     loaded: Vec<String>,
-    /// What went wrong applying the globals part (statements psql skipped), reported with the
-    /// verification.
+    /// What went wrong applying the globals part (statements that failed and were skipped),
+    /// reported with the verification.
     notes: Vec<String>,
 }
 
@@ -1383,7 +2306,8 @@ impl Postgres {
             .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
             .await
             .map_err(|e| pg_error(&ep.target(&admin), &e))?
-            .get(0);
+            .try_get(0)
+            .map_err(|e| pg_error(&ep.target(&admin), &e))?;
         if in_recovery {
             return Err(Error::Other(format!(
                 "{} is a replica (in recovery) and cannot be written: run the in-place restore \
@@ -1412,57 +2336,20 @@ impl Postgres {
 }
 
 impl PgInPlace {
-    /// Applies the globals part over the roles that exist: `CREATE ROLE` is left out for
-    /// roles that exist, and so is every `CREATE ROLE`/`ALTER ROLE ... WITH` for the role the
-    /// agent connects as (its password and attributes stay, so the agent keeps its way in).
-    /// psql runs without `ON_ERROR_STOP`: a statement that fails (e.g. a tablespace that
-    /// exists) is skipped and reported with the verification.
+    /// Applies the globals part over the roles that exist ([`apply_globals`]): `CREATE ROLE`
+    /// is left out for roles that exist, and so is every change of the attributes (password
+    /// included) of the role the agent connects as, which keeps its way in. A statement that
+    /// fails (e.g. a tablespace that exists) is skipped and reported with the verification.
     async fn load_globals(&mut self, reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
-        let mut text = Vec::new();
-        reader
-            .take(MAX_GLOBALS_PART + 1)
-            .read_to_end(&mut text)
-            .await
-            .map_err(|source| Error::Stream {
-                what: "receiving the globals part".into(),
-                source,
-            })?;
-        if text.len() as u64 > MAX_GLOBALS_PART {
-            return Err(Error::Other(format!(
-                "the globals part is larger than {} MiB, more than an in-place restore holds; \
-                 restore the backup onto a fresh server instead",
-                MAX_GLOBALS_PART >> 20
-            )));
-        }
-        let ep = &self.loader.ep;
-        let admin = &self.loader.admin_db;
-        let client = ep.connect(admin).await?;
-        let me: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .map_err(|e| pg_error(&ep.target(admin), &e))?
-            .get(0);
-        let existing: HashSet<String> = client
-            .query("SELECT rolname::text FROM pg_catalog.pg_roles", &[])
-            .await
-            .map_err(|e| pg_error(&ep.target(admin), &e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        drop(client);
-        let sql = globals_over_existing(&String::from_utf8_lossy(&text), &existing, &me);
-
-        let mut cmd = ep.tool(&self.loader.tools, "psql")?;
-        cmd.args(["-X", "-q", "--no-password", "-f", "-"])
-            .arg(format!("--dbname={}", dbname_conninfo(admin)));
-        let out = cmd.capture_with_input(sql.as_bytes()).await?;
-        let stderr = out.stderr.clone();
-        out.into_result()?;
-        let failed: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.contains("ERROR:"))
-            .map(str::trim)
-            .collect();
+        let script = read_globals(reader).await?;
+        let failed = apply_globals(
+            &self.loader.ep,
+            &self.loader.admin_db,
+            &script,
+            OnFailure::Note,
+            &self.service,
+        )
+        .await?;
         if !failed.is_empty() {
             tracing::warn!(service = %self.service, failed = failed.len(), errors = %failed.join("; "), "statements of the globals part failed and were skipped");
             self.notes.push(format!(
@@ -1473,36 +2360,6 @@ impl PgInPlace {
         }
         tracing::info!(service = %self.service, "globals applied over the existing roles");
         Ok(())
-    }
-}
-
-/// The globals SQL of `pg_dumpall --globals-only` without `CREATE ROLE` for the roles in
-/// `existing` and without `CREATE ROLE`/`ALTER ROLE ... WITH` for `me`.
-fn globals_over_existing(text: &str, existing: &HashSet<String>, me: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let skip = if let Some((role, rest)) = role_statement(line, "CREATE ROLE ") {
-            rest.trim_end() == ";" && (existing.contains(&role) || role == me)
-        } else if let Some((role, rest)) = role_statement(line, "ALTER ROLE ") {
-            role == me && rest.starts_with(" WITH ")
-        } else {
-            false
-        };
-        if !skip {
-            out.push_str(line);
-        }
-    }
-    out
-}
-
-/// For a line `<prefix><role><rest>`: the role's name (unquoted) and the rest.
-fn role_statement<'a>(line: &'a str, prefix: &str) -> Option<(String, &'a str)> {
-    let s = line.strip_prefix(prefix)?;
-    if let Some(body) = s.strip_prefix('"') {
-        super::quoted_identifier(body, '"')
-    } else {
-        let end = s.find([' ', ';', '\n']).unwrap_or(s.len());
-        (end > 0).then(|| (s[..end].to_string(), &s[end..]))
     }
 }
 
@@ -1611,41 +2468,344 @@ pub async fn teardown(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::globals::{parse, GlobalsError, Kind, RoleRef, Statement};
     use super::*;
 
     #[test]
     fn quoting() {
         assert_eq!(quote_ident("my\"db"), "\"my\"\"db\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+        // A backslash: an escape string, right whatever standard_conforming_strings is.
+        assert_eq!(quote_literal("a\\'b"), "E'a\\\\''b'");
         assert_eq!(dbname_conninfo("a b'c\\"), "dbname='a b\\'c\\\\'");
+        assert_eq!(dbname_conninfo("--host=x"), "dbname='--host=x'");
+        assert_eq!(conf_literal("/tmp/it's\\x").unwrap(), "'/tmp/it''s\\\\x'");
+        assert!(conf_literal("a\nb").is_err());
+        assert_eq!(escaped(b"latin1-\xe9t\xe9"), "\"latin1-\\xe9t\\xe9\"");
+    }
+
+    /// `name` as pg_dumpall's `fmtId` writes it: bare when it is a plain lower-case word,
+    /// else double-quoted with quotes doubled.
+    fn fmt_id(name: &str) -> String {
+        let bare = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if bare {
+            name.to_string()
+        } else {
+            quote_ident(name)
+        }
+    }
+
+    /// What pg_dumpall 15 writes for a role `name` with a password, a comment, a setting and
+    /// a membership; the comment lines carry the name with line breaks made spaces, as
+    /// pg_dumpall does since 15.14.
+    fn dumped_role(name: &str) -> String {
+        let id = fmt_id(name);
+        let in_comment = name.replace(['\n', '\r'], " ");
+        format!(
+            "CREATE ROLE {id};\n\
+             ALTER ROLE {id} WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN \
+             NOREPLICATION NOBYPASSRLS PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a2V5:c2Vy';\n\
+             COMMENT ON ROLE {id} IS {};\n\
+             \n--\n-- User Config \"{in_comment}\"\n--\n\n\
+             ALTER ROLE {id} SET work_mem TO '8MB';\n\
+             GRANT mallory TO {id} GRANTED BY postgres;\n",
+            quote_literal(name)
+        )
+    }
+
+    fn kinds(statements: &[Statement<'_>]) -> Vec<Kind> {
+        statements.iter().map(|s| s.kind.clone()).collect()
+    }
+
+    fn named(name: &str) -> RoleRef {
+        RoleRef::Named(name.to_string())
+    }
+
+    /// Checks that the statements of `dumped_role(name)` come back whole, naming `name`.
+    fn assert_role_statements(name: &str) {
+        let script = dumped_role(name);
+        let statements = parse(script.as_bytes()).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        assert_eq!(
+            kinds(&statements),
+            [
+                Kind::CreateRole(named(name)),
+                Kind::AlterRole {
+                    role: named(name),
+                    attributes: true
+                },
+                Kind::Other,
+                Kind::AlterRole {
+                    role: named(name),
+                    attributes: false
+                },
+                Kind::Other,
+            ],
+            "{name:?}"
+        );
+        let id = fmt_id(name);
+        assert_eq!(statements[0].text, format!("CREATE ROLE {id};"), "{name:?}");
+        assert!(statements[4]
+            .text
+            .starts_with(&format!("GRANT mallory TO {id} ")));
+        // Every statement is a piece of the script, and nothing but comments and white space
+        // lies between them.
+        let mut rest = script.as_str();
+        for s in &statements {
+            let at = rest.find(s.text).unwrap();
+            assert!(
+                rest[..at]
+                    .lines()
+                    .all(|l| l.trim().is_empty() || l.starts_with("--")),
+                "{name:?}: {:?} between statements",
+                &rest[..at]
+            );
+            rest = &rest[at + s.text.len()..];
+        }
     }
 
     #[test]
-    fn globals_skip_existing_roles_and_leave_the_agents_own_alone() {
-        let text = "SET default_transaction_read_only = off;\n\
-            CREATE ROLE app;\n\
-            ALTER ROLE app WITH LOGIN PASSWORD 'x';\n\
-            CREATE ROLE \"Odd \"\"Role\";\n\
-            ALTER ROLE \"Odd \"\"Role\" WITH NOLOGIN;\n\
-            CREATE ROLE new_one;\n\
-            CREATE ROLE postgres;\n\
-            ALTER ROLE postgres WITH SUPERUSER PASSWORD 'old';\n\
-            ALTER ROLE postgres SET work_mem = '8MB';\n\
-            CREATE ROLE postgres_two;\n\
-            GRANT app TO new_one GRANTED BY postgres;\n";
-        let existing: HashSet<String> = ["app", "Odd \"Role", "postgres"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            globals_over_existing(text, &existing, "postgres"),
-            "SET default_transaction_read_only = off;\n\
-             ALTER ROLE app WITH LOGIN PASSWORD 'x';\n\
-             ALTER ROLE \"Odd \"\"Role\" WITH NOLOGIN;\n\
-             CREATE ROLE new_one;\n\
-             ALTER ROLE postgres SET work_mem = '8MB';\n\
-             CREATE ROLE postgres_two;\n\
-             GRANT app TO new_one GRANTED BY postgres;\n"
+    fn every_hostile_name_stays_inside_its_statements() {
+        let mut names = strongbox_integration::hostile::postgres_names();
+        names.extend(
+            [
+                // The exploit of issue 12: a line edit made its first line SQL.
+                ";COPY(SELECT)TO PROGRAM'>/tmp/sbxpw';\nALTER ROLE postgres WITH ",
+                "x\";\nCREATE ROLE postgres;\n--",
+                "a\nALTER ROLE postgres WITH NOLOGIN",
+                "\"",
+                "\"\"",
+                "';",
+                "$$",
+                "$a$;$a$",
+                "/*",
+                "*/;",
+                "--",
+                "\\",
+                "E'",
+                "U&\"",
+                "\\restrict x\n\\! id",
+                "Postgres",
+                "select",
+            ]
+            .map(String::from),
         );
+        for name in &names {
+            assert_role_statements(name);
+        }
+    }
+
+    #[test]
+    fn random_names_stay_inside_their_statements() {
+        use rand::{Rng, SeedableRng};
+        let alphabet: Vec<char> = "\"'\\;$-/*\n\r\t aA_1&Ué`#%{}()=,.:".chars().collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for _ in 0..5000 {
+            let len = rng.gen_range(1..=20);
+            let name: String = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            assert_role_statements(&name);
+        }
+    }
+
+    #[test]
+    fn a_real_globals_dump_is_read_statement_by_statement() {
+        let script = "--\n-- PostgreSQL database cluster dump\n--\n\n\
+            \\restrict XQN9qS8Uw7pzD03Q\n\n\
+            SET default_transaction_read_only = off;\n\n\
+            SET client_encoding = 'UTF8';\n\
+            SET standard_conforming_strings = on;\n\n\
+            --\n-- Roles\n--\n\n\
+            CREATE ROLE \"a\nb\"\"c\";\n\
+            ALTER ROLE \"a\nb\"\"c\" WITH NOSUPERUSER LOGIN PASSWORD 'SCRAM-SHA-256$4096:x';\n\
+            CREATE ROLE postgres;\n\
+            ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;\n\
+            CREATE ROLE \"select\";\n\
+            COMMENT ON ROLE mallory IS 'hi';\n\n\
+            --\n-- User Config \"a b\"\"c\"\n--\n\n\
+            ALTER ROLE \"a\nb\"\"c\" SET work_mem TO '1MB';\n\
+            ALTER ROLE mallory IN DATABASE postgres SET work_mem TO '9MB';\n\
+            GRANT mallory TO \"a\nb\"\"c\" GRANTED BY postgres;\n\
+            GRANT SET ON PARAMETER work_mem TO mallory;\n\
+            CREATE TABLESPACE ts OWNER postgres LOCATION '/tmp/pgt';\n\n\
+            \\unrestrict XQN9qS8Uw7pzD03Q\n\n\
+            --\n-- PostgreSQL database cluster dump complete\n--\n\n";
+        let statements = parse(script.as_bytes()).unwrap();
+        let odd = "a\nb\"c";
+        assert_eq!(
+            kinds(&statements),
+            [
+                Kind::PsqlGuard,
+                Kind::Set {
+                    standard_strings: None
+                },
+                Kind::Set {
+                    standard_strings: None
+                },
+                Kind::Set {
+                    standard_strings: Some(true)
+                },
+                Kind::CreateRole(named(odd)),
+                Kind::AlterRole {
+                    role: named(odd),
+                    attributes: true
+                },
+                Kind::CreateRole(named("postgres")),
+                Kind::AlterRole {
+                    role: named("postgres"),
+                    attributes: true
+                },
+                Kind::CreateRole(named("select")),
+                Kind::Other,
+                Kind::AlterRole {
+                    role: named(odd),
+                    attributes: false
+                },
+                Kind::AlterRole {
+                    role: named("mallory"),
+                    attributes: false
+                },
+                Kind::Other,
+                Kind::Other,
+                Kind::Other,
+                Kind::PsqlGuard,
+            ]
+        );
+        assert_eq!(statements[0].text, "\\restrict XQN9qS8Uw7pzD03Q");
+        assert_eq!(statements[0].line, 5);
+        assert_eq!(statements[4].text, "CREATE ROLE \"a\nb\"\"c\";");
+        assert_eq!(statements[4].line, 16);
+        assert_eq!(statements[5].line, 18);
+    }
+
+    #[test]
+    fn every_way_of_quoting_is_read_as_the_server_reads_it() {
+        let role = |script: &str| -> Vec<Kind> { kinds(&parse(script.as_bytes()).unwrap()) };
+        // A string that holds what looks like the end of a statement and a new one.
+        assert_eq!(
+            role("COMMENT ON ROLE a IS 'x''; ALTER ROLE postgres WITH NOLOGIN; --';"),
+            [Kind::Other]
+        );
+        // Escape strings: a backslash takes the quote after it.
+        assert_eq!(
+            role("COMMENT ON ROLE a IS E'x\\'; ALTER ROLE b WITH NOLOGIN; --';"),
+            [Kind::Other]
+        );
+        // Standard strings off: plain strings take backslash escapes too, until it is on.
+        assert_eq!(
+            role(
+                "SET standard_conforming_strings = off;\n\
+                 COMMENT ON ROLE a IS 'x\\'; ALTER ROLE b WITH NOLOGIN; --';\n\
+                 SET standard_conforming_strings = 'on';\n\
+                 COMMENT ON ROLE a IS 'x\\';"
+            ),
+            [
+                Kind::Set {
+                    standard_strings: Some(false)
+                },
+                Kind::Other,
+                Kind::Set {
+                    standard_strings: Some(true)
+                },
+                Kind::Other,
+            ]
+        );
+        // Bit strings end at the next quote, whatever comes before it.
+        assert_eq!(role("COMMENT ON ROLE a IS B'\\';"), [Kind::Other]);
+        // Dollar quotes, with and without a tag, and a tag-like text inside.
+        assert_eq!(
+            role("COMMENT ON ROLE a IS $$x'; ALTER ROLE b;$$; COMMENT ON ROLE a IS $t$ $$ ; $t$;"),
+            [Kind::Other, Kind::Other]
+        );
+        // A `$` inside a word is part of the word, not a dollar quote.
+        assert_eq!(
+            role("GRANT a$b TO c; GRANT d TO e;"),
+            [Kind::Other, Kind::Other]
+        );
+        // Nested block comments and line comments.
+        assert_eq!(
+            role("/* a /* b */ ; GRANT x TO y; */ GRANT a TO b; -- ; GRANT c TO d;\nGRANT e TO f;"),
+            [Kind::Other, Kind::Other]
+        );
+        // Bare names fold to lower case; CURRENT_USER is the session's own role.
+        assert_eq!(
+            role("ALTER ROLE App WITH LOGIN; ALTER ROLE CURRENT_USER WITH NOLOGIN; ALTER ROLE ALL SET x TO 1;"),
+            [
+                Kind::AlterRole {
+                    role: named("app"),
+                    attributes: true
+                },
+                Kind::AlterRole {
+                    role: RoleRef::Current,
+                    attributes: true
+                },
+                Kind::AlterRole {
+                    role: RoleRef::All,
+                    attributes: false
+                },
+            ]
+        );
+        // A last statement without its `;`, and empty statements.
+        assert_eq!(role(";; GRANT a TO b"), [Kind::Other]);
+    }
+
+    #[test]
+    fn what_pg_dumpall_never_writes_is_refused_before_anything_applies() {
+        let refused = |script: &str| parse(script.as_bytes()).unwrap_err();
+        assert!(matches!(
+            refused("CREATE ROLE a;\nCOPY (SELECT 1) TO PROGRAM 'id';"),
+            GlobalsError::Unexpected { line: 2, .. }
+        ));
+        assert!(matches!(
+            refused("SET ROLE mallory;"),
+            GlobalsError::Unexpected { .. }
+        ));
+        assert!(matches!(
+            refused("SET SESSION AUTHORIZATION mallory;"),
+            GlobalsError::Unexpected { .. }
+        ));
+        assert!(matches!(
+            refused("ALTER USER postgres WITH NOSUPERUSER;"),
+            GlobalsError::Unexpected { .. }
+        ));
+        assert!(matches!(
+            refused("\\! touch /tmp/x\n"),
+            GlobalsError::PsqlCommand { line: 1, .. }
+        ));
+        assert!(matches!(
+            refused("GRANT a TO b \\g\n"),
+            GlobalsError::Backslash { .. }
+        ));
+        // A role named in a way whose meaning is not read here.
+        assert!(matches!(
+            refused("ALTER ROLE U&\"\\0070ostgres\" WITH NOSUPERUSER;"),
+            GlobalsError::RoleName { .. }
+        ));
+        assert!(matches!(
+            refused("ALTER ROLE Ünïcode WITH LOGIN;"),
+            GlobalsError::RoleName { .. }
+        ));
+        assert!(matches!(
+            refused("SET standard_conforming_strings = maybe;"),
+            GlobalsError::StandardStrings { .. }
+        ));
+        for (script, what) in [
+            ("CREATE ROLE \"a;\n", "a quoted identifier"),
+            ("COMMENT ON ROLE a IS 'x;\n", "a string"),
+            ("COMMENT ON ROLE a IS $q$ x;\n", "a dollar-quoted string"),
+            ("GRANT a TO b; /* /* */\n", "a comment"),
+        ] {
+            assert!(
+                matches!(refused(script), GlobalsError::Unterminated { what: w, line: 1 } if w == what),
+                "{script:?}"
+            );
+        }
+        assert!(matches!(
+            parse(b"CREATE ROLE \"latin1-\xe9t\xe9\";").unwrap_err(),
+            GlobalsError::NotUtf8 { offset: 20 }
+        ));
     }
 }

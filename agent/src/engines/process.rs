@@ -152,11 +152,8 @@ pub fn create_server_dir(dir: &Path, owner: Option<&SystemUser>) -> Result<()> {
             )));
         }
     } else {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            what: "creating the restore folder",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        strongbox_core::private::create_dir_all(dir)
+            .map_err(|e| Error::Other(format!("creating the restore folder: {e}")))?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
         Error::Io {

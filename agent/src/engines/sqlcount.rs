@@ -9,9 +9,14 @@
 //! - It lexes SQL as the `mariadb` client does: single- and double-quoted strings with
 //!   backslash escapes and doubled quotes, backtick identifiers with doubled backticks,
 //!   `-- `/`#` line comments and `/* */` comments (including the versioned `/*!50003 ... */`
-//!   ones, which is where dumps put triggers and view placeholders), and the client's
-//!   `DELIMITER` command (routines are dumped between `DELIMITER ;;` lines, and their bodies
-//!   hold `;` and even `INSERT` statements that are not data).
+//!   and `/*M!… */` ones, which is where dumps put triggers and view placeholders), and the
+//!   client's `DELIMITER` command (routines are dumped between `DELIMITER ;;` lines, and their
+//!   bodies hold `;` and even `INSERT` statements that are not data).
+//! - Names are data: a versioned comment is code to the server, so inside it quotes, line
+//!   comments and plain comments are lexed as the server does, and only a `*/` outside them
+//!   ends it (`` /*!40000 ALTER TABLE `/* c */` DISABLE KEYS */ `` is one comment). Nothing a
+//!   table name holds (quotes, `*/`, `--`, line breaks, `;`) ends a statement, starts a row or
+//!   hides the rows of the tables after it.
 //! - A row is an opening parenthesis at depth 0 after the `VALUES` keyword of a statement that
 //!   *starts* with `INSERT`/`REPLACE ... INTO <table>`; parentheses, quotes, semicolons and
 //!   comment markers inside strings never count or end anything.
@@ -48,10 +53,16 @@ enum Lex {
     DashDash,
     /// Saw `/` in code: maybe the start of `/*`.
     Slash,
+    /// Just after `/*`: a versioned comment if `!` or `M!` follows.
+    BlockOpen,
+    /// Just after `/*M`.
+    BlockM,
     LineComment,
     Block,
     /// In a block comment, just after `*`.
     BlockStar,
+    /// In a versioned comment, just after a `*` in code: `/` ends the comment.
+    VersionedStar,
     Quoted(u8),
     /// After a backslash inside a `'` or `"` string.
     Escape(u8),
@@ -82,6 +93,8 @@ const DELIMITER_KEYWORD: &[u8] = b"delimiter ";
 #[derive(Debug)]
 pub struct SqlCounter {
     lex: Lex,
+    /// Inside a versioned comment (`/*! … */`): lexed as code, but its events are a comment's.
+    versioned: bool,
     stmt: Stmt,
     delimiter: Vec<u8>,
     delim_matched: usize,
@@ -102,6 +115,7 @@ impl SqlCounter {
     pub fn new() -> SqlCounter {
         SqlCounter {
             lex: Lex::Normal,
+            versioned: false,
             stmt: Stmt::Start,
             delimiter: b";".to_vec(),
             delim_matched: 0,
@@ -200,10 +214,31 @@ impl SqlCounter {
             }
             Lex::Slash => {
                 if b == b'*' {
-                    self.lex = Lex::Block;
+                    self.lex = Lex::BlockOpen;
                 } else {
                     self.lex = Lex::Normal;
                     self.event(Ev::Code(b'/'));
+                    self.normal_byte(b);
+                }
+            }
+            Lex::BlockOpen => match b {
+                b'!' if !self.versioned => self.open_versioned(),
+                b'M' => self.lex = Lex::BlockM,
+                b'*' => self.lex = Lex::BlockStar,
+                _ => self.lex = Lex::Block,
+            },
+            Lex::BlockM => match b {
+                b'!' if !self.versioned => self.open_versioned(),
+                b'*' => self.lex = Lex::BlockStar,
+                _ => self.lex = Lex::Block,
+            },
+            Lex::VersionedStar => {
+                if b == b'/' {
+                    self.versioned = false;
+                    self.lex = Lex::Normal;
+                    self.event(Ev::Comment);
+                } else {
+                    self.lex = Lex::Normal;
                     self.normal_byte(b);
                 }
             }
@@ -258,8 +293,15 @@ impl SqlCounter {
         }
     }
 
+    /// After `/*!` or `/*M!`: what follows is code until a `*/` outside quotes and comments.
+    fn open_versioned(&mut self) {
+        self.versioned = true;
+        self.lex = Lex::Normal;
+    }
+
     fn normal_byte(&mut self, b: u8) {
         match b {
+            b'*' if self.versioned => self.lex = Lex::VersionedStar,
             b'-' => self.lex = Lex::Dash,
             b'/' => self.lex = Lex::Slash,
             b'#' => self.lex = Lex::LineComment,
@@ -272,6 +314,10 @@ impl SqlCounter {
     }
 
     fn event(&mut self, ev: Ev) {
+        if self.versioned {
+            // Inside a versioned comment: the statement sees one comment, when it ends.
+            return;
+        }
         // The delimiter only counts in code; anything else breaks a partial match.
         let mut ends_statement = false;
         if let Ev::Code(b) = ev {
@@ -482,10 +528,27 @@ fn tokenize(head: &[u8]) -> Vec<Tok> {
             toks.push(Tok::Dot);
             i += 1;
         } else if b == b'(' {
-            // A balanced group (column or partition list); its content does not matter.
+            // A balanced group (column or partition list); its content does not matter, but
+            // parentheses inside its quoted names do not count.
             let mut depth = 0usize;
             while i < head.len() {
                 match head[i] {
+                    q @ (b'`' | b'"' | b'\'') => {
+                        i += 1;
+                        while i < head.len() {
+                            if head[i] == q {
+                                if head.get(i + 1) == Some(&q) {
+                                    i += 2;
+                                    continue;
+                                }
+                                break;
+                            }
+                            if head[i] == b'\\' && q != b'`' {
+                                i += 1;
+                            }
+                            i += 1;
+                        }
+                    }
                     b'(' => depth += 1,
                     b')' => {
                         depth -= 1;
@@ -826,6 +889,67 @@ USE `shop`;
         let dump = b"/*!50001 CREATE TABLE `v` (\n  `id` tinyint NOT NULL\n) ENGINE=MyISAM */;\n\
             SET character_set_client = @saved_cs_client;\n";
         assert_eq!(count(dump), t(&[]));
+    }
+
+    /// Table and column names hold what a dump's lexer cares about: comment markers (also
+    /// inside the versioned comments a dump wraps them in), quotes, parentheses, `;`, line
+    /// breaks. Each table's rows are still counted, and the tables after it too.
+    #[test]
+    fn hostile_names_do_not_hide_rows() {
+        let names = [
+            "/* c */",
+            "*/",
+            "-- x",
+            "# h",
+            "a\n-- b; */ ",
+            "it's",
+            "say \"hi\"",
+            "back``tick",
+            "$(touch x)",
+            "(",
+            ";",
+            "DELIMITER ;;",
+        ];
+        let mut dump = String::new();
+        for (i, n) in names.iter().enumerate() {
+            // In comments, as mariadb-dump writes them, a line break goes on as a comment.
+            let c = n.replace('\n', "\n-- ");
+            dump.push_str(&format!(
+                "--\n-- Table structure for table `{c}`\n--\n\n\
+                 /*!40101 SET @saved_cs_client = @@character_set_client */;\n\
+                 CREATE TABLE `{n}` (\n  `{n}` int(11) DEFAULT NULL\n);\n\
+                 LOCK TABLES `{n}` WRITE;\n\
+                 /*!40000 ALTER TABLE `{n}` DISABLE KEYS */;\n\
+                 INSERT INTO `{n}` (`{n}`, `(`) VALUES {};\n\
+                 /*!40000 ALTER TABLE `{n}` ENABLE KEYS */;\n\
+                 UNLOCK TABLES;\n\
+                 /*!50003 CREATE*/ /*!50003 TRIGGER `{n}` BEFORE INSERT ON `{n}` FOR EACH ROW \
+                 SET @x = '*/ INSERT INTO `t` VALUES (1);' -- */ (2)\n*/;\n",
+                vec!["(1,2)"; i + 1].join(",")
+            ));
+        }
+        let unquoted = |n: &str| n.replace("``", "`");
+        let expected: Vec<(String, u64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (unquoted(n), i as u64 + 1))
+            .collect();
+        assert_eq!(count(dump.as_bytes()), expected);
+        for size in [1, 2, 3, 7, 64] {
+            assert_eq!(
+                count_in_pieces(dump.as_bytes(), size),
+                expected,
+                "pieces of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn versioned_comments_hold_plain_comments() {
+        let dump = b"/*!50003 a /* inner */ b */ INSERT INTO `t` VALUES (1);\n\
+            /*M!100100 `*/` */ INSERT INTO `t` VALUES (2);\n\
+            /**/ INSERT INTO `t` VALUES (3);\n";
+        assert_eq!(count(dump), t(&[("t", 3)]));
     }
 
     #[test]

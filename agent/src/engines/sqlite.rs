@@ -20,6 +20,13 @@
 //!   connections open on it see the old database or the restored one, never a mix, and the
 //!   file keeps its journal mode (WAL stays WAL). The copy in the scratch folder is removed
 //!   after. Verification (integrity check, row counts) runs on the live file.
+//! - **Names are data.** Paths (the service's `path`, restore folders, part names) reach
+//!   SQLite only through its API, and only as absolute paths ([`db_path`]): the bundled
+//!   SQLite takes a name starting with `file:` as a URI (`file:app.db?mode=memory` would open
+//!   an empty database, or in place write another file). No path is ever SQL text (no
+//!   `VACUUM INTO`, no `ATTACH`) and no `sqlite3` tool runs. Table names reach SQL only as
+//!   `"…"` identifiers with `"` doubled; a part name is a plain file name
+//!   ([`check_file_name`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +53,13 @@ fn sqlite_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
     }
 }
 
+/// `path` as SQLite must be given it: absolute, so that no name is read as a `file:` URI
+/// (the bundled SQLite is built with `SQLITE_USE_URI`). The path itself is not resolved
+/// (symbolic links stay). Should the current folder be unknown, `./` in front does as well.
+pub fn db_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| Path::new(".").join(path))
+}
+
 fn join_error(e: tokio::task::JoinError) -> Error {
     Error::Other(format!("a blocking SQLite task failed: {e}"))
 }
@@ -59,17 +73,31 @@ fn count_tables(db: &Db, path: &Path) -> Result<Vec<TableStat>> {
             )
             .map_err(|e| sqlite_error(path, "listing tables", e))?;
         let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
+            .query_map([], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
             .map_err(|e| sqlite_error(path, "listing tables", e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| sqlite_error(path, "listing tables", e))?
+        let raw: Vec<Vec<u8>> = rows
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| sqlite_error(path, "listing tables", e))?;
+        raw.into_iter()
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|e| Error::Database {
+                    engine: "SQLite",
+                    target: path.display().to_string(),
+                    message: format!(
+                        "table {:?} has a name that is not UTF-8, which strongbox cannot \
+                         record: rename it",
+                        String::from_utf8_lossy(e.as_bytes())
+                    ),
+                })
+            })
+            .collect::<Result<_>>()?
     };
     let mut stats = Vec::with_capacity(names.len());
     for name in names {
         let sql = format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\""));
         let n: i64 = db
             .query_row(&sql, [], |r| r.get(0))
-            .map_err(|e| sqlite_error(path, &format!("counting the rows of {name}"), e))?;
+            .map_err(|e| sqlite_error(path, &format!("counting the rows of {name:?}"), e))?;
         stats.push(TableStat {
             name,
             rows: u64::try_from(n).unwrap_or(0),
@@ -115,10 +143,14 @@ impl Sqlite {
                 message: format!("`path` {} does not name a file", path.display()),
             });
         }
-        Ok(Sqlite { spec, path })
+        Ok(Sqlite {
+            path: db_path(&path),
+            spec,
+        })
     }
 
     fn open_source(path: &Path) -> Result<Db> {
+        let path = &db_path(path);
         if !path.is_file() {
             return Err(Error::Database {
                 engine: "SQLite",
@@ -185,7 +217,7 @@ impl Engine for Sqlite {
                     path: std::env::temp_dir(),
                     source,
                 })?;
-            let copy = tmp.path().join(&copy_name);
+            let copy = db_path(&tmp.path().join(&copy_name));
             consistent_copy(&source, &copy)?;
             let db = Db::open_with_flags(&copy, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| sqlite_error(&copy, "opening the copy", e))?;
@@ -244,6 +276,7 @@ fn backup_in_one_step(src: &Db, dst: &mut Db, path: &Path, locked: &str) -> Resu
 /// Copies `source` to `dest` in one step of the online backup API (one read transaction).
 fn consistent_copy(source: &Path, dest: &Path) -> Result<()> {
     let src = Sqlite::open_source(source)?;
+    let dest = &db_path(dest);
     let mut dst = Db::open(dest).map_err(|e| sqlite_error(dest, "creating the copy", e))?;
     backup_in_one_step(
         &src,
@@ -335,14 +368,17 @@ pub async fn provision(dir: &Path, name: &str) -> Result<Box<dyn RestoreTarget>>
 
 async fn new_file(dir: &Path, name: &str) -> Result<SqliteTarget> {
     check_file_name(name)?;
-    tokio::fs::create_dir_all(dir)
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(strongbox_core::private::PRIVATE_DIR)
+        .create(dir)
         .await
         .map_err(|source| Error::Io {
             what: "creating the restore folder",
             path: dir.to_path_buf(),
             source,
         })?;
-    let file = dir.join(name);
+    let file = db_path(&dir.join(name));
     if tokio::fs::try_exists(&file).await.unwrap_or(true) {
         return Err(Error::Other(format!(
             "{} exists already (or cannot be checked): a restore always writes a new file; \
@@ -400,6 +436,7 @@ impl RestoreTarget for SqliteTarget {
             let file = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(strongbox_core::private::PRIVATE_FILE)
                 .open(&temp)
                 .await
                 .map_err(io("creating", &temp))?;
@@ -450,7 +487,7 @@ impl RestoreTarget for SqliteTarget {
 /// Row counts compared with `expected`, and `PRAGMA integrity_check`, on `file` (opened
 /// read-only, in one read transaction).
 async fn verify_file(file: &Path, expected: &[TableStat]) -> Result<Verification> {
-    let file = file.to_path_buf();
+    let file = db_path(file);
     let expected = expected.to_vec();
     tokio::task::spawn_blocking(move || -> Result<Verification> {
         let db = Db::open_with_flags(&file, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -525,6 +562,7 @@ impl Sqlite {
 
 /// Copies the restored file `copy` into `live` (created if missing) in one backup step.
 fn replace_live(copy: &Path, live: &Path) -> Result<()> {
+    let (copy, live) = (&db_path(copy), &db_path(live));
     let src = Db::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| sqlite_error(copy, "opening the restored file", e))?;
     let mut dst = Db::open_with_flags(
@@ -591,6 +629,24 @@ impl RestoreTarget for SqliteInPlace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_never_read_as_uris() {
+        for p in [
+            "file:app.db?mode=memory",
+            "-x.db",
+            "a/file:b",
+            "/abs/file:c",
+        ] {
+            let got = db_path(Path::new(p));
+            assert!(got.is_absolute(), "{p} → {}", got.display());
+            assert!(
+                got.ends_with(p.trim_start_matches('/')),
+                "{p} → {}",
+                got.display()
+            );
+        }
+    }
 
     #[test]
     fn part_names_are_plain_file_names() {

@@ -1,10 +1,16 @@
 //! Real `strongbox-agent` processes for tests: a config file, a certificate from the cluster's
 //! test CA, a data root in a temporary folder, and a log printed when a test fails.
 //!
+//! The agent's folder and its data root are 0711: a server a restore makes as `postgres` or
+//! `mysql` (tests run as root) must traverse them to reach its own 0700 folder, and no one else
+//! may list them. The config and the log are 0600.
+//!
 //! Invariant: when an `AgentProcess` drops, the agent is stopped and every server a restore
 //! made under its data root (PostgreSQL `postmaster.pid`, MariaDB `mariadb.pid`) is stopped
 //! too, so no process outlives the test.
 
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,13 +47,12 @@ impl AgentProcess {
         let data_root = dir.path().join("data");
         std::fs::create_dir_all(&data_root)
             .map_err(|e| HarnessError::io("creating the agent's data root", e))?;
-        // Servers that restores make run as an unprivileged user when we are root: let it in.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            for d in [dir.path(), data_root.as_path()] {
-                let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
-            }
+        // Servers that restores make run as an unprivileged user (`postgres`, `mysql`) when we
+        // are root: that user must traverse these folders to reach its own (0700) one, but
+        // nobody else needs to list them, so they are 0711 (traverse, no list), not 0755.
+        for d in [dir.path(), data_root.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| HarnessError::io("letting the server users traverse", e))?;
         }
         let coordinators: Vec<String> = cluster
             .ids()
@@ -66,7 +71,13 @@ impl AgentProcess {
             data_root.display(),
         );
         let config_path = dir.path().join("agent.toml");
-        std::fs::write(&config_path, config)
+        // The harness's own files are private too, like everything strongbox writes.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config_path)
+            .and_then(|mut f| f.write_all(config.as_bytes()))
             .map_err(|e| HarnessError::io("writing the agent config", e))?;
         let mut agent = AgentProcess {
             host: host.to_string(),
@@ -82,6 +93,7 @@ impl AgentProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.log)
             .map_err(|e| HarnessError::io("opening the agent log", e))?;
         let log2 = log
