@@ -43,7 +43,8 @@ impl Sim {
             id: id.into(),
             service: "orders".into(),
             host: "db-1".into(),
-            manifest_id: vec![7u8; 32].into(),
+            // Each backup has a manifest of its own (a manifest commits once).
+            manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(id.as_bytes()).as_bytes()),
             ..Default::default()
         };
         let e = self.apply(

@@ -6,7 +6,7 @@
 use strongbox_coordinator::policy::plan::{plan, status, Snapshot};
 use strongbox_coordinator::policy::schedule::Next;
 use strongbox_proto::catalog::{
-    command::Op, BackupRecord, CommitBackup, CreateJob, JobRecord, MemberRecord, Policy,
+    command::Op, BackupRecord, BindHost, CommitBackup, CreateJob, JobRecord, MemberRecord, Policy,
     RegisterHost, SetPolicy, SetServiceState, UpdateJob,
 };
 
@@ -47,7 +47,19 @@ impl Sim {
                 healthy: *healthy,
                 ..Default::default()
             })
-            .collect();
+            .collect::<Vec<MemberRecord>>();
+        // Every host's services are bound to it, as the inventory does (a second host of a
+        // known service would otherwise wait for approval).
+        let grant: Vec<String> = members.iter().map(|m| m.service.clone()).collect();
+        if !grant.is_empty() {
+            let bind = BindHost {
+                host: host.into(),
+                grant,
+                ..Default::default()
+            };
+            let e = self.apply(at, Op::BindHost(bind));
+            assert!(e.is_empty(), "{e}");
+        }
         let e = self.apply(
             at,
             Op::RegisterHost(RegisterHost {
@@ -105,7 +117,10 @@ impl Sim {
                     id: job.backup_id.clone(),
                     service: job.service.clone(),
                     host: job.host.clone(),
-                    manifest_id: vec![1u8; 32].into(),
+                    // Each backup has a manifest of its own (a manifest commits once).
+                    manifest_id: bytes::Bytes::copy_from_slice(
+                        blake3::hash(job.backup_id.as_bytes()).as_bytes(),
+                    ),
                     ..Default::default()
                 }),
                 job_id: job.id.clone(),

@@ -14,9 +14,10 @@ use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
     agent_message, AddNodeRequest, AgentMessage, BindHostRequest, ClusterStatusRequest,
-    CommitBackupRequest, CreateBackupRequest, ForwardProposalRequest, Heartbeat, HoldBackupRequest,
-    JobReport, ListAuditRequest, ListHostsRequest, Member, PolicyInfo, RaftMessage,
-    RegisterRequest, RemoveNodeRequest, RestoreBackupRequest, SetPolicyRequest, ShowBackupRequest,
+    CommitBackupRequest, CreateBackupRequest, FetchChunkRequest, ForwardProposalRequest,
+    HaveChunksRequest, Heartbeat, HoldBackupRequest, JobReport, ListAuditRequest, ListHostsRequest,
+    Member, PolicyInfo, RaftMessage, RegisterRequest, RemoveNodeRequest, RestoreBackupRequest,
+    SetPolicyRequest, ShowBackupRequest,
 };
 use tonic::Code;
 
@@ -547,6 +548,53 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
     assert!(
         after - before < 1_000,
         "5,001 reports of one job grew the log from {before} to {after}"
+    );
+
+    // The largest chunk-presence question (65,536 ids), a flood of them, and a flood of
+    // chunk reads outside any job: answered or refused, nothing proposed.
+    let job = c.create_backup_job(&operator, &long(1)).await.unwrap();
+    let before = commit_index(&mut op).await;
+    let ids: Vec<bytes::Bytes> = (0..65_536u32)
+        .map(|i| bytes::Bytes::copy_from_slice(blake3::hash(&i.to_le_bytes()).as_bytes()))
+        .collect();
+    let ask = HaveChunksRequest {
+        job_id: job.id.clone(),
+        ids: ids.clone(),
+    };
+    let missing = ag
+        .have_chunks(ask.clone())
+        .await
+        .expect("the largest question");
+    assert_eq!(missing.into_inner().missing.len(), 65_536);
+    let mut over = ask.clone();
+    over.ids.push(ids[0].clone());
+    let s = ag.have_chunks(over).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    for _ in 0..20 {
+        ag.have_chunks(ask.clone()).await.expect("asked again");
+    }
+    for i in 0..500 {
+        let s = ag
+            .fetch_chunk(FetchChunkRequest {
+                job_id: format!("job-nosuch-{i}"),
+                id: ids[0].clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    }
+    // The largest binding an operator may make: 1,000 services.
+    op.bind_host(BindHostRequest {
+        host: "db-9".into(),
+        services: (0..1_000).map(long).collect(),
+        ..Default::default()
+    })
+    .await
+    .expect("the largest binding");
+    let after = commit_index(&mut op).await;
+    assert!(
+        after - before < 10,
+        "chunk questions and refused reads grew the log from {before} to {after}"
     );
 
     // At most two sessions of one host on one node.
