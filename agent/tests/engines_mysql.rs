@@ -557,41 +557,15 @@ fn grants_format_names() -> Vec<String> {
 /// Runs `sql` with the `mariadb` client in binary mode (so `\r\n` inside a quoted name stays
 /// as it is) and returns its output; panics with the client's error when it fails.
 fn run_sql(db: &MariaDbServer, sql: &str) -> String {
-    use std::io::Write;
     let mut cmd = db.client_command();
-    cmd.arg("--binary-mode")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(sql.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    cmd.arg("--binary-mode");
+    feed(cmd, sql)
 }
 
-/// Like [`run_sql`] against a restored server, reached as `root` with its password.
-fn run_sql_on(conn: &Connection, sql: &str) -> String {
+/// Runs `cmd` (a `mariadb` client) with `sql` on its standard input; its trimmed output.
+fn feed(mut cmd: Command, sql: &str) -> String {
     use std::io::Write;
-    let client = mariadb_tool(&["mariadb", "mysql"]).unwrap();
-    let pw = std::fs::read_to_string(conn.password_file.as_ref().unwrap()).unwrap();
-    let mut child = Command::new(client)
-        .env_clear()
-        .env("MYSQL_PWD", pw.trim())
-        .arg("--no-defaults")
-        .arg("--protocol=TCP")
-        .arg(format!("--host={}", conn.host))
-        .arg(format!("--port={}", conn.port))
-        .args(["--user=root", "-N", "-B", "--binary-mode"])
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -610,6 +584,21 @@ fn run_sql_on(conn: &Connection, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Like [`run_sql`] against a restored server, reached as `root` with its password.
+fn run_sql_on(conn: &Connection, sql: &str) -> String {
+    let client = mariadb_tool(&["mariadb", "mysql"]).unwrap();
+    let pw = std::fs::read_to_string(conn.password_file.as_ref().unwrap()).unwrap();
+    let mut cmd = Command::new(client);
+    cmd.env_clear()
+        .env("MYSQL_PWD", pw.trim())
+        .arg("--no-defaults")
+        .arg("--protocol=TCP")
+        .arg(format!("--host={}", conn.host))
+        .arg(format!("--port={}", conn.port))
+        .args(["--user=root", "-N", "-B", "--binary-mode"]);
+    feed(cmd, sql)
 }
 
 /// Every database's name (hex, so that nothing is lost in the client's batch escaping).

@@ -104,6 +104,24 @@ async fn restore(
     (target.connection(), guard, v)
 }
 
+/// An in-place restore of `parts` into the server of `spec`, verified against `expected`.
+async fn in_place(
+    spec: ServiceSpec,
+    parts: &[(PartPlan, Vec<u8>, Vec<TableStat>)],
+    expected: &[TableStat],
+) -> strongbox_agent::engines::Verification {
+    let engine = engines::open(spec).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut target = engine.in_place(scratch.path()).await.unwrap();
+    for (part, bytes, _) in parts {
+        target
+            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap();
+    }
+    target.verify(expected).await.unwrap()
+}
+
 /// Runs `sql` with psql against a restored server over TCP, as `user` with `password`.
 fn psql_as(
     bin_dir: &Path,
@@ -1058,16 +1076,7 @@ async fn hostile_names_go_through_backup_restore_and_in_place_restore_as_data() 
                 .unwrap();
         }
     }
-    let engine = engines::open(spec(&pg, "postgres", None)).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut target = engine.in_place(scratch.path()).await.unwrap();
-    for (part, bytes, _) in &parts {
-        target
-            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
-            .await
-            .unwrap();
-    }
-    let v = target.verify(&expected).await.unwrap();
+    let v = in_place(spec(&pg, "postgres", None), &parts, &expected).await;
     assert!(v.ok, "{v:#?}");
     assert_eq!(v.tables_checked, expected.len() as u64);
     assert!(
@@ -1127,16 +1136,7 @@ async fn a_name_that_is_not_utf8_fails_the_backup_with_an_error_naming_it() {
     let parts = backup(only.clone()).await;
     assert_eq!(parts.len(), 3);
     let expected: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
-    let engine = engines::open(only.clone()).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let mut target = engine.in_place(scratch.path()).await.unwrap();
-    for (part, bytes, _) in &parts {
-        target
-            .load(part, Box::new(std::io::Cursor::new(bytes.clone())))
-            .await
-            .unwrap();
-    }
-    let v = target.verify(&expected).await.unwrap();
+    let v = in_place(only.clone(), &parts, &expected).await;
     assert!(v.ok, "{v:#?}");
 
     // A table named so in a listed database: its dump fails, naming it.

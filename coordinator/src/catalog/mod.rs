@@ -740,18 +740,7 @@ mod tests {
         applied(&c, 1, &cmd("r1", t0, register));
         // A completed backup to restore.
         applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
-        let commit = |job: &str, backup: &str| {
-            Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
-                backup: Some(BackupRecord {
-                    id: backup.into(),
-                    service: "orders".into(),
-                    host: "db-1".into(),
-                    manifest_id: manifest_of(backup),
-                    ..Default::default()
-                }),
-                job_id: job.into(),
-            })
-        };
+        let commit = |job: &str, backup: &str| commit(job, backup, backup);
         applied(&c, 3, &cmd("r3", t0, commit("j1", "b1")));
         let restore = |id: &str, after: &str| {
             Op::CreateJob(CreateJob {
@@ -850,6 +839,21 @@ mod tests {
     /// A distinct 32-byte manifest id per backup.
     fn manifest_of(backup: &str) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(blake3::hash(backup.as_bytes()).as_bytes())
+    }
+
+    /// The commit of `job`'s backup `backup` of orders on db-1, with the manifest made for
+    /// backup `manifest`.
+    fn commit(job: &str, backup: &str, manifest: &str) -> Op {
+        Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
+            backup: Some(BackupRecord {
+                id: backup.into(),
+                service: "orders".into(),
+                host: "db-1".into(),
+                manifest_id: manifest_of(manifest),
+                ..Default::default()
+            }),
+            job_id: job.into(),
+        })
     }
 
     fn member(service: &str, role: &str) -> strongbox_proto::catalog::MemberRecord {
@@ -966,16 +970,7 @@ mod tests {
             ),
         );
         applied(&c, 8, &cmd("r8", t0 + 7, backup_job("j1", "b1")));
-        let commit = Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
-            backup: Some(BackupRecord {
-                id: "b1".into(),
-                service: "orders".into(),
-                host: "db-1".into(),
-                manifest_id: manifest_of("b1"),
-                ..Default::default()
-            }),
-            job_id: "j1".into(),
-        });
+        let commit = commit("j1", "b1", "b1");
         applied(&c, 9, &cmd("r9", t0 + 8, commit));
         let in_place = Op::CreateJob(CreateJob {
             job: Some(JobRecord {
@@ -1006,16 +1001,7 @@ mod tests {
             ),
         );
         applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
-        let commit = Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
-            backup: Some(BackupRecord {
-                id: "b1".into(),
-                service: "orders".into(),
-                host: "db-1".into(),
-                manifest_id: manifest_of("b1"),
-                ..Default::default()
-            }),
-            job_id: "j1".into(),
-        });
+        let commit = commit("j1", "b1", "b1");
         applied(&c, 3, &cmd("r3", t0, commit));
         let restore = |id: &str| {
             Op::CreateJob(CreateJob {
@@ -1080,18 +1066,6 @@ mod tests {
                 register("db-1", false, vec![member("orders", "primary")]),
             ),
         );
-        let commit = |job: &str, backup: &str, manifest: &str| {
-            Op::CommitBackup(strongbox_proto::catalog::CommitBackup {
-                backup: Some(BackupRecord {
-                    id: backup.into(),
-                    service: "orders".into(),
-                    host: "db-1".into(),
-                    manifest_id: manifest_of(manifest),
-                    ..Default::default()
-                }),
-                job_id: job.into(),
-            })
-        };
         applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
         applied(&c, 3, &cmd("r3", t0, commit("j1", "b1", "b1")));
         // A retry of the same commit is fine; the old manifest for a new backup is not.
