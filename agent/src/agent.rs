@@ -159,6 +159,13 @@ impl Agent {
                 "backup" => crate::backup::run(&agent, &job)
                     .await
                     .map(|()| (String::new(), None)),
+                // A restore onto a fresh server goes only to a host its own config makes a
+                // spare, whatever a coordinator says: a database host never takes one.
+                "restore" if !job.in_place && !agent.config.spare => Err(Error::Other(format!(
+                    "host {} is not a spare (its agent config has `spare = false`); restores \
+                     onto fresh servers go to spares",
+                    agent.config.host
+                ))),
                 "restore" => crate::restore::run(&agent, &job).await,
                 other => Err(Error::Other(format!("unknown job kind {other:?}"))),
             };

@@ -1093,7 +1093,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         let mut t = output::table(["part", "kind", "size", "chunks", "tables"]);
                         for p in &m.parts {
                             t.add_row([
-                                p.name.clone(),
+                                printable(&p.name),
                                 kind_name(p.kind).to_string(),
                                 size(p.plain_size()),
                                 p.chunks.len().to_string(),
@@ -1106,7 +1106,11 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         for p in &m.parts {
                             for s in &p.tables {
                                 any = true;
-                                t.add_row([p.name.clone(), s.name.clone(), s.rows.to_string()]);
+                                t.add_row([
+                                    printable(&p.name),
+                                    printable(&s.name),
+                                    s.rows.to_string(),
+                                ]);
                             }
                         }
                         if any {

@@ -602,7 +602,9 @@ impl Dev {
             .arg(port.to_string())
             .arg("-k")
             .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+            // Only its socket, in its private folder: the demo trusts every connection, so no
+            // TCP port that another local user could reach.
+            .args(["-c", "listen_addresses=", "-c", "fsync=off"]);
         let log = self.log("postgres");
         if let Some((uid, gid)) = run_as {
             // The server writes its log itself only if it may; we open it for it, as root.
@@ -612,20 +614,13 @@ impl Dev {
         let mut proc = Proc::start("PostgreSQL", server, &log, libc::SIGINT)?;
         let psql = |db: &str| {
             let mut c = Command::new(bin.join("psql"));
-            c.args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-d")
-            .arg(db);
+            c.arg("-h")
+                .arg(&dir)
+                .args(["-U", "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-d")
+                .arg(db);
             c
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -655,7 +650,7 @@ impl Dev {
         Ok(ServiceConfig {
             name: SERVICE.into(),
             engine: "postgres".into(),
-            host: Some("127.0.0.1".into()),
+            host: Some(dir.display().to_string()),
             port: Some(port),
             user: Some("postgres".into()),
             databases: vec!["demo".into()],

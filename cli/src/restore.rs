@@ -204,7 +204,12 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
             let mism: Vec<String> = v
                 .mismatches
                 .iter()
-                .map(|(t, want, got)| format!("{t}: expected {want} rows, found {got}"))
+                .map(|(t, want, got)| {
+                    format!(
+                        "{}: expected {want} rows, found {got}",
+                        crate::backup::printable(t)
+                    )
+                })
                 .collect();
             f.push((
                 "mismatches",

@@ -572,8 +572,14 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                         println!("No hosts yet: they appear once an agent registers.");
                         return Ok(());
                     }
-                    let mut t =
-                        output::table(["host", "region", "spare", "registered", "services"]);
+                    let mut t = output::table([
+                        "host",
+                        "region",
+                        "spare",
+                        "registered",
+                        "last report",
+                        "services",
+                    ]);
                     let mut awaiting = 0;
                     for h in &hosts {
                         let mut members: Vec<String> = h
@@ -592,6 +598,12 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                         members.extend(h.pending_members.iter().map(|m| {
                             format!("{} ({} {}, AWAITING APPROVAL)", m.service, m.engine, m.role)
                         }));
+                        members.extend(
+                            h.bound_services
+                                .iter()
+                                .filter(|s| !h.members.iter().any(|m| &m.service == *s))
+                                .map(|s| format!("{s} (bound, not reported)")),
+                        );
                         if !h.pending_members.is_empty() || (h.spare_requested && !h.spare_approved)
                         {
                             awaiting += 1;
@@ -600,7 +612,16 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                             h.name.clone(),
                             h.region.clone(),
                             spare_label(h).to_string(),
-                            ago(h.registered_unix_ms),
+                            if h.registered_unix_ms == 0 {
+                                "never".to_string()
+                            } else {
+                                ago(h.registered_unix_ms)
+                            },
+                            if h.registered_unix_ms == 0 {
+                                "-".to_string()
+                            } else {
+                                ago(h.updated_unix_ms)
+                            },
                             if members.is_empty() {
                                 "-".to_string()
                             } else {

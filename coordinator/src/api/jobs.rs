@@ -32,6 +32,18 @@ pub fn backup_host(
         .filter(|(_, m)| m.service == service)
         .collect();
     if members.is_empty() {
+        let waiting: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.pending_members.iter().any(|m| m.service == service))
+            .map(|h| h.name.as_str())
+            .collect();
+        if let Some(first) = waiting.first() {
+            return Err(Status::failed_precondition(format!(
+                "no host is bound to serve {service:?}; {} report it and await approval: \
+                 `strongbox host approve {first} --service {service}`",
+                waiting.join(", ")
+            )));
+        }
         return Err(Status::not_found(format!(
             "no host carries a service {service:?}; `strongbox service list` shows the services agents reported"
         )));
@@ -71,8 +83,28 @@ pub fn restore_host(
             .iter()
             .find(|h| h.name == to_host)
             .ok_or_else(|| Status::not_found(format!("no host {to_host:?}")))?;
+        if h.registered_unix_ms == 0 {
+            return Err(Status::failed_precondition(format!(
+                "host {to_host:?} is bound by an operator but no agent has registered it yet; \
+                 start its agent, or name another spare"
+            )));
+        }
+        if h.spare && now_ms.saturating_sub(h.updated_unix_ms) >= ALIVE_MS {
+            return Err(Status::failed_precondition(format!(
+                "spare {to_host:?} has not reported for {} s (its agent is down or cut off); \
+                 start it, or name another spare (`strongbox host list`)",
+                now_ms.saturating_sub(h.updated_unix_ms) / 1000
+            )));
+        }
         if !h.spare {
-            let why = if h.spare_requested {
+            let why = if h.spare_requested && !h.bound_services.is_empty() {
+                format!(
+                    "its agent asks to be one, but it serves {}: check that agent before \
+                     approving it (`strongbox host approve {to_host} --spare`), as restores \
+                     would then run beside those databases",
+                    h.bound_services.join(", ")
+                )
+            } else if h.spare_requested {
                 format!("its agent asks to be one, but no operator approved it: `strongbox host approve {to_host}`")
             } else {
                 "restores go to spares so they never touch a live server".to_string()
@@ -90,7 +122,12 @@ pub fn restore_host(
         .collect();
     hosts
         .iter()
-        .filter(|h| h.spare && h.members.is_empty() && h.pending_members.is_empty())
+        .filter(|h| {
+            h.spare
+                && h.bound_services.is_empty()
+                && h.members.is_empty()
+                && h.pending_members.is_empty()
+        })
         .filter(|h| now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS)
         .filter(|h| !busy.contains(h.name.as_str()))
         .max_by_key(|h| h.updated_unix_ms)

@@ -75,6 +75,9 @@ pub fn enter(node: &Arc<NodeContext>, host: &str) -> Result<SessionSlot, Status>
              this host's certificate"
         )));
     }
+    if *n >= 1 {
+        tracing::warn!(host = %host, open = *n, "another session of this host opened: a reconnect, or two agents running with its certificate if this repeats");
+    }
     *n += 1;
     Ok(SessionSlot {
         node: node.clone(),

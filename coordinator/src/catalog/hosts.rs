@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use prost::Message;
 use strongbox_proto::catalog::{BindHost, HostRecord, MemberRecord, RegisterHost};
 
-use super::{host_key, Catalog};
+use super::{host_key, is_final, job_key, Catalog};
 
 type Refusal = String;
 
@@ -84,6 +84,14 @@ impl Catalog {
             pending_members: pending,
         };
         self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
+        if previous.as_ref().is_some_and(|p| p.spare) && !rec.spare {
+            self.fail_restores_on(
+                &rec.name,
+                "its agent no longer asks to be a spare",
+                unix_ms,
+                batch,
+            )?;
+        }
         batch.insert(host_key(&r.host), rec.encode_to_vec());
         let mut what = format!("register host {}", r.host);
         if !first_use.is_empty() {
@@ -124,7 +132,12 @@ impl Catalog {
             bound.insert(s.clone());
         }
         for s in &b.revoke {
-            bound.remove(s);
+            if !bound.remove(s) {
+                return Err(format!(
+                    "host {} is not bound to service {s}; `strongbox host list` shows its bindings",
+                    b.host
+                ));
+            }
         }
         // Re-split the host's claims under the new bindings.
         let claims: Vec<MemberRecord> = rec
@@ -145,7 +158,21 @@ impl Catalog {
         }
         rec.spare = rec.spare_requested && rec.spare_approved;
         self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
-        batch.insert(host_key(&b.host), rec.encode_to_vec());
+        if previous.as_ref().is_some_and(|p| p.spare) && !rec.spare {
+            self.fail_restores_on(
+                &rec.name,
+                "an operator withdrew its spare role",
+                unix_ms,
+                batch,
+            )?;
+        }
+        let never_registered = rec.registered_unix_ms == 0;
+        if never_registered && rec.bound_services.is_empty() && !rec.spare_approved {
+            // Only bindings made it, and none is left.
+            batch.remove(host_key(&b.host));
+        } else {
+            batch.insert(host_key(&b.host), rec.encode_to_vec());
+        }
         let mut parts = Vec::new();
         if !b.grant.is_empty() {
             parts.push(format!("grant {}", b.grant.join(", ")));
@@ -159,6 +186,30 @@ impl Catalog {
             None => {}
         }
         Ok(format!("bind host {}: {}", b.host, parts.join("; ")))
+    }
+}
+
+impl Catalog {
+    /// Fails the unfinished restores onto `host` other than in-place ones: a host that stopped
+    /// being a spare takes no restore it was given as one.
+    fn fail_restores_on(
+        &self,
+        host: &str,
+        why: &str,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<(), Refusal> {
+        for mut j in self.jobs().map_err(storage)? {
+            if j.host != host || j.kind != "restore" || j.in_place || is_final(&j.state) {
+                continue;
+            }
+            j.state = "failed".into();
+            j.reason =
+                format!("host {host} is no longer a spare: {why}; nothing was restored there");
+            j.updated_unix_ms = unix_ms;
+            batch.insert(job_key(&j.id), j.encode_to_vec());
+        }
+        Ok(())
     }
 }
 

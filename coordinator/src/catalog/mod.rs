@@ -1033,6 +1033,40 @@ mod tests {
         assert!(h.spare_approved && !h.spare, "{h:?}");
         applied(&c, 9, &cmd("r9", t0 + 2, register("spare-1", true, vec![])));
         assert!(c.host("spare-1").unwrap().unwrap().spare);
+        // A spare whose role is withdrawn takes none of the restores it was given.
+        applied(
+            &c,
+            12,
+            &cmd("r12", t0 + 5, bind("spare-1", &[], &[], Some(false))),
+        );
+        let j3 = c.job("j3").unwrap().unwrap();
+        assert_eq!(j3.state, "failed");
+        assert!(j3.reason.contains("no longer a spare"), "{}", j3.reason);
+        // Revoking what is not bound is a mistake, said so.
+        let o = c
+            .apply(
+                13,
+                &cmd("r13", t0 + 5, bind("spare-1", &[], &["nosuch"], None)),
+            )
+            .unwrap();
+        assert!(
+            o.error.contains("not bound to service nosuch"),
+            "{}",
+            o.error
+        );
+        // A binding made for a host that never registered, taken back: no record is left.
+        applied(
+            &c,
+            14,
+            &cmd("r14", t0 + 6, bind("typo-host", &["orders"], &[], None)),
+        );
+        assert!(c.host("typo-host").unwrap().is_some());
+        applied(
+            &c,
+            15,
+            &cmd("r15", t0 + 7, bind("typo-host", &[], &["orders"], None)),
+        );
+        assert!(c.host("typo-host").unwrap().is_none());
         // An operator may bind a host ahead of its agent.
         applied(
             &c,

@@ -389,6 +389,21 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
     assert!(h.spare && h.spare_approved, "{h:?}");
     let job = op.restore_backup(restore("")).await.unwrap().into_inner();
     assert_eq!(job.host, "rogue-spare");
+    // Withdrawn, it keeps none of the restores it was given.
+    op.bind_host(BindHostRequest {
+        host: "rogue-spare".into(),
+        revoke: true,
+        spare: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let failed = c
+        .wait_job(&operator, &job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(failed.state, "failed");
+    assert!(failed.reason.contains("no longer a spare"), "{failed:?}");
     let audit = op
         .list_audit(ListAuditRequest { limit: 20 })
         .await
