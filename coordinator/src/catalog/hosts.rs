@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use prost::Message;
 use strongbox_proto::catalog::{BindHost, HostRecord, MemberRecord, RegisterHost};
 
-use super::{host_key, is_final, job_key, Catalog};
+use super::{host_key, is_final, put_job, Catalog};
 
 type Refusal = String;
 
@@ -199,7 +199,7 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> Result<(), Refusal> {
-        for mut j in self.jobs().map_err(storage)? {
+        for mut j in self.open_jobs_of_host(host).map_err(storage)? {
             if j.host != host || j.kind != "restore" || j.in_place || is_final(&j.state) {
                 continue;
             }
@@ -207,7 +207,7 @@ impl Catalog {
             j.reason =
                 format!("host {host} is no longer a spare: {why}; nothing was restored there");
             j.updated_unix_ms = unix_ms;
-            batch.insert(job_key(&j.id), j.encode_to_vec());
+            put_job(batch, &j);
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //!
 //! One sled tree `catalog`, keys by table: `applied` (the last applied log index),
 //! `region/<name>`, `host/<name>`, `node/<id>`, `backup/<id>`, `manifest/<id>` (committed
-//! manifests → their backup), `job/<id>`, `service/<name>`, `policy/<service>`
+//! manifests → their backup), `job/<id>` and its indexes (`jobs-open-service/`,
+//! `jobs-open-host/`, `jobs-waiting/`, see [`put_job`]), `service/<name>`, `policy/<service>`
 //! (`policy/` alone: the region default), `req/<request id>` (the outcome of each command, for
 //! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
 //!
@@ -67,6 +68,51 @@ fn remove_backup(batch: &mut sled::Batch, b: &BackupRecord) {
 
 fn job_key(id: &str) -> Vec<u8> {
     [b"job/".as_slice(), id.as_bytes()].concat()
+}
+
+/// Index keys of a job (empty values, written in the same batch as the job by [`put_job`]):
+/// `jobs-open-service/<service>\0<id>` and `jobs-open-host/<host>\0<id>` while it is
+/// unfinished, `jobs-waiting/<after_job>\0<id>` while it waits. Names never hold a NUL.
+fn index_key(table: &str, by: &str, id: &str) -> Vec<u8> {
+    [table.as_bytes(), b"/", by.as_bytes(), b"\0", id.as_bytes()].concat()
+}
+
+fn index_prefix(table: &str, by: &str) -> Vec<u8> {
+    [table.as_bytes(), b"/", by.as_bytes(), b"\0"].concat()
+}
+
+const OPEN_BY_SERVICE: &str = "jobs-open-service";
+const OPEN_BY_HOST: &str = "jobs-open-host";
+const WAITING_ON: &str = "jobs-waiting";
+
+/// Writes a job and its index entries: the ones its state calls for, the others removed.
+fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
+    let open = !is_final(&j.state);
+    for (table, by, keep) in [
+        (OPEN_BY_SERVICE, j.service.as_str(), open),
+        (OPEN_BY_HOST, j.host.as_str(), open),
+        (WAITING_ON, j.after_job.as_str(), j.state == "waiting"),
+    ] {
+        let key = index_key(table, by, &j.id);
+        if keep {
+            batch.insert(key, &[] as &[u8]);
+        } else {
+            batch.remove(key);
+        }
+    }
+    batch.insert(job_key(&j.id), j.encode_to_vec());
+}
+
+/// Removes a job and its index entries.
+fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
+    for (table, by) in [
+        (OPEN_BY_SERVICE, j.service.as_str()),
+        (OPEN_BY_HOST, j.host.as_str()),
+        (WAITING_ON, j.after_job.as_str()),
+    ] {
+        batch.remove(index_key(table, by, &j.id));
+    }
+    batch.remove(job_key(&j.id));
 }
 
 /// A backup job with no report for this long no longer blocks a new backup of its service
@@ -280,7 +326,7 @@ impl Catalog {
                     job.state = "completed".into();
                     job.updated_unix_ms = cmd.unix_ms;
                     self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?;
-                    batch.insert(job_key(&job.id), job.encode_to_vec());
+                    put_job(batch, &job);
                 }
                 batch.insert(backup_key(&b.id), rec.encode_to_vec());
                 Ok(format!("commit backup {} of {}", b.id, b.service))
@@ -331,7 +377,10 @@ impl Catalog {
                                 ));
                             }
                         }
-                        for mut other in self.jobs().map_err(|e| e.to_string())? {
+                        for mut other in self
+                            .jobs_by(OPEN_BY_SERVICE, &j.service)
+                            .map_err(|e| e.to_string())?
+                        {
                             if other.kind != "backup"
                                 || other.service != j.service
                                 || is_final(&other.state)
@@ -368,7 +417,7 @@ impl Catalog {
                                 cmd.unix_ms,
                                 batch,
                             )?;
-                            batch.insert(job_key(&other.id), other.encode_to_vec());
+                            put_job(batch, &other);
                         }
                         if j.backup_id.is_empty()
                             || self
@@ -429,7 +478,7 @@ impl Catalog {
                     }
                     other => return Err(format!("unknown job kind `{other}`")),
                 }
-                batch.insert(job_key(&j.id), rec.encode_to_vec());
+                put_job(batch, &rec);
                 Ok(format!(
                     "create {} job {} of {} on {}",
                     j.kind, j.id, j.service, j.host
@@ -485,7 +534,7 @@ impl Catalog {
                     "completed" => self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?,
                     _ => {}
                 }
-                batch.insert(job_key(&job.id), job.encode_to_vec());
+                put_job(batch, &job);
                 Ok(format!("job {} {}", job.id, job.state))
             }
             Some(Op::PurgeBackup(p)) => {
@@ -511,7 +560,7 @@ impl Catalog {
                 let mut n = 0;
                 for j in self.jobs().map_err(|e| e.to_string())? {
                     if is_final(&j.state) && j.updated_unix_ms < p.before_unix_ms {
-                        batch.remove(job_key(&j.id));
+                        remove_job(batch, &j);
                         n += 1;
                     }
                 }
@@ -530,7 +579,7 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> std::result::Result<(), String> {
-        for mut w in self.jobs().map_err(|e| e.to_string())? {
+        for mut w in self.jobs_by(WAITING_ON, first).map_err(|e| e.to_string())? {
             if w.after_job != first || w.state != "waiting" {
                 continue;
             }
@@ -543,7 +592,7 @@ impl Catalog {
                 }
             }
             w.updated_unix_ms = unix_ms;
-            batch.insert(job_key(&w.id), w.encode_to_vec());
+            put_job(batch, &w);
         }
         Ok(())
     }
@@ -609,6 +658,26 @@ impl Catalog {
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         self.get(&job_key(id), "job record")
+    }
+
+    /// The unfinished jobs of `host`, read through its index (not every job).
+    pub fn open_jobs_of_host(&self, host: &str) -> Result<Vec<JobRecord>> {
+        self.jobs_by(OPEN_BY_HOST, host)
+    }
+
+    /// The jobs an index lists under `by` (a job the index names but that is gone is skipped).
+    fn jobs_by(&self, table: &str, by: &str) -> Result<Vec<JobRecord>> {
+        let prefix = index_prefix(table, by);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let id = &k[prefix.len()..];
+            let id = std::str::from_utf8(id).map_err(|e| Error::corrupt("job index", e))?;
+            if let Some(j) = self.job(id)? {
+                out.push(j);
+            }
+        }
+        Ok(out)
     }
 
     pub fn host(&self, name: &str) -> Result<Option<HostRecord>> {
@@ -1138,5 +1207,91 @@ mod tests {
         assert_eq!(c.host("db-1").unwrap().unwrap().members.len(), n);
         // Linear is about a second here; the quadratic apply took minutes.
         assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    }
+
+    /// Index entries under `table`, as `by/id`.
+    fn index_entries(c: &Catalog, table: &str) -> Vec<String> {
+        c.tree
+            .scan_prefix(format!("{table}/"))
+            .map(|kv| {
+                let k = kv.unwrap().0;
+                String::from_utf8_lossy(&k[table.len() + 1..]).replace('\0', "/")
+            })
+            .collect()
+    }
+
+    /// The job indexes follow every state change: apply steps read the jobs they name, not
+    /// every job, and an index never keeps a finished or pruned job.
+    #[test]
+    fn job_indexes_follow_every_state_change() {
+        let (_dir, c) = catalog();
+        let t0 = 1_000_000;
+        applied(
+            &c,
+            1,
+            &cmd(
+                "r1",
+                t0,
+                register("db-1", false, vec![member("orders", "primary")]),
+            ),
+        );
+        // Many finished jobs of other services: none is in an index.
+        for i in 0..50u64 {
+            let mut job = backup_job(&format!("old-{i}"), &format!("bo-{i}"));
+            if let Op::CreateJob(CreateJob { job: Some(j) }) = &mut job {
+                j.service = format!("other-{i}");
+            }
+            applied(&c, 2 + 2 * i, &cmd(&format!("c{i}"), t0, job));
+            let failed = Op::UpdateJob(UpdateJob {
+                job_id: format!("old-{i}"),
+                host: "db-1".into(),
+                state: "failed".into(),
+                ..Default::default()
+            });
+            applied(&c, 3 + 2 * i, &cmd(&format!("f{i}"), t0, failed));
+        }
+        assert!(index_entries(&c, OPEN_BY_SERVICE).is_empty());
+        assert!(index_entries(&c, OPEN_BY_HOST).is_empty());
+        applied(&c, 200, &cmd("r200", t0, backup_job("j1", "b1")));
+        assert_eq!(index_entries(&c, OPEN_BY_SERVICE), vec!["orders/j1"]);
+        assert_eq!(index_entries(&c, OPEN_BY_HOST), vec!["db-1/j1"]);
+        applied(&c, 201, &cmd("r201", t0, commit("j1", "b1", "b1")));
+        // An in-place restore waiting for its pre-restore backup.
+        applied(&c, 202, &cmd("r202", t0, backup_job("j2", "b2")));
+        let restore = Op::CreateJob(CreateJob {
+            job: Some(JobRecord {
+                id: "j3".into(),
+                kind: "restore".into(),
+                service: "orders".into(),
+                host: "db-1".into(),
+                backup_id: "b1".into(),
+                in_place: true,
+                after_job: "j2".into(),
+                ..Default::default()
+            }),
+        });
+        applied(&c, 203, &cmd("r203", t0, restore));
+        assert_eq!(index_entries(&c, WAITING_ON), vec!["j2/j3"]);
+        applied(&c, 204, &cmd("r204", t0, commit("j2", "b2", "b2")));
+        assert!(index_entries(&c, WAITING_ON).is_empty());
+        assert_eq!(c.job("j3").unwrap().unwrap().state, "pending");
+        assert_eq!(index_entries(&c, OPEN_BY_HOST), vec!["db-1/j3"]);
+        assert_eq!(c.open_jobs_of_host("db-1").unwrap().len(), 1);
+        let done = Op::UpdateJob(UpdateJob {
+            job_id: "j3".into(),
+            host: "db-1".into(),
+            state: "completed".into(),
+            ..Default::default()
+        });
+        applied(&c, 205, &cmd("r205", t0, done));
+        assert!(index_entries(&c, OPEN_BY_HOST).is_empty());
+        assert!(index_entries(&c, OPEN_BY_SERVICE).is_empty());
+        // Pruned jobs leave nothing behind.
+        let prune = Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
+            before_unix_ms: t0 + 1,
+        });
+        applied(&c, 206, &cmd("r206", t0 + 1 + JOB_KEEP_MS, prune));
+        assert!(c.jobs().unwrap().is_empty());
+        assert!(index_entries(&c, WAITING_ON).is_empty());
     }
 }
