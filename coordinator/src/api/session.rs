@@ -210,8 +210,8 @@ pub async fn run(
             _ = poll.tick() => {}
             _ = tx.closed() => break,
         }
-        // Deliver what is new for this host.
-        let jobs = match node.catalog.jobs() {
+        // Deliver what is new for this host (its open jobs, read through their index).
+        let jobs = match node.catalog.open_jobs_of_host(&host) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "reading jobs");
