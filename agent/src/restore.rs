@@ -178,7 +178,16 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     let verification = target.verify(&expected).await;
     target.wait_durable().await?;
     let verification = verification?;
+    // The server is delivered either way: it is `verified`, or `restored_with_errors` (objects
+    // that did not come back, rows that differ, or the engine's check failing), which the job
+    // reports as failed so that a drill or an alert counts it as one.
+    let outcome = if verification.ok {
+        "verified"
+    } else {
+        "restored_with_errors"
+    };
     let result = serde_json::json!({
+        "outcome": outcome,
         "connection": target.connection(),
         "verification": verification,
         "backup_created_unix_ms": manifest.created_unix_ms,
@@ -192,7 +201,9 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     }
     let failure = (!verification.ok).then(|| {
         format!(
-            "verification found differences: {} table(s) differ; engine check: {}",
+            "restored with errors: {} object(s) did not come back, {} table(s) differ; engine \
+             check: {}",
+            verification.failed_objects.len(),
             verification.mismatches.len(),
             verification.engine_check
         )

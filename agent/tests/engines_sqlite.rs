@@ -416,3 +416,86 @@ async fn a_relative_path_that_looks_like_a_uri_names_a_file() {
     round_trip(relative, &names).await;
     assert!(!tmp.path().join("app.db").exists(), "a URI was opened");
 }
+
+/// `sqlite3 FILE .dump` (the engine's own tool), for comparing a copy with its source.
+fn sqlite3_dump(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(path)
+        .arg(".dump")
+        .output()
+        .expect("sqlite3 runs (scripts/setup installs it)");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 13: a restored SQLite file equals its source in `.dump` and in the pragmas kept in
+/// the file (user_version, application_id, page_size, auto_vacuum, journal_mode), also when
+/// they differ from SQLite's defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_file_keeps_its_dump_and_its_pragmas() {
+    let src = SqliteDb::create_named("tuned.db").unwrap();
+    src.execute_batch(
+        "PRAGMA journal_mode = DELETE;
+         PRAGMA page_size = 8192;
+         PRAGMA auto_vacuum = FULL;
+         VACUUM;
+         PRAGMA user_version = 7;
+         PRAGMA application_id = 1234567;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT) STRICT;
+         CREATE TABLE w (k TEXT PRIMARY KEY, n INT) WITHOUT ROWID;
+         INSERT INTO t (v) VALUES ('a'), ('b'), (NULL);
+         INSERT INTO w VALUES ('x', 1), ('y', 2);",
+    )
+    .unwrap();
+    let pragmas = |p: &std::path::Path| -> Vec<String> {
+        [
+            "user_version",
+            "application_id",
+            "page_size",
+            "auto_vacuum",
+            "journal_mode",
+            "encoding",
+        ]
+        .iter()
+        .map(|name| {
+            let db = rusqlite::Connection::open(p).unwrap();
+            let v: rusqlite::types::Value = db
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .unwrap();
+            format!("{name}={v:?}")
+        })
+        .collect()
+    };
+    let before = pragmas(src.path());
+    assert!(
+        before.contains(&"page_size=Integer(8192)".to_string()),
+        "{before:?}"
+    );
+
+    let engine = engines::open(spec(src.path())).unwrap();
+    let mut run = engine.begin_backup().await.unwrap();
+    let parts = run.parts().to_vec();
+    let mut dump = run.dump(&parts[0]).await.unwrap();
+    let bytes = dump.read_all().await.unwrap();
+    let stats: Vec<TableStat> = dump.finish.await.unwrap();
+    run.close().await.unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("restore");
+    let mut target = engines::provision(EngineKind::Sqlite, &dir, "127.0.0.1", None, "tuned.db")
+        .await
+        .unwrap();
+    target
+        .load(&parts[0], Box::new(std::io::Cursor::new(bytes)))
+        .await
+        .unwrap();
+    let v = target.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:?}");
+    let restored = target.connection().data_dir.clone();
+    assert_eq!(pragmas(std::path::Path::new(&restored)), before);
+    assert_eq!(
+        sqlite3_dump(std::path::Path::new(&restored)),
+        sqlite3_dump(src.path())
+    );
+    engines::teardown(EngineKind::Sqlite, &dir).await.unwrap();
+}

@@ -53,15 +53,45 @@ pub struct Verification {
     /// (table, expected rows, found rows)
     pub mismatches: Vec<(String, u64, u64)>,
     pub engine_check: String,
+    /// Objects the restore could not bring back (it loaded everything else).
+    pub failed_objects: Vec<FailedObject>,
     pub ok: bool,
+}
+
+/// An object of the backup that did not come back, and why (the agent's `FailedObject`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FailedObject {
+    pub name: String,
+    pub reason: String,
 }
 
 /// The `result` of a finished restore job.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct RestoreResult {
+    /// `verified` or `restored_with_errors` (the server was delivered either way).
+    pub outcome: String,
     pub connection: Option<Connection>,
     pub verification: Option<Verification>,
+}
+
+/// What a restore job came to, one of a closed set: `verified`, `restored_with_errors` (a
+/// server was delivered, but objects or rows are missing or the engine's check failed),
+/// `failed` (no server was delivered), or `-` while it runs.
+pub fn outcome(j: &JobInfo) -> &'static str {
+    let parsed = RestoreResult::parse(&j.result);
+    let verified = parsed
+        .as_ref()
+        .and_then(|r| r.verification.as_ref())
+        .map(|v| v.ok);
+    match (j.state.as_str(), verified) {
+        ("completed", Some(true)) => "verified",
+        ("completed" | "failed", Some(false)) => "restored_with_errors",
+        ("completed", None) => "verified",
+        ("failed", _) => "failed",
+        _ => "-",
+    }
 }
 
 impl RestoreResult {
@@ -107,6 +137,7 @@ pub fn job_json(j: &JobInfo) -> Value {
         "attempt": j.attempt,
         "in_place": j.in_place,
         "after_job": j.after_job,
+        "outcome": (j.kind == "restore").then(|| outcome(j)),
     })
 }
 
@@ -220,7 +251,22 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
                 },
             ));
             f.push(("engine check", json!(v.engine_check)));
+            if !v.failed_objects.is_empty() {
+                let lost: Vec<String> = v
+                    .failed_objects
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}: {}",
+                            crate::backup::printable(&o.name),
+                            crate::backup::printable(&o.reason)
+                        )
+                    })
+                    .collect();
+                f.push(("not restored", json!(lost)));
+            }
             f.push(("verified", json!(if v.ok { "ok" } else { "FAILED" })));
+            f.push(("outcome", json!(outcome(j).replace('_', " "))));
         }
     }
     f
@@ -269,6 +315,21 @@ pub fn report_restore(j: &JobInfo, output: Output) -> anyhow::Result<()> {
 
 /// Ok only for a completed restore whose verification holds.
 pub fn check_restore(j: &JobInfo) -> anyhow::Result<()> {
+    if outcome(j) == "restored_with_errors" {
+        bail!(
+            "restore job {} RESTORED WITH ERRORS ({}): the server on {} holds what could be \
+             loaded, but objects or rows are missing or the engine's check failed (see \
+             \"not restored\", mismatches and engine check above); it is left running for \
+             inspection",
+            j.id,
+            if j.reason.is_empty() {
+                "verification did not hold"
+            } else {
+                &j.reason
+            },
+            j.host
+        );
+    }
     match j.state.as_str() {
         "failed" => bail!(
             "restore job {} failed: {} (see the target agent's log on {}; the backup itself is untouched: retry with `strongbox backup restore {}`)",
@@ -325,15 +386,10 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         "backup",
                         "target host",
                         "state",
-                        "verified",
+                        "outcome",
                     ]);
                     for j in &jobs {
-                        let verified =
-                            match RestoreResult::parse(&j.result).and_then(|r| r.verification) {
-                                Some(v) if v.ok => "ok",
-                                Some(_) => "FAILED",
-                                None => "-",
-                            };
+                        let verified = outcome(j).replace('_', " ");
                         t.add_row([
                             ago(j.created_unix_ms),
                             j.id.clone(),
@@ -405,5 +461,38 @@ mod tests {
         j.reason = "disk full".into();
         let e = check_restore(&j).expect_err("failed");
         assert!(e.to_string().contains("disk full"));
+    }
+
+    #[test]
+    fn outcomes_tell_verified_from_restored_with_errors_from_failed() {
+        let job = |state: &str, result: &str| JobInfo {
+            id: "j1".into(),
+            kind: "restore".into(),
+            state: state.into(),
+            result: result.into(),
+            ..Default::default()
+        };
+        let lost = r#"{"outcome":"restored_with_errors","verification":{"ok":false,
+            "failed_objects":[{"name":"shop: MATERIALIZED VIEW word_stats","reason":"relation does not exist"}]}}"#;
+        assert_eq!(
+            outcome(&job("completed", r#"{"verification":{"ok":true}}"#)),
+            "verified"
+        );
+        assert_eq!(outcome(&job("failed", lost)), "restored_with_errors");
+        assert_eq!(outcome(&job("failed", "")), "failed");
+        assert_eq!(outcome(&job("running", "")), "-");
+        let j = job("failed", lost);
+        let err = check_restore(&j).unwrap_err().to_string();
+        assert!(err.contains("RESTORED WITH ERRORS"), "{err}");
+        let fields = restore_fields(&j);
+        let not_restored = fields
+            .iter()
+            .find(|(k, _)| *k == "not restored")
+            .expect("listed");
+        assert!(
+            not_restored.1.to_string().contains("word_stats"),
+            "{fields:?}"
+        );
+        assert_eq!(job_json(&j)["outcome"], "restored_with_errors");
     }
 }

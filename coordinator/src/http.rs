@@ -142,6 +142,45 @@ fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
         "Failed backups in the catalog, by reason",
         failures,
     );
+    let restores = Family::<Labels, Gauge>::default();
+    for o in RESTORE_OUTCOMES {
+        restores
+            .get_or_create(&vec![("outcome", o.to_string())])
+            .set(0);
+    }
+    for j in snap.jobs.iter().filter(|j| j.kind == "restore") {
+        if let Some(o) = restore_outcome(j) {
+            restores
+                .get_or_create(&vec![("outcome", o.to_string())])
+                .inc();
+        }
+    }
+    r.register(
+        "restores",
+        "Finished restore jobs in the catalog by outcome: verified, restored_with_errors (a server was delivered without everything), failed (none was)",
+        restores,
+    );
+}
+
+/// The outcomes a finished restore job may have.
+const RESTORE_OUTCOMES: [&str; 3] = ["verified", "restored_with_errors", "failed"];
+
+/// A finished restore's outcome, from its state and the agent's result document (`outcome`,
+/// written by `agent/src/restore.rs`); `None` while it runs.
+fn restore_outcome(j: &strongbox_proto::catalog::JobRecord) -> Option<&'static str> {
+    #[derive(serde::Deserialize)]
+    struct Result {
+        #[serde(default)]
+        outcome: String,
+    }
+    let delivered = serde_json::from_str::<Result>(&j.result)
+        .ok()
+        .and_then(|r| RESTORE_OUTCOMES.iter().copied().find(|o| *o == r.outcome));
+    match j.state.as_str() {
+        "completed" => Some(delivered.unwrap_or("verified")),
+        "failed" => Some(delivered.filter(|o| *o != "verified").unwrap_or("failed")),
+        _ => None,
+    }
 }
 
 async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
@@ -238,5 +277,35 @@ async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain")],
             format!("encoding metrics: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongbox_proto::catalog::JobRecord;
+
+    #[test]
+    fn restore_outcomes_come_from_the_state_and_the_result() {
+        let job = |state: &str, result: &str| JobRecord {
+            kind: "restore".into(),
+            state: state.into(),
+            result: result.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            restore_outcome(&job("completed", r#"{"outcome":"verified"}"#)),
+            Some("verified")
+        );
+        assert_eq!(
+            restore_outcome(&job("failed", r#"{"outcome":"restored_with_errors"}"#)),
+            Some("restored_with_errors")
+        );
+        assert_eq!(restore_outcome(&job("failed", "")), Some("failed"));
+        assert_eq!(
+            restore_outcome(&job("failed", r#"{"outcome":"nonsense"}"#)),
+            Some("failed")
+        );
+        assert_eq!(restore_outcome(&job("running", "")), None);
     }
 }

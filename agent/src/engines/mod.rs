@@ -214,7 +214,21 @@ pub struct Verification {
     pub mismatches: Vec<(String, u64, u64)>,
     /// The engine's own check (pg_amcheck, mariadb-check, PRAGMA integrity_check): ok or what it said.
     pub engine_check: String,
+    /// Objects the restore could not bring back (it loaded everything else); `ok` is false
+    /// when there is any. Empty: every object came back.
+    #[serde(default)]
+    pub failed_objects: Vec<FailedObject>,
     pub ok: bool,
+}
+
+/// An object of a backup that a restore could not bring back, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct FailedObject {
+    /// Where and what: PostgreSQL `<database>: <kind> <name> <owner>` as pg_restore names the
+    /// entry, e.g. `shop: MATERIALIZED VIEW DATA word_stats app`.
+    pub name: String,
+    /// The error, with the statement that failed.
+    pub reason: String,
 }
 
 /// A fresh server (or file) a restore loads into, or the service's own server for an in-place
@@ -294,6 +308,7 @@ pub fn compare_stats(expected: &[TableStat], found: &HashMap<String, u64>) -> Ve
         rows_checked,
         mismatches,
         engine_check: String::new(),
+        failed_objects: Vec::new(),
         ok: false,
     }
 }

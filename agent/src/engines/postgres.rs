@@ -18,17 +18,60 @@
 //!   TCP connections need: `scram-sha-256`), and `pg_ctl.path` (which `pg_ctl` stops it). They
 //!   run detached from the agent (`pg_ctl start`), as the `postgres` system user when the
 //!   agent is root. The password reaches the server only as a SCRAM verifier computed here.
-//! - **Loading** into a fresh cluster never changes a database it did not create, except
-//!   `postgres`-like databases that a fresh cluster already has (restored into without
-//!   `--create`). One loader (`Loader`) serves fresh clusters and the live server. A spooled
-//!   part is removed after its load, also when the load fails.
+//! - **Loading** makes every database of the backup with `pg_restore --create`: a database
+//!   the server has already (a fresh cluster's `postgres` and `template1`, which initdb made
+//!   empty; in place, the live one) is dropped first (a template is made a plain database to
+//!   be dropped; the dump makes it a template again). So everything about the database
+//!   itself comes back too (see below). One loader (`Loader`) serves fresh clusters and the
+//!   live server. A spooled part (and pg_restore's log) is removed after its load, also when
+//!   the load fails.
+//! - **A restore loads everything it can.** `pg_restore` runs without `--exit-on-error`;
+//!   each object it fails on is read from its `--verbose` stderr (kept in a file beside the
+//!   spool: the TOC entry it names, the server's error, `Command was: …`) and reported in
+//!   [`Verification::failed_objects`], which makes `ok` false: the result is "restored with
+//!   errors", not a failure of the whole restore. pg_restore stopping part way (it could not
+//!   connect or read the archive: no `errors ignored on restore`) fails the load.
+//! - **Verification reads; it leaves nothing behind and fires nothing of the user's.** On a
+//!   fresh cluster, `pg_amcheck` needs the `amcheck` extension: where the backup did not
+//!   have it, it is created for the check in a schema of its own and dropped with that
+//!   schema right after, each in one transaction with `session_replication_role = replica`
+//!   (ordinary event triggers do not fire then) and event triggers enabled `ALWAYS` or
+//!   `REPLICA` disabled inside that transaction and enabled again before it commits. Row
+//!   counts of a partitioned table are its root's total (the sum over its partitions): which
+//!   partition holds a row may change on restore (hash partitioning on an enum, whose values
+//!   get new OIDs), the rows do not.
+//! - **Every database is in the backup, or the backup fails.** All databases but
+//!   `template0` are dumped, `template1` included (its settings, comment, grants and
+//!   objects). `template0` never is: initdb makes it the same everywhere, it refuses
+//!   connections and must not be changed (pg_dumpall leaves it out too); nor is a database
+//!   that a failed `DROP DATABASE` left invalid (`datconnlimit = -2`, nothing can connect).
+//!   A database that refuses connections (`datallowconn = false`) fails the backup with an
+//!   error naming it: dumping it would mean changing the source; allow connections, or list
+//!   the databases to back up in `databases` (then only those are dumped).
+//! - **Tablespaces** of a fresh cluster are made under its own folder,
+//!   `<dir>/tablespaces/<name>` (0700, the server's user; a name that is no plain file name
+//!   gets `~<n>`), whatever the source's location and whether or not this machine has it;
+//!   owner, options, comments and grants come from the globals as dumped, and tables and
+//!   indexes land in them by name. In place, a tablespace that exists is kept as it is.
+//!
+//! What a restore gives back: roles (with passwords when the backup was taken as a
+//! superuser), role memberships and settings, tablespaces (relocated, as above), and per
+//! database its objects, data, owner, encoding and locale, `ALTER DATABASE … SET` settings,
+//! `ALTER ROLE … IN DATABASE … SET` settings, comment, security labels, connection limit,
+//! template flag and grants. What it does not: cluster settings (`postgresql.conf`,
+//! `ALTER SYSTEM`, `pg_hba.conf`, `pg_ident.conf`), which are no part of a logical backup;
+//! `template0`; the contents of the source's tablespace locations as paths (only the
+//! tablespaces' names and contents); statistics (`ANALYZE` after a restore), replication
+//! slots, subscriptions' remote state and anything else `pg_dump`/`pg_dumpall` leave out;
+//! objects `pg_restore` fails on, which are named in the verification.
 //! - **In place** (the live server, reached as the service's configured user; never a
 //!   replica): a database part replaces exactly that database (`DROP DATABASE ... WITH
 //!   (FORCE)` ends its sessions, `pg_restore --create` makes it again, commits synchronous);
 //!   databases not in the backup are never touched, nor counted. No role is ever dropped:
 //!   the globals skip `CREATE ROLE` for roles that exist, and the role the agent connects as
 //!   keeps its password and attributes. No extension is installed: `pg_amcheck` checks only
-//!   restored databases that have `amcheck`, else the engine check is reported skipped.
+//!   restored databases that have `amcheck`, else the engine check is reported skipped. A
+//!   tablespace that exists is not made again.
 //! - **Names are data, never syntax.** A name from a database, the config or a request (a
 //!   database, role, schema or table; it may start with `-`, hold newlines, quotes, `=` or
 //!   backslashes) reaches a tool only through the environment (`PGHOST`, `PGUSER`, ...) or as
@@ -44,8 +87,12 @@
 //!   the statements pg_dumpall writes); a statement is then left out whole by what it is
 //!   and the role it names, compared with the server's `pg_roles` by the server, or sent
 //!   alone through the extended protocol, which refuses a text holding two commands. A name
-//!   can therefore never end a statement or start one, whatever it holds. A fresh cluster
+//!   can therefore never end a statement or start one, whatever it holds. On a fresh
+//!   cluster, `CREATE TABLESPACE` is not sent: the server composes the statements that make
+//!   the tablespace under the cluster's folder (`format('%I', '%L')`). A fresh cluster
 //!   stops at the first failure; in place, failures are reported with the verification.
+//!   (`pg_restore` runs through `/bin/sh -c 'exec "$0" "$@" 2>"$STRONGBOX_RESTORE_LOG"'`
+//!   so its stderr goes to a file: names still reach it only as separate arguments.)
 //! - **Names are UTF-8, or the backup fails.** A backup's parts and table stats are named in
 //!   UTF-8, and its globals are dumped in UTF-8 (`PGCLIENTENCODING=UTF8`). A database, role
 //!   or table whose name is not (possible with `SQL_ASCII`) fails the backup with an error
@@ -63,8 +110,8 @@ use super::counting;
 use super::pgarchive::ArchiveCounter;
 use super::process::{self, SystemUser, ToolCommand};
 use super::{
-    compare_stats, BackupRun, Connection, Dump, Engine, EngineKind, PartKind, PartPlan, Probe,
-    RestoreTarget, Role, ServiceSpec, TableStat, Verification,
+    compare_stats, BackupRun, Connection, Dump, Engine, EngineKind, FailedObject, PartKind,
+    PartPlan, Probe, RestoreTarget, Role, ServiceSpec, TableStat, Verification,
 };
 use crate::error::{Error, Result};
 
@@ -102,7 +149,11 @@ macro_rules! name_bytes {
 
 /// Tables whose rows a part carries: plain tables (and partitions), not system, temporary or
 /// extension-owned ones. Inheritance children are counted on their own (`ONLY`). Schema and
-/// table come as bytes ([`name_bytes`]), then the two quoted by the server (`%I.%I`).
+/// table come as bytes ([`name_bytes`]), then the two quoted by the server (`%I.%I`), then
+/// the schema and table of the partitioned table at the root of a partition's tree (the table
+/// itself when it is no partition): a partition's rows are counted towards its root, since a
+/// restore keeps the rows of a partitioned table, not which partition holds each (hash
+/// partitions of an enum, whose values get new OIDs, place rows anew).
 const TABLES_SQL: &str = concat!(
     "SELECT ",
     name_bytes!("n.nspname"),
@@ -110,7 +161,14 @@ const TABLES_SQL: &str = concat!(
     name_bytes!("c.relname"),
     ", ",
     name_bytes!("pg_catalog.format('%I.%I', n.nspname, c.relname)"),
+    ", ",
+    name_bytes!("rn.nspname"),
+    ", ",
+    name_bytes!("r.relname"),
     " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    JOIN pg_catalog.pg_class r ON r.oid = CASE WHEN c.relispartition \
+        THEN pg_catalog.pg_partition_root(c.oid) ELSE c.oid END \
+    JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace \
     WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
@@ -120,11 +178,16 @@ const TABLES_SQL: &str = concat!(
     ORDER BY 1, 2"
 );
 
-/// Databases to back up, as bytes ([`name_bytes`]).
+/// The databases of the cluster, as bytes ([`name_bytes`]), and whether each allows
+/// connections: every one but `template0` (which initdb makes, which refuses connections and
+/// which no one may change, so it is never dumped, as `pg_dumpall` never dumps it) and those
+/// a failed `DROP DATABASE` left invalid (`datconnlimit = -2`, which nothing can connect to
+/// either; `pg_dumpall` leaves them out too).
 const DATABASES_SQL: &str = concat!(
     "SELECT ",
     name_bytes!("datname"),
-    " FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+    ", datallowconn FROM pg_catalog.pg_database \
+     WHERE datname <> 'template0' AND datconnlimit <> -2 ORDER BY 1"
 );
 
 /// Every role, as bytes ([`name_bytes`]).
@@ -342,7 +405,11 @@ impl Endpoint {
 
     /// A client tool with PGHOST/PGPORT/PGUSER/PGPASSWORD set for this endpoint.
     fn tool(&self, tools: &PgTools, tool: &str) -> Result<ToolCommand> {
-        let mut cmd = tools.command(tool)?;
+        Ok(self.with_env(tools.command(tool)?))
+    }
+
+    /// `cmd` with PGHOST/PGPORT/PGUSER/PGPASSWORD set for this endpoint.
+    fn with_env(&self, mut cmd: ToolCommand) -> ToolCommand {
         cmd.env("PGHOST", &self.host)
             .env("PGPORT", self.port.to_string())
             .env("PGUSER", &self.user)
@@ -351,7 +418,7 @@ impl Endpoint {
         if let Some(pw) = &self.password {
             cmd.env("PGPASSWORD", pw);
         }
-        Ok(cmd)
+        cmd
     }
 }
 
@@ -406,6 +473,8 @@ struct TableName {
     table: String,
     /// `schema.table` as the server quotes them, for SQL.
     quoted: String,
+    /// The root of its partition tree (schema, table): itself when it is no partition.
+    root: (String, String),
 }
 
 /// The tables whose rows a part carries (`TABLES_SQL`), in the client's current transaction.
@@ -434,40 +503,52 @@ async fn list_tables(client: &Client, db: &str, target: &str) -> Result<Vec<Tabl
             schema: column(0)?,
             table: column(1)?,
             quoted: column(2)?,
+            root: (column(3)?, column(4)?),
         });
     }
     Ok(tables)
 }
 
-/// The databases that allow connections (templates excluded), each its name or, when that is
-/// not UTF-8, its bytes.
-async fn list_databases(
-    client: &Client,
-    target: &str,
-) -> Result<Vec<std::result::Result<String, Vec<u8>>>> {
+/// A database of the cluster ([`DATABASES_SQL`]).
+struct ListedDatabase {
+    /// Its name or, when that is not UTF-8, its bytes.
+    name: std::result::Result<String, Vec<u8>>,
+    allows_connections: bool,
+}
+
+/// The databases of the cluster but `template0` ([`DATABASES_SQL`]).
+async fn list_databases(client: &Client, target: &str) -> Result<Vec<ListedDatabase>> {
     client
         .query(DATABASES_SQL, &[])
         .await
         .map_err(|e| pg_error(target, &e))?
         .iter()
         .map(|row| {
-            row.try_get::<_, Vec<u8>>(0)
-                .map(utf8_name)
-                .map_err(|e| pg_error(target, &e))
+            Ok(ListedDatabase {
+                name: utf8_name(row.try_get::<_, Vec<u8>>(0)?),
+                allows_connections: row.try_get(1)?,
+            })
         })
-        .collect()
+        .collect::<std::result::Result<_, tokio_postgres::Error>>()
+        .map_err(|e| pg_error(target, &e))
 }
 
 /// Exact row counts of every table of the connected database, as `<db>.<schema>.<table>`, in
-/// the client's current transaction. `known` holds counts already taken from the dump stream
-/// (by (schema, table)); only the other tables are counted with `count(*)`.
+/// the client's current transaction; the partitions of a partitioned table are one count,
+/// named after the root of their tree (see [`TABLES_SQL`]). `known` holds counts already
+/// taken from the dump stream (by (schema, table)); only the other tables are counted with
+/// `count(*)`. `partitions`: each partition's own count is listed too, after the roots
+/// (verification, for backups recorded before partitions were counted towards their root).
 async fn count_tables(
     client: &Client,
     db: &str,
     target: &str,
     known: &HashMap<(String, String), u64>,
+    partitions: bool,
 ) -> Result<Vec<TableStat>> {
-    let mut stats = Vec::new();
+    let mut stats: Vec<TableStat> = Vec::new();
+    let mut leaves: Vec<TableStat> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
     for t in list_tables(client, db, target).await? {
         let rows = match known.get(&(t.schema.clone(), t.table.clone())) {
             Some(n) => *n,
@@ -483,11 +564,22 @@ async fn count_tables(
                 u64::try_from(n).unwrap_or(0)
             }
         };
-        stats.push(TableStat {
-            name: format!("{db}.{}.{}", t.schema, t.table),
-            rows,
-        });
+        if partitions && t.root != (t.schema.clone(), t.table.clone()) {
+            leaves.push(TableStat {
+                name: format!("{db}.{}.{}", t.schema, t.table),
+                rows,
+            });
+        }
+        let name = format!("{db}.{}.{}", t.root.0, t.root.1);
+        match at.get(&name) {
+            Some(&i) => stats[i].rows += rows,
+            None => {
+                at.insert(name.clone(), stats.len());
+                stats.push(TableStat { name, rows });
+            }
+        }
     }
+    stats.extend(leaves);
     Ok(stats)
 }
 
@@ -630,11 +722,32 @@ impl Engine for Postgres {
         }
         let mut existing = Vec::with_capacity(listed.len());
         let mut not_utf8 = Vec::new();
-        for name in listed {
-            match name {
-                Ok(name) => existing.push(name),
+        let mut fenced = Vec::new();
+        for listed in listed {
+            match listed.name {
+                Ok(name) => {
+                    if !listed.allows_connections {
+                        fenced.push(name.clone());
+                    }
+                    existing.push(name);
+                }
                 Err(bytes) => not_utf8.push(escaped(&bytes)),
             }
+        }
+        // A database that refuses connections cannot be dumped without changing the source:
+        // the backup fails naming it, never leaves it out silently.
+        let refused: Vec<&String> = fenced
+            .iter()
+            .filter(|d| self.spec.databases.is_empty() || self.spec.databases.contains(d))
+            .collect();
+        if !refused.is_empty() {
+            let names: Vec<String> = refused.iter().map(|d| format!("{d:?}")).collect();
+            return Err(Error::Other(format!(
+                "database {} on {target} does not allow connections (datallowconn = false), \
+                 so it cannot be dumped: allow them (ALTER DATABASE ... ALLOW_CONNECTIONS \
+                 true), or list the databases to back up in the service's `databases`",
+                names.join(", ")
+            )));
         }
         let databases = if self.spec.databases.is_empty() {
             if !not_utf8.is_empty() {
@@ -795,7 +908,7 @@ impl PgBackup {
                 }
             };
             let counted = match &dumped {
-                Ok(_) => count_tables(&client, &db, &target, &known).await,
+                Ok(_) => count_tables(&client, &db, &target, &known, false).await,
                 Err(_) => Ok(Vec::new()),
             };
             // The snapshot may end only now that pg_dump has finished.
@@ -941,6 +1054,7 @@ pub async fn provision(
                         spool_dir: dir.to_path_buf(),
                         spools: 0,
                         mode: Mode::Fresh,
+                        failed: Vec::new(),
                         service: String::new(),
                     },
                     syncing: None,
@@ -1164,6 +1278,10 @@ impl PgTarget {
             &script,
             OnFailure::Stop,
             &self.dir.display().to_string(),
+            &Tablespaces::Under {
+                root: self.dir.join("tablespaces"),
+                user: SystemUser::when_root("postgres", "PostgreSQL")?,
+            },
         )
         .await?;
         let client = self.loader.ep.connect("postgres").await?;
@@ -1256,9 +1374,10 @@ impl RestoreTarget for PgTarget {
         let databases = self.loader.databases().await?;
         let found = self.loader.count(&databases).await?;
         let mut v = compare_stats(expected, &found);
-        let (check_ok, check) = self.loader.amcheck(None).await?;
+        let (check_ok, check) = self.loader.amcheck_all(&databases).await?;
         v.engine_check = check;
-        v.ok = v.mismatches.is_empty() && check_ok;
+        v.failed_objects = self.loader.failed.clone();
+        v.ok = v.mismatches.is_empty() && check_ok && v.failed_objects.is_empty();
         tracing::info!(dir = %self.dir.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
         Ok(v)
     }
@@ -1268,14 +1387,90 @@ impl RestoreTarget for PgTarget {
 // Loading database parts and counting (fresh and live servers alike)
 // ---------------------------------------------------------------------------------------------
 
-/// What a database part meets on the server it is loaded into.
+/// What `pg_restore --verbose` said (its stderr, in a file).
+struct RestoreLog {
+    /// The objects it failed on.
+    objects: Vec<FailedObject>,
+    /// It went through the whole archive (`errors ignored on restore`).
+    completed: bool,
+    /// Its last lines, for an error.
+    tail: String,
+}
+
+/// Reads the stderr of `pg_restore --verbose` restoring database `db` from `log`: each
+/// `pg_restore: error: …` block (with the lines that follow it: the server's error, `Command
+/// was: …`) is about the TOC entry the latest `pg_restore: from TOC entry <id>; <oids>
+/// <kind> <name> <owner>` line named. Read line by line; only errors are kept.
+fn restore_failures(log: &Path, db: &str) -> std::io::Result<RestoreLog> {
+    use std::io::BufRead;
+    const PREFIX: &str = "pg_restore: ";
+    const MAX_REASON: usize = 4096;
+    let file = std::io::BufReader::new(std::fs::File::open(log)?);
+    let mut objects: Vec<FailedObject> = Vec::new();
+    let mut completed = false;
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut entry: Option<String> = None;
+    let mut error: Option<(Option<String>, String)> = None;
+    let finish = |error: &mut Option<(Option<String>, String)>, objects: &mut Vec<FailedObject>| {
+        if let Some((entry, reason)) = error.take() {
+            let object = FailedObject {
+                name: format!(
+                    "{db}: {}",
+                    entry.unwrap_or_else(|| "(an entry pg_restore did not name)".into())
+                ),
+                reason: reason.trim().to_string(),
+            };
+            if !objects.contains(&object) {
+                objects.push(object);
+            }
+        }
+    };
+    for line in file.split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).into_owned();
+        tail.push_back(line.clone());
+        if tail.len() > 20 {
+            tail.pop_front();
+        }
+        let Some(said) = line.strip_prefix(PREFIX) else {
+            if let Some((_, reason)) = &mut error {
+                if reason.len() < MAX_REASON {
+                    reason.push('\n');
+                    reason.push_str(&line);
+                }
+            }
+            continue;
+        };
+        finish(&mut error, &mut objects);
+        if let Some(rest) = said.strip_prefix("from TOC entry ") {
+            // `<id>; <table oid> <oid> ` then the entry's kind, name and owner.
+            let described = rest.splitn(4, ' ').nth(3).unwrap_or(rest);
+            entry = Some(described.to_string());
+        } else if let Some(reason) = said.strip_prefix("error: ") {
+            error = Some((entry.clone(), reason.to_string()));
+        } else if said.starts_with("warning: errors ignored on restore:") {
+            completed = true;
+        }
+    }
+    finish(&mut error, &mut objects);
+    Ok(RestoreLog {
+        objects,
+        completed,
+        tail: Vec::from(tail).join("\n"),
+    })
+}
+
+/// What a database part meets on the server it is loaded into. Either way a database the
+/// server has already is dropped and made again from the dump (`pg_restore --create`), so
+/// that everything about the database itself (owner, settings, per-role settings in it,
+/// comment, connection limit, grants, template flag) comes from the backup too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    /// A fresh cluster: a database it has already (`postgres`) is restored into, others are
-    /// created; the cluster runs under [`LOAD_SETTINGS`] meanwhile.
+    /// A fresh cluster: the databases it has already are initdb's empty `postgres` and
+    /// `template1`; the cluster runs under [`LOAD_SETTINGS`] meanwhile, and verification
+    /// installs `amcheck` for its check and removes it again ([`Loader::amcheck_all`]).
     Fresh,
     /// The service's live server: the database is dropped (its sessions ended) and created
-    /// again from the dump; commits stay synchronous.
+    /// again from the dump; commits stay synchronous; verification installs nothing.
     Replace,
 }
 
@@ -1291,6 +1486,8 @@ struct Loader {
     spool_dir: PathBuf,
     spools: u32,
     mode: Mode,
+    /// The objects that did not come back, of every part loaded so far.
+    failed: Vec<FailedObject>,
     /// For log lines: the service (in place; empty for a fresh cluster, which its folder names).
     service: String,
 }
@@ -1317,21 +1514,31 @@ impl Loader {
     ) -> Result<()> {
         self.spools += 1;
         let spool = self.spool_dir.join(format!("spool-{}.pgdump", self.spools));
-        let result = self.spool_and_restore(db, reader, &spool).await;
-        if let Err(e) = tokio::fs::remove_file(&spool).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(service = %self.service, dir = %self.spool_dir.display(), spool = %spool.display(), error = %e, "could not remove a spool file");
+        let log = self.spool_dir.join(format!("spool-{}.log", self.spools));
+        let result = self.spool_and_restore(db, reader, &spool, &log).await;
+        for file in [&spool, &log] {
+            if let Err(e) = tokio::fs::remove_file(file).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(service = %self.service, dir = %self.spool_dir.display(), spool = %file.display(), error = %e, "could not remove a spool file");
+                }
             }
         }
-        result
+        let failed = result?;
+        if !failed.is_empty() {
+            tracing::warn!(service = %self.service, dir = %self.spool_dir.display(), database = db, failed = failed.len(), "objects of the database did not come back");
+        }
+        self.failed.extend(failed);
+        Ok(())
     }
 
+    /// Returns the objects `pg_restore` could not restore (it restores all the others).
     async fn spool_and_restore(
         &self,
         db: &str,
         reader: Box<dyn AsyncRead + Send + Unpin>,
         spool: &Path,
-    ) -> Result<()> {
+        log: &Path,
+    ) -> Result<Vec<FailedObject>> {
         let began = Instant::now();
         let (path, what) = (
             spool.to_path_buf(),
@@ -1344,51 +1551,111 @@ impl Loader {
 
         let admin = self.admin_for(db);
         let client = self.ep.connect(admin).await?;
-        let exists: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)",
+        let template: Option<bool> = client
+            .query_opt(
+                "SELECT datistemplate FROM pg_catalog.pg_database WHERE datname = $1",
                 &[&db],
             )
             .await
             .map_err(|e| pg_error(&self.ep.target(admin), &e))?
-            .try_get(0)
+            .map(|row| row.try_get(0))
+            .transpose()
             .map_err(|e| pg_error(&self.ep.target(admin), &e))?;
-        let create = match self.mode {
-            Mode::Fresh => !exists,
-            Mode::Replace => {
-                if exists {
-                    self.drop_database(&client, admin, db).await?;
-                }
-                true
-            }
-        };
+        if let Some(template) = template {
+            self.drop_database(&client, admin, db, template).await?;
+        }
         drop(client);
 
-        let mut cmd = self.ep.tool(&self.tools, "pg_restore")?;
-        cmd.args(["--jobs", RESTORE_JOBS, "--exit-on-error", "--no-password"]);
-        if create {
-            cmd.arg("--create")
-                .arg(format!("--dbname={}", dbname_conninfo(admin)));
-        } else {
-            cmd.arg(format!("--dbname={}", dbname_conninfo(db)));
+        // `--verbose` names the entry each error is about; its stderr goes to a file, as it
+        // may be long. No `--exit-on-error`: one object that fails does not keep the others
+        // from coming back; the failures are reported with the verification.
+        let pg_restore = self.tools.path("pg_restore")?;
+        {
+            // Private like the spool: errors may quote rows.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(strongbox_core::private::PRIVATE_FILE)
+                .open(log)
+                .map_err(|source| Error::Io {
+                    what: "creating pg_restore's log",
+                    path: log.to_path_buf(),
+                    source,
+                })?;
         }
-        cmd.arg(spool);
-        cmd.output().await?;
+        let mut cmd = self.ep.with_env(ToolCommand::new(Path::new("/bin/sh")));
+        cmd.args(["-c", "exec \"$0\" \"$@\" 2>\"$STRONGBOX_RESTORE_LOG\""])
+            .arg(&pg_restore)
+            .args([
+                "--jobs",
+                RESTORE_JOBS,
+                "--verbose",
+                "--no-password",
+                "--create",
+            ])
+            .arg(format!("--dbname={}", dbname_conninfo(admin)))
+            .arg(spool)
+            .env("STRONGBOX_RESTORE_LOG", log);
+        let out = cmd.capture().await?;
+        let said = match restore_failures(log, db) {
+            Ok(said) => said,
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "reading what pg_restore said about database {db:?} ({}) failed: {e}",
+                    log.display()
+                )))
+            }
+        };
+        // pg_restore went through the whole archive when it succeeded or says it ignored
+        // errors; else it stopped part way (it could not connect, or read the archive).
+        if !out.success && !said.completed {
+            return Err(Error::Tool {
+                tool: "pg_restore".into(),
+                status: out.status,
+                stderr: said.tail,
+            });
+        }
+        let failed = said.objects;
         tracing::info!(
             service = %self.service,
             dir = %self.spool_dir.display(),
             database = db,
+            failed = failed.len(),
             spool_s = spooled.as_secs_f64(),
             pg_restore_s = (began.elapsed() - spooled).as_secs_f64(),
             "database restored"
         );
-        Ok(())
+        Ok(failed)
     }
 
     /// Ends the other sessions of `db` and drops it (`WITH (FORCE)` from PostgreSQL 13 on;
     /// before, its backends are terminated first), connected to `admin`.
-    async fn drop_database(&self, client: &Client, admin: &str, db: &str) -> Result<()> {
+    async fn drop_database(
+        &self,
+        client: &Client,
+        admin: &str,
+        db: &str,
+        template: bool,
+    ) -> Result<()> {
         let target = self.ep.target(admin);
+        if template {
+            // A template cannot be dropped; the dump makes it a template again.
+            let sql: String = client
+                .query_one(
+                    "SELECT pg_catalog.format('ALTER DATABASE %I IS_TEMPLATE false', $1::text)",
+                    &[&db],
+                )
+                .await
+                .map_err(|e| pg_error(&target, &e))?
+                .try_get(0)
+                .map_err(|e| pg_error(&target, &e))?;
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| pg_error(&target, &e))?;
+        }
         let version: i32 = client
             .query_one(
                 "SELECT pg_catalog.current_setting('server_version_num')::int",
@@ -1433,15 +1700,18 @@ impl Loader {
         Ok(())
     }
 
-    /// The databases that allow connections (templates excluded) and have a UTF-8 name: no
+    /// The databases that allow connections (`template0` excluded) and have a UTF-8 name: no
     /// backup holds another (see [`Engine::begin_backup`]), so no restore made or replaced it.
     async fn databases(&self) -> Result<Vec<String>> {
         let target = self.ep.target(&self.admin_db);
         let admin = self.ep.connect(&self.admin_db).await?;
         let mut names = Vec::new();
-        for name in list_databases(&admin, &target).await? {
-            match name {
-                Ok(name) => names.push(name),
+        for listed in list_databases(&admin, &target).await? {
+            match listed.name {
+                Ok(name) if listed.allows_connections => names.push(name),
+                Ok(name) => {
+                    tracing::debug!(service = %self.service, database = %name, "a database that refuses connections is in no backup; not counted")
+                }
                 Err(bytes) => {
                     tracing::debug!(service = %self.service, database = %escaped(&bytes), "a database not named in UTF-8 is in no backup; not counted")
                 }
@@ -1461,7 +1731,7 @@ impl Loader {
                 .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(|e| pg_error(&target, &e))?;
-            for s in count_tables(&client, db, &target, &HashMap::new()).await? {
+            for s in count_tables(&client, db, &target, &HashMap::new(), true).await? {
                 found.insert(s.name, s.rows);
             }
             let _ = client.batch_execute("COMMIT").await;
@@ -1490,29 +1760,146 @@ impl Loader {
         Ok(with)
     }
 
-    /// `pg_amcheck` over every database, installing the extension where it is missing
-    /// (`None`: a fresh cluster), or over `databases` only, installing nothing: (ok, what it
-    /// said).
-    async fn amcheck(&self, databases: Option<&[String]>) -> Result<(bool, String)> {
+    /// `pg_amcheck` over `databases` (a fresh cluster: all of its databases but
+    /// `template0`), with the `amcheck` extension installed, for the check only, where it is
+    /// missing: it is made in a schema of its own and removed with that schema right after,
+    /// each time in one transaction during which no event trigger of the user's fires
+    /// ([`Loader::quietly`]), so that nothing of it remains and nothing of the user's runs
+    /// (a `ddl_command_end` trigger logging DDL into a table logs nothing). (ok, what it said).
+    async fn amcheck_all(&self, databases: &[String]) -> Result<(bool, String)> {
+        let with = self.with_amcheck(databases).await?;
+        if self.mode != Mode::Fresh {
+            // The live server: no extension is installed (see `PgInPlace::verify`).
+            return self.amcheck(&with).await;
+        }
+        let mut installed: Vec<(&String, String)> = Vec::new();
+        let mut problem = None;
+        for db in databases.iter().filter(|d| !with.contains(d)) {
+            match self.install_amcheck(db).await {
+                Ok(schema) => installed.push((db, schema)),
+                Err(e) => {
+                    problem = Some(format!(
+                        "pg_amcheck could not run: installing amcheck in {db:?} failed: {e}"
+                    ));
+                    break;
+                }
+            }
+        }
+        let (mut ok, mut text) = match problem {
+            Some(p) => (false, p),
+            None => self.amcheck(databases).await?,
+        };
+        for (db, schema) in installed {
+            let form = "DROP SCHEMA %I CASCADE";
+            if let Err(e) = self.quietly(db, &[(form, vec![schema.as_str()])]).await {
+                ok = false;
+                text.push_str(&format!(
+                    "\nremoving the amcheck extension installed for the check from {db:?} \
+                     (schema {schema:?}) failed: {e}"
+                ));
+            }
+        }
+        Ok((ok, text))
+    }
+
+    /// Installs `amcheck` in `db` in a new schema of its own, quietly; returns the schema.
+    async fn install_amcheck(&self, db: &str) -> Result<String> {
+        let client = self.ep.connect(db).await?;
+        let target = self.ep.target(db);
+        let mut schema = "strongbox_amcheck".to_string();
+        for i in 1.. {
+            let taken: bool = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+                    &[&schema],
+                )
+                .await
+                .map_err(|e| pg_error(&target, &e))?
+                .try_get(0)
+                .map_err(|e| pg_error(&target, &e))?;
+            if !taken {
+                break;
+            }
+            schema = format!("strongbox_amcheck_{i}");
+        }
+        drop(client);
+        self.quietly(
+            db,
+            &[
+                ("CREATE SCHEMA %I", vec![schema.as_str()]),
+                ("CREATE EXTENSION amcheck SCHEMA %I", vec![schema.as_str()]),
+            ],
+        )
+        .await?;
+        Ok(schema)
+    }
+
+    /// Runs `statements` (each a `format()` form and its arguments, composed by the server)
+    /// in `db` in one transaction in which no event trigger fires: with
+    /// `session_replication_role = replica` (which keeps ordinary event triggers from
+    /// firing), and every event trigger that is enabled `ALWAYS` or `REPLICA` disabled
+    /// meanwhile and enabled as it was before the transaction commits. Nothing outside the
+    /// transaction ever sees them disabled. Superuser only (a fresh cluster).
+    async fn quietly(&self, db: &str, statements: &[(&str, Vec<&str>)]) -> Result<()> {
+        let client = self.ep.connect(db).await?;
+        let target = self.ep.target(db);
+        client
+            .batch_execute("BEGIN; SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(|e| pg_error(&target, &e))?;
+        let triggers: Vec<(String, i8)> = client
+            .query(
+                "SELECT evtname::text, evtenabled FROM pg_catalog.pg_event_trigger \
+                 WHERE evtenabled IN ('A', 'R')",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error(&target, &e))?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(|e| pg_error(&target, &e))?;
+        let mut sql = Vec::new();
+        for (name, _) in &triggers {
+            sql.push(compose(&client, &target, "ALTER EVENT TRIGGER %I DISABLE", &[name]).await?);
+        }
+        for (form, args) in statements {
+            sql.push(compose(&client, &target, form, args).await?);
+        }
+        for (name, enabled) in &triggers {
+            let form = if *enabled == b'A' as i8 {
+                "ALTER EVENT TRIGGER %I ENABLE ALWAYS"
+            } else {
+                "ALTER EVENT TRIGGER %I ENABLE REPLICA"
+            };
+            sql.push(compose(&client, &target, form, &[name]).await?);
+        }
+        for statement in &sql {
+            if let Err(e) = client.batch_execute(statement).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(pg_error(&target, &e));
+            }
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_error(&target, &e))
+    }
+
+    /// `pg_amcheck` over `databases`, which have the extension: (ok, what it said).
+    async fn amcheck(&self, databases: &[String]) -> Result<(bool, String)> {
         let mut cmd = match self.ep.tool(&self.tools, "pg_amcheck") {
             Ok(c) => c,
             Err(e) => return Ok((false, format!("pg_amcheck could not run: {e}"))),
         };
         cmd.args(["--jobs", "2", "--no-password"]);
-        match databases {
-            None => {
-                cmd.args(["--install-missing", "--all", "--maintenance-db=postgres"]);
-            }
-            Some(dbs) => {
-                cmd.arg(format!(
-                    "--maintenance-db={}",
-                    dbname_conninfo(&self.admin_db)
-                ));
-                for db in dbs {
-                    // A double-quoted pattern matches the name literally.
-                    cmd.arg(format!("--database=\"{}\"", db.replace('"', "\"\"")));
-                }
-            }
+        cmd.arg(format!(
+            "--maintenance-db={}",
+            dbname_conninfo(&self.admin_db)
+        ));
+        for db in databases {
+            // A double-quoted pattern matches the name literally.
+            cmd.arg(format!("--database=\"{}\"", db.replace('"', "\"\"")));
         }
         let out = cmd.capture().await?;
         let text = format!("{}{}", out.stdout.trim(), {
@@ -1592,6 +1979,7 @@ async fn apply_globals(
     script: &[u8],
     on_failure: OnFailure,
     restore: &str,
+    tablespaces: &Tablespaces,
 ) -> Result<Vec<String>> {
     use globals::{Kind, RoleRef};
     let statements = globals::parse(script).map_err(|e| Error::Other(e.to_string()))?;
@@ -1649,11 +2037,36 @@ async fn apply_globals(
         }
     }
 
+    // The tablespaces that exist (in place: the live server has its own).
+    let existing_tablespaces: HashSet<String> = client
+        .query("SELECT spcname::text FROM pg_catalog.pg_tablespace", &[])
+        .await
+        .map_err(|e| pg_error(&target, &e))?
+        .iter()
+        .map(|row| row.try_get::<_, String>(0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| pg_error(&target, &e))?;
+
     let mut failed = Vec::new();
     let (mut applied, mut skipped) = (0usize, 0usize);
-    for s in &statements {
+    for (index, s) in statements.iter().enumerate() {
+        if let (Kind::CreateTablespace { name, owner }, Tablespaces::Under { root, user }) =
+            (&s.kind, tablespaces)
+        {
+            // The source's location means nothing here: the tablespace goes under the
+            // restored server's own folder, and only its location differs.
+            let dir = root.join(tablespace_dir_name(name, index));
+            let made = make_tablespace(&client, &target, name, owner, &dir, user.as_ref()).await;
+            match (made, on_failure) {
+                (Ok(()), _) => applied += 1,
+                (Err(e), OnFailure::Stop) => return Err(e),
+                (Err(e), OnFailure::Note) => failed.push(format!("line {}: {e}", s.line)),
+            }
+            continue;
+        }
         let skip = match &s.kind {
             Kind::PsqlGuard => true,
+            Kind::CreateTablespace { name, .. } => existing_tablespaces.contains(name),
             Kind::CreateRole(RoleRef::Named(n)) => exists.contains(n.as_str()),
             Kind::AlterRole {
                 role,
@@ -1698,6 +2111,104 @@ async fn apply_globals(
     }
     tracing::info!(restore = %restore, applied, skipped, failed = failed.len(), "globals part applied");
     Ok(failed)
+}
+
+/// `format(form, args…)`, composed by the server (`%I`, `%L` quote as it reads them).
+async fn compose(client: &Client, target: &str, form: &str, args: &[&str]) -> Result<String> {
+    client
+        .query_one(
+            "SELECT pg_catalog.format($1, VARIADIC $2::text[])",
+            &[&form, &args],
+        )
+        .await
+        .and_then(|row| row.try_get::<_, String>(0))
+        .map_err(|e| pg_error(target, &e))
+}
+
+/// Where [`apply_globals`] makes the tablespaces of a globals part.
+enum Tablespaces {
+    /// As the part says, except those that exist already (the live server has its own).
+    AsDumped,
+    /// Each in its own folder under `root` (a fresh cluster's `<dir>/tablespaces`), made for
+    /// the server's system user `user` (mode 0700).
+    Under {
+        root: PathBuf,
+        user: Option<SystemUser>,
+    },
+}
+
+/// The folder name of tablespace `name` (statement `index` of the globals): the name when it
+/// is a plain file name (`[A-Za-z0-9_-]`, not empty), else `~<index>`, which no plain name is.
+fn tablespace_dir_name(name: &str, index: usize) -> String {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        name.to_string()
+    } else {
+        format!("~{index}")
+    }
+}
+
+/// Makes tablespace `name`, owned by `owner`, in the new folder `dir` (0700, owned by the
+/// server's user). The statements are composed by the server (`format('%I', '%L')`).
+async fn make_tablespace(
+    client: &Client,
+    target: &str,
+    name: &str,
+    owner: &str,
+    dir: &Path,
+    user: Option<&SystemUser>,
+) -> Result<()> {
+    if let Some(parent) = dir.parent() {
+        if !parent.is_dir() {
+            strongbox_core::private::create_dir(parent, strongbox_core::private::PRIVATE_DIR)
+                .map_err(|e| Error::Other(format!("creating the tablespaces folder: {e}")))?;
+            if let Some(u) = user {
+                u.chown(parent)?;
+            }
+        }
+    }
+    strongbox_core::private::create_dir(dir, strongbox_core::private::PRIVATE_DIR).map_err(
+        |e| {
+            Error::Other(format!(
+                "creating the tablespace folder {}: {e}",
+                dir.display()
+            ))
+        },
+    )?;
+    if let Some(u) = user {
+        u.chown(dir)?;
+    }
+    let location = dir.to_str().ok_or_else(|| {
+        Error::Other(format!(
+            "the tablespace folder {} is not UTF-8; choose a data root whose path is",
+            dir.display()
+        ))
+    })?;
+    for (form, args) in [
+        (
+            "CREATE TABLESPACE %I LOCATION %L",
+            [name, location].as_slice(),
+        ),
+        ("ALTER TABLESPACE %I OWNER TO %I", [name, owner].as_slice()),
+    ] {
+        let sql = compose(client, target, form, args).await?;
+        client.batch_execute(&sql).await.map_err(|e| {
+            let mut err = pg_error(target, &e);
+            if let Error::Database { message, .. } = &mut err {
+                *message = format!(
+                    "making tablespace {} in {} failed: {message}",
+                    globals::preview(name),
+                    dir.display()
+                );
+            }
+            err
+        })?;
+    }
+    tracing::info!(tablespace = %globals::preview(name), dir = %dir.display(), "tablespace made under the restored server's folder");
+    Ok(())
 }
 
 /// Reading the SQL of `pg_dumpall --globals-only` statement by statement, the way the server's
@@ -1794,6 +2305,9 @@ mod globals {
         /// `ALTER ROLE <role> …`; `attributes` unless it is `… SET`, `… RESET` or
         /// `… IN DATABASE …` (a setting): attributes include the password and the name.
         AlterRole { role: RoleRef, attributes: bool },
+        /// `CREATE TABLESPACE <name> OWNER <owner> LOCATION '…'`: a restore makes the
+        /// tablespace under its own folder instead (the location is the source's).
+        CreateTablespace { name: String, owner: String },
         /// Any other statement pg_dumpall writes (grants, tablespaces, comments, labels).
         Other,
     }
@@ -1958,12 +2472,38 @@ mod globals {
                 let attributes = !matches!(word(3), Some("set" | "reset" | "in"));
                 Ok(Kind::AlterRole { role, attributes })
             }
-            (Some("create" | "alter"), Some("tablespace")) => Ok(Kind::Other),
+            // `CREATE TABLESPACE <name> OWNER <role> LOCATION '…'`, as pg_dumpall writes it.
+            (Some("create"), Some("tablespace")) => {
+                if word(3) != Some("owner") || word(5) != Some("location") {
+                    return Err(Refusal::Unexpected);
+                }
+                Ok(Kind::CreateTablespace {
+                    name: bare_or_quoted(head.get(2))?,
+                    owner: bare_or_quoted(head.get(4))?,
+                })
+            }
+            (Some("alter"), Some("tablespace")) => Ok(Kind::Other),
             (Some("comment"), Some("on")) if matches!(word(2), Some("role" | "tablespace")) => {
                 Ok(Kind::Other)
             }
             (Some("security"), Some("label")) | (Some("grant" | "revoke"), _) => Ok(Kind::Other),
             _ => Err(Refusal::Unexpected),
+        }
+    }
+
+    /// A name as pg_dumpall's `fmtId` writes it: quoted, or bare when it is
+    /// `[a-z_][a-z0-9_]*`.
+    fn bare_or_quoted(token: Option<&Token>) -> Result<String, Refusal> {
+        match token {
+            Some(Token::Ident(name)) => Ok(name.clone()),
+            Some(Token::Word(w))
+                if w.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && w.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                Ok(w.clone())
+            }
+            _ => Err(Refusal::RoleName),
         }
     }
 
@@ -2327,6 +2867,7 @@ impl Postgres {
                 spool_dir: scratch.to_path_buf(),
                 spools: 0,
                 mode: Mode::Replace,
+                failed: Vec::new(),
                 service: self.spec.name.clone(),
             },
             loaded: Vec::new(),
@@ -2348,6 +2889,7 @@ impl PgInPlace {
             &script,
             OnFailure::Note,
             &self.service,
+            &Tablespaces::AsDumped,
         )
         .await?;
         if !failed.is_empty() {
@@ -2420,7 +2962,7 @@ impl RestoreTarget for PgInPlace {
                     .to_string(),
             )
         } else {
-            let (ok, mut text) = self.loader.amcheck(Some(&with)).await?;
+            let (ok, mut text) = self.loader.amcheck(&with).await?;
             let without: Vec<&String> = databases.iter().filter(|d| !with.contains(d)).collect();
             if !without.is_empty() {
                 text.push_str(&format!(
@@ -2434,7 +2976,8 @@ impl RestoreTarget for PgInPlace {
             check.push_str(note);
         }
         v.engine_check = check;
-        v.ok = v.mismatches.is_empty() && check_ok;
+        v.failed_objects = self.loader.failed.clone();
+        v.ok = v.mismatches.is_empty() && check_ok && v.failed_objects.is_empty();
         tracing::info!(service = %self.service, tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "in-place verification done");
         Ok(v)
     }
@@ -2463,6 +3006,75 @@ pub async fn teardown(dir: &Path) -> Result<()> {
         // It stopped meanwhile (or its pid file was stale).
         Err(_) if !l.data.join("postmaster.pid").exists() => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod restore_log_tests {
+    use super::restore_failures;
+
+    fn read(text: &str) -> super::RestoreLog {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, text).unwrap();
+        restore_failures(&path, "docs").unwrap()
+    }
+
+    #[test]
+    fn each_failed_object_is_named_with_its_error() {
+        let log = read(
+            "pg_restore: connecting to database for restore\n\
+             pg_restore: launching item 3360 MATERIALIZED VIEW DATA word_stats\n\
+             pg_restore: while PROCESSING TOC:\n\
+             pg_restore: from TOC entry 3360; 0 16411 MATERIALIZED VIEW DATA word_stats app\n\
+             pg_restore: error: could not execute query: ERROR:  relation \"documents\" does not exist\n\
+             LINE 1: SELECT to_tsvector('simple', body) FROM documents\n\
+             Command was: REFRESH MATERIALIZED VIEW public.word_stats;\n\
+             \n\
+             pg_restore: finished item 3360 MATERIALIZED VIEW DATA word_stats\n\
+             pg_restore: from TOC entry 3361; 0 16420 TABLE DATA my table app\n\
+             pg_restore: error: COPY failed for table \"my table\": ERROR:  boom\n\
+             pg_restore: error: could not execute query: ERROR:  relation \"documents\" does not exist\n\
+             LINE 1: SELECT to_tsvector('simple', body) FROM documents\n\
+             Command was: REFRESH MATERIALIZED VIEW public.word_stats;\n\
+             pg_restore: warning: errors ignored on restore: 3\n",
+        );
+        assert!(log.completed);
+        let named: Vec<(&str, &str)> = log
+            .objects
+            .iter()
+            .map(|o| (o.name.as_str(), o.reason.lines().next().unwrap()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (
+                    "docs: MATERIALIZED VIEW DATA word_stats app",
+                    "could not execute query: ERROR:  relation \"documents\" does not exist"
+                ),
+                (
+                    "docs: TABLE DATA my table app",
+                    "COPY failed for table \"my table\": ERROR:  boom"
+                ),
+                (
+                    "docs: TABLE DATA my table app",
+                    "could not execute query: ERROR:  relation \"documents\" does not exist"
+                ),
+            ]
+        );
+        assert!(log.objects[0]
+            .reason
+            .ends_with("Command was: REFRESH MATERIALIZED VIEW public.word_stats;"));
+    }
+
+    #[test]
+    fn a_restore_that_stopped_part_way_is_not_completed() {
+        let log = read(
+            "pg_restore: connecting to database for restore\n\
+             pg_restore: error: connection to server on socket \"/x/.s.PGSQL.5432\" failed\n",
+        );
+        assert!(!log.completed);
+        assert!(log.tail.contains("connection to server"));
     }
 }
 
@@ -2670,7 +3282,10 @@ mod tests {
                 },
                 Kind::Other,
                 Kind::Other,
-                Kind::Other,
+                Kind::CreateTablespace {
+                    name: "ts".into(),
+                    owner: "postgres".into()
+                },
                 Kind::PsqlGuard,
             ]
         );
@@ -2679,6 +3294,34 @@ mod tests {
         assert_eq!(statements[4].text, "CREATE ROLE \"a\nb\"\"c\";");
         assert_eq!(statements[4].line, 16);
         assert_eq!(statements[5].line, 18);
+    }
+
+    #[test]
+    fn a_tablespace_is_read_with_its_name_and_owner() {
+        let statements =
+            parse(b"CREATE TABLESPACE \"fast;\ndisk\" OWNER \"A b\" LOCATION '/x';\n").unwrap();
+        assert_eq!(
+            kinds(&statements),
+            [Kind::CreateTablespace {
+                name: "fast;\ndisk".into(),
+                owner: "A b".into()
+            }]
+        );
+        assert!(parse(b"CREATE TABLESPACE ts LOCATION '/x';").is_err());
+        assert!(parse(b"CREATE TABLESPACE 'ts' OWNER postgres LOCATION '/x';").is_err());
+        assert_eq!(
+            crate::engines::postgres::tablespace_dir_name("ts_fast-1", 3),
+            "ts_fast-1"
+        );
+        assert_eq!(
+            crate::engines::postgres::tablespace_dir_name("../etc", 3),
+            "~3"
+        );
+        assert_eq!(crate::engines::postgres::tablespace_dir_name("", 4), "~4");
+        assert_eq!(
+            crate::engines::postgres::tablespace_dir_name("a/b", 5),
+            "~5"
+        );
     }
 
     #[test]
