@@ -4,7 +4,12 @@
 //! `download` fetches a backup's sealed manifest and chunks from the coordinators and opens them
 //! here with the fleet key (coordinators hold ciphertext only), writing the engine's native
 //! files: PostgreSQL `globals.sql` and `<db>.dump` (or `<db>.sql` with `--format sql`), MariaDB
-//! `<part>.sql`, SQLite `<name>.sqlite3`.
+//! `<part>.sql` (and `<db>.views.sql`, see below), SQLite `<name>.sqlite3`.
+//!
+//! MariaDB loads in the order the commands are printed: every database's `<db>.sql`, then
+//! every `<db>.views.sql` (the final definitions of a database's views, cut by statements out
+//! of its dump with the agent's own lexer, so that a view may read any database's tables),
+//! then `grants.sql` (its object grants need their tables and routines).
 //!
 //! Invariants of `download`:
 //! - nothing is written before the manifest opened with the key given (a wrong key writes
@@ -471,6 +476,9 @@ pub struct PlannedFile {
     pub file_name: String,
     /// Convert the fetched PostgreSQL custom dump to SQL with pg_restore.
     pub to_sql: bool,
+    /// MariaDB database parts: the file that takes the final definitions of the database's
+    /// views out of its dump (written only when it has views; see [`split_views`]).
+    pub views_file: Option<String>,
 }
 
 /// Longest file-name stem `download` writes: room is left for a suffix and the temporary
@@ -529,10 +537,7 @@ pub fn file_for(engine: &str, kind: PartKind, name: &str, format: Format) -> (St
 /// Every file of a download, with names made unique.
 pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
     let mut used = HashSet::new();
-    let mut out = Vec::new();
-    for (i, p) in m.parts.iter().enumerate() {
-        let kind = PartKind::try_from(p.kind).unwrap_or(PartKind::Unspecified);
-        let (name, to_sql) = file_for(&m.engine, kind, &p.name, format);
+    let mut unique = |name: String| {
         let mut unique = name.clone();
         let mut n = 2;
         while !used.insert(unique.clone()) {
@@ -542,13 +547,68 @@ pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
             };
             n += 1;
         }
+        unique
+    };
+    let mut out = Vec::new();
+    for (i, p) in m.parts.iter().enumerate() {
+        let kind = PartKind::try_from(p.kind).unwrap_or(PartKind::Unspecified);
+        let (name, to_sql) = file_for(&m.engine, kind, &p.name, format);
+        let file_name = unique(name);
+        let views_file = (m.engine == "mysql" && kind == PartKind::Database).then(|| {
+            let stem = file_name.strip_suffix(".sql").unwrap_or(&file_name);
+            unique(format!("{stem}.views.sql"))
+        });
         out.push(PlannedFile {
             part: i,
-            file_name: unique,
+            file_name,
             to_sql,
+            views_file,
         });
     }
     out
+}
+
+/// The agent's lexer of MariaDB dumps, shared as source (the CLI does not link the agent):
+/// a MariaDB database part is split by statements exactly as a restore splits it.
+#[allow(dead_code)]
+#[path = "../../agent/src/engines/sqlcount.rs"]
+mod sqlcount;
+
+/// Takes the final definitions of a MariaDB database's views out of its downloaded dump
+/// `path`, by statements as the agent's restore does ([`sqlcount::ViewSplit`]): the dump is
+/// cut where they start (what stays creates the database, its tables and data, triggers,
+/// events, routines, and each view as mariadb-dump's stand-in, which refers to nothing), and
+/// they are returned with the dump's opening statements, to be loaded once every database's
+/// tables exist (a view may read another database's). None when the dump has no views.
+pub fn split_views(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut split = sqlcount::ViewSplit::new();
+    let mut kept: u64 = 0;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        let now = split
+            .push(&buf[..n])
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        kept += now.len() as u64;
+    }
+    let (rest, views) = split.finish();
+    kept += rest.len() as u64;
+    if views.is_some() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(kept))
+            .with_context(|| format!("cutting {}", path.display()))?;
+    }
+    Ok(views)
 }
 
 /// `s` as one shell word: bare when it holds only characters no shell treats specially,
@@ -865,8 +925,11 @@ async fn download(
     let files = plan(&m, format);
     let dir = out.unwrap_or_else(|| PathBuf::from(safe_stem(id)));
     if !force {
-        for f in &files {
-            let p = dir.join(&f.file_name);
+        for name in files
+            .iter()
+            .flat_map(|f| std::iter::once(&f.file_name).chain(&f.views_file))
+        {
+            let p = dir.join(name);
             if p.exists() {
                 bail!(
                     "{} exists already; pass --force to replace it, or -o DIR to write elsewhere (nothing was written)",
@@ -925,7 +988,20 @@ async fn download(
                 staging.files.push((tmp.clone(), fin.clone()));
                 fetch.part(part, &tmp, &bar).await?
             };
-            written.push((f.clone(), fin, bytes));
+            let mut bytes = bytes;
+            let mut views = None;
+            if let Some(views_name) = &f.views_file {
+                if let Some(sql) = split_views(&tmp)? {
+                    let views_fin = dir.join(views_name);
+                    let views_tmp = Staging::temp_for(&dir, views_name);
+                    staging.files.push((views_tmp.clone(), views_fin.clone()));
+                    strongbox_core::private::write_new(&views_tmp, &sql)
+                        .with_context(|| format!("writing {}", views_tmp.display()))?;
+                    bytes = std::fs::metadata(&tmp).map(|md| md.len()).unwrap_or(0);
+                    views = Some((views_fin, sql.len() as u64));
+                }
+            }
+            written.push((f.clone(), fin, bytes, views));
         }
         anyhow::Ok(())
     };
@@ -941,11 +1017,18 @@ async fn download(
     staging.commit(force)?;
     let elapsed = started.elapsed();
 
-    let rows: Vec<Value> = written
-        .iter()
-        .map(|(f, path, bytes)| {
-            let part = &m.parts[f.part];
-            let kind = PartKind::try_from(part.kind).unwrap_or(PartKind::Unspecified);
+    // In the order they load: MariaDB's databases first, then their views (which may read
+    // any database's tables), then the grants (object grants need their objects).
+    let mut rows: Vec<(u8, Value)> = Vec::new();
+    for (f, path, bytes, views) in &written {
+        let part = &m.parts[f.part];
+        let kind = PartKind::try_from(part.kind).unwrap_or(PartKind::Unspecified);
+        let stage = match (m.engine.as_str(), kind) {
+            ("mysql", PartKind::Globals) => 2,
+            _ => 0,
+        };
+        rows.push((
+            stage,
             json!({
                 "path": path.display().to_string(),
                 "part": part.name,
@@ -953,9 +1036,24 @@ async fn download(
                 "bytes": bytes,
                 "tables": part.tables.len(),
                 "load": load_hint(&m.engine, kind, path, f.to_sql, &part.name),
-            })
-        })
-        .collect();
+            }),
+        ));
+        if let Some((views_path, views_bytes)) = views {
+            rows.push((
+                1,
+                json!({
+                    "path": views_path.display().to_string(),
+                    "part": part.name,
+                    "kind": "views",
+                    "bytes": views_bytes,
+                    "tables": 0,
+                    "load": load_hint(&m.engine, kind, views_path, false, &part.name),
+                }),
+            ));
+        }
+    }
+    rows.sort_by_key(|(stage, _)| *stage);
+    let rows: Vec<Value> = rows.into_iter().map(|(_, r)| r).collect();
     match output {
         Output::Json => output.json(&json!({
             "backup": id,
@@ -1588,6 +1686,61 @@ mod tests {
             .map(|f| f.file_name)
             .collect();
         assert_eq!(names, ["globals.sql", "a_b.dump", "a_b-2.dump"]);
+    }
+
+    #[test]
+    fn mariadb_views_files_are_planned_unique_and_split_by_statements() {
+        let part = |name: &str, kind: PartKind| Part {
+            name: name.into(),
+            kind: kind as i32,
+            chunks: vec![],
+            tables: vec![],
+        };
+        let m = Manifest {
+            engine: "mysql".into(),
+            parts: vec![
+                part("grants", PartKind::Globals),
+                part("a", PartKind::Database),
+                part("a.views", PartKind::Database),
+            ],
+            ..Default::default()
+        };
+        let files: Vec<(String, Option<String>)> = plan(&m, Format::Native)
+            .into_iter()
+            .map(|f| (f.file_name, f.views_file))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("grants.sql".to_string(), None),
+                ("a.sql".to_string(), Some("a.views.sql".to_string())),
+                (
+                    "a.views-2.sql".to_string(),
+                    Some("a.views-2.views.sql".to_string())
+                ),
+            ]
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head = "/*!40101 SET NAMES utf8mb4 */;\nCREATE DATABASE `a`;\n";
+        let body = "USE `a`;\nCREATE TABLE `t` (x INT);\nINSERT INTO `t` VALUES ('USE `b`;');\n";
+        let views = "USE `a`;\n/*!50001 CREATE VIEW `v` AS select 1 */;\n";
+        let path = dir.path().join("a.sql");
+        std::fs::write(&path, format!("{head}{body}{views}")).expect("write");
+        assert_eq!(
+            split_views(&path).expect("split"),
+            Some(format!("{head}{views}").into_bytes())
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{head}{body}")
+        );
+        // No views: nothing split, nothing cut.
+        assert_eq!(split_views(&path).expect("split"), None);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            format!("{head}{body}")
+        );
     }
 
     #[test]

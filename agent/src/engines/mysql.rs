@@ -3,10 +3,28 @@
 //! into the service's own live server (an in-place restore) and verify that.
 //!
 //! Invariants:
-//! - **Consistent parts.** Each database part is `mariadb-dump --single-transaction --routines
-//!   --triggers --events --hex-blob --databases <db>`; its table stats (`<db>.<table>`) are
-//!   counted from that very stream as it passes (see [`super::sqlcount`]), on the blocking
-//!   pool, so they describe exactly the dumped rows whatever writers do meanwhile.
+//! - **Consistent parts.** Each database part is `mariadb-dump --single-transaction
+//!   --dump-history --routines --triggers --events --hex-blob --databases <db>`; its table
+//!   stats (`<db>.<table>`) are counted from that very stream as it passes (see
+//!   [`super::sqlcount`]), on the blocking pool, so they describe exactly the dumped rows
+//!   (history rows included) whatever writers do meanwhile. Verification counts a
+//!   system-versioned table `FOR SYSTEM_TIME ALL`, so both sides count its history.
+//! - **Views last.** A database's dump loads in two steps, split by statements (the dump
+//!   lexer's [`ViewSplit`], never by lines): first everything up to its views' final
+//!   definitions (the database, tables, data, triggers, events, routines, and each view as
+//!   mariadb-dump's stand-in, which refers to nothing); then, once every database of the
+//!   restore is loaded ([`RestoreTarget::finish_load`], or `verify` at the latest), the final
+//!   definitions, so a view may read another database's tables (or views), whatever the
+//!   order of their names. Routines, triggers and events need nothing across databases
+//!   when they are created.
+//! - **A restore loads everything it can.** The dumps (and only they) load with the client's
+//!   `--force` (and `--skip-reconnect`): a statement that fails is noted with its error and
+//!   its text, and the rest of the dump still loads. Verification then is not ok, and its
+//!   `failed_objects` name each one (`<database>: <kind> <name>` as the statement says, e.g.
+//!   ``shop: VIEW `v` ``, ``shop: TABLE DATA `t` ``) with the server's error and the
+//!   statement's start; the row counts show what data is missing. A client error (the
+//!   connection lost) still fails the load. The grants part and the object grants stop at
+//!   their first error, as every script of ours does.
 //! - **The grants part** is SQL this module writes from `SHOW CREATE USER` and `SHOW GRANTS`:
 //!   roles, then accounts (`IF NOT EXISTS`), then their global and database grants, and last,
 //!   under `-- strongbox: after database <hex name>` markers, object-level grants (tables,
@@ -40,6 +58,20 @@
 //!   a `;` or a `-- strongbox:` marker, so the restore lexes the part as the server does
 //!   (quotes, comments) before it picks markers, statements, or the agent's own account.
 //! - **Loading** is one `Loader` for fresh servers and the live one alike.
+//! - **What a restore gives back**: every database of the backup with its tables, data,
+//!   system-versioning history (row timestamps included), views, routines, triggers, events
+//!   and database options; roles, accounts (with their password hashes and authentication
+//!   plugins), their global, database, table, column and routine grants, and default roles.
+//!   **What it does not**: the server's own accounts (`root`, `mariadb.sys`, `mysql`,
+//!   `PUBLIC`, the anonymous one) and the system databases (`mysql` beyond the accounts,
+//!   `sys`, `information_schema`, `performance_schema`); server settings (`my.cnf`, global
+//!   variables), binary logs and replication state, plugins; the history of tables with
+//!   transaction-precise versioning (`ROW START` a transaction id: mariadb-dump cannot dump
+//!   it, so such a table's database is dumped with current rows only, which the log says);
+//!   history, when the target server runs with `secure_timestamp` that forbids setting
+//!   row timestamps, or the in-place account may not set `system_versioning_insert_history`
+//!   (those statements fail and are reported); objects whose definer is an account the
+//!   copy lacks load, but fail when used (as on any server without that account).
 //! - **In place** (the live server, reached as the service's configured user; never a
 //!   read-only server or a replica): a database part replaces exactly that database (the
 //!   sessions whose default database it is are killed, it is dropped, waiting at most
@@ -53,14 +85,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::counting;
 use super::process::{self, SystemUser, ToolCommand};
-use super::sqlcount::SqlCounter;
+use super::sqlcount::{SqlCounter, ViewSplit};
 use super::{
-    compare_stats, BackupRun, Connection, Dump, Engine, EngineKind, PartKind, PartPlan, Probe,
-    RestoreTarget, Role, ServiceSpec, TableStat, Verification,
+    compare_stats, BackupRun, Connection, Dump, Engine, EngineKind, FailedObject, PartKind,
+    PartPlan, Probe, RestoreTarget, Role, ServiceSpec, TableStat, Verification,
 };
 use crate::error::{Error, Result};
 
@@ -515,7 +547,7 @@ impl BackupRun for MyBackup {
                     finish: async { Ok(Vec::new()) }.boxed(),
                 })
             }
-            PartKind::Database => self.dump_database(&part.name),
+            PartKind::Database => self.dump_database(&part.name).await,
             other => Err(Error::Other(format!(
                 "a MariaDB backup has no part of kind {other:?}"
             ))),
@@ -529,9 +561,44 @@ impl BackupRun for MyBackup {
 }
 
 impl MyBackup {
-    fn dump_database(&self, db: &str) -> Result<Dump> {
+    async fn dump_database(&self, db: &str) -> Result<Dump> {
         let dump = self.tools.path(&["mariadb-dump", "mysqldump"])?;
+        // History rows of system-versioned tables, with their timestamps: `--dump-history`
+        // (it reads them in the dump's own snapshot, and the dump sets
+        // `system_versioning_insert_history` to load them back). mariadb-dump refuses the
+        // whole database when one of its tables keeps transaction-precise history (its row
+        // start is a transaction id, which no other server knows): such a database is dumped
+        // without history, and the log says which tables lose it.
+        // When the question fails (the server went away), the dump tool's own error says why.
+        let precise: Vec<String> = match self
+            .ep
+            .query(
+                &self.tools,
+                &format!(
+                    "SELECT HEX(TABLE_NAME) FROM information_schema.COLUMNS \
+                     WHERE HEX(TABLE_SCHEMA) = {} AND GENERATION_EXPRESSION = 'ROW START' \
+                     AND DATA_TYPE = 'bigint' ORDER BY 1",
+                    hex_literal(db)
+                ),
+            )
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| r.first())
+                .map(|h| unhex(h))
+                .collect::<Result<_>>()?,
+            Err(e) => {
+                tracing::warn!(service = %self.service, database = ?db, error = %e, "could not look for tables with transaction-precise history");
+                Vec::new()
+            }
+        };
         let mut cmd = self.ep.command(&dump);
+        if precise.is_empty() {
+            cmd.arg("--dump-history");
+        } else {
+            tracing::warn!(service = %self.service, database = ?db, tables = ?precise, "tables with transaction-precise history: mariadb-dump cannot dump history there, so this database is dumped without the history of its system-versioned tables");
+        }
         cmd.args([
             "--single-transaction",
             "--routines",
@@ -684,9 +751,9 @@ async fn dump_grants(ep: &Endpoint, tools: &MyTools, service: &str) -> Result<St
     let mut sql = String::from(
         "-- strongbox-agent: roles, accounts and grants of a MariaDB server.\n\
          -- Object-level grants (tables, columns, routines) come last, each group after the\n\
-         -- database it needs: load this file before the databases' dumps, and each group\n\
-         -- after its database's dump. Names may hold line breaks: load it with\n\
-         -- `mariadb --binary-mode`, and split it by statements, never by lines.\n",
+         -- database it needs: load this whole file after every database's dump (and its\n\
+         -- views). Names may hold line breaks: load it with `mariadb --binary-mode`, and\n\
+         -- split it by statements, never by lines.\n",
     );
     sql.push_str(SESSION_MODE);
     for l in roles.iter().chain(&users).chain(&grants) {
@@ -884,6 +951,8 @@ pub async fn provision(
                 ep: Endpoint::local(&l.socket, None),
                 replace: false,
                 waiting_grants: Vec::new(),
+                waiting_views: Vec::new(),
+                failed: Vec::new(),
                 service: String::new(),
                 dir: dir.to_path_buf(),
             },
@@ -1238,12 +1307,18 @@ impl RestoreTarget for MyTarget {
         }
     }
 
+    async fn finish_load(&mut self) -> Result<()> {
+        self.loader.load_views().await
+    }
+
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
+        self.loader.load_views().await?;
         let found = self.loader.count(|_| true).await?;
         let mut v = compare_stats(expected, &found);
         let (check_ok, check) = self.loader.check(None).await?;
         v.engine_check = check;
-        v.ok = v.mismatches.is_empty() && check_ok;
+        v.failed_objects = self.loader.failed.clone();
+        v.ok = v.mismatches.is_empty() && check_ok && v.failed_objects.is_empty();
         tracing::info!(dir = %self.dir.display(), tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "verification done");
         Ok(v)
     }
@@ -1263,6 +1338,12 @@ struct Loader {
     replace: bool,
     /// Object-level grants waiting for their database: (database, SQL).
     waiting_grants: Vec<(String, String)>,
+    /// The final view definitions of the databases loaded, waiting until every database is
+    /// there (a view may read another database's tables): (database, the dump's script).
+    waiting_views: Vec<(String, Vec<u8>)>,
+    /// What the statements of database dumps that failed were to create or fill, and why
+    /// (the rest of each dump was loaded).
+    failed: Vec<FailedObject>,
     /// For log lines: the service (in place; empty for a fresh server) and the server's
     /// folder (a fresh server's; empty in place).
     service: String,
@@ -1327,7 +1408,11 @@ impl Loader {
         if self.replace {
             self.drop_database(db).await?;
         }
-        self.client()?.run_with_input(reader).await?;
+        let (views, failed) = self.feed_dump(db, reader).await?;
+        self.note_failures(db, failed);
+        if let Some(views) = views {
+            self.waiting_views.push((db.to_string(), views));
+        }
         let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_grants)
             .into_iter()
             .partition(|(d, _)| d == db);
@@ -1339,6 +1424,93 @@ impl Loader {
         }
         tracing::info!(service = %self.service, dir = %self.dir.display(), database = ?db, "database restored");
         Ok(())
+    }
+
+    /// Feeds a database's dump to the client, all but its views' final definitions (see
+    /// [`ViewSplit`]), which it returns, with the statements that failed.
+    async fn feed_dump(
+        &self,
+        db: &str,
+        mut reader: Box<dyn AsyncRead + Send + Unpin>,
+    ) -> Result<(Option<Vec<u8>>, Vec<FailedObject>)> {
+        enum Stop {
+            Input(std::io::Error),
+            Split(String),
+            Closed,
+        }
+        let mut forced = Forced::start(&self.tools, &self.ep)?;
+        let mut split = ViewSplit::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let fed = loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(Stop::Input(e)),
+            };
+            let now = match split.push(&buf[..n]) {
+                Ok(now) => now,
+                Err(e) => break Err(Stop::Split(e)),
+            };
+            if !forced.write(&now).await {
+                break Err(Stop::Closed);
+            }
+        };
+        let (rest, views) = split.finish();
+        let fed = match fed {
+            Ok(()) if !forced.write(&rest).await => Err(Stop::Closed),
+            other => other,
+        };
+        match fed {
+            Ok(()) => Ok((views, forced.finish().await?)),
+            Err(Stop::Closed) => {
+                forced.finish().await?;
+                Err(Error::Other(format!(
+                    "`mariadb` exited before it read all of the dump of database {db:?}"
+                )))
+            }
+            Err(Stop::Input(source)) => {
+                forced.abort().await;
+                Err(Error::Stream {
+                    what: format!("reading the dump of database {db:?}"),
+                    source,
+                })
+            }
+            Err(Stop::Split(why)) => {
+                forced.abort().await;
+                Err(Error::Other(format!(
+                    "the dump of database {db:?} cannot be restored here: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Creates the views of every database loaded (their final definitions), now that all
+    /// their tables are there; a view that cannot be created is noted and the others go on.
+    async fn load_views(&mut self) -> Result<()> {
+        for (db, script) in std::mem::take(&mut self.waiting_views) {
+            let mut forced = Forced::start(&self.tools, &self.ep)?;
+            if !forced.write(&script).await {
+                forced.finish().await?;
+                return Err(Error::Other(format!(
+                    "`mariadb` exited before it read the views of database {db:?}"
+                )));
+            }
+            let failed = forced.finish().await?;
+            self.note_failures(&db, failed);
+            tracing::info!(service = %self.service, dir = %self.dir.display(), database = ?db, "views created");
+        }
+        Ok(())
+    }
+
+    fn note_failures(&mut self, db: &str, failed: Vec<FailedObject>) {
+        if failed.is_empty() {
+            return;
+        }
+        tracing::warn!(service = %self.service, dir = %self.dir.display(), database = ?db, failed = failed.len(), "statements of the dump failed; the rest of it was loaded");
+        self.failed.extend(failed.into_iter().map(|f| FailedObject {
+            name: format!("{db}: {}", f.name),
+            reason: f.reason,
+        }));
     }
 
     /// Kills the other sessions whose default database is `db`, then drops it (waiting at
@@ -1408,7 +1580,7 @@ impl Loader {
             .ep
             .query(
                 &self.tools,
-                "SELECT HEX(TABLE_SCHEMA), HEX(TABLE_NAME) FROM information_schema.TABLES \
+                "SELECT HEX(TABLE_SCHEMA), HEX(TABLE_NAME), TABLE_TYPE FROM information_schema.TABLES \
                  WHERE TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND TABLE_SCHEMA NOT IN \
                  ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2",
             )
@@ -1416,15 +1588,21 @@ impl Loader {
         let mut names = Vec::new();
         let mut script = String::new();
         for (i, r) in tables.iter().enumerate() {
-            if r.len() < 2 {
+            if r.len() < 3 {
                 continue;
             }
             let (db, table) = (unhex(&r[0])?, unhex(&r[1])?);
             if !include(&db) {
                 continue;
             }
+            // A system-versioned table counts its history too, as its dump does.
+            let history = if r[2] == "SYSTEM VERSIONED" {
+                " FOR SYSTEM_TIME ALL"
+            } else {
+                ""
+            };
             script.push_str(&format!(
-                "SELECT {i}, COUNT(*) FROM {}.{};\n",
+                "SELECT {i}, COUNT(*) FROM {}.{}{history};\n",
                 quote_ident(&db),
                 quote_ident(&table)
             ));
@@ -1586,6 +1764,8 @@ impl Mysql {
                 ep,
                 replace: true,
                 waiting_grants: Vec::new(),
+                waiting_views: Vec::new(),
+                failed: Vec::new(),
                 service: self.spec.name.clone(),
                 dir: PathBuf::new(),
             },
@@ -1624,7 +1804,12 @@ impl RestoreTarget for MyInPlace {
 
     /// Counts and checks the databases of the backup only (those loaded, or named in
     /// `expected`): the live server may hold others.
+    async fn finish_load(&mut self) -> Result<()> {
+        self.loader.load_views().await
+    }
+
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification> {
+        self.loader.load_views().await?;
         let loaded = &self.loaded;
         let found = self
             .loader
@@ -1633,9 +1818,276 @@ impl RestoreTarget for MyInPlace {
         let mut v = compare_stats(expected, &found);
         let (check_ok, check) = self.loader.check(Some(&self.loaded)).await?;
         v.engine_check = check;
-        v.ok = v.mismatches.is_empty() && check_ok;
+        v.failed_objects = self.loader.failed.clone();
+        v.ok = v.mismatches.is_empty() && check_ok && v.failed_objects.is_empty();
         tracing::info!(service = %self.service, tables = v.tables_checked, rows = v.rows_checked, ok = v.ok, "in-place verification done");
         Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading a dump past the statements that fail
+// ---------------------------------------------------------------------------------------------
+
+/// Most bytes of the client's error output kept from one forced load.
+const MAX_LOAD_ERRORS: usize = 4 << 20;
+/// Most characters of a failed statement shown.
+const STATEMENT_SHOWN: usize = 300;
+
+/// The client loading a database's dump with `--force`: a statement that fails (an object
+/// that cannot come back) is reported and the client goes on with the next one. Only dumps
+/// are loaded this way; every script of ours stops at its first error. `--skip-reconnect`: a
+/// lost connection is not papered over, and it fails the load (as any client error does).
+struct Forced {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl Forced {
+    fn start(tools: &MyTools, ep: &Endpoint) -> Result<Forced> {
+        let program = tools.client()?;
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("--no-defaults")
+            .args(&ep.args)
+            .args([
+                "--connect-timeout=10",
+                "--binary-mode",
+                MAX_PACKET,
+                "--force",
+                "--skip-reconnect",
+            ])
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(pw) = &ep.password {
+            cmd.env("MYSQL_PWD", pw);
+        }
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            tool: "mariadb".into(),
+            source,
+        })?;
+        let stdin = child.stdin.take();
+        let mut err = child.stderr.take();
+        let stderr = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            if let Some(err) = err.as_mut() {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match err.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let room = MAX_LOAD_ERRORS.saturating_sub(kept.len());
+                            kept.extend_from_slice(&buf[..n.min(room)]);
+                        }
+                    }
+                }
+            }
+            kept
+        });
+        Ok(Forced {
+            child,
+            stdin,
+            stderr,
+        })
+    }
+
+    /// Writes `data` to the client; false when it stopped reading.
+    async fn write(&mut self, data: &[u8]) -> bool {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(data).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends the input and waits: the statements that failed, each with its error. A client
+    /// error (the connection lost, a client that failed without saying which statement) is
+    /// an error of the whole load.
+    async fn finish(mut self) -> Result<Vec<FailedObject>> {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let status = self.child.wait().await.map_err(|source| Error::Spawn {
+            tool: "mariadb".into(),
+            source,
+        })?;
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&stderr);
+        let (failed, client_error) = parse_forced_errors(&text);
+        if client_error || (!status.success() && failed.is_empty()) {
+            let tail = text.len().saturating_sub(4096);
+            let tail = text
+                .char_indices()
+                .find(|(i, _)| *i >= tail)
+                .map_or(0, |(i, _)| i);
+            return Err(Error::Tool {
+                tool: "mariadb".into(),
+                status: status.to_string(),
+                stderr: text[tail..].trim().to_string(),
+            });
+        }
+        if stderr.len() >= MAX_LOAD_ERRORS {
+            let mut failed = failed;
+            failed.push(FailedObject {
+                name: "more statements".into(),
+                reason: format!(
+                    "the client's errors outgrew the {} MiB kept: more statements failed",
+                    MAX_LOAD_ERRORS >> 20
+                ),
+            });
+            return Ok(failed);
+        }
+        Ok(failed)
+    }
+
+    /// Kills the client before its input ends, so it cannot take a cut-off dump for a
+    /// whole one.
+    async fn abort(mut self) {
+        let _ = self.child.kill().await;
+        drop(self.stdin.take());
+    }
+}
+
+/// The failed statements in the error output of `mariadb --force` (each one as the client
+/// shows it: the statement between lines of dashes, a blank line, then
+/// `ERROR <code> (<state>) at line <n>: <message>`), each as what it was to create or fill
+/// ([`statement_object`]) and `<error>; statement: <its start>`, and whether a client error
+/// (`ERROR 2xxx`: the connection, not a statement) was among them.
+fn parse_forced_errors(text: &str) -> (Vec<FailedObject>, bool) {
+    const DASHES: &str = "--------------\n";
+    const END: &str = "\n--------------\n\nERROR ";
+    let mut failed = Vec::new();
+    let mut client_error = false;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (statement, error_line, next) = if let Some(body) = rest.strip_prefix(DASHES) {
+            match body.find(END) {
+                Some(at) => {
+                    let after = &body[at + END.len() - "ERROR ".len()..];
+                    let eol = after.find('\n').map_or(after.len(), |n| n + 1);
+                    (Some(&body[..at]), &after[..eol], &after[eol..])
+                }
+                None => {
+                    let eol = rest.find('\n').map_or(rest.len(), |n| n + 1);
+                    (None, &rest[..eol], &rest[eol..])
+                }
+            }
+        } else {
+            let eol = rest.find('\n').map_or(rest.len(), |n| n + 1);
+            (None, &rest[..eol], &rest[eol..])
+        };
+        rest = next;
+        let error_line = error_line.trim();
+        let Some(code) = error_line.strip_prefix("ERROR ") else {
+            continue;
+        };
+        if code.starts_with('2') {
+            client_error = true;
+        }
+        let mut reason = error_line.to_string();
+        let mut name = "a statement".to_string();
+        if let Some(statement) = statement {
+            let statement = statement.trim();
+            name = statement_object(statement);
+            let mut head: String = statement.chars().take(STATEMENT_SHOWN).collect();
+            if head.len() < statement.len() {
+                head.push_str("...");
+            }
+            reason.push_str(&format!("; statement: {head}"));
+        }
+        failed.push(FailedObject { name, reason });
+    }
+    (failed, client_error)
+}
+
+/// What a dump's statement creates or fills, to name a failed object: its kind and
+/// (backquoted) name, e.g. ``VIEW `big_orders` ``, ``TABLE DATA `t` `` (an `INSERT`),
+/// ``TRIGGER `db`.`tr` ``; else `statement <first word>`. Keywords are bare words only:
+/// a quoted name or a string never counts as one.
+fn statement_object(statement: &str) -> String {
+    #[derive(PartialEq)]
+    enum T {
+        Word(String),
+        Name(String),
+        Dot,
+        Other,
+    }
+    let b = statement.as_bytes();
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if matches!(c, b'`' | b'\'' | b'"') {
+            let end = skip_quoted(b, i).unwrap_or(b.len() + 1);
+            let body = &statement[i + 1..end - 1];
+            toks.push(if c == b'`' {
+                T::Name(unquote(body, c))
+            } else {
+                T::Other
+            });
+            i = end;
+        } else if is_word(c) {
+            let end = b[i..]
+                .iter()
+                .position(|&c| !is_word(c))
+                .map_or(b.len(), |n| i + n);
+            toks.push(T::Word(statement[i..end].to_string()));
+            i = end;
+        } else {
+            if c == b'.' {
+                toks.push(T::Dot);
+            } else if !c.is_ascii_whitespace() {
+                toks.push(T::Other);
+            }
+            i += 1;
+        }
+    }
+    let word = |t: Option<&T>, w: &str| matches!(t, Some(T::Word(x)) if x.eq_ignore_ascii_case(w));
+    let kinds = [
+        ("VIEW", "VIEW"),
+        ("TABLE", "TABLE"),
+        ("INTO", "TABLE DATA"),
+        ("PROCEDURE", "PROCEDURE"),
+        ("FUNCTION", "FUNCTION"),
+        ("TRIGGER", "TRIGGER"),
+        ("EVENT", "EVENT"),
+        ("SEQUENCE", "SEQUENCE"),
+        ("DATABASE", "DATABASE"),
+    ];
+    for (at, t) in toks.iter().enumerate() {
+        let Some((_, kind)) = kinds.iter().find(|(k, _)| word(Some(t), k)) else {
+            continue;
+        };
+        let mut j = at + 1;
+        if word(toks.get(j), "IF") {
+            j += if word(toks.get(j + 1), "NOT") { 3 } else { 2 };
+        }
+        let mut parts = Vec::new();
+        while let Some(T::Word(n) | T::Name(n)) = toks.get(j) {
+            parts.push(quote_ident(n));
+            if toks.get(j + 1) != Some(&T::Dot) {
+                break;
+            }
+            j += 2;
+        }
+        if !parts.is_empty() {
+            return format!("{kind} {}", parts.join("."));
+        }
+    }
+    match toks.iter().find_map(|t| match t {
+        T::Word(w) if !w.bytes().all(|c| c.is_ascii_digit()) => Some(w.to_uppercase()),
+        _ => None,
+    }) {
+        Some(w) => format!("statement {w}"),
+        None => "a statement".to_string(),
     }
 }
 
@@ -1836,6 +2288,58 @@ mod tests {
             let err = split_grants(text, &[]).unwrap_err().to_string();
             assert!(err.contains("damaged"), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn forced_load_errors_name_their_statements() {
+        let text = "--------------\n/*!50001 VIEW `v` AS select 1 from `b`.`t` */\n\
+            --------------\n\nERROR 1146 (42S02) at line 38: Table 'b.t' doesn't exist\n\
+            --------------\nINSERT INTO `x\n--------------\n` VALUES (1)\n--------------\n\n\
+            ERROR 1142 (42000) at line 40: INSERT command denied\n";
+        let (failed, client) = parse_forced_errors(text);
+        assert!(!client);
+        let failed: Vec<(&str, &str)> = failed
+            .iter()
+            .map(|f| (f.name.as_str(), f.reason.as_str()))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                (
+                    "VIEW `v`",
+                    "ERROR 1146 (42S02) at line 38: Table 'b.t' doesn't exist; statement: \
+                     /*!50001 VIEW `v` AS select 1 from `b`.`t` */"
+                ),
+                (
+                    "TABLE DATA `x\n--------------\n`",
+                    "ERROR 1142 (42000) at line 40: INSERT command denied; statement: \
+                     INSERT INTO `x\n--------------\n` VALUES (1)"
+                ),
+            ]
+        );
+        for (statement, object) in [
+            (
+                "/*!50003 CREATE*/ /*!50017 DEFINER=`view`@`localhost`*/ /*!50003 trigger a.tr before insert on t",
+                "TRIGGER `a`.`tr`",
+            ),
+            ("CREATE TABLE IF NOT EXISTS `TABLE` (x INT)", "TABLE `TABLE`"),
+            ("CREATE DEFINER=`root`@`%` PROCEDURE `p`()", "PROCEDURE `p`"),
+            ("SET @a = 'VIEW x'", "statement SET"),
+        ] {
+            assert_eq!(statement_object(statement), object, "{statement}");
+        }
+        let (failed, client) =
+            parse_forced_errors("ERROR 2013 (HY000) at line 9: Lost connection to server\n");
+        assert!(client);
+        assert_eq!(failed.len(), 1);
+        let long = format!(
+            "--------------\nINSERT INTO `t` VALUES {}\n--------------\n\nERROR 1 (x) at line 1: e\n",
+            "(1),".repeat(1000)
+        );
+        let (failed, _) = parse_forced_errors(&long);
+        assert!(
+            failed[0].reason.ends_with("...") && failed[0].reason.len() < STATEMENT_SHOWN + 100
+        );
     }
 
     #[test]

@@ -103,6 +103,14 @@ pub struct SqlCounter {
     command: Vec<u8>,
     tables: Vec<(String, u64)>,
     index: HashMap<String, usize>,
+    /// Stream offset of the first byte fed before the current piece, and of the byte being
+    /// lexed.
+    base: u64,
+    pos: u64,
+    /// Where the statement being read started (its first byte of code).
+    stmt_start: u64,
+    /// Where each complete `USE <database>` statement started.
+    uses: Vec<u64>,
 }
 
 impl Default for SqlCounter {
@@ -124,12 +132,41 @@ impl SqlCounter {
             command: Vec::new(),
             tables: Vec::new(),
             index: HashMap::new(),
+            base: 0,
+            pos: 0,
+            stmt_start: 0,
+            uses: Vec::new(),
+        }
+    }
+
+    /// The stream offsets where the complete `USE <database>` statements seen so far start
+    /// (a dump of one database has one before its tables, and a second one before the final
+    /// definitions of its views).
+    pub fn use_statements(&self) -> &[u64] {
+        &self.uses
+    }
+
+    /// Where the statement being read started, while it may still turn out to be a `USE`
+    /// (its head starts with `u`): the bytes from there on cannot be told apart yet.
+    pub fn open_use_candidate(&self) -> Option<u64> {
+        match self.stmt {
+            Stmt::Head
+                if self
+                    .head
+                    .first()
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&b'u')) =>
+            {
+                Some(self.stmt_start)
+            }
+            _ => None,
         }
     }
 
     /// Feeds the next piece of the stream.
     pub fn feed(&mut self, data: &[u8]) {
         let mut i = 0;
+        let base = self.base;
+        self.base += data.len() as u64;
         while i < data.len() {
             // Fast path: the bytes of a string in a statement whose strings do not matter.
             if let Lex::Quoted(q) = self.lex {
@@ -151,6 +188,7 @@ impl SqlCounter {
                 }
             }
             let b = data[i];
+            self.pos = base + i as u64;
             i += 1;
             if self.stmt == Stmt::Command {
                 self.command_byte(b);
@@ -347,9 +385,11 @@ impl SqlCounter {
                 Ev::Code(b) if b.is_ascii_whitespace() => {}
                 Ev::Code(b) if b.eq_ignore_ascii_case(&DELIMITER_KEYWORD[0]) => {
                     self.stmt = Stmt::Keyword(1);
+                    self.stmt_start = self.pos;
                 }
                 _ => {
                     self.stmt = Stmt::Head;
+                    self.stmt_start = self.pos;
                     self.head_event(ev);
                 }
             },
@@ -449,6 +489,9 @@ impl SqlCounter {
     }
 
     fn end_statement(&mut self) {
+        if self.stmt == Stmt::Head && is_use(&self.head) {
+            self.uses.push(self.stmt_start);
+        }
         self.stmt = Stmt::Start;
         self.depth = 0;
         self.head.clear();
@@ -461,6 +504,109 @@ impl SqlCounter {
         self.tables.push((name.clone(), 0));
         self.index.insert(name, self.tables.len() - 1);
         self.tables.len() - 1
+    }
+}
+
+/// Most bytes a [`ViewSplit`] keeps of a dump's start (before its first `USE`) and of its
+/// views' final definitions.
+pub const MAX_DEFERRED: usize = 64 << 20;
+
+/// Splits the stream of `mariadb-dump --databases <one database>` in two, by statements (as
+/// [`SqlCounter`] lexes them), so that views may refer to tables of databases loaded later:
+/// - what loads now: everything up to the dump's second `USE` statement: the database, its
+///   tables and data, triggers, events, routines, and each view as mariadb-dump's stand-in
+///   (a view of `NULL` columns that refers to nothing);
+/// - what loads once every database is there: the dump's opening statements (its session
+///   settings and `CREATE DATABASE IF NOT EXISTS`, everything before its first `USE`), then
+///   everything from its second `USE` on: the views' final definitions (`DROP VIEW` and
+///   `CREATE VIEW`) and the dump's closing statements, which restore the session settings
+///   the opening ones saved.
+///
+/// A dump without views has one `USE` and nothing is deferred. Only a statement that may
+/// still be a `USE` (its head starts with `u`) is held back; every other byte is given out as
+/// soon as it is fed.
+#[derive(Debug)]
+pub struct ViewSplit {
+    counter: SqlCounter,
+    /// Bytes fed and not given out; they start at stream offset `sent`.
+    held: Vec<u8>,
+    sent: u64,
+    /// The bytes before the first `USE`; None once they outgrew [`MAX_DEFERRED`] (the dump
+    /// is then not split).
+    prefix: Option<Vec<u8>>,
+    /// From the second `USE` on.
+    tail: Option<Vec<u8>>,
+}
+
+impl Default for ViewSplit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ViewSplit {
+    pub fn new() -> ViewSplit {
+        ViewSplit {
+            counter: SqlCounter::new(),
+            held: Vec::new(),
+            sent: 0,
+            prefix: Some(Vec::new()),
+            tail: None,
+        }
+    }
+
+    /// Feeds the next piece of the dump; returns the bytes to load now (maybe none). Fails
+    /// when the views' definitions outgrow [`MAX_DEFERRED`].
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, String> {
+        if let Some(tail) = &mut self.tail {
+            tail.extend_from_slice(data);
+            if tail.len() > MAX_DEFERRED {
+                return Err(format!(
+                    "the final definitions of its views take more than {} MiB",
+                    MAX_DEFERRED >> 20
+                ));
+            }
+            return Ok(Vec::new());
+        }
+        let before_first_use = self.counter.uses.is_empty();
+        self.counter.feed(data);
+        if let Some(prefix) = &mut self.prefix {
+            if before_first_use {
+                prefix.extend_from_slice(data);
+            }
+            if let Some(&first) = self.counter.uses.first() {
+                prefix.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+            }
+            if prefix.len() > MAX_DEFERRED {
+                self.prefix = None;
+            }
+        }
+        self.held.extend_from_slice(data);
+        if let (Some(_), Some(&second)) = (&self.prefix, self.counter.uses.get(1)) {
+            let tail = self.held.split_off((second - self.sent) as usize);
+            self.sent = second;
+            self.tail = Some(tail);
+            return Ok(std::mem::take(&mut self.held));
+        }
+        let safe = self
+            .counter
+            .open_use_candidate()
+            .unwrap_or(self.counter.base);
+        let now: Vec<u8> = self.held.drain(..(safe - self.sent) as usize).collect();
+        self.sent = safe;
+        Ok(now)
+    }
+
+    /// The last bytes to load now, and what loads once every database is there (None when
+    /// the dump has no views).
+    pub fn finish(self) -> (Vec<u8>, Option<Vec<u8>>) {
+        match (self.prefix, self.tail) {
+            (Some(mut script), Some(tail)) => {
+                script.extend_from_slice(&tail);
+                (self.held, Some(script))
+            }
+            _ => (self.held, None),
+        }
     }
 }
 
@@ -589,6 +735,14 @@ fn table_name(toks: &[Tok], i: &mut usize) -> Option<String> {
         *i += 2;
     }
     Some(name)
+}
+
+/// Whether a statement is `USE <database>`.
+fn is_use(head: &[u8]) -> bool {
+    let toks = tokenize(head);
+    toks.len() == 2
+        && is_word(toks.first(), "USE")
+        && matches!(toks[1], Tok::Word(_) | Tok::Ident(_))
 }
 
 fn classify(head: &[u8]) -> Head {
@@ -804,6 +958,44 @@ USE `shop`;
                 count_in_pieces(MARIADB_10_11.as_bytes(), size),
                 expected,
                 "pieces of {size}"
+            );
+        }
+    }
+
+    fn split_in_pieces(dump: &[u8], size: usize) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mut split = ViewSplit::new();
+        let mut now = Vec::new();
+        for piece in dump.chunks(size) {
+            now.extend(split.push(piece).unwrap());
+        }
+        let (rest, views) = split.finish();
+        now.extend(rest);
+        (now, views)
+    }
+
+    /// The views' final definitions wait, with the dump's opening statements; the rest loads
+    /// now, whatever the piece sizes.
+    #[test]
+    fn views_final_definitions_are_split_off_by_statements() {
+        let dump = MARIADB_10_11.as_bytes();
+        let first = MARIADB_10_11.find("USE `shop`;").unwrap();
+        let second = MARIADB_10_11.rfind("USE `shop`;").unwrap();
+        assert!(first < second);
+        for size in [1, 2, 3, 5, 7, 13, 64, 1000, dump.len()] {
+            let (now, views) = split_in_pieces(dump, size);
+            assert_eq!(now, &dump[..second], "pieces of {size}");
+            let mut want = dump[..first].to_vec();
+            want.extend_from_slice(&dump[second..]);
+            assert_eq!(views, Some(want), "pieces of {size}");
+        }
+        // No views: one `USE`, nothing waits. A name or a string holding `USE` is no `USE`.
+        let no_views = "CREATE DATABASE `a`;\nUSE `a`;\n\
+            CREATE TABLE `USE ``b``;` (x INT);\nINSERT INTO `t` VALUES ('\nUSE `b`;\n');\n\
+            /*!50001 USE `c` */;\n-- USE `d`;\nUNLOCK TABLES;\n";
+        for size in [1, 4, 1000] {
+            assert_eq!(
+                split_in_pieces(no_views.as_bytes(), size),
+                (no_views.as_bytes().to_vec(), None)
             );
         }
     }

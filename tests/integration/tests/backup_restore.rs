@@ -435,3 +435,259 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
         assert_eq!(fresh.query(q).unwrap().trim(), want.trim(), "{q}");
     }
 }
+
+/// A MariaDB server's content for comparing a copy with its source: every database (but the
+/// system ones) as `mariadb-dump --dump-history` writes it (without its dated comments) and
+/// every account's `SHOW GRANTS` (sorted), the server's own accounts left out.
+fn mariadb_content(args: &[String], password: &str) -> (Vec<(String, String)>, Vec<String>) {
+    use strongbox_integration::mariadb::{mariadb_tool, quote_ident};
+    let run = |program: &[&str], extra: &[&str], input: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(mariadb_tool(program).unwrap())
+            .env_clear()
+            .env("MYSQL_PWD", password)
+            .arg("--no-defaults")
+            .args(args)
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program:?} {extra:?} {input}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let query = |sql: &str| run(&["mariadb", "mysql"], &["-N", "-B"], sql);
+    let unhex = |h: &str| {
+        let h = h.trim();
+        let bytes: Vec<u8> = (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    };
+    let mut dumps = Vec::new();
+    for h in query(
+        "SELECT HEX(SCHEMA_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN \
+         ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1",
+    )
+    .lines()
+    {
+        let db = unhex(h);
+        let dump = run(
+            &["mariadb-dump", "mysqldump"],
+            &[
+                "--skip-comments",
+                "--dump-history",
+                "--routines",
+                "--triggers",
+                "--events",
+                "--hex-blob",
+                "--databases",
+                "--",
+                &db,
+            ],
+            "",
+        );
+        dumps.push((db, dump));
+    }
+    let mut grants = Vec::new();
+    for line in query(
+        "SELECT HEX(User), HEX(Host), is_role FROM mysql.user WHERE User NOT IN \
+         ('root', 'mariadb.sys', 'PUBLIC', '') ORDER BY 1, 2",
+    )
+    .lines()
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let who = if f[2] == "Y" {
+            quote_ident(&unhex(f[0]))
+        } else {
+            format!(
+                "{}@{}",
+                quote_ident(&unhex(f[0])),
+                quote_ident(&unhex(f[1]))
+            )
+        };
+        let mut lines: Vec<String> = query(&format!("SHOW GRANTS FOR {who}"))
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        grants.push(format!("{who}:"));
+        grants.extend(lines);
+    }
+    (dumps, grants)
+}
+
+/// Issue 13's MariaDB kinds end to end: system-versioning history (with its timestamps),
+/// views reading another database (both ways), a routine grant and a column grant. The
+/// restore onto a fresh server verifies and equals the source; so does the download, loaded
+/// into a fresh server by running every command the CLI prints, as printed, in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_history_cross_database_views_and_object_grants_restore_and_download_equal() {
+    use strongbox_integration::mariadb::MariaDbServer;
+    let f = fleet().await;
+    let maria = MariaDbServer::start().unwrap();
+    maria
+        .query(
+            "CREATE DATABASE a_reports;
+             CREATE DATABASE b_sales;
+             CREATE TABLE b_sales.prices (id INT PRIMARY KEY, price INT) WITH SYSTEM VERSIONING;
+             INSERT INTO b_sales.prices SELECT seq, seq FROM b_sales.seq_1_to_100;
+             UPDATE b_sales.prices SET price = price + 1 WHERE id <= 40;
+             UPDATE b_sales.prices SET price = price + 1 WHERE id <= 20;
+             DELETE FROM b_sales.prices WHERE id > 90;
+             CREATE TABLE b_sales.orders (id INT PRIMARY KEY, total INT);
+             INSERT INTO b_sales.orders SELECT seq, seq * 7 % 500 FROM b_sales.seq_1_to_300;
+             CREATE VIEW a_reports.big_orders AS SELECT id, total FROM b_sales.orders WHERE total > 400;
+             CREATE VIEW b_sales.biggest AS SELECT MAX(total) AS m FROM a_reports.big_orders;
+             CREATE PROCEDURE a_reports.p_count() SELECT COUNT(*) FROM a_reports.big_orders;
+             CREATE USER 'u'@'%' IDENTIFIED BY 'u-pw';
+             GRANT EXECUTE ON PROCEDURE a_reports.p_count TO 'u'@'%';
+             GRANT SELECT (total) ON b_sales.orders TO 'u'@'%';",
+        )
+        .unwrap();
+    assert_eq!(
+        maria
+            .query("SELECT COUNT(*) FROM b_sales.prices FOR SYSTEM_TIME ALL")
+            .unwrap(),
+        "160"
+    );
+    let source = mariadb_content(&maria.client_args(), "");
+    let service = format!(
+        "[[service]]\nname = \"sales\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n",
+        maria.host(),
+        maria.port()
+    );
+    let _db = AgentProcess::start(&f.cluster, "db-1", false, &service, &f.key_file).unwrap();
+    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    f.wait_hosts(&["db-1", "spare-1"]).await;
+    let (job, backup) = f.backup("sales").await;
+    assert_eq!(job.state, "completed", "{}", job.reason);
+    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+    assert_eq!(result["verification"]["ok"], true, "{result}");
+    let c = &result["connection"];
+    let password =
+        std::fs::read_to_string(c["password_file"].as_str().expect("password file")).unwrap();
+    let restored = mariadb_content(
+        &[
+            "--protocol=TCP".to_string(),
+            format!("--host={}", c["host"].as_str().unwrap()),
+            format!("--port={}", c["port"]),
+            format!("--user={}", c["user"].as_str().unwrap()),
+        ],
+        password.lines().next().unwrap_or(""),
+    );
+    assert_eq!(restored, source, "the restore equals its source");
+
+    // The download, loaded by running every printed command as printed: the `mariadb` they
+    // run reaches the fresh server through the operator's ~/.my.cnf.
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("dl");
+    let r = download(&f, &backup.id, &f.key_file, &dl);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let printed = String::from_utf8_lossy(&r.stdout).into_owned();
+    let commands: Vec<&str> = printed
+        .split_once("Load with the engine's own tools:\n")
+        .expect("load commands printed")
+        .1
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .collect();
+    assert_eq!(commands.len(), files_in(&dl).len(), "{printed}");
+    let fresh = MariaDbServer::start().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(
+        home.join(".my.cnf"),
+        format!(
+            "[client]\nprotocol=TCP\nhost={}\nport={}\nuser=root\n",
+            fresh.host(),
+            fresh.port()
+        ),
+    )
+    .unwrap();
+    for command in &commands {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(command)
+            .env("HOME", &home)
+            .env_remove("MYSQL_PWD")
+            .env_remove("MYSQL_HOST")
+            .env_remove("MYSQL_TCP_PORT")
+            .env_remove("MYSQL_UNIX_PORT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}\n(printed: {printed})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        mariadb_content(&fresh.client_args(), ""),
+        source,
+        "the download loaded by the printed commands equals the source"
+    );
+}
+
+/// Issue 13, kind 4 end to end: a MariaDB backup of one database whose view reads a database
+/// left out of the backup restores everything else; the job reports the restore as
+/// `restored_with_errors`, naming the view and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_view_that_cannot_come_back_is_named_and_the_rest_restores() {
+    use strongbox_integration::mariadb::MariaDbServer;
+    let f = fleet().await;
+    let maria = MariaDbServer::start().unwrap();
+    maria
+        .query(
+            "CREATE DATABASE a_reports;
+             CREATE DATABASE b_sales;
+             CREATE TABLE b_sales.orders (id INT PRIMARY KEY, total INT);
+             CREATE VIEW a_reports.big_orders AS SELECT id, total FROM b_sales.orders;
+             CREATE TABLE a_reports.runs (id INT PRIMARY KEY);
+             INSERT INTO a_reports.runs SELECT seq FROM a_reports.seq_1_to_70;",
+        )
+        .unwrap();
+    let service = format!(
+        "[[service]]\nname = \"reports\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\ndatabases = [\"a_reports\"]\n",
+        maria.host(),
+        maria.port()
+    );
+    let _db = AgentProcess::start(&f.cluster, "db-1", false, &service, &f.key_file).unwrap();
+    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    f.wait_hosts(&["db-1", "spare-1"]).await;
+    let (job, backup) = f.backup("reports").await;
+    assert_eq!(job.state, "completed", "{}", job.reason);
+    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    assert_eq!(result["outcome"], "restored_with_errors", "{rjob:?}");
+    let v = &result["verification"];
+    assert_eq!(v["ok"], false, "{result}");
+    assert_eq!(v["mismatches"], serde_json::json!([]), "{result}");
+    let failed = v["failed_objects"].as_array().expect("failed objects");
+    assert_eq!(failed.len(), 1, "{result}");
+    assert_eq!(
+        failed[0]["name"], "a_reports: VIEW `big_orders`",
+        "{result}"
+    );
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("b_sales.orders' doesn't exist"),
+        "{result}"
+    );
+    assert!(rjob.reason.contains("restored with errors"), "{rjob:?}");
+}
