@@ -674,16 +674,32 @@ pub fn printable(name: &str) -> String {
         .collect()
 }
 
+/// The databases `initdb` makes that a backup holds (template0 is never dumped).
+const PG_INITDB_DATABASES: [&str; 2] = ["postgres", "template1"];
+
 /// How to load a downloaded file with the engine's own tools: one line of shell (bash) text
 /// in which every name is a quoted word (see the module's invariants).
 pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: &str) -> String {
     let q = shell_path(path);
     match (engine, kind) {
         ("postgres", PartKind::Globals) => format!("psql -d postgres -f {q}"),
+        // Every server has these from initdb: the SQL loads into the one that is there.
+        ("postgres", _) if to_sql && PG_INITDB_DATABASES.contains(&part) => {
+            format!("psql -d {} -f {q}", shell_quote(&pg_dbname_conninfo(part)))
+        }
         ("postgres", _) if to_sql => format!(
             "createdb -- {} && psql -d {} -f {q}",
             shell_quote(part),
             shell_quote(&pg_dbname_conninfo(part))
+        ),
+        // The archive replaces initdb's empty one with the backup's, database settings and
+        // all (`--clean` drops only that database; a template must stop being one first).
+        ("postgres", _) if part == "postgres" => {
+            format!("pg_restore -d template1 --clean --if-exists --create -- {q}")
+        }
+        ("postgres", _) if part == "template1" => format!(
+            "psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && \
+             pg_restore -d postgres --clean --if-exists --create -- {q}"
         ),
         ("postgres", _) => format!("pg_restore -d postgres --create -- {q}"),
         // --binary-mode: a name may hold `\r\n`, which the client would otherwise turn into `\n`.
@@ -1788,5 +1804,42 @@ mod tests {
         s.commit(true).expect("replaces with force");
         drop(s);
         assert_eq!(std::fs::read(out.join("a.sql")).expect("read"), b"x");
+    }
+
+    #[test]
+    fn initdbs_databases_replace_the_fresh_servers_own() {
+        let path = Path::new("/dl/postgres.dump");
+        assert_eq!(
+            load_hint("postgres", PartKind::Database, path, false, "postgres"),
+            "pg_restore -d template1 --clean --if-exists --create -- /dl/postgres.dump"
+        );
+        let t = load_hint(
+            "postgres",
+            PartKind::Database,
+            Path::new("/dl/template1.dump"),
+            false,
+            "template1",
+        );
+        assert!(t.starts_with("psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && pg_restore -d postgres --clean"), "{t}");
+        assert_eq!(
+            load_hint(
+                "postgres",
+                PartKind::Database,
+                Path::new("/dl/postgres.sql"),
+                true,
+                "postgres"
+            ),
+            r"psql -d 'dbname='\''postgres'\''' -f /dl/postgres.sql"
+        );
+        assert_eq!(
+            load_hint(
+                "postgres",
+                PartKind::Database,
+                Path::new("/dl/shop.dump"),
+                false,
+                "shop"
+            ),
+            "pg_restore -d postgres --create -- /dl/shop.dump"
+        );
     }
 }

@@ -187,6 +187,8 @@ mod postgres {
         let f = fleet().await;
         let mut pg = PgServer::start().unwrap();
         pg.pgbench_init("postgres", 1).unwrap();
+        pg.psql("postgres", "ALTER DATABASE postgres SET work_mem = '12MB'")
+            .unwrap();
         pg.create_database("shop").unwrap();
         pg.psql(
             "shop",
@@ -236,27 +238,71 @@ mod postgres {
         assert!(!conf.contains("strongbox-restore"), "{conf}");
         assert!(!data.join("strongbox-restore.conf").exists());
 
-        // Downloaded, the backup loads into a fresh server with PostgreSQL's own tools.
-        let out = tempfile::tempdir().unwrap();
-        let dl = out.path().join("dl");
-        let r = download(&f, &backup.id, &f.key_file, &dl);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        let names = files_in(&dl);
-        assert!(names.contains(&"shop.dump".to_string()), "{names:?}");
-        let fresh = PgServer::start().unwrap();
-        let mut psql = fresh.client_command("psql");
-        psql.args(["-X", "-q", "-d", "postgres", "-f"])
-            .arg(dl.join("globals.sql"));
-        assert!(psql.output().unwrap().status.success());
-        let mut restore = fresh.client_command("pg_restore");
-        restore
-            .args(["--create", "--exit-on-error", "-d", "postgres"])
-            .arg(dl.join("shop.dump"));
-        let r = restore.output().unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
-            if *db == "shop" {
-                assert_eq!(&fresh.psql(db, sql).unwrap(), want, "{sql}");
+        // Downloaded, in both formats, the backup loads into a fresh server by running every
+        // printed command as printed, with PostgreSQL's own tools (PATH) reaching it through
+        // PGHOST/PGPORT/PGUSER: every database, and the settings of initdb's `postgres`.
+        for format in ["native", "sql"] {
+            let out = tempfile::tempdir().unwrap();
+            let dl = out.path().join("dl");
+            let r = strongbox_integration::fleet::cli(
+                &f,
+                &[
+                    "backup",
+                    "download",
+                    &backup.id,
+                    "--key-file",
+                    f.key_file.to_str().unwrap(),
+                    "-o",
+                    dl.to_str().unwrap(),
+                    "--format",
+                    format,
+                ],
+            );
+            assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+            let printed = String::from_utf8_lossy(&r.stdout).into_owned();
+            let commands: Vec<&str> = printed
+                .split_once("Load with the engine's own tools:\n")
+                .expect("load commands printed")
+                .1
+                .lines()
+                .filter_map(|l| l.strip_prefix("  "))
+                .collect();
+            assert_eq!(commands.len(), files_in(&dl).len(), "{printed}");
+            let fresh = PgServer::start().unwrap();
+            let path = format!(
+                "{}:{}",
+                pg_tool("psql").unwrap().parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            for command in &commands {
+                let out = std::process::Command::new("bash")
+                    .arg("-c")
+                    .arg(command)
+                    .envs(fresh.env())
+                    .env("PATH", &path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{format}: {command}: {}\n(printed: {printed})",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
+                assert_eq!(&fresh.psql(db, sql).unwrap(), want, "{format}: {db}: {sql}");
+            }
+            if format == "native" {
+                assert_eq!(
+                    fresh
+                        .psql(
+                            "postgres",
+                            "SELECT array_to_string(setconfig, ',') FROM pg_db_role_setting \
+                             WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'postgres')"
+                        )
+                        .unwrap(),
+                    "work_mem=12MB",
+                    "the postgres database's own settings come back"
+                );
             }
         }
 
