@@ -463,6 +463,7 @@ fn manifest_json(m: &Manifest) -> Value {
             "chunks": p.chunks.len(),
             "tables": p.tables.iter().map(|s| json!({"name": s.name, "rows": s.rows})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "not_in_backup": not_in_a_logical_backup(&m.engine),
     })
 }
 
@@ -672,6 +673,23 @@ pub fn printable(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// What a logical backup of `engine` never holds, for `backup show` (ARCHITECTURE.md, "What
+/// a restore gives back").
+pub fn not_in_a_logical_backup(engine: &str) -> Option<&'static str> {
+    match engine {
+        "postgres" => Some(
+            "the cluster's settings (postgresql.conf, ALTER SYSTEM, pg_hba.conf), template0, \
+             statistics and replication slots: a logical backup holds databases, roles and \
+             tablespaces; set those on the server you restore to.",
+        ),
+        "mysql" => Some(
+            "server settings (my.cnf, global variables), binary logs, replication state, plugins \
+             and the server's own accounts.",
+        ),
+        _ => None,
+    }
 }
 
 /// The databases `initdb` makes that a backup holds (template0 is never dumped).
@@ -1229,6 +1247,9 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         }
                         if any {
                             println!("{t}");
+                        }
+                        if let Some(note) = not_in_a_logical_backup(&m.engine) {
+                            println!("\nNot in this backup: {note}");
                         }
                     } else if info.state == "completed" {
                         println!("\nPass --key-file to see its engine, parts and row counts.");
