@@ -1626,3 +1626,41 @@ async fn an_object_that_cannot_be_restored_is_named_and_everything_else_comes_ba
         diff.join("\n")
     );
 }
+
+/// Issue 13, kind 6, for the globals part: a statement the fresh server refuses is named as a
+/// failed object, and every statement after it still applies (a restore loads everything it
+/// can); the result is "restored with errors", not a failure of the whole restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_globals_statement_that_fails_is_named_and_the_rest_applies() {
+    let pg = PgServer::start().unwrap();
+    let globals = b"SET standard_conforming_strings = on;\n\
+CREATE ROLE first_one;\n\
+ALTER ROLE first_one SET work_mem TO 'not a size';\n\
+CREATE ROLE after_it;\n"
+        .to_vec();
+    let parts = vec![(
+        PartPlan {
+            name: "globals".into(),
+            kind: PartKind::Globals,
+        },
+        globals,
+        Vec::new(),
+    )];
+    let root = restore_root();
+    let (conn, _guard, v) = restore(root.path(), pg.bin_dir(), &parts).await;
+    assert!(!v.ok, "{v:#?}");
+    assert_eq!(v.failed_objects.len(), 1, "{v:#?}");
+    let f = &v.failed_objects[0];
+    assert!(f.name.contains("globals: line 3"), "{f:?}");
+    assert!(f.reason.contains("work_mem"), "{f:?}");
+    let password = superuser_password(&conn);
+    let roles = psql_as(
+        pg.bin_dir(),
+        &conn,
+        "postgres",
+        &password,
+        "postgres",
+        "SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('first_one', 'after_it')",
+    );
+    assert_eq!(roles, "after_it,first_one");
+}

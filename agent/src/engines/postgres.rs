@@ -89,8 +89,9 @@
 //!   alone through the extended protocol, which refuses a text holding two commands. A name
 //!   can therefore never end a statement or start one, whatever it holds. On a fresh
 //!   cluster, `CREATE TABLESPACE` is not sent: the server composes the statements that make
-//!   the tablespace under the cluster's folder (`format('%I', '%L')`). A fresh cluster
-//!   stops at the first failure; in place, failures are reported with the verification.
+//!   the tablespace under the cluster's folder (`format('%I', '%L')`). A statement that
+//!   fails is skipped and named as a failed object of the verification, fresh and in place
+//!   (a restore loads everything it can); a part that does not parse applies nothing.
 //!   (`pg_restore` runs through `/bin/sh -c 'exec "$0" "$@" 2>"$STRONGBOX_RESTORE_LOG"'`
 //!   so its stderr goes to a file: names still reach it only as separate arguments.)
 //! - **Names are UTF-8, or the backup fails.** A backup's parts and table stats are named in
@@ -1268,15 +1269,15 @@ impl PgTarget {
             .map_err(|e| pg_error(&self.loader.ep.target("postgres"), &e))
     }
 
-    /// Applies the globals part ([`apply_globals`], stopping at the first failure), then sets
-    /// the superuser's password again (ours must keep working).
-    async fn load_globals(&self, reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
+    /// Applies the globals part ([`apply_globals`]; a statement that fails is named with the
+    /// verification, the rest applies), then sets the superuser's password again (ours must
+    /// keep working).
+    async fn load_globals(&mut self, reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<()> {
         let script = read_globals(reader).await?;
-        apply_globals(
+        let failed = apply_globals(
             &self.loader.ep,
             "postgres",
             &script,
-            OnFailure::Stop,
             &self.dir.display().to_string(),
             &Tablespaces::Under {
                 root: self.dir.join("tablespaces"),
@@ -1284,6 +1285,10 @@ impl PgTarget {
             },
         )
         .await?;
+        if !failed.is_empty() {
+            tracing::warn!(dir = %self.dir.display(), failed = failed.len(), "statements of the globals part failed and were skipped");
+        }
+        self.loader.failed.extend(failed);
         let client = self.loader.ep.connect("postgres").await?;
         let password = read_password(&self.password_file)?;
         self.set_superuser_password(&client, &password).await
@@ -1955,15 +1960,6 @@ async fn read_globals(reader: Box<dyn AsyncRead + Send + Unpin>) -> Result<Vec<u
     Ok(script)
 }
 
-/// What [`apply_globals`] does when a statement fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OnFailure {
-    /// Stops with the statement's error (a fresh cluster: every statement must apply).
-    Stop,
-    /// Goes on, and returns what failed (the live server: a tablespace may exist).
-    Note,
-}
-
 /// Applies the globals part `script` to the server `ep` reaches, in one session on `db`,
 /// statement by statement (see the module's doc): the script is parsed whole first
 /// ([`globals::parse`]), so that a script it refuses changes nothing. Left out:
@@ -1972,15 +1968,16 @@ enum OnFailure {
 /// the agent keeps its way in. Whether a role exists or is the session's own is the server's
 /// answer for the exact name, never a comparison of text here. Every other statement is sent
 /// alone through the extended protocol, which refuses a text holding more than one command.
-/// Returns the statements that failed (`OnFailure::Note`), each with the server's error.
+/// A statement that fails is skipped and the rest still applied (a restore loads everything
+/// it can): returns the statements that failed, each named by its line and start, with the
+/// server's error.
 async fn apply_globals(
     ep: &Endpoint,
     db: &str,
     script: &[u8],
-    on_failure: OnFailure,
     restore: &str,
     tablespaces: &Tablespaces,
-) -> Result<Vec<String>> {
+) -> Result<Vec<FailedObject>> {
     use globals::{Kind, RoleRef};
     let statements = globals::parse(script).map_err(|e| Error::Other(e.to_string()))?;
     let target = ep.target(db);
@@ -2057,10 +2054,12 @@ async fn apply_globals(
             // restored server's own folder, and only its location differs.
             let dir = root.join(tablespace_dir_name(name, index));
             let made = make_tablespace(&client, &target, name, owner, &dir, user.as_ref()).await;
-            match (made, on_failure) {
-                (Ok(()), _) => applied += 1,
-                (Err(e), OnFailure::Stop) => return Err(e),
-                (Err(e), OnFailure::Note) => failed.push(format!("line {}: {e}", s.line)),
+            match made {
+                Ok(()) => applied += 1,
+                Err(e) => failed.push(FailedObject {
+                    name: format!("globals: line {} ({})", s.line, globals::preview(s.text)),
+                    reason: e.to_string(),
+                }),
             }
             continue;
         }
@@ -2083,30 +2082,13 @@ async fn apply_globals(
         }
         match client.query_typed(s.text, &[]).await {
             Ok(_) => applied += 1,
-            Err(e) => {
-                let what = format!(
-                    "line {} ({}): {}",
-                    s.line,
-                    globals::preview(s.text),
-                    match pg_error(&target, &e) {
-                        Error::Database { message, .. } => message,
-                        other => other.to_string(),
-                    }
-                );
-                match on_failure {
-                    OnFailure::Stop => {
-                        return Err(Error::Database {
-                            engine: "PostgreSQL",
-                            target,
-                            message: format!(
-                                "applying the globals part failed at {what}; nothing after it \
-                                 was applied"
-                            ),
-                        })
-                    }
-                    OnFailure::Note => failed.push(what),
-                }
-            }
+            Err(e) => failed.push(FailedObject {
+                name: format!("globals: line {} ({})", s.line, globals::preview(s.text)),
+                reason: match pg_error(&target, &e) {
+                    Error::Database { message, .. } => message,
+                    other => other.to_string(),
+                },
+            }),
         }
     }
     tracing::info!(restore = %restore, applied, skipped, failed = failed.len(), "globals part applied");
@@ -2831,9 +2813,6 @@ pub struct PgInPlace {
     loader: Loader,
     /// The database parts loaded so far.
     loaded: Vec<String>,
-    /// What went wrong applying the globals part (statements that failed and were skipped),
-    /// reported with the verification.
-    notes: Vec<String>,
 }
 
 impl Postgres {
@@ -2871,7 +2850,6 @@ impl Postgres {
                 service: self.spec.name.clone(),
             },
             loaded: Vec::new(),
-            notes: Vec::new(),
         })
     }
 }
@@ -2887,19 +2865,14 @@ impl PgInPlace {
             &self.loader.ep,
             &self.loader.admin_db,
             &script,
-            OnFailure::Note,
             &self.service,
             &Tablespaces::AsDumped,
         )
         .await?;
         if !failed.is_empty() {
-            tracing::warn!(service = %self.service, failed = failed.len(), errors = %failed.join("; "), "statements of the globals part failed and were skipped");
-            self.notes.push(format!(
-                "globals: {} statement(s) failed and were skipped: {}",
-                failed.len(),
-                failed.join("; ")
-            ));
+            tracing::warn!(service = %self.service, failed = failed.len(), "statements of the globals part failed and were skipped");
         }
+        self.loader.failed.extend(failed);
         tracing::info!(service = %self.service, "globals applied over the existing roles");
         Ok(())
     }
@@ -2954,7 +2927,7 @@ impl RestoreTarget for PgInPlace {
         let found = self.loader.count(&databases).await?;
         let mut v = compare_stats(expected, &found);
         let with = self.loader.with_amcheck(&databases).await?;
-        let (check_ok, mut check) = if with.is_empty() {
+        let (check_ok, check) = if with.is_empty() {
             (
                 true,
                 "pg_amcheck: skipped for in-place (the amcheck extension is installed in none of \
@@ -2971,10 +2944,6 @@ impl RestoreTarget for PgInPlace {
             }
             (ok, text)
         };
-        for note in &self.notes {
-            check.push('\n');
-            check.push_str(note);
-        }
         v.engine_check = check;
         v.failed_objects = self.loader.failed.clone();
         v.ok = v.mismatches.is_empty() && check_ok && v.failed_objects.is_empty();
