@@ -1214,7 +1214,21 @@ enum Tok {
     Other,
 }
 
-fn account_tokens(statement: &str) -> Vec<Tok> {
+/// A lexeme of one statement, as the server reads it: what [`account_tokens`] and
+/// [`statement_object`] look at.
+#[derive(Debug, PartialEq, Eq)]
+enum Lexeme {
+    /// A bare word (keyword or name).
+    Word(String),
+    /// The text inside quotes `q` (`` ` ``, `'` or `"`), unquoted.
+    Quoted(u8, String),
+    At,
+    Dot,
+    /// Any other punctuation.
+    Other,
+}
+
+fn lex(statement: &str) -> Vec<Lexeme> {
     let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     let b = statement.as_bytes();
     let mut out = Vec::new();
@@ -1225,26 +1239,37 @@ fn account_tokens(statement: &str) -> Vec<Tok> {
             // An unterminated quote runs to the end (grants_items refuses those anyway).
             let end = skip_quoted(b, i).unwrap_or(b.len() + 1);
             let body = &statement[i + 1..end - 1];
-            out.push(Tok::Name(unquote(body, c)));
+            out.push(Lexeme::Quoted(c, unquote(body, c)));
             i = end;
-        } else if c == b'@' {
-            out.push(Tok::At);
-            i += 1;
         } else if is_word(c) {
             let end = b[i..]
                 .iter()
                 .position(|&c| !is_word(c))
                 .map_or(b.len(), |n| i + n);
-            out.push(Tok::Name(statement[i..end].to_string()));
+            out.push(Lexeme::Word(statement[i..end].to_string()));
             i = end;
         } else {
-            if !c.is_ascii_whitespace() {
-                out.push(Tok::Other);
+            match c {
+                b'@' => out.push(Lexeme::At),
+                b'.' => out.push(Lexeme::Dot),
+                c if c.is_ascii_whitespace() => {}
+                _ => out.push(Lexeme::Other),
             }
             i += 1;
         }
     }
     out
+}
+
+fn account_tokens(statement: &str) -> Vec<Tok> {
+    lex(statement)
+        .into_iter()
+        .map(|l| match l {
+            Lexeme::Word(n) | Lexeme::Quoted(_, n) => Tok::Name(n),
+            Lexeme::At => Tok::At,
+            Lexeme::Dot | Lexeme::Other => Tok::Other,
+        })
+        .collect()
 }
 
 /// The text inside quotes `q`: doubled quotes stand for one, and in strings the server's
@@ -2019,37 +2044,15 @@ fn statement_object(statement: &str) -> String {
         Dot,
         Other,
     }
-    let b = statement.as_bytes();
-    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
-    let mut toks = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if matches!(c, b'`' | b'\'' | b'"') {
-            let end = skip_quoted(b, i).unwrap_or(b.len() + 1);
-            let body = &statement[i + 1..end - 1];
-            toks.push(if c == b'`' {
-                T::Name(unquote(body, c))
-            } else {
-                T::Other
-            });
-            i = end;
-        } else if is_word(c) {
-            let end = b[i..]
-                .iter()
-                .position(|&c| !is_word(c))
-                .map_or(b.len(), |n| i + n);
-            toks.push(T::Word(statement[i..end].to_string()));
-            i = end;
-        } else {
-            if c == b'.' {
-                toks.push(T::Dot);
-            } else if !c.is_ascii_whitespace() {
-                toks.push(T::Other);
-            }
-            i += 1;
-        }
-    }
+    let toks: Vec<T> = lex(statement)
+        .into_iter()
+        .map(|l| match l {
+            Lexeme::Word(w) => T::Word(w),
+            Lexeme::Quoted(b'`', n) => T::Name(n),
+            Lexeme::Dot => T::Dot,
+            Lexeme::Quoted(..) | Lexeme::At | Lexeme::Other => T::Other,
+        })
+        .collect();
     let word = |t: Option<&T>, w: &str| matches!(t, Some(T::Word(x)) if x.eq_ignore_ascii_case(w));
     let kinds = [
         ("VIEW", "VIEW"),
