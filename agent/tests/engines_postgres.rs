@@ -1253,6 +1253,12 @@ fn cluster_image(bin: &Path, env: &[(&'static str, String)]) -> Vec<(String, Vec
     image
 }
 
+/// Fails, listing the differences, when `copy`'s image is not `source`'s.
+fn assert_same_image(source: &[(String, Vec<String>)], copy: &[(String, Vec<String>)], what: &str) {
+    let diff = image_diff(source, copy);
+    assert!(diff.is_empty(), "{what} differs:\n{}", diff.join("\n"));
+}
+
 /// What differs between two cluster images, line by line (lines counted, not placed).
 fn image_diff(source: &[(String, Vec<String>)], copy: &[(String, Vec<String>)]) -> Vec<String> {
     use std::collections::BTreeMap;
@@ -1326,12 +1332,7 @@ async fn database_level_properties_of_every_database_come_back_fresh_and_in_plac
     let (conn, _guard, v) = restore(root.path(), pg.bin_dir(), &parts).await;
     assert!(v.ok, "{v:#?}");
     let copy = cluster_image(pg.bin_dir(), &restored_env(&conn));
-    let diff = image_diff(&source, &copy);
-    assert!(
-        diff.is_empty(),
-        "the fresh copy differs:\n{}",
-        diff.join("\n")
-    );
+    assert_same_image(&source, &copy, "the fresh copy");
 
     // In place: the live server's databases lose what they gained since, and get back what
     // they lost.
@@ -1349,12 +1350,7 @@ async fn database_level_properties_of_every_database_come_back_fresh_and_in_plac
     let v = in_place(spec(&pg, "postgres", None), &parts, &expected).await;
     assert!(v.ok, "{v:#?}");
     let after = cluster_image(pg.bin_dir(), &env);
-    let diff = image_diff(&source, &after);
-    assert!(
-        diff.is_empty(),
-        "the in-place copy differs:\n{}",
-        diff.join("\n")
-    );
+    assert_same_image(&source, &after, "the in-place copy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1464,8 +1460,7 @@ async fn verification_fires_no_event_trigger_and_leaves_no_extension_behind() {
         "log_ddl:O,log_ddl_always:A,log_drop_replica:R"
     );
     let copy = cluster_image(pg.bin_dir(), &restored_env(&conn));
-    let diff = image_diff(&source, &copy);
-    assert!(diff.is_empty(), "the copy differs:\n{}", diff.join("\n"));
+    assert_same_image(&source, &copy, "the copy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1535,8 +1530,7 @@ async fn tablespaces_restore_under_the_restored_servers_folder() {
     let (conn, _guard, v) = restore(root.path(), pg.bin_dir(), &parts).await;
     assert!(v.ok, "{v:#?}");
     let copy = cluster_image(pg.bin_dir(), &restored_env(&conn));
-    let diff = image_diff(&source, &copy);
-    assert!(diff.is_empty(), "the copy differs:\n{}", diff.join("\n"));
+    assert_same_image(&source, &copy, "the copy");
     let pw = superuser_password(&conn);
     let q = |db: &str, sql: &str| psql_as(pg.bin_dir(), &conn, "postgres", &pw, db, sql);
     let dir = root.path().join("restore/tablespaces/ts_fast");
@@ -1567,12 +1561,7 @@ async fn tablespaces_restore_under_the_restored_servers_folder() {
     assert!(v.ok, "{v:#?}");
     assert!(!v.engine_check.contains("globals:"), "{}", v.engine_check);
     let after = cluster_image(pg.bin_dir(), &pg.env());
-    let diff = image_diff(&source, &after);
-    assert!(
-        diff.is_empty(),
-        "the in-place copy differs:\n{}",
-        diff.join("\n")
-    );
+    assert_same_image(&source, &after, "the in-place copy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
