@@ -25,9 +25,9 @@
 //! - the commands printed to load the files are shell text in which every name is data: each
 //!   path is absolute (never an option, never an SQLite `file:` URI) and every word is
 //!   shell-quoted ([`shell_quote`]: `'…'`, or bash's `$'…'` when it holds control characters,
-//!   so each command stays on one line); a database name reaches `createdb` after `--` and
-//!   `psql` inside a `dbname='…'` connection string, never as an option or a connection
-//!   string of its own; part names shown in the table have their control characters escaped.
+//!   so each command stays on one line); no printed command carries a database name (a
+//!   PostgreSQL SQL file makes its own database, `pg_restore --create` reads it from the
+//!   archive); part names shown in the table have their control characters escaped.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -653,15 +653,6 @@ fn shell_path(path: &Path) -> String {
     shell_quote(&abs.to_string_lossy())
 }
 
-/// A libpq connection string naming database `name` (`dbname='…'`, `\` and `'` escaped), so
-/// that psql takes the name as a name even when it looks like a connection string or a URI.
-pub fn pg_dbname_conninfo(name: &str) -> String {
-    format!(
-        "dbname='{}'",
-        name.replace('\\', r"\\").replace('\'', r"\'")
-    )
-}
-
 /// `name` for a terminal: control characters escaped (`\n`, `\u{1b}`), the rest as it is.
 pub fn printable(name: &str) -> String {
     name.chars()
@@ -701,15 +692,13 @@ pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: 
     let q = shell_path(path);
     match (engine, kind) {
         ("postgres", PartKind::Globals) => format!("psql -d postgres -f {q}"),
-        // Every server has these from initdb: the SQL loads into the one that is there.
-        ("postgres", _) if to_sql && PG_INITDB_DATABASES.contains(&part) => {
-            format!("psql -d {} -f {q}", shell_quote(&pg_dbname_conninfo(part)))
-        }
-        ("postgres", _) if to_sql => format!(
-            "createdb -- {} && psql -d {} -f {q}",
-            shell_quote(part),
-            shell_quote(&pg_dbname_conninfo(part))
+        // The SQL makes its database (`pg_restore --create`), replacing initdb's own.
+        ("postgres", _) if to_sql && part == "postgres" => format!("psql -d template1 -f {q}"),
+        ("postgres", _) if to_sql && part == "template1" => format!(
+            "psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && \
+             psql -d postgres -f {q}"
         ),
+        ("postgres", _) if to_sql => format!("psql -d postgres -f {q}"),
         // The archive replaces initdb's empty one with the backup's, database settings and
         // all (`--clean` drops only that database; a template must stop being one first).
         ("postgres", _) if part == "postgres" => {
@@ -898,16 +887,29 @@ impl Fetch<'_> {
     }
 }
 
-/// `pg_restore --file=- DUMP > SQL`.
-async fn dump_to_sql(pg_restore: &Path, dump: &Path, sql: &Path) -> anyhow::Result<()> {
+/// `pg_restore --create --file=- DUMP > SQL`: the SQL makes its database itself, with its
+/// owner, encoding, locale, settings, comment, limit and grants (from `template0`, so no
+/// template's content leaks in); initdb's own databases (`database`) are dropped first
+/// (`--clean --if-exists`), as a fresh server has them.
+async fn dump_to_sql(
+    pg_restore: &Path,
+    dump: &Path,
+    sql: &Path,
+    database: &str,
+) -> anyhow::Result<()> {
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(sql)
         .with_context(|| format!("creating {}", sql.display()))?;
-    let result = tokio::process::Command::new(pg_restore)
-        .arg("--file=-")
+    let mut cmd = tokio::process::Command::new(pg_restore);
+    cmd.args(["--file=-", "--create"]);
+    if PG_INITDB_DATABASES.contains(&database) {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    let result = cmd
+        .arg("--")
         .arg(dump)
         .stdin(std::process::Stdio::null())
         .stdout(out)
@@ -1015,7 +1017,7 @@ async fn download(
                 staging.scratch.push(dump.clone());
                 fetch.part(part, &dump, &bar).await?;
                 staging.files.push((tmp.clone(), fin.clone()));
-                dump_to_sql(pg, &dump, &tmp).await?;
+                dump_to_sql(pg, &dump, &tmp, &part.name).await?;
                 let _ = std::fs::remove_file(&dump);
                 std::fs::metadata(&tmp).map(|md| md.len()).unwrap_or(0)
             } else {
@@ -1628,28 +1630,13 @@ mod tests {
                         );
                     }
                     ("postgres", _, true) => {
-                        assert_eq!(recorded("createdb"), words(&["--", name]), "{hint}");
-                        let conninfo = pg_dbname_conninfo(name);
+                        // The SQL makes its own database: the name is in the file, not argv.
+                        assert_eq!(recorded("createdb"), None, "{hint}");
                         assert_eq!(
                             recorded("psql"),
-                            words(&["-d", &conninfo, "-f", &abs]),
+                            words(&["-d", "postgres", "-f", &abs]),
                             "{hint}"
                         );
-                        // libpq reads the value back as the name.
-                        let value = conninfo
-                            .strip_prefix("dbname='")
-                            .and_then(|v| v.strip_suffix('\''))
-                            .expect("quoted");
-                        let mut unescaped = String::new();
-                        let mut chars = value.chars();
-                        while let Some(c) = chars.next() {
-                            match c {
-                                '\\' => unescaped.push(chars.next().expect("escaped")),
-                                '\'' => panic!("an unescaped quote in {conninfo}"),
-                                c => unescaped.push(c),
-                            }
-                        }
-                        assert_eq!(&unescaped, name);
                     }
                     ("postgres", _, false) => {
                         assert_eq!(
@@ -1850,7 +1837,7 @@ mod tests {
                 true,
                 "postgres"
             ),
-            r"psql -d 'dbname='\''postgres'\''' -f /dl/postgres.sql"
+            "psql -d template1 -f /dl/postgres.sql"
         );
         assert_eq!(
             load_hint(
