@@ -256,10 +256,11 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
                     .failed_objects
                     .iter()
                     .map(|o| {
+                        // The error's first line; JSON has all of it, statement included.
                         format!(
                             "{}: {}",
                             crate::backup::printable(&o.name),
-                            crate::backup::printable(&o.reason)
+                            crate::backup::printable(o.reason.lines().next().unwrap_or(""))
                         )
                     })
                     .collect();
