@@ -687,7 +687,10 @@ pub fn not_in_a_logical_backup(engine: &str) -> Option<&'static str> {
 const PG_INITDB_DATABASES: [&str; 2] = ["postgres", "template1"];
 
 /// How to load a downloaded file with the engine's own tools: one line of shell (bash) text
-/// in which every name is a quoted word (see the module's invariants).
+/// in which every name is a quoted word (see the module's invariants). PostgreSQL databases
+/// load with `--no-tablespaces`, into the default tablespace: a tablespace's location is a
+/// path of the source machine, which the machine loading a download may not have (restores
+/// onto spares keep tablespaces, under the restored server's folder).
 pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: &str) -> String {
     let q = shell_path(path);
     match (engine, kind) {
@@ -702,13 +705,13 @@ pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: 
         // The archive replaces initdb's empty one with the backup's, database settings and
         // all (`--clean` drops only that database; a template must stop being one first).
         ("postgres", _) if part == "postgres" => {
-            format!("pg_restore -d template1 --clean --if-exists --create -- {q}")
+            format!("pg_restore -d template1 --clean --if-exists --create --no-tablespaces -- {q}")
         }
         ("postgres", _) if part == "template1" => format!(
             "psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && \
-             pg_restore -d postgres --clean --if-exists --create -- {q}"
+             pg_restore -d postgres --clean --if-exists --create --no-tablespaces -- {q}"
         ),
-        ("postgres", _) => format!("pg_restore -d postgres --create -- {q}"),
+        ("postgres", _) => format!("pg_restore -d postgres --create --no-tablespaces -- {q}"),
         // --binary-mode: a name may hold `\r\n`, which the client would otherwise turn into `\n`.
         ("mysql", _) => format!("mariadb --binary-mode < {q}"),
         // sqlite3 knows no `--`: the absolute path is what keeps it from being an option.
@@ -887,7 +890,8 @@ impl Fetch<'_> {
     }
 }
 
-/// `pg_restore --create --file=- DUMP > SQL`: the SQL makes its database itself, with its
+/// `pg_restore --create --no-tablespaces --file=- DUMP > SQL` (see [`load_hint`] for the
+/// tablespaces): the SQL makes its database itself, with its
 /// owner, encoding, locale, settings, comment, limit and grants (from `template0`, so no
 /// template's content leaks in); initdb's own databases (`database`) are dropped first
 /// (`--clean --if-exists`), as a fresh server has them.
@@ -904,7 +908,7 @@ async fn dump_to_sql(
         .open(sql)
         .with_context(|| format!("creating {}", sql.display()))?;
     let mut cmd = tokio::process::Command::new(pg_restore);
-    cmd.args(["--file=-", "--create"]);
+    cmd.args(["--file=-", "--create", "--no-tablespaces"]);
     if PG_INITDB_DATABASES.contains(&database) {
         cmd.args(["--clean", "--if-exists"]);
     }
@@ -1641,7 +1645,7 @@ mod tests {
                     ("postgres", _, false) => {
                         assert_eq!(
                             recorded("pg_restore"),
-                            words(&["-d", "postgres", "--create", "--", &abs]),
+                            words(&["-d", "postgres", "--create", "--no-tablespaces", "--", &abs]),
                             "{hint}"
                         );
                     }
@@ -1819,7 +1823,7 @@ mod tests {
         let path = Path::new("/dl/postgres.dump");
         assert_eq!(
             load_hint("postgres", PartKind::Database, path, false, "postgres"),
-            "pg_restore -d template1 --clean --if-exists --create -- /dl/postgres.dump"
+            "pg_restore -d template1 --clean --if-exists --create --no-tablespaces -- /dl/postgres.dump"
         );
         let t = load_hint(
             "postgres",
@@ -1847,7 +1851,7 @@ mod tests {
                 false,
                 "shop"
             ),
-            "pg_restore -d postgres --create -- /dl/shop.dump"
+            "pg_restore -d postgres --create --no-tablespaces -- /dl/shop.dump"
         );
     }
 }
