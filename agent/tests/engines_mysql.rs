@@ -1122,3 +1122,290 @@ async fn transaction_precise_history_does_not_fail_the_backup() {
         "36"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A corpus of awkward objects: the kinds other dump tools' bug reports show breaking.
+// ---------------------------------------------------------------------------------------------
+
+/// Three databases of objects other dump tools' bug reports show breaking. `c_main.tickets`
+/// (a column DEFAULT NEXTVAL of a sequence) has rows: they came back only once the dump
+/// stopped writing `LOCK TABLES <table> WRITE` around a table's rows (`--skip-add-locks`),
+/// under which MariaDB refuses the INSERT (ERROR 1100 "Table 'ticket_seq' was not locked").
+const AWKWARD: &str = r#"
+SET NAMES utf8mb4;
+CREATE DATABASE b_ref CHARACTER SET latin1 COLLATE latin1_swedish_ci;
+CREATE DATABASE c_main CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci;
+CREATE DATABASE c_prog;
+CREATE TABLE b_ref.owners (id INT PRIMARY KEY, name VARCHAR(40)) ENGINE=InnoDB
+  COMMENT 'owners; referenced from c_main';
+INSERT INTO b_ref.owners VALUES (1, 'Zoë'), (2, 'René');
+CREATE TABLE c_main.shapes (
+  id INT AUTO_INCREMENT PRIMARY KEY COMMENT 'the id, it''s "quoted"',
+  w INT NOT NULL,
+  h INT NOT NULL,
+  area INT AS (w * h) VIRTUAL,
+  perimeter INT AS (2 * (w + h)) STORED,
+  secret VARCHAR(20) INVISIBLE DEFAULT 'hidden',
+  owner INT,
+  KEY (perimeter),
+  CONSTRAINT shapes_owner FOREIGN KEY (owner) REFERENCES b_ref.owners (id)
+) ENGINE=InnoDB COMMENT 'shapes with generated columns';
+INSERT INTO c_main.shapes (w, h, owner) VALUES (2, 3, 1), (4, 5, 2), (6, 7, NULL);
+INSERT INTO c_main.shapes (id, w, h, secret) VALUES (100, 1, 1, 'visible now');
+DELETE FROM c_main.shapes WHERE id = 100;
+CREATE SEQUENCE c_main.ticket_seq START WITH 1000 INCREMENT BY 5 CACHE 10;
+SELECT SETVAL(c_main.ticket_seq, 5000);
+CREATE TABLE c_main.tickets (
+  id BIGINT NOT NULL DEFAULT NEXTVAL(c_main.ticket_seq) PRIMARY KEY,
+  what VARCHAR(30)
+);
+SELECT NEXTVAL(c_main.ticket_seq), NEXTVAL(c_main.ticket_seq);
+INSERT INTO c_main.tickets (what) VALUES ('first'), ('second');
+CREATE TABLE c_main.texts (
+  id INT PRIMARY KEY,
+  l1 VARCHAR(30) CHARACTER SET latin1 COLLATE latin1_german1_ci,
+  u8 VARCHAR(30) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin COMMENT 'accent é here',
+  bin VARCHAR(30) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  body TEXT,
+  FULLTEXT KEY ft_body (body)
+) ENGINE=InnoDB DEFAULT CHARSET=latin1 COLLATE=latin1_bin;
+INSERT INTO c_main.texts VALUES
+  (1, 'café é', 'party 🎉🐬', 'Abc', 'the quick brown fox'),
+  (2, 'naïve', '日本語 ✓', 'abc', 'jumps over the lazy dog');
+CREATE TABLE c_main.blobs (
+  id INT PRIMARY KEY,
+  b BLOB,
+  fixed BINARY(8),
+  vb VARBINARY(16)
+);
+INSERT INTO c_main.blobs VALUES
+  (1, UNHEX('00FF00C3280A0D5C27225A00'), UNHEX('0000000000000000'), UNHEX('FFFE00')),
+  (2, UNHEX('E28228A1F09028BC'), UNHEX('C0AF000102'), ''),
+  (3, NULL, NULL, NULL);
+CREATE TABLE c_main.docs (
+  id INT PRIMARY KEY,
+  doc LONGTEXT CHECK (JSON_VALID(doc)),
+  j JSON,
+  CONSTRAINT doc_has_kind CHECK (JSON_EXISTS(doc, '$.kind'))
+);
+INSERT INTO c_main.docs VALUES
+  (1, '{"kind": "a", "n": [1, 2, {"x": "é🎉"}]}', '{"k": null}'),
+  (2, '{"kind": "b\\"q", "s": "line\\nbreak"}', '[]');
+CREATE TABLE c_main.places (
+  id INT PRIMARY KEY,
+  pt POINT NOT NULL,
+  SPATIAL INDEX sp_pt (pt)
+) ENGINE=InnoDB;
+INSERT INTO c_main.places VALUES (1, POINT(1.5, -2.25)), (2, ST_GeomFromText('POINT(10 20)'));
+CREATE TABLE c_main.sales (
+  id INT NOT NULL,
+  sold DATE NOT NULL,
+  amount DECIMAL(8,2),
+  PRIMARY KEY (id, sold)
+) PARTITION BY RANGE (YEAR(sold)) (
+  PARTITION p2020 VALUES LESS THAN (2021),
+  PARTITION p2021 VALUES LESS THAN (2022),
+  PARTITION pmax VALUES LESS THAN MAXVALUE
+);
+INSERT INTO c_main.sales VALUES (1, '2020-05-01', 1.5), (2, '2021-06-01', 2.5), (3, '2030-01-01', 3.5);
+CREATE TABLE c_main.counter (id INT AUTO_INCREMENT PRIMARY KEY, v INT) AUTO_INCREMENT = 10;
+INSERT INTO c_main.counter (v) VALUES (1), (2);
+INSERT INTO c_main.counter (id, v) VALUES (500, 3);
+DELETE FROM c_main.counter WHERE id = 500;
+CREATE TABLE c_main.log (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(60), at DATETIME);
+CREATE USER 'definer'@'localhost' IDENTIFIED BY 'definer-pw';
+GRANT ALL ON c_main.* TO 'definer'@'localhost';
+GRANT ALL ON c_prog.* TO 'definer'@'localhost';
+CREATE TABLE c_prog.dates (id INT PRIMARY KEY, d DATE, dt DATETIME, ts TIMESTAMP NULL);
+CREATE VIEW c_prog.wide_shapes AS SELECT id, w, h FROM c_main.shapes WHERE w > 1;
+CREATE ALGORITHM=MERGE DEFINER='definer'@'localhost' SQL SECURITY INVOKER
+  VIEW c_main.big_shapes AS SELECT id, w, h FROM c_main.shapes WHERE w >= 4 WITH CASCADED CHECK OPTION;
+CREATE ALGORITHM=TEMPTABLE VIEW c_main.shape_count AS SELECT COUNT(*) AS n FROM c_main.shapes;
+CREATE ALGORITHM=UNDEFINED VIEW c_main.big_wide AS SELECT id, w FROM c_main.big_shapes WHERE w < 100
+  WITH LOCAL CHECK OPTION;
+DELIMITER //
+CREATE DEFINER='definer'@'localhost' TRIGGER c_main.shapes_bi BEFORE INSERT ON c_main.shapes
+FOR EACH ROW BEGIN
+  IF NEW.w < 0 THEN SET NEW.w = 0; END IF;
+END//
+CREATE TRIGGER c_main.shapes_ai AFTER INSERT ON c_main.shapes
+FOR EACH ROW INSERT INTO c_main.log (what, at) VALUES (CONCAT('shape ', NEW.id), '2026-01-01 00:00:00')//
+CREATE DEFINER='definer'@'localhost' PROCEDURE c_prog.add_shape(IN pw INT, IN ph INT)
+  SQL SECURITY INVOKER
+  COMMENT 'adds a shape; it''s invoker'
+BEGIN
+  INSERT INTO c_main.shapes (w, h) VALUES (pw, ph);
+  SELECT LAST_INSERT_ID();
+END//
+CREATE DEFINER='definer'@'localhost' FUNCTION c_prog.area_of(pw INT, ph INT) RETURNS BIGINT
+  DETERMINISTIC SQL SECURITY INVOKER
+  RETURN pw * ph//
+CREATE DEFINER='definer'@'localhost' EVENT c_prog.nightly
+  ON SCHEDULE EVERY 1 DAY STARTS '2037-01-01 03:00:00'
+  ON COMPLETION PRESERVE ENABLE
+  COMMENT 'never runs in a test'
+  DO INSERT INTO c_main.log (what) VALUES ('nightly')//
+CREATE EVENT c_prog.paused
+  ON SCHEDULE AT '2037-06-01 00:00:00'
+  ON COMPLETION PRESERVE DISABLE
+  DO DELETE FROM c_main.log//
+DELIMITER ;
+INSERT INTO c_main.shapes (w, h, owner) VALUES (-5, 9, 1);
+CREATE ROLE c_auditor;
+GRANT SELECT ON c_main.* TO c_auditor;
+CREATE USER 'col_user'@'%' IDENTIFIED BY 'col-pw';
+GRANT SELECT (id, w), UPDATE (h) ON c_main.shapes TO 'col_user'@'%';
+GRANT c_auditor TO 'col_user'@'%';
+SET DEFAULT ROLE c_auditor FOR 'col_user'@'%';
+GRANT EXECUTE ON FUNCTION c_prog.area_of TO 'col_user'@'%';
+CREATE USER 'secure'@'10.0.0.%' IDENTIFIED BY 'secure-pw'
+  REQUIRE SSL WITH MAX_QUERIES_PER_HOUR 100 MAX_USER_CONNECTIONS 3;
+GRANT SELECT ON b_ref.* TO 'secure'@'10.0.0.%';
+"#;
+
+/// Zero dates, if the server's sql_mode lets them in.
+const ZERO_DATES: &str = "INSERT INTO c_prog.dates VALUES
+  (1, '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00'),
+  (2, '2026-02-00', '2026-00-10 12:00:00', NULL),
+  (3, '2026-03-04', '2026-03-04 05:06:07', '2026-03-04 05:06:07');";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corpus_of_awkward_objects_restores_equal() {
+    let (src, _src_tmp) = source_server();
+    run_sql(&src, AWKWARD);
+    let mode = src.query("SELECT @@GLOBAL.sql_mode").unwrap();
+    let zero_dates = !mode.contains("NO_ZERO_DATE") && !mode.contains("NO_ZERO_IN_DATE");
+    if zero_dates {
+        run_sql(&src, ZERO_DATES);
+    } else {
+        eprintln!("sql_mode {mode} refuses zero dates: left out");
+    }
+    let q = |sql: &str| run_sql(&src, sql);
+    // The corpus is what it should be before anything is backed up.
+    assert_eq!(
+        q("SELECT area, perimeter FROM c_main.shapes WHERE id = 1"),
+        "6\t10"
+    );
+    assert_eq!(
+        q("SELECT w FROM c_main.shapes WHERE h = 9"),
+        "0",
+        "BEFORE trigger"
+    );
+    assert_eq!(q("SELECT COUNT(*) FROM c_main.log"), "1", "AFTER trigger");
+    let next_ids = "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
+                    WHERE TABLE_SCHEMA = 'c_main' AND TABLE_NAME IN ('counter', 'shapes') ORDER BY TABLE_NAME";
+    assert_eq!(q(next_ids), "501\n102");
+    let events = "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS \
+                  WHERE EVENT_SCHEMA = 'c_prog' ORDER BY 1";
+    assert_eq!(q(events), "nightly\tENABLED\npaused\tDISABLED");
+    let before = content(&src.client_args(), None);
+
+    let parts = backup(spec(&src, None)).await;
+    let names: Vec<&str> = parts.iter().map(|p| p.0.name.as_str()).collect();
+    assert_eq!(names, ["grants", "b_ref", "c_main", "c_prog"]);
+    let stats: Vec<TableStat> = parts.iter().flat_map(|p| p.2.clone()).collect();
+
+    // Onto a fresh server: verified, and equal.
+    let root = restore_root();
+    let dir = root.path().join("restore");
+    let _guard = Teardown { dir: dir.clone() };
+    let (target, v) = restore_fresh(&dir, &parts).await;
+    assert!(v.ok, "{v:#?}");
+    assert!(v.failed_objects.is_empty(), "{v:#?}");
+    let conn = target.connection();
+    let restored = content_of(&conn);
+    for ((db, want), (got_db, got)) in before.0.iter().zip(&restored.0) {
+        assert_eq!(db, got_db);
+        assert_eq!(got, want, "database {db}");
+    }
+    assert_eq!(restored, before);
+    let on_target = |sql: &str| run_sql_on(&conn, sql);
+    for sql in [
+        next_ids,
+        events,
+        "SELECT HEX(b), HEX(fixed), HEX(vb) FROM c_main.blobs ORDER BY id",
+        "SELECT HEX(l1), HEX(u8), COUNT(*) FROM c_main.texts WHERE bin = 'abc' GROUP BY 1, 2",
+        "SELECT id FROM c_main.texts WHERE MATCH(body) AGAINST ('lazy')",
+        "SELECT ST_AsText(pt) FROM c_main.places ORDER BY id",
+        "SELECT PARTITION_NAME, TABLE_ROWS FROM information_schema.PARTITIONS \
+         WHERE TABLE_SCHEMA = 'c_main' AND TABLE_NAME = 'sales' ORDER BY 1",
+        "SELECT secret FROM c_main.shapes ORDER BY id",
+        "SELECT c_prog.area_of(3, 4)",
+    ] {
+        assert_eq!(on_target(sql), q(sql), "{sql}");
+    }
+    // The restored objects still behave: the sequence default, the check option, the
+    // invoker routine, the foreign key, the JSON check.
+    // (The sequence comes back at its next value not yet cached, as after a restart: ids
+    // handed out on the source are not handed out again.)
+    on_target("INSERT INTO c_main.tickets (what) VALUES ('after restore')");
+    let id: i64 = on_target("SELECT id FROM c_main.tickets WHERE what = 'after restore'")
+        .parse()
+        .unwrap();
+    assert!(id > 5010 && (id - 5000) % 5 == 0, "{id}");
+    let refused = |sql: &str| {
+        let client = mariadb_tool(&["mariadb", "mysql"]).unwrap();
+        let pw = std::fs::read_to_string(conn.password_file.as_ref().unwrap()).unwrap();
+        let out = Command::new(client)
+            .env_clear()
+            .env("MYSQL_PWD", pw.trim())
+            .arg("--no-defaults")
+            .arg("--protocol=TCP")
+            .arg(format!("--host={}", conn.host))
+            .arg(format!("--port={}", conn.port))
+            .args(["--user=root", "-e", sql])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sql} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused("INSERT INTO c_main.big_shapes (w, h) VALUES (1, 1)").contains("CHECK OPTION"));
+    assert!(
+        refused("INSERT INTO c_main.shapes (w, h, owner) VALUES (1, 1, 99)")
+            .contains("foreign key")
+    );
+    assert!(refused("INSERT INTO c_main.docs VALUES (9, 'not json', NULL)").contains("CONSTRAINT"));
+    assert_eq!(
+        query_as(&conn, "col_user", "col-pw", "SELECT c_prog.area_of(5, 6)"),
+        "30"
+    );
+    assert_eq!(
+        query_as(
+            &conn,
+            "col_user",
+            "col-pw",
+            "SELECT COUNT(*) FROM c_main.docs"
+        ),
+        "2",
+        "the default role is active"
+    );
+
+    // In place over a damaged source: a table dropped, rows deleted, the sequence moved on,
+    // while the foreign key across databases stays live (each database is dropped with
+    // foreign_key_checks off; with them on, MariaDB refused to drop b_ref, ERROR 1451).
+    q("DROP TABLE c_main.places;
+       DELETE FROM c_main.blobs WHERE id = 1;
+       DELETE FROM c_main.shapes WHERE id = 3;
+       INSERT INTO b_ref.owners VALUES (3, 'late');
+       DELETE FROM c_main.counter;
+       SELECT NEXTVAL(c_main.ticket_seq);");
+    assert_ne!(content(&src.client_args(), None), before);
+    let engine = engines::open(spec(&src, None)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut live = engine.in_place(scratch.path()).await.unwrap();
+    for (part, bytes, _) in &parts {
+        live.load(part, Box::new(std::io::Cursor::new(bytes.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("loading {:?} in place: {e}", part.name));
+    }
+    live.finish_load().await.unwrap();
+    let v = live.verify(&stats).await.unwrap();
+    assert!(v.ok, "{v:#?}");
+    let after = content(&src.client_args(), None);
+    for ((db, want), (got_db, got)) in before.0.iter().zip(&after.0) {
+        assert_eq!(db, got_db);
+        assert_eq!(got, want, "database {db} in place");
+    }
+    assert_eq!(after, before);
+    assert_eq!(q(next_ids), "501\n102", "the gaps are the same");
+}

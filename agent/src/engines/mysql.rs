@@ -605,6 +605,9 @@ impl MyBackup {
             "--triggers",
             "--events",
             "--hex-blob",
+            // No `LOCK TABLES t WRITE` around a table's rows: an INSERT into a table whose
+            // DEFAULT reads a sequence (NEXTVAL) fails under it ("was not locked").
+            "--skip-add-locks",
             MAX_PACKET,
             "--databases",
             // The end of options: a database named `-Ah2130706434` is a name, not
@@ -1571,12 +1574,22 @@ impl Loader {
             }
             tracing::info!(service = %self.service, dir = %self.dir.display(), database = ?db, sessions = ids.len(), "sessions of the database ended");
         }
+        // Foreign keys from other databases into this one do not stop the drop: the backup's
+        // dump makes this database again, and mariadb-dump loads with the checks off too.
         let sql = format!(
-            "SET SESSION lock_wait_timeout = {DROP_LOCK_WAIT};\nDROP DATABASE IF EXISTS {};\n",
+            "SET SESSION lock_wait_timeout = {DROP_LOCK_WAIT};\nSET SESSION foreign_key_checks = 0;\n\
+             DROP DATABASE IF EXISTS {};\n",
             quote_ident(db)
         );
-        let hint = "a lock wait timeout means another session holds a table of it in an open \
-                    transaction: end that session (SHOW PROCESSLIST, KILL) and retry";
+        let hint = |message: &str| {
+            if message.contains("ERROR 1205") || message.to_ascii_lowercase().contains("lock wait")
+            {
+                " - a lock wait timeout means another session holds a table of it in an open \
+                 transaction: end that session (SHOW PROCESSLIST, KILL) and retry"
+            } else {
+                ""
+            }
+        };
         self.ep
             .query(&self.tools, &sql)
             .await
@@ -1589,7 +1602,8 @@ impl Loader {
                     engine,
                     target,
                     message: format!(
-                        "dropping database {db:?} to replace it failed: {message} - {hint}"
+                        "dropping database {db:?} to replace it failed: {message}{}",
+                        hint(&message)
                     ),
                 },
                 other => other,
