@@ -130,7 +130,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
     };
     let result = dump_and_upload(&pipe, engine).await;
     reporter.abort();
-    let parts = result?;
+    let (parts, left_out) = result?;
 
     let mut manifest = Manifest {
         backup_id: job.backup_id.clone(),
@@ -140,6 +140,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
         engine_version: version,
         parts,
         totals: None,
+        left_out,
     };
     let totals = manifest.compute_totals();
     manifest.totals = Some(totals);
@@ -189,8 +190,9 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
 async fn dump_and_upload(
     pipe: &Arc<Pipe>,
     engine: &dyn crate::engines::Engine,
-) -> Result<Vec<Part>> {
+) -> Result<(Vec<Part>, Vec<strongbox_core::manifest::LeftOut>)> {
     let mut run = engine.begin_backup().await?;
+    let left_out = run.left_out();
     let mut parts = Vec::new();
     for plan in run.parts().to_vec() {
         let dump = run.dump(&plan).await?;
@@ -220,7 +222,7 @@ async fn dump_and_upload(
         });
     }
     run.close().await?;
-    Ok(parts)
+    Ok((parts, left_out))
 }
 
 /// Chunks in one batch: a batch is asked about (`HaveChunks`), sealed and uploaded together.

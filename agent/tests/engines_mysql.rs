@@ -1409,3 +1409,20 @@ async fn a_corpus_of_awkward_objects_restores_equal() {
     assert_eq!(after, before);
     assert_eq!(q(next_ids), "501\n102", "the gaps are the same");
 }
+
+/// Issue 13, kind 2: a service configured with a subset of its databases says which it left
+/// out, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_subset_names_the_databases_it_leaves_out() {
+    let (src, _tmp) = source_server();
+    run_sql(&src, "CREATE DATABASE kept; CREATE DATABASE skipped;");
+    let mut only = spec(&src, None);
+    only.databases = vec!["kept".into()];
+    let engine = engines::open(only).unwrap();
+    let run = engine.begin_backup().await.unwrap();
+    let parts: Vec<String> = run.parts().iter().map(|p| p.name.clone()).collect();
+    assert_eq!(parts, ["grants", "kept"]);
+    let left: Vec<String> = run.left_out().into_iter().map(|l| l.name).collect();
+    assert_eq!(left, ["skipped"]);
+    run.close().await.unwrap();
+}

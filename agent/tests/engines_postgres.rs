@@ -1896,3 +1896,26 @@ async fn a_corpus_of_awkward_objects_restores_equal() {
     let after = cluster_image(pg.bin_dir(), &env);
     assert_same_image(&source, &after, "the in-place copy");
 }
+
+/// Issue 13, kind 2: a service configured with a subset of its databases says which it left
+/// out, and why (the manifest carries it to `backup show`), instead of leaving them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_subset_names_the_databases_it_leaves_out() {
+    let pg = PgServer::start().unwrap();
+    pg.create_database("kept").unwrap();
+    pg.create_database("skipped").unwrap();
+    let mut only = spec(&pg, "postgres", None);
+    only.databases = vec!["kept".into()];
+    let engine = engines::open(only).unwrap();
+    let run = engine.begin_backup().await.unwrap();
+    let parts: Vec<String> = run.parts().iter().map(|p| p.name.clone()).collect();
+    assert_eq!(parts, ["globals", "kept"]);
+    let mut left: Vec<String> = run.left_out().into_iter().map(|l| l.name).collect();
+    left.sort();
+    assert_eq!(left, ["postgres", "skipped", "template1"]);
+    assert!(run
+        .left_out()
+        .iter()
+        .all(|l| l.why.contains("not in the service's `databases`")));
+    run.close().await.unwrap();
+}

@@ -464,6 +464,7 @@ fn manifest_json(m: &Manifest) -> Value {
             "tables": p.tables.iter().map(|s| json!({"name": s.name, "rows": s.rows})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "not_in_backup": not_in_a_logical_backup(&m.engine),
+        "left_out": m.left_out.iter().map(|l| json!({"name": l.name, "why": l.why})).collect::<Vec<_>>(),
     })
 }
 
@@ -1253,6 +1254,12 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         }
                         if any {
                             println!("{t}");
+                        }
+                        if !m.left_out.is_empty() {
+                            println!("\nDatabases of the server this backup leaves out:");
+                            for l in &m.left_out {
+                                println!("  {}: {}", printable(&l.name), l.why);
+                            }
                         }
                         if let Some(note) = not_in_a_logical_backup(&m.engine) {
                             println!("\nNot in this backup: {note}");

@@ -127,6 +127,19 @@ pub struct Manifest {
     pub parts: Vec<Part>,
     #[prost(message, optional, tag = "7")]
     pub totals: Option<Totals>,
+    /// Databases of the server the backup does not hold, and why (a service configured with
+    /// a subset of its databases): `backup show` says so, so no database is left out silently.
+    #[prost(message, repeated, tag = "8")]
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A database a backup does not hold, and why.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeftOut {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub why: String,
 }
 
 impl Manifest {

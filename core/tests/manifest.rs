@@ -42,6 +42,7 @@ fn sample(keys: &strongbox_core::keys::ServiceKeys) -> Manifest {
             },
         ],
         totals: None,
+        left_out: vec![],
     }
 }
 

@@ -181,6 +181,11 @@ impl Dump {
 #[async_trait::async_trait]
 pub trait BackupRun: Send {
     fn parts(&self) -> &[PartPlan];
+    /// Databases of the server this run leaves out (the service's `databases` names a
+    /// subset), each with why.
+    fn left_out(&self) -> Vec<strongbox_core::manifest::LeftOut> {
+        Vec::new()
+    }
     /// Starts dumping one part (one of `parts()`); parts are dumped one after another.
     async fn dump(&mut self, part: &PartPlan) -> Result<Dump>;
     /// Ends the run (closes snapshot transactions, removes temporary copies).

@@ -83,6 +83,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use strongbox_core::manifest::LeftOut;
 
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -473,8 +474,9 @@ impl Engine for Mysql {
             .collect::<Result<_>>()?;
         let databases: Vec<String> = if self.spec.databases.is_empty() {
             existing
-                .into_iter()
+                .iter()
                 .filter(|d| !SYSTEM_DATABASES.contains(&d.as_str()))
+                .cloned()
                 .collect()
         } else {
             let missing: Vec<&String> = self
@@ -494,6 +496,15 @@ impl Engine for Mysql {
             }
             self.spec.databases.clone()
         };
+        // What a configured subset leaves out, and why, for `backup show`.
+        let left_out: Vec<LeftOut> = existing
+            .iter()
+            .filter(|d| !SYSTEM_DATABASES.contains(&d.as_str()) && !databases.contains(d))
+            .map(|d| LeftOut {
+                name: d.clone(),
+                why: "not in the service's `databases`".into(),
+            })
+            .collect();
         let mut parts = vec![PartPlan {
             name: "grants".into(),
             kind: PartKind::Globals,
@@ -508,6 +519,7 @@ impl Engine for Mysql {
             ep,
             tools: self.tools.clone(),
             parts,
+            left_out,
         }))
     }
 
@@ -523,12 +535,17 @@ struct MyBackup {
     ep: Endpoint,
     tools: MyTools,
     parts: Vec<PartPlan>,
+    left_out: Vec<LeftOut>,
 }
 
 #[async_trait::async_trait]
 impl BackupRun for MyBackup {
     fn parts(&self) -> &[PartPlan] {
         &self.parts
+    }
+
+    fn left_out(&self) -> Vec<LeftOut> {
+        self.left_out.clone()
     }
 
     async fn dump(&mut self, part: &PartPlan) -> Result<Dump> {

@@ -102,6 +102,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use strongbox_core::manifest::LeftOut;
 
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -761,7 +762,7 @@ impl Engine for Postgres {
                     not_utf8.join(", ")
                 )));
             }
-            existing
+            existing.clone()
         } else {
             let missing: Vec<&String> = self
                 .spec
@@ -780,6 +781,24 @@ impl Engine for Postgres {
             }
             self.spec.databases.clone()
         };
+        // What a configured subset leaves out, and why, for `backup show`.
+        let listed = |d: &String| databases.contains(d);
+        let mut left_out: Vec<LeftOut> = existing
+            .iter()
+            .filter(|d| !listed(d))
+            .map(|d| LeftOut {
+                name: d.clone(),
+                why: if fenced.contains(d) {
+                    "not in the service's `databases` (and it does not allow connections)".into()
+                } else {
+                    "not in the service's `databases`".into()
+                },
+            })
+            .collect();
+        left_out.extend(not_utf8.iter().map(|d| LeftOut {
+            name: d.clone(),
+            why: "its name is not UTF-8 (and it is not in the service's `databases`)".into(),
+        }));
         if !superuser {
             tracing::warn!(service = %self.spec.name, user = %ep.user, "not a superuser: role passwords are left out of the globals part");
         }
@@ -798,6 +817,7 @@ impl Engine for Postgres {
             tools: self.tools.clone(),
             parts,
             superuser,
+            left_out,
         }))
     }
 
@@ -814,12 +834,17 @@ struct PgBackup {
     tools: PgTools,
     parts: Vec<PartPlan>,
     superuser: bool,
+    left_out: Vec<LeftOut>,
 }
 
 #[async_trait::async_trait]
 impl BackupRun for PgBackup {
     fn parts(&self) -> &[PartPlan] {
         &self.parts
+    }
+
+    fn left_out(&self) -> Vec<LeftOut> {
+        self.left_out.clone()
     }
 
     async fn dump(&mut self, part: &PartPlan) -> Result<Dump> {

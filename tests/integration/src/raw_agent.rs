@@ -84,6 +84,7 @@ pub fn commit_request(keys: &ServiceKeys, job: &JobInfo, parts: &[&Sealed]) -> C
             tables: vec![],
         }],
         totals: None,
+        left_out: vec![],
     };
     let sealed = m.seal(keys).expect("seal the manifest");
     CommitBackupRequest {
