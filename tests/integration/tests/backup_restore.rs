@@ -430,6 +430,17 @@ mod postgres {
             "{shown}"
         );
         assert!(shown.contains("restored with errors"), "{shown}");
+        let (_, metrics) = strongbox_integration::cluster::http_get(
+            f.cluster.node(f.cluster.running_ids()[0]).http_addr,
+            "/metrics",
+        )
+        .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == r#"strongbox_restores{outcome="restored_with_errors"} 1"#),
+            "{metrics}"
+        );
 
         // Downloaded and loaded by the printed commands: everything but the view.
         let out = tempfile::tempdir().unwrap();
