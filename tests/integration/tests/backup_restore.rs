@@ -558,17 +558,8 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
         "SELECT COUNT(*) FROM mysql.user WHERE user = 'clerk'",
     ];
     let source: Vec<String> = checks.iter().map(|q| maria.query(q).unwrap()).collect();
-    let service = format!(
-        "[[service]]\nname = \"shop\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n",
-        maria.host(),
-        maria.port()
-    );
-    let _db = AgentProcess::start(&f.cluster, "db-1", false, &service, &f.key_file).unwrap();
-    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
-    f.wait_hosts(&["db-1", "spare-1"]).await;
-    let (job, backup) = f.backup("shop").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
-    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    let service = mariadb_service(&maria, "shop", "");
+    let (_agents, backup, rjob, result) = backup_then_restore(&f, &service, "shop").await;
     assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
     assert_eq!(result["verification"]["ok"], true, "{result}");
     let c = &result["connection"];
@@ -626,6 +617,42 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
     for (q, want) in checks.iter().zip(&source) {
         assert_eq!(fresh.query(q).unwrap().trim(), want.trim(), "{q}");
     }
+}
+
+/// The agent config of a MariaDB service `name` on `maria`, reached as root; `extra` is more
+/// TOML of the service (e.g. `databases = [...]`).
+fn mariadb_service(
+    maria: &strongbox_integration::mariadb::MariaDbServer,
+    name: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n{extra}",
+        maria.host(),
+        maria.port()
+    )
+}
+
+/// Starts db-1 with `service_toml` and the spare spare-1, backs `service` up (it must
+/// complete), and restores it onto the spare: the agents (keep them), the backup, the restore
+/// job and its result document.
+async fn backup_then_restore(
+    f: &strongbox_integration::fleet::Fleet,
+    service_toml: &str,
+    service: &str,
+) -> (
+    (AgentProcess, AgentProcess),
+    strongbox_proto::v1::BackupInfo,
+    strongbox_proto::v1::JobInfo,
+    serde_json::Value,
+) {
+    let db = AgentProcess::start(&f.cluster, "db-1", false, service_toml, &f.key_file).unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    f.wait_hosts(&["db-1", "spare-1"]).await;
+    let (job, backup) = f.backup(service).await;
+    assert_eq!(job.state, "completed", "{}", job.reason);
+    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    ((db, spare), backup, rjob, result)
 }
 
 /// A MariaDB server's content for comparing a copy with its source: every database (but the
@@ -757,17 +784,8 @@ async fn mariadb_history_cross_database_views_and_object_grants_restore_and_down
         "160"
     );
     let source = mariadb_content(&maria.client_args(), "");
-    let service = format!(
-        "[[service]]\nname = \"sales\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n",
-        maria.host(),
-        maria.port()
-    );
-    let _db = AgentProcess::start(&f.cluster, "db-1", false, &service, &f.key_file).unwrap();
-    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
-    f.wait_hosts(&["db-1", "spare-1"]).await;
-    let (job, backup) = f.backup("sales").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
-    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    let service = mariadb_service(&maria, "sales", "");
+    let (_agents, backup, rjob, result) = backup_then_restore(&f, &service, "sales").await;
     assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
     assert_eq!(result["verification"]["ok"], true, "{result}");
     let c = &result["connection"];
@@ -853,17 +871,8 @@ async fn mariadb_view_that_cannot_come_back_is_named_and_the_rest_restores() {
              INSERT INTO a_reports.runs SELECT seq FROM a_reports.seq_1_to_70;",
         )
         .unwrap();
-    let service = format!(
-        "[[service]]\nname = \"reports\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\ndatabases = [\"a_reports\"]\n",
-        maria.host(),
-        maria.port()
-    );
-    let _db = AgentProcess::start(&f.cluster, "db-1", false, &service, &f.key_file).unwrap();
-    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
-    f.wait_hosts(&["db-1", "spare-1"]).await;
-    let (job, backup) = f.backup("reports").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
-    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+    let service = mariadb_service(&maria, "reports", "databases = [\"a_reports\"]\n");
+    let (_agents, _backup, rjob, result) = backup_then_restore(&f, &service, "reports").await;
     assert_eq!(result["outcome"], "restored_with_errors", "{rjob:?}");
     let v = &result["verification"];
     assert_eq!(v["ok"], false, "{result}");
