@@ -217,8 +217,8 @@ pub fn final_backup_job(node: &NodeContext, service: &str) -> Result<Option<JobR
     if !node.catalog.effective_policy(service)?.keep_final {
         return Ok(None);
     }
-    let (host, engine) =
-        super::jobs::backup_host(&node.catalog.hosts()?, service, "").map_err(|e| {
+    let (host, engine) = super::jobs::backup_host(&node.catalog.hosts()?, service, "", now_ms())
+        .map_err(|e| {
             Status::failed_precondition(format!(
                 "the policy keeps a final backup, and it cannot be taken: {}; bring the primary \
                  back, or `strongbox policy set --service {service} --keep-final false` first",

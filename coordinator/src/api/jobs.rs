@@ -20,12 +20,27 @@ use crate::catalog::is_final;
 pub use crate::policy::plan::ALIVE_MS;
 
 /// The host that backs up `service`: `host` when given (it must carry the service), else the
-/// healthy primary (or standalone) member. Returns the host and the service's engine.
+/// healthy primary (or standalone) member; either way a host that reported within
+/// [`ALIVE_MS`] of `now_ms`: a job given to a silent host would wait for nobody. Returns the
+/// host and the service's engine.
 pub fn backup_host(
     hosts: &[HostRecord],
     service: &str,
     host: &str,
+    now_ms: u64,
 ) -> Result<(String, String), Status> {
+    let silent = |h: &HostRecord| {
+        let quiet = now_ms.saturating_sub(h.updated_unix_ms);
+        (quiet >= ALIVE_MS).then(|| {
+            Status::failed_precondition(format!(
+                "host {} carries {service:?} but has not reported for {} s (since {}): its agent \
+                 is down or cut off from this region; start it, or name another member with --host",
+                h.name,
+                quiet / 1000,
+                crate::policy::time::rfc3339(h.updated_unix_ms)
+            ))
+        })
+    };
     let members: Vec<(&HostRecord, &strongbox_proto::catalog::MemberRecord)> = hosts
         .iter()
         .flat_map(|h| h.members.iter().map(move |m| (h, m)))
@@ -49,24 +64,31 @@ pub fn backup_host(
         )));
     }
     if !host.is_empty() {
-        return members
+        let (h, m) = members
             .iter()
             .find(|(h, _)| h.name == host)
-            .map(|(h, m)| (h.name.clone(), m.engine.clone()))
             .ok_or_else(|| {
                 Status::not_found(format!("host {host:?} carries no member of {service:?}"))
-            });
+            })?;
+        return match silent(h) {
+            Some(refusal) => Err(refusal),
+            None => Ok((h.name.clone(), m.engine.clone())),
+        };
     }
-    members
+    let primaries: Vec<&(&HostRecord, &strongbox_proto::catalog::MemberRecord)> = members
         .iter()
         .filter(|(_, m)| m.healthy && (m.role == "primary" || m.role == "standalone"))
-        .max_by_key(|(h, _)| h.updated_unix_ms)
-        .map(|(h, m)| (h.name.clone(), m.engine.clone()))
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "{service:?} has no healthy primary right now; name a member with --host"
-            ))
-        })
+        .collect();
+    let newest = primaries.iter().max_by_key(|(h, _)| h.updated_unix_ms);
+    match newest {
+        Some((h, m)) => match silent(h) {
+            Some(refusal) => Err(refusal),
+            None => Ok((h.name.clone(), m.engine.clone())),
+        },
+        None => Err(Status::failed_precondition(format!(
+            "{service:?} has no healthy primary right now; name a member with --host"
+        ))),
+    }
 }
 
 /// The spare a restore goes to: `to_host` (it must be an approved spare), or the most recently
@@ -224,5 +246,52 @@ impl BackupScopes {
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<HashSet<ChunkId>>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongbox_proto::catalog::MemberRecord;
+
+    fn host(name: &str, role: &str, updated_unix_ms: u64) -> HostRecord {
+        HostRecord {
+            name: name.into(),
+            updated_unix_ms,
+            members: vec![MemberRecord {
+                service: "orders".into(),
+                engine: "postgres".into(),
+                role: role.into(),
+                healthy: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Issue 14, fault 4: a backup goes only to a member whose host reports; otherwise the
+    /// refusal names the silent host and since when.
+    #[test]
+    fn backups_go_only_to_hosts_that_report() {
+        let now = 10 * ALIVE_MS;
+        let hosts = [
+            host("db-1", "primary", now - 1_000),
+            host("db-2", "replica", now - 2 * ALIVE_MS),
+        ];
+        assert_eq!(backup_host(&hosts, "orders", "", now).unwrap().0, "db-1");
+        let s = backup_host(&hosts, "orders", "db-2", now).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            s.message().contains("db-2") && s.message().contains("has not reported for 360 s"),
+            "{}",
+            s.message()
+        );
+        let silent = [host("db-1", "primary", now - ALIVE_MS)];
+        let s = backup_host(&silent, "orders", "", now).unwrap_err();
+        assert!(
+            s.message().contains("db-1") && s.message().contains("since"),
+            "{}",
+            s.message()
+        );
     }
 }

@@ -456,7 +456,8 @@ impl OperatorService for OperatorApi {
             validate::name("host", &r.host)?;
         }
         self.node.read_barrier().await?;
-        let (host, engine) = backup_host(&self.node.catalog.hosts()?, &r.service, &r.host)?;
+        let (host, engine) =
+            backup_host(&self.node.catalog.hosts()?, &r.service, &r.host, now_ms())?;
         let job = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
             kind: "backup".into(),
@@ -557,7 +558,8 @@ impl OperatorApi {
         backup: strongbox_proto::catalog::BackupRecord,
         yes: bool,
     ) -> Result<Response<JobInfo>, Status> {
-        let (host, engine) = backup_host(&self.node.catalog.hosts()?, &backup.service, "")?;
+        let (host, engine) =
+            backup_host(&self.node.catalog.hosts()?, &backup.service, "", now_ms())?;
         if !yes {
             return Err(Status::failed_precondition(format!(
                 "an in-place restore replaces the live data of {} on host {host} with backup {} (taken {}); a pre-restore backup of the current data is taken first. Add --yes to go ahead, or restore onto a spare with --to-host or --to-region to look first",
