@@ -43,6 +43,9 @@ pub struct ChunkStore {
     bytes: AtomicU64,
     /// Durable writes go around the page cache (`O_DIRECT`) until the file system refuses it.
     direct: AtomicBool,
+    /// Whether writes are being refused for the disk reserve: the refusal is logged once when
+    /// an episode starts and once when it ends, not once a chunk.
+    refusing: AtomicBool,
 }
 
 /// What a read found.
@@ -93,6 +96,7 @@ impl ChunkStore {
             count: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             direct: AtomicBool::new(true),
+            refusing: AtomicBool::new(false),
         })
     }
 
@@ -144,11 +148,18 @@ impl ChunkStore {
             .map(|(_, sealed)| sealed.len() as u64 + SUM_LEN as u64 + 8192)
             .sum();
         if free < self.min_free.saturating_add(need) {
-            return Err(Error::DiskFull {
+            let e = Error::DiskFull {
                 node: self.node.clone(),
                 free,
                 reserve: self.min_free,
-            });
+            };
+            if !self.refusing.swap(true, Ordering::Relaxed) {
+                tracing::error!(node = %self.node, free, reserve = self.min_free, error = %e, "chunk writes refused: the disk reserve is reached (logged once until writes are taken again)");
+            }
+            return Err(e);
+        }
+        if self.refusing.swap(false, Ordering::Relaxed) {
+            tracing::warn!(node = %self.node, free, reserve = self.min_free, "chunk writes taken again: the disk has room above its reserve");
         }
         let mut dirs = std::collections::BTreeSet::new();
         let mut written = 0;

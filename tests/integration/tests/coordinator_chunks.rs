@@ -156,6 +156,21 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
             "nothing stored on node {n}"
         );
     }
+    // Refused again and again: each node logs the episode once, not once a chunk.
+    for _ in 0..5 {
+        ag.upload_chunk(upload(&job, &chunks[0].0, &chunks[0].1))
+            .await
+            .unwrap_err();
+    }
+    let refusals = |n: u64| {
+        c.node(n)
+            .log_text()
+            .matches("chunk writes refused: the disk reserve is reached")
+            .count()
+    };
+    for n in [2, 3] {
+        assert_eq!(refusals(n), 1, "node {n}:\n{}", c.node(n).log_text());
+    }
 
     // The catalog still takes writes through every node, and every node still answers.
     for n in [1, 2, 3] {
@@ -172,6 +187,11 @@ async fn a_full_disk_refuses_uploads_and_leaves_the_node_sound() {
         .await
         .expect("upload once node 3 has room");
     assert!(c.chunk_file(3, &chunks[1].0).is_file());
+    assert!(
+        c.node(3).log_text().contains("chunk writes taken again"),
+        "{}",
+        c.node(3).log_text()
+    );
     drop(c);
     drop(mounts);
 }
