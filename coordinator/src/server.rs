@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: Arc::default(),
         scopes: Default::default(),
         sessions: Default::default(),
+        stopping: tokio::sync::watch::Sender::new(false),
     });
 
     tokio::spawn(crate::chunks::maintain::run(
@@ -162,10 +163,28 @@ pub async fn run(config: Config) -> Result<()> {
             source: e,
         })?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // On SIGTERM: stop taking calls, end agent sessions (their agents go to another node),
+    // and stop within STOP_GRACE whatever calls are still open, so a restart right after
+    // finds the catalog's files free.
+    let stopping = ctx.stopping.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: ending agent sessions and open calls");
+        stopping.send_replace(true);
+    };
+    let mut stopped = ctx.stopping.subscribe();
+    let grace_over = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
     tokio::select! {
-        r = server.serve_with_incoming_shutdown(incoming, shutdown_signal()) => {
+        r = server.serve_with_incoming_shutdown(incoming, signal) => {
             r.map_err(|e| Error::Transport(e.to_string()))?;
             tracing::info!("stopped");
+            Ok(())
+        }
+        _ = grace_over => {
+            tracing::warn!(grace = ?STOP_GRACE, "stopped with calls still open after the grace period");
             Ok(())
         }
         why = raft_failed => {
@@ -174,6 +193,9 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
 }
+
+/// How long a stopping node waits for open calls before it stops anyway.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -173,6 +173,7 @@ pub async fn run(
     let mut refused = 0u64;
     let mut sent: HashSet<String> = HashSet::new();
     let mut status = node.raft.subscribe();
+    let mut stopping = node.stopping.subscribe();
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -206,6 +207,19 @@ pub async fn run(
                 if changed.is_err() {
                     break; // the node is stopping
                 }
+            }
+            changed = stopping.changed() => {
+                let stop = changed.is_err() || *stopping.borrow_and_update();
+                if !stop {
+                    continue;
+                }
+                let _ = tx
+                    .send(Err(Status::unavailable(format!(
+                        "node {} is stopping: reconnect to another node of the region",
+                        node.name
+                    ))))
+                    .await;
+                break;
             }
             _ = poll.tick() => {}
             _ = tx.closed() => break,

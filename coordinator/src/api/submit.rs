@@ -34,6 +34,9 @@ pub struct NodeContext {
     pub scopes: super::jobs::BackupScopes,
     /// The agent sessions open on this node, by host.
     pub sessions: super::session::Sessions,
+    /// Set once the node stops (SIGTERM): sessions end, telling their agents to go to
+    /// another node, so a stop never waits for them.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl NodeContext {

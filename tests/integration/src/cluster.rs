@@ -320,13 +320,15 @@ impl Cluster {
     }
 
     /// Stops node `id` gracefully.
-    pub fn stop_node(&mut self, id: u64) -> Result<()> {
+    /// Returns how it ended (`None` if it was not running): a node that had to be killed
+    /// after the grace period ended by SIGKILL.
+    pub fn stop_node(&mut self, id: u64) -> Result<Option<std::process::ExitStatus>> {
         if let Some(node) = self.nodes.get_mut(&id) {
             if let Some(mut p) = node.process.take() {
-                p.stop()?;
+                return p.stop();
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     pub fn node(&self, id: u64) -> &NodeProcess {

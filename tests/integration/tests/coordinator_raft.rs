@@ -288,3 +288,63 @@ async fn nodes_join_and_leave_a_running_cluster() {
         expected(&["early", "late"])
     );
 }
+
+/// Issue 14, fault 2: SIGTERM stops a node within a few seconds even with agent sessions
+/// open (they are told to go to another node), and a restart right after finds its files
+/// free and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_node_with_agent_sessions_at_once_and_it_restarts() {
+    use std::os::unix::process::ExitStatusExt;
+    install_crypto_provider();
+    let mut c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    agreed_leader(&c, &[1, 2, 3], &viewer).await;
+    eventually("three voters", || async {
+        status(&c, 1, &viewer)
+            .await
+            .filter(|s| s.nodes.iter().filter(|n| n.voter).count() == 3)
+    })
+    .await;
+    // Two agents hold sessions on node 1.
+    let mut sessions = Vec::new();
+    for host in ["db-1", "db-2"] {
+        register(&c, 1, host).await.unwrap();
+        let tls = c.pki.issue(Role::Agent, host, &[]).unwrap();
+        let mut ag = AgentServiceClient::new(c.channel(1, &tls).unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let inbound = ag
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("a session")
+            .into_inner();
+        sessions.push((tx, inbound));
+    }
+
+    let asked = Instant::now();
+    let exit = c.stop_node(1).unwrap().expect("node 1 was running");
+    let took = asked.elapsed();
+    eprintln!("node 1 stopped {took:?} after SIGTERM: {exit:?}");
+    assert_eq!(exit.signal(), None, "node 1 had to be killed: {exit:?}");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "node 1 took {took:?} to stop"
+    );
+    // The agents were told to go elsewhere.
+    for (_tx, inbound) in &mut sessions {
+        let end = inbound.message().await;
+        assert!(
+            matches!(&end, Err(s) if s.message().contains("stopping")) || matches!(end, Ok(None)),
+            "{end:?}"
+        );
+    }
+
+    c.start_node(1).unwrap();
+    eventually("node 1 back, with the region's hosts", || async {
+        hosts(&c, 1, &viewer)
+            .await
+            .ok()
+            .filter(|h| *h == expected(&["db-1", "db-2"]))
+    })
+    .await;
+}
