@@ -1699,14 +1699,18 @@ mod tests {
         assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
     }
 
-    #[test]
-    fn plan_makes_names_unique() {
-        let part = |name: &str, kind: PartKind| Part {
+    /// An empty part of a manifest, for download plans.
+    fn part(name: &str, kind: PartKind) -> Part {
+        Part {
             name: name.into(),
             kind: kind as i32,
             chunks: vec![],
             tables: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn plan_makes_names_unique() {
         let m = Manifest {
             engine: "postgres".into(),
             parts: vec![
@@ -1725,12 +1729,6 @@ mod tests {
 
     #[test]
     fn mariadb_views_files_are_planned_unique_and_split_by_statements() {
-        let part = |name: &str, kind: PartKind| Part {
-            name: name.into(),
-            kind: kind as i32,
-            chunks: vec![],
-            tables: vec![],
-        };
         let m = Manifest {
             engine: "mysql".into(),
             parts: vec![

@@ -957,20 +957,18 @@ mod tests {
         })
     }
 
+    /// db-1 registers as the primary of orders (bound on first use) at entry `index`.
+    fn db1_serves_orders(c: &Catalog, index: u64, at: u64) {
+        let op = register("db-1", false, vec![member("orders", "primary")]);
+        applied(c, index, &cmd(&format!("r{index}"), at, op));
+    }
+
     #[test]
     fn a_host_serves_only_what_it_is_bound_to() {
         let (_dir, c) = catalog();
         let t0 = 1_000_000;
         // The first host of a new service is bound to it.
-        applied(
-            &c,
-            1,
-            &cmd(
-                "r1",
-                t0,
-                register("db-1", false, vec![member("orders", "primary")]),
-            ),
-        );
+        db1_serves_orders(&c, 1, t0);
         let db1 = c.host("db-1").unwrap().unwrap();
         assert_eq!(db1.bound_services, vec!["orders".to_string()]);
         assert_eq!(c.service("orders").unwrap().unwrap().primary_host, "db-1");
@@ -1029,15 +1027,7 @@ mod tests {
         assert!(rogue.members.is_empty() && rogue.pending_members.len() == 1);
         assert_eq!(c.service("orders").unwrap().unwrap().primary_host, "");
         // An in-place restore needs a bound member on its host.
-        applied(
-            &c,
-            7,
-            &cmd(
-                "r7",
-                t0 + 6,
-                register("db-1", false, vec![member("orders", "primary")]),
-            ),
-        );
+        db1_serves_orders(&c, 7, t0 + 6);
         applied(&c, 8, &cmd("r8", t0 + 7, backup_job("j1", "b1")));
         let commit = commit("j1", "b1", "b1");
         applied(&c, 9, &cmd("r9", t0 + 8, commit));
@@ -1060,15 +1050,7 @@ mod tests {
     fn a_host_is_a_spare_only_when_it_asks_and_an_operator_approved() {
         let (_dir, c) = catalog();
         let t0 = 1_000_000;
-        applied(
-            &c,
-            1,
-            &cmd(
-                "r1",
-                t0,
-                register("db-1", false, vec![member("orders", "primary")]),
-            ),
-        );
+        db1_serves_orders(&c, 1, t0);
         applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
         let commit = commit("j1", "b1", "b1");
         applied(&c, 3, &cmd("r3", t0, commit));
@@ -1160,15 +1142,7 @@ mod tests {
     fn a_manifest_commits_once() {
         let (_dir, c) = catalog();
         let t0 = 1_000_000;
-        applied(
-            &c,
-            1,
-            &cmd(
-                "r1",
-                t0,
-                register("db-1", false, vec![member("orders", "primary")]),
-            ),
-        );
+        db1_serves_orders(&c, 1, t0);
         applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
         applied(&c, 3, &cmd("r3", t0, commit("j1", "b1", "b1")));
         // A retry of the same commit is fine; the old manifest for a new backup is not.
@@ -1226,15 +1200,7 @@ mod tests {
     fn job_indexes_follow_every_state_change() {
         let (_dir, c) = catalog();
         let t0 = 1_000_000;
-        applied(
-            &c,
-            1,
-            &cmd(
-                "r1",
-                t0,
-                register("db-1", false, vec![member("orders", "primary")]),
-            ),
-        );
+        db1_serves_orders(&c, 1, t0);
         // Many finished jobs of other services: none is in an index.
         for i in 0..50u64 {
             let mut job = backup_job(&format!("old-{i}"), &format!("bo-{i}"));

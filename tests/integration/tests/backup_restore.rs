@@ -232,14 +232,8 @@ mod postgres {
             .iter()
             .map(|(db, sql)| pg.psql(db, sql).unwrap())
             .collect();
-        let _db =
-            AgentProcess::start(&f.cluster, "db-1", false, &pg_service(&pg), &f.key_file).unwrap();
-        let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
-        f.wait_hosts(&["db-1", "spare-1"]).await;
-
-        let (job, backup) = f.backup("orders").await;
-        assert_eq!(job.state, "completed", "{}", job.reason);
-        let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+        let (_agents, backup, rjob, result) =
+            super::backup_then_restore(&f, &pg_service(&pg), "orders").await;
         assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
         assert_eq!(result["verification"]["ok"], true, "{result}");
         assert!(
@@ -374,14 +368,8 @@ mod postgres {
              CREATE TABLE later (x int); INSERT INTO later VALUES (1), (2), (3);",
         )
         .unwrap();
-        let _db =
-            AgentProcess::start(&f.cluster, "db-1", false, &pg_service(&pg), &f.key_file).unwrap();
-        let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
-        f.wait_hosts(&["db-1", "spare-1"]).await;
-        let (job, backup) = f.backup("orders").await;
-        assert_eq!(job.state, "completed", "{}", job.reason);
-
-        let (rjob, result) = f.restore(&backup.id, "spare-1").await;
+        let (_agents, backup, rjob, result) =
+            super::backup_then_restore(&f, &pg_service(&pg), "orders").await;
         assert_eq!(
             rjob.state, "failed",
             "a restore with errors counts as failed"
