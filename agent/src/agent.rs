@@ -7,6 +7,12 @@
 //! old, so no outcome is lost with a broken session. At start the data root is made ready
 //! for restores, private (`restore::prepare_root`), and restores an earlier version left open
 //! to other users are named in a warning.
+//!
+//! On SIGTERM ([`Agent::stop`]) every running job is aborted (its child processes are
+//! `kill_on_drop`, so they die with it) and reported failed as interrupted, so the coordinator
+//! can retry it at once instead of waiting for the agent to come back (issue 14, fault 2); the
+//! session then delivers those reports before the process ends. A restore interrupted this way
+//! may leave the server it was making, or an in-place target part loaded: its report says so.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,7 +22,7 @@ use std::time::{Duration, Instant};
 use strongbox_core::connect::Coordinators;
 use strongbox_core::keys::Keyring;
 use strongbox_proto::v1::{Job, JobReport, Member};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::engines::{self, Engine};
@@ -33,6 +39,10 @@ pub struct Agent {
     reports: mpsc::UnboundedSender<JobReport>,
     started: Mutex<HashSet<String>>,
     finals: Mutex<Vec<(Instant, JobReport)>>,
+    /// Jobs running now, to abort on a stop.
+    running: Mutex<HashMap<String, (Job, tokio::task::AbortHandle)>>,
+    /// Set once the agent stops: the session delivers what is queued and ends.
+    stopping: watch::Sender<bool>,
 }
 
 /// Makes the data root ready for restores and warns about restores left open to other users.
@@ -80,6 +90,8 @@ impl Agent {
                 reports: tx,
                 started: Mutex::default(),
                 finals: Mutex::default(),
+                running: Mutex::default(),
+                stopping: watch::Sender::new(false),
             }),
             rx,
         ))
@@ -144,12 +156,49 @@ impl Agent {
         finals.iter().map(|(_, r)| r.clone()).collect()
     }
 
+    /// Whether the agent is stopping (see [`Agent::stop`]).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Stops the agent: every running job is aborted and reported failed as interrupted (the
+    /// reports queued for the session), then the session is told to deliver them and end.
+    /// Returns how many jobs were interrupted.
+    pub fn stop(&self) -> usize {
+        let running: Vec<(Job, tokio::task::AbortHandle)> =
+            lock(&self.running).drain().map(|(_, v)| v).collect();
+        for (job, task) in &running {
+            task.abort();
+            tracing::warn!(job = %job.job_id, kind = %job.kind, service = %job.service, "job interrupted: the agent is stopping");
+            let mut reason = format!(
+                "interrupted: the agent of host {} stopped while the {} ran; start it again",
+                self.config.host, job.kind
+            );
+            if job.kind == "restore" {
+                reason.push_str(if job.in_place {
+                    " (the target server may be part loaded: restore it again before using it)"
+                } else {
+                    " (a server it was making may be left under the data root)"
+                });
+            }
+            self.report_final(JobReport {
+                job_id: job.job_id.clone(),
+                state: "failed".into(),
+                reason,
+                ..Default::default()
+            });
+        }
+        self.stopping.send_replace(true);
+        running.len()
+    }
+
     /// Starts `job` unless this process started it before.
     pub fn start_job(self: &Arc<Self>, job: Job) {
-        if !lock(&self.started).insert(job.job_id.clone()) {
+        if *self.stopping.borrow() || !lock(&self.started).insert(job.job_id.clone()) {
             return;
         }
         let agent = self.clone();
+        let record = job.clone();
         let span = tracing::info_span!("job", job = %job.job_id, kind = %job.kind, service = %job.service, backup = %job.backup_id);
         let work = async move {
             tracing::info!("job started");
@@ -192,6 +241,16 @@ impl Agent {
                 ..Default::default()
             });
         };
-        tokio::spawn(tracing::Instrument::instrument(work, span));
+        let agent = self.clone();
+        let id = record.job_id.clone();
+        let work = async move {
+            work.await;
+            lock(&agent.running).remove(&id);
+        };
+        // The map is held while the task starts, so the task's own removal comes after this
+        // insert.
+        let mut running = lock(&self.running);
+        let task = tokio::spawn(tracing::Instrument::instrument(work, span));
+        running.insert(record.job_id.clone(), (record, task.abort_handle()));
     }
 }

@@ -112,9 +112,11 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
         state: "running".into(),
         ..Default::default()
     });
+    // Progress every 2 s while the dump runs; the loop ends with this job, even when the job
+    // is aborted (the agent stopping).
     let reporter = {
         let (agent, job_id, progress) = (agent.clone(), job.job_id.clone(), progress.clone());
-        tokio::spawn(async move {
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             tick.tick().await;
             loop {
@@ -126,10 +128,10 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
                     ..Default::default()
                 });
             }
-        })
+        }))
     };
     let result = dump_and_upload(&pipe, engine).await;
-    reporter.abort();
+    drop(reporter);
     let (parts, left_out) = result?;
 
     let mut manifest = Manifest {

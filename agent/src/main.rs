@@ -43,9 +43,18 @@ fn main() -> anyhow::Result<()> {
             services = agent.engines.len(),
             "agent starting"
         );
+        let mut session = tokio::spawn(session::run(agent.clone(), reports));
         tokio::select! {
-            _ = session::run(agent.clone(), reports) => {}
-            _ = shutdown_signal() => tracing::info!("stopping"),
+            _ = &mut session => {}
+            _ = shutdown_signal() => {
+                let interrupted = agent.stop();
+                tracing::info!(interrupted, "stopping: running jobs reported as interrupted");
+                // The session delivers those reports, then ends (bounded by its flush time).
+                let limit = session::FLUSH + std::time::Duration::from_secs(1);
+                if tokio::time::timeout(limit, session).await.is_err() {
+                    tracing::warn!("stopped before the region confirmed the interrupted jobs; they fail when the agent's grace period ends");
+                }
+            }
         }
         Ok::<(), anyhow::Error>(())
     })

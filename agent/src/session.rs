@@ -4,7 +4,10 @@
 //! Invariants: the agent always tries to be connected (backoff capped at 5 s); a new session
 //! first registers (so the coordinator knows the host and its members) and sends again the
 //! recent final job reports; jobs are started through `Agent::start_job`, which ignores a job
-//! this process already started, so a reconnect neither loses nor repeats a job.
+//! this process already started, so a reconnect neither loses nor repeats a job. When the
+//! agent stops, the open session sends the reports queued so far (the interrupted jobs'),
+//! closes its side, and waits (at most [`FLUSH`]) for the node to end the stream, which it does
+//! once those reports are proposed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +22,17 @@ use crate::backup::{client, now_ms};
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Keeps a session up until the process ends.
+/// How long a stopping agent waits for the node to take its last reports.
+pub const FLUSH: Duration = Duration::from_secs(5);
+
+/// Keeps a session up until the agent stops (then delivers its last reports and returns).
 pub async fn run(agent: Arc<Agent>, mut reports: mpsc::UnboundedReceiver<JobReport>) {
     let mut failures = 0u32;
+    let stopping = agent.stopping();
     loop {
+        if *stopping.borrow() {
+            return;
+        }
         let (i, address, _) = agent.coordinators.current();
         let address = address.to_string();
         match session(&agent, &mut reports).await {
@@ -81,8 +91,28 @@ async fn session(
     tracing::info!(coordinator = %address, host = %agent.config.host, "session open");
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.tick().await;
+    let mut stopping = agent.stopping();
     loop {
         tokio::select! {
+            () = async {
+                let _ = stopping.wait_for(|s| *s).await;
+            } => {
+                while let Ok(r) = reports.try_recv() {
+                    if tx.send(report(r)).await.is_err() {
+                        return Err("the session closed before the last reports went".into());
+                    }
+                }
+                drop(tx);
+                // The node ends the stream once it has proposed what it took.
+                let drained = tokio::time::timeout(FLUSH, async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
+                if drained.is_err() {
+                    tracing::warn!(coordinator = %address, "the node did not confirm the last reports in time");
+                }
+                return Ok(());
+            }
             m = inbound.message() => match m {
                 Ok(Some(msg)) => {
                     if let Some(coordinator_message::Body::Job(job)) = msg.body {

@@ -123,10 +123,14 @@ pub async fn connect(tls: &TlsFiles, address: &str) -> anyhow::Result<Channel> {
         .tls_config(tls.client_config(host)?)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {address} (is it running, and is its certificate from your CA?)"))
+    endpoint.connect().await.map_err(|e| {
+        match strongbox_core::connect::tls_failure_in(&e) {
+            Some(why) => anyhow::anyhow!("the TLS handshake with {address} failed: {why}"),
+            None => anyhow::Error::new(e).context(format!(
+                "cannot reach the coordinator at {address} (is it running, and is its certificate from your CA?)"
+            )),
+        }
+    })
 }
 
 /// A channel to the first coordinator that answers.
@@ -144,6 +148,9 @@ pub async fn any(args: &ConnectArgs) -> anyhow::Result<Channel> {
 
 /// Turns a gRPC error into a message for people.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    if let Some(why) = strongbox_core::connect::tls_failure(&s) {
+        return anyhow::anyhow!("the TLS handshake failed: {why}");
+    }
     match s.code() {
         tonic::Code::PermissionDenied => anyhow::anyhow!(
             "permission denied: {} (use a certificate with the operator role for changes)",

@@ -50,6 +50,10 @@ pub struct Args {
     /// Chunks no backup uses are deleted once older than this (must exceed the longest backup).
     #[arg(long, env = "STRONGBOX_GC_GRACE", value_parser = humantime::parse_duration)]
     pub gc_grace: Option<std::time::Duration>,
+    /// How long an agent whose session ended (killed, its host down) has to come back before
+    /// its open jobs fail as abandoned and can be retried. Default 30s.
+    #[arg(long, env = "STRONGBOX_AGENT_GRACE", value_parser = humantime::parse_duration)]
+    pub agent_grace: Option<std::time::Duration>,
     /// Refuse chunk uploads when the data dir's disk would have less than this many bytes
     /// free (room kept for the Raft log and the catalog). Default 256 MiB.
     #[arg(long, env = "STRONGBOX_MIN_FREE_BYTES")]
@@ -91,6 +95,8 @@ struct FileConfig {
     gc_grace: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde")]
     controller_interval: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    agent_grace: Option<std::time::Duration>,
     schedule_backups: Option<bool>,
     min_free_bytes: Option<u64>,
     #[serde(default)]
@@ -112,6 +118,7 @@ pub struct Config {
     pub compact_after: u64,
     pub maintenance_interval: std::time::Duration,
     pub gc_grace: std::time::Duration,
+    pub agent_grace: std::time::Duration,
     pub controller_interval: std::time::Duration,
     pub schedule_backups: bool,
     pub min_free_bytes: u64,
@@ -199,6 +206,10 @@ impl Config {
                 .gc_grace
                 .or(file.gc_grace)
                 .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
+            agent_grace: args
+                .agent_grace
+                .or(file.agent_grace)
+                .unwrap_or(std::time::Duration::from_secs(30)),
             min_free_bytes: args
                 .min_free_bytes
                 .or(file.min_free_bytes)

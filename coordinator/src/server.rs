@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> Result<()> {
         scopes: Default::default(),
         sessions: Default::default(),
         stopping: tokio::sync::watch::Sender::new(false),
+        agent_grace: config.agent_grace,
     });
 
     tokio::spawn(crate::chunks::maintain::run(

@@ -4,7 +4,9 @@
 //! Invariants: every channel is mutual TLS with the fleet CA, and checks the node's
 //! certificate against the host part of its address; only failures that say nothing reached
 //! the service (unavailable, cancelled, timed out) are retried elsewhere, so a call that the
-//! service refused is never repeated; retries stop at the deadline with the last error.
+//! service refused is never repeated; retries stop at the deadline with the last error, or
+//! as soon as every node failed the TLS handshake (a certificate problem does not heal by
+//! waiting), with what the handshake said ([`tls_failure`]) instead of "transport error".
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +50,65 @@ pub fn is_retryable(s: &Status) -> bool {
         s.code(),
         Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded
     ) || (s.code() == Code::Unknown && s.message().contains("transport"))
+}
+
+/// What a failed TLS handshake says, found in a failed call's error chain: a node certificate
+/// this process refuses (expired, signed by another CA, not naming the address), or an alert
+/// the node sent about this process's certificate. `None` when the failure was not TLS.
+pub fn tls_failure(s: &Status) -> Option<String> {
+    std::error::Error::source(s).and_then(tls_failure_in)
+}
+
+/// As [`tls_failure`], for any error and its sources (a failed connect, say).
+pub fn tls_failure_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return Some(describe_tls(tls));
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            format!("the node's certificate expired ({e}): the node needs a new one")
+        }
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            format!("the node's certificate is not valid yet ({e}): check both machines' clocks")
+        }
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
+            "the node's certificate is not signed by this fleet's CA ({e}): check the CA file"
+        ),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => format!(
+            "the node's certificate does not name the address dialed ({e}): dial the name or \
+             address its certificate was issued for"
+        ),
+        E::AlertReceived(A::CertificateExpired) => {
+            "the node refused this certificate: it expired; issue a new one".into()
+        }
+        E::AlertReceived(
+            a @ (A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied
+            | A::CertificateRequired),
+        ) => format!(
+            "the node refused this certificate ({a:?}): is it issued by this region's fleet CA, \
+             and not expired?"
+        ),
+        other => format!("TLS: {other}"),
+    }
 }
 
 impl Coordinators {
@@ -95,11 +156,28 @@ impl Coordinators {
     {
         let start = Instant::now();
         let mut attempt = 0usize;
+        let mut handshakes_failed = std::collections::BTreeSet::new();
         loop {
             let (i, address, channel) = self.current();
             match call(channel).await {
                 Ok(v) => return Ok(v),
-                Err(s) if is_retryable(&s) && start.elapsed() < self.deadline => {
+                Err(s) if is_retryable(&s) => {
+                    if let Some(why) = tls_failure(&s) {
+                        tracing::debug!(what, node = address, why, "TLS handshake failed");
+                        handshakes_failed.insert(i);
+                        if handshakes_failed.len() == self.channels.len()
+                            || start.elapsed() >= self.deadline
+                        {
+                            return Err(Status::unauthenticated(format!(
+                                "the TLS handshake with {address} failed: {why}"
+                            )));
+                        }
+                        self.rotate(i);
+                        continue;
+                    }
+                    if start.elapsed() >= self.deadline {
+                        return Err(s);
+                    }
                     tracing::debug!(what, node = address, error = %s.message(), "retrying on another coordinator");
                     self.rotate(i);
                     attempt += 1;

@@ -282,6 +282,47 @@ pub fn identity_from_der(der: &[u8]) -> Result<Identity> {
     })
 }
 
+/// When the first certificate of a PEM text is valid.
+pub fn validity_from_pem(pem: &str) -> Result<Validity> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| Error::Certificate(format!("not PEM: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&p.contents)
+        .map_err(|e| Error::Certificate(format!("does not parse: {e}")))?;
+    let v = cert.validity();
+    Ok(Validity {
+        not_before: v.not_before.to_datetime(),
+        not_after: v.not_after.to_datetime(),
+    })
+}
+
+/// Why a certificate valid over `validity` is not valid at `now`, if it is not: it expired
+/// (and when, and how long ago), or is not valid yet. A peer checks the same window (RFC 5280,
+/// 4.1.2.5) and refuses the handshake without saying why, so processes check their own
+/// certificates before they connect.
+pub fn outside_validity(validity: &Validity, now: OffsetDateTime) -> Option<String> {
+    let ago = |d: Duration| crate::durations::format(d.whole_seconds().unsigned_abs() * 1000);
+    let at = |t: OffsetDateTime| {
+        t.to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.to_string())
+    };
+    if now > validity.not_after {
+        Some(format!(
+            "expired at {} ({} ago)",
+            at(validity.not_after),
+            ago(now - validity.not_after)
+        ))
+    } else if now < validity.not_before {
+        Some(format!(
+            "is not valid until {} (in {}; is this machine's clock right?)",
+            at(validity.not_before),
+            ago(validity.not_before - now)
+        ))
+    } else {
+        None
+    }
+}
+
 /// Reads the identity from a PEM certificate (the first in the text).
 pub fn identity_from_pem(pem: &str) -> Result<Identity> {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())

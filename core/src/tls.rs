@@ -4,7 +4,8 @@
 //! Invariants: rustls runs with the `ring` provider only, installed by [`install_crypto_provider`]
 //! at the start of every binary; a server built here requires a client certificate signed by
 //! the fleet CA (no certificate, another CA or an expired one fail at the handshake); a handler
-//! learns who called only from the verified peer certificate.
+//! learns who called only from the verified peer certificate; a process never presents a
+//! certificate outside its validity window (loading refuses it, saying when it expired).
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,39 @@ impl TlsFiles {
         let cert_text = String::from_utf8_lossy(&cert);
         let me = pki::identity_from_pem(&cert_text)
             .map_err(|e| Error::Tls(format!("{}: {e}", self.cert.display())))?;
+        // Peers refuse a certificate outside its validity with a bare handshake failure:
+        // say it here, with the date and what to do.
+        let now = time::OffsetDateTime::now_utc();
+        for (path, text, whose) in [
+            (
+                &self.cert,
+                cert_text.as_ref(),
+                format!("the certificate of {me}"),
+            ),
+            (
+                &self.ca,
+                String::from_utf8_lossy(&ca).as_ref(),
+                "the fleet CA certificate".to_string(),
+            ),
+        ] {
+            let validity = pki::validity_from_pem(text)
+                .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+            if let Some(why) = pki::outside_validity(&validity, now) {
+                return Err(Error::Tls(format!(
+                    "{whose} ({}) {why}: no coordinator will accept it; issue a new one (`strongbox pki issue`, or the deployment's certificate role) and point the configuration at it",
+                    path.display()
+                )));
+            }
+        }
+        // A certificate of another CA is refused by the peer after the handshake, seen here
+        // as a broken pipe: check the chain as a peer will, with rustls's own verifier.
+        if let Err(why) = verify_chain(&ca, &cert) {
+            return Err(Error::Tls(format!(
+                "the certificate of {me} ({}) is not accepted by the fleet CA {}: {why}; use a certificate issued by this fleet's CA, or the CA file it came with",
+                self.cert.display(),
+                self.ca.display()
+            )));
+        }
         Ok((
             Certificate::from_pem(ca),
             TlsIdentity::from_pem(cert, key),
@@ -88,6 +122,39 @@ impl TlsFiles {
             .identity(id)
             .domain_name(server_name.to_string()))
     }
+}
+
+/// Checks `cert_pem` (a leaf and any intermediates) against the CA in `ca_pem` as a server
+/// checks a client certificate (rustls's WebPKI verifier, RFC 5280 path validation).
+fn verify_chain(ca_pem: &[u8], cert_pem: &[u8]) -> std::result::Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+        let ca = ca.map_err(|e| format!("the CA file: {e}"))?;
+        roots.add(ca).map_err(|e| format!("the CA file: {e}"))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate file: {e}"))?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or("the certificate file holds no certificate")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+            ) => "it was issued by another CA".to_string(),
+            other => other.to_string(),
+        })
 }
 
 /// Who is calling, from the verified peer certificate of the request's connection.

@@ -332,9 +332,22 @@ async fn foreign_expired_or_missing_client_certificates_fail_the_handshake() {
     let foreign_tls = foreign.client_config("127.0.0.1").unwrap().ca_certificate(
         tonic::transport::Certificate::from_pem(std::fs::read(&server.ca).unwrap()),
     );
+    // Our own clients refuse to present an expired certificate, saying when it expired...
+    let refused = expired.client_config("127.0.0.1").unwrap_err().to_string();
+    assert!(refused.contains("expired at"), "{refused}");
+    // ... and the server refuses one presented anyway, as an attacker's client would.
+    let expired_raw = ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(&expired.ca).unwrap(),
+        ))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&expired.cert).unwrap(),
+            std::fs::read(&expired.key).unwrap(),
+        ))
+        .domain_name("127.0.0.1");
     for (what, tls) in [
         ("foreign CA", foreign_tls),
-        ("expired", expired.client_config("127.0.0.1").unwrap()),
+        ("expired", expired_raw),
         ("no certificate", no_cert),
     ] {
         let err = call(addr, tls).await.expect_err(what);

@@ -7,6 +7,12 @@
 //! catalog only when the host's members changed or its last write is older than a minute
 //! (liveness for spare choice), so a quiet fleet does not flood the Raft log.
 //!
+//! A session is recorded in the catalog when it opens (`HostSession`, the host's newest
+//! session). When it ends because the agent went away (not because this node stops), the node
+//! waits `agent_grace`; if the agent has not opened a newer session by then and the host has
+//! open jobs, it proposes the end, and the catalog fails those jobs as abandoned, so they can
+//! be retried without waiting [`crate::catalog::ABANDONED_MS`] (issue 14, fault 3).
+//!
 //! Reports are checked before anything is proposed: bounded fields ([`validate::report`]),
 //! and a job that exists, is this host's, and is neither finished nor waiting. Accepted reports
 //! are merged per job and proposed one at a time by the session's one reporter task, so a flood
@@ -17,8 +23,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strongbox_core::pki::Identity;
-use strongbox_proto::catalog::{command::Op, RegisterHost, UpdateJob};
+use strongbox_core::pki::{Identity, Role};
+use strongbox_proto::catalog::{command::Op, HostSession, RegisterHost, UpdateJob};
 use strongbox_proto::v1::{
     agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Job, JobReport,
 };
@@ -164,7 +170,22 @@ pub async fn run(
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
 ) {
     let host = who.name.clone();
-    tracing::info!(host = %host, "agent session opened");
+    let session_id = uuid::Uuid::now_v7().to_string();
+    tracing::info!(host = %host, session = %session_id, "agent session opened");
+    let recorded = match node
+        .apply(
+            &who,
+            Op::HostSession(session_op(&node, &host, &session_id, true)),
+        )
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(host = %host, error = %e.message(), "could not record the session; its end will not fail the host's jobs");
+            false
+        }
+    };
+    let mut node_stopping = false;
     let reporter = Arc::new(Reporter {
         pending: Mutex::default(),
         wake: Notify::new(),
@@ -205,7 +226,8 @@ pub async fn run(
             },
             changed = status.changed() => {
                 if changed.is_err() {
-                    break; // the node is stopping
+                    node_stopping = true;
+                    break;
                 }
             }
             changed = stopping.changed() => {
@@ -219,6 +241,7 @@ pub async fn run(
                         node.name
                     ))))
                     .await;
+                node_stopping = true;
                 break;
             }
             _ = poll.tick() => {}
@@ -269,7 +292,67 @@ pub async fn run(
     reporter.close();
     let _ = reporting.await;
     drop(slot);
-    tracing::info!(host = %host, refused, "agent session closed");
+    tracing::info!(host = %host, session = %session_id, refused, "agent session closed");
+    if recorded && !node_stopping {
+        tokio::spawn(end_after_grace(node, host, session_id));
+    }
+}
+
+fn session_op(node: &NodeContext, host: &str, session_id: &str, open: bool) -> HostSession {
+    HostSession {
+        host: host.to_string(),
+        session_id: session_id.to_string(),
+        open,
+        node: node.name.clone(),
+        grace_ms: node.agent_grace.as_millis() as u64,
+    }
+}
+
+/// After the grace period, proposes the end of a session whose agent went away, if the host
+/// has open jobs and the node is not stopping; the catalog refuses it when the agent opened a
+/// newer session meanwhile.
+async fn end_after_grace(node: Arc<NodeContext>, host: String, session_id: String) {
+    let mut stopping = node.stopping.subscribe();
+    tokio::select! {
+        _ = tokio::time::sleep(node.agent_grace) => {}
+        _ = stopping.wait_for(|s| *s) => return,
+    }
+    match node.catalog.host(&host) {
+        Ok(Some(h)) if h.session_id == session_id => {}
+        Ok(Some(_)) => {
+            tracing::info!(host = %host, session = %session_id, "the agent came back within the grace period (a newer session)");
+            return;
+        }
+        _ => return, // the host is gone
+    }
+    let open = match node.catalog.open_jobs_of_host(&host) {
+        Ok(jobs) => jobs.iter().any(|j| j.state != "waiting"),
+        Err(e) => {
+            tracing::warn!(host = %host, error = %e, "reading the host's jobs");
+            return;
+        }
+    };
+    if !open {
+        return;
+    }
+    let actor = Identity {
+        role: Role::Node,
+        name: format!("{}/sessions", node.name),
+    };
+    match node
+        .apply(
+            &actor,
+            Op::HostSession(session_op(&node, &host, &session_id, false)),
+        )
+        .await
+    {
+        Ok(()) => {
+            tracing::warn!(host = %host, session = %session_id, grace = ?node.agent_grace, "the agent went away and did not come back: its open jobs failed as abandoned")
+        }
+        Err(e) => {
+            tracing::info!(host = %host, session = %session_id, reason = %e.message(), "session end not recorded")
+        }
+    }
 }
 
 /// Takes one message of the agent: a heartbeat records the host's members (when they changed

@@ -37,6 +37,8 @@ pub struct NodeContext {
     /// Set once the node stops (SIGTERM): sessions end, telling their agents to go to
     /// another node, so a stop never waits for them.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// How long an agent whose session ended has to come back before its open jobs fail.
+    pub agent_grace: std::time::Duration,
 }
 
 impl NodeContext {

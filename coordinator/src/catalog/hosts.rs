@@ -18,9 +18,9 @@
 use std::collections::BTreeSet;
 
 use prost::Message;
-use strongbox_proto::catalog::{BindHost, HostRecord, MemberRecord, RegisterHost};
+use strongbox_proto::catalog::{BindHost, HostRecord, HostSession, MemberRecord, RegisterHost};
 
-use super::{host_key, is_final, put_job, Catalog};
+use super::{host_key, is_final, put_job, Catalog, OPEN_BY_HOST};
 
 type Refusal = String;
 
@@ -82,6 +82,10 @@ impl Catalog {
             spare_approved,
             bound_services: bound.into_iter().collect(),
             pending_members: pending,
+            session_id: previous
+                .as_ref()
+                .map(|p| p.session_id.clone())
+                .unwrap_or_default(),
         };
         self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
         if previous.as_ref().is_some_and(|p| p.spare) && !rec.spare {
@@ -106,6 +110,59 @@ impl Catalog {
             what.push_str(&format!(" (awaiting approval: {})", names.join(", ")));
         }
         Ok(what)
+    }
+
+    /// An agent's session opened (the host's newest session is now this one), or ended without
+    /// the agent coming back within the grace period: then, unless a newer session opened
+    /// since, every open job of the host fails as abandoned (issue 14, fault 3), so a backup
+    /// whose agent was killed is retried at once rather than after [`super::ABANDONED_MS`].
+    pub(super) fn host_session(
+        &self,
+        s: &HostSession,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<String, Refusal> {
+        let mut rec = self
+            .host(&s.host)
+            .map_err(storage)?
+            .ok_or_else(|| format!("no host {}", s.host))?;
+        if s.session_id.is_empty() {
+            return Err("a session needs an id".into());
+        }
+        if s.open {
+            rec.session_id = s.session_id.clone();
+            batch.insert(host_key(&s.host), rec.encode_to_vec());
+            return Ok(format!(
+                "session {} of host {} opened on {}",
+                s.session_id, s.host, s.node
+            ));
+        }
+        if rec.session_id != s.session_id {
+            return Err(format!(
+                "host {} came back: its agent opened a newer session",
+                s.host
+            ));
+        }
+        let reason = format!(
+            "abandoned: the agent of host {} went away (its session on {} ended) and did not              come back within {} s",
+            s.host,
+            s.node,
+            s.grace_ms / 1000
+        );
+        let mut failed = 0;
+        for job in self.jobs_by(OPEN_BY_HOST, &s.host).map_err(storage)? {
+            if job.host != s.host || is_final(&job.state) || job.state == "waiting" {
+                continue;
+            }
+            self.fail_job(job, &reason, unix_ms, batch)?;
+            failed += 1;
+        }
+        rec.session_id.clear();
+        batch.insert(host_key(&s.host), rec.encode_to_vec());
+        Ok(format!(
+            "session {} of host {} ended; {failed} open job(s) failed: {reason}",
+            s.session_id, s.host
+        ))
     }
 
     /// An operator's binding: services granted or revoked, the spare role approved or

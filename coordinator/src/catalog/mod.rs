@@ -237,6 +237,7 @@ impl Catalog {
         match &cmd.op {
             Some(Op::RegisterHost(r)) => self.register_host(r, cmd.unix_ms, batch),
             Some(Op::BindHost(b)) => self.bind_host(b, cmd.unix_ms, batch),
+            Some(Op::HostSession(h)) => self.host_session(h, cmd.unix_ms, batch),
             Some(Op::SetNode(n)) => {
                 batch.insert(
                     node_key(n.id),
@@ -377,7 +378,7 @@ impl Catalog {
                                 ));
                             }
                         }
-                        for mut other in self
+                        for other in self
                             .jobs_by(OPEN_BY_SERVICE, &j.service)
                             .map_err(|e| e.to_string())?
                         {
@@ -394,30 +395,12 @@ impl Catalog {
                                 ));
                             }
                             // Its agent went quiet long ago: give up on it.
-                            other.state = "failed".into();
-                            other.reason = format!(
+                            let reason = format!(
                                 "abandoned: no report from host {} for {} minutes",
                                 other.host,
                                 ABANDONED_MS / 60_000
                             );
-                            other.updated_unix_ms = cmd.unix_ms;
-                            if let Some(mut b) = self
-                                .get::<BackupRecord>(&backup_key(&other.backup_id), "backup record")
-                                .map_err(|e| e.to_string())?
-                            {
-                                if !is_final(&b.state) {
-                                    b.state = "failed".into();
-                                    b.reason = other.reason.clone();
-                                    batch.insert(backup_key(&b.id), b.encode_to_vec());
-                                }
-                            }
-                            self.release_waiters(
-                                &other.id,
-                                Err(&other.reason),
-                                cmd.unix_ms,
-                                batch,
-                            )?;
-                            put_job(batch, &other);
+                            self.fail_job(other, &reason, cmd.unix_ms, batch)?;
                         }
                         if j.backup_id.is_empty()
                             || self
@@ -568,6 +551,35 @@ impl Catalog {
             }
             None => Err("empty command".into()),
         }
+    }
+
+    /// Fails an open job for `reason`, with its backup (a backup job's) and the jobs waiting for
+    /// it.
+    fn fail_job(
+        &self,
+        mut job: JobRecord,
+        reason: &str,
+        unix_ms: u64,
+        batch: &mut sled::Batch,
+    ) -> std::result::Result<(), String> {
+        job.state = "failed".into();
+        job.reason = reason.to_string();
+        job.updated_unix_ms = unix_ms;
+        if job.kind == "backup" {
+            if let Some(mut b) = self
+                .get::<BackupRecord>(&backup_key(&job.backup_id), "backup record")
+                .map_err(|e| e.to_string())?
+            {
+                if !is_final(&b.state) {
+                    b.state = "failed".into();
+                    b.reason = job.reason.clone();
+                    batch.insert(backup_key(&b.id), b.encode_to_vec());
+                }
+            }
+        }
+        self.release_waiters(&job.id, Err(&job.reason), unix_ms, batch)?;
+        put_job(batch, &job);
+        Ok(())
     }
 
     /// Jobs waiting for `first`: `pending` when it completed, `failed` when it failed (the

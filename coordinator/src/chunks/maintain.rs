@@ -2,6 +2,12 @@
 //! chunk that a committed backup uses and this node lacks or holds corrupt; **GC** deletes chunk
 //! files no committed backup uses, once they are older than the grace period.
 //!
+//! A pass runs only once the node knows its region: a leader, and a read barrier passed (the
+//! catalog caught up), so a node that has just started never judges chunks by a stale catalog
+//! or before its peers answer; and a chunk is called unrepairable only when every other node
+//! answered that it holds no good copy (one that could not be asked makes it *deferred*, tried
+//! again next pass; issue 14, fault 6).
+//!
 //! Invariants: GC marks from the catalog's committed backups (their manifests, and every chunk
 //! each manifest names) and only sweeps files older than `grace`, so the chunks of an upload in
 //! progress (written, not yet committed) are never swept; if a live manifest cannot be read, the
@@ -23,7 +29,10 @@ use crate::error::{Error, Result};
 pub struct PassReport {
     pub live: usize,
     pub repaired: usize,
+    /// No node holds a good copy (every other node answered).
     pub unrepairable: usize,
+    /// Not repaired because some node could not be asked; tried again next pass.
+    pub deferred: usize,
     pub swept: usize,
 }
 
@@ -31,21 +40,61 @@ pub struct PassReport {
 pub async fn run(node: Arc<NodeContext>, interval: Duration, grace: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut first, mut told) = (true, false);
     loop {
         tick.tick().await;
+        if let Err(why) = ready(&node).await {
+            if !told {
+                tracing::info!(why, "chunk maintenance waits until this node knows its region (a leader, and its catalog caught up)");
+                told = true;
+            }
+            continue;
+        }
         match pass(&node, grace).await {
-            Ok(r) if r.repaired + r.swept + r.unrepairable > 0 => {
+            Ok(r) if first || r.repaired + r.swept + r.unrepairable + r.deferred > 0 => {
                 tracing::info!(
                     live = r.live,
                     repaired = r.repaired,
                     unrepairable = r.unrepairable,
+                    deferred = r.deferred,
                     swept = r.swept,
+                    first,
                     "chunk maintenance pass"
-                )
+                );
+                first = false;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "chunk maintenance pass failed; will retry"),
         }
+    }
+}
+
+/// Whether the node knows its region well enough for a pass: a leader is known and a read
+/// barrier passes (everything committed is applied here). `Err` says what is missing.
+async fn ready(node: &NodeContext) -> std::result::Result<(), String> {
+    if node.raft.status().leader_id == 0 {
+        return Err("no leader known yet".into());
+    }
+    node.read_barrier()
+        .await
+        .map_err(|e| format!("no read barrier: {e}"))
+}
+
+/// Counts and logs a chunk (or manifest) no copy came back for: unrepairable when every node
+/// answered, deferred when some could not be asked.
+fn note_miss(
+    report: &mut PassReport,
+    miss: &replicate::Miss,
+    what: &str,
+    id: &ChunkId,
+    backup: &str,
+) {
+    if miss.unasked.is_empty() {
+        tracing::error!(chunk = %id, what, backup, "{miss}: this copy is lost in this region");
+        report.unrepairable += 1;
+    } else {
+        tracing::warn!(chunk = %id, what, backup, "not repaired yet: {miss}; trying again next pass");
+        report.deferred += 1;
     }
 }
 
@@ -68,11 +117,10 @@ pub async fn pass(node: &Arc<NodeContext>, grace: Duration) -> Result<PassReport
         };
         live.insert(manifest_id);
         // `fetch` reads the local copy, or repairs it from a peer.
-        let manifest = match replicate::fetch(node, manifest_id).await? {
-            Some(m) => m,
-            None => {
-                tracing::error!(backup = %backup.id, manifest = %manifest_id, "no node holds a good copy of this backup's manifest");
-                report.unrepairable += 1;
+        let manifest = match replicate::fetch_or_miss(node, manifest_id).await? {
+            Ok(m) => m,
+            Err(miss) => {
+                note_miss(&mut report, &miss, "manifest", &manifest_id, &backup.id);
                 marking_complete = false;
                 continue;
             }
@@ -91,13 +139,12 @@ pub async fn pass(node: &Arc<NodeContext>, grace: Duration) -> Result<PassReport
     for id in &live {
         match replicate::get_local(&node.chunks, *id).await? {
             Lookup::Found(_) => {}
-            Lookup::Missing | Lookup::Corrupt(_) => match replicate::fetch(node, *id).await? {
-                Some(_) => report.repaired += 1,
-                None => {
-                    tracing::error!(chunk = %id, "no node holds a good copy of this chunk");
-                    report.unrepairable += 1;
+            Lookup::Missing | Lookup::Corrupt(_) => {
+                match replicate::fetch_or_miss(node, *id).await? {
+                    Ok(_) => report.repaired += 1,
+                    Err(miss) => note_miss(&mut report, &miss, "chunk", id, ""),
                 }
-            },
+            }
         }
     }
 

@@ -196,16 +196,48 @@ pub async fn put_majority(node: &Arc<NodeContext>, chunks: Batch) -> Result<()> 
     })
 }
 
+/// Why no good copy of a chunk came back: every other node answered that it has none
+/// (`unasked` empty), or some could not be asked (down, unreachable, unknown address): then the
+/// chunk may well be there, and the question is for later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub unasked: Vec<u64>,
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unasked.is_empty() {
+            write!(f, "no node of this region holds a good copy")
+        } else {
+            let nodes: Vec<String> = self.unasked.iter().map(u64::to_string).collect();
+            write!(
+                f,
+                "no node that answered holds a good copy, and node(s) {} could not be asked",
+                nodes.join(", ")
+            )
+        }
+    }
+}
+
 /// A checked copy of a chunk: the local one, or a peer's (which then heals the local copy).
 pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>> {
+    Ok(fetch_or_miss(node, id).await?.ok())
+}
+
+/// As [`fetch`], saying why when no copy came back.
+pub async fn fetch_or_miss(
+    node: &Arc<NodeContext>,
+    id: ChunkId,
+) -> Result<std::result::Result<Bytes, Miss>> {
     match get_local(&node.chunks, id).await? {
-        Lookup::Found(b) => return Ok(Some(b.into())),
+        Lookup::Found(b) => return Ok(Ok(b.into())),
         Lookup::Missing => {}
         Lookup::Corrupt(why) => {
             tracing::warn!(chunk = %id, why, "local chunk copy is corrupt; fetching it from a peer")
         }
     }
     let st = node.raft.status();
+    let mut unasked = Vec::new();
     for peer in st
         .voters
         .iter()
@@ -213,6 +245,7 @@ pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>
         .filter(|p| **p != node.id)
     {
         let Ok(mut c) = client(node, *peer) else {
+            unasked.push(*peer);
             continue;
         };
         let mut req = tonic::Request::new(FetchChunkRequest {
@@ -220,18 +253,23 @@ pub async fn fetch(node: &Arc<NodeContext>, id: ChunkId) -> Result<Option<Bytes>
             id: Bytes::copy_from_slice(id.as_bytes()),
         });
         req.set_timeout(PEER_TIMEOUT);
-        if let Ok(r) = c.fetch_chunk(req).await {
-            let sealed = r.into_inner().sealed;
-            if validate(id.as_bytes(), &sealed).is_ok() {
-                let copy = Arc::new(vec![(id, sealed.clone())]);
-                if let Err(e) = put_local(&node.chunks, copy, true).await {
-                    tracing::warn!(chunk = %id, error = %e, "could not heal the local chunk copy");
+        match c.fetch_chunk(req).await {
+            Ok(r) => {
+                let sealed = r.into_inner().sealed;
+                if validate(id.as_bytes(), &sealed).is_ok() {
+                    let copy = Arc::new(vec![(id, sealed.clone())]);
+                    if let Err(e) = put_local(&node.chunks, copy, true).await {
+                        tracing::warn!(chunk = %id, error = %e, "could not heal the local chunk copy");
+                    }
+                    return Ok(Ok(sealed));
                 }
-                return Ok(Some(sealed));
             }
+            // The peer answered: it has none, or only a bad one.
+            Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::DataLoss) => {}
+            Err(_) => unasked.push(*peer),
         }
     }
-    Ok(None)
+    Ok(Err(Miss { unasked }))
 }
 
 /// Ids one call may ask about (a 4 TiB dump at 1 MiB chunks is 4M ids: many calls).
@@ -249,12 +287,16 @@ pub fn parse_ids(ids: &[Bytes]) -> std::result::Result<Vec<ChunkId>, tonic::Stat
         .collect()
 }
 
-/// The ids this node has no file for.
+/// The ids this node holds no intact copy of (a corrupt copy counts as missing).
 pub async fn missing_local(store: &Arc<ChunkStore>, ids: Vec<ChunkId>) -> Result<Vec<ChunkId>> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || ids.into_iter().filter(|id| !store.has(id)).collect())
-        .await
-        .map_err(|e| Error::Refused(format!("chunk lookup task: {e}")))
+    tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .filter(|id| !store.held_intact(id))
+            .collect()
+    })
+    .await
+    .map_err(|e| Error::Refused(format!("chunk lookup task: {e}")))
 }
 
 /// The answer to "which of these wire ids does this node lack" (agents' `HaveChunks` and
@@ -272,7 +314,11 @@ pub async fn missing_reply(
     })
 }
 
-/// Checks that every chunk in `ids` is held by a majority of the voters.
+/// Makes sure every chunk in `ids` is held intact by a majority of the voters before a commit:
+/// counts the intact copies (a corrupt one counts as missing), then copies each chunk held by
+/// too few from a good copy (here or a peer's) to a majority, which replaces the corrupt ones.
+/// `Err(NoMajority)` names a chunk no reachable node holds intact: the agent must upload it
+/// again.
 pub async fn require_majority(node: &Arc<NodeContext>, ids: &[ChunkId]) -> Result<()> {
     let voters = node.raft.status().voters;
     let total = voters.len().max(1);
@@ -286,27 +332,7 @@ pub async fn require_majority(node: &Arc<NodeContext>, ids: &[ChunkId]) -> Resul
                 missing.extend(missing_local(&node.chunks, batch.to_vec()).await?);
                 continue;
             }
-            let asked = async {
-                let mut req = tonic::Request::new(strongbox_proto::v1::HaveChunksRequest {
-                    job_id: String::new(),
-                    ids: batch
-                        .iter()
-                        .map(|id| Bytes::copy_from_slice(id.as_bytes()))
-                        .collect(),
-                });
-                req.set_timeout(PEER_TIMEOUT);
-                let r = client(node, *voter)?
-                    .missing_chunks(req)
-                    .await
-                    .map_err(|s| Error::Transport(s.message().to_string()))?;
-                r.into_inner()
-                    .missing
-                    .iter()
-                    .map(|b| ChunkId::from_slice(b).map_err(|e| Error::Transport(e.to_string())))
-                    .collect::<Result<Vec<_>>>()
-            }
-            .await;
-            match asked {
+            match missing_on_peer(node, *voter, batch).await {
                 Ok(m) => missing.extend(m),
                 // An unreachable node holds nothing we can count on.
                 Err(_) => missing.extend_from_slice(batch),
@@ -319,13 +345,47 @@ pub async fn require_majority(node: &Arc<NodeContext>, ids: &[ChunkId]) -> Resul
             }
         }
     }
-    if let Some((id, n)) = holders.iter().find(|(_, n)| **n < need) {
-        return Err(Error::NoMajority {
-            what: format!("chunk {id} of the manifest"),
-            acks: *n,
-            total,
-            failures: "upload the missing chunks again, then commit".into(),
-        });
+    let mut short: Vec<(ChunkId, usize)> = holders.into_iter().filter(|(_, n)| *n < need).collect();
+    short.sort();
+    for (id, n) in short {
+        let sealed = match fetch_or_miss(node, id).await? {
+            Ok(sealed) => sealed,
+            Err(miss) => {
+                return Err(Error::NoMajority {
+                    what: format!("chunk {id} of the manifest"),
+                    acks: n,
+                    total,
+                    failures: format!("{miss}: upload it again, then commit"),
+                })
+            }
+        };
+        tracing::warn!(chunk = %id, intact = n, need, "chunk held intact by too few nodes; copying it to a majority before the commit");
+        put_majority(node, Arc::new(vec![(id, sealed)])).await?;
     }
     Ok(())
+}
+
+/// The ids of `batch` that `peer` holds no intact copy of.
+async fn missing_on_peer(
+    node: &Arc<NodeContext>,
+    peer: u64,
+    batch: &[ChunkId],
+) -> Result<Vec<ChunkId>> {
+    let mut req = tonic::Request::new(strongbox_proto::v1::HaveChunksRequest {
+        job_id: String::new(),
+        ids: batch
+            .iter()
+            .map(|id| Bytes::copy_from_slice(id.as_bytes()))
+            .collect(),
+    });
+    req.set_timeout(PEER_TIMEOUT);
+    let r = client(node, peer)?
+        .missing_chunks(req)
+        .await
+        .map_err(|s| Error::Transport(s.message().to_string()))?;
+    r.into_inner()
+        .missing
+        .iter()
+        .map(|b| ChunkId::from_slice(b).map_err(|e| Error::Transport(e.to_string())))
+        .collect()
 }

@@ -7,6 +7,16 @@
 //! ends with 32 bytes of unkeyed BLAKE3 over the sealed bytes: a read checks it, and a file that
 //! fails is reported corrupt (the caller then fetches a good copy from a peer).
 //!
+//! **Held means held intact.** Every decision that depends on a copy being here (an agent's
+//! dedup question, a commit's majority count, repair, whether a write may skip a chunk it
+//! finds) asks [`ChunkStore::held_intact`], never whether a file exists: a copy that fails its
+//! checksum counts as missing, so it is uploaded or copied again and replaced. To keep that
+//! cheap, the store remembers which files it checked (or wrote) by their stamp (inode, size,
+//! modification and change times): any write to a file, or another file in its place, changes
+//! the stamp and the next question reads and checks the file again. Decay that changes no
+//! stamp (bit rot under the file system) is found by the maintenance pass, which reads every
+//! live chunk.
+//!
 //! Invariants: a chunk file is complete or absent (temp file in `chunks/tmp`, fsync, rename,
 //! fsync of the folder — a *lazy* write skips both fsyncs: the kernel writes it back later, and
 //! a copy torn by a crash fails its checksum and is repaired; a durable put of a chunk held
@@ -17,11 +27,14 @@
 //! disk keep room to work.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use strongbox_core::ids::ChunkId;
 
@@ -32,6 +45,13 @@ const SUM_LEN: usize = 32;
 const LAYOUT_MARKER: &str = "layout-one-level";
 /// The largest sealed chunk or manifest a node stores.
 pub const MAX_SEALED_LEN: usize = strongbox_core::chunk::MAX_PLAIN_LEN + 4096;
+/// Files whose checked stamp the store remembers (about 48 bytes each: 1 TiB of 1 MiB chunks
+/// in about 50 MB). Past it the memory is cleared and files are checked again as asked.
+const MAX_CHECKED: usize = 1 << 20;
+/// A stamp is remembered only for a file last changed at least this long before its check:
+/// file times come from a coarse clock (a few milliseconds), so a write in the same tick as
+/// the check would leave the stamp unchanged (git's "racily clean" rule).
+const RACY: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct ChunkStore {
     root: PathBuf,
@@ -46,6 +66,26 @@ pub struct ChunkStore {
     /// Whether writes are being refused for the disk reserve: the refusal is logged once when
     /// an episode starts and once when it ends, not once a chunk.
     refusing: AtomicBool,
+    /// Stamps of the files known intact: written here, or read and checked (see the module doc).
+    checked: Mutex<HashMap<ChunkId, u64>>,
+}
+
+/// A file's stamp: a hash of its device, inode, size, and modification and change times (in
+/// nanoseconds). A write through the file system changes the change time at least, which no
+/// user can set back.
+fn stamp(meta: &fs::Metadata) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// What a read found.
@@ -97,7 +137,32 @@ impl ChunkStore {
             bytes: AtomicU64::new(0),
             direct: AtomicBool::new(true),
             refusing: AtomicBool::new(false),
+            checked: Mutex::default(),
         })
+    }
+
+    fn checked(&self) -> MutexGuard<'_, HashMap<ChunkId, u64>> {
+        self.checked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember_intact(&self, id: &ChunkId, meta: &fs::Metadata) {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(meta.ctime()).unwrap_or(0),
+                u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+            );
+        let mut checked = self.checked();
+        if std::time::SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|age| age < RACY)
+        {
+            checked.remove(id);
+            return;
+        }
+        if checked.len() >= MAX_CHECKED && !checked.contains_key(id) {
+            checked.clear();
+        }
+        checked.insert(*id, stamp(meta));
     }
 
     /// (files, bytes) held.
@@ -126,8 +191,34 @@ impl ChunkStore {
         self.root.join(&hex[0..2]).join(hex)
     }
 
-    pub fn has(&self, id: &ChunkId) -> bool {
-        self.path(id).is_file()
+    /// Whether this node holds an intact copy of `id`: a file that passes its checksum. Reads
+    /// and checks the file unless its stamp is the one last found intact. An error reading it
+    /// counts as not held (and is logged): the chunk is then uploaded or copied again.
+    pub fn held_intact(&self, id: &ChunkId) -> bool {
+        let path = self.path(id);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return false,
+            Err(e) => {
+                tracing::warn!(node = %self.node, chunk = %id, error = %io(&path, e), "chunk file unreadable; counted as missing");
+                return false;
+            }
+        };
+        if self.checked().get(id) == Some(&stamp(&meta)) {
+            return true;
+        }
+        match self.get(id) {
+            Ok(Lookup::Found(_)) => true,
+            Ok(Lookup::Missing) => false,
+            Ok(Lookup::Corrupt(why)) => {
+                tracing::warn!(node = %self.node, chunk = %id, why, "chunk copy is corrupt; counted as missing until it is replaced");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.node, chunk = %id, error = %e, "chunk file unreadable; counted as missing");
+                false
+            }
+        }
     }
 
     /// Stores a sealed chunk; `durable`: on disk (fsynced) when this returns. Returns false when
@@ -190,7 +281,7 @@ impl ChunkStore {
             )));
         }
         let path = self.path(id);
-        if let Lookup::Found(_) = self.get(id)? {
+        if self.held_intact(id) {
             if durable {
                 File::open(&path)
                     .and_then(|f| f.sync_all())
@@ -210,6 +301,9 @@ impl ChunkStore {
             let _ = fs::remove_file(&tmp);
             return Err(io(&path, e));
         }
+        if let Ok(meta) = fs::metadata(&path) {
+            self.remember_intact(id, &meta);
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(sealed.len() as u64 + SUM_LEN as u64, Ordering::Relaxed);
@@ -224,23 +318,29 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Lookup::Missing),
             Err(e) => return Err(io(&path, e)),
         };
+        // The stamp before the read: a write during the read leaves a newer one, so what is
+        // remembered never outlives the bytes checked.
+        let meta = f.metadata().map_err(|e| io(&path, e))?;
         let mut bytes = Vec::new();
         f.read_to_end(&mut bytes).map_err(|e| io(&path, e))?;
+        let corrupt = |why: String| {
+            self.checked().remove(id);
+            Ok(Lookup::Corrupt(why))
+        };
         if bytes.len() < SUM_LEN {
-            return Ok(Lookup::Corrupt(format!("{} is truncated", path.display())));
+            return corrupt(format!("{} is truncated", path.display()));
         }
         let (sealed, sum) = bytes.split_at(bytes.len() - SUM_LEN);
         if blake3::hash(sealed).as_bytes() != sum {
-            return Ok(Lookup::Corrupt(format!(
-                "{} fails its checksum",
-                path.display()
-            )));
+            return corrupt(format!("{} fails its checksum", path.display()));
         }
+        self.remember_intact(id, &meta);
         bytes.truncate(bytes.len() - SUM_LEN);
         Ok(Lookup::Found(bytes))
     }
 
     pub fn remove(&self, id: &ChunkId) -> Result<()> {
+        self.checked().remove(id);
         let path = self.path(id);
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         match fs::remove_file(&path) {
@@ -410,7 +510,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = ChunkStore::open(dir.path(), "test", 0).unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Missing));
+        assert!(!s.held_intact(&id(1)));
         assert!(s.put(&id(1), b"sealed bytes", true).unwrap());
+        assert!(s.held_intact(&id(1)));
         assert!(
             !s.put(&id(1), b"sealed bytes", true).unwrap(),
             "a good copy is not rewritten"
@@ -421,13 +523,16 @@ mod tests {
         raw[3] ^= 1;
         fs::write(&path, &raw).unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Corrupt(_)));
+        assert!(!s.held_intact(&id(1)), "a corrupt copy is not held");
         assert!(
             s.put(&id(1), b"sealed bytes", true).unwrap(),
             "a corrupt copy is replaced"
         );
+        assert!(s.held_intact(&id(1)));
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Found(_)));
         fs::write(&path, b"short").unwrap();
         assert!(matches!(s.get(&id(1)).unwrap(), Lookup::Corrupt(_)));
+        assert!(!s.held_intact(&id(1)), "a truncated copy is not held");
         assert_eq!(s.list().unwrap().len(), 1);
         assert_eq!(
             s.totals().0,

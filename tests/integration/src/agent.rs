@@ -125,6 +125,15 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// Stops the agent with SIGTERM (SIGKILL after 10 s); how it ended, `None` if it was not
+    /// running.
+    pub fn stop(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.process.take() {
+            Some(mut p) => p.stop(),
+            None => Ok(None),
+        }
+    }
+
     /// Starts the agent again with the same config.
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;

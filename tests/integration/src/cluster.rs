@@ -46,6 +46,17 @@ impl TestPki {
 
     /// Issues a certificate (valid for 2 days) into `<dir>/certs`.
     pub fn issue(&self, role: Role, name: &str, sans: &[String]) -> Result<TlsFiles> {
+        self.issue_valid(role, name, sans, Validity::days_from_now(2))
+    }
+
+    /// Issues a certificate valid over `validity` (which may be over, or still to come).
+    pub fn issue_valid(
+        &self,
+        role: Role,
+        name: &str,
+        sans: &[String],
+        validity: Validity,
+    ) -> Result<TlsFiles> {
         let out = self.dir.path().join("certs");
         let identity = Identity {
             role,
@@ -55,7 +66,7 @@ impl TestPki {
             &self.dir.path().join("ca"),
             &identity,
             sans,
-            Validity::days_from_now(2),
+            validity,
             &out,
             Overwrite::Replace,
         )
@@ -136,6 +147,8 @@ pub struct ClusterOptions {
     /// scheduler never see a backup they did not ask for).
     pub schedule_backups: bool,
     pub controller_interval: Duration,
+    /// How long an agent whose session ended has to come back before its jobs fail.
+    pub agent_grace: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -149,6 +162,7 @@ impl Default for ClusterOptions {
             min_free_bytes: 0,
             schedule_backups: false,
             controller_interval: Duration::from_millis(500),
+            agent_grace: Duration::from_secs(30),
         }
     }
 }
@@ -225,7 +239,7 @@ impl Cluster {
             "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
              tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n\
              maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\nmin_free_bytes = {}\n\
-             schedule_backups = {}\ncontroller_interval = \"{}ms\"\n",
+             schedule_backups = {}\ncontroller_interval = \"{}ms\"\nagent_grace = \"{}ms\"\n",
             self.options.region,
             node.addr,
             node.http_addr,
@@ -241,6 +255,7 @@ impl Cluster {
             self.options.min_free_bytes,
             self.options.schedule_backups,
             self.options.controller_interval.as_millis(),
+            self.options.agent_grace.as_millis(),
         );
         std::fs::write(&node.config, text)
             .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))
@@ -317,6 +332,17 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Sends `signal` to node `id` (SIGSTOP and SIGCONT cut it off and bring it back, as a
+    /// partition would).
+    pub fn signal(&self, id: u64, signal: Signal) -> Result<()> {
+        match self.nodes.get(&id).and_then(|n| n.process.as_ref()) {
+            Some(p) => p.signal(signal),
+            None => Err(HarnessError::NotRunning {
+                server: format!("coordinator node {id}"),
+            }),
+        }
     }
 
     /// Stops node `id` gracefully.
@@ -507,11 +533,20 @@ impl Cluster {
     }
 }
 
-/// An mTLS channel to `addr` (lazily connected).
+/// An mTLS channel to `addr` (lazily connected). Built from the PEM files as they are, without
+/// the checks strongbox's own clients make first (validity, issuing CA), so tests can present
+/// the certificates an attacker would.
 pub fn channel(addr: SocketAddr, tls: &TlsFiles) -> Result<Channel> {
-    let config = tls
-        .client_config(&addr.ip().to_string())
-        .map_err(|e| core_err("client TLS config", e))?;
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| HarnessError::io(format!("reading {}", p.display()), e))
+    };
+    let config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca)?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&tls.cert)?,
+            read(&tls.key)?,
+        ))
+        .domain_name(addr.ip().to_string());
     let endpoint = Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| HarnessError::io("endpoint", std::io::Error::other(e.to_string())))?
         .tls_config(config)

@@ -168,6 +168,11 @@ pub async fn wait_approved(op: OperatorServiceClient<Channel>, hosts: &[&str]) {
 
 /// Runs the `strongbox` CLI as the operator against the fleet.
 pub fn cli(f: &Fleet, args: &[&str]) -> std::process::Output {
+    cli_as(f, &f.operator, args)
+}
+
+/// Runs the `strongbox` CLI against the fleet with the certificate files `tls`.
+pub fn cli_as(f: &Fleet, tls: &TlsFiles, args: &[&str]) -> std::process::Output {
     let addrs: Vec<String> = f
         .cluster
         .ids()
@@ -177,9 +182,9 @@ pub fn cli(f: &Fleet, args: &[&str]) -> std::process::Output {
     std::process::Command::new(crate::cluster::workspace_bin("strongbox").expect("fleet set-up"))
         .args(args)
         .env("STRONGBOX_COORDINATORS", addrs.join(","))
-        .env("STRONGBOX_TLS_CA", &f.operator.ca)
-        .env("STRONGBOX_TLS_CERT", &f.operator.cert)
-        .env("STRONGBOX_TLS_KEY", &f.operator.key)
+        .env("STRONGBOX_TLS_CA", &tls.ca)
+        .env("STRONGBOX_TLS_CERT", &tls.cert)
+        .env("STRONGBOX_TLS_KEY", &tls.key)
         .env_remove("STRONGBOX_OUTPUT")
         .output()
         .expect("fleet set-up")
@@ -212,6 +217,16 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// The agent config of a PostgreSQL service `name` on `pg`, reached as its superuser.
+pub fn pg_service(name: &str, pg: &crate::pg::PgServer) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
+        pg.host(),
+        pg.port(),
+        pg.superuser()
+    )
 }
 
 pub fn sqlite_service(name: &str, path: &Path) -> String {

@@ -133,12 +133,7 @@ mod postgres {
     use strongbox_integration::pg::{pg_tool, PgServer};
 
     fn pg_service(pg: &PgServer) -> String {
-        format!(
-            "[[service]]\nname = \"orders\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
-            pg.host(),
-            pg.port(),
-            pg.superuser()
-        )
+        strongbox_integration::fleet::pg_service("orders", pg)
     }
 
     /// psql against a server a restore made, with the password it wrote.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use strongbox_core::ids::ChunkId;
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::ClusterOptions;
-use strongbox_integration::fleet::{cli, fleet_with, sqlite_service, Fleet};
+use strongbox_integration::fleet::{cli, fleet_with, pg_service, sqlite_service, Fleet};
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::sqlite::SqliteDb;
 use strongbox_integration::wait::{poll, until};
@@ -105,15 +105,6 @@ async fn wait_scheduled_jobs(f: &Fleet, service: &str, n: usize, within: Duratio
         },
     )
     .await
-}
-
-fn pg_service(name: &str, pg: &PgServer) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
-        pg.host(),
-        pg.port(),
-        pg.superuser()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

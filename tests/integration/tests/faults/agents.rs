@@ -1,0 +1,225 @@
+//! Agents that die or stop in the middle of a backup: the job never stays `running` for an
+//! agent that is gone.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use strongbox_integration::agent::AgentProcess;
+use strongbox_integration::cluster::ClusterOptions;
+use strongbox_integration::fleet::{fleet_with, pg_service, Fleet};
+use strongbox_integration::pg::PgServer;
+use strongbox_integration::wait;
+use strongbox_proto::v1::{GetJobRequest, JobInfo};
+
+/// A fleet whose agents have `grace` to come back, with `db-1` beside a PostgreSQL server.
+async fn fleet_and_db(grace: Duration) -> (Fleet, PgServer, AgentProcess) {
+    let f = fleet_with(ClusterOptions {
+        agent_grace: grace,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let pg = PgServer::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE ledger (id int PRIMARY KEY, memo text); \
+         INSERT INTO ledger SELECT i, md5(i::text) FROM generate_series(1, 1000) i",
+    )
+    .unwrap();
+    let agent = AgentProcess::start(
+        &f.cluster,
+        "db-1",
+        false,
+        &pg_service("orders", &pg),
+        &f.key_file,
+    )
+    .unwrap();
+    f.wait_hosts(&["db-1"]).await;
+    (f, pg, agent)
+}
+
+/// Starts a backup that cannot finish: a transaction holds `ledger` exclusively, so the dump
+/// waits for its lock. Returns once the job runs and the dump is waiting, with the holder
+/// (kill it to let dumps through).
+async fn stalled_backup(f: &Fleet, pg: &PgServer) -> (JobInfo, Child) {
+    let holder = pg
+        .client_command("psql")
+        .args(["-X", "-q", "-d", "postgres", "-c"])
+        .arg("BEGIN; LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);")
+        .env("PGAPPNAME", HOLDER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let locks = |sql: &'static str| {
+        let r = pg.psql("postgres", sql).map_err(|e| e.to_string());
+        async move {
+            match r {
+                Ok(n) if n != "0" => Ok(()),
+                Ok(_) => Err("not yet".to_string()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    wait::poll("the exclusive lock on ledger", Duration::from_secs(30), || {
+        locks("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation = 'ledger'::regclass")
+    })
+    .await;
+    let job = f
+        .cluster
+        .create_backup_job(&f.operator, "orders")
+        .await
+        .unwrap();
+    wait::poll(
+        "the backup to wait for its lock",
+        Duration::from_secs(60),
+        || locks("SELECT count(*) FROM pg_locks WHERE NOT granted"),
+    )
+    .await;
+    let running = f
+        .op()
+        .get_job(GetJobRequest { id: job.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(running.state, "running", "{running:?}");
+    (job, holder)
+}
+
+/// The application name of the session that holds the lock.
+const HOLDER: &str = "strongbox-test-lock-holder";
+
+/// Ends the lock holder's session (the server would notice its client's death only after
+/// its sleep).
+fn release(pg: &PgServer, mut holder: Child) {
+    pg.psql(
+        "postgres",
+        &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{HOLDER}'"),
+    )
+    .unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_backup_has_its_job_failed_after_the_grace_and_backs_up_again() {
+    let (f, pg, mut agent) = fleet_and_db(Duration::from_secs(2)).await;
+    let (job, holder) = stalled_backup(&f, &pg).await;
+
+    agent.kill().unwrap();
+    // Failed by the grace period (2 s here), not by the 10-minute fallback.
+    let failed = f
+        .cluster
+        .wait_job(&f.operator, &job.id, Duration::from_secs(60))
+        .await
+        .expect("the job of a killed agent ended");
+    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert!(
+        failed.reason.contains("went away") && failed.reason.contains("db-1"),
+        "{}",
+        failed.reason
+    );
+    release(&pg, holder);
+
+    // The agent comes back; a new backup is taken at once (nothing is left under way).
+    agent.restart().unwrap();
+    f.wait_hosts(&["db-1"]).await;
+    let (again, backup) = f.backup("orders").await;
+    assert_eq!(again.state, "completed", "{}", again.reason);
+    assert_eq!(backup.state, "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_coming_back_within_the_grace_keeps_its_job() {
+    let (f, pg, mut agent) = fleet_and_db(Duration::from_secs(5)).await;
+    let (job, holder) = stalled_backup(&f, &pg).await;
+
+    // Killed and back at once: the job is sent to the new process, which runs it to the end
+    // once the lock goes; the old session's end changes nothing.
+    agent.restart().unwrap();
+    release(&pg, holder);
+    let done = f
+        .cluster
+        .wait_job(&f.operator, &job.id, Duration::from_secs(120))
+        .await
+        .expect("the job ended");
+    assert_eq!(done.state, "completed", "{}", done.reason);
+    // Past the grace period the node sees the newer session, and the job stays completed.
+    let log = wait::poll(
+        "the node to look at the old session's end",
+        Duration::from_secs(60),
+        || {
+            let logs: String = f
+                .cluster
+                .running_ids()
+                .iter()
+                .map(|n| f.cluster.node(*n).log_text())
+                .collect();
+            let r = if logs.contains("came back within the grace period") {
+                Ok(logs)
+            } else {
+                Err("not yet".to_string())
+            };
+            async move { r }
+        },
+    )
+    .await;
+    assert!(!log.contains("did not come back"), "{log}");
+    let after = f.wait_job(&job.id).await;
+    assert_eq!(after.state, "completed", "{}", after.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_an_agent_mid_backup_reports_its_job_interrupted_and_exits() {
+    // A grace period far beyond the test: only the agent's own report can fail the job.
+    let (f, pg, mut agent) = fleet_and_db(Duration::from_secs(3600)).await;
+    let (job, holder) = stalled_backup(&f, &pg).await;
+
+    let status = agent.stop().unwrap().expect("the agent was running");
+    assert!(
+        status.success(),
+        "the agent did not exit by itself on SIGTERM: {status:?}"
+    );
+    let failed = f
+        .cluster
+        .wait_job(&f.operator, &job.id, Duration::from_secs(30))
+        .await
+        .expect("the interrupted job ended");
+    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert!(failed.reason.contains("interrupted"), "{}", failed.reason);
+    // Its pg_dump went with it, though the lock it waits for is still held.
+    wait::poll(
+        "the agent's pg_dump to end",
+        Duration::from_secs(30),
+        || {
+            let left = dumps_of(&pg);
+            let r = if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still running: {left:?}"))
+            };
+            async move { r }
+        },
+    )
+    .await;
+    release(&pg, holder);
+}
+
+/// The command lines of `pg_dump` processes reaching `pg` (by its port).
+fn dumps_of(pg: &PgServer) -> Vec<String> {
+    let port = pg.port().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let comm = std::fs::read_to_string(p.path().join("comm")).ok()?;
+            if comm.trim() != "pg_dump" {
+                return None;
+            }
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(&port).then_some(cmdline)
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! Certificates that cannot work: the CLI says which, why and what to do, at once, instead of
+//! retrying for half a minute and printing "transport error".
+
+use std::time::Duration as StdDuration;
+
+use strongbox_core::pki::{Role, Validity};
+use strongbox_core::tls::TlsFiles;
+use strongbox_integration::cluster::TestPki;
+use strongbox_integration::fleet::{cli_as, fleet};
+use time::{Duration, OffsetDateTime};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_future_certificate_is_named_with_its_dates() {
+    let f = fleet().await;
+    let now = OffsetDateTime::now_utc();
+    let expired = f
+        .cluster
+        .pki
+        .issue_valid(
+            Role::Operator,
+            "bob",
+            &[],
+            Validity {
+                not_before: now - Duration::days(10),
+                not_after: now - Duration::days(3),
+            },
+        )
+        .unwrap();
+    let out = cli_as(&f, &expired, &["cluster", "status"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let day = (now - Duration::days(3)).date().to_string();
+    assert!(
+        err.contains("expired at") && err.contains(&day) && err.contains("3d"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bob") && err.contains("issue a new one"),
+        "{err}"
+    );
+    assert!(!err.contains("transport error"), "{err}");
+
+    let future = f
+        .cluster
+        .pki
+        .issue_valid(
+            Role::Operator,
+            "carol",
+            &[],
+            Validity {
+                not_before: now + Duration::days(2),
+                not_after: now + Duration::days(30),
+            },
+        )
+        .unwrap();
+    let out = cli_as(&f, &future, &["cluster", "status"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not valid until") && err.contains("clock"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_certificate_or_ca_fails_the_handshake_with_the_reason() {
+    let f = fleet().await;
+    let foreign = TestPki::new().unwrap();
+
+    // Mallory's certificate is of another CA (she trusts ours): every node would refuse it
+    // after the handshake (seen as a broken pipe), so the CLI checks it first.
+    let mallory = foreign.issue(Role::Operator, "mallory", &[]).unwrap();
+    let mallory = TlsFiles {
+        ca: f.operator.ca.clone(),
+        ..mallory
+    };
+    let started = std::time::Instant::now();
+    let out = cli_as(&f, &mallory, &["cluster", "status"]);
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not accepted by the fleet CA") && err.contains("issued by another CA"),
+        "{err}"
+    );
+    assert!(!err.contains("transport error"), "{err}");
+    // Not the 30 s of retries it was: once every node refused, it stops (a generous bound,
+    // to catch a return of the retry loop, not to time the handshake).
+    assert!(took < StdDuration::from_secs(20), "took {took:?}: {err}");
+
+    // Our certificate, but another CA file: named before any node is dialed.
+    let wrong_ca = TlsFiles {
+        ca: foreign.dir().join("ca").join("ca.crt"),
+        ..f.operator.clone()
+    };
+    let out = cli_as(&f, &wrong_ca, &["service", "list"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not accepted by the fleet CA") && err.contains(wrong_ca.ca.to_str().unwrap()),
+        "{err}"
+    );
+}
