@@ -48,7 +48,8 @@ pub const MAX_SEALED_LEN: usize = strongbox_core::chunk::MAX_PLAIN_LEN + 4096;
 /// Files whose checked stamp the store remembers (about 48 bytes each: 1 TiB of 1 MiB chunks
 /// in about 50 MB). Past it the memory is cleared and files are checked again as asked.
 const MAX_CHECKED: usize = 1 << 20;
-/// A stamp is remembered only for a file last changed at least this long before its check:
+/// A stamp learned by reading is remembered only for a file last changed at least this long
+/// before the read (a file this store wrote is remembered at once):
 /// file times come from a coarse clock (a few milliseconds), so a write in the same tick as
 /// the check would leave the stamp unchanged (git's "racily clean" rule).
 const RACY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -145,24 +146,32 @@ impl ChunkStore {
         self.checked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Remembers the stamp of a file this store just wrote (its bytes are the ones written): no
+    /// racy-time rule, as nothing else wrote it since.
+    fn remember_written(&self, id: &ChunkId, meta: &fs::Metadata) {
+        let mut checked = self.checked();
+        if checked.len() >= MAX_CHECKED && !checked.contains_key(id) {
+            checked.clear();
+        }
+        checked.insert(*id, stamp(meta));
+    }
+
+    /// Remembers the stamp of a file read and found intact, unless the file changed within
+    /// [`RACY`] (then the next question reads it again).
     fn remember_intact(&self, id: &ChunkId, meta: &fs::Metadata) {
         let changed = std::time::UNIX_EPOCH
             + std::time::Duration::new(
                 u64::try_from(meta.ctime()).unwrap_or(0),
                 u32::try_from(meta.ctime_nsec()).unwrap_or(0),
             );
-        let mut checked = self.checked();
         if std::time::SystemTime::now()
             .duration_since(changed)
             .is_ok_and(|age| age < RACY)
         {
-            checked.remove(id);
+            self.checked().remove(id);
             return;
         }
-        if checked.len() >= MAX_CHECKED && !checked.contains_key(id) {
-            checked.clear();
-        }
-        checked.insert(*id, stamp(meta));
+        self.remember_written(id, meta);
     }
 
     /// (files, bytes) held.
@@ -302,7 +311,7 @@ impl ChunkStore {
             return Err(io(&path, e));
         }
         if let Ok(meta) = fs::metadata(&path) {
-            self.remember_intact(id, &meta);
+            self.remember_written(id, &meta);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.bytes

@@ -56,6 +56,24 @@ async fn a_backup_over_corrupted_copies_uploads_them_again_and_heals_the_older_b
     // agent asks, one not): dedup must re-upload what the asked node lacks intact, and the
     // commit must copy what too few nodes hold intact.
     let (x, y, z) = (chunks[0], chunks[1], chunks[2]);
+    // The copies beyond the majority are written after the commit: wait for them first.
+    wait::poll(
+        "every node to hold A's chunks",
+        std::time::Duration::from_secs(30),
+        || {
+            let all = [x, y, z]
+                .iter()
+                .all(|id| [1, 2, 3].iter().all(|n| intact(&f.cluster, *n, id)));
+            async move {
+                if all {
+                    Ok(())
+                } else {
+                    Err("not yet".to_string())
+                }
+            }
+        },
+    )
+    .await;
     for n in [1, 2, 3] {
         corrupt(&f.cluster, n, &x);
     }
