@@ -21,6 +21,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = config::Config::load(config::Args::parse())?;
     let me = config.tls.identity()?;
+    if me.role != strongbox_core::pki::Role::Agent {
+        anyhow::bail!(
+            "the certificate {} is of {me}, not of an agent: coordinators take agents' calls only from certificates of role agent; issue one with `strongbox pki issue --role agent --name {}`",
+            config.tls.cert.display(),
+            config.host
+        );
+    }
     if me.name != config.host {
         anyhow::bail!(
             "the certificate {} is for host {:?}, but this agent is configured as host {:?}: use the host's own certificate",

@@ -36,6 +36,7 @@ pub async fn run(agent: Arc<Agent>, mut reports: mpsc::UnboundedReceiver<JobRepo
         let (i, address, _) = agent.coordinators.current();
         let address = address.to_string();
         match session(&agent, &mut reports).await {
+            Ok(()) if *stopping.borrow() => return,
             Ok(()) => tracing::info!(coordinator = %address, "session ended; reconnecting"),
             Err(e) => {
                 failures += 1;

@@ -20,8 +20,8 @@ pub enum Command {
         /// The CA's common name.
         #[arg(long, default_value = "strongbox fleet CA")]
         name: String,
-        /// How long the CA is valid.
-        #[arg(long, default_value_t = 3650)]
+        /// How long the CA is valid, in days (1 to 36500).
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
     },
     /// Issue a key and certificate for a node, agent, operator, viewer or region.
@@ -41,8 +41,8 @@ pub enum Command {
         /// Folder for NAME.crt and NAME.key (and ca.crt, if missing).
         #[arg(long)]
         out: PathBuf,
-        /// How long the certificate is valid.
-        #[arg(long, default_value_t = 825)]
+        /// How long the certificate is valid, in days (1 to 36500).
+        #[arg(long, default_value_t = 825, value_parser = clap::value_parser!(u32).range(1..=36500))]
         days: u32,
         /// Replace an existing NAME.crt / NAME.key.
         #[arg(long)]

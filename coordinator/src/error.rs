@@ -45,8 +45,9 @@ pub enum Error {
         failures: String,
     },
 
-    #[error("TLS: {0}")]
-    Tls(#[from] strongbox_core::Error),
+    /// From the shared core (certificates, TLS files, formats): its message says what failed.
+    #[error(transparent)]
+    Core(#[from] strongbox_core::Error),
 
     #[error("node {node}: its disk has {free} bytes free, and uploads stop at {reserve} to keep room for the catalog; free space or grow the disk on that node")]
     DiskFull {

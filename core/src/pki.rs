@@ -157,7 +157,7 @@ impl Validity {
         let now = OffsetDateTime::now_utc();
         Validity {
             not_before: now - Duration::hours(1),
-            not_after: now + Duration::days(i64::from(days)),
+            not_after: now.saturating_add(Duration::days(i64::from(days))),
         }
     }
 }

@@ -62,26 +62,36 @@ impl TlsFiles {
         // Peers refuse a certificate outside its validity with a bare handshake failure:
         // say it here, with the date and what to do.
         let now = time::OffsetDateTime::now_utc();
-        for (path, text, whose) in [
+        let ca_text = String::from_utf8_lossy(&ca);
+        for (path, text, whose, remedy) in [
             (
                 &self.cert,
                 cert_text.as_ref(),
                 format!("the certificate of {me}"),
+                "issue a new one (`strongbox pki issue`, or the deployment's certificate role) and point the configuration at it",
             ),
             (
                 &self.ca,
-                String::from_utf8_lossy(&ca).as_ref(),
+                ca_text.as_ref(),
                 "the fleet CA certificate".to_string(),
+                "make a new CA (`strongbox pki init-ca`) and issue every certificate of the fleet again from it",
             ),
         ] {
             let validity = pki::validity_from_pem(text)
                 .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
             if let Some(why) = pki::outside_validity(&validity, now) {
                 return Err(Error::Tls(format!(
-                    "{whose} ({}) {why}: no coordinator will accept it; issue a new one (`strongbox pki issue`, or the deployment's certificate role) and point the configuration at it",
+                    "{whose} ({}) {why}: no peer will accept it; {remedy}",
                     path.display()
                 )));
             }
+        }
+        if let Err(why) = verify_key_pair(&cert, &key) {
+            return Err(Error::Tls(format!(
+                "the key {} does not go with the certificate {}: {why}; give the key issued with that certificate",
+                self.key.display(),
+                self.cert.display()
+            )));
         }
         // A certificate of another CA is refused by the peer after the handshake, seen here
         // as a broken pipe: check the chain as a peer will, with rustls's own verifier.
@@ -122,6 +132,30 @@ impl TlsFiles {
             .identity(id)
             .domain_name(server_name.to_string()))
     }
+}
+
+/// Checks that the private key in `key_pem` is the one the first certificate of `cert_pem`
+/// was issued for (rustls's `CertifiedKey::keys_match`): a mismatch otherwise fails the
+/// handshake with a bare transport error.
+fn verify_key_pair(cert_pem: &[u8], key_pem: &[u8]) -> std::result::Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let leaf = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .ok_or("the certificate file holds no certificate")?
+        .map_err(|e| format!("the certificate file: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the key file holds no private key ({e})"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("the key file: {e}"))?;
+    rustls::sign::CertifiedKey::new(vec![leaf], signing)
+        .keys_match()
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                "they are not a pair".to_string()
+            }
+            other => other.to_string(),
+        })
 }
 
 /// Checks `cert_pem` (a leaf and any intermediates) against the CA in `ca_pem` as a server

@@ -21,7 +21,8 @@ pub use crate::policy::plan::ALIVE_MS;
 
 /// The host that backs up `service`: `host` when given (it must carry the service), else the
 /// healthy primary (or standalone) member; either way a host that reported within
-/// [`ALIVE_MS`] of `now_ms`: a job given to a silent host would wait for nobody. Returns the
+/// [`ALIVE_MS`] of `now_ms` and whose agent is not marked away (`HostRecord.away_since_unix_ms`):
+/// a job given to a silent host would wait for nobody. Returns the
 /// host and the service's engine.
 pub fn backup_host(
     hosts: &[HostRecord],
@@ -30,6 +31,14 @@ pub fn backup_host(
     now_ms: u64,
 ) -> Result<(String, String), Status> {
     let silent = |h: &HostRecord| {
+        if h.away_since_unix_ms != 0 {
+            return Some(Status::failed_precondition(format!(
+                "host {} carries {service:?} but its agent went away at {} and has not come back \
+                 (its session ended): start the agent, or name another member with --host",
+                h.name,
+                crate::policy::time::rfc3339(h.away_since_unix_ms)
+            )));
+        }
         let quiet = now_ms.saturating_sub(h.updated_unix_ms);
         (quiet >= ALIVE_MS).then(|| {
             Status::failed_precondition(format!(
@@ -293,5 +302,10 @@ mod tests {
             "{}",
             s.message()
         );
+        // Reported a moment ago, but its agent's session ended and it did not come back.
+        let mut away = host("db-1", "primary", now - 1000);
+        away.away_since_unix_ms = now - 500;
+        let s = backup_host(&[away], "orders", "", now).unwrap_err();
+        assert!(s.message().contains("went away"), "{}", s.message());
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! A session is recorded in the catalog when it opens (`HostSession`, the host's newest
 //! session). When it ends because the agent went away (not because this node stops), the node
-//! waits `agent_grace`; if the agent has not opened a newer session by then and the host has
-//! open jobs, it proposes the end, and the catalog fails those jobs as abandoned, so they can
-//! be retried without waiting [`crate::catalog::ABANDONED_MS`] (issue 14, fault 3).
+//! waits `agent_grace`; if the agent has not opened a newer session by then, it proposes the
+//! end: the catalog marks the host away (no backup is sent to it) and fails its open jobs as
+//! abandoned, so they can be retried without waiting [`crate::catalog::ABANDONED_MS`] (issue
+//! 14, faults 3 and 4).
 //!
 //! Reports are checked before anything is proposed: bounded fields ([`validate::report`]),
 //! and a job that exists, is this host's, and is neither finished nor waiting. Accepted reports
@@ -308,9 +309,9 @@ fn session_op(node: &NodeContext, host: &str, session_id: &str, open: bool) -> H
     }
 }
 
-/// After the grace period, proposes the end of a session whose agent went away, if the host
-/// has open jobs and the node is not stopping; the catalog refuses it when the agent opened a
-/// newer session meanwhile.
+/// After the grace period, proposes the end of a session whose agent went away (the host is
+/// marked away, its open jobs fail), unless the node is stopping; the catalog refuses it when
+/// the agent opened a newer session meanwhile.
 async fn end_after_grace(node: Arc<NodeContext>, host: String, session_id: String) {
     let mut stopping = node.stopping.subscribe();
     tokio::select! {
@@ -324,16 +325,6 @@ async fn end_after_grace(node: Arc<NodeContext>, host: String, session_id: Strin
             return;
         }
         _ => return, // the host is gone
-    }
-    let open = match node.catalog.open_jobs_of_host(&host) {
-        Ok(jobs) => jobs.iter().any(|j| j.state != "waiting"),
-        Err(e) => {
-            tracing::warn!(host = %host, error = %e, "reading the host's jobs");
-            return;
-        }
-    };
-    if !open {
-        return;
     }
     let actor = Identity {
         role: Role::Node,

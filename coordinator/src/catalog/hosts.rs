@@ -86,6 +86,8 @@ impl Catalog {
                 .as_ref()
                 .map(|p| p.session_id.clone())
                 .unwrap_or_default(),
+            // An agent that registers or sends a heartbeat is back.
+            away_since_unix_ms: 0,
         };
         self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
         if previous.as_ref().is_some_and(|p| p.spare) && !rec.spare {
@@ -115,7 +117,8 @@ impl Catalog {
     /// An agent's session opened (the host's newest session is now this one), or ended without
     /// the agent coming back within the grace period: then, unless a newer session opened
     /// since, every open job of the host fails as abandoned (issue 14, fault 3), so a backup
-    /// whose agent was killed is retried at once rather than after [`super::ABANDONED_MS`].
+    /// whose agent was killed is retried at once rather than after [`super::ABANDONED_MS`],
+    /// and the host is marked away (no new backup goes to it until its agent is back).
     pub(super) fn host_session(
         &self,
         s: &HostSession,
@@ -131,6 +134,7 @@ impl Catalog {
         }
         if s.open {
             rec.session_id = s.session_id.clone();
+            rec.away_since_unix_ms = 0;
             batch.insert(host_key(&s.host), rec.encode_to_vec());
             return Ok(format!(
                 "session {} of host {} opened on {}",
@@ -144,7 +148,8 @@ impl Catalog {
             ));
         }
         let reason = format!(
-            "abandoned: the agent of host {} went away (its session on {} ended) and did not              come back within {} s",
+            "abandoned: the agent of host {} went away (its session on {} ended) and did not come back \
+             within {} s",
             s.host,
             s.node,
             s.grace_ms / 1000
@@ -158,6 +163,7 @@ impl Catalog {
             failed += 1;
         }
         rec.session_id.clear();
+        rec.away_since_unix_ms = unix_ms.saturating_sub(s.grace_ms).max(1);
         batch.insert(host_key(&s.host), rec.encode_to_vec());
         Ok(format!(
             "session {} of host {} ended; {failed} open job(s) failed: {reason}",

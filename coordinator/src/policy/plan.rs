@@ -219,7 +219,9 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
 
     let host = snap.hosts.iter().find(|h| h.name == svc.primary_host);
     let member = host.and_then(|h| h.members.iter().find(|m| m.service == svc.name));
-    let alive = host.is_some_and(|h| now.saturating_sub(h.updated_unix_ms) < ALIVE_MS);
+    let alive = host.is_some_and(|h| {
+        now.saturating_sub(h.updated_unix_ms) < ALIVE_MS && h.away_since_unix_ms == 0
+    });
     let primary = match (host, member) {
         (Some(h), Some(m)) if alive && is_primary(m) => Some((h.name.clone(), m.engine.clone())),
         _ => None,

@@ -114,11 +114,23 @@ async fn an_agent_killed_mid_backup_has_its_job_failed_after_the_grace_and_backs
         .expect("the job of a killed agent ended");
     assert_eq!(failed.state, "failed", "{failed:?}");
     assert!(
-        failed.reason.contains("went away") && failed.reason.contains("db-1"),
+        failed.reason.contains("went away")
+            && failed.reason.contains("db-1")
+            && !failed.reason.contains("  "),
         "{}",
         failed.reason
     );
     release(&pg, holder);
+    // While it is away, a new backup is refused, naming the host and when its agent went.
+    let refused = f
+        .cluster
+        .create_backup_job(&f.operator, "orders")
+        .await
+        .expect_err("a backup for a host whose agent went away");
+    assert!(
+        refused.to_string().contains("went away") && refused.to_string().contains("db-1"),
+        "{refused}"
+    );
 
     // The agent comes back; a new backup is taken at once (nothing is left under way).
     agent.restart().unwrap();

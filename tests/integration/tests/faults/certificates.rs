@@ -104,4 +104,56 @@ async fn a_foreign_certificate_or_ca_fails_the_handshake_with_the_reason() {
         err.contains("not accepted by the fleet CA") && err.contains(wrong_ca.ca.to_str().unwrap()),
         "{err}"
     );
+
+    // Our certificate with another holder's key: named, not a bare transport error.
+    let other = f.cluster.pki.issue(Role::Operator, "dave", &[]).unwrap();
+    let mismatched = TlsFiles {
+        key: other.key.clone(),
+        ..f.operator.clone()
+    };
+    let out = cli_as(&f, &mismatched, &["service", "list"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not go with the certificate")
+            && err.contains(other.key.to_str().unwrap()),
+        "{err}"
+    );
+}
+
+#[test]
+fn certificates_are_issued_for_at_least_a_day_and_at_most_a_century() {
+    let dir = tempfile::tempdir().unwrap();
+    let strongbox = strongbox_integration::cluster::workspace_bin("strongbox").unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&strongbox)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ca = dir.path().join("ca");
+    let out = run(&["pki", "init-ca", "--dir", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for days in ["0", "99999999"] {
+        let out = run(&[
+            "pki",
+            "issue",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--role",
+            "operator",
+            "--name",
+            "erin",
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            "--days",
+            days,
+        ]);
+        assert!(!out.status.success(), "--days {days} was taken");
+        let err = stderr(&out);
+        assert!(
+            err.contains("1..=36500") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
 }
