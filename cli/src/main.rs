@@ -77,12 +77,26 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .and_then(|rt| rt.block_on(f))
 }
 
+/// A command whose output is piped into a reader that stops early (`| head -3`) ends as other
+/// Unix tools do: quietly, by SIGPIPE, instead of panicking on "failed printing to stdout".
+/// Rust ignores SIGPIPE by default; this restores the default action. Not for `dev`, which
+/// runs servers and must stop them itself whatever happens to its terminal.
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: setting a signal's disposition to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     // Downloads, keys, certificates and `dev`'s whole demo are private from creation, also
     // what child processes (pg_restore, servers) write: see `strongbox_core::private`.
     strongbox_core::private::set_private_umask();
     strongbox_core::tls::install_crypto_provider();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Dev(_)) {
+        end_quietly_when_the_reader_goes();
+    }
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args, cli.output),
         Command::Pki(cmd) => pki::run(cmd, cli.output),

@@ -65,6 +65,10 @@ pub struct SetArgs {
     /// Nobody can purge a backup younger than N days, and retention keeps it (0: no lock).
     #[arg(long, value_name = "N")]
     pub lock_days: Option<u32>,
+    /// Retention never expires the N newest completed backups of a service, whatever the rules,
+    /// failures or clocks say (at least 1; default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub min_keep: Option<u32>,
     /// Take a final backup when a service is deprovisioned, and keep it until purged.
     #[arg(long, value_name = "true|false")]
     pub keep_final: Option<bool>,
@@ -95,6 +99,7 @@ pub fn policy_json(p: &PolicyInfo) -> Value {
         "yearly": p.yearly,
         "max_age_ms": p.max_age_ms,
         "lock_days": p.lock_days,
+        "min_keep": p.min_keep,
         "keep_final": p.keep_final,
         "jitter_ms": p.jitter_ms,
         "max_concurrent": p.max_concurrent,
@@ -166,6 +171,11 @@ pub fn policy_rows(r: &GetPolicyResponse) -> Vec<[String; 3]> {
             "lock-days".into(),
             num(eff.lock_days),
             from(stored.lock_days.is_some()),
+        ],
+        [
+            "min-keep".into(),
+            num(eff.min_keep),
+            from(stored.min_keep.is_some()),
         ],
         [
             "keep-final".into(),
@@ -247,10 +257,11 @@ pub fn set_request(a: &SetArgs) -> anyhow::Result<SetPolicyRequest> {
         keep_final: a.keep_final,
         jitter_ms: a.jitter,
         max_concurrent: a.max_concurrent,
+        min_keep: a.min_keep,
     };
     if policy == PolicyInfo::default() && !a.reset {
         bail!(
-            "nothing to change: give at least one of --schedule, --hourly, --daily, --monthly, --yearly, --max-age, --lock-days, --keep-final, --jitter, --max-concurrent, or --reset (`strongbox policy show` shows the policy now)"
+            "nothing to change: give at least one of --schedule, --hourly, --daily, --monthly, --yearly, --max-age, --lock-days, --min-keep, --keep-final, --jitter, --max-concurrent, or --reset (`strongbox policy show` shows the policy now)"
         );
     }
     if !service.is_empty() && policy.max_concurrent.is_some() {
@@ -352,6 +363,7 @@ mod tests {
             keep_final: Some(true),
             jitter_ms: Some(30 * MINUTE_MS),
             max_concurrent: Some(4),
+            min_keep: Some(1),
         }
     }
 
@@ -387,7 +399,8 @@ mod tests {
             ["max-concurrent", "4", "region default"]
         );
         assert_eq!(row("hourly"), ["hourly", "24", "inherited"]);
-        assert_eq!(rows.len(), 10);
+        assert_eq!(row("min-keep"), ["min-keep", "1", "inherited"]);
+        assert_eq!(rows.len(), 11);
 
         let region = GetPolicyResponse {
             service: String::new(),
@@ -402,7 +415,7 @@ mod tests {
         };
         let rows = policy_rows(&region);
         assert_eq!(rows[5], ["max-age", "none", "built-in default"]);
-        assert_eq!(rows[8], ["jitter", "0", "this level"]);
+        assert_eq!(rows[9], ["jitter", "0", "this level"]);
     }
 
     #[test]

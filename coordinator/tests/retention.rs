@@ -80,6 +80,65 @@ impl Sim {
         }
     }
 
+    /// A retention pass on a leader whose clock reads `now` while the region's agreed time
+    /// stays where it is: what the policy alone would expire, and the catalog's refusal.
+    fn try_retention_pass_on_wrong_clock(&mut self, now: u64) -> (Vec<String>, String) {
+        let policy = self.catalog.effective_policy("orders").expect("policy");
+        let backups = self.catalog.service_backups("orders").expect("backups");
+        let expired: Vec<String> = evaluate(&policy, &backups, now)
+            .into_iter()
+            .filter(|(_, v)| v.expired())
+            .map(|(id, _)| id)
+            .collect();
+        if expired.is_empty() {
+            return (expired, String::new());
+        }
+        let e = self.apply_on_wrong_clock(
+            "node",
+            None,
+            now,
+            Op::ExpireBackups(ExpireBackups {
+                service: "orders".into(),
+                backup_ids: expired.clone(),
+            }),
+        );
+        (expired, e)
+    }
+
+    /// The agent's heartbeat at `at` (what advances the catalog's clock in a working region).
+    fn heartbeat(&mut self, at: u64) {
+        let e = self.apply(
+            "agent",
+            at,
+            Op::RegisterHost(RegisterHost {
+                host: "db-1".into(),
+                region: "r".into(),
+                spare: false,
+                members: vec![MemberRecord {
+                    service: "orders".into(),
+                    engine: "postgres".into(),
+                    role: "primary".into(),
+                    healthy: true,
+                    ..Default::default()
+                }],
+            }),
+        );
+        assert!(e.is_empty(), "heartbeat: {e}");
+    }
+
+    fn set_policy(&mut self, at: u64, policy: Policy) {
+        let e = self.apply(
+            "operator",
+            at,
+            Op::SetPolicy(SetPolicy {
+                service: String::new(),
+                policy: Some(policy),
+                reset: false,
+            }),
+        );
+        assert!(e.is_empty(), "{e}");
+    }
+
     fn ids(&self) -> BTreeSet<String> {
         self.catalog
             .backups()
@@ -309,4 +368,159 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
         .expect("audit")
         .iter()
         .any(|a| a.what.starts_with("expire ")));
+}
+
+/// 2027-12-31T00:00:00Z.
+const DEC31_2027: u64 = 1_830_211_200_000;
+
+#[test]
+fn a_pass_on_a_clock_behind_never_expires_the_newest_backup() {
+    // The issue's case: default policy, nightly backups at 00:00:20, a pass 80 s before
+    // midnight (a clock stepped back, or a new leader running behind).
+    for policy in [
+        Policy::default(),
+        Policy {
+            hourly: Some(0),
+            daily: Some(7),
+            monthly: Some(0),
+            yearly: Some(0),
+            ..Default::default()
+        },
+    ] {
+        let mut sim = Sim::new();
+        sim.set_policy(DEC31_2027 - 10 * DAY, policy.clone());
+        sim.heartbeat(DEC31_2027 - 10 * DAY);
+        sim.backup("old", "scheduled", DEC31_2027 + 20_000);
+        sim.backup("new", "scheduled", DEC31_2027 + DAY + 20_000);
+        let behind = DEC31_2027 + DAY - 30_000;
+        // The policy alone keeps the newer-than-now backup...
+        let backups = sim.catalog.service_backups("orders").unwrap();
+        let verdicts = evaluate(&resolve(Some(&policy), None), &backups, behind);
+        assert_eq!(
+            verdicts["new"].explain(),
+            "newer than this clock",
+            "{policy:?}"
+        );
+        // ... and the catalog takes no deletion from a clock behind its own.
+        let e = sim.apply_on_wrong_clock(
+            "node",
+            None,
+            behind,
+            Op::ExpireBackups(ExpireBackups {
+                service: "orders".into(),
+                backup_ids: vec!["new".into(), "old".into()],
+            }),
+        );
+        assert!(e.contains("behind") && e.contains("NTP"), "{e}");
+        assert!(sim.ids().contains("new") && sim.ids().contains("old"));
+    }
+}
+
+#[test]
+fn a_pass_on_a_clock_far_ahead_deletes_nothing_and_says_why() {
+    let mut sim = Sim::new();
+    let start = DEC31_2027;
+    sim.heartbeat(start);
+    for day in 0..31u64 {
+        sim.backup(
+            &format!("n{day:02}"),
+            "scheduled",
+            start + day * DAY + 2 * HOUR,
+        );
+    }
+    let ahead = start + 400 * DAY;
+    let (would, e) = sim.try_retention_pass_on_wrong_clock(ahead);
+    assert!(would.len() >= 29, "{would:?}");
+    assert!(e.contains("ahead") && e.contains("NTP"), "{e}");
+    assert_eq!(sim.ids().len(), 31, "nothing was deleted");
+    // Even the policy alone, on that clock, keeps the newest (min_keep), whatever rules keep.
+    let backups = sim.catalog.service_backups("orders").unwrap();
+    let mut daily_only = resolve(None, None);
+    (daily_only.hourly, daily_only.monthly, daily_only.yearly) = (0, 0, 0);
+    let verdicts = evaluate(&daily_only, &backups, ahead);
+    assert_eq!(verdicts["n30"].explain(), "the newest");
+    assert_eq!(verdicts.values().filter(|v| !v.expired()).count(), 1);
+    // Jobs are not pruned on that clock either.
+    let e = sim.apply_on_wrong_clock(
+        "node",
+        None,
+        ahead,
+        Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
+            before_unix_ms: ahead - 91 * DAY,
+        }),
+    );
+    assert!(e.contains("ahead"), "{e}");
+}
+
+#[test]
+fn failing_backups_never_leave_a_service_without_its_newest_ones() {
+    for (policy, keep) in [
+        (
+            Policy {
+                max_age_ms: Some(7 * DAY),
+                ..Default::default()
+            },
+            1usize,
+        ),
+        (
+            Policy {
+                hourly: Some(0),
+                daily: Some(7),
+                monthly: Some(0),
+                yearly: Some(0),
+                min_keep: Some(3),
+                ..Default::default()
+            },
+            3,
+        ),
+        (
+            Policy {
+                hourly: Some(0),
+                daily: Some(1),
+                monthly: Some(0),
+                yearly: Some(0),
+                ..Default::default()
+            },
+            1,
+        ),
+    ] {
+        let mut sim = Sim::new();
+        sim.set_policy(DEC31_2027, policy.clone());
+        for day in 0..5u64 {
+            sim.heartbeat(DEC31_2027 + day * DAY);
+            sim.backup(
+                &format!("n{day}"),
+                "scheduled",
+                DEC31_2027 + day * DAY + HOUR,
+            );
+        }
+        // Then every backup fails for a month; the agent still reports; retention runs hourly.
+        for hour in 0..(30 * 24u64) {
+            let now = DEC31_2027 + 5 * DAY + hour * HOUR;
+            sim.heartbeat(now);
+            let (_, e) = sim.try_retention_pass_on_wrong_clock(now);
+            assert!(e.is_empty() || e == "nothing to expire", "{e}");
+        }
+        let left = sim.ids();
+        assert_eq!(left.len(), keep, "{policy:?}: {left:?}");
+        assert!(left.contains("n4"), "the newest is kept: {left:?}");
+    }
+}
+
+#[test]
+fn min_keep_zero_is_refused() {
+    let mut sim = Sim::new();
+    let e = sim.apply(
+        "operator",
+        DEC31_2027,
+        Op::SetPolicy(SetPolicy {
+            service: String::new(),
+            policy: Some(Policy {
+                min_keep: Some(0),
+                ..Default::default()
+            }),
+            reset: false,
+        }),
+    );
+    assert!(e.contains("min_keep must be at least 1"), "{e}");
 }

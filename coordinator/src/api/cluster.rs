@@ -72,8 +72,12 @@ impl ClusterService for ClusterApi {
         req: Request<ForwardProposalRequest>,
     ) -> Result<Response<ForwardProposalResponse>, Status> {
         require_role(&req, &[Role::Node])?;
-        let cmd = Command::decode(req.into_inner().command)
+        let mut cmd = Command::decode(req.into_inner().command)
             .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))?;
+        // Commands are stamped by the leader's clock, whichever node made them: times the
+        // catalog compares (a host's last report against now) then come from one clock while a
+        // leader lasts, and a follower's skew never reaches the catalog.
+        cmd.unix_ms = crate::raft::node::now_ms();
         let outcome = self.node.raft.propose(cmd).await?;
         Ok(Response::new(ForwardProposalResponse {
             index: outcome.index,
@@ -88,6 +92,13 @@ impl ClusterService for ClusterApi {
         require_role(&req, &[Role::Node])?;
         let index = self.node.raft.read_barrier().await?;
         Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn clock(&self, req: Request<ClockRequest>) -> Result<Response<ClockResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        Ok(Response::new(ClockResponse {
+            unix_ms: crate::raft::node::now_ms(),
+        }))
     }
 
     async fn missing_chunks(

@@ -78,6 +78,7 @@ pub fn policy_info(p: Policy) -> PolicyInfo {
         jitter_ms: p.jitter_ms,
         max_concurrent: p.max_concurrent,
         hourly: p.hourly,
+        min_keep: p.min_keep,
     }
 }
 
@@ -93,6 +94,7 @@ pub fn policy(p: PolicyInfo) -> Policy {
         jitter_ms: p.jitter_ms,
         max_concurrent: p.max_concurrent,
         hourly: p.hourly,
+        min_keep: p.min_keep,
     }
 }
 

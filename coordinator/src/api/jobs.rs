@@ -19,6 +19,13 @@ use crate::catalog::is_final;
 
 pub use crate::policy::plan::ALIVE_MS;
 
+/// Whether `h` reported within [`ALIVE_MS`] of `now_ms` on this node's clock. Reports are
+/// stamped by the leader's clock, which may differ from this node's: the skew the catalog
+/// allows ([`crate::catalog::MAX_BEHIND_MS`]) is allowed here too before calling a host silent.
+fn reported_lately(h: &HostRecord, now_ms: u64) -> bool {
+    now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS + crate::catalog::MAX_BEHIND_MS
+}
+
 /// The host that backs up `service`: `host` when given (it must carry the service), else the
 /// healthy primary (or standalone) member; either way a host that reported within
 /// [`ALIVE_MS`] of `now_ms` and whose agent is not marked away (`HostRecord.away_since_unix_ms`):
@@ -40,7 +47,7 @@ pub fn backup_host(
             )));
         }
         let quiet = now_ms.saturating_sub(h.updated_unix_ms);
-        (quiet >= ALIVE_MS).then(|| {
+        (!reported_lately(h, now_ms)).then(|| {
             Status::failed_precondition(format!(
                 "host {} carries {service:?} but has not reported for {} s (since {}): its agent \
                  is down or cut off from this region; start it, or name another member with --host",
@@ -120,7 +127,7 @@ pub fn restore_host(
                  start its agent, or name another spare"
             )));
         }
-        if h.spare && now_ms.saturating_sub(h.updated_unix_ms) >= ALIVE_MS {
+        if h.spare && !reported_lately(h, now_ms) {
             return Err(Status::failed_precondition(format!(
                 "spare {to_host:?} has not reported for {} s (its agent is down or cut off); \
                  start it, or name another spare (`strongbox host list`)",
@@ -159,7 +166,7 @@ pub fn restore_host(
                 && h.members.is_empty()
                 && h.pending_members.is_empty()
         })
-        .filter(|h| now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS)
+        .filter(|h| reported_lately(h, now_ms) && h.away_since_unix_ms == 0)
         .filter(|h| !busy.contains(h.name.as_str()))
         .max_by_key(|h| h.updated_unix_ms)
         .map(|h| h.name.clone())
@@ -295,7 +302,11 @@ mod tests {
             "{}",
             s.message()
         );
-        let silent = [host("db-1", "primary", now - ALIVE_MS)];
+        let silent = [host(
+            "db-1",
+            "primary",
+            now - ALIVE_MS - crate::catalog::MAX_BEHIND_MS,
+        )];
         let s = backup_host(&silent, "orders", "", now).unwrap_err();
         assert!(
             s.message().contains("db-1") && s.message().contains("since"),

@@ -323,6 +323,13 @@ impl Catalog {
         }
         let policy = self.effective_policy(&b.service).map_err(storage)?;
         let until = b.created_unix_ms.saturating_add(policy.lock_ms());
+        // A lock is never judged by a clock far from the catalog's: one set forward must not
+        // lift it early.
+        if policy.lock_days > 0 {
+            if let Some(why) = self.implausible_time(unix_ms).map_err(storage)? {
+                return Ok(Some(format!("backup {} is under a lock: {why}", b.id)));
+            }
+        }
         if policy.lock_days > 0 && unix_ms < until {
             return Ok(Some(format!(
                 "backup {} is locked until {} (the policy's lock_days is {}); nobody can purge it before",
@@ -349,6 +356,9 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> Result<String, Refusal> {
+        if let Some(why) = self.implausible_time(unix_ms).map_err(storage)? {
+            return Err(format!("retention of {} refused: {why}", e.service));
+        }
         let policy = self.effective_policy(&e.service).map_err(storage)?;
         let backups = self.service_backups(&e.service).map_err(storage)?;
         let verdicts = evaluate(&policy, &backups, unix_ms);

@@ -31,6 +31,18 @@ pub use fleet::{role_label, ROLE_HISTORY};
 pub use hosts::claimed_members;
 
 const KEY_APPLIED: &[u8] = b"applied";
+/// The catalog's agreed time (ms since the epoch, big-endian): the median of the voters' clocks
+/// at the last `Tick`, never moved back.
+const KEY_CLOCK: &[u8] = b"clock";
+/// How far behind the agreed time a deletion by time may be stamped (skew between nodes, a
+/// command proposed just before a tick): beyond it, the proposer's clock is wrong.
+pub const MAX_BEHIND_MS: u64 = 60_000;
+/// How far ahead of the agreed time a deletion by time may be stamped. The leader ticks every
+/// minute ([`TICK_EVERY_MS`]); further ahead, the proposer's clock is wrong (or the region has
+/// had no majority to agree on a time since).
+pub const MAX_AHEAD_MS: u64 = 15 * 60 * 1000;
+/// How often the leader records the voters' clocks.
+pub const TICK_EVERY_MS: u64 = 60_000;
 
 #[derive(Clone)]
 pub struct Catalog {
@@ -228,6 +240,52 @@ impl Catalog {
         Ok(outcome)
     }
 
+    /// The catalog's agreed time: the voters' median clock at the last tick (0 before any).
+    pub fn clock_ms(&self) -> Result<u64> {
+        Ok(match self.tree.get(KEY_CLOCK)? {
+            Some(v) if v.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v);
+                u64::from_be_bytes(b)
+            }
+            _ => 0,
+        })
+    }
+
+    /// Why a decision that deletes by time must not run at `unix_ms`: no agreed time yet, or a
+    /// time further behind it than [`MAX_BEHIND_MS`] or further ahead than [`MAX_AHEAD_MS`] (a
+    /// stepped clock, or a new leader's wrong one). `None`: the time is plausible.
+    pub fn implausible_time(&self, unix_ms: u64) -> Result<Option<String>> {
+        let clock = self.clock_ms()?;
+        if clock == 0 {
+            return Ok(Some(
+                "the region has no agreed time yet (the leader records a majority of the \
+                 nodes' clocks every minute)"
+                    .into(),
+            ));
+        }
+        let secs = |ms: u64| crate::policy::time::rfc3339(ms);
+        Ok(if unix_ms.saturating_add(MAX_BEHIND_MS) < clock {
+            Some(format!(
+                "this clock ({}) is {} s behind the newest time the catalog applied ({}); \
+                 nothing is deleted by time until the clocks agree (check NTP on the leader)",
+                secs(unix_ms),
+                (clock - unix_ms) / 1000,
+                secs(clock)
+            ))
+        } else if unix_ms > clock.saturating_add(MAX_AHEAD_MS) {
+            Some(format!(
+                "this clock ({}) is {} h ahead of the newest time the catalog applied ({}); \
+                 nothing is deleted by time until the clocks agree (check NTP on the leader)",
+                secs(unix_ms),
+                (unix_ms - clock) / 3_600_000,
+                secs(clock)
+            ))
+        } else {
+            None
+        })
+    }
+
     /// Runs a command into `batch`; `Err` is a refusal (nothing is written but the outcome).
     fn execute(
         &self,
@@ -238,6 +296,7 @@ impl Catalog {
             Some(Op::RegisterHost(r)) => self.register_host(r, cmd.unix_ms, batch),
             Some(Op::BindHost(b)) => self.bind_host(b, cmd.unix_ms, batch),
             Some(Op::HostSession(h)) => self.host_session(h, cmd.unix_ms, batch),
+            Some(Op::Tick(t)) => self.tick(t, batch),
             Some(Op::SetNode(n)) => {
                 batch.insert(
                     node_key(n.id),
@@ -537,6 +596,12 @@ impl Catalog {
             Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
             Some(Op::SetRegion(r)) => self.set_region(r, cmd.unix_ms, batch),
             Some(Op::PruneJobs(p)) => {
+                if let Some(why) = self
+                    .implausible_time(cmd.unix_ms)
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!("pruning jobs refused: {why}"));
+                }
                 if p.before_unix_ms.saturating_add(JOB_KEEP_MS) > cmd.unix_ms {
                     return Err("jobs are kept at least 90 days".into());
                 }
@@ -580,6 +645,35 @@ impl Catalog {
         self.release_waiters(&job.id, Err(&job.reason), unix_ms, batch)?;
         put_job(batch, &job);
         Ok(())
+    }
+
+    /// A tick: the median of the voters' clocks becomes the agreed time when a majority answered
+    /// and it is later than the agreed time now.
+    fn tick(
+        &self,
+        t: &strongbox_proto::catalog::Tick,
+        batch: &mut sled::Batch,
+    ) -> std::result::Result<String, String> {
+        let need = t.voters as usize / 2 + 1;
+        if t.voters == 0 || t.clocks.len() < need {
+            return Err(format!(
+                "{} of {} voters' clocks; a majority ({need}) is needed to agree on a time",
+                t.clocks.len(),
+                t.voters
+            ));
+        }
+        let mut clocks = t.clocks.clone();
+        clocks.sort_unstable();
+        // The lower median: with a majority of correct clocks, it lies between correct ones.
+        let median = clocks[(clocks.len() - 1) / 2];
+        let now = self.clock_ms().map_err(|e| e.to_string())?;
+        if median > now {
+            batch.insert(KEY_CLOCK, &median.to_be_bytes());
+        }
+        Ok(format!(
+            "agreed time {}",
+            crate::policy::time::rfc3339(median.max(now))
+        ))
     }
 
     /// Jobs waiting for `first`: `pending` when it completed, `failed` when it failed (the
@@ -727,6 +821,48 @@ mod tests {
     }
 
     /// A fresh catalog (and the folder it lives in).
+    /// A tick of one voter reading `at`.
+    fn tick(at: u64) -> Op {
+        Op::Tick(strongbox_proto::catalog::Tick {
+            clocks: vec![at],
+            voters: 1,
+        })
+    }
+
+    #[test]
+    fn the_agreed_time_is_a_majoritys_median_and_never_moves_back() {
+        let (_dir, c) = catalog();
+        let t = 1_800_000_000_000;
+        let three =
+            |clocks: Vec<u64>| Op::Tick(strongbox_proto::catalog::Tick { clocks, voters: 3 });
+        // One clock of three is no majority.
+        let o = c.apply(1, &cmd("t1", t, three(vec![t]))).unwrap();
+        assert!(o.error.contains("majority"), "{}", o.error);
+        assert_eq!(c.clock_ms().unwrap(), 0);
+        // A leader a year ahead is outvoted by the two right clocks.
+        applied(
+            &c,
+            2,
+            &cmd("t2", t, three(vec![t + 365 * 86_400_000, t, t + 500])),
+        );
+        assert_eq!(c.clock_ms().unwrap(), t + 500);
+        // A leader behind cannot move the time back.
+        applied(&c, 3, &cmd("t3", t, three(vec![t - 80_000, t - 80_000])));
+        assert_eq!(c.clock_ms().unwrap(), t + 500);
+        // Deletions by time: judged against it.
+        assert!(c.implausible_time(t).unwrap().is_none());
+        assert!(c
+            .implausible_time(t - 80_000)
+            .unwrap()
+            .unwrap()
+            .contains("behind"));
+        assert!(c
+            .implausible_time(t + 365 * 86_400_000)
+            .unwrap()
+            .unwrap()
+            .contains("ahead"));
+    }
+
     fn catalog() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
@@ -902,9 +1038,18 @@ mod tests {
             })
         };
         let o = c.apply(4, &cmd("r4", t0 + 1000, prune(t0 + 1))).unwrap();
+        assert!(o.error.contains("no agreed time"), "{}", o.error);
+        applied(&c, 40, &cmd("r40", t0 + 1000, tick(t0 + 1000)));
+        let o = c.apply(41, &cmd("r41", t0 + 1000, prune(t0 + 1))).unwrap();
         assert!(o.error.contains("90 days"), "{}", o.error);
         let later = t0 + 1 + JOB_KEEP_MS;
-        applied(&c, 5, &cmd("r5", later, prune(t0 + 1)));
+        // A clock 90 days ahead of everything the catalog applied deletes nothing...
+        let o = c.apply(5, &cmd("r5", later, prune(t0 + 1))).unwrap();
+        assert!(o.error.contains("ahead"), "{}", o.error);
+        assert!(c.job("j1").unwrap().is_some());
+        // ... once the voters agreed that time has come, it prunes.
+        applied(&c, 6, &cmd("r6", later, tick(later)));
+        applied(&c, 7, &cmd("r7", later, prune(t0 + 1)));
         assert!(
             c.job("j1").unwrap().is_none(),
             "the failed job is forgotten"
@@ -1268,7 +1413,13 @@ mod tests {
         let prune = Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
             before_unix_ms: t0 + 1,
         });
-        applied(&c, 206, &cmd("r206", t0 + 1 + JOB_KEEP_MS, prune));
+        // (The voters first agree that the prune's time has come.)
+        applied(
+            &c,
+            206,
+            &cmd("r206b", t0 + 1 + JOB_KEEP_MS, tick(t0 + 1 + JOB_KEEP_MS)),
+        );
+        applied(&c, 207, &cmd("r206", t0 + 1 + JOB_KEEP_MS, prune));
         assert!(c.jobs().unwrap().is_empty());
         assert!(index_entries(&c, WAITING_ON).is_empty());
     }

@@ -3,6 +3,7 @@
 //! decides on everything its predecessor committed; each proposal is idempotent, so a pass cut
 //! short by a leader change is simply done again by the next leader.
 
+pub mod clock;
 pub mod retention;
 pub mod scheduler;
 
@@ -18,6 +19,8 @@ use crate::api::NodeContext;
 pub async fn run(node: Arc<NodeContext>, interval: Duration, schedule: bool) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the retention pass is being skipped for a wrong clock (logged once an episode).
+    let mut clock_refused = false;
     loop {
         tick.tick().await;
         if node.raft.status().leader_id != node.id {
@@ -30,14 +33,38 @@ pub async fn run(node: Arc<NodeContext>, interval: Duration, schedule: bool) {
         if let Err(e) = record_region(&node).await {
             tracing::warn!(error = %e, "recording the region failed; retrying next tick");
         }
+        if let Err(e) = clock::tick(&node).await {
+            tracing::warn!(error = %e, "recording the voters' clocks failed; retrying next tick");
+        }
         let now = crate::raft::node::now_ms();
         if schedule {
             if let Err(e) = scheduler::pass(&node, now).await {
                 tracing::warn!(error = %e, "scheduler pass failed; retrying next tick");
             }
         }
-        if let Err(e) = retention::pass(&node, now).await {
-            tracing::warn!(error = %e, "retention pass failed; retrying next tick");
+        // Retention deletes by time: never on a clock the catalog's disagrees with.
+        match node.catalog.implausible_time(now) {
+            Ok(Some(why)) => {
+                if !clock_refused {
+                    tracing::error!(
+                        why,
+                        "retention pass skipped: it deletes nothing on this clock"
+                    );
+                    clock_refused = true;
+                }
+            }
+            Ok(None) => {
+                if clock_refused {
+                    tracing::warn!("retention runs again: this clock agrees with the catalog's");
+                    clock_refused = false;
+                }
+                if let Err(e) = retention::pass(&node, now).await {
+                    tracing::warn!(error = %e, "retention pass failed; retrying next tick");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the catalog's clock failed; retrying next tick")
+            }
         }
     }
 }

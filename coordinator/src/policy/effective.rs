@@ -20,6 +20,10 @@ pub const DEFAULT_KEEP_FINAL: bool = true;
 /// Scheduled starts of a fleet spread over this window (per service, a fixed offset in it).
 pub const DEFAULT_JITTER_MS: u64 = 30 * 60 * 1000;
 pub const DEFAULT_MAX_CONCURRENT: u32 = 4;
+/// Retention never expires a service's newest completed backup, whatever the rules, the clock
+/// or the failures say (pgBackRest, Barman's `minimum_redundancy` and restic keep the last
+/// good backups too).
+pub const DEFAULT_MIN_KEEP: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effective {
@@ -34,6 +38,8 @@ pub struct Effective {
     pub keep_final: bool,
     pub jitter_ms: u64,
     pub max_concurrent: u32,
+    /// The newest completed backups retention never expires (at least 1).
+    pub min_keep: u32,
 }
 
 impl Effective {
@@ -54,6 +60,7 @@ impl Effective {
             keep_final: Some(self.keep_final),
             jitter_ms: Some(self.jitter_ms),
             max_concurrent: Some(self.max_concurrent),
+            min_keep: Some(self.min_keep),
         }
     }
 }
@@ -71,6 +78,7 @@ pub fn overlay(base: &Policy, top: &Policy) -> Policy {
         keep_final: top.keep_final.or(base.keep_final),
         jitter_ms: top.jitter_ms.or(base.jitter_ms),
         max_concurrent: top.max_concurrent.or(base.max_concurrent),
+        min_keep: top.min_keep.or(base.min_keep),
     }
 }
 
@@ -96,6 +104,7 @@ pub fn resolve(region: Option<&Policy>, service: Option<&Policy>) -> Effective {
         keep_final: p.keep_final.unwrap_or(DEFAULT_KEEP_FINAL),
         jitter_ms: p.jitter_ms.unwrap_or(DEFAULT_JITTER_MS),
         max_concurrent: region.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT),
+        min_keep: p.min_keep.unwrap_or(DEFAULT_MIN_KEEP).max(1),
     }
 }
 
@@ -113,6 +122,7 @@ pub fn describe(p: &Policy) -> String {
     num("monthly", p.monthly);
     num("yearly", p.yearly);
     num("lock_days", p.lock_days);
+    num("min_keep", p.min_keep);
     num("max_concurrent", p.max_concurrent);
     if let Some(s) = &p.schedule {
         out.insert(0, format!("schedule={s:?}"));
@@ -144,6 +154,7 @@ pub fn validate(p: &Policy) -> Result<(), String> {
         ("monthly", p.monthly, 1_200),
         ("yearly", p.yearly, 100),
         ("lock_days", p.lock_days, 36_500),
+        ("min_keep", p.min_keep, 10_000),
     ] {
         if v.is_some_and(|v| v > max) {
             return Err(format!("{name} is at most {max}"));
@@ -151,6 +162,13 @@ pub fn validate(p: &Policy) -> Result<(), String> {
     }
     if p.max_concurrent == Some(0) {
         return Err("max_concurrent must be at least 1".into());
+    }
+    if p.min_keep == Some(0) {
+        return Err(
+            "min_keep must be at least 1: retention always keeps a service's newest backup; \
+             purge it by hand (`strongbox backup purge`) if it must go"
+                .into(),
+        );
     }
     if p.jitter_ms.is_some_and(|j| j > super::time::DAY_MS) {
         return Err("jitter is at most 24h".into());

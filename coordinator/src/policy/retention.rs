@@ -7,6 +7,10 @@
 //!   (this one included), of each of the last `daily` UTC days (today included), of each of the
 //!   last `monthly` months, of each of the last `yearly` years; with `max_age`, none older;
 //! - a backup younger than `lock_days` is kept whatever the rules say (`locked until …`);
+//! - the `min_keep` newest completed backups are kept whatever the rules say (`newest`), so
+//!   failing backups or a clock set forward never leave a service without one;
+//! - a backup newer than `now` is kept (`newer than this clock`): a clock set back must not
+//!   read it as belonging to no period;
 //! - every other completed backup expires. Backups not completed are not retention's business.
 //!
 //! Invariants: the verdict is a pure function of the policy, the backups and `now`; a held,
@@ -31,6 +35,10 @@ pub enum Reason {
     Monthly(String),
     Yearly(String),
     Locked(u64),
+    /// One of the `min_keep` newest completed backups (its rank, 1 = the newest).
+    Newest(u32),
+    /// Created after the time of the evaluation.
+    AfterNow,
 }
 
 impl std::fmt::Display for Reason {
@@ -45,6 +53,9 @@ impl std::fmt::Display for Reason {
             Reason::Monthly(m) => write!(f, "monthly {m}"),
             Reason::Yearly(y) => write!(f, "yearly {y}"),
             Reason::Locked(until) => write!(f, "locked until {}", rfc3339(*until)),
+            Reason::Newest(1) => write!(f, "the newest"),
+            Reason::Newest(n) => write!(f, "newest #{n}"),
+            Reason::AfterNow => write!(f, "newer than this clock"),
         }
     }
 }
@@ -117,6 +128,16 @@ pub fn evaluate(
         }
     }
 
+    // The min_keep newest completed backups, by creation time (then id), newest first.
+    let mut by_age: Vec<&&BackupRecord> = completed.iter().collect();
+    by_age.sort_by(|a, b| (b.created_unix_ms, &b.id).cmp(&(a.created_unix_ms, &a.id)));
+    let rank: BTreeMap<&str, u32> = by_age
+        .iter()
+        .take(policy.min_keep.max(1) as usize)
+        .enumerate()
+        .map(|(i, b)| (b.id.as_str(), i as u32 + 1))
+        .collect();
+
     let mut out = BTreeMap::new();
     for b in &completed {
         let mut v = Verdict::default();
@@ -178,6 +199,15 @@ pub fn evaluate(
         let kept_by_kind = !v.keep.is_empty() && rule_end == 0;
         if v.keep.is_empty() && now < v.locked_until_ms {
             v.keep.push(Reason::Locked(v.locked_until_ms));
+        }
+        // Kept while they last; they add no end time (a newer backup ends them).
+        if v.keep.is_empty() && b.created_unix_ms > now {
+            v.keep.push(Reason::AfterNow);
+        }
+        if let Some(n) = rank.get(b.id.as_str()) {
+            if v.keep.is_empty() {
+                v.keep.push(Reason::Newest(*n));
+            }
         }
         v.expires_ms = if kept_by_kind {
             0

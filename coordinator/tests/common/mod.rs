@@ -23,8 +23,28 @@ impl Sim {
     }
 
     /// Applies `op` at `at` for an actor of `role`, with `request_id` or a fresh one, as the
-    /// next log entry; returns the catalog's refusal (empty when applied).
+    /// next log entry; returns the catalog's refusal (empty when applied). The region's clocks
+    /// are right here: when `at` is past the agreed time, a tick at `at` goes first.
     pub fn apply_as(&mut self, role: &str, request_id: Option<&str>, at: u64, op: Op) -> String {
+        if at > self.catalog.clock_ms().expect("clock") {
+            let tick = Op::Tick(strongbox_proto::catalog::Tick {
+                clocks: vec![at],
+                voters: 1,
+            });
+            let e = self.apply_on_wrong_clock(role, None, at, tick);
+            assert!(e.is_empty(), "tick: {e}");
+        }
+        self.apply_on_wrong_clock(role, request_id, at, op)
+    }
+
+    /// As [`Sim::apply_as`], without the tick: `at` is one node's clock, which may be wrong.
+    pub fn apply_on_wrong_clock(
+        &mut self,
+        role: &str,
+        request_id: Option<&str>,
+        at: u64,
+        op: Op,
+    ) -> String {
         self.index += 1;
         let cmd = Command {
             request_id: request_id.map_or_else(|| format!("r{}", self.index), str::to_string),

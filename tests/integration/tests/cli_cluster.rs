@@ -198,3 +198,39 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
         "{out:?}"
     );
 }
+
+/// Issue 15, fault 5: `strongbox … | head -3` ended in a panic ("failed printing to stdout:
+/// Broken pipe", exit 101). Output into a pipe nobody reads any more ends the command quietly.
+#[test]
+fn output_into_a_pipe_whose_reader_went_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let run_into_closed_pipe = |args: &[&str]| {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        drop(read); // the reader went before anything was written
+        Command::new(workspace_bin("strongbox").unwrap())
+            .args(args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap()
+    };
+    for args in [
+        vec!["pki", "init-ca", "--dir", ca.to_str().unwrap()],
+        vec![
+            "pki",
+            "init-ca",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    ] {
+        let _ = std::fs::remove_dir_all(&ca);
+        let out = run_into_closed_pipe(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {err}");
+        // It did its work before the write failed.
+        assert!(ca.join("ca.crt").is_file(), "{args:?}");
+    }
+}

@@ -1,0 +1,62 @@
+//! The agreed time: about once a minute the leader asks every voter for its wall clock and
+//! proposes what it gathered (`Tick`); the catalog takes the median when a majority answered.
+//! Deletions by time are judged against that time ([`crate::catalog::Catalog::implausible_time`]),
+//! so one node's stepped clock (a new leader running behind, or a year ahead) deletes nothing.
+//!
+//! Invariant: a tick carries only clocks read within this call (each voter asked once, with a
+//! short timeout); the catalog, not this loop, decides whether they make a majority.
+
+use std::time::Duration;
+
+use strongbox_proto::catalog::{command::Op, Tick};
+use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
+use strongbox_proto::v1::ClockRequest;
+
+use super::actor;
+use crate::api::NodeContext;
+use crate::catalog::TICK_EVERY_MS;
+use crate::error::Result;
+
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Proposes a tick when the agreed time is older than [`TICK_EVERY_MS`] on this clock.
+pub async fn tick(node: &NodeContext) -> Result<()> {
+    let agreed = node.catalog.clock_ms()?;
+    let now = crate::raft::node::now_ms();
+    if agreed != 0 && now < agreed.saturating_add(TICK_EVERY_MS) && now + TICK_EVERY_MS > agreed {
+        return Ok(());
+    }
+    let voters = node.raft.status().voters;
+    let asks = voters
+        .iter()
+        .filter(|v| **v != node.id)
+        .map(|peer| async move {
+            let channel = node.transport.channel(*peer).ok()?;
+            let mut req = tonic::Request::new(ClockRequest {});
+            req.set_timeout(ASK_TIMEOUT);
+            let r = ClusterServiceClient::new(channel).clock(req).await.ok()?;
+            Some(r.into_inner().unix_ms)
+        });
+    let mut clocks: Vec<u64> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if voters.contains(&node.id) {
+        clocks.push(crate::raft::node::now_ms());
+    }
+    let mut cmd = node.command(
+        &actor(node, "clock"),
+        Op::Tick(Tick {
+            clocks,
+            voters: voters.len() as u32,
+        }),
+    );
+    // One request record a minute at most (a retried tick of the same minute applies once).
+    cmd.request_id = format!("tick/{}", now / TICK_EVERY_MS);
+    let outcome = node.submit(cmd).await?;
+    if !outcome.error.is_empty() {
+        tracing::warn!(error = %outcome.error, "the voters did not agree on a time");
+    }
+    Ok(())
+}
