@@ -17,51 +17,51 @@ use crate::engines::ServiceSpec;
 #[command(name = "strongbox-agent", version)]
 pub struct Args {
     /// TOML file with any of the options below, and the [[service]] tables of this host.
-    #[arg(long, short = 'c', env = "STRONGBOX_CONFIG")]
+    #[arg(long, short = 'c', env = "STRONGBOX_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Coordinator nodes of the region as HOST:PORT, comma-separated or repeated.
     #[arg(
         long = "coordinator",
-        env = "STRONGBOX_COORDINATORS",
+        env = "STRONGBOX_AGENT_COORDINATORS",
         value_delimiter = ','
     )]
     pub coordinators: Vec<String>,
     /// The region of this host.
-    #[arg(long, env = "STRONGBOX_REGION")]
+    #[arg(long, env = "STRONGBOX_AGENT_REGION")]
     pub region: Option<String>,
     /// This host's name (must match its certificate's name).
-    #[arg(long, env = "STRONGBOX_HOST")]
+    #[arg(long, env = "STRONGBOX_AGENT_HOST")]
     pub host: Option<String>,
     /// The fleet CA certificate.
-    #[arg(long, env = "STRONGBOX_TLS_CA")]
+    #[arg(long, env = "STRONGBOX_AGENT_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// This agent's certificate (role agent).
-    #[arg(long, env = "STRONGBOX_TLS_CERT")]
+    #[arg(long, env = "STRONGBOX_AGENT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// This agent's private key.
-    #[arg(long, env = "STRONGBOX_TLS_KEY")]
+    #[arg(long, env = "STRONGBOX_AGENT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// The fleet keyring file (mode 0600).
-    #[arg(long, env = "STRONGBOX_KEY_FILE")]
+    #[arg(long, env = "STRONGBOX_AGENT_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// Folder under which restores create fresh servers.
-    #[arg(long, env = "STRONGBOX_DATA_ROOT")]
+    #[arg(long, env = "STRONGBOX_AGENT_DATA_ROOT")]
     pub data_root: Option<PathBuf>,
     /// This host is a spare, ready for restores.
-    #[arg(long, env = "STRONGBOX_SPARE")]
+    #[arg(long, env = "STRONGBOX_AGENT_SPARE")]
     pub spare: bool,
     /// The address servers made by restores listen on (default 127.0.0.1).
-    #[arg(long, env = "STRONGBOX_RESTORE_LISTEN")]
+    #[arg(long, env = "STRONGBOX_AGENT_RESTORE_LISTEN")]
     pub restore_listen: Option<String>,
     /// Upload at most this many bytes per second (default: no limit).
-    #[arg(long, env = "STRONGBOX_UPLOAD_RATE")]
+    #[arg(long, env = "STRONGBOX_AGENT_UPLOAD_RATE")]
     pub upload_rate: Option<u64>,
     /// Batches of chunks (up to 16 chunks, closed at 16 MiB) checked, sealed and uploaded at once
     /// (default 2).
-    #[arg(long, env = "STRONGBOX_UPLOAD_CONCURRENCY")]
+    #[arg(long, env = "STRONGBOX_AGENT_UPLOAD_CONCURRENCY")]
     pub upload_concurrency: Option<usize>,
     /// zstd level for chunks (default 3).
-    #[arg(long, env = "STRONGBOX_ZSTD_LEVEL")]
+    #[arg(long, env = "STRONGBOX_AGENT_ZSTD_LEVEL")]
     pub zstd_level: Option<i32>,
 }
 

@@ -15,6 +15,10 @@ fn main() -> anyhow::Result<()> {
     keep_freed_buffers();
     strongbox_core::tls::install_crypto_provider();
     tracing_subscriber::fmt()
+        // Logs go to stderr, in colour only on a terminal: a log file or the journal gets
+        // plain text.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

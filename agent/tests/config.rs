@@ -1,6 +1,11 @@
-//! The agent binary documents its options and explains a missing one.
+//! The agent binary documents its options and explains a missing one; its configuration is
+//! taken as operators write it: the engine names they use, and only the agent's own
+//! environment variables (issue 15, faults 8 and 9).
 
 use std::process::Command;
+
+use strongbox_agent::config::{Args, Config};
+use strongbox_agent::engines::EngineKind;
 
 #[test]
 fn help_documents_every_option_and_missing_ones_are_named() {
@@ -19,7 +24,7 @@ fn help_documents_every_option_and_missing_ones_are_named() {
         "--key-file",
         "--data-root",
         "--spare",
-        "STRONGBOX_KEY_FILE",
+        "STRONGBOX_AGENT_KEY_FILE",
     ] {
         assert!(text.contains(opt), "--help lacks {opt}");
     }
@@ -34,4 +39,80 @@ fn help_documents_every_option_and_missing_ones_are_named() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn config_with(dir: &std::path::Path, engine: &str) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "coordinators = [\"127.0.0.1:7443\"]\nregion = \"r\"\nhost = \"db-2\"\n\
+             tls_ca = \"/nonexistent/config-ca.crt\"\ntls_cert = \"/nonexistent/config-db-2.crt\"\n\
+             tls_key = \"/nonexistent/config-db-2.key\"\nkey_file = \"/nonexistent/fleet.key\"\n\n\
+             [[service]]\nname = \"shop\"\nengine = \"{engine}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn engine_names_operators_use_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, kind) in [
+        ("mariadb", EngineKind::Mysql),
+        ("MariaDB", EngineKind::Mysql),
+        ("mysql", EngineKind::Mysql),
+        ("postgresql", EngineKind::Postgres),
+        ("PostgreSQL", EngineKind::Postgres),
+        ("postgres", EngineKind::Postgres),
+        ("sqlite3", EngineKind::Sqlite),
+    ] {
+        let config = Config::load(Args {
+            config: Some(config_with(dir.path(), name)),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(config.services[0].engine, kind, "{name}");
+    }
+    let e = Config::load(Args {
+        config: Some(config_with(dir.path(), "oracle")),
+        ..Default::default()
+    })
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("oracle") && e.contains("mariadb"), "{e}");
+}
+
+#[test]
+fn the_clis_environment_does_not_reach_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), "postgres");
+    // What `strongbox dev` tells operators to export, for the CLI.
+    let out = Command::new(env!("CARGO_BIN_EXE_strongbox-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("STRONGBOX_TLS_CERT", "/nonexistent/operator.crt")
+        .env("STRONGBOX_TLS_KEY", "/nonexistent/operator.key")
+        .env("STRONGBOX_TLS_CA", "/nonexistent/operator-ca.crt")
+        .env("STRONGBOX_HOST", "dev-operator")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config-"),
+        "the config's files were not used: {err}"
+    );
+    assert!(
+        !err.contains("operator"),
+        "the CLI's variables reached the agent: {err}"
+    );
+    // Its own prefix still works, and --help names it.
+    let help = Command::new(env!("CARGO_BIN_EXE_strongbox-agent"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("STRONGBOX_AGENT_TLS_CERT"), "{help}");
 }

@@ -16,65 +16,69 @@ use strongbox_core::tls::TlsFiles;
 #[command(name = "strongbox-coordinator", version)]
 pub struct Args {
     /// TOML file with any of the options below (keys as the long flags, with '_' for '-').
-    #[arg(long, short = 'c', env = "STRONGBOX_CONFIG")]
+    #[arg(long, short = 'c', env = "STRONGBOX_COORDINATOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// This node's Raft id (1 bootstraps a new cluster; others join it).
-    #[arg(long, env = "STRONGBOX_NODE_ID")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_NODE_ID")]
     pub node_id: Option<u64>,
     /// The region this cluster serves, e.g. us-east-1.
-    #[arg(long, env = "STRONGBOX_REGION")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_REGION")]
     pub region: Option<String>,
     /// gRPC listen address (mutual TLS) for agents, operators and peers.
-    #[arg(long, env = "STRONGBOX_LISTEN")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// The address peers and agents reach this node at (default: --listen).
-    #[arg(long, env = "STRONGBOX_ADVERTISE")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_ADVERTISE")]
     pub advertise: Option<String>,
     /// Raft tick interval (elections take 10 ticks, heartbeats every 2).
-    #[arg(long, env = "STRONGBOX_RAFT_TICK", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_RAFT_TICK", value_parser = humantime::parse_duration)]
     pub raft_tick: Option<std::time::Duration>,
     /// Compact the Raft log into a snapshot point after this many applied entries.
-    #[arg(long, env = "STRONGBOX_COMPACT_AFTER")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_COMPACT_AFTER")]
     pub compact_after: Option<u64>,
     /// How often each node repairs its chunk store and collects garbage.
-    #[arg(long, env = "STRONGBOX_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration)]
     pub maintenance_interval: Option<std::time::Duration>,
     /// Create scheduled backups when this node leads (default true). `false` on every node
     /// pauses automatic backups of the whole region (retention keeps running); for one service,
     /// use `strongbox service exclude` instead.
-    #[arg(long, env = "STRONGBOX_SCHEDULE_BACKUPS")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_SCHEDULE_BACKUPS")]
     pub schedule_backups: Option<bool>,
     /// How often the leader's controllers (scheduler, retention) look at the catalog. Default 5s.
-    #[arg(long, env = "STRONGBOX_CONTROLLER_INTERVAL", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_CONTROLLER_INTERVAL", value_parser = humantime::parse_duration)]
     pub controller_interval: Option<std::time::Duration>,
     /// Chunks no backup uses are deleted once older than this (must exceed the longest backup).
-    #[arg(long, env = "STRONGBOX_GC_GRACE", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_GC_GRACE", value_parser = humantime::parse_duration)]
     pub gc_grace: Option<std::time::Duration>,
     /// How long an agent whose session ended (killed, its host down) has to come back before
     /// its open jobs fail as abandoned and can be retried. Default 30s.
-    #[arg(long, env = "STRONGBOX_AGENT_GRACE", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_AGENT_GRACE", value_parser = humantime::parse_duration)]
     pub agent_grace: Option<std::time::Duration>,
     /// Refuse chunk uploads when the data dir's disk would have less than this many bytes
     /// free (room kept for the Raft log and the catalog). Default 256 MiB.
-    #[arg(long, env = "STRONGBOX_MIN_FREE_BYTES")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_MIN_FREE_BYTES")]
     pub min_free_bytes: Option<u64>,
     /// HTTP listen address for /healthz and /metrics.
-    #[arg(long, env = "STRONGBOX_HTTP_LISTEN")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// Peers as ID=HOST:PORT, comma-separated or repeated.
-    #[arg(long = "peer", env = "STRONGBOX_PEERS", value_delimiter = ',')]
+    #[arg(
+        long = "peer",
+        env = "STRONGBOX_COORDINATOR_PEERS",
+        value_delimiter = ','
+    )]
     pub peers: Vec<String>,
     /// Folder for the Raft log, the catalog and the chunk store.
-    #[arg(long, env = "STRONGBOX_DATA_DIR")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The fleet CA certificate.
-    #[arg(long, env = "STRONGBOX_TLS_CA")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// This node's certificate (role node).
-    #[arg(long, env = "STRONGBOX_TLS_CERT")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// This node's private key.
-    #[arg(long, env = "STRONGBOX_TLS_KEY")]
+    #[arg(long, env = "STRONGBOX_COORDINATOR_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 }
 

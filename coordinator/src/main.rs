@@ -11,6 +11,10 @@ fn main() -> anyhow::Result<()> {
     strongbox_core::private::set_private_umask();
     strongbox_core::tls::install_crypto_provider();
     tracing_subscriber::fmt()
+        // Logs go to stderr, in colour only on a terminal: a log file or the journal gets
+        // plain text.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,raft=warn,sled=warn".into()),

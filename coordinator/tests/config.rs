@@ -19,7 +19,7 @@ fn help_documents_every_option_and_missing_ones_are_named() {
         "--tls-ca",
         "--tls-cert",
         "--tls-key",
-        "STRONGBOX_NODE_ID",
+        "STRONGBOX_COORDINATOR_NODE_ID",
     ] {
         assert!(text.contains(opt), "--help lacks {opt}");
     }

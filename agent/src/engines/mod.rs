@@ -33,9 +33,10 @@ use tokio::io::AsyncRead;
 
 use crate::error::{Error, Result};
 
-/// The engines strongbox backs up.
+/// The engines strongbox backs up. In a config, the names operators use are taken, in any
+/// case: `postgres`, `postgresql`, `pg`; `mariadb`, `mysql`; `sqlite`, `sqlite3`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum EngineKind {
     Postgres,
     /// MariaDB or MySQL.
@@ -53,12 +54,24 @@ impl EngineKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "postgres" | "postgresql" => Some(EngineKind::Postgres),
+        match s.trim().to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" | "pg" => Some(EngineKind::Postgres),
             "mysql" | "mariadb" => Some(EngineKind::Mysql),
-            "sqlite" => Some(EngineKind::Sqlite),
+            "sqlite" | "sqlite3" => Some(EngineKind::Sqlite),
             _ => None,
         }
+    }
+}
+
+impl TryFrom<String> for EngineKind {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        EngineKind::parse(&s).ok_or_else(|| {
+            format!(
+                "unknown engine {s:?}: use postgres (or postgresql), mariadb (or mysql), or sqlite"
+            )
+        })
     }
 }
 

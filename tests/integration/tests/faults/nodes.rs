@@ -87,7 +87,7 @@ async fn a_node_cut_off_does_not_stop_backups_and_catches_up_when_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_restarted_keeps_every_backup_and_repairs_without_false_alarms() {
-    let (mut f, _db, _agent, _spare) = fleet_with_db().await;
+    let (mut f, _db, agent, _spare) = fleet_with_db().await;
     let (job, a) = f.backup("till").await;
     assert_eq!(job.state, "completed", "{}", job.reason);
     let bad = chunks_of(&f.cluster, &a.manifest_id)[0];
@@ -123,6 +123,12 @@ async fn every_node_restarted_keeps_every_backup_and_repairs_without_false_alarm
         "node 3 raised a false alarm:\n{log}"
     );
     assert!(log.contains("chunk maintenance pass"), "{log}");
+    // A log written to a file carries no colour escapes (issue 15, fault 12).
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    assert!(
+        !agent.log_text().contains('\u{1b}'),
+        "colour codes in the agent's log"
+    );
 
     // The region works as before: a new backup, and the old one restores.
     let (job, _b) = f.backup("till").await;
