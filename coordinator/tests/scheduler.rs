@@ -361,3 +361,163 @@ fn an_excluded_service_gets_no_automatic_backup_and_keeps_its_old_ones() {
     // Slot of now; the hour in between is counted as missed, not caught up.
     assert_eq!(jobs[0].slot_unix_ms, T0 + 2 * HOUR);
 }
+
+/// The scheduler's rule as a property (issue 15, fault 1): for generated sequences of what
+/// happens to a service (backups that complete, fail or are abandoned by their agent, an
+/// operator purging backups, retention passes, passes skipped or run twice as leaders change,
+/// leaders whose clocks are minutes behind or ahead), no job id is ever proposed twice, and once the trouble stops,
+/// the newest slot gets a completed backup and `service show` says `ok` with the next slot
+/// ahead. The example of the issue: a scheduled backup purged after it completed left its slot
+/// due forever, its job id proposed (and refused) every pass.
+#[test]
+fn no_sequence_of_actions_wedges_the_schedule() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashSet;
+    use strongbox_proto::catalog::{ExpireBackups, PurgeBackup};
+    for seed in 0..30u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut sim = Sim::new();
+        let schedule = if seed % 2 == 0 {
+            "every 1h"
+        } else {
+            "daily 02:00 UTC"
+        };
+        sim.policy(
+            T0,
+            Policy {
+                schedule: Some(schedule.into()),
+                jitter_ms: Some(0),
+                max_age_ms: Some(if seed % 3 == 0 { 6 * HOUR } else { 0 }),
+                ..Default::default()
+            },
+        );
+        sim.host(T0, "db-1", &[("shop", "primary", true)]);
+        let mut proposed: HashSet<String> = HashSet::new();
+        let mut running: Vec<JobRecord> = Vec::new();
+        let mut propose = |sim: &mut Sim, at: u64, running: &mut Vec<JobRecord>| {
+            let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+            for job in plan(&snap, at) {
+                assert!(
+                    proposed.insert(job.id.clone()),
+                    "seed {seed}: job id {} proposed twice",
+                    job.id
+                );
+            }
+            running.extend(sim.schedule(at));
+        };
+        // A job the catalog gave up on (its agent silent for ten minutes) takes no report.
+        let open = |sim: &Sim, job: &JobRecord| {
+            sim.catalog
+                .job(&job.id)
+                .expect("job")
+                .is_some_and(|j| !strongbox_coordinator::catalog::is_final(&j.state))
+        };
+        let mut t = T0 + 60_000;
+        for _ in 0..200 {
+            t += rng.gen_range(1..40u64) * 60_000;
+            match rng.gen_range(0..12) {
+                // A leader change: this pass is skipped.
+                0 => {}
+                // Two leaders plan the same moment.
+                1 => {
+                    propose(&mut sim, t, &mut running);
+                    propose(&mut sim, t, &mut running);
+                }
+                // A leader whose clock is a few minutes behind, or ahead.
+                2 => propose(&mut sim, t.saturating_sub(3 * 60_000), &mut running),
+                3 => propose(&mut sim, t + 3 * 60_000, &mut running),
+                _ => propose(&mut sim, t, &mut running),
+            }
+            match rng.gen_range(0..10) {
+                0..=3 if !running.is_empty() => {
+                    let job = running.remove(0);
+                    if open(&sim, &job) {
+                        sim.finish(&job, t + 1000);
+                    }
+                }
+                4 if !running.is_empty() => {
+                    let job = running.remove(0);
+                    if open(&sim, &job) {
+                        sim.fail(&job, t + 1000);
+                    }
+                }
+                // The agent dies: the job is never reported again.
+                5 if !running.is_empty() => {
+                    running.remove(0);
+                }
+                6 => {
+                    // The operator purges a backup (the newest, often).
+                    let backups = sim.scheduled("shop");
+                    if let Some(b) = backups.iter().rev().find(|b| b.state == "completed") {
+                        let e = sim.apply(
+                            t + 2000,
+                            Op::PurgeBackup(PurgeBackup {
+                                backup_id: b.id.clone(),
+                            }),
+                        );
+                        assert!(e.is_empty(), "seed {seed}: purge: {e}");
+                    }
+                }
+                7 => {
+                    // A retention pass.
+                    let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+                    let backups: Vec<BackupRecord> =
+                        sim.catalog.service_backups("shop").expect("backups");
+                    let expired: Vec<String> = strongbox_coordinator::policy::retention::evaluate(
+                        &snap.policy("shop"),
+                        &backups,
+                        t + 3000,
+                    )
+                    .into_iter()
+                    .filter(|(_, v)| v.expired())
+                    .map(|(id, _)| id)
+                    .collect();
+                    if !expired.is_empty() {
+                        let e = sim.apply(
+                            t + 3000,
+                            Op::ExpireBackups(ExpireBackups {
+                                service: "shop".into(),
+                                backup_ids: expired,
+                            }),
+                        );
+                        // (Refused after a leader ahead moved the test's agreed time.)
+                        assert!(
+                            e.is_empty() || e.contains("behind"),
+                            "seed {seed}: expire: {e}"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The trouble stops: every backup completes a minute after it starts.
+        for _ in 0..(3 * 24 * 2) {
+            t += 30 * 60_000;
+            propose(&mut sim, t, &mut running);
+            for job in std::mem::take(&mut running) {
+                if open(&sim, &job) {
+                    sim.finish(&job, t + 60_000);
+                }
+            }
+        }
+        t += 2 * 60_000;
+        let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+        let svc = snap
+            .services
+            .iter()
+            .find(|s| s.name == "shop")
+            .expect("service");
+        let st = status(&snap, svc, t);
+        assert_eq!(st.state, "ok", "seed {seed}: {st:?}");
+        assert!(
+            matches!(st.next, Next::At(next) if next > t),
+            "seed {seed}: the schedule is stuck: {st:?}"
+        );
+        let newest = sim
+            .scheduled("shop")
+            .into_iter()
+            .filter(|b| b.state == "completed")
+            .count();
+        assert!(newest > 0, "seed {seed}: no completed backup");
+    }
+}

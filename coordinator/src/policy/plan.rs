@@ -181,21 +181,46 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
     );
     let under_way = snap.backup_jobs_of(&svc.name).any(|j| snap.live(j, now));
     let (mut attempt, mut not_before) = (0, 0);
+    // Why the due slot is being taken again, when an earlier attempt of it left no backup.
+    let mut retaking = String::new();
     if let Next::Due { slot, .. } = next {
-        let failed: Vec<&&BackupRecord> = mine
+        // Earlier attempts of the slot: its jobs (whatever became of their backups: failed,
+        // abandoned, or completed and then purged or expired), and failed backups whose jobs
+        // were pruned. The next attempt comes after all of them, so no job id is proposed
+        // twice and the slot never wedges.
+        let jobs: Vec<&JobRecord> = snap
+            .backup_jobs_of(&svc.name)
+            .filter(|j| j.backup_kind == "scheduled" && j.slot_unix_ms == slot)
+            .collect();
+        let failed_backups = mine
             .iter()
             .filter(|b| b.kind == "scheduled" && b.slot_unix_ms == slot && !counts(b))
-            .collect();
-        attempt = failed.len() as u32;
-        if let Some(last) = failed
+            .count() as u32;
+        attempt = jobs
             .iter()
-            .map(|b| {
-                snap.job_of(&b.id)
-                    .map_or(b.created_unix_ms, |j| j.updated_unix_ms)
-            })
+            .map(|j| j.attempt + 1)
+            .max()
+            .unwrap_or(0)
+            .max(failed_backups);
+        let last_job = jobs.iter().max_by_key(|j| (j.attempt, j.updated_unix_ms));
+        let last_failed_backup = mine
+            .iter()
+            .filter(|b| b.kind == "scheduled" && b.slot_unix_ms == slot && !counts(b))
+            .map(|b| b.created_unix_ms)
+            .max();
+        if let Some(last) = last_job
+            .map(|j| j.updated_unix_ms)
+            .into_iter()
+            .chain(last_failed_backup)
             .max()
         {
             not_before = last.saturating_add(retry_backoff_ms(attempt));
+        }
+        if let Some(j) = last_job.filter(|j| j.state == "completed") {
+            retaking = format!(
+                "the backup {} of this slot (job {}) was purged or expired; taking the slot again",
+                j.backup_id, j.id
+            );
         }
     }
     let last_success_ms = mine
@@ -248,6 +273,8 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             "no-primary",
             format!("{why}; no backup is taken from a replica"),
         )
+    } else if !retaking.is_empty() && !under_way {
+        ("ok", retaking)
     } else if attempt > 0 && !under_way {
         ("failing", last_failure.clone())
     } else if matches!(next, Next::Due { slot, .. } if now.saturating_sub(slot) > OVERDUE_MS)
