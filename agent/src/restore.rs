@@ -268,7 +268,11 @@ pub fn open_restores(root: &Path) -> Vec<(PathBuf, u32)> {
 /// Maps a core I/O error to the agent's, saying what was being done.
 fn io_error(what: &'static str) -> impl Fn(strongbox_core::Error) -> Error {
     move |e| match e {
-        strongbox_core::Error::Io { path, source } => Error::Io { what, path, source },
+        strongbox_core::Error::Io { path, cause } => Error::Io {
+            what,
+            path,
+            source: cause,
+        },
         other => Error::Core(other),
     }
 }

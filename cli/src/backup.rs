@@ -1192,6 +1192,12 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
         Command::List { service } => {
             let service = service.unwrap_or_default();
             let backups = list_backups(&api, &service).await?;
+            if backups.is_empty() && !service.is_empty() {
+                let known = crate::service::list_services(&api).await?;
+                if !known.iter().any(|s| s.name == service) {
+                    return Err(crate::service::unknown_service(&service, &known));
+                }
+            }
             if output == Output::Table && backups.is_empty() {
                 if service.is_empty() {
                     println!("No backups yet. Take one with `strongbox backup create SERVICE`.");

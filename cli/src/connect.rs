@@ -95,14 +95,41 @@ pub struct ConnectArgs {
 
 impl ConnectArgs {
     pub fn tls(&self) -> anyhow::Result<TlsFiles> {
-        let need = |v: &Option<PathBuf>, flag: &str, env: &str| {
-            v.clone()
-                .with_context(|| format!("no certificate given: pass --{flag} (or set {env})"))
+        // Each file named with the option it came from, and what is wrong with it.
+        let need = |v: &Option<PathBuf>, flag: &str, env: &str, what: &str| {
+            let path = v
+                .clone()
+                .with_context(|| format!("no {what} given: pass --{flag} (or set {env})"))?;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => bail!(
+                    "--{flag} {}: not a file (give the {what} file)",
+                    path.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    bail!("--{flag} {}: no such file (the {what})", path.display())
+                }
+                Err(e) => bail!("--{flag} {}: cannot be read: {e}", path.display()),
+            }
+            if let Err(e) = std::fs::File::open(&path) {
+                bail!("--{flag} {}: cannot be read: {e}", path.display());
+            }
+            Ok::<_, anyhow::Error>(path)
         };
         Ok(TlsFiles {
-            ca: need(&self.tls_ca, "tls-ca", "STRONGBOX_TLS_CA")?,
-            cert: need(&self.tls_cert, "tls-cert", "STRONGBOX_TLS_CERT")?,
-            key: need(&self.tls_key, "tls-key", "STRONGBOX_TLS_KEY")?,
+            ca: need(
+                &self.tls_ca,
+                "tls-ca",
+                "STRONGBOX_TLS_CA",
+                "fleet CA certificate",
+            )?,
+            cert: need(
+                &self.tls_cert,
+                "tls-cert",
+                "STRONGBOX_TLS_CERT",
+                "certificate",
+            )?,
+            key: need(&self.tls_key, "tls-key", "STRONGBOX_TLS_KEY", "private key")?,
         })
     }
 

@@ -193,6 +193,35 @@ fn print_host(h: &HostInfo, output: Output) {
     }
 }
 
+/// An error for a service name nobody serves, with the closest known names (at most three,
+/// by Jaro-Winkler similarity, as clap suggests subcommands).
+pub fn unknown_service(name: &str, known: &[ServiceInfo]) -> anyhow::Error {
+    let mut close: Vec<(f64, &str)> = known
+        .iter()
+        .map(|s| (strsim::jaro_winkler(name, &s.name), s.name.as_str()))
+        .filter(|(score, _)| *score > 0.7)
+        .collect();
+    close.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let names: Vec<&str> = close.iter().take(3).map(|(_, n)| *n).collect();
+    match names.as_slice() {
+        [] if known.is_empty() => anyhow::anyhow!(
+            "no service {name:?}: this region has no services yet (agents report them when they start)"
+        ),
+        [] => anyhow::anyhow!(
+            "no service {name:?}; `strongbox service list` shows the {} known",
+            known.len()
+        ),
+        _ => anyhow::anyhow!(
+            "no service {name:?}; did you mean {}?",
+            names
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    }
+}
+
 pub async fn list_services(api: &Api) -> anyhow::Result<Vec<ServiceInfo>> {
     let mut s = api
         .call("ListServices", |mut c| async move {

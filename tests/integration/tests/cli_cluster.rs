@@ -179,6 +179,16 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
         "notes"
     );
 
+    // A service name typed wrong is an error naming the closest known one (issue 15, fault 8).
+    let out = cli(&f, &["backup", "list", "note"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no service \"note\"") && err.contains("\"notes\""),
+        "{err}"
+    );
+    let out = cli(&f, &["backup", "list", "notes"]);
+    assert!(out.status.success(), "{out:?}");
     // Revoking needs a target; then the claim waits again.
     let out = cli(&f, &["host", "revoke", "db-2"]);
     assert!(!out.status.success());

@@ -105,6 +105,36 @@ async fn a_foreign_certificate_or_ca_fails_the_handshake_with_the_reason() {
         "{err}"
     );
 
+    // Files that are not there, or not files: the option and the file are named, once.
+    let dir = tempfile::tempdir().unwrap();
+    for (tls, flag, what) in [
+        (
+            TlsFiles {
+                cert: "/nonexistent/alice.crt".into(),
+                ..f.operator.clone()
+            },
+            "--tls-cert /nonexistent/alice.crt",
+            "no such file",
+        ),
+        (
+            TlsFiles {
+                key: dir.path().to_path_buf(),
+                ..f.operator.clone()
+            },
+            "--tls-key",
+            "not a file",
+        ),
+    ] {
+        let out = cli_as(&f, &tls, &["service", "list"]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(flag) && err.contains(what), "{err}");
+        assert!(
+            !err.contains("os error 2): No such file"),
+            "said twice: {err}"
+        );
+    }
+
     // Our certificate with another holder's key: named, not a bare transport error.
     let other = f.cluster.pki.issue(Role::Operator, "dave", &[]).unwrap();
     let mismatched = TlsFiles {
