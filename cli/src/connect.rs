@@ -37,7 +37,8 @@ impl Api {
 
     pub fn with(tls: &TlsFiles, addresses: &[String]) -> anyhow::Result<Self> {
         Ok(Api {
-            coordinators: Coordinators::new(tls, addresses, CALL_DEADLINE)?,
+            coordinators: Coordinators::new(tls, addresses, CALL_DEADLINE)?
+                .give_up_when_unreached(),
         })
     }
 
@@ -151,8 +152,8 @@ pub async fn connect(tls: &TlsFiles, address: &str) -> anyhow::Result<Channel> {
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
     endpoint.connect().await.map_err(|e| {
-        match strongbox_core::connect::tls_failure_in(&e) {
-            Some(why) => anyhow::anyhow!("the TLS handshake with {address} failed: {why}"),
+        match strongbox_core::connect::unreached_in(&e) {
+            Some(why) => anyhow::anyhow!("{address}: {why}"),
             None => anyhow::Error::new(e).context(format!(
                 "cannot reach the coordinator at {address} (is it running, and is its certificate from your CA?)"
             )),
@@ -163,14 +164,14 @@ pub async fn connect(tls: &TlsFiles, address: &str) -> anyhow::Result<Channel> {
 /// A channel to the first coordinator that answers.
 pub async fn any(args: &ConnectArgs) -> anyhow::Result<Channel> {
     let tls = args.tls()?;
-    let mut last = None;
+    let mut failed = Vec::new();
     for a in args.addresses()? {
         match connect(&tls, a).await {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(e) => failed.push(format!("{e:#}")),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator given")))
+    bail!("no coordinator could be reached; {}", failed.join("; "))
 }
 
 /// Turns a gRPC error into a message for people.

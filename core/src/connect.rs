@@ -5,8 +5,9 @@
 //! certificate against the host part of its address; only failures that say nothing reached
 //! the service (unavailable, cancelled, timed out) are retried elsewhere, so a call that the
 //! service refused is never repeated; retries stop at the deadline with the last error, or
-//! as soon as every node failed the TLS handshake (a certificate problem does not heal by
-//! waiting), with what the handshake said ([`tls_failure`]) instead of "transport error".
+//! as soon as no node could be reached at all (refused, timed out, unresolved, or a failed TLS
+//! handshake: [`connect_failure`]), naming each address and why, instead of "transport error"
+//! after half a minute.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,9 @@ pub struct Coordinators {
     channels: Vec<Channel>,
     current: AtomicUsize,
     deadline: Duration,
+    /// Give up as soon as no node can be reached at all (an operator at a terminal), rather
+    /// than retry until the deadline (an agent riding out a region's restart).
+    give_up_when_unreached: bool,
 }
 
 /// The host part of `HOST:PORT` (brackets of an IPv6 literal removed).
@@ -111,6 +115,84 @@ fn describe_tls(e: &rustls::Error) -> String {
     }
 }
 
+/// Why a call never reached a node: the connection itself failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreached {
+    /// Nothing listens at the address (connection refused).
+    Refused,
+    /// No answer within the connect timeout.
+    TimedOut,
+    /// The name does not resolve, or no route to it.
+    Unresolved(String),
+    /// The TLS handshake failed ([`tls_failure`]): a trust problem, not an outage.
+    Tls(String),
+}
+
+impl std::fmt::Display for Unreached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreached::Refused => write!(f, "nothing listens there (connection refused)"),
+            Unreached::TimedOut => write!(f, "no answer (timed out)"),
+            Unreached::Unresolved(why) => write!(f, "cannot be reached ({why})"),
+            Unreached::Tls(why) => write!(f, "the TLS handshake failed: {why}"),
+        }
+    }
+}
+
+/// Why a failed call never reached its node, when the connection itself failed; `None` when
+/// the node was reached (it may still have been unavailable, e.g. electing a leader).
+pub fn connect_failure(s: &Status) -> Option<Unreached> {
+    std::error::Error::source(s).and_then(unreached_in)
+}
+
+/// As [`connect_failure`], for any error and its sources (a failed connect, say).
+pub fn unreached_in(e: &(dyn std::error::Error + 'static)) -> Option<Unreached> {
+    if let Some(tls) = tls_failure_in(e) {
+        return Some(Unreached::Tls(tls));
+    }
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused => return Some(Unreached::Refused),
+                K::TimedOut => return Some(Unreached::TimedOut),
+                K::HostUnreachable | K::NetworkUnreachable => {
+                    return Some(Unreached::Unresolved(io.to_string()))
+                }
+                _ => {}
+            }
+        }
+        let text = e.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return Some(Unreached::Unresolved(text));
+        }
+        if text.contains("timed out") {
+            return Some(Unreached::TimedOut);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The error of a call no node could be reached for: each address and why;
+/// `UNAUTHENTICATED` when every failure was a TLS handshake (trust, not an outage).
+fn all_unreached(
+    addresses: &[String],
+    unreached: &std::collections::BTreeMap<usize, Unreached>,
+) -> Status {
+    let each: Vec<String> = unreached
+        .iter()
+        .map(|(n, why)| format!("{}: {why}", addresses[*n]))
+        .collect();
+    let msg = format!("no coordinator could be reached; {}", each.join("; "));
+    if unreached.values().all(|w| matches!(w, Unreached::Tls(_))) {
+        Status::unauthenticated(msg)
+    } else {
+        Status::unavailable(msg)
+    }
+}
+
 impl Coordinators {
     /// Channels to every address (nothing is dialed until the first call).
     pub fn new(tls: &TlsFiles, addresses: &[String], deadline: Duration) -> Result<Self> {
@@ -128,7 +210,14 @@ impl Coordinators {
             channels,
             current: AtomicUsize::new(0),
             deadline,
+            give_up_when_unreached: false,
         })
+    }
+
+    /// Calls end as soon as no node can be reached at all, naming each address and why.
+    pub fn give_up_when_unreached(mut self) -> Self {
+        self.give_up_when_unreached = true;
+        self
     }
 
     /// The node in use now: (index, address, channel).
@@ -156,24 +245,27 @@ impl Coordinators {
     {
         let start = Instant::now();
         let mut attempt = 0usize;
-        let mut handshakes_failed = std::collections::BTreeSet::new();
+        // Nodes that could not be reached at all in this call, with why.
+        let mut unreached: std::collections::BTreeMap<usize, Unreached> = Default::default();
         loop {
             let (i, address, channel) = self.current();
             match call(channel).await {
                 Ok(v) => return Ok(v),
                 Err(s) if is_retryable(&s) => {
-                    if let Some(why) = tls_failure(&s) {
-                        tracing::debug!(what, node = address, why, "TLS handshake failed");
-                        handshakes_failed.insert(i);
-                        if handshakes_failed.len() == self.channels.len()
-                            || start.elapsed() >= self.deadline
-                        {
-                            return Err(Status::unauthenticated(format!(
-                                "the TLS handshake with {address} failed: {why}"
-                            )));
+                    match connect_failure(&s) {
+                        Some(why) => {
+                            tracing::debug!(what, node = address, why = %why, "could not reach the node");
+                            unreached.insert(i, why);
+                            // No node reachable at all: say so now, naming each, rather than
+                            // retry until the deadline (a node restarting is one of several).
+                            if self.give_up_when_unreached && unreached.len() == self.channels.len()
+                            {
+                                return Err(all_unreached(&self.addresses, &unreached));
+                            }
                         }
-                        self.rotate(i);
-                        continue;
+                        None => {
+                            unreached.remove(&i);
+                        }
                     }
                     if start.elapsed() >= self.deadline {
                         return Err(s);

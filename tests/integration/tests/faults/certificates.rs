@@ -187,3 +187,54 @@ fn certificates_are_issued_for_at_least_a_day_and_at_most_a_century() {
         );
     }
 }
+
+/// Issue 15, fault 6: a wrong address or another fleet's CA cost 31 s of silence and ended in
+/// "tcp connect error" without the address. Each address is named with why, within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_or_untrusted_nodes_are_named_each_within_seconds() {
+    let f = fleet().await;
+    // Nothing listens at these addresses.
+    let nobody: Vec<String> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let strongbox = strongbox_integration::cluster::workspace_bin("strongbox").unwrap();
+    for args in [vec!["service", "list"], vec!["cluster", "status"]] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(&strongbox)
+            .args(&args)
+            .env("STRONGBOX_COORDINATORS", nobody.join(","))
+            .env("STRONGBOX_TLS_CA", &f.operator.ca)
+            .env("STRONGBOX_TLS_CERT", &f.operator.cert)
+            .env("STRONGBOX_TLS_KEY", &f.operator.key)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        for a in &nobody {
+            assert!(
+                err.contains(a.as_str()),
+                "{args:?} does not name {a}: {err}"
+            );
+        }
+        assert!(err.contains("nothing listens there"), "{args:?}: {err}");
+        // A generous bound (it was 31 s): a few seconds of retries at most.
+        assert!(took < StdDuration::from_secs(15), "{args:?} took {took:?}");
+    }
+
+    // Another fleet's operator (its certificate and CA agree, so the local check passes):
+    // every node's certificate is refused here, named as a trust problem, not an outage.
+    let other = TestPki::new().unwrap();
+    let stranger = other.issue(Role::Operator, "frank", &[]).unwrap();
+    let out = cli_as(&f, &stranger, &["service", "list"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not signed by this fleet's CA")
+            && err.contains(&f.cluster.addr(1).to_string()),
+        "{err}"
+    );
+}
