@@ -163,6 +163,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
         plain_bytes: totals.plain_size,
         stored_bytes: totals.stored_size,
         created_unix_ms: started_ms,
+        table_count: totals.table_count,
     };
     let committed = agent
         .coordinators

@@ -183,6 +183,7 @@ pub fn backup_json(b: &BackupInfo) -> Value {
         "plain_bytes": b.plain_bytes,
         "stored_bytes": b.stored_bytes,
         "chunk_count": b.chunk_count,
+        "table_count": b.table_count,
         "manifest_id": hex::encode(&b.manifest_id),
         "held": b.held,
         "hold_reason": b.hold_reason,
@@ -359,20 +360,37 @@ pub fn print_backups(backups: &[BackupInfo], output: Output) {
         Output::Json => output.json(&Value::Array(backups.iter().map(backup_json).collect())),
         Output::Table => {
             let now = output::now_ms();
-            let mut t = output::table([
-                "created", "id", "kind", "state", "size", "new", "chunks", "keep",
-            ]);
+            // Backups of several services: a service column tells them apart.
+            let services = backups
+                .iter()
+                .map(|b| b.service.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            let mut header = vec!["created", "id"];
+            if services > 1 {
+                header.push("service");
+            }
+            header.extend(["kind", "state", "tables", "size", "new", "chunks", "keep"]);
+            let mut t = output::table(header);
             for b in backups {
-                t.add_row([
-                    ago(b.created_unix_ms),
-                    b.id.clone(),
+                let mut row = vec![ago(b.created_unix_ms), b.id.clone()];
+                if services > 1 {
+                    row.push(b.service.clone());
+                }
+                row.extend([
                     b.kind.clone(),
                     b.state.clone(),
+                    if b.state == "completed" {
+                        b.table_count.to_string()
+                    } else {
+                        "-".to_string()
+                    },
                     size(b.plain_bytes),
                     size(b.stored_bytes),
                     b.chunk_count.to_string(),
                     keep_label(b, now),
                 ]);
+                t.add_row(row);
             }
             println!("{t}");
         }

@@ -106,6 +106,8 @@ pub async fn run(config: Config) -> Result<()> {
         config.gc_grace,
     ));
 
+    tokio::spawn(record_own_name(ctx.clone()));
+
     tokio::spawn(crate::controllers::run(
         ctx.clone(),
         config.controller_interval,
@@ -209,5 +211,45 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Records this node's name (from its certificate) in its catalog record once the region has a
+/// leader: the first node records its peers from its config with addresses only, so without
+/// this `cluster status` shows them nameless.
+async fn record_own_name(node: Arc<NodeContext>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if node.raft.status().leader_id == 0 {
+            continue;
+        }
+        let Ok(nodes) = node.catalog.nodes() else {
+            continue;
+        };
+        let Some(me) = nodes.into_iter().find(|n| n.id == node.id) else {
+            continue; // not a member yet
+        };
+        if me.name == node.name {
+            return;
+        }
+        let actor = strongbox_core::pki::Identity {
+            role: strongbox_core::pki::Role::Node,
+            name: node.name.clone(),
+        };
+        let mut cmd = node.command(
+            &actor,
+            strongbox_proto::catalog::command::Op::SetNode(strongbox_proto::catalog::SetNode {
+                id: node.id,
+                address: me.address,
+                name: node.name.clone(),
+            }),
+        );
+        cmd.request_id = format!("node-name-{}-{}", node.id, node.name);
+        match node.submit(cmd).await {
+            Ok(o) if o.error.is_empty() => return,
+            Ok(o) => tracing::debug!(error = %o.error, "recording this node's name refused"),
+            Err(e) => tracing::debug!(error = %e, "recording this node's name failed; retrying"),
+        }
     }
 }

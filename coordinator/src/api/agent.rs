@@ -212,6 +212,7 @@ impl AgentService for AgentApi {
                 plain_bytes: r.plain_bytes,
                 stored_bytes: r.stored_bytes,
                 chunk_count: chunk_ids.len() as u64,
+                table_count: r.table_count,
                 ..Default::default()
             }),
             job_id: r.job_id,

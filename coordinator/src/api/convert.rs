@@ -39,6 +39,7 @@ pub fn backup_info(b: BackupRecord) -> BackupInfo {
         plain_bytes: b.plain_bytes,
         stored_bytes: b.stored_bytes,
         chunk_count: b.chunk_count,
+        table_count: b.table_count,
         manifest_id: b.manifest_id,
         held: b.held,
         hold_reason: b.hold_reason,

@@ -97,5 +97,6 @@ pub fn commit_request(keys: &ServiceKeys, job: &JobInfo, parts: &[&Sealed]) -> C
         plain_bytes: 0,
         stored_bytes: 0,
         created_unix_ms: 1,
+        table_count: 0,
     }
 }

@@ -65,6 +65,17 @@ fn cluster_status_shows_roles_indexes_and_unreachable_nodes() {
         "{formed}"
     );
 
+    // Every node is named, the ones the first node met in its config too (issue 15, fault 10).
+    let named = wait_for("every node named", || {
+        status_json(&c, &viewer).filter(|v| {
+            v["nodes"].as_array().is_some_and(|ns| {
+                ns.iter()
+                    .all(|n| n["name"].as_str().is_some_and(|s| s.starts_with("node-")))
+            })
+        })
+    });
+    assert_eq!(named["nodes"].as_array().unwrap().len(), 3, "{named}");
+
     let table = strongbox(&c, &viewer, &["cluster", "status"]);
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
@@ -119,7 +130,10 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     for p in [&a, &b] {
-        strongbox_integration::create_sqlite_db(p).unwrap();
+        strongbox_integration::create_sqlite_db(p)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('x');")
+            .unwrap();
     }
     let _db1 = AgentProcess::start(
         &f.cluster,
@@ -189,6 +203,19 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
     );
     let out = cli(&f, &["backup", "list", "notes"]);
     assert!(out.status.success(), "{out:?}");
+    // The lists' columns: tables, and the service when several are listed; JSON carries both.
+    let (job, _) = rt.block_on(f.backup("notes"));
+    assert_eq!(job.state, "completed", "{}", job.reason);
+    let out = cli(&f, &["backup", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("TABLES") || text.contains("tables"), "{text}");
+    let out = cli(&f, &["--output", "json", "backup", "list", "notes"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list[0]["service"], "notes", "{list}");
+    assert!(
+        list[0]["table_count"].as_u64().is_some_and(|n| n >= 1),
+        "{list}"
+    );
     // Revoking needs a target; then the claim waits again.
     let out = cli(&f, &["host", "revoke", "db-2"]);
     assert!(!out.status.success());
