@@ -216,6 +216,7 @@ impl Agent {
                     agent.config.host
                 ))),
                 "restore" => crate::restore::run(&agent, &job).await,
+                "stop" => crate::restore::stop(&agent, &job).await,
                 other => Err(Error::Other(format!("unknown job kind {other:?}"))),
             };
             let secs = started.elapsed().as_secs_f64();

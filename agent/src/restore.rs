@@ -211,6 +211,47 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     Ok((result, failure))
 }
 
+/// Stops the server that restore job `job.target_job` made on this spare, and removes its
+/// folder unless `job.keep_files` (issue 15, fault 2). A server that is not running any more
+/// is fine; the result says what was done: `{"stopped": FOLDER, "files_kept": bool}`.
+pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String>)> {
+    let root = agent.config.data_root.as_ref().ok_or_else(|| {
+        Error::Other(format!(
+            "host {} has no data_root, so no restore ran here",
+            agent.config.host
+        ))
+    })?;
+    let dir = restore_dir(root, &job.target_job);
+    // The restore's engine when the coordinator knew it; else whichever server is there (each
+    // teardown is a no-op without its own pid file).
+    let kinds = match EngineKind::parse(&job.engine) {
+        Some(kind) => vec![kind],
+        None => vec![EngineKind::Postgres, EngineKind::Mysql],
+    };
+    if dir.exists() {
+        for kind in kinds {
+            crate::engines::teardown(kind, &dir).await?;
+        }
+        if !job.keep_files {
+            let remove = dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&remove))
+                .await
+                .map_err(|e| Error::Other(format!("removal task: {e}")))?
+                .map_err(|source| Error::Io {
+                    what: "removing the restored server's folder",
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+    }
+    tracing::info!(restore = %job.target_job, folder = %dir.display(), files_kept = job.keep_files, "restored server stopped");
+    let result = serde_json::json!({
+        "stopped": dir.display().to_string(),
+        "files_kept": job.keep_files && dir.exists(),
+    });
+    Ok((result.to_string(), None))
+}
+
 /// The folder of a restore job's server under the data root.
 pub fn restore_dir(root: &Path, job_id: &str) -> PathBuf {
     let hash = blake3::hash(job_id.as_bytes()).to_hex();

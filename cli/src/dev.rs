@@ -860,11 +860,12 @@ impl Dev {
         })
     }
 
-    /// Stops PostgreSQL servers that restores started below the temp folder (by the pid in
-    /// their `postmaster.pid`), skipping the demo server (our own child).
+    /// Stops the servers that restores started below the temp folder, by the pid in their pid
+    /// files: PostgreSQL (`postmaster.pid`, SIGINT: fast shutdown) and MariaDB (`mariadbd.pid`,
+    /// SIGTERM), skipping the demo server (our own child).
     fn stop_restored_servers(&self) {
         let own = self.database.as_ref().map(|p| p.child.id());
-        let mut pids = Vec::new();
+        let mut pids: Vec<(i32, i32)> = Vec::new();
         let mut stack = vec![self.dir.clone()];
         while let Some(d) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&d) else {
@@ -874,12 +875,17 @@ impl Dev {
                 let p = e.path();
                 match e.file_type() {
                     Ok(t) if t.is_dir() => stack.push(p),
-                    Ok(t) if t.is_file() && e.file_name() == "postmaster.pid" => {
+                    Ok(t) if t.is_file() => {
+                        let signal = match e.file_name().to_str() {
+                            Some("postmaster.pid") => libc::SIGINT,
+                            Some("mariadbd.pid") => libc::SIGTERM,
+                            _ => continue,
+                        };
                         let pid = std::fs::read_to_string(&p).ok().and_then(|s| {
                             s.lines().next().and_then(|l| l.trim().parse::<i32>().ok())
                         });
                         if let Some(pid) = pid.filter(|p| *p > 1 && Some(*p as u32) != own) {
-                            pids.push(pid);
+                            pids.push((pid, signal));
                         }
                     }
                     _ => {}
@@ -888,12 +894,12 @@ impl Dev {
         }
         // SAFETY (all kill calls): signals to pids read from the servers' own pid files.
         let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
-        for pid in &pids {
-            // SIGINT: PostgreSQL's fast shutdown.
+        for (pid, signal) in &pids {
             unsafe {
-                libc::kill(*pid, libc::SIGINT);
+                libc::kill(*pid, *signal);
             }
         }
+        let pids: Vec<i32> = pids.into_iter().map(|(pid, _)| pid).collect();
         let deadline = Instant::now() + Duration::from_secs(15);
         while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use strongbox_proto::v1::{GetJobRequest, JobInfo, ListJobsRequest};
+use strongbox_proto::v1::{GetJobRequest, JobInfo, ListJobsRequest, StopRestoreRequest};
 
 use crate::connect::{Api, ConnectArgs};
 use crate::output::{self, ago, size, Output};
@@ -30,6 +30,42 @@ pub enum Command {
         /// The job id (from `backup restore` or `restore list`).
         job: String,
     },
+    /// Stop the server a restore made on a spare, and remove its folder.
+    Stop {
+        /// The restore job id (from `restore list`).
+        job: String,
+        /// Keep the server's folder (its data files) after stopping it.
+        #[arg(long)]
+        keep_files: bool,
+        /// Return at once instead of waiting until the server is stopped.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// Where the server a restore made runs, for `restore list`: `HOST:PORT` (or the SQLite
+/// file), "stopped", or "-" (in place, or nothing was made).
+pub fn server_label(j: &JobInfo) -> String {
+    if j.kind != "restore" || j.in_place || j.state == "failed" {
+        return "-".into();
+    }
+    if j.server_stopped_unix_ms != 0 {
+        return format!("stopped {}", ago(j.server_stopped_unix_ms));
+    }
+    let c = serde_json::from_str::<Value>(&j.result)
+        .ok()
+        .map(|r| r["connection"].clone())
+        .unwrap_or(Value::Null);
+    match (
+        c["host"].as_str(),
+        c["port"].as_u64(),
+        c["data_dir"].as_str(),
+    ) {
+        (Some(h), Some(p), _) if !h.is_empty() => format!("running on {} {h}:{p}", j.host),
+        (_, _, Some(file)) if !file.is_empty() => format!("file on {}: {file}", j.host),
+        _ if j.state == "completed" => format!("running on {}", j.host),
+        _ => "-".into(),
+    }
 }
 
 /// How a client reaches the server a restore made (the agent's `Connection`).
@@ -138,6 +174,9 @@ pub fn job_json(j: &JobInfo) -> Value {
         "in_place": j.in_place,
         "after_job": j.after_job,
         "outcome": (j.kind == "restore").then(|| outcome(j)),
+        "server": (j.kind == "restore").then(|| server_label(j)),
+        "server_stopped_unix_ms": j.server_stopped_unix_ms,
+        "target_job": j.target_job,
     })
 }
 
@@ -388,6 +427,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         "target host",
                         "state",
                         "outcome",
+                        "server",
                     ]);
                     for j in &jobs {
                         let verified = outcome(j).replace('_', " ");
@@ -399,9 +439,62 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                             j.host.clone(),
                             j.state.clone(),
                             verified.to_string(),
+                            server_label(j),
                         ]);
                     }
                     println!("{t}");
+                }
+            }
+        }
+        Command::Stop {
+            job,
+            keep_files,
+            no_wait,
+        } => {
+            let stop = api
+                .call("StopRestore", |mut c| {
+                    let job_id = job.clone();
+                    async move {
+                        c.stop_restore(StopRestoreRequest { job_id, keep_files })
+                            .await
+                    }
+                })
+                .await?;
+            output.note(&format!(
+                "job {}: stopping the server of restore {job} on {}",
+                stop.id, stop.host
+            ));
+            let done = if no_wait {
+                stop
+            } else {
+                let done = wait_job(&api, &stop.id, output, Duration::from_secs(300)).await?;
+                if done.state != "completed" {
+                    anyhow::bail!(
+                        "stopping the server of restore {job} failed: {}",
+                        done.reason
+                    );
+                }
+                done
+            };
+            match output {
+                Output::Json => output.json(&job_json(&done)),
+                Output::Table => {
+                    if done.state == "completed" {
+                        println!(
+                            "The server of restore {job} on {} is stopped{}.",
+                            done.host,
+                            if keep_files {
+                                "; its files are kept"
+                            } else {
+                                " and its folder removed"
+                            }
+                        );
+                    } else {
+                        println!(
+                            "Job {} is {}; `strongbox restore show {job}` follows it.",
+                            done.id, done.state
+                        );
+                    }
                 }
             }
         }

@@ -54,6 +54,10 @@ pub struct Args {
     /// its open jobs fail as abandoned and can be retried. Default 30s.
     #[arg(long, env = "STRONGBOX_COORDINATOR_AGENT_GRACE", value_parser = humantime::parse_duration)]
     pub agent_grace: Option<std::time::Duration>,
+    /// Restored servers one spare may run at once; a restore beyond it is refused until one is
+    /// stopped (`strongbox restore stop`). Default 3.
+    #[arg(long, env = "STRONGBOX_COORDINATOR_MAX_RESTORED_SERVERS")]
+    pub max_restored_servers: Option<usize>,
     /// Refuse chunk uploads when the data dir's disk would have less than this many bytes
     /// free (room kept for the Raft log and the catalog). Default 256 MiB.
     #[arg(long, env = "STRONGBOX_COORDINATOR_MIN_FREE_BYTES")]
@@ -101,6 +105,7 @@ struct FileConfig {
     controller_interval: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde")]
     agent_grace: Option<std::time::Duration>,
+    max_restored_servers: Option<usize>,
     schedule_backups: Option<bool>,
     min_free_bytes: Option<u64>,
     #[serde(default)]
@@ -123,6 +128,7 @@ pub struct Config {
     pub maintenance_interval: std::time::Duration,
     pub gc_grace: std::time::Duration,
     pub agent_grace: std::time::Duration,
+    pub max_restored_servers: usize,
     pub controller_interval: std::time::Duration,
     pub schedule_backups: bool,
     pub min_free_bytes: u64,
@@ -214,6 +220,11 @@ impl Config {
                 .agent_grace
                 .or(file.agent_grace)
                 .unwrap_or(std::time::Duration::from_secs(30)),
+            max_restored_servers: args
+                .max_restored_servers
+                .or(file.max_restored_servers)
+                .unwrap_or(3)
+                .max(1),
             min_free_bytes: args
                 .min_free_bytes
                 .or(file.min_free_bytes)

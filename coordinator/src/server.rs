@@ -98,6 +98,7 @@ pub async fn run(config: Config) -> Result<()> {
         sessions: Default::default(),
         stopping: tokio::sync::watch::Sender::new(false),
         agent_grace: config.agent_grace,
+        max_restored_servers: config.max_restored_servers,
     });
 
     tokio::spawn(crate::chunks::maintain::run(

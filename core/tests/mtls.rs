@@ -172,6 +172,13 @@ impl OperatorService for Probe {
         Err(Status::unimplemented("probe"))
     }
 
+    async fn stop_restore(
+        &self,
+        _: Request<pb::StopRestoreRequest>,
+    ) -> Result<Response<pb::JobInfo>, Status> {
+        Err(Status::unimplemented("probe"))
+    }
+
     async fn download_chunk(
         &self,
         _: Request<pb::DownloadChunkRequest>,

@@ -122,5 +122,7 @@ pub fn job_info(j: JobRecord) -> JobInfo {
         attempt: j.attempt,
         in_place: j.in_place,
         after_job: j.after_job,
+        target_job: j.target_job,
+        server_stopped_unix_ms: j.server_stopped_unix_ms,
     }
 }

@@ -115,7 +115,19 @@ pub fn restore_host(
     jobs: &[JobRecord],
     to_host: &str,
     now_ms: u64,
+    max_servers: usize,
 ) -> Result<String, Status> {
+    // Servers that restores left running (or are making) on each spare.
+    let mut servers: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for j in jobs.iter().filter(|j| {
+        j.kind == "restore" && !j.in_place && j.server_stopped_unix_ms == 0 && j.state != "failed"
+    }) {
+        servers
+            .entry(j.host.as_str())
+            .or_default()
+            .push(j.id.as_str());
+    }
+    let full = |h: &str| servers.get(h).map_or(0, Vec::len) >= max_servers;
     if !to_host.is_empty() {
         let h = hosts
             .iter()
@@ -151,6 +163,15 @@ pub fn restore_host(
                 "host {to_host:?} is not a spare; {why}"
             )));
         }
+        if full(&h.name) {
+            let running = &servers[h.name.as_str()];
+            return Err(Status::resource_exhausted(format!(
+                "spare {to_host:?} runs {} restored servers already (max_restored_servers is \
+                 {max_servers}): stop one with `strongbox restore stop JOB` (restores {})",
+                running.len(),
+                running.join(", ")
+            )));
+        }
         return Ok(h.name.clone());
     }
     let busy: HashSet<&str> = jobs
@@ -167,14 +188,15 @@ pub fn restore_host(
                 && h.pending_members.is_empty()
         })
         .filter(|h| reported_lately(h, now_ms) && h.away_since_unix_ms == 0)
-        .filter(|h| !busy.contains(h.name.as_str()))
+        .filter(|h| !busy.contains(h.name.as_str()) && !full(&h.name))
         .max_by_key(|h| h.updated_unix_ms)
         .map(|h| h.name.clone())
         .ok_or_else(|| {
             Status::failed_precondition(
                 "no healthy idle spare in this region: start an agent with `spare = true` on a host \
-                 that carries no database and approve it with `strongbox host approve HOST`, or \
-                 name a spare with --to-host (`strongbox host list` shows them)",
+                 that carries no database and approve it with `strongbox host approve HOST`, stop \
+                 restored servers a spare no longer needs (`strongbox restore list`, `strongbox \
+                 restore stop JOB`), or name a spare with --to-host (`strongbox host list`)",
             )
         })
 }

@@ -502,7 +502,13 @@ impl OperatorService for OperatorApi {
         if r.in_place {
             return self.restore_in_place(&who, backup, r.yes).await;
         }
-        let host = restore_host(&hosts, &self.node.catalog.jobs()?, &r.to_host, now_ms())?;
+        let host = restore_host(
+            &hosts,
+            &self.node.catalog.jobs()?,
+            &r.to_host,
+            now_ms(),
+            self.node.max_restored_servers,
+        )?;
         let engine = hosts
             .iter()
             .flat_map(|h| h.members.iter())
@@ -516,6 +522,34 @@ impl OperatorService for OperatorApi {
             host,
             backup_id: backup.id,
             engine,
+            ..Default::default()
+        };
+        self.create_job(&who, job).await
+    }
+
+    async fn stop_restore(
+        &self,
+        req: Request<StopRestoreRequest>,
+    ) -> Result<Response<JobInfo>, Status> {
+        let who = require_role(&req, CHANGERS)?;
+        let r = req.into_inner();
+        validate::name("job id", &r.job_id)?;
+        self.node.read_barrier().await?;
+        let target = self
+            .node
+            .catalog
+            .job(&r.job_id)?
+            .ok_or_else(|| Status::not_found(format!("no job {:?}", r.job_id)))?;
+        // The catalog checks the rest (a finished restore onto a spare, still running).
+        let job = JobRecord {
+            id: format!("job-{}", uuid::Uuid::now_v7()),
+            kind: "stop".into(),
+            service: target.service.clone(),
+            host: target.host.clone(),
+            backup_id: target.backup_id.clone(),
+            engine: target.engine.clone(),
+            target_job: target.id,
+            keep_files: r.keep_files,
             ..Default::default()
         };
         self.create_job(&who, job).await

@@ -272,6 +272,8 @@ pub async fn run(
                 manifest_id: Default::default(),
                 engine: j.engine.clone(),
                 in_place: j.in_place,
+                target_job: j.target_job.clone(),
+                keep_files: j.keep_files,
             };
             if j.kind == "restore" {
                 match node.catalog.backup(&j.backup_id) {

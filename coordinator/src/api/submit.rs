@@ -39,6 +39,8 @@ pub struct NodeContext {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// How long an agent whose session ended has to come back before its open jobs fail.
     pub agent_grace: std::time::Duration,
+    /// Restored servers one spare may run at once.
+    pub max_restored_servers: usize,
 }
 
 impl NodeContext {

@@ -518,6 +518,47 @@ impl Catalog {
                             ));
                         }
                     }
+                    "stop" => {
+                        let target = self
+                            .get::<JobRecord>(&job_key(&j.target_job), "job record")
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| format!("no restore job {}", j.target_job))?;
+                        if target.kind != "restore" || target.in_place {
+                            return Err(format!(
+                                "job {} is not a restore onto a spare: only those leave a server to stop",
+                                target.id
+                            ));
+                        }
+                        if !is_final(&target.state) {
+                            return Err(format!(
+                                "restore {} is still {}; stop its server once it ends",
+                                target.id, target.state
+                            ));
+                        }
+                        if target.server_stopped_unix_ms != 0 {
+                            return Err(format!(
+                                "the server of restore {} was stopped already",
+                                target.id
+                            ));
+                        }
+                        if target.host != j.host {
+                            return Err(format!(
+                                "restore {} ran on {}, not {}",
+                                target.id, target.host, j.host
+                            ));
+                        }
+                        if let Some(other) = self
+                            .jobs_by(OPEN_BY_HOST, &j.host)
+                            .map_err(|e| e.to_string())?
+                            .into_iter()
+                            .find(|o| o.kind == "stop" && o.target_job == j.target_job)
+                        {
+                            return Err(format!(
+                                "job {} is stopping that server already",
+                                other.id
+                            ));
+                        }
+                    }
                     other => return Err(format!("unknown job kind `{other}`")),
                 }
                 put_job(batch, &rec);
@@ -575,6 +616,16 @@ impl Catalog {
                     }
                     "completed" => self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?,
                     _ => {}
+                }
+                // A stop that completed: the restore's server is gone.
+                if job.kind == "stop" && job.state == "completed" {
+                    if let Some(mut target) = self
+                        .get::<JobRecord>(&job_key(&job.target_job), "job record")
+                        .map_err(|e| e.to_string())?
+                    {
+                        target.server_stopped_unix_ms = cmd.unix_ms;
+                        put_job(batch, &target);
+                    }
                 }
                 put_job(batch, &job);
                 Ok(format!("job {} {}", job.id, job.state))

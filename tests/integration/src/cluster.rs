@@ -149,6 +149,8 @@ pub struct ClusterOptions {
     pub controller_interval: Duration,
     /// How long an agent whose session ended has to come back before its jobs fail.
     pub agent_grace: Duration,
+    /// Restored servers one spare may run at once.
+    pub max_restored_servers: usize,
 }
 
 impl Default for ClusterOptions {
@@ -163,6 +165,7 @@ impl Default for ClusterOptions {
             schedule_backups: false,
             controller_interval: Duration::from_millis(500),
             agent_grace: Duration::from_secs(30),
+            max_restored_servers: 3,
         }
     }
 }
@@ -239,7 +242,7 @@ impl Cluster {
             "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
              tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n\
              maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\nmin_free_bytes = {}\n\
-             schedule_backups = {}\ncontroller_interval = \"{}ms\"\nagent_grace = \"{}ms\"\n",
+             schedule_backups = {}\ncontroller_interval = \"{}ms\"\nagent_grace = \"{}ms\"\nmax_restored_servers = {}\n",
             self.options.region,
             node.addr,
             node.http_addr,
@@ -256,6 +259,7 @@ impl Cluster {
             self.options.schedule_backups,
             self.options.controller_interval.as_millis(),
             self.options.agent_grace.as_millis(),
+            self.options.max_restored_servers,
         );
         std::fs::write(&node.config, text)
             .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))

@@ -1,0 +1,146 @@
+//! Servers that restores leave on spares (issue 15, fault 2): `restore list` says where each
+//! runs, `restore stop` stops one and removes its folder, and a spare runs at most
+//! `max_restored_servers` of them, refusing more with a message that says what to stop.
+
+use std::time::Duration;
+
+use strongbox_integration::agent::AgentProcess;
+use strongbox_integration::cluster::ClusterOptions;
+use strongbox_integration::fleet::{cli, fleet_with, pg_service};
+use strongbox_integration::pg::PgServer;
+use strongbox_integration::wait;
+use strongbox_proto::v1::RestoreBackupRequest;
+
+fn restores(f: &strongbox_integration::fleet::Fleet) -> serde_json::Value {
+    let out = cli(f, &["--output", "json", "restore", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
+    let f = fleet_with(ClusterOptions {
+        max_restored_servers: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let pg = PgServer::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
+    )
+    .unwrap();
+    let _db = AgentProcess::start(
+        &f.cluster,
+        "db-1",
+        false,
+        &pg_service("orders", &pg),
+        &f.key_file,
+    )
+    .unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    f.wait_hosts(&["db-1", "spare-1"]).await;
+    let (job, backup) = f.backup("orders").await;
+    assert_eq!(job.state, "completed", "{}", job.reason);
+
+    let (first, result) = f.restore(&backup.id, "spare-1").await;
+    assert_eq!(
+        first.state, "completed",
+        "{} {}",
+        first.reason, first.result
+    );
+    let c = &result["connection"];
+    let addr = format!("{}:{}", c["host"].as_str().unwrap(), c["port"]);
+    let data_dir = std::path::PathBuf::from(c["data_dir"].as_str().expect("data_dir"));
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "the server runs"
+    );
+    let listed = restores(&f);
+    let server = listed[0]["server"].as_str().unwrap_or_default().to_string();
+    assert!(
+        server.starts_with("running on spare-1") && server.contains(&addr),
+        "{listed}"
+    );
+
+    // The spare is full: a second restore onto it is refused, naming what to stop.
+    let refused = f
+        .op()
+        .restore_backup(RestoreBackupRequest {
+            backup_id: backup.id.clone(),
+            to_host: "spare-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a restore beyond max_restored_servers");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("max_restored_servers") && refused.message().contains(&first.id),
+        "{}",
+        refused.message()
+    );
+
+    // Stopped: the server is gone, its folder too, and the list says so.
+    let out = cli(&f, &["restore", "stop", &first.id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is stopped"),
+        "{out:?}"
+    );
+    wait::poll(
+        "the restored server to stop listening",
+        Duration::from_secs(30),
+        || {
+            let r = if std::net::TcpStream::connect(&addr).is_err() {
+                Ok(())
+            } else {
+                Err("still listening".to_string())
+            };
+            async move { r }
+        },
+    )
+    .await;
+    assert!(!data_dir.exists(), "{} is still there", data_dir.display());
+    let listed = restores(&f);
+    let stopped = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == first.id.as_str())
+        .expect("the first restore is listed");
+    assert!(
+        stopped["server"].as_str().unwrap().starts_with("stopped"),
+        "{stopped}"
+    );
+    let again = cli(&f, &["restore", "stop", &first.id]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("stopped already"),
+        "{again:?}"
+    );
+
+    // Room again: the next restore goes through; --keep-files stops it and keeps its data.
+    let (second, result) = f.restore(&backup.id, "spare-1").await;
+    assert_eq!(
+        second.state, "completed",
+        "{} {}",
+        second.reason, second.result
+    );
+    let kept = std::path::PathBuf::from(result["connection"]["data_dir"].as_str().unwrap());
+    let out = cli(&f, &["restore", "stop", &second.id, "--keep-files"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(kept.exists(), "--keep-files kept {}", kept.display());
+    spare.stop_restored_servers();
+}
