@@ -521,3 +521,40 @@ fn no_sequence_of_actions_wedges_the_schedule() {
         assert!(newest > 0, "seed {seed}: no completed backup");
     }
 }
+
+/// Issue 15, fault 4: changing the schedule at 10:00 from `daily 02:00 UTC` (today's backup
+/// done) to `daily 04:00 UTC` started a backup at once for today's 04:00 slot. A new schedule
+/// starts at its first slot after the change.
+#[test]
+fn a_changed_schedule_starts_at_its_first_slot_after_the_change() {
+    let mut sim = Sim::new();
+    sim.policy(
+        T0,
+        Policy {
+            schedule: Some("daily 02:00 UTC".into()),
+            jitter_ms: Some(0),
+            ..Default::default()
+        },
+    );
+    sim.host(T0, "db-1", &[("shop", "primary", true)]);
+    // Today's 02:00 backup (T0 is a midnight UTC).
+    let jobs = sim.schedule(T0 + 2 * HOUR + 1000);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    sim.finish(&jobs[0], T0 + 2 * HOUR + 60_000);
+    // 10:00: the schedule moves to 04:00.
+    sim.policy(
+        T0 + 10 * HOUR,
+        Policy {
+            schedule: Some("daily 04:00 UTC".into()),
+            ..Default::default()
+        },
+    );
+    let jobs = sim.schedule(T0 + 10 * HOUR + 60_000);
+    assert!(jobs.is_empty(), "a backup started at once: {jobs:?}");
+    let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+    let st = status(&snap, &snap.services[0], T0 + 10 * HOUR + 60_000);
+    assert_eq!(st.next, Next::At(T0 + 28 * HOUR), "{st:?}");
+    // Tomorrow 04:00 it runs.
+    let jobs = sim.schedule(T0 + 28 * HOUR + 1000);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+}

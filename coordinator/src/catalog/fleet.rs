@@ -99,6 +99,14 @@ impl Catalog {
     }
 
     /// The stored policy of a service, or the region default for `""`.
+    /// When the stored schedule of `service` (the region default's for `""`) last changed (0:
+    /// never set): slots before it are not due under the new schedule.
+    pub fn schedule_changed(&self, service: &str) -> crate::error::Result<u64> {
+        Ok(self
+            .get::<PolicyRecord>(&policy_key(service), "policy record")?
+            .map_or(0, |r| r.schedule_changed_unix_ms))
+    }
+
     pub fn stored_policy(&self, service: &str) -> crate::error::Result<Option<Policy>> {
         Ok(self
             .get::<PolicyRecord>(&policy_key(service), "policy record")?
@@ -222,18 +230,32 @@ impl Catalog {
         if !p.service.is_empty() && change.max_concurrent.is_some() {
             return Err("max_concurrent is a region setting; set it without --service".into());
         }
+        let before = self
+            .get::<PolicyRecord>(&policy_key(&p.service), "policy record")
+            .map_err(storage)?;
         let stored = if p.reset {
             None
         } else {
-            self.stored_policy(&p.service).map_err(storage)?
+            before.as_ref().and_then(|r| r.policy.clone())
         };
         let merged = overlay(&stored.unwrap_or_default(), &change);
+        let old_schedule = before
+            .as_ref()
+            .and_then(|r| r.policy.as_ref())
+            .and_then(|p| p.schedule.clone());
+        // A new schedule starts at its first slot after the change (issue 15, fault 4).
+        let schedule_changed_unix_ms = if merged.schedule != old_schedule {
+            unix_ms
+        } else {
+            before.as_ref().map_or(0, |r| r.schedule_changed_unix_ms)
+        };
         batch.insert(
             policy_key(&p.service),
             PolicyRecord {
                 service: p.service.clone(),
                 policy: Some(merged),
                 updated_unix_ms: unix_ms,
+                schedule_changed_unix_ms,
             }
             .encode_to_vec(),
         );

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub jobs: Vec<JobRecord>,
     pub region_policy: Option<Policy>,
     pub policies: HashMap<String, Policy>,
+    /// When each stored schedule last changed, by service (`""`: the region default's).
+    pub schedule_changed: HashMap<String, u64>,
     /// Indexes, so a pass over every service reads each backup and job once: positions in
     /// `backups` by service, of backup jobs in `jobs` by service and by backup id.
     backups_of: HashMap<String, Vec<usize>>,
@@ -44,9 +46,12 @@ impl Snapshot {
     pub fn read(catalog: &Catalog) -> crate::error::Result<Snapshot> {
         let services = catalog.services()?;
         let mut policies = HashMap::new();
+        let mut schedule_changed = HashMap::new();
+        schedule_changed.insert(String::new(), catalog.schedule_changed("")?);
         for s in &services {
             if let Some(p) = catalog.stored_policy(&s.name)? {
                 policies.insert(s.name.clone(), p);
+                schedule_changed.insert(s.name.clone(), catalog.schedule_changed(&s.name)?);
             }
         }
         let mut snap = Snapshot {
@@ -56,6 +61,7 @@ impl Snapshot {
             jobs: catalog.jobs()?,
             region_policy: catalog.stored_policy("")?,
             policies,
+            schedule_changed,
             ..Default::default()
         };
         for (i, b) in snap.backups.iter().enumerate() {
@@ -173,10 +179,22 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             _ => None,
         })
         .max();
+    // A schedule's slots count from when it took effect: the service's creation, or the last
+    // change of the schedule that applies to it (its own, or the region default's when it has
+    // none), so a changed schedule starts at its first slot after the change.
+    let own_schedule = snap
+        .policies
+        .get(&svc.name)
+        .is_some_and(|p| p.schedule.is_some());
+    let changed = snap
+        .schedule_changed
+        .get(if own_schedule { svc.name.as_str() } else { "" })
+        .copied()
+        .unwrap_or(0);
     let next = policy.schedule.next(
         jitter_offset(&svc.name, policy.jitter_ms),
         anchor,
-        svc.created_unix_ms,
+        svc.created_unix_ms.max(changed),
         now,
     );
     let under_way = snap.backup_jobs_of(&svc.name).any(|j| snap.live(j, now));

@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use jiff::tz::TimeZone;
 
-use super::time::{millis, timestamp, DAY_MS};
+use super::time::{millis, timestamp};
 
 /// The shortest `every` period accepted.
 pub const MIN_EVERY_MS: u64 = 10_000;
@@ -153,8 +153,24 @@ impl Schedule {
                     }
                     return Next::At(next);
                 }
+                // Slots of the schedule's own calendar days between the anchor and the latest
+                // (not 24 h periods: a day of a DST change is 23 or 25 hours long).
+                let date_of = |ms: u64| {
+                    timestamp(ms.saturating_sub(offset_ms))
+                        .to_zoned_datetime(tz.clone())
+                        .date()
+                };
                 let missed = match anchor {
-                    Some(a) => (latest - a).saturating_sub(1) / DAY_MS,
+                    Some(a) => {
+                        let (from, to) = (date_of(a), date_of(latest));
+                        let mut days = 0u64;
+                        let mut d = from;
+                        while d < to && days < 100_000 {
+                            d = super::time::add_days(d, 1);
+                            days += 1;
+                        }
+                        days.saturating_sub(1)
+                    }
                     None => 0,
                 };
                 Next::Due {
@@ -173,6 +189,7 @@ pub fn retry_backoff_ms(attempt: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::time::DAY_MS;
     use super::*;
 
     const H: u64 = 3_600_000;
@@ -221,6 +238,32 @@ mod tests {
             Next::Due {
                 slot: manual + 72 * H,
                 missed: 2
+            }
+        );
+    }
+
+    #[test]
+    fn missed_daily_slots_are_calendar_days_across_a_dst_change() {
+        // Europe/Berlin leaves summer time on 2026-10-25 (a 25-hour day).
+        let s = "daily 02:30 Europe/Berlin".parse::<Schedule>().unwrap();
+        let oct24 = 1_792_801_800_000; // 2026-10-24T02:30:00+02:00
+                                       // 02:30 comes twice on Oct 25; the slot is the first (CEST), 24 h later.
+        let oct25 = oct24 + 24 * H;
+        let oct26 = oct24 + 49 * H; // 2026-10-26T02:30:00+01:00: 25 h after Oct 25's
+                                    // Oct 24 taken; at Oct 25 03:00 the Oct 25 slot is due and nothing was missed.
+        assert_eq!(
+            s.next(0, Some(oct24), 0, oct25 + 30 * 60_000),
+            Next::Due {
+                slot: oct25,
+                missed: 0
+            }
+        );
+        // At Oct 26 03:00 with Oct 25 missed: one missed, not two.
+        assert_eq!(
+            s.next(0, Some(oct24), 0, oct26 + 30 * 60_000),
+            Next::Due {
+                slot: oct26,
+                missed: 1
             }
         );
     }
