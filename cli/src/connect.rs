@@ -80,17 +80,37 @@ pub struct ConnectArgs {
         long = "coordinator",
         env = "STRONGBOX_COORDINATORS",
         value_delimiter = ',',
-        global = true
+        global = true,
+        help_heading = "Connection (or the STRONGBOX_* environment)",
+        hide_short_help = true
     )]
     pub coordinators: Vec<String>,
     /// The fleet CA certificate.
-    #[arg(long, env = "STRONGBOX_TLS_CA", global = true)]
+    #[arg(
+        long,
+        env = "STRONGBOX_TLS_CA",
+        global = true,
+        help_heading = "Connection (or the STRONGBOX_* environment)",
+        hide_short_help = true
+    )]
     pub tls_ca: Option<PathBuf>,
     /// Your certificate (role operator, or viewer for reading).
-    #[arg(long, env = "STRONGBOX_TLS_CERT", global = true)]
+    #[arg(
+        long,
+        env = "STRONGBOX_TLS_CERT",
+        global = true,
+        help_heading = "Connection (or the STRONGBOX_* environment)",
+        hide_short_help = true
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Your private key.
-    #[arg(long, env = "STRONGBOX_TLS_KEY", global = true)]
+    #[arg(
+        long,
+        env = "STRONGBOX_TLS_KEY",
+        global = true,
+        help_heading = "Connection (or the STRONGBOX_* environment)",
+        hide_short_help = true
+    )]
     pub tls_key: Option<PathBuf>,
 }
 

@@ -25,8 +25,17 @@ use output::Output;
     about = "Backups for a fleet of databases: the operator CLI"
 )]
 struct Cli {
-    /// How to print results: `table` for people, `json` for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table, env = "STRONGBOX_OUTPUT")]
+    /// How to print results: `table` for people, `json` for scripts (a file or folder to
+    /// write is `-o/--out`).
+    #[arg(
+        long,
+        global = true,
+        value_parser = output::parse_output,
+        default_value = "table",
+        env = "STRONGBOX_OUTPUT",
+        help_heading = "Output",
+        value_name = "table|json"
+    )]
     output: Output,
 
     #[command(flatten)]

@@ -17,6 +17,25 @@ pub enum Output {
     Json,
 }
 
+/// Parses `--output`: `table` or `json`. Anything else is named as what it looks like: a path
+/// is not a format (files and folders are `-o/--out`), and a format of `backup download` is
+/// `--format`.
+pub fn parse_output(s: &str) -> Result<Output, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "table" => Ok(Output::Table),
+        "json" => Ok(Output::Json),
+        "native" | "sql" => Err(format!(
+            "{s:?} is not an output format (table or json): the format of a download is \
+             `--format {s}`"
+        )),
+        _ if s.contains('/') || s.contains('.') => Err(format!(
+            "{s:?} is not an output format (table or json): a file or folder to write is \
+             `-o/--out {s}`"
+        )),
+        _ => Err(format!("{s:?} is not an output format: use table or json")),
+    }
+}
+
 impl Output {
     /// Prints a flat record: a JSON object, or one aligned line per field.
     pub fn record(self, fields: &[(&str, Value)]) {

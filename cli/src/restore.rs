@@ -316,17 +316,26 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
 /// stays in its file).
 pub fn connect_hint(c: &Connection) -> Option<String> {
     use crate::backup::shell_quote as q;
-    let password = q(c.password_file.as_deref().unwrap_or("PASSWORD_FILE"));
+    // A fresh server's password is in a file the restore wrote; an in-place restore's server
+    // keeps the credentials its users have (no placeholder to fill in).
+    let env = |var: &str| {
+        c.password_file
+            .as_deref()
+            .map(|f| format!("{var}=\"$(cat {})\" ", q(f)))
+            .unwrap_or_default()
+    };
     let user = |default: &str| q(if c.user.is_empty() { default } else { &c.user });
     match c.engine.as_str() {
         "postgres" => Some(format!(
-            "PGPASSWORD=\"$(cat {password})\" psql -h {} -p {} -U {} -d postgres",
+            "{}psql -h {} -p {} -U {} -d postgres",
+            env("PGPASSWORD"),
             q(&c.host),
             c.port,
             user("postgres")
         )),
         "mysql" => Some(format!(
-            "MYSQL_PWD=\"$(cat {password})\" mariadb -h {} -P {} -u {}",
+            "{}mariadb -h {} -P {} -u {}",
+            env("MYSQL_PWD"),
             q(&c.host),
             c.port,
             user("root")
@@ -538,6 +547,16 @@ mod tests {
         assert!(!r.verified());
         assert!(RestoreResult::parse("").is_none());
         assert!(connect_hint(&c).is_some_and(|h| h.contains("cat /x/superuser.password")));
+        // In place: the server keeps its users' credentials; no placeholder to fill in.
+        let in_place = Connection {
+            password_file: None,
+            ..c
+        };
+        let hint = connect_hint(&in_place).expect("a hint");
+        assert!(
+            !hint.contains("PASSWORD") && hint.starts_with("psql -h"),
+            "{hint}"
+        );
     }
 
     #[test]

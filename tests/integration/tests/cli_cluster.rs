@@ -271,3 +271,33 @@ fn output_into_a_pipe_whose_reader_went_ends_quietly() {
         assert!(ca.join("ca.crt").is_file(), "{args:?}");
     }
 }
+
+/// Issue 15, fault 12: global options crowded every command's help, and `--output` (a format)
+/// was easy to confuse with `-o` (a path).
+#[test]
+fn short_help_is_short_and_an_output_format_is_a_format() {
+    let strongbox = workspace_bin("strongbox").unwrap();
+    let run = |args: &[&str]| Command::new(&strongbox).args(args).output().unwrap();
+    let short = run(&["backup", "list", "-h"]);
+    let text = String::from_utf8_lossy(&short.stdout);
+    assert!(
+        !text.contains("--tls-cert"),
+        "-h lists the connection options:\n{text}"
+    );
+    let long = run(&["backup", "list", "--help"]);
+    let text = String::from_utf8_lossy(&long.stdout);
+    assert!(
+        text.contains("Connection") && text.contains("--tls-cert"),
+        "{text}"
+    );
+    for (value, hint) in [
+        ("./dump", "-o/--out"),
+        ("sql", "--format sql"),
+        ("yaml", "table or json"),
+    ] {
+        let out = run(&["--output", value, "service", "list"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(hint), "--output {value}: {err}");
+    }
+}
