@@ -23,7 +23,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -93,12 +94,41 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     prepare_root(root)?;
     create_target_dir(&dir)?;
     let total: u64 = manifest.parts.iter().map(|p| p.plain_size()).sum();
-    agent.report(JobReport {
-        job_id: job.job_id.clone(),
-        state: "running".into(),
-        bytes_total: total,
-        ..Default::default()
+    // What the job is doing, and the bytes fed to the loader so far: reported every 2 s while
+    // the job runs (and at each change of phase), so a waiting operator sees it move.
+    let progress = Arc::new(Progress {
+        fed: AtomicU64::new(0),
+        phase: Mutex::new(if job.in_place {
+            "preparing the live server".to_string()
+        } else {
+            "provisioning a fresh server".to_string()
+        }),
     });
+    let report = {
+        let (agent, job_id, progress) = (agent.clone(), job.job_id.clone(), progress.clone());
+        move || {
+            agent.report(JobReport {
+                job_id: job_id.clone(),
+                state: "running".into(),
+                bytes_done: progress.fed.load(Ordering::Relaxed).min(total),
+                bytes_total: total,
+                phase: progress.phase(),
+                ..Default::default()
+            })
+        }
+    };
+    report();
+    let _reporter = {
+        let report = report.clone();
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                report();
+            }
+        }))
+    };
     let mut target = if job.in_place {
         let engine = agent.engine(&job.service)?;
         if engine.kind() != kind {
@@ -118,9 +148,10 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         t
     };
 
-    let mut done = 0u64;
     let mut expected: Vec<TableStat> = Vec::new();
     for part in &manifest.parts {
+        progress.set_phase(format!("loading {}", part.name));
+        report();
         let plan = PartPlan {
             name: part.name.clone(),
             kind: PartKind::try_from(part.kind).unwrap_or(PartKind::Unspecified),
@@ -135,6 +166,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
             .collect::<std::result::Result<_, _>>()?;
         let feed = {
             let (agent, job_id, keys) = (agent.clone(), job.job_id.clone(), keys.clone());
+            let progress = progress.clone();
             async move {
                 let mut opened = futures::stream::iter(ids)
                     .map(|id| {
@@ -145,6 +177,9 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
                 while let Some(r) = opened.next().await {
                     match r {
                         Ok(plain) => {
+                            progress
+                                .fed
+                                .fetch_add(plain.len() as u64, Ordering::Relaxed);
                             if tx.send(Ok(plain)).await.is_err() {
                                 return Ok(()); // the loader stopped; its error tells why
                             }
@@ -163,19 +198,15 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         let (fed, loaded) = tokio::join!(feed, load);
         fed?;
         loaded?;
-        done += part.plain_size();
         expected.extend(part.tables.iter().cloned());
-        agent.report(JobReport {
-            job_id: job.job_id.clone(),
-            state: "running".into(),
-            bytes_done: done,
-            bytes_total: total,
-            ..Default::default()
-        });
         tracing::info!(part = %part.name, bytes = part.plain_size(), "part loaded");
     }
+    progress.set_phase("verifying".into());
+    report();
     target.finish_load().await?;
     let verification = target.verify(&expected).await;
+    progress.set_phase("flushing to disk".into());
+    report();
     target.wait_durable().await?;
     let verification = verification?;
     // The server is delivered either way: it is `verified`, or `restored_with_errors` (objects
@@ -250,6 +281,22 @@ pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<Strin
         "files_kept": job.keep_files && dir.exists(),
     });
     Ok((result.to_string(), None))
+}
+
+/// A restore's progress: bytes fed to the loader, and what it is doing.
+struct Progress {
+    fed: AtomicU64,
+    phase: Mutex<String>,
+}
+
+impl Progress {
+    fn phase(&self) -> String {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_phase(&self, phase: String) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
 }
 
 /// The folder of a restore job's server under the data root.

@@ -11,6 +11,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::Output;
 
+/// The bar once a total is known; the spinner before.
+const BAR: &str =
+    "{msg} [{bar:30.cyan/blue}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}";
+const SPINNER: &str = "{spinner} {msg} {decimal_bytes} {decimal_bytes_per_sec}";
+
 pub struct Progress {
     bar: Option<ProgressBar>,
 }
@@ -22,6 +27,8 @@ pub fn enabled(output: Output) -> bool {
 
 impl Progress {
     /// A bar over `total` bytes (a spinner with a byte count when the total is unknown, 0).
+    /// A byte counter on stderr (a bar once the total is known), in the tables' units (MB,
+    /// decimal), with no time estimate: a restore's phases run at very different speeds.
     pub fn bytes(output: Output, total: u64, message: &str) -> Self {
         if !enabled(output) {
             return Progress { bar: None };
@@ -30,11 +37,7 @@ impl Progress {
             (total > 0).then_some(total),
             ProgressDrawTarget::stderr(),
         );
-        let template = if total > 0 {
-            "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-        } else {
-            "{spinner} {msg} {bytes} {bytes_per_sec}"
-        };
+        let template = if total > 0 { BAR } else { SPINNER };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -60,9 +63,7 @@ impl Progress {
         if let Some(b) = &self.bar {
             if total > 0 && b.length() != Some(total) {
                 b.set_length(total);
-                if let Ok(style) = ProgressStyle::with_template(
-                    "{msg} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                ) {
+                if let Ok(style) = ProgressStyle::with_template(BAR) {
                     b.set_style(style.progress_chars("=> "));
                 }
             }

@@ -173,6 +173,7 @@ pub fn job_json(j: &JobInfo) -> Value {
         "attempt": j.attempt,
         "in_place": j.in_place,
         "after_job": j.after_job,
+        "phase": j.phase,
         "outcome": (j.kind == "restore").then(|| outcome(j)),
         "server": (j.kind == "restore").then(|| server_label(j)),
         "server_stopped_unix_ms": j.server_stopped_unix_ms,
@@ -204,18 +205,29 @@ pub async fn wait_job(
             })
             .await?;
         bar.set_total(job.bytes_total);
-        bar.set(job.bytes_done);
-        if job.state != last_state {
-            bar.message(&format!("job {id}: {}", job.state));
+        // A finished job's last report carries no bytes: show it whole.
+        bar.set(if job.state == "completed" {
+            job.bytes_total.max(job.bytes_done)
+        } else {
+            job.bytes_done
+        });
+        // What it is doing, as its agent last said (`loading shop`, `verifying`).
+        let doing = if job.phase.is_empty() {
+            job.state.clone()
+        } else {
+            format!("{} ({})", job.state, job.phase)
+        };
+        if doing != last_state {
+            bar.message(&format!("job {id}: {doing}"));
             if !draw {
                 let done = if job.bytes_done > 0 {
                     format!(" ({} done)", size(job.bytes_done))
                 } else {
                     String::new()
                 };
-                output.note(&format!("job {id}: {}{done}", job.state));
+                output.note(&format!("job {id}: {doing}{done}"));
             }
-            last_state = job.state.clone();
+            last_state = doing;
         }
         if is_done(&job.state) {
             bar.finish();

@@ -124,5 +124,6 @@ pub fn job_info(j: JobRecord) -> JobInfo {
         after_job: j.after_job,
         target_job: j.target_job,
         server_stopped_unix_ms: j.server_stopped_unix_ms,
+        phase: j.phase,
     }
 }

@@ -393,6 +393,7 @@ async fn handle(
                 bytes_done: r.bytes_done,
                 bytes_total: r.bytes_total,
                 result: r.result,
+                phase: r.phase,
             });
             Ok(())
         }

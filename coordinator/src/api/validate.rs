@@ -148,6 +148,8 @@ pub fn report(r: &mut JobReport) -> Result<(), Status> {
     }
     text("result", &r.result, MAX_RESULT_LEN)?;
     r.reason = cut(&r.reason, MAX_REASON_LEN);
+    // A phase is a word or two ("loading shop"): cut, like a reason.
+    r.phase = cut(&r.phase, 200);
     Ok(())
 }
 
@@ -191,6 +193,7 @@ mod tests {
             bytes_done: 5,
             bytes_total: 10,
             result: String::new(),
+            phase: "loading shop".into(),
         };
         assert!(report(&mut ok.clone()).is_ok());
         for bad in [

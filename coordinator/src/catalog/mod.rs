@@ -597,6 +597,11 @@ impl Catalog {
                 job.bytes_done = u.bytes_done;
                 job.bytes_total = u.bytes_total;
                 job.result = u.result.clone();
+                job.phase = if is_final(&u.state) {
+                    String::new()
+                } else {
+                    u.phase.clone()
+                };
                 job.updated_unix_ms = cmd.unix_ms;
                 if job.kind == "backup" {
                     if let Some(mut b) = self

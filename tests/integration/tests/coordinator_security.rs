@@ -457,6 +457,7 @@ fn report(job: &str, state: &str, done: u64, total: u64) -> AgentMessage {
             bytes_done: done,
             bytes_total: total,
             result: String::new(),
+            phase: String::new(),
         })),
     }
 }

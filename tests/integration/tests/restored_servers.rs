@@ -127,15 +127,39 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         "{again:?}"
     );
 
-    // Room again: the next restore goes through; --keep-files stops it and keeps its data.
-    let (second, result) = f.restore(&backup.id, "spare-1").await;
-    assert_eq!(
-        second.state, "completed",
-        "{} {}",
-        second.reason, second.result
+    // Room again: the next restore goes through, its progress naming what it does (issue
+    // 15, fault 11); --keep-files stops it and keeps its data.
+    let out = cli(
+        &f,
+        &[
+            "backup",
+            "restore",
+            &backup.id,
+            "--to-host",
+            "spare-1",
+            "--wait",
+        ],
     );
-    let kept = std::path::PathBuf::from(result["connection"]["data_dir"].as_str().unwrap());
-    let out = cli(&f, &["restore", "stop", &second.id, "--keep-files"]);
+    let notes = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{notes}");
+    assert!(
+        notes.contains("running (provisioning a fresh server)"),
+        "{notes}"
+    );
+    let listed = restores(&f);
+    let second = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] != first.id.as_str())
+        .expect("the second restore")
+        .clone();
+    assert_eq!(second["state"], "completed", "{second}");
+    assert_eq!(second["phase"], "", "a finished job has no phase: {second}");
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let kept =
+        std::path::PathBuf::from(second["result"]["connection"]["data_dir"].as_str().unwrap());
+    let out = cli(&f, &["restore", "stop", &second_id, "--keep-files"]);
     assert!(
         out.status.success(),
         "{}",
