@@ -16,7 +16,9 @@ use crate::engines::ServiceSpec;
 #[derive(Parser, Debug, Default)]
 #[command(name = "strongbox-agent", version)]
 pub struct Args {
-    /// TOML file with any of the options below, and the [[service]] tables of this host.
+    /// TOML file with any of the options below, and the [[service]] tables of this host. A flag
+    /// wins over its STRONGBOX_AGENT_* variable, which wins over the file; the CLI's STRONGBOX_*
+    /// variables are not read.
     #[arg(long, short = 'c', env = "STRONGBOX_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
     /// Coordinator nodes of the region as HOST:PORT, comma-separated or repeated.

@@ -15,7 +15,8 @@ use strongbox_core::tls::TlsFiles;
 #[derive(Parser, Debug, Default)]
 #[command(name = "strongbox-coordinator", version)]
 pub struct Args {
-    /// TOML file with any of the options below (keys as the long flags, with '_' for '-').
+    /// TOML file with any of the options below (keys as the long flags, with '_' for '-'). A
+    /// flag wins over its STRONGBOX_COORDINATOR_* variable, which wins over the file.
     #[arg(long, short = 'c', env = "STRONGBOX_COORDINATOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// This node's Raft id (1 bootstraps a new cluster; others join it).

@@ -105,6 +105,15 @@ async fn every_rpc_checks_the_role_in_the_certificate() {
             .map(|_| ()),
         "viewer → RemoveNode",
     );
+    denied(
+        op.stop_restore(strongbox_proto::v1::StopRestoreRequest {
+            job_id: "job-x".into(),
+            keep_files: false,
+        })
+        .await
+        .map(|_| ()),
+        "viewer → StopRestore",
+    );
     let mut op = OperatorServiceClient::new(c.channel(1, &agent).unwrap());
     denied(
         op.cluster_status(ClusterStatusRequest {}).await.map(|_| ()),
