@@ -171,7 +171,15 @@ pub async fn connect(tls: &TlsFiles, address: &str) -> anyhow::Result<Channel> {
         .tls_config(tls.client_config(host)?)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
-    endpoint.connect().await.map_err(|e| {
+    let connecting =
+        tokio::time::timeout(strongbox_core::connect::CONNECT_WITHIN, endpoint.connect()).await;
+    let Ok(connected) = connecting else {
+        bail!(
+            "{address}: {}",
+            strongbox_core::connect::Unreached::TimedOut
+        );
+    };
+    connected.map_err(|e| {
         match strongbox_core::connect::unreached_in(&e) {
             Some(why) => anyhow::anyhow!("{address}: {why}"),
             None => anyhow::Error::new(e).context(format!(

@@ -254,6 +254,7 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
         ("service", json!(j.service)),
         ("backup", json!(j.backup_id)),
         ("target host", json!(j.host)),
+        ("server", json!(server_label(j))),
         ("created", json!(ago(j.created_unix_ms))),
         ("updated", json!(ago(j.updated_unix_ms))),
         ("requested by", json!(j.requested_by)),
@@ -364,7 +365,10 @@ pub fn report_restore(j: &JobInfo, output: Output) -> anyhow::Result<()> {
         Output::Json => output.json(&job_json(j)),
         Output::Table => {
             output::print_fields(&restore_fields(j));
-            if let Some(c) = RestoreResult::parse(&j.result).and_then(|r| r.connection) {
+            if let Some(c) = RestoreResult::parse(&j.result)
+                .and_then(|r| r.connection)
+                .filter(|_| j.server_stopped_unix_ms == 0)
+            {
                 if let Some(h) = connect_hint(&c) {
                     println!("\nConnect with:\n  {h}");
                 }
@@ -530,7 +534,11 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 Output::Json => output.json(&job_json(&j)),
                 Output::Table => {
                     output::print_fields(&restore_fields(&j));
-                    if let Some(c) = RestoreResult::parse(&j.result).and_then(|r| r.connection) {
+                    // How to connect, while the server runs.
+                    if let Some(c) = RestoreResult::parse(&j.result)
+                        .and_then(|r| r.connection)
+                        .filter(|_| j.server_stopped_unix_ms == 0)
+                    {
                         if let Some(h) = connect_hint(&c) {
                             println!("\nConnect with:\n  {h}");
                         }

@@ -558,3 +558,62 @@ fn a_changed_schedule_starts_at_its_first_slot_after_the_change() {
     let jobs = sim.schedule(T0 + 28 * HOUR + 1000);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
 }
+
+/// A slot whose backup retention expired was served: it is not taken again (a manual backup
+/// newer than it, with `max_age`, made the scheduler retake the same slot over and over).
+#[test]
+fn a_slot_whose_backup_retention_expired_is_not_taken_again() {
+    use strongbox_proto::catalog::ExpireBackups;
+    let mut sim = Sim::new();
+    sim.policy(
+        T0,
+        Policy {
+            schedule: Some("daily 02:00 UTC".into()),
+            jitter_ms: Some(0),
+            max_age_ms: Some(60_000),
+            ..Default::default()
+        },
+    );
+    sim.host(T0, "db-1", &[("shop", "primary", true)]);
+    let jobs = sim.schedule(T0 + 2 * HOUR + 1000);
+    assert_eq!(jobs.len(), 1);
+    sim.finish(&jobs[0], T0 + 2 * HOUR + 30_000);
+    // A manual backup, then retention: the scheduled one is past max_age and not the newest.
+    let manual = JobRecord {
+        id: "job-manual".into(),
+        kind: "backup".into(),
+        service: "shop".into(),
+        host: "db-1".into(),
+        backup_id: "bk-manual".into(),
+        backup_kind: "manual".into(),
+        ..Default::default()
+    };
+    let e = sim.apply(
+        T0 + 3 * HOUR,
+        Op::CreateJob(CreateJob {
+            job: Some(manual.clone()),
+        }),
+    );
+    assert!(e.is_empty(), "{e}");
+    sim.finish(&manual, T0 + 3 * HOUR + 30_000);
+    let e = sim.apply(
+        T0 + 4 * HOUR,
+        Op::ExpireBackups(ExpireBackups {
+            service: "shop".into(),
+            backup_ids: vec![jobs[0].backup_id.clone()],
+        }),
+    );
+    assert!(e.is_empty(), "{e}");
+    assert!(
+        sim.scheduled("shop").is_empty(),
+        "the scheduled backup expired"
+    );
+    let again = sim.schedule(T0 + 4 * HOUR + 60_000);
+    assert!(
+        again.is_empty(),
+        "the served slot was taken again: {again:?}"
+    );
+    let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+    let st = status(&snap, &snap.services[0], T0 + 4 * HOUR + 60_000);
+    assert_eq!(st.next, Next::At(T0 + 26 * HOUR), "{st:?}");
+}

@@ -27,6 +27,11 @@ pub struct Coordinators {
     /// Give up as soon as no node can be reached at all (an operator at a terminal), rather
     /// than retry until the deadline (an agent riding out a region's restart).
     give_up_when_unreached: bool,
+    /// In that mode, each node's connection is made first, within [`CONNECT_WITHIN`], before
+    /// any request is sent on it (a request sent to a frozen node could not be retried safely
+    /// elsewhere): the connected channel of each node, once made.
+    endpoints: Vec<Endpoint>,
+    connected: Vec<tokio::sync::OnceCell<Channel>>,
 }
 
 /// The host part of `HOST:PORT` (brackets of an IPv6 literal removed).
@@ -37,6 +42,14 @@ pub fn host_of(address: &str) -> &str {
 
 /// A lazily connected channel to one node.
 pub fn channel(tls: &TlsFiles, address: &str) -> Result<Channel> {
+    Ok(endpoint(tls, address)?.connect_lazy())
+}
+
+/// How long a connection (TCP, TLS and HTTP/2 handshakes) may take before the node counts as
+/// not answering: a node frozen with its port open accepts TCP and never finishes TLS.
+pub const CONNECT_WITHIN: Duration = Duration::from_secs(5);
+
+fn endpoint(tls: &TlsFiles, address: &str) -> Result<Endpoint> {
     let endpoint = Endpoint::from_shared(format!("https://{address}"))
         .map_err(|_| Error::Config(format!("{address:?} is not HOST:PORT")))?
         .tls_config(tls.client_config(host_of(address))?)
@@ -45,7 +58,7 @@ pub fn channel(tls: &TlsFiles, address: &str) -> Result<Channel> {
         .tcp_keepalive(Some(Duration::from_secs(20)))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10));
-    Ok(endpoint.connect_lazy())
+    Ok(endpoint)
 }
 
 /// Whether a failure means the call did not reach a working service (try another node).
@@ -201,17 +214,40 @@ impl Coordinators {
                 "no coordinator address: give at least one HOST:PORT".into(),
             ));
         }
-        let channels = addresses
+        let endpoints = addresses
             .iter()
-            .map(|a| channel(tls, a))
+            .map(|a| endpoint(tls, a))
             .collect::<Result<Vec<_>>>()?;
+        let channels = endpoints.iter().map(|e| e.connect_lazy()).collect();
         Ok(Coordinators {
             addresses: addresses.to_vec(),
             channels,
             current: AtomicUsize::new(0),
             deadline,
             give_up_when_unreached: false,
+            connected: endpoints
+                .iter()
+                .map(|_| tokio::sync::OnceCell::new())
+                .collect(),
+            endpoints,
         })
+    }
+
+    /// Node `i`'s connected channel, connecting within [`CONNECT_WITHIN`] if not yet.
+    async fn connected(&self, i: usize) -> std::result::Result<Channel, Unreached> {
+        self.connected[i]
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(CONNECT_WITHIN, self.endpoints[i].connect()).await {
+                    Ok(Ok(ch)) => Ok(ch),
+                    Ok(Err(e)) => Err(unreached_in(&e).unwrap_or(Unreached::Unresolved(
+                        std::error::Error::source(&e)
+                            .map_or_else(|| e.to_string(), |s| s.to_string()),
+                    ))),
+                    Err(_) => Err(Unreached::TimedOut),
+                }
+            })
+            .await
+            .cloned()
     }
 
     /// Calls end as soon as no node can be reached at all, naming each address and why.
@@ -248,7 +284,21 @@ impl Coordinators {
         // Nodes that could not be reached at all in this call, with why.
         let mut unreached: std::collections::BTreeMap<usize, Unreached> = Default::default();
         loop {
-            let (i, address, channel) = self.current();
+            let (i, address, mut channel) = self.current();
+            if self.give_up_when_unreached {
+                match self.connected(i).await {
+                    Ok(ch) => channel = ch,
+                    Err(why) => {
+                        tracing::debug!(what, node = address, why = %why, "could not reach the node");
+                        unreached.insert(i, why);
+                        if unreached.len() == self.channels.len() {
+                            return Err(all_unreached(&self.addresses, &unreached));
+                        }
+                        self.rotate(i);
+                        continue;
+                    }
+                }
+            }
             match call(channel).await {
                 Ok(v) => return Ok(v),
                 Err(s) if is_retryable(&s) => {

@@ -117,17 +117,13 @@ pub fn restore_host(
     now_ms: u64,
     max_servers: usize,
 ) -> Result<String, Status> {
-    // Servers that restores left running (or are making) on each spare.
-    let mut servers: std::collections::HashMap<&str, Vec<&str>> = Default::default();
-    for j in jobs.iter().filter(|j| {
-        j.kind == "restore" && !j.in_place && j.server_stopped_unix_ms == 0 && j.state != "failed"
-    }) {
-        servers
-            .entry(j.host.as_str())
-            .or_default()
-            .push(j.id.as_str());
-    }
-    let full = |h: &str| servers.get(h).map_or(0, Vec::len) >= max_servers;
+    // Servers that restores left running (or are making) on each spare; the catalog checks the
+    // limit again when it applies the job, in log order.
+    let servers: std::collections::HashMap<&str, &[String]> = hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.restored_servers.as_slice()))
+        .collect();
+    let full = |h: &str| servers.get(h).map_or(0, |s| s.len()) >= max_servers;
     if !to_host.is_empty() {
         let h = hosts
             .iter()
@@ -164,7 +160,7 @@ pub fn restore_host(
             )));
         }
         if full(&h.name) {
-            let running = &servers[h.name.as_str()];
+            let running = servers[h.name.as_str()];
             return Err(Status::resource_exhausted(format!(
                 "spare {to_host:?} runs {} restored servers already (max_restored_servers is \
                  {max_servers}): stop one with `strongbox restore stop JOB` (restores {})",

@@ -522,6 +522,7 @@ impl OperatorService for OperatorApi {
             host,
             backup_id: backup.id,
             engine,
+            max_restored_servers: self.node.max_restored_servers as u32,
             ..Default::default()
         };
         self.create_job(&who, job).await

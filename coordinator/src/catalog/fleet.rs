@@ -388,6 +388,21 @@ impl Catalog {
         for b in &backups {
             if e.backup_ids.contains(&b.id) && verdicts.get(&b.id).is_some_and(|v| v.expired()) {
                 remove_backup(batch, b);
+                // A scheduled backup's job remembers that its slot was served and its backup
+                // expired by the policy (not lost): the scheduler does not take it again.
+                if b.kind == "scheduled" && b.slot_unix_ms > 0 {
+                    let id = crate::policy::plan::scheduled_job_id(
+                        &b.service,
+                        b.slot_unix_ms,
+                        b.attempt,
+                    );
+                    if let Some(mut job) = self.job(&id).map_err(storage)? {
+                        if job.backup_id == b.id {
+                            job.backup_expired_unix_ms = unix_ms;
+                            super::put_job(batch, &job);
+                        }
+                    }
+                }
                 gone.push(b.id.as_str());
             }
         }

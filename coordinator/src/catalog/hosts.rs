@@ -88,6 +88,10 @@ impl Catalog {
                 .unwrap_or_default(),
             // An agent that registers or sends a heartbeat is back.
             away_since_unix_ms: 0,
+            restored_servers: previous
+                .as_ref()
+                .map(|p| p.restored_servers.clone())
+                .unwrap_or_default(),
         };
         self.track_roles(previous.as_ref(), &rec, unix_ms, batch)?;
         if previous.as_ref().is_some_and(|p| p.spare) && !rec.spare {
@@ -159,6 +163,8 @@ impl Catalog {
             if job.host != s.host || is_final(&job.state) || job.state == "waiting" {
                 continue;
             }
+            // (This record is written last in the batch: it carries the release too.)
+            rec.restored_servers.retain(|id| *id != job.id);
             self.fail_job(job, &reason, unix_ms, batch)?;
             failed += 1;
         }

@@ -484,16 +484,31 @@ impl Catalog {
                     }
                     "restore" => {
                         if !j.in_place {
-                            let spare = self
+                            let Some(mut host) = self
                                 .host(&j.host)
                                 .map_err(|e| e.to_string())?
-                                .is_some_and(|h| h.spare);
-                            if !spare {
+                                .filter(|h| h.spare)
+                            else {
                                 return Err(format!(
                                     "host {} is not an approved spare; `strongbox host approve {}` first",
                                     j.host, j.host
                                 ));
+                            };
+                            // The limit holds against concurrent requests: counted here, in
+                            // the order the log applies them.
+                            let max = j.max_restored_servers as usize;
+                            if max > 0 && host.restored_servers.len() >= max {
+                                return Err(format!(
+                                    "spare {} runs {} restored servers already \
+                                     (max_restored_servers is {max}): stop one with `strongbox \
+                                     restore stop JOB` (restores {})",
+                                    j.host,
+                                    host.restored_servers.len(),
+                                    host.restored_servers.join(", ")
+                                ));
                             }
+                            host.restored_servers.push(j.id.clone());
+                            batch.insert(host_key(&host.name), host.encode_to_vec());
                         }
                         if j.in_place {
                             let carries = self
@@ -539,6 +554,16 @@ impl Catalog {
                             return Err(format!(
                                 "the server of restore {} was stopped already",
                                 target.id
+                            ));
+                        }
+                        let runs = self
+                            .host(&target.host)
+                            .map_err(|e| e.to_string())?
+                            .is_some_and(|h| h.restored_servers.contains(&target.id));
+                        if !runs {
+                            return Err(format!(
+                                "restore {} left no server on {} (it {}): nothing to stop",
+                                target.id, target.host, target.state
                             ));
                         }
                         if target.host != j.host {
@@ -631,6 +656,11 @@ impl Catalog {
                         target.server_stopped_unix_ms = cmd.unix_ms;
                         put_job(batch, &target);
                     }
+                    self.release_server(&job.host, &job.target_job, batch)?;
+                }
+                // A restore that failed delivers no server.
+                if job.kind == "restore" && job.state == "failed" {
+                    self.release_server(&job.host, &job.id, batch)?;
                 }
                 put_job(batch, &job);
                 Ok(format!("job {} {}", job.id, job.state))
@@ -674,6 +704,22 @@ impl Catalog {
         }
     }
 
+    /// Takes restore `job` off the servers host `host` runs (its server stopped, or never made).
+    fn release_server(
+        &self,
+        host: &str,
+        job: &str,
+        batch: &mut sled::Batch,
+    ) -> std::result::Result<(), String> {
+        if let Some(mut h) = self.host(host).map_err(|e| e.to_string())? {
+            if h.restored_servers.iter().any(|j| j == job) {
+                h.restored_servers.retain(|j| j != job);
+                batch.insert(host_key(host), h.encode_to_vec());
+            }
+        }
+        Ok(())
+    }
+
     /// Fails an open job for `reason`, with its backup (a backup job's) and the jobs waiting for
     /// it.
     fn fail_job(
@@ -697,6 +743,9 @@ impl Catalog {
                     batch.insert(backup_key(&b.id), b.encode_to_vec());
                 }
             }
+        }
+        if job.kind == "restore" {
+            self.release_server(&job.host, &job.id, batch)?;
         }
         self.release_waiters(&job.id, Err(&job.reason), unix_ms, batch)?;
         put_job(batch, &job);

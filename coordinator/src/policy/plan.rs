@@ -166,6 +166,12 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
     };
     let mine: Vec<&BackupRecord> = snap.backups_of(&svc.name).collect();
     let daily = matches!(policy.schedule, Schedule::Daily { .. });
+    // Slots whose backup completed and was then expired by retention were served: the policy
+    // let them go, they are not lost (a purge by an operator is, and is taken again).
+    let served_then_expired = snap
+        .backup_jobs_of(&svc.name)
+        .filter(|j| j.backup_kind == "scheduled" && j.backup_expired_unix_ms != 0)
+        .map(|j| j.slot_unix_ms);
     let anchor = mine
         .iter()
         .filter(|b| counts(b))
@@ -178,6 +184,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             "manual" | "pre-restore" if !daily => Some(b.created_unix_ms),
             _ => None,
         })
+        .chain(served_then_expired)
         .max();
     // A schedule's slots count from when it took effect: the service's creation, or the last
     // change of the schedule that applies to it (its own, or the region default's when it has

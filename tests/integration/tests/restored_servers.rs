@@ -120,11 +120,47 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         stopped["server"].as_str().unwrap().starts_with("stopped"),
         "{stopped}"
     );
+    let shown = cli(&f, &["restore", "show", &first.id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("stopped") && !text.contains("Connect with"),
+        "{text}"
+    );
     let again = cli(&f, &["restore", "stop", &first.id]);
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("stopped already"),
         "{again:?}"
+    );
+
+    // Room for one: of three restores asked at once, the catalog takes exactly one.
+    let ask = || {
+        let mut op = f.op();
+        let id = backup.id.clone();
+        async move {
+            op.restore_backup(RestoreBackupRequest {
+                backup_id: id,
+                to_host: "spare-1".into(),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let (a, b, c) = tokio::join!(ask(), ask(), ask());
+    let taken: Vec<_> = [a, b, c].into_iter().filter_map(|r| r.ok()).collect();
+    assert_eq!(
+        taken.len(),
+        1,
+        "{} of 3 concurrent restores were taken",
+        taken.len()
+    );
+    let winner = f.wait_job(&taken[0].get_ref().id).await;
+    assert_eq!(winner.state, "completed", "{}", winner.reason);
+    let out = cli(&f, &["restore", "stop", &winner.id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // Room again: the next restore goes through, its progress naming what it does (issue
@@ -151,8 +187,8 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|j| j["id"] != first.id.as_str())
-        .expect("the second restore")
+        .find(|j| j["id"] != first.id.as_str() && j["id"] != winner.id.as_str())
+        .expect("the third restore")
         .clone();
     assert_eq!(second["state"], "completed", "{second}");
     assert_eq!(second["phase"], "", "a finished job has no phase: {second}");

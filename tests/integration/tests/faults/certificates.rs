@@ -225,6 +225,35 @@ async fn unreachable_or_untrusted_nodes_are_named_each_within_seconds() {
         assert!(took < StdDuration::from_secs(15), "{args:?} took {took:?}");
     }
 
+    // A node frozen with its port open (it accepts TCP, never answers TLS): the CLI moves on
+    // to the next node, and alone it is named as not answering, within seconds.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let frozen_addr = frozen.local_addr().unwrap().to_string();
+    let run = |addrs: String| {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(&strongbox)
+            .args(["service", "list"])
+            .env("STRONGBOX_COORDINATORS", addrs)
+            .env("STRONGBOX_TLS_CA", &f.operator.ca)
+            .env("STRONGBOX_TLS_CERT", &f.operator.cert)
+            .env("STRONGBOX_TLS_KEY", &f.operator.key)
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    };
+    let (out, took) = run(format!("{frozen_addr},{}", f.cluster.addr(1)));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(took < StdDuration::from_secs(20), "took {took:?}");
+    let (out, took) = run(frozen_addr.clone());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&frozen_addr) && err.contains("no answer"),
+        "{err}"
+    );
+    assert!(took < StdDuration::from_secs(20), "took {took:?}");
+    drop(frozen);
+
     // Another fleet's operator (its certificate and CA agree, so the local check passes):
     // every node's certificate is refused here, named as a trust problem, not an outage.
     let other = TestPki::new().unwrap();
