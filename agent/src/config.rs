@@ -114,7 +114,30 @@ fn need<T>(v: Option<T>, flag: &str) -> anyhow::Result<T> {
     })
 }
 
+/// `path`, checked to be a readable file; otherwise an error naming the option (`tls_cert` in
+/// the file, `--tls-cert` as a flag) and the file.
+fn file_option(path: &std::path::Path, flag: &str) -> anyhow::Result<()> {
+    let named = format!("--{flag} (`{}`) {}", flag.replace('-', "_"), path.display());
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => anyhow::bail!("{named}: not a file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("{named}: no such file")
+        }
+        Err(e) => anyhow::bail!("{named}: cannot be read: {e}"),
+    }
+    std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{named}: cannot be read: {e}"))?;
+    Ok(())
+}
+
 impl Config {
+    /// Checks that the TLS files are readable files, naming the option of one that is not.
+    pub fn check_tls_files(&self) -> anyhow::Result<()> {
+        file_option(&self.tls.ca, "tls-ca")?;
+        file_option(&self.tls.cert, "tls-cert")?;
+        file_option(&self.tls.key, "tls-key")
+    }
+
     pub fn load(args: Args) -> anyhow::Result<Self> {
         let file: FileConfig = match &args.config {
             Some(p) => {

@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = config::Config::load(config::Args::parse())?;
+    config.check_tls_files()?;
     let me = config.tls.identity()?;
     if me.role != strongbox_core::pki::Role::Agent {
         anyhow::bail!(

@@ -108,6 +108,11 @@ fn the_clis_environment_does_not_reach_the_agent() {
         !err.contains("operator"),
         "the CLI's variables reached the agent: {err}"
     );
+    // The missing file is named with its option (issue 15, fault 7).
+    assert!(
+        err.contains("--tls-ca (`tls_ca`) /nonexistent/config-ca.crt: no such file"),
+        "{err}"
+    );
     // Its own prefix still works, and --help names it.
     let help = Command::new(env!("CARGO_BIN_EXE_strongbox-agent"))
         .arg("--help")
