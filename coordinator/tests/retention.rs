@@ -373,20 +373,22 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
 /// 2027-12-31T00:00:00Z.
 const DEC31_2027: u64 = 1_830_211_200_000;
 
+/// A policy keeping the newest backup of each of the last `days` days, and no other rule.
+fn daily_only(days: u32) -> Policy {
+    Policy {
+        hourly: Some(0),
+        daily: Some(days),
+        monthly: Some(0),
+        yearly: Some(0),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn a_pass_on_a_clock_behind_never_expires_the_newest_backup() {
     // The case: default policy, nightly backups at 00:00:20, a pass 80 s before
     // midnight (a clock stepped back, or a new leader running behind).
-    for policy in [
-        Policy::default(),
-        Policy {
-            hourly: Some(0),
-            daily: Some(7),
-            monthly: Some(0),
-            yearly: Some(0),
-            ..Default::default()
-        },
-    ] {
+    for policy in [Policy::default(), daily_only(7)] {
         let mut sim = Sim::new();
         sim.set_policy(DEC31_2027 - 10 * DAY, policy.clone());
         sim.heartbeat(DEC31_2027 - 10 * DAY);
@@ -464,25 +466,12 @@ fn failing_backups_never_leave_a_service_without_its_newest_ones() {
         ),
         (
             Policy {
-                hourly: Some(0),
-                daily: Some(7),
-                monthly: Some(0),
-                yearly: Some(0),
                 min_keep: Some(3),
-                ..Default::default()
+                ..daily_only(7)
             },
             3,
         ),
-        (
-            Policy {
-                hourly: Some(0),
-                daily: Some(1),
-                monthly: Some(0),
-                yearly: Some(0),
-                ..Default::default()
-            },
-            1,
-        ),
+        (daily_only(1), 1),
     ] {
         let mut sim = Sim::new();
         sim.set_policy(DEC31_2027, policy.clone());

@@ -129,6 +129,28 @@ impl Sim {
         assert!(e.is_empty(), "{e}");
     }
 
+    /// A manual backup of `service` on db-1, started at `at` (its job, as the operator API
+    /// makes it).
+    fn manual(&mut self, service: &str, at: u64) -> JobRecord {
+        let manual = JobRecord {
+            id: "job-manual".into(),
+            kind: "backup".into(),
+            service: service.into(),
+            host: "db-1".into(),
+            backup_id: "bk-manual".into(),
+            backup_kind: "manual".into(),
+            ..Default::default()
+        };
+        let e = self.apply(
+            at,
+            Op::CreateJob(CreateJob {
+                job: Some(manual.clone()),
+            }),
+        );
+        assert!(e.is_empty(), "{e}");
+        manual
+    }
+
     fn fail(&mut self, job: &JobRecord, at: u64) {
         let e = self.apply(
             at,
@@ -221,23 +243,7 @@ fn a_manual_backup_at_15_moves_the_next_every_24h_backup_to_15_the_next_day() {
     assert_eq!(jobs.len(), 1);
     sim.finish(&jobs[0], T0 + 2 * HOUR + 60_000);
     // A manual backup at 15:00.
-    let manual = JobRecord {
-        id: "job-manual".into(),
-        kind: "backup".into(),
-        service: "orders".into(),
-        host: "db-1".into(),
-        backup_id: "bk-manual".into(),
-        backup_kind: "manual".into(),
-        ..Default::default()
-    };
-    assert!(sim
-        .apply(
-            T0 + 15 * HOUR,
-            Op::CreateJob(CreateJob {
-                job: Some(manual.clone())
-            })
-        )
-        .is_empty());
+    let manual = sim.manual("orders", T0 + 15 * HOUR);
     sim.finish(&manual, T0 + 15 * HOUR + 60_000);
     let snap = Snapshot::read(&sim.catalog).expect("snap");
     let svc = sim.catalog.service("orders").expect("s").expect("service");
@@ -579,22 +585,7 @@ fn a_slot_whose_backup_retention_expired_is_not_taken_again() {
     assert_eq!(jobs.len(), 1);
     sim.finish(&jobs[0], T0 + 2 * HOUR + 30_000);
     // A manual backup, then retention: the scheduled one is past max_age and not the newest.
-    let manual = JobRecord {
-        id: "job-manual".into(),
-        kind: "backup".into(),
-        service: "shop".into(),
-        host: "db-1".into(),
-        backup_id: "bk-manual".into(),
-        backup_kind: "manual".into(),
-        ..Default::default()
-    };
-    let e = sim.apply(
-        T0 + 3 * HOUR,
-        Op::CreateJob(CreateJob {
-            job: Some(manual.clone()),
-        }),
-    );
-    assert!(e.is_empty(), "{e}");
+    let manual = sim.manual("shop", T0 + 3 * HOUR);
     sim.finish(&manual, T0 + 3 * HOUR + 30_000);
     let e = sim.apply(
         T0 + 4 * HOUR,
