@@ -60,13 +60,7 @@ impl Sim {
 
     /// What the retention controller does at `now`.
     fn retention_pass(&mut self, now: u64) {
-        let policy = self.catalog.effective_policy("orders").expect("policy");
-        let backups = self.catalog.service_backups("orders").expect("backups");
-        let expired: Vec<String> = evaluate(&policy, &backups, now)
-            .into_iter()
-            .filter(|(_, v)| v.expired())
-            .map(|(id, _)| id)
-            .collect();
+        let expired = self.expired_by_policy("orders", now);
         if !expired.is_empty() {
             let e = self.apply(
                 "node",
@@ -83,13 +77,7 @@ impl Sim {
     /// A retention pass on a leader whose clock reads `now` while the region's agreed time
     /// stays where it is: what the policy alone would expire, and the catalog's refusal.
     fn try_retention_pass_on_wrong_clock(&mut self, now: u64) -> (Vec<String>, String) {
-        let policy = self.catalog.effective_policy("orders").expect("policy");
-        let backups = self.catalog.service_backups("orders").expect("backups");
-        let expired: Vec<String> = evaluate(&policy, &backups, now)
-            .into_iter()
-            .filter(|(_, v)| v.expired())
-            .map(|(id, _)| id)
-            .collect();
+        let expired = self.expired_by_policy("orders", now);
         if expired.is_empty() {
             return (expired, String::new());
         }

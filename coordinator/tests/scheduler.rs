@@ -151,6 +151,23 @@ impl Sim {
         manual
     }
 
+    /// Service `shop` on db-1 under `daily 02:00 UTC` (with `extra` policy fields), and the
+    /// backup of today's 02:00 slot taken (T0 is a midnight UTC).
+    fn daily_two_am_taken(&mut self, extra: Policy) {
+        self.policy(
+            T0,
+            Policy {
+                schedule: Some("daily 02:00 UTC".into()),
+                jitter_ms: Some(0),
+                ..extra
+            },
+        );
+        self.host(T0, "db-1", &[("shop", "primary", true)]);
+        let jobs = self.schedule(T0 + 2 * HOUR + 1000);
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        self.finish(&jobs[0], T0 + 2 * HOUR + 30_000);
+    }
+
     fn fail(&mut self, job: &JobRecord, at: u64) {
         let e = self.apply(
             at,
@@ -466,18 +483,7 @@ fn no_sequence_of_actions_wedges_the_schedule() {
                 }
                 7 => {
                     // A retention pass.
-                    let snap = Snapshot::read(&sim.catalog).expect("snapshot");
-                    let backups: Vec<BackupRecord> =
-                        sim.catalog.service_backups("shop").expect("backups");
-                    let expired: Vec<String> = strongbox_coordinator::policy::retention::evaluate(
-                        &snap.policy("shop"),
-                        &backups,
-                        t + 3000,
-                    )
-                    .into_iter()
-                    .filter(|(_, v)| v.expired())
-                    .map(|(id, _)| id)
-                    .collect();
+                    let expired = sim.expired_by_policy("shop", t + 3000);
                     if !expired.is_empty() {
                         let e = sim.apply(
                             t + 3000,
@@ -534,19 +540,7 @@ fn no_sequence_of_actions_wedges_the_schedule() {
 #[test]
 fn a_changed_schedule_starts_at_its_first_slot_after_the_change() {
     let mut sim = Sim::new();
-    sim.policy(
-        T0,
-        Policy {
-            schedule: Some("daily 02:00 UTC".into()),
-            jitter_ms: Some(0),
-            ..Default::default()
-        },
-    );
-    sim.host(T0, "db-1", &[("shop", "primary", true)]);
-    // Today's 02:00 backup (T0 is a midnight UTC).
-    let jobs = sim.schedule(T0 + 2 * HOUR + 1000);
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
-    sim.finish(&jobs[0], T0 + 2 * HOUR + 60_000);
+    sim.daily_two_am_taken(Policy::default());
     // 10:00: the schedule moves to 04:00.
     sim.policy(
         T0 + 10 * HOUR,
@@ -571,19 +565,12 @@ fn a_changed_schedule_starts_at_its_first_slot_after_the_change() {
 fn a_slot_whose_backup_retention_expired_is_not_taken_again() {
     use strongbox_proto::catalog::ExpireBackups;
     let mut sim = Sim::new();
-    sim.policy(
-        T0,
-        Policy {
-            schedule: Some("daily 02:00 UTC".into()),
-            jitter_ms: Some(0),
-            max_age_ms: Some(60_000),
-            ..Default::default()
-        },
-    );
-    sim.host(T0, "db-1", &[("shop", "primary", true)]);
-    let jobs = sim.schedule(T0 + 2 * HOUR + 1000);
-    assert_eq!(jobs.len(), 1);
-    sim.finish(&jobs[0], T0 + 2 * HOUR + 30_000);
+    sim.daily_two_am_taken(Policy {
+        max_age_ms: Some(60_000),
+        ..Default::default()
+    });
+    let scheduled = sim.scheduled("shop");
+    assert_eq!(scheduled.len(), 1);
     // A manual backup, then retention: the scheduled one is past max_age and not the newest.
     let manual = sim.manual("shop", T0 + 3 * HOUR);
     sim.finish(&manual, T0 + 3 * HOUR + 30_000);
@@ -591,7 +578,7 @@ fn a_slot_whose_backup_retention_expired_is_not_taken_again() {
         T0 + 4 * HOUR,
         Op::ExpireBackups(ExpireBackups {
             service: "shop".into(),
-            backup_ids: vec![jobs[0].backup_id.clone()],
+            backup_ids: vec![scheduled[0].id.clone()],
         }),
     );
     assert!(e.is_empty(), "{e}");

@@ -217,22 +217,19 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             .backup_jobs_of(&svc.name)
             .filter(|j| j.backup_kind == "scheduled" && j.slot_unix_ms == slot)
             .collect();
-        let failed_backups = mine
+        let failed_backups: Vec<u64> = mine
             .iter()
             .filter(|b| b.kind == "scheduled" && b.slot_unix_ms == slot && !counts(b))
-            .count() as u32;
+            .map(|b| b.created_unix_ms)
+            .collect();
         attempt = jobs
             .iter()
             .map(|j| j.attempt + 1)
             .max()
             .unwrap_or(0)
-            .max(failed_backups);
+            .max(failed_backups.len() as u32);
         let last_job = jobs.iter().max_by_key(|j| (j.attempt, j.updated_unix_ms));
-        let last_failed_backup = mine
-            .iter()
-            .filter(|b| b.kind == "scheduled" && b.slot_unix_ms == slot && !counts(b))
-            .map(|b| b.created_unix_ms)
-            .max();
+        let last_failed_backup = failed_backups.iter().copied().max();
         if let Some(last) = last_job
             .map(|j| j.updated_unix_ms)
             .into_iter()

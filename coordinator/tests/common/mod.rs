@@ -37,6 +37,19 @@ impl Sim {
         self.apply_on_wrong_clock(role, request_id, at, op)
     }
 
+    /// The completed backups of `service` the effective policy expires at `now`: what a
+    /// retention pass proposes.
+    #[allow(dead_code)] // not every test binary that includes this module runs retention
+    pub fn expired_by_policy(&self, service: &str, now: u64) -> Vec<String> {
+        let policy = self.catalog.effective_policy(service).expect("policy");
+        let backups = self.catalog.service_backups(service).expect("backups");
+        strongbox_coordinator::policy::retention::evaluate(&policy, &backups, now)
+            .into_iter()
+            .filter(|(_, v)| v.expired())
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// As [`Sim::apply_as`], without the tick: `at` is one node's clock, which may be wrong.
     pub fn apply_on_wrong_clock(
         &mut self,

@@ -219,6 +219,29 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+impl Fleet {
+    /// A PostgreSQL server prepared by the SQL `setup`, and the agent of `host` beside it
+    /// serving it as `service` (not yet approved: wait for it with [`Fleet::wait_hosts`]).
+    pub fn pg_host(
+        &self,
+        host: &str,
+        service: &str,
+        setup: &str,
+    ) -> (crate::pg::PgServer, crate::agent::AgentProcess) {
+        let pg = crate::pg::PgServer::start().expect("fleet set-up");
+        pg.psql("postgres", setup).expect("fleet set-up");
+        let agent = crate::agent::AgentProcess::start(
+            &self.cluster,
+            host,
+            false,
+            &pg_service(service, &pg),
+            &self.key_file,
+        )
+        .expect("fleet set-up");
+        (pg, agent)
+    }
+}
+
 /// The agent config of a PostgreSQL service `name` on `pg`, reached as its superuser.
 pub fn pg_service(name: &str, pg: &crate::pg::PgServer) -> String {
     format!(

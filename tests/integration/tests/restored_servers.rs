@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::ClusterOptions;
-use strongbox_integration::fleet::{cli, fleet_with, pg_service};
-use strongbox_integration::pg::PgServer;
+use strongbox_integration::fleet::{cli, fleet_with};
 use strongbox_integration::wait;
 use strongbox_proto::v1::RestoreBackupRequest;
 
@@ -24,20 +23,11 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         ..ClusterOptions::default()
     })
     .await;
-    let pg = PgServer::start().unwrap();
-    pg.psql(
-        "postgres",
-        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
-    )
-    .unwrap();
-    let _db = AgentProcess::start(
-        &f.cluster,
+    let (_pg, _db) = f.pg_host(
         "db-1",
-        false,
-        &pg_service("orders", &pg),
-        &f.key_file,
-    )
-    .unwrap();
+        "orders",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
+    );
     let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     let (job, backup) = f.backup("orders").await;

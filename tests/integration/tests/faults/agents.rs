@@ -1,12 +1,13 @@
 //! Agents that die or stop in the middle of a backup: the job never stays `running` for an
 //! agent that is gone.
 
+use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::ClusterOptions;
-use strongbox_integration::fleet::{fleet_with, pg_service, Fleet};
+use strongbox_integration::fleet::{fleet_with, Fleet};
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::wait;
 use strongbox_proto::v1::{GetJobRequest, JobInfo};
@@ -18,37 +19,33 @@ async fn fleet_and_db(grace: Duration) -> (Fleet, PgServer, AgentProcess) {
         ..ClusterOptions::default()
     })
     .await;
-    let pg = PgServer::start().unwrap();
-    pg.psql(
-        "postgres",
+    let (pg, agent) = f.pg_host(
+        "db-1",
+        "orders",
         "CREATE TABLE ledger (id int PRIMARY KEY, memo text); \
          INSERT INTO ledger SELECT i, md5(i::text) FROM generate_series(1, 1000) i",
-    )
-    .unwrap();
-    let agent = AgentProcess::start(
-        &f.cluster,
-        "db-1",
-        false,
-        &pg_service("orders", &pg),
-        &f.key_file,
-    )
-    .unwrap();
+    );
     f.wait_hosts(&["db-1"]).await;
     (f, pg, agent)
 }
 
 /// Starts a backup that cannot finish: a transaction holds `ledger` exclusively, so the dump
-/// waits for its lock. Returns once the job runs and the dump is waiting, with the holder
-/// (kill it to let dumps through).
+/// waits for its lock. Returns once the job runs and the dump is waiting, with the holder: a
+/// `psql` whose input stays open, so its transaction does too ([`release`] commits it).
 async fn stalled_backup(f: &Fleet, pg: &PgServer) -> (JobInfo, Child) {
-    let holder = pg
+    let mut holder = pg
         .client_command("psql")
-        .args(["-X", "-q", "-d", "postgres", "-c"])
-        .arg("BEGIN; LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);")
-        .env("PGAPPNAME", HOLDER)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .unwrap();
+    holder
+        .stdin
+        .as_mut()
+        .expect("the holder's input")
+        .write_all(b"BEGIN;\nLOCK TABLE ledger IN ACCESS EXCLUSIVE MODE;\n")
         .unwrap();
     let locks = |sql: &'static str| {
         let r = pg.psql("postgres", sql).map_err(|e| e.to_string());
@@ -85,18 +82,11 @@ async fn stalled_backup(f: &Fleet, pg: &PgServer) -> (JobInfo, Child) {
     (job, holder)
 }
 
-/// The application name of the session that holds the lock.
-const HOLDER: &str = "strongbox-test-lock-holder";
-
-/// Ends the lock holder's session (the server would notice its client's death only after
-/// its sleep).
-fn release(pg: &PgServer, mut holder: Child) {
-    pg.psql(
-        "postgres",
-        &format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{HOLDER}'"),
-    )
-    .unwrap();
-    let _ = holder.kill();
+/// Commits the lock holder's transaction and lets its `psql` end.
+fn release(mut holder: Child) {
+    if let Some(mut input) = holder.stdin.take() {
+        let _ = input.write_all(b"COMMIT;\n");
+    }
     let _ = holder.wait();
 }
 
@@ -120,7 +110,7 @@ async fn an_agent_killed_mid_backup_has_its_job_failed_after_the_grace_and_backs
         "{}",
         failed.reason
     );
-    release(&pg, holder);
+    release(holder);
     // While it is away, a new backup is refused, naming the host and when its agent went.
     let refused = f
         .cluster
@@ -148,7 +138,7 @@ async fn an_agent_coming_back_within_the_grace_keeps_its_job() {
     // Killed and back at once: the job is sent to the new process, which runs it to the end
     // once the lock goes; the old session's end changes nothing.
     agent.restart().unwrap();
-    release(&pg, holder);
+    release(holder);
     let done = f
         .cluster
         .wait_job(&f.operator, &job.id, Duration::from_secs(120))
@@ -213,7 +203,7 @@ async fn sigterm_of_an_agent_mid_backup_reports_its_job_interrupted_and_exits() 
         },
     )
     .await;
-    release(&pg, holder);
+    release(holder);
 }
 
 /// The command lines of `pg_dump` processes reaching `pg` (by its port).
