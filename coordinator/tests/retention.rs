@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use strongbox_coordinator::policy::effective::resolve;
 use strongbox_coordinator::policy::retention::evaluate;
 use strongbox_proto::catalog::{
-    command::Op, BackupRecord, CommitBackup, CreateJob, ExpireBackups, HoldBackup, HostRecord,
-    JobRecord, MemberRecord, Policy, PurgeBackup, RegisterHost, SetPolicy,
+    command::Op, BackupRecord, CommitBackup, CreateJob, ExpireBackups, HoldBackup, JobRecord,
+    MemberRecord, Policy, PurgeBackup, RegisterHost, SetPolicy,
 };
 
 const DAY: u64 = 86_400_000;
@@ -214,28 +214,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
         }),
     );
     assert!(e.is_empty(), "{e}");
-    let host = HostRecord {
-        name: "db-1".into(),
-        members: vec![MemberRecord {
-            service: "orders".into(),
-            engine: "postgres".into(),
-            role: "primary".into(),
-            healthy: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let e = sim.apply(
-        "agent",
-        start,
-        Op::RegisterHost(RegisterHost {
-            host: host.name.clone(),
-            region: "r".into(),
-            spare: false,
-            members: host.members.clone(),
-        }),
-    );
-    assert!(e.is_empty(), "{e}");
+    sim.heartbeat(start);
 
     let mut made: Vec<Made> = Vec::new();
     let lock = lock_days as u64 * DAY;
