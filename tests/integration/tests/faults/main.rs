@@ -3,9 +3,9 @@
 //! answers it with a clear error or a recovery, and that no committed backup is lost.
 //!
 //! Elsewhere, because they belong with what they break: the leader killed mid-backup under
-//! pgbench (`backup_restore`), a full disk and nodes down during uploads (`coordinator_chunks`),
-//! SIGTERM of a node holding agent sessions (`coordinator_raft`), foreign certificates and
-//! malformed or oversized messages (`coordinator_security`).
+//! pgbench (`backups::engines`), a full disk and nodes down during uploads (`region::chunks`),
+//! SIGTERM of a node holding agent sessions (`region::raft`), foreign certificates and
+//! malformed or oversized messages (`region::security`).
 
 mod agents;
 mod certificates;

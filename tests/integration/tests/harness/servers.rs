@@ -498,7 +498,7 @@ fn servers_die_with_a_killed_test_process() {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "orphan_child_helper",
+            "servers::orphan_child_helper",
             "--nocapture",
             "--test-threads=1",
         ])
