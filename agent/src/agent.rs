@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use strongbox_core::connect::Coordinators;
 use strongbox_core::keys::Keyring;
-use strongbox_proto::v1::{Job, JobReport, Member};
+use strongbox_proto::v1::{FailureClass, Job, JobKind, JobReport, JobState, Member, MemberRole};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::engines::{self, Engine};
 use crate::error::{Error, Result};
+use crate::failure::{self, Failed};
 
 /// How long a final report is sent again after reconnects.
 const KEEP_FINAL: Duration = Duration::from_secs(600);
@@ -116,8 +117,8 @@ impl Agent {
             let m = match engine.probe().await {
                 Ok(p) => Member {
                     service: name.clone(),
-                    engine: engine.kind().as_str().into(),
-                    role: p.role.as_str().into(),
+                    engine: engine.kind().wire().into(),
+                    role: p.role.wire().into(),
                     healthy: p.healthy,
                     engine_version: p.version,
                 },
@@ -125,8 +126,8 @@ impl Agent {
                     tracing::warn!(service = %name, error = %e, "probe failed");
                     Member {
                         service: name.clone(),
-                        engine: engine.kind().as_str().into(),
-                        role: "standalone".into(),
+                        engine: engine.kind().wire().into(),
+                        role: MemberRole::Standalone.into(),
                         healthy: false,
                         engine_version: String::new(),
                     }
@@ -169,12 +170,13 @@ impl Agent {
             lock(&self.running).drain().map(|(_, v)| v).collect();
         for (job, task) in &running {
             task.abort();
-            tracing::warn!(job = %job.job_id, kind = %job.kind, service = %job.service, "job interrupted: the agent is stopping");
+            tracing::warn!(job = %job.job_id, kind = %job.kind(), service = %job.service, "job interrupted: the agent is stopping");
             let mut reason = format!(
                 "interrupted: the agent of host {} stopped while the {} ran; start it again",
-                self.config.host, job.kind
+                self.config.host,
+                job.kind()
             );
-            if job.kind == "restore" {
+            if job.kind() == JobKind::Restore {
                 reason.push_str(if job.in_place {
                     " (the target server may be part loaded: restore it again before using it)"
                 } else {
@@ -183,7 +185,8 @@ impl Agent {
             }
             self.report_final(JobReport {
                 job_id: job.job_id.clone(),
-                state: "failed".into(),
+                state: JobState::Failed.into(),
+                failure: FailureClass::Interrupted.into(),
                 reason,
                 ..Default::default()
             });
@@ -199,47 +202,82 @@ impl Agent {
         }
         let agent = self.clone();
         let record = job.clone();
-        let span = tracing::info_span!("job", job = %job.job_id, kind = %job.kind, service = %job.service, backup = %job.backup_id);
+        let span = tracing::info_span!("job", job = %job.job_id, kind = %job.kind(), service = %job.service, backup = %job.backup_id);
         let work = async move {
             tracing::info!("job started");
             let started = Instant::now();
-            // (result for the catalog, why it failed)
-            let outcome: Result<(String, Option<String>)> = match job.kind.as_str() {
-                "backup" => crate::backup::run(&agent, &job)
+            let other = |e: Error| Failed::new(FailureClass::Other, e);
+            let outcome: std::result::Result<JobReport, Failed> = match job.kind() {
+                JobKind::Backup => crate::backup::run(&agent, &job)
                     .await
-                    .map(|()| (String::new(), None)),
+                    .map(|()| JobReport::default())
+                    .map_err(|e| Failed::new(failure::of_backup(&e), e)),
                 // A restore onto a fresh server goes only to a host its own config makes a
                 // spare, whatever a coordinator says: a database host never takes one.
-                "restore" if !job.in_place && !agent.config.spare => Err(Error::Other(format!(
-                    "host {} is not a spare (its agent config has `spare = false`); restores \
-                     onto fresh servers go to spares",
-                    agent.config.host
+                JobKind::Restore if !job.in_place && !agent.config.spare => Err(Failed::new(
+                    FailureClass::Provision,
+                    Error::Other(format!(
+                        "host {} is not a spare (its agent config has `spare = false`); \
+                             restores onto fresh servers go to spares",
+                        agent.config.host
+                    )),
+                )),
+                JobKind::Restore => {
+                    crate::restore::run(&agent, &job)
+                        .await
+                        .map(|(result, differs)| JobReport {
+                            restore: Some(result),
+                            // Delivered, but with errors: the job fails (a drill or an alert
+                            // counts it), and its result says what was found.
+                            failure: if differs.is_some() {
+                                FailureClass::Verify.into()
+                            } else {
+                                FailureClass::Unspecified.into()
+                            },
+                            reason: differs.unwrap_or_default(),
+                            ..Default::default()
+                        })
+                }
+                JobKind::Stop => crate::restore::stop(&agent, &job)
+                    .await
+                    .map(|result| JobReport {
+                        stop: Some(result),
+                        ..Default::default()
+                    })
+                    .map_err(other),
+                JobKind::Unspecified => Err(other(Error::Other(
+                    "a job of no kind: this agent is older than its coordinators".into(),
                 ))),
-                "restore" => crate::restore::run(&agent, &job).await,
-                "stop" => crate::restore::stop(&agent, &job).await,
-                other => Err(Error::Other(format!("unknown job kind {other:?}"))),
             };
             let secs = started.elapsed().as_secs_f64();
-            let (state, result, reason) = match outcome {
-                Ok((_, None)) if job.kind == "backup" => {
+            let report = match outcome {
+                Ok(_) if job.kind() == JobKind::Backup => {
                     tracing::info!(secs, "job completed");
                     return; // its commit completed it
                 }
-                Ok((result, None)) => ("completed", result, String::new()),
-                Ok((result, Some(why))) => ("failed", result, why),
-                Err(e) => ("failed", String::new(), e.to_string()),
+                Ok(report) if report.failure == 0 => JobReport {
+                    state: JobState::Completed.into(),
+                    ..report
+                },
+                Ok(report) => JobReport {
+                    state: JobState::Failed.into(),
+                    ..report
+                },
+                Err(f) => JobReport {
+                    state: JobState::Failed.into(),
+                    failure: f.class.into(),
+                    reason: f.error.to_string(),
+                    ..Default::default()
+                },
             };
-            if state == "failed" {
-                tracing::error!(secs, reason = %reason, "job failed");
+            if report.state() == JobState::Failed {
+                tracing::error!(secs, reason = %report.reason, class = %report.failure(), "job failed");
             } else {
                 tracing::info!(secs, "job completed");
             }
             agent.report_final(JobReport {
                 job_id: job.job_id.clone(),
-                state: state.into(),
-                reason,
-                result,
-                ..Default::default()
+                ..report
             });
         };
         let agent = self.clone();

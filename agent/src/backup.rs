@@ -23,7 +23,8 @@ use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{ChunkRef, Manifest, Part};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::{
-    CommitBackupRequest, HaveChunksRequest, Job, JobReport, SealedChunk, UploadChunksRequest,
+    BackupKind, CommitBackupRequest, HaveChunksRequest, Job, JobReport, JobState, SealedChunk,
+    UploadChunksRequest,
 };
 use strongbox_proto::MAX_MESSAGE_BYTES;
 use tokio::io::AsyncRead;
@@ -43,8 +44,12 @@ pub fn client(ch: Channel) -> AgentServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-fn rpc(what: &str, s: tonic::Status) -> Error {
-    Error::Other(format!("{what}: {} ({:?})", s.message(), s.code()))
+pub(crate) fn rpc(what: &str, s: tonic::Status) -> Error {
+    Error::Rpc {
+        what: what.to_string(),
+        code: s.code(),
+        message: s.message().to_string(),
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -109,7 +114,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
     });
     agent.report(JobReport {
         job_id: job.job_id.clone(),
-        state: "running".into(),
+        state: JobState::Running.into(),
         ..Default::default()
     });
     // Progress every 2 s while the dump runs; the loop ends with this job, even when the job
@@ -123,7 +128,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
                 tick.tick().await;
                 agent.report(JobReport {
                     job_id: job_id.clone(),
-                    state: "running".into(),
+                    state: JobState::Running.into(),
                     bytes_done: progress.done.load(Ordering::Relaxed),
                     ..Default::default()
                 });
@@ -155,10 +160,9 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
         manifest_id,
         manifest: sealed,
         service: job.service.clone(),
-        kind: if job.backup_kind.is_empty() {
-            "manual".into()
-        } else {
-            job.backup_kind.clone()
+        kind: match job.backup_kind() {
+            BackupKind::Unspecified => BackupKind::Manual.into(),
+            kind => kind.into(),
         },
         plain_bytes: totals.plain_size,
         stored_bytes: totals.stored_size,

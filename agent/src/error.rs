@@ -47,6 +47,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A call to the coordinators failed (after the retries the call makes).
+    #[error("{what}: {message} ({code:?})")]
+    Rpc {
+        what: String,
+        code: tonic::Code,
+        message: String,
+    },
     #[error(transparent)]
     Core(#[from] strongbox_core::Error),
     #[error("{0}")]

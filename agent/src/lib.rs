@@ -5,5 +5,6 @@ pub mod backup;
 pub mod config;
 pub mod engines;
 pub mod error;
+pub mod failure;
 pub mod restore;
 pub mod session;

@@ -23,8 +23,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -33,13 +34,17 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{self, PartKind};
 use strongbox_core::private;
-use strongbox_proto::v1::{FetchChunkRequest, Job, JobReport};
+use strongbox_proto::v1::{
+    FailureClass, FetchChunkRequest, Job, JobReport, JobState, PhaseTimes, RestoreOutcome,
+    RestoreResult, StopResult,
+};
 use tokio::sync::mpsc;
 
 use crate::agent::Agent;
 use crate::backup::client;
 use crate::engines::{self, EngineKind, PartPlan, TableStat};
 use crate::error::{Error, Result};
+use crate::failure::{self, Failed};
 
 /// Chunks fetched at once per part.
 const FETCH_AHEAD: usize = 8;
@@ -49,7 +54,26 @@ thread_local! {
 }
 
 /// Runs a restore job: (result JSON, why it failed if verification found a difference).
-pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String>)> {
+pub async fn run(
+    agent: &Arc<Agent>,
+    job: &Job,
+) -> std::result::Result<(RestoreResult, Option<String>), Failed> {
+    let stage = AtomicI32::new(FailureClass::Fetch.into());
+    restore(agent, job, &stage).await.map_err(|e| {
+        let at =
+            FailureClass::try_from(stage.load(Ordering::Relaxed)).unwrap_or(FailureClass::Other);
+        Failed::new(failure::of_restore(at, &e), e)
+    })
+}
+
+/// Runs the restore, keeping `stage` at what it is doing (for the failure class).
+async fn restore(
+    agent: &Arc<Agent>,
+    job: &Job,
+    stage: &AtomicI32,
+) -> Result<(RestoreResult, Option<String>)> {
+    let at = |s: FailureClass| stage.store(s.into(), Ordering::Relaxed);
+    let started = Instant::now();
     let root = agent.config.data_root.as_ref().ok_or_else(|| {
         Error::Other(format!(
             "host {} has no data_root for restores; set `data_root` in its agent config",
@@ -74,6 +98,12 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     }
     let kind = EngineKind::parse(&manifest.engine)
         .ok_or_else(|| Error::Other(format!("backup of unknown engine {:?}", manifest.engine)))?;
+    let mut phases = PhaseTimes {
+        fetch_manifest_ms: ms(started.elapsed()),
+        ..Default::default()
+    };
+    at(FailureClass::Provision);
+    let provisioning = Instant::now();
     // Keys for every key id of the keyring: chunks name the key they were sealed with.
     let mut keys: HashMap<u32, Arc<ServiceKeys>> = HashMap::new();
     for id in agent.keyring.ids() {
@@ -85,11 +115,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     if dir.exists() {
         // A restore this agent began before it restarted: start over.
         let _ = engines::teardown(kind, &dir).await;
-        std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
-            what: "removing an earlier attempt",
-            path: dir.clone(),
-            source,
-        })?;
+        remove_dir(&dir, "removing an earlier attempt").await?;
     }
     prepare_root(root)?;
     create_target_dir(&dir)?;
@@ -109,7 +135,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         move || {
             agent.report(JobReport {
                 job_id: job_id.clone(),
-                state: "running".into(),
+                state: JobState::Running.into(),
                 bytes_done: progress.fed.load(Ordering::Relaxed).min(total),
                 bytes_total: total,
                 phase: progress.phase(),
@@ -148,6 +174,9 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
         t
     };
 
+    phases.provision_ms = ms(provisioning.elapsed());
+    at(FailureClass::Load);
+    let loading = Instant::now();
     let mut expected: Vec<TableStat> = Vec::new();
     for part in &manifest.parts {
         progress.set_phase(format!("loading {}", part.name));
@@ -204,31 +233,38 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
     progress.set_phase("verifying".into());
     report();
     target.finish_load().await?;
+    phases.load_ms = ms(loading.elapsed());
+    at(FailureClass::Verify);
+    let verifying = Instant::now();
     let verification = target.verify(&expected).await;
+    phases.verify_ms = ms(verifying.elapsed());
     progress.set_phase("flushing to disk".into());
     report();
+    at(FailureClass::Load);
+    let flushing = Instant::now();
     target.wait_durable().await?;
+    phases.flush_ms = ms(flushing.elapsed());
     let verification = verification?;
     // The server is delivered either way: it is `verified`, or `restored_with_errors` (objects
     // that did not come back, rows that differ, or the engine's check failing), which the job
     // reports as failed so that a drill or an alert counts it as one.
     let outcome = if verification.ok {
-        "verified"
+        RestoreOutcome::Verified
     } else {
-        "restored_with_errors"
+        RestoreOutcome::RestoredWithErrors
     };
-    let result = serde_json::json!({
-        "outcome": outcome,
-        "connection": target.connection(),
-        "verification": verification,
-        "backup_created_unix_ms": manifest.created_unix_ms,
-        "in_place": job.in_place,
-    })
-    .to_string();
+    let result = RestoreResult {
+        outcome: outcome.into(),
+        connection: Some(target.connection().wire()),
+        verification: Some(verification.wire()),
+        backup_created_unix_ms: u64::try_from(manifest.created_unix_ms).unwrap_or(0),
+        in_place: job.in_place,
+        phases: Some(phases),
+    };
     if job.in_place {
         // Only spools were there; the restored data is in the live server.
         drop(target);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = remove_dir(&dir, "removing the spools").await;
     }
     let failure = (!verification.ok).then(|| {
         format!(
@@ -244,8 +280,8 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String
 
 /// Stops the server that restore job `job.target_job` made on this spare, and removes its
 /// folder unless `job.keep_files` (issue 15, fault 2). A server that is not running any more
-/// is fine; the result says what was done: `{"stopped": FOLDER, "files_kept": bool}`.
-pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<String>)> {
+/// is fine; the result says what was done.
+pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<StopResult> {
     let root = agent.config.data_root.as_ref().ok_or_else(|| {
         Error::Other(format!(
             "host {} has no data_root, so no restore ran here",
@@ -255,7 +291,7 @@ pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<Strin
     let dir = restore_dir(root, &job.target_job);
     // The restore's engine when the coordinator knew it; else whichever server is there (each
     // teardown is a no-op without its own pid file).
-    let kinds = match EngineKind::parse(&job.engine) {
+    let kinds = match EngineKind::from_wire(job.engine()) {
         Some(kind) => vec![kind],
         None => vec![EngineKind::Postgres, EngineKind::Mysql],
     };
@@ -264,23 +300,33 @@ pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<(String, Option<Strin
             crate::engines::teardown(kind, &dir).await?;
         }
         if !job.keep_files {
-            let remove = dir.clone();
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&remove))
-                .await
-                .map_err(|e| Error::Other(format!("removal task: {e}")))?
-                .map_err(|source| Error::Io {
-                    what: "removing the restored server's folder",
-                    path: dir.clone(),
-                    source,
-                })?;
+            remove_dir(&dir, "removing the restored server's folder").await?;
         }
     }
     tracing::info!(restore = %job.target_job, folder = %dir.display(), files_kept = job.keep_files, "restored server stopped");
-    let result = serde_json::json!({
-        "stopped": dir.display().to_string(),
-        "files_kept": job.keep_files && dir.exists(),
-    });
-    Ok((result.to_string(), None))
+    Ok(StopResult {
+        folder: dir.display().to_string(),
+        files_kept: job.keep_files && dir.exists(),
+    })
+}
+
+/// Removes a folder and everything in it on the blocking pool (a restored server's folder
+/// holds a whole database).
+async fn remove_dir(dir: &Path, what: &'static str) -> Result<()> {
+    let remove = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&remove))
+        .await
+        .map_err(|e| Error::Other(format!("removal task: {e}")))?
+        .map_err(|source| Error::Io {
+            what,
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Whole milliseconds of a duration.
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A restore's progress: bytes fed to the loader, and what it is doing.

@@ -261,7 +261,7 @@ async fn a_cluster_restores_into_a_fresh_server_that_equals_it() {
     assert_eq!(v.tables_checked, stats.len() as u64);
     assert!(v.rows_checked >= 105_000);
     assert!(v.engine_check.contains("pg_amcheck"), "{}", v.engine_check);
-    assert_eq!(conn.engine, "postgres");
+    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Postgres);
     assert_eq!(conn.host, "127.0.0.1");
     assert_eq!(conn.user, "postgres");
     assert!(conn.data_dir.starts_with(root.path()));
@@ -649,7 +649,7 @@ async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 
     let conn = target.connection();
-    assert_eq!(conn.engine, "postgres");
+    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Postgres);
     assert_eq!(conn.host, pg.host());
     assert_eq!(conn.port, pg.port());
     assert_eq!(conn.user, "postgres");

@@ -28,7 +28,7 @@ use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::Cluster;
 use strongbox_integration::pg::{pg_tool, PgServer};
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
-use strongbox_proto::v1::{BackupInfo, RestoreBackupRequest, ShowBackupRequest};
+use strongbox_proto::v1::{BackupInfo, JobState, RestoreBackupRequest, ShowBackupRequest};
 
 fn sh(what: &str, cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -198,7 +198,13 @@ async fn main() {
             .wait_job(&ours.operator, &rjob.id, Duration::from_secs(3600))
             .await
             .unwrap();
-        assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+        assert_eq!(
+            rjob.state(),
+            JobState::Completed,
+            "{} {:?}",
+            rjob.reason,
+            rjob.restore
+        );
         let our_restore = t.stop();
         if log {
             eprintln!("{}", ours.spare.log_text());
@@ -308,7 +314,7 @@ async fn timed_backup(ours: &Ours) -> (Timed, BackupInfo) {
         .wait_job(operator, &job.id, Duration::from_secs(3600))
         .await
         .unwrap();
-    assert_eq!(job.state, "completed", "{}", job.reason);
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
     let timed = t.stop();
     let backup = ours
         .operator_client()

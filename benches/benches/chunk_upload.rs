@@ -89,8 +89,8 @@ async fn main() {
             agent_version: "bench".into(),
             members: vec![Member {
                 service: "bench".into(),
-                engine: "sqlite".into(),
-                role: "standalone".into(),
+                engine: strongbox_proto::v1::Engine::Sqlite.into(),
+                role: strongbox_proto::v1::MemberRole::Standalone.into(),
                 healthy: true,
                 engine_version: "3".into(),
             }],

@@ -43,8 +43,9 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
 use strongbox_proto::v1::{
-    BackupInfo, CreateBackupRequest, DownloadChunkRequest, HoldBackupRequest, JobInfo,
-    ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest, ShowBackupRequest,
+    BackupInfo, BackupState, CreateBackupRequest, DownloadChunkRequest, Engine, HoldBackupRequest,
+    JobInfo, JobState, ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest,
+    ShowBackupRequest,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::codegen::Bytes;
@@ -173,8 +174,8 @@ pub fn backup_json(b: &BackupInfo) -> Value {
         "id": b.id,
         "service": b.service,
         "host": b.host,
-        "kind": b.kind,
-        "state": b.state,
+        "kind": b.kind(),
+        "state": b.state(),
         "reason": b.reason,
         "created_unix_ms": b.created_unix_ms,
         "created": output::timestamp(b.created_unix_ms),
@@ -257,8 +258,8 @@ fn backup_fields(b: &BackupInfo) -> Vec<(&'static str, Value)> {
         ("id", json!(b.id)),
         ("service", json!(b.service)),
         ("host", json!(b.host)),
-        ("kind", json!(b.kind)),
-        ("state", json!(b.state)),
+        ("kind", json!(b.kind())),
+        ("state", json!(b.state())),
     ];
     if !b.reason.is_empty() {
         f.push(("reason", json!(b.reason)));
@@ -309,7 +310,7 @@ pub fn print_backup_job_fields(done: &JobInfo, backup: Option<&BackupInfo>) {
 
 /// An error if the backup job failed, saying where to look and how to retry.
 pub fn check_backup_job(done: &JobInfo) -> anyhow::Result<()> {
-    if done.state == "failed" {
+    if done.state() == JobState::Failed {
         bail!(
             "backup job {} failed: {} (see the agent's log on {}; retry with `strongbox backup create {}`)",
             done.id,
@@ -378,9 +379,9 @@ pub fn print_backups(backups: &[BackupInfo], output: Output) {
                     row.push(b.service.clone());
                 }
                 row.extend([
-                    b.kind.clone(),
-                    b.state.clone(),
-                    if b.state == "completed" {
+                    b.kind().to_string(),
+                    b.state().to_string(),
+                    if b.state() == BackupState::Completed {
                         b.table_count.to_string()
                     } else {
                         "-".to_string()
@@ -422,7 +423,7 @@ pub async fn open_manifest(
         bail!(
             "backup {} has no manifest (it is {}): only completed backups can be opened",
             info.id,
-            info.state
+            info.state()
         );
     }
     let sealed = fetch_sealed(api, &info.id, &info.manifest_id)
@@ -481,7 +482,7 @@ fn manifest_json(m: &Manifest) -> Value {
             "chunks": p.chunks.len(),
             "tables": p.tables.iter().map(|s| json!({"name": s.name, "rows": s.rows})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "not_in_backup": not_in_a_logical_backup(&m.engine),
+        "not_in_backup": not_in_a_logical_backup(manifest_engine(m)),
         "left_out": m.left_out.iter().map(|l| json!({"name": l.name, "why": l.why})).collect::<Vec<_>>(),
     })
 }
@@ -529,15 +530,22 @@ pub fn safe_stem(name: &str) -> String {
     s
 }
 
+/// The engine a manifest names (unspecified when it names none this build knows).
+fn manifest_engine(m: &Manifest) -> Engine {
+    Engine::from_word(&m.engine).unwrap_or_default()
+}
+
 /// The file name of one part, and whether it is converted to SQL.
-pub fn file_for(engine: &str, kind: PartKind, name: &str, format: Format) -> (String, bool) {
+pub fn file_for(engine: Engine, kind: PartKind, name: &str, format: Format) -> (String, bool) {
     let stem = safe_stem(name);
     match (engine, kind) {
-        ("postgres", PartKind::Globals) => (format!("{stem}.sql"), false),
-        ("postgres", PartKind::Database) if format == Format::Sql => (format!("{stem}.sql"), true),
-        ("postgres", PartKind::Database) => (format!("{stem}.dump"), false),
-        ("mysql", _) => (format!("{stem}.sql"), false),
-        ("sqlite", _) => {
+        (Engine::Postgres, PartKind::Globals) => (format!("{stem}.sql"), false),
+        (Engine::Postgres, PartKind::Database) if format == Format::Sql => {
+            (format!("{stem}.sql"), true)
+        }
+        (Engine::Postgres, PartKind::Database) => (format!("{stem}.dump"), false),
+        (Engine::Mysql, _) => (format!("{stem}.sql"), false),
+        (Engine::Sqlite, _) => {
             let lower = stem.to_ascii_lowercase();
             let base = [".sqlite3", ".sqlite", ".db"]
                 .iter()
@@ -572,12 +580,13 @@ pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
     let mut out = Vec::new();
     for (i, p) in m.parts.iter().enumerate() {
         let kind = PartKind::try_from(p.kind).unwrap_or(PartKind::Unspecified);
-        let (name, to_sql) = file_for(&m.engine, kind, &p.name, format);
+        let (name, to_sql) = file_for(manifest_engine(m), kind, &p.name, format);
         let file_name = unique(name);
-        let views_file = (m.engine == "mysql" && kind == PartKind::Database).then(|| {
-            let stem = file_name.strip_suffix(".sql").unwrap_or(&file_name);
-            unique(format!("{stem}.views.sql"))
-        });
+        let views_file =
+            (manifest_engine(m) == Engine::Mysql && kind == PartKind::Database).then(|| {
+                let stem = file_name.strip_suffix(".sql").unwrap_or(&file_name);
+                unique(format!("{stem}.views.sql"))
+            });
         out.push(PlannedFile {
             part: i,
             file_name,
@@ -687,14 +696,14 @@ pub fn printable(name: &str) -> String {
 
 /// What a logical backup of `engine` never holds, for `backup show` (ARCHITECTURE.md, "What
 /// a restore gives back").
-pub fn not_in_a_logical_backup(engine: &str) -> Option<&'static str> {
+pub fn not_in_a_logical_backup(engine: Engine) -> Option<&'static str> {
     match engine {
-        "postgres" => Some(
+        Engine::Postgres => Some(
             "the cluster's settings (postgresql.conf, ALTER SYSTEM, pg_hba.conf), template0, \
              statistics and replication slots: a logical backup holds databases, roles and \
              tablespaces; set those on the server you restore to.",
         ),
-        "mysql" => Some(
+        Engine::Mysql => Some(
             "server settings (my.cnf, global variables), binary logs, replication state, plugins \
              and the server's own accounts.",
         ),
@@ -710,31 +719,33 @@ const PG_INITDB_DATABASES: [&str; 2] = ["postgres", "template1"];
 /// load with `--no-tablespaces`, into the default tablespace: a tablespace's location is a
 /// path of the source machine, which the machine loading a download may not have (restores
 /// onto spares keep tablespaces, under the restored server's folder).
-pub fn load_hint(engine: &str, kind: PartKind, path: &Path, to_sql: bool, part: &str) -> String {
+pub fn load_hint(engine: Engine, kind: PartKind, path: &Path, to_sql: bool, part: &str) -> String {
     let q = shell_path(path);
     match (engine, kind) {
-        ("postgres", PartKind::Globals) => format!("psql -d postgres -f {q}"),
+        (Engine::Postgres, PartKind::Globals) => format!("psql -d postgres -f {q}"),
         // The SQL makes its database (`pg_restore --create`), replacing initdb's own.
-        ("postgres", _) if to_sql && part == "postgres" => format!("psql -d template1 -f {q}"),
-        ("postgres", _) if to_sql && part == "template1" => format!(
+        (Engine::Postgres, _) if to_sql && part == "postgres" => {
+            format!("psql -d template1 -f {q}")
+        }
+        (Engine::Postgres, _) if to_sql && part == "template1" => format!(
             "psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && \
              psql -d postgres -f {q}"
         ),
-        ("postgres", _) if to_sql => format!("psql -d postgres -f {q}"),
+        (Engine::Postgres, _) if to_sql => format!("psql -d postgres -f {q}"),
         // The archive replaces initdb's empty one with the backup's, database settings and
         // all (`--clean` drops only that database; a template must stop being one first).
-        ("postgres", _) if part == "postgres" => {
+        (Engine::Postgres, _) if part == "postgres" => {
             format!("pg_restore -d template1 --clean --if-exists --create --no-tablespaces -- {q}")
         }
-        ("postgres", _) if part == "template1" => format!(
+        (Engine::Postgres, _) if part == "template1" => format!(
             "psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && \
              pg_restore -d postgres --clean --if-exists --create --no-tablespaces -- {q}"
         ),
-        ("postgres", _) => format!("pg_restore -d postgres --create --no-tablespaces -- {q}"),
+        (Engine::Postgres, _) => format!("pg_restore -d postgres --create --no-tablespaces -- {q}"),
         // --binary-mode: a name may hold `\r\n`, which the client would otherwise turn into `\n`.
-        ("mysql", _) => format!("mariadb --binary-mode < {q}"),
+        (Engine::Mysql, _) => format!("mariadb --binary-mode < {q}"),
         // sqlite3 knows no `--`: the absolute path is what keeps it from being an option.
-        ("sqlite", _) => format!("sqlite3 {q}"),
+        (Engine::Sqlite, _) => format!("sqlite3 {q}"),
         _ => "(unknown engine: raw part bytes)".to_string(),
     }
 }
@@ -971,10 +982,10 @@ async fn download(
     output: Output,
 ) -> anyhow::Result<()> {
     let info = show_backup(api, id).await?;
-    if info.state != "completed" {
+    if info.state() != BackupState::Completed {
         bail!(
             "backup {id} is {}{}: only completed backups can be downloaded (`strongbox backup list {}` shows them)",
-            info.state,
+            info.state(),
             if info.reason.is_empty() { String::new() } else { format!(" ({})", info.reason) },
             info.service
         );
@@ -1082,8 +1093,8 @@ async fn download(
     for (f, path, bytes, views) in &written {
         let part = &m.parts[f.part];
         let kind = PartKind::try_from(part.kind).unwrap_or(PartKind::Unspecified);
-        let stage = match (m.engine.as_str(), kind) {
-            ("mysql", PartKind::Globals) => 2,
+        let stage = match (manifest_engine(&m), kind) {
+            (Engine::Mysql, PartKind::Globals) => 2,
             _ => 0,
         };
         rows.push((
@@ -1094,7 +1105,7 @@ async fn download(
                 "kind": kind_name(part.kind),
                 "bytes": bytes,
                 "tables": part.tables.len(),
-                "load": load_hint(&m.engine, kind, path, f.to_sql, &part.name),
+                "load": load_hint(manifest_engine(&m), kind, path, f.to_sql, &part.name),
             }),
         ));
         if let Some((views_path, views_bytes)) = views {
@@ -1106,7 +1117,7 @@ async fn download(
                     "kind": "views",
                     "bytes": views_bytes,
                     "tables": 0,
-                    "load": load_hint(&m.engine, kind, views_path, false, &part.name),
+                    "load": load_hint(manifest_engine(&m), kind, views_path, false, &part.name),
                 }),
             ));
         }
@@ -1182,7 +1193,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                             ("backup", json!(job.backup_id)),
                             ("service", json!(job.service)),
                             ("host", json!(job.host)),
-                            ("state", json!(job.state)),
+                            ("state", json!(job.state())),
                         ]);
                         println!(
                             "\nFollow it with `strongbox backup show {}` or `strongbox backup list {}`.",
@@ -1285,10 +1296,10 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                                 println!("  {}: {}", printable(&l.name), l.why);
                             }
                         }
-                        if let Some(note) = not_in_a_logical_backup(&m.engine) {
+                        if let Some(note) = not_in_a_logical_backup(manifest_engine(m)) {
                             println!("\nNot in this backup: {note}");
                         }
-                    } else if info.state == "completed" {
+                    } else if info.state() == BackupState::Completed {
                         println!("\nPass --key-file to see its engine, parts and row counts.");
                     }
                 }
@@ -1344,7 +1355,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                             ("backup", json!(job.backup_id)),
                             ("target host", json!(job.host)),
                             ("in place", json!(job.in_place)),
-                            ("state", json!(job.state)),
+                            ("state", json!(job.state())),
                         ]);
                         if !job.after_job.is_empty() {
                             println!(
@@ -1423,47 +1434,47 @@ mod tests {
     fn file_names_per_engine() {
         use PartKind::*;
         assert_eq!(
-            file_for("postgres", Globals, "globals", Format::Native),
+            file_for(Engine::Postgres, Globals, "globals", Format::Native),
             ("globals.sql".into(), false)
         );
         assert_eq!(
-            file_for("postgres", Database, "app", Format::Native),
+            file_for(Engine::Postgres, Database, "app", Format::Native),
             ("app.dump".into(), false)
         );
         assert_eq!(
-            file_for("postgres", Database, "app", Format::Sql),
+            file_for(Engine::Postgres, Database, "app", Format::Sql),
             ("app.sql".into(), true)
         );
         assert_eq!(
-            file_for("postgres", Globals, "globals", Format::Sql),
+            file_for(Engine::Postgres, Globals, "globals", Format::Sql),
             ("globals.sql".into(), false)
         );
         assert_eq!(
-            file_for("mysql", Globals, "grants", Format::Native),
+            file_for(Engine::Mysql, Globals, "grants", Format::Native),
             ("grants.sql".into(), false)
         );
         assert_eq!(
-            file_for("mysql", Database, "shop", Format::Sql),
+            file_for(Engine::Mysql, Database, "shop", Format::Sql),
             ("shop.sql".into(), false)
         );
         assert_eq!(
-            file_for("sqlite", File, "demo.db", Format::Native),
+            file_for(Engine::Sqlite, File, "demo.db", Format::Native),
             ("demo.sqlite3".into(), false)
         );
         assert_eq!(
-            file_for("sqlite", File, "demo.sqlite3", Format::Native),
+            file_for(Engine::Sqlite, File, "demo.sqlite3", Format::Native),
             ("demo.sqlite3".into(), false)
         );
         assert_eq!(
-            file_for("sqlite", File, "Demo.SQLITE", Format::Native),
+            file_for(Engine::Sqlite, File, "Demo.SQLITE", Format::Native),
             ("Demo.sqlite3".into(), false)
         );
         assert_eq!(
-            file_for("sqlite", File, "notes", Format::Native),
+            file_for(Engine::Sqlite, File, "notes", Format::Native),
             ("notes.sqlite3".into(), false)
         );
         assert_eq!(
-            file_for("sqlite", File, ".db", Format::Native),
+            file_for(Engine::Sqlite, File, ".db", Format::Native),
             ("_.db.sqlite3".into(), false)
         );
     }
@@ -1551,7 +1562,7 @@ mod tests {
         assert_eq!(safe_stem(""), "part");
         assert_eq!(safe_stem("a b/c"), "a_b_c");
         for name in ["../x", "/abs", "..", ".", "a/../../b"] {
-            let (f, _) = file_for("mysql", PartKind::Database, name, Format::Native);
+            let (f, _) = file_for(Engine::Mysql, PartKind::Database, name, Format::Native);
             assert!(!f.contains('/') && !f.starts_with('.'), "{name} → {f}");
         }
     }
@@ -1564,10 +1575,10 @@ mod tests {
             .extend(["..", ".", "", "/", "../../x", "-", "--", &"é".repeat(300)].map(String::from));
         for name in &names {
             for (engine, kind) in [
-                ("postgres", PartKind::Globals),
-                ("postgres", PartKind::Database),
-                ("mysql", PartKind::Database),
-                ("sqlite", PartKind::File),
+                (Engine::Postgres, PartKind::Globals),
+                (Engine::Postgres, PartKind::Database),
+                (Engine::Mysql, PartKind::Database),
+                (Engine::Sqlite, PartKind::File),
             ] {
                 for format in [Format::Native, Format::Sql] {
                     let (f, _) = file_for(engine, kind, name, format);
@@ -1631,11 +1642,11 @@ mod tests {
         names.extend(hostile::postgres_names());
         for name in &names {
             for (engine, kind, to_sql) in [
-                ("postgres", PartKind::Globals, false),
-                ("postgres", PartKind::Database, true),
-                ("postgres", PartKind::Database, false),
-                ("mysql", PartKind::Database, false),
-                ("sqlite", PartKind::File, false),
+                (Engine::Postgres, PartKind::Globals, false),
+                (Engine::Postgres, PartKind::Database, true),
+                (Engine::Postgres, PartKind::Database, false),
+                (Engine::Mysql, PartKind::Database, false),
+                (Engine::Sqlite, PartKind::File, false),
             ] {
                 let format = if to_sql { Format::Sql } else { Format::Native };
                 let (file, _) = file_for(engine, kind, name, format);
@@ -1657,14 +1668,14 @@ mod tests {
                 assert!(run.status.success(), "{hint}: {:?}", run);
                 let words = |w: &[&str]| Some(w.iter().map(|s| s.to_string()).collect());
                 match (engine, kind, to_sql) {
-                    ("postgres", PartKind::Globals, _) => {
+                    (Engine::Postgres, PartKind::Globals, _) => {
                         assert_eq!(
                             recorded("psql"),
                             words(&["-d", "postgres", "-f", &abs]),
                             "{hint}"
                         );
                     }
-                    ("postgres", _, true) => {
+                    (Engine::Postgres, _, true) => {
                         // The SQL makes its own database: the name is in the file, not argv.
                         assert_eq!(recorded("createdb"), None, "{hint}");
                         assert_eq!(
@@ -1673,14 +1684,14 @@ mod tests {
                             "{hint}"
                         );
                     }
-                    ("postgres", _, false) => {
+                    (Engine::Postgres, _, false) => {
                         assert_eq!(
                             recorded("pg_restore"),
                             words(&["-d", "postgres", "--create", "--no-tablespaces", "--", &abs]),
                             "{hint}"
                         );
                     }
-                    ("mysql", _, _) => {
+                    (Engine::Mysql, _, _) => {
                         assert_eq!(recorded("mariadb"), words(&["--binary-mode"]), "{hint}");
                         assert_eq!(
                             std::fs::read(seen.join("mariadb.stdin")).expect("stdin"),
@@ -1851,11 +1862,11 @@ mod tests {
     fn initdbs_databases_replace_the_fresh_servers_own() {
         let path = Path::new("/dl/postgres.dump");
         assert_eq!(
-            load_hint("postgres", PartKind::Database, path, false, "postgres"),
+            load_hint(Engine::Postgres, PartKind::Database, path, false, "postgres"),
             "pg_restore -d template1 --clean --if-exists --create --no-tablespaces -- /dl/postgres.dump"
         );
         let t = load_hint(
-            "postgres",
+            Engine::Postgres,
             PartKind::Database,
             Path::new("/dl/template1.dump"),
             false,
@@ -1864,7 +1875,7 @@ mod tests {
         assert!(t.starts_with("psql -d postgres -c 'ALTER DATABASE template1 IS_TEMPLATE false' && pg_restore -d postgres --clean"), "{t}");
         assert_eq!(
             load_hint(
-                "postgres",
+                Engine::Postgres,
                 PartKind::Database,
                 Path::new("/dl/postgres.sql"),
                 true,
@@ -1874,7 +1885,7 @@ mod tests {
         );
         assert_eq!(
             load_hint(
-                "postgres",
+                Engine::Postgres,
                 PartKind::Database,
                 Path::new("/dl/shop.dump"),
                 false,

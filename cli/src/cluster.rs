@@ -7,7 +7,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde_json::json;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
-    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, RemoveNodeRequest,
+    AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, NodeRole, RemoveNodeRequest,
 };
 
 use crate::connect::{self, status_error, ConnectArgs};
@@ -76,8 +76,8 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     .await
                     .and_then(|s| s.nodes.into_iter().find(|m| m.id == n.id));
                 let (role, term, commit, applied) = match &own {
-                    Some(o) => (n.role.clone(), o.term, o.commit_index, o.applied_index),
-                    None => ("unreachable".to_string(), 0, 0, 0),
+                    Some(o) => (n.role(), o.term, o.commit_index, o.applied_index),
+                    None => (NodeRole::Unreachable, 0, 0, 0),
                 };
                 let lag = if own.is_some() {
                     leader_commit.saturating_sub(applied)

@@ -41,14 +41,14 @@ use strongbox_core::pki::{self, Identity, Role, Validity};
 use strongbox_core::private;
 use strongbox_core::tls::TlsFiles;
 use strongbox_proto::v1::{
-    BindHostRequest, ClusterStatusRequest, CreateBackupRequest, JobInfo, ListHostsRequest,
-    ListServicesRequest, RestoreBackupRequest,
+    BindHostRequest, ClusterStatusRequest, CreateBackupRequest, JobInfo, JobState,
+    ListHostsRequest, ListServicesRequest, RestoreBackupRequest,
 };
 
 use crate::backup::{self, backup_json};
 use crate::connect::Api;
 use crate::output::{self, size, Output};
-use crate::restore::{self, job_json, RestoreResult};
+use crate::restore::{self, job_json};
 
 const REGION: &str = "dev-1";
 const SERVICE: &str = "demo";
@@ -804,7 +804,7 @@ impl Dev {
             })
             .await?;
         let backup_job = restore::wait_job(&api, &job.id, output, Duration::from_secs(600)).await?;
-        if backup_job.state != "completed" {
+        if backup_job.state() != JobState::Completed {
             bail!(
                 "the backup failed: {}; the agent's log {}:\n{}",
                 backup_job.reason,
@@ -952,16 +952,16 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 }
 
 fn summary_json(dev: &Dev, o: &Outcome, total: Duration) -> Value {
-    let r = RestoreResult::parse(&o.restore_job.result).unwrap_or_default();
+    let verified = restore::check_restore(&o.restore_job).is_ok();
     let ms = |d: Duration| d.as_millis() as u64;
     json!({
-        "ok": r.verified() && o.backup_job.state == "completed",
+        "ok": verified && o.backup_job.state() == JobState::Completed,
         "dir": dev.dir.display().to_string(),
         "coordinators": dev.addresses,
         "backup_job": job_json(&o.backup_job),
         "backup": o.backup.as_ref().map(backup_json),
         "restore_job": job_json(&o.restore_job),
-        "verified": r.verified(),
+        "verified": verified,
         "timings_ms": {
             "setup": ms(o.timings.setup),
             "cluster": ms(o.timings.cluster),
@@ -978,7 +978,7 @@ fn print_summary(dev: &Dev, o: &Outcome, total: Duration, exit_when_done: bool) 
     let strongbox = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "strongbox".into());
-    let r = RestoreResult::parse(&o.restore_job.result).unwrap_or_default();
+    let r = o.restore_job.restore.clone().unwrap_or_default();
     println!();
     println!("Done in {}:", output::duration(total));
     println!(

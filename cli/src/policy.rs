@@ -228,7 +228,7 @@ fn print_expiring(backups: &[BackupInfo]) {
             ago(b.created_unix_ms),
             b.id.clone(),
             b.service.clone(),
-            b.kind.clone(),
+            b.kind().to_string(),
             size(b.plain_bytes),
         ]);
     }

@@ -9,9 +9,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use strongbox_proto::v1::{GetJobRequest, JobInfo, ListJobsRequest, StopRestoreRequest};
+use strongbox_proto::v1::{
+    Connection, Engine, GetJobRequest, JobInfo, JobKind, JobState, ListJobsRequest, RestoreOutcome,
+    StopRestoreRequest,
+};
 
 use crate::connect::{Api, ConnectArgs};
 use crate::output::{self, ago, size, Output};
@@ -46,118 +48,56 @@ pub enum Command {
 /// Where the server a restore made runs, for `restore list`: `HOST:PORT` (or the SQLite
 /// file), "stopped", or "-" (in place, or nothing was made).
 pub fn server_label(j: &JobInfo) -> String {
-    if j.kind != "restore" || j.in_place || j.state == "failed" {
+    if j.kind() != JobKind::Restore || j.in_place || j.state() == JobState::Failed {
         return "-".into();
     }
     if j.server_stopped_unix_ms != 0 {
         return format!("stopped {}", ago(j.server_stopped_unix_ms));
     }
-    let c = serde_json::from_str::<Value>(&j.result)
-        .ok()
-        .map(|r| r["connection"].clone())
-        .unwrap_or(Value::Null);
-    match (
-        c["host"].as_str(),
-        c["port"].as_u64(),
-        c["data_dir"].as_str(),
-    ) {
-        (Some(h), Some(p), _) if !h.is_empty() => format!("running on {} {h}:{p}", j.host),
-        (_, _, Some(file)) if !file.is_empty() => format!("file on {}: {file}", j.host),
-        _ if j.state == "completed" => format!("running on {}", j.host),
+    match connection(j) {
+        Some(c) if !c.host.is_empty() => format!("running on {} {}:{}", j.host, c.host, c.port),
+        Some(c) if !c.data_dir.is_empty() => format!("file on {}: {}", j.host, c.data_dir),
+        _ if j.state() == JobState::Completed => format!("running on {}", j.host),
         _ => "-".into(),
     }
 }
 
-/// How a client reaches the server a restore made (the agent's `Connection`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Connection {
-    pub engine: String,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password_file: Option<String>,
-    pub data_dir: String,
+/// How to reach the server a restore job made, once its agent reported it.
+pub fn connection(j: &JobInfo) -> Option<&Connection> {
+    j.restore.as_ref().and_then(|r| r.connection.as_ref())
 }
 
-/// What the check after a restore found (the agent's `Verification`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Verification {
-    pub tables_checked: u64,
-    pub rows_checked: u64,
-    /// (table, expected rows, found rows)
-    pub mismatches: Vec<(String, u64, u64)>,
-    pub engine_check: String,
-    /// Objects the restore could not bring back (it loaded everything else).
-    pub failed_objects: Vec<FailedObject>,
-    pub ok: bool,
+/// What a restore job came to: `verified`, `restored_with_errors` (a server was delivered, but
+/// objects or rows are missing or the engine's check failed), `failed` (no server was
+/// delivered), or `-` while it runs.
+pub fn outcome(j: &JobInfo) -> String {
+    RestoreOutcome::of_job(j.state(), j.restore.as_ref())
+        .map_or_else(|| "-".to_string(), |o| o.to_string())
 }
 
-/// An object of the backup that did not come back, and why (the agent's `FailedObject`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct FailedObject {
-    pub name: String,
-    pub reason: String,
-}
-
-/// The `result` of a finished restore job.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct RestoreResult {
-    /// `verified` or `restored_with_errors` (the server was delivered either way).
-    pub outcome: String,
-    pub connection: Option<Connection>,
-    pub verification: Option<Verification>,
-}
-
-/// What a restore job came to, one of a closed set: `verified`, `restored_with_errors` (a
-/// server was delivered, but objects or rows are missing or the engine's check failed),
-/// `failed` (no server was delivered), or `-` while it runs.
-pub fn outcome(j: &JobInfo) -> &'static str {
-    let parsed = RestoreResult::parse(&j.result);
-    let verified = parsed
-        .as_ref()
-        .and_then(|r| r.verification.as_ref())
-        .map(|v| v.ok);
-    match (j.state.as_str(), verified) {
-        ("completed", Some(true)) => "verified",
-        ("completed" | "failed", Some(false)) => "restored_with_errors",
-        ("completed", None) => "verified",
-        ("failed", _) => "failed",
-        _ => "-",
-    }
-}
-
-impl RestoreResult {
-    /// Parses a job's `result` (None when empty or not the expected JSON).
-    pub fn parse(result: &str) -> Option<RestoreResult> {
-        if result.trim().is_empty() {
-            return None;
-        }
-        serde_json::from_str(result).ok()
-    }
-
-    pub fn verified(&self) -> bool {
-        self.verification.as_ref().is_some_and(|v| v.ok)
-    }
-}
-
-/// A job as JSON for scripts (its `result`, itself JSON, is embedded parsed).
-pub fn job_json(j: &JobInfo) -> Value {
-    let result = if j.result.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&j.result).unwrap_or_else(|_| Value::String(j.result.clone()))
+/// A restore's or stop's result as JSON for scripts (the messages' own fields, enums as
+/// words); null while there is none.
+fn result_json(j: &JobInfo) -> Value {
+    let value = match (&j.restore, &j.stop) {
+        (Some(r), _) => serde_json::to_value(r),
+        (None, Some(s)) => serde_json::to_value(s),
+        (None, None) => return Value::Null,
     };
+    value.unwrap_or(Value::Null)
+}
+
+/// A job as JSON for scripts.
+pub fn job_json(j: &JobInfo) -> Value {
+    let result = result_json(j);
+    let restore = j.kind() == JobKind::Restore;
     json!({
         "id": j.id,
-        "kind": j.kind,
+        "kind": j.kind(),
         "service": j.service,
         "host": j.host,
         "backup_id": j.backup_id,
-        "state": j.state,
+        "state": j.state(),
+        "failure": j.failure(),
         "reason": j.reason,
         "created_unix_ms": j.created_unix_ms,
         "created": output::timestamp(j.created_unix_ms),
@@ -167,22 +107,18 @@ pub fn job_json(j: &JobInfo) -> Value {
         "bytes_total": j.bytes_total,
         "requested_by": j.requested_by,
         "result": result,
-        "backup_kind": j.backup_kind,
+        "backup_kind": j.backup_kind(),
         "slot_unix_ms": j.slot_unix_ms,
         "slot": output::timestamp(j.slot_unix_ms),
         "attempt": j.attempt,
         "in_place": j.in_place,
         "after_job": j.after_job,
         "phase": j.phase,
-        "outcome": (j.kind == "restore").then(|| outcome(j)),
-        "server": (j.kind == "restore").then(|| server_label(j)),
+        "outcome": restore.then(|| outcome(j)),
+        "server": restore.then(|| server_label(j)),
         "server_stopped_unix_ms": j.server_stopped_unix_ms,
         "target_job": j.target_job,
     })
-}
-
-fn is_done(state: &str) -> bool {
-    matches!(state, "completed" | "failed")
 }
 
 /// Polls job `id` every 500 ms until it completed or failed, or `timeout` passed. Shows a
@@ -206,16 +142,16 @@ pub async fn wait_job(
             .await?;
         bar.set_total(job.bytes_total);
         // A finished job's last report carries no bytes: show it whole.
-        bar.set(if job.state == "completed" {
+        bar.set(if job.state() == JobState::Completed {
             job.bytes_total.max(job.bytes_done)
         } else {
             job.bytes_done
         });
         // What it is doing, as its agent last said (`loading shop`, `verifying`).
         let doing = if job.phase.is_empty() {
-            job.state.clone()
+            job.state().to_string()
         } else {
-            format!("{} ({})", job.state, job.phase)
+            format!("{} ({})", job.state(), job.phase)
         };
         if doing != last_state {
             bar.message(&format!("job {id}: {doing}"));
@@ -229,7 +165,7 @@ pub async fn wait_job(
             }
             last_state = doing;
         }
-        if is_done(&job.state) {
+        if job.state().is_final() {
             bar.finish();
             return Ok(job);
         }
@@ -237,7 +173,7 @@ pub async fn wait_job(
             bar.finish();
             bail!(
                 "job {id} is still {} after {}; it goes on without us: follow it with `strongbox restore show {id}` (or `strongbox backup list {}`)",
-                job.state,
+                job.state(),
                 output::duration(timeout),
                 job.service
             );
@@ -250,7 +186,7 @@ pub async fn wait_job(
 pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
     let mut f = vec![
         ("job", json!(j.id)),
-        ("state", json!(j.state)),
+        ("state", json!(j.state())),
         ("service", json!(j.service)),
         ("backup", json!(j.backup_id)),
         ("target host", json!(j.host)),
@@ -268,9 +204,9 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
     if !j.reason.is_empty() {
         f.push(("reason", json!(j.reason)));
     }
-    if let Some(r) = RestoreResult::parse(&j.result) {
+    if let Some(r) = &j.restore {
         if let Some(c) = &r.connection {
-            f.push(("engine", json!(c.engine)));
+            f.push(("engine", json!(c.engine())));
             f.push(("host", json!(c.host)));
             if c.port != 0 {
                 f.push(("port", json!(c.port)));
@@ -278,7 +214,10 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
             if !c.user.is_empty() {
                 f.push(("user", json!(c.user)));
             }
-            f.push(("password file", json!(c.password_file)));
+            f.push((
+                "password file",
+                json!((!c.password_file.is_empty()).then_some(&c.password_file)),
+            ));
             f.push(("data dir", json!(c.data_dir)));
         }
         if let Some(v) = &r.verification {
@@ -287,10 +226,12 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
             let mism: Vec<String> = v
                 .mismatches
                 .iter()
-                .map(|(t, want, got)| {
+                .map(|m| {
                     format!(
-                        "{}: expected {want} rows, found {got}",
-                        crate::backup::printable(t)
+                        "{}: expected {} rows, found {}",
+                        crate::backup::printable(&m.table),
+                        m.expected_rows,
+                        m.found_rows
                     )
                 })
                 .collect();
@@ -332,29 +273,30 @@ pub fn connect_hint(c: &Connection) -> Option<String> {
     // A fresh server's password is in a file the restore wrote; an in-place restore's server
     // keeps the credentials its users have (no placeholder to fill in).
     let env = |var: &str| {
-        c.password_file
-            .as_deref()
-            .map(|f| format!("{var}=\"$(cat {})\" ", q(f)))
-            .unwrap_or_default()
+        if c.password_file.is_empty() {
+            String::new()
+        } else {
+            format!("{var}=\"$(cat {})\" ", q(&c.password_file))
+        }
     };
     let user = |default: &str| q(if c.user.is_empty() { default } else { &c.user });
-    match c.engine.as_str() {
-        "postgres" => Some(format!(
+    match c.engine() {
+        Engine::Postgres => Some(format!(
             "{}psql -h {} -p {} -U {} -d postgres",
             env("PGPASSWORD"),
             q(&c.host),
             c.port,
             user("postgres")
         )),
-        "mysql" => Some(format!(
+        Engine::Mysql => Some(format!(
             "{}mariadb -h {} -P {} -u {}",
             env("MYSQL_PWD"),
             q(&c.host),
             c.port,
             user("root")
         )),
-        "sqlite" => Some(format!("sqlite3 {}", q(&c.data_dir))),
-        _ => None,
+        Engine::Sqlite => Some(format!("sqlite3 {}", q(&c.data_dir))),
+        Engine::Unspecified => None,
     }
 }
 
@@ -363,24 +305,26 @@ pub fn connect_hint(c: &Connection) -> Option<String> {
 pub fn report_restore(j: &JobInfo, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => output.json(&job_json(j)),
-        Output::Table => {
-            output::print_fields(&restore_fields(j));
-            if let Some(c) = RestoreResult::parse(&j.result)
-                .and_then(|r| r.connection)
-                .filter(|_| j.server_stopped_unix_ms == 0)
-            {
-                if let Some(h) = connect_hint(&c) {
-                    println!("\nConnect with:\n  {h}");
-                }
-            }
-        }
+        Output::Table => print_restore(j),
     }
     check_restore(j)
 }
 
+/// A restore job's fields for people, and how to connect while its server runs.
+fn print_restore(j: &JobInfo) {
+    output::print_fields(&restore_fields(j));
+    if let Some(c) = connection(j).filter(|_| j.server_stopped_unix_ms == 0) {
+        if let Some(h) = connect_hint(c) {
+            println!("\nConnect with:\n  {h}");
+        }
+    }
+}
+
 /// Ok only for a completed restore whose verification holds.
 pub fn check_restore(j: &JobInfo) -> anyhow::Result<()> {
-    if outcome(j) == "restored_with_errors" {
+    if RestoreOutcome::of_job(j.state(), j.restore.as_ref())
+        == Some(RestoreOutcome::RestoredWithErrors)
+    {
         bail!(
             "restore job {} RESTORED WITH ERRORS ({}): the server on {} holds what could be \
              loaded, but objects or rows are missing or the engine's check failed (see \
@@ -395,16 +339,16 @@ pub fn check_restore(j: &JobInfo) -> anyhow::Result<()> {
             j.host
         );
     }
-    match j.state.as_str() {
-        "failed" => bail!(
+    match j.state() {
+        JobState::Failed => bail!(
             "restore job {} failed: {} (see the target agent's log on {}; the backup itself is untouched: retry with `strongbox backup restore {}`)",
             j.id,
             if j.reason.is_empty() { "no reason given" } else { &j.reason },
             j.host,
             j.backup_id
         ),
-        "completed" => match RestoreResult::parse(&j.result) {
-            Some(r) if r.verified() => Ok(()),
+        JobState::Completed => match &j.restore {
+            Some(r) if r.verification.as_ref().is_some_and(|v| v.ok) => Ok(()),
             Some(r) if r.verification.is_some() => bail!(
                 "restore job {} completed but its verification FAILED (see mismatches and engine check above); the restored server is left running for inspection",
                 j.id
@@ -428,7 +372,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     let service = service.clone().unwrap_or_default();
                     async move {
                         c.list_jobs(ListJobsRequest {
-                            kind: "restore".into(),
+                            kind: JobKind::Restore.into(),
                             service,
                         })
                         .await
@@ -462,7 +406,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                             j.service.clone(),
                             j.backup_id.clone(),
                             j.host.clone(),
-                            j.state.clone(),
+                            j.state().to_string(),
                             verified.to_string(),
                             server_label(j),
                         ]);
@@ -493,7 +437,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 stop
             } else {
                 let done = wait_job(&api, &stop.id, output, Duration::from_secs(300)).await?;
-                if done.state != "completed" {
+                if done.state() != JobState::Completed {
                     anyhow::bail!(
                         "stopping the server of restore {job} failed: {}",
                         done.reason
@@ -504,7 +448,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
             match output {
                 Output::Json => output.json(&job_json(&done)),
                 Output::Table => {
-                    if done.state == "completed" {
+                    if done.state() == JobState::Completed {
                         println!(
                             "The server of restore {job} on {} is stopped{}.",
                             done.host,
@@ -517,7 +461,8 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     } else {
                         println!(
                             "Job {} is {}; `strongbox restore show {job}` follows it.",
-                            done.id, done.state
+                            done.id,
+                            done.state()
                         );
                     }
                 }
@@ -532,18 +477,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 .await?;
             match output {
                 Output::Json => output.json(&job_json(&j)),
-                Output::Table => {
-                    output::print_fields(&restore_fields(&j));
-                    // How to connect, while the server runs.
-                    if let Some(c) = RestoreResult::parse(&j.result)
-                        .and_then(|r| r.connection)
-                        .filter(|_| j.server_stopped_unix_ms == 0)
-                    {
-                        if let Some(h) = connect_hint(&c) {
-                            println!("\nConnect with:\n  {h}");
-                        }
-                    }
-                }
+                Output::Table => print_restore(&j),
             }
         }
     }
@@ -553,23 +487,52 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strongbox_proto::v1::{FailedObject, RestoreResult, TableMismatch, Verification};
 
     #[test]
-    fn parses_a_restore_result() {
-        let text = r#"{"connection":{"engine":"postgres","host":"127.0.0.1","port":5433,"user":"postgres","password_file":"/x/superuser.password","data_dir":"/x/data"},
-                       "verification":{"tables_checked":3,"rows_checked":3000,"mismatches":[["t",10,9]],"engine_check":"ok","ok":false}}"#;
-        let r = RestoreResult::parse(text).expect("parses");
-        let c = r.connection.clone().expect("connection");
-        assert_eq!(c.port, 5433);
-        assert_eq!(c.password_file.as_deref(), Some("/x/superuser.password"));
-        let v = r.verification.clone().expect("verification");
-        assert_eq!(v.mismatches, vec![("t".to_string(), 10, 9)]);
-        assert!(!r.verified());
-        assert!(RestoreResult::parse("").is_none());
+    fn a_restore_result_reads_as_json_and_a_connect_hint() {
+        let c = Connection {
+            engine: Engine::Postgres.into(),
+            host: "127.0.0.1".into(),
+            port: 5433,
+            user: "postgres".into(),
+            password_file: "/x/superuser.password".into(),
+            data_dir: "/x/data".into(),
+        };
+        let j = JobInfo {
+            kind: JobKind::Restore.into(),
+            state: JobState::Failed.into(),
+            restore: Some(RestoreResult {
+                connection: Some(c.clone()),
+                verification: Some(Verification {
+                    mismatches: vec![TableMismatch {
+                        table: "t".into(),
+                        expected_rows: 10,
+                        found_rows: 9,
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = job_json(&j);
+        assert_eq!(json["result"]["connection"]["engine"], "postgres");
+        assert_eq!(json["result"]["connection"]["port"], 5433);
+        assert_eq!(
+            json["result"]["connection"]["password_file"],
+            "/x/superuser.password"
+        );
+        assert_eq!(
+            json["result"]["verification"]["mismatches"][0]["found_rows"],
+            9
+        );
+        assert_eq!(json["state"], "failed");
+        assert_eq!(json["kind"], "restore");
         assert!(connect_hint(&c).is_some_and(|h| h.contains("cat /x/superuser.password")));
         // In place: the server keeps its users' credentials; no placeholder to fill in.
         let in_place = Connection {
-            password_file: None,
+            password_file: String::new(),
             ..c
         };
         let hint = connect_hint(&in_place).expect("a hint");
@@ -581,16 +544,30 @@ mod tests {
 
     #[test]
     fn a_restore_counts_only_when_verified() {
+        let verified = |ok: bool| {
+            Some(RestoreResult {
+                verification: Some(Verification {
+                    ok,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
         let mut j = JobInfo {
             id: "j1".into(),
-            state: "completed".into(),
-            result: r#"{"verification":{"ok":true}}"#.into(),
+            state: JobState::Completed.into(),
+            restore: verified(true),
             ..Default::default()
         };
         assert!(check_restore(&j).is_ok());
-        j.result = r#"{"verification":{"ok":false}}"#.into();
+        j.restore = verified(false);
         assert!(check_restore(&j).is_err());
-        j.state = "failed".into();
+        j.restore = None;
+        assert!(
+            check_restore(&j).is_err(),
+            "no verification: not a good restore"
+        );
+        j.state = JobState::Failed.into();
         j.reason = "disk full".into();
         let e = check_restore(&j).expect_err("failed");
         assert!(e.to_string().contains("disk full"));
@@ -598,23 +575,40 @@ mod tests {
 
     #[test]
     fn outcomes_tell_verified_from_restored_with_errors_from_failed() {
-        let job = |state: &str, result: &str| JobInfo {
+        let job = |state: JobState, result: Option<RestoreResult>| JobInfo {
             id: "j1".into(),
-            kind: "restore".into(),
+            kind: JobKind::Restore.into(),
             state: state.into(),
-            result: result.into(),
+            restore: result,
             ..Default::default()
         };
-        let lost = r#"{"outcome":"restored_with_errors","verification":{"ok":false,
-            "failed_objects":[{"name":"shop: MATERIALIZED VIEW word_stats","reason":"relation does not exist"}]}}"#;
+        let lost = RestoreResult {
+            outcome: RestoreOutcome::RestoredWithErrors.into(),
+            verification: Some(Verification {
+                ok: false,
+                failed_objects: vec![FailedObject {
+                    name: "shop: MATERIALIZED VIEW word_stats".into(),
+                    reason: "relation does not exist".into(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let good = RestoreResult {
+            verification: Some(Verification {
+                ok: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(outcome(&job(JobState::Completed, Some(good))), "verified");
         assert_eq!(
-            outcome(&job("completed", r#"{"verification":{"ok":true}}"#)),
-            "verified"
+            outcome(&job(JobState::Failed, Some(lost.clone()))),
+            "restored_with_errors"
         );
-        assert_eq!(outcome(&job("failed", lost)), "restored_with_errors");
-        assert_eq!(outcome(&job("failed", "")), "failed");
-        assert_eq!(outcome(&job("running", "")), "-");
-        let j = job("failed", lost);
+        assert_eq!(outcome(&job(JobState::Failed, None)), "failed");
+        assert_eq!(outcome(&job(JobState::Running, None)), "-");
+        let j = job(JobState::Failed, Some(lost));
         let err = check_restore(&j).unwrap_err().to_string();
         assert!(err.contains("RESTORED WITH ERRORS"), "{err}");
         let fields = restore_fields(&j);

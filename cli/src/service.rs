@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{json, Value};
 use strongbox_proto::v1::{
-    BindHostRequest, HostInfo, ListHostsRequest, ListServicesRequest, RoleChangeInfo, ServiceInfo,
-    SetServiceStateRequest, SetServiceStateResponse, ShowServiceRequest,
+    BindHostRequest, HostInfo, ListHostsRequest, ListServicesRequest, MemberRole, RoleChangeInfo,
+    ServiceAction, ServiceInfo, SetServiceStateRequest, SetServiceStateResponse,
+    ShowServiceRequest,
 };
 
 use crate::backup::{self, backup_json};
@@ -95,8 +96,10 @@ pub enum HostCommand {
 fn role_change_json(c: &RoleChangeInfo) -> Value {
     json!({
         "host": c.host,
-        "from": c.from,
-        "to": c.to,
+        "from": c.from(),
+        "from_down": c.from_down,
+        "to": c.to(),
+        "to_down": c.to_down,
         "unix_ms": c.unix_ms,
         "time": output::timestamp(c.unix_ms),
     })
@@ -105,8 +108,8 @@ fn role_change_json(c: &RoleChangeInfo) -> Value {
 fn service_json(s: &ServiceInfo) -> Value {
     json!({
         "name": s.name,
-        "engine": s.engine,
-        "state": s.state,
+        "engine": s.engine(),
+        "state": s.state(),
         "state_reason": s.state_reason,
         "schedule": s.schedule,
         "next_backup_unix_ms": s.next_backup_unix_ms,
@@ -122,7 +125,7 @@ fn service_json(s: &ServiceInfo) -> Value {
         "last_backup_unix_ms": s.last_backup_unix_ms,
         "last_backup": output::timestamp(s.last_backup_unix_ms),
         "members": s.members.iter().map(|m| json!({
-            "host": m.host, "role": m.role, "healthy": m.healthy, "engine_version": m.engine_version,
+            "host": m.host, "role": m.role(), "healthy": m.healthy, "engine_version": m.engine_version,
         })).collect::<Vec<_>>(),
         "role_changes": s.role_changes.iter().map(role_change_json).collect::<Vec<_>>(),
     })
@@ -133,7 +136,7 @@ fn host_json(h: &HostInfo) -> Value {
         ms.iter()
             .map(|m| {
                 json!({
-                    "service": m.service, "engine": m.engine, "role": m.role,
+                    "service": m.service, "engine": m.engine(), "role": m.role(),
                     "healthy": m.healthy, "engine_version": m.engine_version,
                 })
             })
@@ -254,7 +257,7 @@ fn yes_no(b: bool) -> &'static str {
 
 /// A service's state for people: `failing (the last scheduled try failed: …)`.
 pub fn state_label(s: &ServiceInfo) -> String {
-    let state = if s.state.is_empty() { "-" } else { &s.state };
+    let state = s.state();
     if s.state_reason.is_empty() {
         state.to_string()
     } else {
@@ -265,14 +268,21 @@ pub fn state_label(s: &ServiceInfo) -> String {
 /// A role change for people: `replica → primary`; a member that appeared reads `(new) → …`,
 /// one that went away `… → (gone)`.
 pub fn role_change_label(c: &RoleChangeInfo) -> String {
-    let side = |r: &str, none: &str| {
-        if r.is_empty() {
-            none.to_string()
-        } else {
-            r.to_string()
-        }
-    };
-    format!("{} → {}", side(&c.from, "(new)"), side(&c.to, "(gone)"))
+    format!(
+        "{} → {}",
+        role_side(c.from(), c.from_down, "(new)"),
+        role_side(c.to(), c.to_down, "(gone)")
+    )
+}
+
+/// One side of a role change: the role, `down` when its server did not answer, or `none`
+/// when there was no member.
+fn role_side(role: MemberRole, down: bool, none: &str) -> String {
+    match (role, down) {
+        (_, true) => "down".to_string(),
+        (MemberRole::Unspecified, false) => none.to_string(),
+        (role, false) => role.to_string(),
+    }
 }
 
 /// The primary for people: `db-1 since 2026-11-20T02:00:00Z (3 days ago)`, or "none".
@@ -294,7 +304,7 @@ pub fn primary_label(s: &ServiceInfo, now_ms: u64) -> String {
 pub fn service_fields(s: &ServiceInfo, now_ms: u64) -> Vec<(&'static str, Value)> {
     let mut f = vec![
         ("service", json!(s.name)),
-        ("engine", json!(s.engine)),
+        ("engine", json!(s.engine())),
         ("state", json!(state_label(s))),
         (
             "schedule",
@@ -351,7 +361,7 @@ fn print_service(s: &ServiceInfo) {
     for m in &s.members {
         t.add_row([
             m.host.clone(),
-            m.role.clone(),
+            m.role().to_string(),
             yes_no(m.healthy).to_string(),
             m.engine_version.clone(),
         ]);
@@ -386,11 +396,15 @@ async fn show_service(api: &Api, name: &str) -> anyhow::Result<ServiceInfo> {
     .await
 }
 
-async fn set_state(api: &Api, name: &str, action: &str) -> anyhow::Result<SetServiceStateResponse> {
+async fn set_state(
+    api: &Api,
+    name: &str,
+    action: ServiceAction,
+) -> anyhow::Result<SetServiceStateResponse> {
     api.call("SetServiceState", |mut c| {
         let req = SetServiceStateRequest {
             service: name.to_string(),
-            action: action.to_string(),
+            action: action.into(),
         };
         async move { c.set_service_state(req).await }
     })
@@ -447,19 +461,15 @@ pub async fn run_service(
                                 format!(
                                     "{} ({}{})",
                                     m.host,
-                                    m.role,
+                                    m.role(),
                                     if m.healthy { "" } else { ", UNHEALTHY" }
                                 )
                             })
                             .collect();
                         t.add_row([
                             s.name.clone(),
-                            s.engine.clone(),
-                            if s.state.is_empty() {
-                                "-".to_string()
-                            } else {
-                                s.state.clone()
-                            },
+                            s.engine().to_string(),
+                            s.state().to_string(),
                             if s.primary_host.is_empty() {
                                 "-".to_string()
                             } else {
@@ -491,7 +501,7 @@ pub async fn run_service(
         }
         ServiceCommand::Exclude { name } => {
             let api = Api::new(conn)?;
-            let r = set_state(&api, &name, "exclude").await?;
+            let r = set_state(&api, &name, ServiceAction::Exclude).await?;
             print_state_change(&r, output);
             if output == Output::Table {
                 println!(
@@ -501,7 +511,7 @@ pub async fn run_service(
         }
         ServiceCommand::Include { name } => {
             let api = Api::new(conn)?;
-            let r = set_state(&api, &name, "include").await?;
+            let r = set_state(&api, &name, ServiceAction::Include).await?;
             print_state_change(&r, output);
             if output == Output::Table {
                 println!("\nIncluded: scheduled backups of {name} resume.");
@@ -529,7 +539,7 @@ pub async fn run_service(
                 bail!("{}", deprovision_refusal(&name, keep_final));
             }
             let api = Api::new(conn)?;
-            let r = set_state(&api, &name, "deprovision").await?;
+            let r = set_state(&api, &name, ServiceAction::Deprovision).await?;
             let Some(job) = r.final_backup.clone().filter(|_| wait) else {
                 print_state_change(&r, output);
                 if output == Output::Table {
@@ -618,14 +628,19 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
                                 format!(
                                     "{} ({} {}{})",
                                     m.service,
-                                    m.engine,
-                                    m.role,
+                                    m.engine(),
+                                    m.role(),
                                     if m.healthy { "" } else { ", UNHEALTHY" }
                                 )
                             })
                             .collect();
                         members.extend(h.pending_members.iter().map(|m| {
-                            format!("{} ({} {}, AWAITING APPROVAL)", m.service, m.engine, m.role)
+                            format!(
+                                "{} ({} {}, AWAITING APPROVAL)",
+                                m.service,
+                                m.engine(),
+                                m.role()
+                            )
                         }));
                         members.extend(
                             h.bound_services
@@ -714,12 +729,16 @@ async fn bind_host(
 mod tests {
     use super::*;
 
+    /// A role change from the word `from` to `to` (`""`: none, `down`: a down member).
     fn change(from: &str, to: &str) -> RoleChangeInfo {
+        let side = |w: &str| MemberRole::from_word(w).unwrap_or(MemberRole::Unspecified);
         RoleChangeInfo {
             host: "db-1".into(),
-            from: from.into(),
-            to: to.into(),
+            from: side(from).into(),
+            to: side(to).into(),
             unix_ms: 1,
+            from_down: from == "down",
+            to_down: to == "down",
         }
     }
 
@@ -734,6 +753,10 @@ mod tests {
             role_change_label(&change("primary", "")),
             "primary → (gone)"
         );
+        assert_eq!(
+            role_change_label(&change("primary", "down")),
+            "primary → down"
+        );
     }
 
     #[test]
@@ -741,8 +764,8 @@ mod tests {
         let now = 1_700_000_000_000;
         let s = ServiceInfo {
             name: "orders".into(),
-            engine: "postgres".into(),
-            state: "failing".into(),
+            engine: strongbox_proto::v1::Engine::Postgres.into(),
+            state: strongbox_proto::v1::ServiceState::Failing.into(),
             state_reason: "the last scheduled try failed".into(),
             schedule: "every 24h".into(),
             next_backup_unix_ms: now + 3 * 3_600_000,
@@ -776,7 +799,7 @@ mod tests {
         );
         let none = ServiceInfo {
             name: "x".into(),
-            state: "excluded".into(),
+            state: strongbox_proto::v1::ServiceState::Excluded.into(),
             ..Default::default()
         };
         let lines: Vec<String> = service_fields(&none, now)

@@ -37,6 +37,13 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// The catalog refused the command (its kind decides the gRPC code).
+    #[error("{message}")]
+    Catalog {
+        code: strongbox_proto::v1::RefusalCode,
+        message: String,
+    },
+
     #[error("{what} reached only {acks} of {total} nodes; a majority is needed, so nothing was acknowledged ({failures})")]
     NoMajority {
         what: String,
@@ -85,6 +92,7 @@ impl From<Error> for tonic::Status {
                 tonic::Status::unavailable(msg)
             }
             Error::Refused(_) => tonic::Status::failed_precondition(msg),
+            Error::Catalog { code, message } => crate::catalog::refusal::status(code, message),
             Error::DiskFull { .. } => tonic::Status::resource_exhausted(msg),
             _ => tonic::Status::internal(msg),
         }

@@ -18,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use strongbox_proto::v1::{BackupState, FailureClass, JobKind, RestoreOutcome, ServiceState};
+
 use crate::api::NodeContext;
 use crate::error::{Error, Result};
 
@@ -64,24 +66,10 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
 
 type Labels = Vec<(&'static str, String)>;
 
-/// A failure reason as a label from a closed set.
-fn failure_class(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.starts_with("abandoned") {
-        "abandoned"
-    } else if r.contains("dump") || r.contains("connect") || r.contains("password") {
-        "dump"
-    } else if r.contains("upload") || r.contains("majority") || r.contains("commit") {
-        "upload"
-    } else {
-        "other"
-    }
-}
-
 /// Per-service schedule metrics and failures by reason, from the catalog at scrape time.
 fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
-    use crate::policy::plan::{status, Snapshot};
-    let Ok(snap) = Snapshot::read(&node.catalog) else {
+    use crate::policy::plan::status;
+    let Ok(snap) = node.catalog.schedule_snapshot() else {
         return;
     };
     let now = crate::raft::node::now_ms();
@@ -103,18 +91,26 @@ fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
             ])
             .set(i64::from(matches!(
                 st.state,
-                "no-primary" | "overdue" | "failing"
+                ServiceState::NoPrimary | ServiceState::Overdue | ServiceState::Failing
             )));
     }
     let failures = Family::<Labels, Gauge>::default();
-    for class in ["abandoned", "dump", "upload", "other"] {
+    for class in FailureClass::ALL {
         failures
             .get_or_create(&vec![("reason", class.to_string())])
             .set(0);
     }
-    for b in snap.backups.iter().filter(|b| b.state == "failed") {
+    for b in snap
+        .backups
+        .iter()
+        .filter(|b| b.state() == BackupState::Failed)
+    {
+        let class = match b.failure() {
+            FailureClass::Unspecified => FailureClass::Other,
+            class => class,
+        };
         failures
-            .get_or_create(&vec![("reason", failure_class(&b.reason).to_string())])
+            .get_or_create(&vec![("reason", class.to_string())])
             .inc();
     }
     r.register(
@@ -143,13 +139,13 @@ fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
         failures,
     );
     let restores = Family::<Labels, Gauge>::default();
-    for o in RESTORE_OUTCOMES {
+    for o in RestoreOutcome::ALL {
         restores
             .get_or_create(&vec![("outcome", o.to_string())])
             .set(0);
     }
-    for j in snap.jobs.iter().filter(|j| j.kind == "restore") {
-        if let Some(o) = restore_outcome(j) {
+    for j in snap.jobs.iter().filter(|j| j.kind() == JobKind::Restore) {
+        if let Some(o) = RestoreOutcome::of_job(j.state(), j.restore.as_ref()) {
             restores
                 .get_or_create(&vec![("outcome", o.to_string())])
                 .inc();
@@ -160,27 +156,6 @@ fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
         "Finished restore jobs in the catalog by outcome: verified, restored_with_errors (a server was delivered without everything), failed (none was)",
         restores,
     );
-}
-
-/// The outcomes a finished restore job may have.
-const RESTORE_OUTCOMES: [&str; 3] = ["verified", "restored_with_errors", "failed"];
-
-/// A finished restore's outcome, from its state and the agent's result document (`outcome`,
-/// written by `agent/src/restore.rs`); `None` while it runs.
-fn restore_outcome(j: &strongbox_proto::catalog::JobRecord) -> Option<&'static str> {
-    #[derive(serde::Deserialize)]
-    struct Result {
-        #[serde(default)]
-        outcome: String,
-    }
-    let delivered = serde_json::from_str::<Result>(&j.result)
-        .ok()
-        .and_then(|r| RESTORE_OUTCOMES.iter().copied().find(|o| *o == r.outcome));
-    match j.state.as_str() {
-        "completed" => Some(delivered.unwrap_or("verified")),
-        "failed" => Some(delivered.filter(|o| *o != "verified").unwrap_or("failed")),
-        _ => None,
-    }
 }
 
 async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
@@ -277,35 +252,5 @@ async fn metrics(State(node): State<Arc<NodeContext>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain")],
             format!("encoding metrics: {e}"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use strongbox_proto::catalog::JobRecord;
-
-    #[test]
-    fn restore_outcomes_come_from_the_state_and_the_result() {
-        let job = |state: &str, result: &str| JobRecord {
-            kind: "restore".into(),
-            state: state.into(),
-            result: result.into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            restore_outcome(&job("completed", r#"{"outcome":"verified"}"#)),
-            Some("verified")
-        );
-        assert_eq!(
-            restore_outcome(&job("failed", r#"{"outcome":"restored_with_errors"}"#)),
-            Some("restored_with_errors")
-        );
-        assert_eq!(restore_outcome(&job("failed", "")), Some("failed"));
-        assert_eq!(
-            restore_outcome(&job("failed", r#"{"outcome":"nonsense"}"#)),
-            Some("failed")
-        );
-        assert_eq!(restore_outcome(&job("running", "")), None);
     }
 }

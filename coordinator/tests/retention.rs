@@ -13,6 +13,7 @@ use strongbox_proto::catalog::{
     command::Op, BackupRecord, CommitBackup, CreateJob, ExpireBackups, HoldBackup, JobRecord,
     MemberRecord, Policy, PurgeBackup, RegisterHost, SetPolicy,
 };
+use strongbox_proto::v1::{BackupKind, CallerRole, Engine, JobKind, MemberRole};
 
 const DAY: u64 = 86_400_000;
 const HOUR: u64 = 3_600_000;
@@ -21,23 +22,27 @@ mod common;
 use common::Sim;
 
 impl Sim {
-    fn apply(&mut self, role: &str, at: u64, op: Op) -> String {
+    fn apply(&mut self, role: CallerRole, at: u64, op: Op) -> String {
         self.apply_as(role, None, at, op)
     }
 
     /// A backup of kind `kind` taken at `at` through a job and its commit, as agents do.
-    fn backup(&mut self, id: &str, kind: &str, at: u64) {
+    fn backup(&mut self, id: &str, kind: BackupKind, at: u64) {
         let job = JobRecord {
             id: format!("job-{id}"),
-            kind: "backup".into(),
+            kind: JobKind::Backup.into(),
             service: "orders".into(),
             host: "db-1".into(),
             backup_id: id.into(),
             backup_kind: kind.into(),
-            slot_unix_ms: if kind == "scheduled" { at } else { 0 },
+            slot_unix_ms: if kind == BackupKind::Scheduled { at } else { 0 },
             ..Default::default()
         };
-        let e = self.apply("node", at, Op::CreateJob(CreateJob { job: Some(job) }));
+        let e = self.apply(
+            CallerRole::Node,
+            at,
+            Op::CreateJob(CreateJob { job: Some(job) }),
+        );
         assert!(e.is_empty(), "create job for {id}: {e}");
         let rec = BackupRecord {
             id: id.into(),
@@ -48,7 +53,7 @@ impl Sim {
             ..Default::default()
         };
         let e = self.apply(
-            "agent",
+            CallerRole::Agent,
             at + 60_000,
             Op::CommitBackup(CommitBackup {
                 backup: Some(rec),
@@ -63,7 +68,7 @@ impl Sim {
         let expired = self.expired_by_policy("orders", now);
         if !expired.is_empty() {
             let e = self.apply(
-                "node",
+                CallerRole::Node,
                 now,
                 Op::ExpireBackups(ExpireBackups {
                     service: "orders".into(),
@@ -82,7 +87,7 @@ impl Sim {
             return (expired, String::new());
         }
         let e = self.apply_on_wrong_clock(
-            "node",
+            CallerRole::Node,
             None,
             now,
             Op::ExpireBackups(ExpireBackups {
@@ -96,7 +101,7 @@ impl Sim {
     /// The agent's heartbeat at `at` (what advances the catalog's clock in a working region).
     fn heartbeat(&mut self, at: u64) {
         let e = self.apply(
-            "agent",
+            CallerRole::Agent,
             at,
             Op::RegisterHost(RegisterHost {
                 host: "db-1".into(),
@@ -104,8 +109,8 @@ impl Sim {
                 spare: false,
                 members: vec![MemberRecord {
                     service: "orders".into(),
-                    engine: "postgres".into(),
-                    role: "primary".into(),
+                    engine: Engine::Postgres.into(),
+                    role: MemberRole::Primary.into(),
                     healthy: true,
                     ..Default::default()
                 }],
@@ -116,7 +121,7 @@ impl Sim {
 
     fn set_policy(&mut self, at: u64, policy: Policy) {
         let e = self.apply(
-            "operator",
+            CallerRole::Operator,
             at,
             Op::SetPolicy(SetPolicy {
                 service: String::new(),
@@ -153,7 +158,7 @@ fn year_month(ms: u64) -> (i64, i64) {
 
 struct Made {
     id: String,
-    kind: &'static str,
+    kind: BackupKind,
     at: u64,
     held: bool,
 }
@@ -163,7 +168,10 @@ fn expected(made: &[Made], now: u64, rules: [i64; 4], lock: u64) -> BTreeSet<Str
     let [hourly, daily, monthly, yearly] = rules;
     let (ny, nm) = year_month(now);
     let mut newest: BTreeMap<(u8, i64), (u64, &str)> = BTreeMap::new();
-    for m in made.iter().filter(|m| m.kind == "scheduled" && m.at <= now) {
+    for m in made
+        .iter()
+        .filter(|m| m.kind == BackupKind::Scheduled && m.at <= now)
+    {
         let (y, mo) = year_month(m.at);
         let day = (m.at / DAY) as i64;
         let hour = (m.at / HOUR) as i64;
@@ -186,7 +194,10 @@ fn expected(made: &[Made], now: u64, rules: [i64; 4], lock: u64) -> BTreeSet<Str
     made.iter()
         .filter(|m| m.at <= now)
         .filter(|m| {
-            m.kind != "scheduled" || m.held || now < m.at + lock || winners.contains(m.id.as_str())
+            m.kind != BackupKind::Scheduled
+                || m.held
+                || now < m.at + lock
+                || winners.contains(m.id.as_str())
         })
         .map(|m| m.id.clone())
         .collect()
@@ -198,7 +209,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
     let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let (hourly, daily, monthly, yearly, lock_days) = (12u32, 7u32, 6u32, 2u32, 3u32);
     let e = sim.apply(
-        "operator",
+        CallerRole::Operator,
         start,
         Op::SetPolicy(SetPolicy {
             service: String::new(),
@@ -221,40 +232,40 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
     for day in 0..730u64 {
         let midnight = start + day * DAY;
         let nightly = format!("s{day:03}");
-        sim.backup(&nightly, "scheduled", midnight + 2 * HOUR);
+        sim.backup(&nightly, BackupKind::Scheduled, midnight + 2 * HOUR);
         made.push(Made {
             id: nightly.clone(),
-            kind: "scheduled",
+            kind: BackupKind::Scheduled,
             at: midnight + 2 * HOUR,
             held: false,
         });
         if day % 9 == 4 {
             // A second scheduled backup that day (a retried slot, or `every 12h`).
             let id = format!("s{day:03}b");
-            sim.backup(&id, "scheduled", midnight + 14 * HOUR);
+            sim.backup(&id, BackupKind::Scheduled, midnight + 14 * HOUR);
             made.push(Made {
                 id,
-                kind: "scheduled",
+                kind: BackupKind::Scheduled,
                 at: midnight + 14 * HOUR,
                 held: false,
             });
         }
         if day % 45 == 10 {
             let id = format!("m{day:03}");
-            sim.backup(&id, "manual", midnight + 15 * HOUR);
+            sim.backup(&id, BackupKind::Manual, midnight + 15 * HOUR);
             made.push(Made {
                 id,
-                kind: "manual",
+                kind: BackupKind::Manual,
                 at: midnight + 15 * HOUR,
                 held: false,
             });
         }
         if day == 200 || day == 500 {
             let id = format!("f{day:03}");
-            sim.backup(&id, "final", midnight + 16 * HOUR);
+            sim.backup(&id, BackupKind::Final, midnight + 16 * HOUR);
             made.push(Made {
                 id,
-                kind: "final",
+                kind: BackupKind::Final,
                 at: midnight + 16 * HOUR,
                 held: false,
             });
@@ -262,7 +273,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
         if day == 33 || day == 301 {
             // Litigation hold on that night's backup, placed the same day.
             let e = sim.apply(
-                "operator",
+                CallerRole::Operator,
                 midnight + 20 * HOUR,
                 Op::HoldBackup(HoldBackup {
                     backup_id: nightly.clone(),
@@ -279,7 +290,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
             // A purge inside the lock is refused, for an operator too; a held one as well.
             let yesterday = "s301";
             let e = sim.apply(
-                "operator",
+                CallerRole::Operator,
                 midnight + HOUR,
                 Op::PurgeBackup(PurgeBackup {
                     backup_id: yesterday.into(),
@@ -287,7 +298,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
             );
             assert!(e.contains("hold"), "{e}");
             let e = sim.apply(
-                "operator",
+                CallerRole::Operator,
                 midnight + 3 * HOUR,
                 Op::PurgeBackup(PurgeBackup {
                     backup_id: nightly.clone(),
@@ -313,7 +324,7 @@ fn two_years_of_nightly_backups_keep_exactly_what_the_policy_says() {
         );
         for m in made
             .iter()
-            .filter(|m| m.kind != "scheduled" || m.held || now < m.at + lock)
+            .filter(|m| m.kind != BackupKind::Scheduled || m.held || now < m.at + lock)
         {
             assert!(
                 have.contains(&m.id),
@@ -359,8 +370,8 @@ fn a_pass_on_a_clock_behind_never_expires_the_newest_backup() {
         let mut sim = Sim::new();
         sim.set_policy(DEC31_2027 - 10 * DAY, policy.clone());
         sim.heartbeat(DEC31_2027 - 10 * DAY);
-        sim.backup("old", "scheduled", DEC31_2027 + 20_000);
-        sim.backup("new", "scheduled", DEC31_2027 + DAY + 20_000);
+        sim.backup("old", BackupKind::Scheduled, DEC31_2027 + 20_000);
+        sim.backup("new", BackupKind::Scheduled, DEC31_2027 + DAY + 20_000);
         let behind = DEC31_2027 + DAY - 30_000;
         // The policy alone keeps the newer-than-now backup...
         let backups = sim.catalog.service_backups("orders").unwrap();
@@ -372,7 +383,7 @@ fn a_pass_on_a_clock_behind_never_expires_the_newest_backup() {
         );
         // ... and the catalog takes no deletion from a clock behind its own.
         let e = sim.apply_on_wrong_clock(
-            "node",
+            CallerRole::Node,
             None,
             behind,
             Op::ExpireBackups(ExpireBackups {
@@ -393,7 +404,7 @@ fn a_pass_on_a_clock_far_ahead_deletes_nothing_and_says_why() {
     for day in 0..31u64 {
         sim.backup(
             &format!("n{day:02}"),
-            "scheduled",
+            BackupKind::Scheduled,
             start + day * DAY + 2 * HOUR,
         );
     }
@@ -411,7 +422,7 @@ fn a_pass_on_a_clock_far_ahead_deletes_nothing_and_says_why() {
     assert_eq!(verdicts.values().filter(|v| !v.expired()).count(), 1);
     // Jobs are not pruned on that clock either.
     let e = sim.apply_on_wrong_clock(
-        "node",
+        CallerRole::Node,
         None,
         ahead,
         Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
@@ -446,7 +457,7 @@ fn failing_backups_never_leave_a_service_without_its_newest_ones() {
             sim.heartbeat(DEC31_2027 + day * DAY);
             sim.backup(
                 &format!("n{day}"),
-                "scheduled",
+                BackupKind::Scheduled,
                 DEC31_2027 + day * DAY + HOUR,
             );
         }
@@ -467,7 +478,7 @@ fn failing_backups_never_leave_a_service_without_its_newest_ones() {
 fn min_keep_zero_is_refused() {
     let mut sim = Sim::new();
     let e = sim.apply(
-        "operator",
+        CallerRole::Operator,
         DEC31_2027,
         Op::SetPolicy(SetPolicy {
             service: String::new(),

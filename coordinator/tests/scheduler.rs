@@ -3,11 +3,15 @@
 //! new primary with one backup per slot, two leaders planning the same slot, retries with
 //! backoff, and exclusion.
 
-use strongbox_coordinator::policy::plan::{plan, status, Snapshot};
+use strongbox_coordinator::policy::plan::{plan, status};
 use strongbox_coordinator::policy::schedule::Next;
 use strongbox_proto::catalog::{
     command::Op, BackupRecord, BindHost, CommitBackup, CreateJob, JobRecord, MemberRecord, Policy,
     RegisterHost, SetPolicy, SetServiceState, UpdateJob,
+};
+use strongbox_proto::v1::{
+    BackupKind, BackupState, CallerRole, Engine, FailureClass, JobKind, JobState, MemberRole,
+    ServiceAction, ServiceState,
 };
 
 const HOUR: u64 = 3_600_000;
@@ -18,11 +22,11 @@ use common::Sim;
 
 impl Sim {
     fn apply_with(&mut self, request_id: &str, at: u64, op: Op) -> String {
-        self.apply_as("operator", Some(request_id), at, op)
+        self.apply_as(CallerRole::Operator, Some(request_id), at, op)
     }
 
     fn apply(&mut self, at: u64, op: Op) -> String {
-        self.apply_as("operator", None, at, op)
+        self.apply_as(CallerRole::Operator, None, at, op)
     }
 
     fn policy(&mut self, at: u64, p: Policy) {
@@ -37,13 +41,13 @@ impl Sim {
         assert!(e.is_empty(), "{e}");
     }
 
-    fn host(&mut self, at: u64, host: &str, members: &[(&str, &str, bool)]) {
+    fn host(&mut self, at: u64, host: &str, members: &[(&str, MemberRole, bool)]) {
         let members = members
             .iter()
             .map(|(service, role, healthy)| MemberRecord {
                 service: service.to_string(),
-                engine: "postgres".into(),
-                role: role.to_string(),
+                engine: Engine::Postgres.into(),
+                role: (*role).into(),
                 healthy: *healthy,
                 ..Default::default()
             })
@@ -88,7 +92,7 @@ impl Sim {
             );
             assert!(e.is_empty(), "{e}");
         }
-        let snap = Snapshot::read(&self.catalog).expect("snapshot");
+        let snap = self.catalog.schedule_snapshot().expect("snapshot");
         let mut created = Vec::new();
         for mut job in plan(&snap, at) {
             job.backup_id = format!("bk-{}-{}", job.service, self.index);
@@ -134,11 +138,11 @@ impl Sim {
     fn manual(&mut self, service: &str, at: u64) -> JobRecord {
         let manual = JobRecord {
             id: "job-manual".into(),
-            kind: "backup".into(),
+            kind: JobKind::Backup.into(),
             service: service.into(),
             host: "db-1".into(),
             backup_id: "bk-manual".into(),
-            backup_kind: "manual".into(),
+            backup_kind: BackupKind::Manual.into(),
             ..Default::default()
         };
         let e = self.apply(
@@ -162,7 +166,7 @@ impl Sim {
                 ..extra
             },
         );
-        self.host(T0, "db-1", &[("shop", "primary", true)]);
+        self.host(T0, "db-1", &[("shop", MemberRole::Primary, true)]);
         let jobs = self.schedule(T0 + 2 * HOUR + 1000);
         assert_eq!(jobs.len(), 1, "{jobs:?}");
         self.finish(&jobs[0], T0 + 2 * HOUR + 30_000);
@@ -174,7 +178,8 @@ impl Sim {
             Op::UpdateJob(UpdateJob {
                 job_id: job.id.clone(),
                 host: job.host.clone(),
-                state: "failed".into(),
+                state: JobState::Failed.into(),
+                failure: FailureClass::Dump.into(),
                 reason: "pg_dump: connection refused".into(),
                 ..Default::default()
             }),
@@ -188,7 +193,7 @@ impl Sim {
             .backups()
             .expect("backups")
             .into_iter()
-            .filter(|b| b.service == service && b.kind == "scheduled")
+            .filter(|b| b.service == service && b.kind() == BackupKind::Scheduled)
             .collect();
         v.sort_by_key(|b| b.created_unix_ms);
         v
@@ -215,9 +220,9 @@ fn twenty_due_services_run_at_most_four_at_once_and_all_complete() {
     );
     for h in 0..5 {
         let services: Vec<String> = (0..4).map(|i| format!("svc{:02}", h * 4 + i)).collect();
-        let members: Vec<(&str, &str, bool)> = services
+        let members: Vec<(&str, MemberRole, bool)> = services
             .iter()
-            .map(|s| (s.as_str(), "primary", true))
+            .map(|s| (s.as_str(), MemberRole::Primary, true))
             .collect();
         sim.host(T0, &format!("db-{h}"), &members);
     }
@@ -255,14 +260,14 @@ fn twenty_due_services_run_at_most_four_at_once_and_all_complete() {
 fn a_manual_backup_at_15_moves_the_next_every_24h_backup_to_15_the_next_day() {
     let mut sim = Sim::new();
     sim.policy(T0, every("24h", 0));
-    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    sim.host(T0, "db-1", &[("orders", MemberRole::Primary, true)]);
     let jobs = sim.schedule(T0 + 2 * HOUR);
     assert_eq!(jobs.len(), 1);
     sim.finish(&jobs[0], T0 + 2 * HOUR + 60_000);
     // A manual backup at 15:00.
     let manual = sim.manual("orders", T0 + 15 * HOUR);
     sim.finish(&manual, T0 + 15 * HOUR + 60_000);
-    let snap = Snapshot::read(&sim.catalog).expect("snap");
+    let snap = sim.catalog.schedule_snapshot().expect("snap");
     let svc = sim.catalog.service("orders").expect("s").expect("service");
     let st = status(&snap, &svc, T0 + 16 * HOUR);
     assert_eq!(st.next, Next::At(T0 + 39 * HOUR), "15:00 the next day");
@@ -277,22 +282,22 @@ fn a_manual_backup_at_15_moves_the_next_every_24h_backup_to_15_the_next_day() {
 fn failover_moves_the_schedule_to_the_new_primary_with_one_backup_per_slot() {
     let mut sim = Sim::new();
     sim.policy(T0, every("1h", 0));
-    sim.host(T0, "db-1", &[("orders", "primary", true)]);
-    sim.host(T0, "db-2", &[("orders", "replica", true)]);
+    sim.host(T0, "db-1", &[("orders", MemberRole::Primary, true)]);
+    sim.host(T0, "db-2", &[("orders", MemberRole::Replica, true)]);
     let mut t = T0;
     for hour in 0..6u64 {
         t = T0 + hour * HOUR + 1000;
         if hour == 3 {
             // The primary goes down: reported, nothing is taken from the replica.
-            sim.host(t, "db-1", &[("orders", "primary", false)]);
-            let snap = Snapshot::read(&sim.catalog).expect("snap");
+            sim.host(t, "db-1", &[("orders", MemberRole::Primary, false)]);
+            let snap = sim.catalog.schedule_snapshot().expect("snap");
             let svc = sim.catalog.service("orders").expect("s").expect("svc");
             let st = status(&snap, &svc, t);
-            assert_eq!(st.state, "no-primary", "{st:?}");
+            assert_eq!(st.state, ServiceState::NoPrimary, "{st:?}");
             assert!(sim.schedule(t).is_empty());
             // The standby is promoted a few minutes later.
             t += 5 * 60_000;
-            sim.host(t, "db-2", &[("orders", "primary", true)]);
+            sim.host(t, "db-2", &[("orders", MemberRole::Primary, true)]);
         }
         let jobs = sim.schedule(t);
         assert_eq!(jobs.len(), 1, "hour {hour}");
@@ -308,17 +313,27 @@ fn failover_moves_the_schedule_to_the_new_primary_with_one_backup_per_slot() {
     assert_eq!(slots, want, "exactly one backup per hourly slot");
     let svc = sim.catalog.service("orders").expect("s").expect("svc");
     assert_eq!(svc.primary_host, "db-2");
-    let changes: Vec<(String, String, String)> = svc
+    // (host, (role, down) before, (role, down) after)
+    type Change = (String, (MemberRole, bool), (MemberRole, bool));
+    let changes: Vec<Change> = svc
         .role_changes
         .iter()
-        .map(|c| (c.host.clone(), c.from.clone(), c.to.clone()))
+        .map(|c| (c.host.clone(), (c.from(), c.from_down), (c.to(), c.to_down)))
         .collect();
     assert!(
-        changes.contains(&("db-1".into(), "primary".into(), "down".into())),
+        changes.contains(&(
+            "db-1".into(),
+            (MemberRole::Primary, false),
+            (MemberRole::Primary, true)
+        )),
         "{changes:?}"
     );
     assert!(
-        changes.contains(&("db-2".into(), "replica".into(), "primary".into())),
+        changes.contains(&(
+            "db-2".into(),
+            (MemberRole::Replica, false),
+            (MemberRole::Primary, false)
+        )),
         "{changes:?}"
     );
     let _ = t;
@@ -328,15 +343,18 @@ fn failover_moves_the_schedule_to_the_new_primary_with_one_backup_per_slot() {
 fn a_failed_scheduled_backup_is_retried_with_backoff_and_stays_visible() {
     let mut sim = Sim::new();
     sim.policy(T0, every("24h", 0));
-    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    sim.host(T0, "db-1", &[("orders", MemberRole::Primary, true)]);
     let first = sim.schedule(T0 + 1000);
     assert_eq!(first.len(), 1);
     sim.fail(&first[0], T0 + 2000);
     // Not before a minute has passed.
     assert!(sim.schedule(T0 + 30_000).is_empty());
-    let snap = Snapshot::read(&sim.catalog).expect("snap");
+    let snap = sim.catalog.schedule_snapshot().expect("snap");
     let svc = sim.catalog.service("orders").expect("s").expect("svc");
-    assert_eq!(status(&snap, &svc, T0 + 30_000).state, "failing");
+    assert_eq!(
+        status(&snap, &svc, T0 + 30_000).state,
+        ServiceState::Failing
+    );
     let retry = sim.schedule(T0 + 2000 + 60_000);
     assert_eq!(retry.len(), 1);
     assert_eq!(retry[0].attempt, 1);
@@ -348,15 +366,25 @@ fn a_failed_scheduled_backup_is_retried_with_backoff_and_stays_visible() {
     assert_eq!(again[0].attempt, 2);
     sim.finish(&again[0], T0 + 200_000);
     let all = sim.scheduled("orders");
-    assert_eq!(all.iter().filter(|b| b.state == "failed").count(), 2);
-    assert_eq!(all.iter().filter(|b| b.state == "completed").count(), 1);
+    assert_eq!(
+        all.iter()
+            .filter(|b| b.state() == BackupState::Failed)
+            .count(),
+        2
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|b| b.state() == BackupState::Completed)
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn an_excluded_service_gets_no_automatic_backup_and_keeps_its_old_ones() {
     let mut sim = Sim::new();
     sim.policy(T0, every("1h", 0));
-    sim.host(T0, "db-1", &[("orders", "primary", true)]);
+    sim.host(T0, "db-1", &[("orders", MemberRole::Primary, true)]);
     let jobs = sim.schedule(T0 + 1000);
     sim.finish(&jobs[0], T0 + 2000);
     assert!(sim
@@ -364,7 +392,7 @@ fn an_excluded_service_gets_no_automatic_backup_and_keeps_its_old_ones() {
             T0 + 3000,
             Op::SetServiceState(SetServiceState {
                 service: "orders".into(),
-                action: "exclude".into()
+                action: ServiceAction::Exclude.into()
             })
         )
         .is_empty());
@@ -375,7 +403,7 @@ fn an_excluded_service_gets_no_automatic_backup_and_keeps_its_old_ones() {
             T0 + 2 * HOUR,
             Op::SetServiceState(SetServiceState {
                 service: "orders".into(),
-                action: "include".into()
+                action: ServiceAction::Include.into()
             })
         )
         .is_empty());
@@ -414,11 +442,11 @@ fn no_sequence_of_actions_wedges_the_schedule() {
                 ..Default::default()
             },
         );
-        sim.host(T0, "db-1", &[("shop", "primary", true)]);
+        sim.host(T0, "db-1", &[("shop", MemberRole::Primary, true)]);
         let mut proposed: HashSet<String> = HashSet::new();
         let mut running: Vec<JobRecord> = Vec::new();
         let mut propose = |sim: &mut Sim, at: u64, running: &mut Vec<JobRecord>| {
-            let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+            let snap = sim.catalog.schedule_snapshot().expect("snapshot");
             for job in plan(&snap, at) {
                 assert!(
                     proposed.insert(job.id.clone()),
@@ -433,7 +461,7 @@ fn no_sequence_of_actions_wedges_the_schedule() {
             sim.catalog
                 .job(&job.id)
                 .expect("job")
-                .is_some_and(|j| !strongbox_coordinator::catalog::is_final(&j.state))
+                .is_some_and(|j| !j.state().is_final())
         };
         let mut t = T0 + 60_000;
         for _ in 0..200 {
@@ -471,7 +499,11 @@ fn no_sequence_of_actions_wedges_the_schedule() {
                 6 => {
                     // The operator purges a backup (the newest, often).
                     let backups = sim.scheduled("shop");
-                    if let Some(b) = backups.iter().rev().find(|b| b.state == "completed") {
+                    if let Some(b) = backups
+                        .iter()
+                        .rev()
+                        .find(|b| b.state() == BackupState::Completed)
+                    {
                         let e = sim.apply(
                             t + 2000,
                             Op::PurgeBackup(PurgeBackup {
@@ -513,14 +545,14 @@ fn no_sequence_of_actions_wedges_the_schedule() {
             }
         }
         t += 2 * 60_000;
-        let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+        let snap = sim.catalog.schedule_snapshot().expect("snapshot");
         let svc = snap
             .services
             .iter()
             .find(|s| s.name == "shop")
             .expect("service");
         let st = status(&snap, svc, t);
-        assert_eq!(st.state, "ok", "seed {seed}: {st:?}");
+        assert_eq!(st.state, ServiceState::Ok, "seed {seed}: {st:?}");
         assert!(
             matches!(st.next, Next::At(next) if next > t),
             "seed {seed}: the schedule is stuck: {st:?}"
@@ -528,7 +560,7 @@ fn no_sequence_of_actions_wedges_the_schedule() {
         let newest = sim
             .scheduled("shop")
             .into_iter()
-            .filter(|b| b.state == "completed")
+            .filter(|b| b.state() == BackupState::Completed)
             .count();
         assert!(newest > 0, "seed {seed}: no completed backup");
     }
@@ -551,7 +583,7 @@ fn a_changed_schedule_starts_at_its_first_slot_after_the_change() {
     );
     let jobs = sim.schedule(T0 + 10 * HOUR + 60_000);
     assert!(jobs.is_empty(), "a backup started at once: {jobs:?}");
-    let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+    let snap = sim.catalog.schedule_snapshot().expect("snapshot");
     let st = status(&snap, &snap.services[0], T0 + 10 * HOUR + 60_000);
     assert_eq!(st.next, Next::At(T0 + 28 * HOUR), "{st:?}");
     // Tomorrow 04:00 it runs.
@@ -591,7 +623,7 @@ fn a_slot_whose_backup_retention_expired_is_not_taken_again() {
         again.is_empty(),
         "the served slot was taken again: {again:?}"
     );
-    let snap = Snapshot::read(&sim.catalog).expect("snapshot");
+    let snap = sim.catalog.schedule_snapshot().expect("snapshot");
     let st = status(&snap, &snap.services[0], T0 + 4 * HOUR + 60_000);
     assert_eq!(st.next, Next::At(T0 + 26 * HOUR), "{st:?}");
 }

@@ -29,7 +29,9 @@ impl OperatorService for Probe {
         let who = tls::peer_identity(&req)?;
         Ok(Response::new(pb::WhoAmIResponse {
             identity: Some(pb::Identity {
-                role: who.role.to_string(),
+                role: pb::CallerRole::from_word(who.role.as_str())
+                    .unwrap_or_default()
+                    .into(),
                 name: who.name,
             }),
             node: "node-1".into(),
@@ -282,7 +284,7 @@ async fn ca_signed_client_is_accepted_and_known_by_role_and_name() {
             .unwrap();
         let seen = reply.identity.unwrap();
         assert_eq!(
-            (seen.role.as_str(), seen.name.as_str()),
+            (seen.role().word(), seen.name.as_str()),
             (role.as_str(), name)
         );
     }

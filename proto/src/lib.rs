@@ -1,18 +1,32 @@
-//! The gRPC contract of strongbox, generated from `proto/strongbox.proto` at build time.
+//! The gRPC contract of strongbox, generated from `proto/*.proto` at build time, and the text
+//! form of its enums.
 //!
-//! Invariant: this crate holds generated code and size limits only; no logic.
+//! Invariants: this crate holds generated code, size limits and the enums' words
+//! ([`names`]); no logic. It is the one place that compares a state, kind, role or engine with
+//! text: everything else compares enums.
 
 #![allow(clippy::all, clippy::pedantic)]
 
-/// Version 1 of the wire contract.
-pub mod v1 {
-    tonic::include_proto!("strongbox.v1");
+mod generated {
+    pub mod strongbox {
+        pub mod v1 {
+            tonic::include_proto!("strongbox.v1");
+        }
+        pub mod catalog {
+            pub mod v1 {
+                tonic::include_proto!("strongbox.catalog.v1");
+            }
+        }
+    }
 }
 
+pub mod names;
+
+/// Version 1 of the wire contract.
+pub use generated::strongbox::v1;
+
 /// The coordinator's catalog commands and records (they travel inside Raft entries).
-pub mod catalog {
-    tonic::include_proto!("strongbox.catalog.v1");
-}
+pub use generated::strongbox::catalog::v1 as catalog;
 
 /// The largest gRPC message either side accepts: a sealed 4 MiB chunk plus headroom.
 /// Servers and clients set it explicitly so an oversized message is refused before it is decoded.

@@ -31,6 +31,8 @@ use serde::Deserialize;
 pub use strongbox_core::manifest::{PartKind, TableStat};
 use tokio::io::AsyncRead;
 
+use strongbox_proto::v1::{Engine as WireEngine, MemberRole};
+
 use crate::error::{Error, Result};
 
 /// The engines strongbox backs up. In a config, the names operators use are taken, in any
@@ -45,21 +47,38 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    pub fn as_str(self) -> &'static str {
+    /// The engine as the wire names it.
+    pub fn wire(self) -> WireEngine {
         match self {
-            EngineKind::Postgres => "postgres",
-            EngineKind::Mysql => "mysql",
-            EngineKind::Sqlite => "sqlite",
+            EngineKind::Postgres => WireEngine::Postgres,
+            EngineKind::Mysql => WireEngine::Mysql,
+            EngineKind::Sqlite => WireEngine::Sqlite,
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" | "pg" => Some(EngineKind::Postgres),
-            "mysql" | "mariadb" => Some(EngineKind::Mysql),
-            "sqlite" | "sqlite3" => Some(EngineKind::Sqlite),
-            _ => None,
+    /// The engine a wire value names (`None`: unset).
+    pub fn from_wire(engine: WireEngine) -> Option<Self> {
+        match engine {
+            WireEngine::Postgres => Some(EngineKind::Postgres),
+            WireEngine::Mysql => Some(EngineKind::Mysql),
+            WireEngine::Sqlite => Some(EngineKind::Sqlite),
+            WireEngine::Unspecified => None,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.wire().word()
+    }
+
+    /// An engine's name as people write it (`postgresql`, `MariaDB`, `sqlite3`, …).
+    pub fn parse(s: &str) -> Option<Self> {
+        WireEngine::from_word(s).and_then(EngineKind::from_wire)
+    }
+}
+
+impl serde::Serialize for EngineKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -135,11 +154,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    /// The role as the wire names it.
+    pub fn wire(self) -> MemberRole {
         match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::Standalone => "standalone",
+            Role::Primary => MemberRole::Primary,
+            Role::Replica => MemberRole::Replica,
+            Role::Standalone => MemberRole::Standalone,
         }
     }
 }
@@ -209,7 +229,7 @@ pub trait BackupRun: Send {
 /// server).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Connection {
-    pub engine: &'static str,
+    pub engine: EngineKind,
     /// Address or socket path; for SQLite the file.
     pub host: String,
     pub port: u16,
@@ -221,6 +241,24 @@ pub struct Connection {
     /// the SQLite file, and empty for PostgreSQL and MariaDB (the live server's data folder is
     /// not the agent's to name).
     pub data_dir: PathBuf,
+}
+
+impl Connection {
+    /// The connection as a restore's result carries it.
+    pub fn wire(&self) -> strongbox_proto::v1::Connection {
+        strongbox_proto::v1::Connection {
+            engine: self.engine.wire().into(),
+            host: self.host.clone(),
+            port: u32::from(self.port),
+            user: self.user.clone(),
+            password_file: self
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            data_dir: self.data_dir.display().to_string(),
+        }
+    }
 }
 
 /// What verification after a restore found.
@@ -237,6 +275,37 @@ pub struct Verification {
     #[serde(default)]
     pub failed_objects: Vec<FailedObject>,
     pub ok: bool,
+}
+
+impl Verification {
+    /// The verification as a restore's result carries it.
+    pub fn wire(&self) -> strongbox_proto::v1::Verification {
+        strongbox_proto::v1::Verification {
+            tables_checked: self.tables_checked,
+            rows_checked: self.rows_checked,
+            mismatches: self
+                .mismatches
+                .iter()
+                .map(
+                    |(table, expected, found)| strongbox_proto::v1::TableMismatch {
+                        table: table.clone(),
+                        expected_rows: *expected,
+                        found_rows: *found,
+                    },
+                )
+                .collect(),
+            engine_check: self.engine_check.clone(),
+            failed_objects: self
+                .failed_objects
+                .iter()
+                .map(|o| strongbox_proto::v1::FailedObject {
+                    name: o.name.clone(),
+                    reason: o.reason.clone(),
+                })
+                .collect(),
+            ok: self.ok,
+        }
+    }
 }
 
 /// An object of a backup that a restore could not bring back, and why.

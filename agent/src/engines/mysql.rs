@@ -1328,7 +1328,7 @@ fn unquote(body: &str, q: u8) -> String {
 impl RestoreTarget for MyTarget {
     fn connection(&self) -> Connection {
         Connection {
-            engine: "mysql",
+            engine: EngineKind::Mysql,
             host: self.listen.clone(),
             port: self.port,
             user: SUPERUSER.into(),
@@ -1804,7 +1804,7 @@ impl Mysql {
         Ok(MyInPlace {
             service: self.spec.name.clone(),
             connection: Connection {
-                engine: "mysql",
+                engine: EngineKind::Mysql,
                 host,
                 port,
                 user: self

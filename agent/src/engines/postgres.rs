@@ -1333,7 +1333,7 @@ fn read_password(path: &Path) -> Result<String> {
 impl RestoreTarget for PgTarget {
     fn connection(&self) -> Connection {
         Connection {
-            engine: "postgres",
+            engine: EngineKind::Postgres,
             host: self.listen.clone(),
             port: self.port,
             user: SUPERUSER.into(),
@@ -2909,7 +2909,7 @@ impl RestoreTarget for PgInPlace {
     /// data folder is not the agent's to name).
     fn connection(&self) -> Connection {
         Connection {
-            engine: "postgres",
+            engine: EngineKind::Postgres,
             host: self.loader.ep.host.clone(),
             port: self.loader.ep.port,
             user: self.loader.ep.user.clone(),

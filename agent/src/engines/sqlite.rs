@@ -396,7 +396,7 @@ async fn new_file(dir: &Path, name: &str) -> Result<SqliteTarget> {
 impl RestoreTarget for SqliteTarget {
     fn connection(&self) -> Connection {
         Connection {
-            engine: "sqlite",
+            engine: EngineKind::Sqlite,
             host: self.file.display().to_string(),
             port: 0,
             user: String::new(),
@@ -591,7 +591,7 @@ impl RestoreTarget for SqliteInPlace {
     /// The live file (as `host` and as `data_dir`).
     fn connection(&self) -> Connection {
         Connection {
-            engine: "sqlite",
+            engine: EngineKind::Sqlite,
             host: self.live.display().to_string(),
             port: 0,
             user: String::new(),

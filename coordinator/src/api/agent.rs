@@ -38,7 +38,7 @@ impl AgentApi {
         job_id: &str,
         chunks: Vec<SealedChunk>,
     ) -> Result<Response<UploadChunkResponse>, Status> {
-        agent_job(&self.node, who, job_id, "backup").await?;
+        agent_job(&self.node, who, job_id, JobKind::Backup).await?;
         let chunks = replicate::validate_batch(chunks)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         replicate::put_majority(&self.node, chunks).await?;
@@ -119,7 +119,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<HaveChunksResponse>, Status> {
         let who = require_role(&req, &[Role::Agent])?;
         let r = req.into_inner();
-        agent_job(&self.node, &who, &r.job_id, "backup").await?;
+        agent_job(&self.node, &who, &r.job_id, JobKind::Backup).await?;
         let missing = replicate::missing_reply(&self.node.chunks, &r.ids).await?;
         Ok(Response::new(missing))
     }
@@ -155,14 +155,14 @@ impl AgentService for AgentApi {
         let invalid = |e: String| Status::invalid_argument(e);
         strongbox_core::pki::validate_name(&r.backup_id)
             .map_err(|e| invalid(format!("backup id: {e}")))?;
-        if !matches!(
-            r.kind.as_str(),
-            "manual" | "scheduled" | "final" | "pre-restore"
-        ) {
-            return Err(invalid(format!("unknown backup kind {:?}", r.kind)));
+        let kind = validate::required::<BackupKind>("backup kind", r.kind)?;
+        if kind == BackupKind::Copy {
+            return Err(invalid(
+                "an agent commits its own backups; copies come from other regions".into(),
+            ));
         }
         // An agent commits only the backup of its own job, of a service on its own host.
-        let job = agent_job(&self.node, &who, &r.job_id, "backup").await?;
+        let job = agent_job(&self.node, &who, &r.job_id, JobKind::Backup).await?;
         if job.backup_id != r.backup_id || job.service != r.service {
             return Err(Status::permission_denied(format!(
                 "job {} is the backup {} of {}, not {} of {}",
@@ -204,7 +204,7 @@ impl AgentService for AgentApi {
                 service: r.service,
                 host: who.name.clone(),
                 kind: r.kind,
-                state: "completed".into(),
+                state: BackupState::Completed.into(),
                 reason: String::new(),
                 created_unix_ms: r.created_unix_ms,
                 completed_unix_ms: 0,
@@ -228,7 +228,7 @@ impl AgentService for AgentApi {
         let who = require_role(&req, &[Role::Agent])?;
         let r = req.into_inner();
         let id = ChunkId::from_slice(&r.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let job = agent_job(&self.node, &who, &r.job_id, "restore").await?;
+        let job = agent_job(&self.node, &who, &r.job_id, JobKind::Restore).await?;
         if !self
             .node
             .scopes

@@ -82,6 +82,7 @@ impl ClusterService for ClusterApi {
         Ok(Response::new(ForwardProposalResponse {
             index: outcome.index,
             error: outcome.error,
+            refusal: outcome.refusal,
         }))
     }
 

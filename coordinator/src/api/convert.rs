@@ -6,6 +6,27 @@ use strongbox_proto::v1::{BackupInfo, JobInfo, Member, PolicyInfo, RoleChangeInf
 
 use crate::policy::retention::Verdict;
 
+/// The role of a certificate, as the catalog records who asked.
+pub fn caller_role(role: strongbox_core::pki::Role) -> strongbox_proto::v1::CallerRole {
+    use strongbox_core::pki::Role;
+    use strongbox_proto::v1::CallerRole;
+    match role {
+        Role::Node => CallerRole::Node,
+        Role::Agent => CallerRole::Agent,
+        Role::Operator => CallerRole::Operator,
+        Role::Viewer => CallerRole::Viewer,
+        Role::Region => CallerRole::Region,
+    }
+}
+
+/// Who asked, as the catalog records it.
+pub fn actor(who: &strongbox_core::pki::Identity) -> strongbox_proto::catalog::Actor {
+    strongbox_proto::catalog::Actor {
+        role: caller_role(who.role).into(),
+        name: who.name.clone(),
+    }
+}
+
 pub fn member_record(m: Member) -> MemberRecord {
     MemberRecord {
         service: m.service,
@@ -43,6 +64,7 @@ pub fn backup_info(b: BackupRecord) -> BackupInfo {
         manifest_id: b.manifest_id,
         held: b.held,
         hold_reason: b.hold_reason,
+        failure: b.failure,
         ..Default::default()
     }
 }
@@ -64,6 +86,8 @@ pub fn role_change(c: RoleChange) -> RoleChangeInfo {
         from: c.from,
         to: c.to,
         unix_ms: c.unix_ms,
+        from_down: c.from_down,
+        to_down: c.to_down,
     }
 }
 
@@ -114,9 +138,12 @@ pub fn job_info(j: JobRecord) -> JobInfo {
         bytes_total: j.bytes_total,
         requested_by: j
             .requested_by
-            .map(|a| format!("{}:{}", a.role, a.name))
+            .map(|a| format!("{}:{}", a.role(), a.name))
             .unwrap_or_default(),
-        result: j.result,
+        restore: j.restore,
+        stop: j.stop,
+        failure: j.failure,
+        engine: j.engine,
         backup_kind: j.backup_kind,
         slot_unix_ms: j.slot_unix_ms,
         attempt: j.attempt,

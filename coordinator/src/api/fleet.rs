@@ -33,7 +33,7 @@ pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo
                 .filter(|m| m.service == name)
                 .map(move |m| ServiceMember {
                     host: h.name.clone(),
-                    role: m.role.clone(),
+                    role: m.role,
                     healthy: m.healthy,
                     engine_version: m.engine_version.clone(),
                 })
@@ -42,10 +42,10 @@ pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo
     let completed = snap
         .backups
         .iter()
-        .filter(|b| b.service == name && b.state == "completed");
+        .filter(|b| b.service == name && b.state() == BackupState::Completed);
     Some(ServiceInfo {
         name: svc.name.clone(),
-        engine: svc.engine.clone(),
+        engine: svc.engine,
         members,
         last_backup_unix_ms: completed
             .clone()
@@ -53,13 +53,16 @@ pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo
             .max()
             .unwrap_or(0),
         backups: completed.count() as u64,
-        state: st.state.to_string(),
+        state: st.state.into(),
         state_reason: st.reason.clone(),
         primary_host: svc.primary_host.clone(),
         primary_since_unix_ms: svc.primary_since_unix_ms,
         role_changes: svc.role_changes.iter().cloned().map(role_change).collect(),
         schedule: st.schedule.to_string(),
-        next_backup_unix_ms: if matches!(st.state, "excluded" | "deprovisioned") {
+        next_backup_unix_ms: if matches!(
+            st.state,
+            ServiceState::Excluded | ServiceState::Deprovisioned
+        ) {
             0
         } else {
             st.next_ms()
@@ -136,7 +139,7 @@ pub async fn set_policy(
     }
     // What the new policy would expire, evaluated now on the affected services.
     let now = now_ms();
-    let mut snap = Snapshot::read(&node.catalog)?;
+    let mut snap = node.catalog.schedule_snapshot()?;
     let before = verdicts(&snap, now);
     let stored = if r.reset {
         None
@@ -227,12 +230,12 @@ pub fn final_backup_job(node: &NodeContext, service: &str) -> Result<Option<JobR
         })?;
     Ok(Some(JobRecord {
         id: format!("job-{}", uuid::Uuid::now_v7()),
-        kind: "backup".into(),
+        kind: JobKind::Backup.into(),
         service: service.to_string(),
         host,
         backup_id: format!("bk-{}", uuid::Uuid::now_v7()),
-        backup_kind: "final".into(),
-        engine,
+        backup_kind: BackupKind::Final.into(),
+        engine: engine.into(),
         ..Default::default()
     }))
 }

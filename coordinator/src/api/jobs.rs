@@ -12,10 +12,10 @@ use std::sync::Arc;
 use strongbox_core::ids::ChunkId;
 use strongbox_core::pki::Identity;
 use strongbox_proto::catalog::{HostRecord, JobRecord};
+use strongbox_proto::v1::{BackupState, JobKind};
 use tonic::Status;
 
 use super::NodeContext;
-use crate::catalog::is_final;
 
 pub use crate::policy::plan::ALIVE_MS;
 
@@ -36,7 +36,7 @@ pub fn backup_host(
     service: &str,
     host: &str,
     now_ms: u64,
-) -> Result<(String, String), Status> {
+) -> Result<(String, strongbox_proto::v1::Engine), Status> {
     let silent = |h: &HostRecord| {
         if h.away_since_unix_ms != 0 {
             return Some(Status::failed_precondition(format!(
@@ -88,18 +88,18 @@ pub fn backup_host(
             })?;
         return match silent(h) {
             Some(refusal) => Err(refusal),
-            None => Ok((h.name.clone(), m.engine.clone())),
+            None => Ok((h.name.clone(), m.engine())),
         };
     }
     let primaries: Vec<&(&HostRecord, &strongbox_proto::catalog::MemberRecord)> = members
         .iter()
-        .filter(|(_, m)| m.healthy && (m.role == "primary" || m.role == "standalone"))
+        .filter(|(_, m)| m.healthy && m.role().takes_writes())
         .collect();
     let newest = primaries.iter().max_by_key(|(h, _)| h.updated_unix_ms);
     match newest {
         Some((h, m)) => match silent(h) {
             Some(refusal) => Err(refusal),
-            None => Ok((h.name.clone(), m.engine.clone())),
+            None => Ok((h.name.clone(), m.engine())),
         },
         None => Err(Status::failed_precondition(format!(
             "{service:?} has no healthy primary right now; name a member with --host"
@@ -172,7 +172,7 @@ pub fn restore_host(
     }
     let busy: HashSet<&str> = jobs
         .iter()
-        .filter(|j| j.kind == "restore" && !is_final(&j.state))
+        .filter(|j| j.kind() == JobKind::Restore && !j.state().is_final())
         .map(|j| j.host.as_str())
         .collect();
     hosts
@@ -202,7 +202,7 @@ pub async fn agent_job(
     node: &NodeContext,
     who: &Identity,
     job_id: &str,
-    kind: &str,
+    kind: JobKind,
 ) -> Result<JobRecord, Status> {
     if job_id.is_empty() {
         return Err(Status::permission_denied(format!(
@@ -217,15 +217,15 @@ pub async fn agent_job(
         }
     };
     let job = job.ok_or_else(|| Status::not_found(format!("no job {job_id}")))?;
-    if job.host != who.name || job.kind != kind {
+    if job.host != who.name || job.kind() != kind {
         return Err(Status::permission_denied(format!(
             "job {job_id} is not a {kind} job assigned to {who}"
         )));
     }
-    if is_final(&job.state) {
+    if job.state().is_final() {
         return Err(Status::failed_precondition(format!(
             "job {job_id} is {} already",
-            job.state
+            job.state()
         )));
     }
     Ok(job)
@@ -249,7 +249,7 @@ impl BackupScopes {
         let backup = node
             .catalog
             .backup(backup_id)?
-            .filter(|b| b.state == "completed")
+            .filter(|b| b.state() == BackupState::Completed)
             .ok_or_else(|| Status::not_found(format!("no completed backup {backup_id}")))?;
         if let Some(ids) = self.lock().get(backup_id) {
             return Ok(ids.clone());
@@ -287,14 +287,15 @@ impl BackupScopes {
 mod tests {
     use super::*;
     use strongbox_proto::catalog::MemberRecord;
+    use strongbox_proto::v1::{Engine, MemberRole};
 
-    fn host(name: &str, role: &str, updated_unix_ms: u64) -> HostRecord {
+    fn host(name: &str, role: MemberRole, updated_unix_ms: u64) -> HostRecord {
         HostRecord {
             name: name.into(),
             updated_unix_ms,
             members: vec![MemberRecord {
                 service: "orders".into(),
-                engine: "postgres".into(),
+                engine: Engine::Postgres.into(),
                 role: role.into(),
                 healthy: true,
                 ..Default::default()
@@ -309,8 +310,8 @@ mod tests {
     fn backups_go_only_to_hosts_that_report() {
         let now = 10 * ALIVE_MS;
         let hosts = [
-            host("db-1", "primary", now - 1_000),
-            host("db-2", "replica", now - 2 * ALIVE_MS),
+            host("db-1", MemberRole::Primary, now - 1_000),
+            host("db-2", MemberRole::Replica, now - 2 * ALIVE_MS),
         ];
         assert_eq!(backup_host(&hosts, "orders", "", now).unwrap().0, "db-1");
         let s = backup_host(&hosts, "orders", "db-2", now).unwrap_err();
@@ -322,7 +323,7 @@ mod tests {
         );
         let silent = [host(
             "db-1",
-            "primary",
+            MemberRole::Primary,
             now - ALIVE_MS - crate::catalog::MAX_BEHIND_MS,
         )];
         let s = backup_host(&silent, "orders", "", now).unwrap_err();
@@ -332,7 +333,7 @@ mod tests {
             s.message()
         );
         // Reported a moment ago, but its agent's session ended and it did not come back.
-        let mut away = host("db-1", "primary", now - 1000);
+        let mut away = host("db-1", MemberRole::Primary, now - 1000);
         away.away_since_unix_ms = now - 500;
         let s = backup_host(&[away], "orders", "", now).unwrap_err();
         assert!(s.message().contains("went away"), "{}", s.message());

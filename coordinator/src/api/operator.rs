@@ -17,7 +17,6 @@ use super::convert::{backup_info_with, job_info, member};
 use super::fleet;
 use super::jobs::{backup_host, restore_host};
 use super::{validate, NodeContext};
-use crate::policy::plan::Snapshot;
 use crate::raft::node::now_ms;
 
 const READERS: &[Role] = &[Role::Viewer, Role::Operator];
@@ -36,7 +35,7 @@ impl OperatorService for OperatorApi {
         let who = peer_identity(&req)?;
         Ok(Response::new(WhoAmIResponse {
             identity: Some(Identity {
-                role: who.role.to_string(),
+                role: super::convert::caller_role(who.role).into(),
                 name: who.name,
             }),
             node: self.node.name.clone(),
@@ -66,13 +65,13 @@ impl OperatorService for OperatorApi {
                 let rec = records.iter().find(|r| r.id == id);
                 let progress = st.progress.iter().find(|p| p.id == id);
                 let role = if id == st.leader_id {
-                    "leader"
+                    NodeRole::Leader
                 } else if st.learners.contains(&id) {
-                    "learner"
+                    NodeRole::Learner
                 } else if st.voters.contains(&id) {
-                    "follower"
+                    NodeRole::Follower
                 } else {
-                    "joining"
+                    NodeRole::Joining
                 };
                 NodeStatus {
                     id,
@@ -230,7 +229,7 @@ impl OperatorService for OperatorApi {
         require_role(&req, READERS)?;
         let service = req.into_inner().service;
         self.node.read_barrier().await?;
-        let snap = Snapshot::read(&self.node.catalog)?;
+        let snap = self.node.catalog.schedule_snapshot()?;
         let verdicts = fleet::verdicts(&snap, now_ms());
         let mut backups: Vec<BackupInfo> = snap
             .backups
@@ -294,7 +293,7 @@ impl OperatorService for OperatorApi {
             .catalog
             .jobs()?
             .into_iter()
-            .filter(|j| r.kind.is_empty() || j.kind == r.kind)
+            .filter(|j| r.kind() == JobKind::Unspecified || j.kind == r.kind)
             .filter(|j| r.service.is_empty() || j.service == r.service)
             .map(job_info)
             .collect();
@@ -308,7 +307,7 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<ListServicesResponse>, Status> {
         require_role(&req, READERS)?;
         self.node.read_barrier().await?;
-        let snap = Snapshot::read(&self.node.catalog)?;
+        let snap = self.node.catalog.schedule_snapshot()?;
         Ok(Response::new(ListServicesResponse {
             services: fleet::all_services(&snap, now_ms()),
         }))
@@ -321,7 +320,7 @@ impl OperatorService for OperatorApi {
         require_role(&req, READERS)?;
         let name = req.into_inner().name;
         self.node.read_barrier().await?;
-        let snap = Snapshot::read(&self.node.catalog)?;
+        let snap = self.node.catalog.schedule_snapshot()?;
         fleet::service_info(&snap, &name, now_ms())
             .map(Response::new)
             .ok_or_else(|| fleet::no_service(&name))
@@ -384,16 +383,11 @@ impl OperatorService for OperatorApi {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
         validate::name("service", &r.service)?;
-        if !matches!(r.action.as_str(), "exclude" | "include" | "deprovision") {
-            return Err(Status::invalid_argument(format!(
-                "unknown action {:?}: exclude, include or deprovision",
-                r.action
-            )));
-        }
+        let action = validate::required::<ServiceAction>("action", r.action)?;
         self.node.read_barrier().await?;
         let svc = fleet::known_service(&self.node, &r.service)?;
         let mut final_backup = None;
-        if r.action == "deprovision" && svc.deprovisioned_unix_ms == 0 {
+        if action == ServiceAction::Deprovision && svc.deprovisioned_unix_ms == 0 {
             if let Some(job) = fleet::final_backup_job(&self.node, &r.service)? {
                 final_backup = Some(self.create_job(&who, job).await?.into_inner());
             }
@@ -408,7 +402,7 @@ impl OperatorService for OperatorApi {
             )
             .await?;
         self.node.read_barrier().await?;
-        let snap = Snapshot::read(&self.node.catalog)?;
+        let snap = self.node.catalog.schedule_snapshot()?;
         Ok(Response::new(SetServiceStateResponse {
             service: fleet::service_info(&snap, &r.service, now_ms()),
             final_backup,
@@ -437,7 +431,7 @@ impl OperatorService for OperatorApi {
                 unix_ms: a.unix_ms,
                 actor: a
                     .actor
-                    .map(|a| format!("{}:{}", a.role, a.name))
+                    .map(|a| format!("{}:{}", a.role(), a.name))
                     .unwrap_or_default(),
                 what: a.what,
             })
@@ -460,12 +454,12 @@ impl OperatorService for OperatorApi {
             backup_host(&self.node.catalog.hosts()?, &r.service, &r.host, now_ms())?;
         let job = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
-            kind: "backup".into(),
+            kind: JobKind::Backup.into(),
             service: r.service,
             host,
             backup_id: format!("bk-{}", uuid::Uuid::now_v7()),
-            backup_kind: "manual".into(),
-            engine,
+            backup_kind: BackupKind::Manual.into(),
+            engine: engine.into(),
             ..Default::default()
         };
         self.create_job(&who, job).await
@@ -513,11 +507,11 @@ impl OperatorService for OperatorApi {
             .iter()
             .flat_map(|h| h.members.iter())
             .find(|m| m.service == backup.service)
-            .map(|m| m.engine.clone())
+            .map(|m| m.engine)
             .unwrap_or_default();
         let job = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
-            kind: "restore".into(),
+            kind: JobKind::Restore.into(),
             service: backup.service,
             host,
             backup_id: backup.id,
@@ -544,11 +538,11 @@ impl OperatorService for OperatorApi {
         // The catalog checks the rest (a finished restore onto a spare, still running).
         let job = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
-            kind: "stop".into(),
+            kind: JobKind::Stop.into(),
             service: target.service.clone(),
             host: target.host.clone(),
             backup_id: target.backup_id.clone(),
-            engine: target.engine.clone(),
+            engine: target.engine,
             target_job: target.id,
             keep_files: r.keep_files,
             ..Default::default()
@@ -603,30 +597,31 @@ impl OperatorApi {
                 crate::policy::time::rfc3339(backup.created_unix_ms)
             )));
         }
-        if backup.state != "completed" {
+        if backup.state() != BackupState::Completed {
             return Err(Status::failed_precondition(format!(
                 "backup {} is {}, only a completed backup restores",
-                backup.id, backup.state
+                backup.id,
+                backup.state()
             )));
         }
         let pre = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
-            kind: "backup".into(),
+            kind: JobKind::Backup.into(),
             service: backup.service.clone(),
             host: host.clone(),
             backup_id: format!("bk-{}", uuid::Uuid::now_v7()),
-            backup_kind: "pre-restore".into(),
-            engine: engine.clone(),
+            backup_kind: BackupKind::PreRestore.into(),
+            engine: engine.into(),
             ..Default::default()
         };
         let pre = self.create_job(who, pre).await?.into_inner();
         let restore = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
-            kind: "restore".into(),
+            kind: JobKind::Restore.into(),
             service: backup.service,
             host,
             backup_id: backup.id,
-            engine,
+            engine: engine.into(),
             in_place: true,
             after_job: pre.id,
             ..Default::default()
@@ -639,10 +634,7 @@ impl OperatorApi {
         who: &strongbox_core::pki::Identity,
         mut job: JobRecord,
     ) -> Result<Response<JobInfo>, Status> {
-        job.requested_by = Some(strongbox_proto::catalog::Actor {
-            role: who.role.to_string(),
-            name: who.name.clone(),
-        });
+        job.requested_by = Some(super::convert::actor(who));
         let id = job.id.clone();
         self.node
             .apply(who, Op::CreateJob(CreateJob { job: Some(job) }))

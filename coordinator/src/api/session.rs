@@ -27,14 +27,15 @@ use std::time::Duration;
 use strongbox_core::pki::{Identity, Role};
 use strongbox_proto::catalog::{command::Op, HostSession, RegisterHost, UpdateJob};
 use strongbox_proto::v1::{
-    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Job, JobReport,
+    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Job, JobKind, JobReport,
+    JobState,
 };
 use tokio::sync::{mpsc, Notify};
 use tonic::{Status, Streaming};
 
 use super::convert::member_record;
 use super::{validate, NodeContext};
-use crate::catalog::{claimed_members, is_final};
+use crate::catalog::claimed_members;
 use crate::raft::node::now_ms;
 
 const REFRESH_MS: u64 = 60_000;
@@ -154,7 +155,7 @@ impl Reporter {
                 self.wake.notified().await;
                 continue;
             };
-            let (job, state) = (op.job_id.clone(), op.state.clone());
+            let (job, state) = (op.job_id.clone(), op.state());
             if let Err(e) = node.apply(&who, Op::UpdateJob(op)).await {
                 tracing::warn!(host = %who.name, job = %job, state = %state, error = %e.message(), "job report refused");
             }
@@ -259,29 +260,32 @@ pub async fn run(
         for j in jobs {
             // A waiting job (an in-place restore behind its pre-restore backup) goes out once
             // the catalog releases it.
-            if j.host != host || is_final(&j.state) || j.state == "waiting" || sent.contains(&j.id)
+            if j.host != host
+                || j.state().is_final()
+                || j.state() == JobState::Waiting
+                || sent.contains(&j.id)
             {
                 continue;
             }
             let mut job = Job {
                 job_id: j.id.clone(),
-                kind: j.kind.clone(),
+                kind: j.kind,
                 service: j.service.clone(),
                 backup_id: j.backup_id.clone(),
-                backup_kind: j.backup_kind.clone(),
+                backup_kind: j.backup_kind,
                 manifest_id: Default::default(),
-                engine: j.engine.clone(),
+                engine: j.engine,
                 in_place: j.in_place,
                 target_job: j.target_job.clone(),
                 keep_files: j.keep_files,
             };
-            if j.kind == "restore" {
+            if j.kind() == JobKind::Restore {
                 match node.catalog.backup(&j.backup_id) {
                     Ok(Some(b)) => job.manifest_id = b.manifest_id,
                     _ => continue,
                 }
             }
-            tracing::info!(host = %host, job = %j.id, kind = %j.kind, service = %j.service, "job sent to agent");
+            tracing::info!(host = %host, job = %j.id, kind = %j.kind(), service = %j.service, "job sent to agent");
             let msg = CoordinatorMessage {
                 body: Some(coordinator_message::Body::Job(job)),
             };
@@ -392,8 +396,10 @@ async fn handle(
                 reason: r.reason,
                 bytes_done: r.bytes_done,
                 bytes_total: r.bytes_total,
-                result: r.result,
+                restore: r.restore,
                 phase: r.phase,
+                failure: r.failure,
+                stop: r.stop,
             });
             Ok(())
         }
@@ -418,13 +424,14 @@ async fn check_report(node: &NodeContext, who: &Identity, r: &JobReport) -> Resu
             job.id
         )));
     }
-    if is_final(&job.state) || job.state == "waiting" {
+    if job.state().is_final() || job.state() == JobState::Waiting {
         return Err(Status::failed_precondition(format!(
             "job {} is {}; reports are taken only while it runs",
-            job.id, job.state
+            job.id,
+            job.state()
         )));
     }
-    if job.kind == "backup" && r.state == "completed" {
+    if job.kind() == JobKind::Backup && r.state() == JobState::Completed {
         return Err(Status::invalid_argument(format!(
             "backup job {} completes by its commit, not by a report",
             job.id

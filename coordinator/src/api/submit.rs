@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use prost::Message as _;
 use strongbox_core::pki::Identity;
-use strongbox_proto::catalog::{Actor, Command, Outcome};
+use strongbox_proto::catalog::{Command, Outcome};
 use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
 use strongbox_proto::v1::ForwardProposalRequest;
 use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
@@ -48,17 +48,14 @@ impl NodeContext {
     pub fn command(&self, actor: &Identity, op: strongbox_proto::catalog::command::Op) -> Command {
         Command {
             request_id: uuid::Uuid::now_v7().to_string(),
-            actor: Some(Actor {
-                role: actor.role.to_string(),
-                name: actor.name.clone(),
-            }),
+            actor: Some(super::convert::actor(actor)),
             unix_ms: now_ms(),
             op: Some(op),
         }
     }
 
-    /// Runs `op` for `actor` through Raft; a refusal by the catalog is `FAILED_PRECONDITION`
-    /// with the catalog's reason.
+    /// Runs `op` for `actor` through Raft; a refusal by the catalog is the gRPC code of its
+    /// kind (`catalog::refusal::status`) with the catalog's reason.
     pub async fn apply(
         &self,
         actor: &Identity,
@@ -68,7 +65,10 @@ impl NodeContext {
         if outcome.error.is_empty() {
             Ok(())
         } else {
-            Err(tonic::Status::failed_precondition(outcome.error))
+            Err(crate::catalog::refusal::status(
+                outcome.refusal(),
+                outcome.error,
+            ))
         }
     }
 
@@ -78,13 +78,14 @@ impl NodeContext {
         let mut status = self.raft.subscribe();
         loop {
             let st = status.borrow_and_update().clone();
-            let attempt = if st.leader_id == self.id && st.role == "leader" {
-                self.raft.propose(cmd.clone()).await
-            } else if st.leader_id != 0 {
-                self.forward(st.leader_id, &cmd).await
-            } else {
-                Err(Error::NoLeader)
-            };
+            let attempt =
+                if st.leader_id == self.id && st.role == strongbox_proto::v1::NodeRole::Leader {
+                    self.raft.propose(cmd.clone()).await
+                } else if st.leader_id != 0 {
+                    self.forward(st.leader_id, &cmd).await
+                } else {
+                    Err(Error::NoLeader)
+                };
             match attempt {
                 Ok(outcome) => return Ok(outcome),
                 Err(e @ (Error::NoLeader | Error::Transport(_) | Error::Raft(_))) => {
@@ -117,6 +118,7 @@ impl NodeContext {
                 Ok(Outcome {
                     index: r.index,
                     error: r.error,
+                    refusal: r.refusal,
                 })
             }
             Err(s)

@@ -12,7 +12,9 @@
 
 use std::collections::HashSet;
 
-use strongbox_proto::v1::{JobReport, Member};
+use prost::Message as _;
+use strongbox_proto::names::Vocabulary;
+use strongbox_proto::v1::{Engine, FailureClass, JobReport, JobState, Member, MemberRole};
 use tonic::Status;
 
 /// Members (services) one host may report: far above any real host, low enough that one
@@ -22,17 +24,27 @@ pub const MAX_MEMBERS_PER_HOST: usize = 1_000;
 pub const MAX_VERSION_LEN: usize = 200;
 /// A failure reason or hold reason kept in the catalog (longer ones are cut).
 pub const MAX_REASON_LEN: usize = 4_096;
-/// A restore's result document (connection and verification).
+/// A restore's or stop's result (connection and verification), encoded.
 pub const MAX_RESULT_LEN: usize = 1024 * 1024;
 /// Largest byte count a report may carry: 1 PiB, far above any dump this tool takes.
 pub const MAX_REPORTED_BYTES: u64 = 1 << 50;
-/// The engines an agent may report, as the wire names them.
-pub const ENGINES: [&str; 3] = ["postgres", "mysql", "sqlite"];
-/// The roles a member may report.
-pub const ROLES: [&str; 3] = ["primary", "replica", "standalone"];
-
 fn invalid(what: String) -> Status {
     Status::invalid_argument(what)
+}
+
+/// A required enum field: a value the vocabulary knows, not `UNSPECIFIED` (an unset field).
+pub fn required<E: Vocabulary>(field: &str, value: i32) -> Result<E, Status> {
+    E::known(value).ok_or_else(|| {
+        invalid(format!(
+            "{field}: {} is not one of {}",
+            if value == 0 {
+                "unset".to_string()
+            } else {
+                format!("value {value}")
+            },
+            E::words()
+        ))
+    })
 }
 
 /// A name of a service, host, backup or job: the names certificates use (1–63 of
@@ -102,37 +114,31 @@ pub fn members(members: &[Member]) -> Result<(), Status> {
                 m.service
             )));
         }
-        if !ENGINES.contains(&m.engine.as_str()) {
-            return Err(invalid(format!(
-                "service {}: unknown engine {:?} (known: {})",
-                m.service,
-                m.engine,
-                ENGINES.join(", ")
-            )));
-        }
-        if !ROLES.contains(&m.role.as_str()) {
-            return Err(invalid(format!(
-                "service {}: unknown member role {:?} (known: {})",
-                m.service,
-                m.role,
-                ROLES.join(", ")
-            )));
-        }
+        required::<Engine>(&format!("service {}: engine", m.service), m.engine)?;
+        required::<MemberRole>(&format!("service {}: member role", m.service), m.role)?;
         text("engine_version", &m.engine_version, MAX_VERSION_LEN)?;
     }
     Ok(())
 }
 
-/// What a job report's fields may be, before the job itself is looked at: a known state,
-/// byte counts within [`MAX_REPORTED_BYTES`] with `done ≤ total` once a total is known, a
-/// result within [`MAX_RESULT_LEN`]. The reason is cut to [`MAX_REASON_LEN`].
+/// What a job report's fields may be, before the job itself is looked at: a state an agent
+/// reports (running, completed, failed), a known failure class (none unless failed), byte
+/// counts within [`MAX_REPORTED_BYTES`] with `done ≤ total` once a total is known, results
+/// within [`MAX_RESULT_LEN`]. The reason is cut to [`MAX_REASON_LEN`].
 pub fn report(r: &mut JobReport) -> Result<(), Status> {
     job_id(&r.job_id)?;
-    if !matches!(r.state.as_str(), "running" | "completed" | "failed") {
+    let state = required::<JobState>(&format!("job {}: state", r.job_id), r.state)?;
+    if !matches!(
+        state,
+        JobState::Running | JobState::Completed | JobState::Failed
+    ) {
         return Err(invalid(format!(
-            "job {}: unknown reported state {:?} (running, completed or failed)",
-            r.job_id, r.state
+            "job {}: an agent reports a job running, completed or failed, not {state}",
+            r.job_id
         )));
+    }
+    if r.failure != 0 {
+        required::<FailureClass>(&format!("job {}: failure class", r.job_id), r.failure)?;
     }
     if r.bytes_total > MAX_REPORTED_BYTES || r.bytes_done > MAX_REPORTED_BYTES {
         return Err(invalid(format!(
@@ -146,7 +152,14 @@ pub fn report(r: &mut JobReport) -> Result<(), Status> {
             r.job_id, r.bytes_done, r.bytes_total
         )));
     }
-    text("result", &r.result, MAX_RESULT_LEN)?;
+    let result_len = r.restore.as_ref().map_or(0, |x| x.encoded_len())
+        + r.stop.as_ref().map_or(0, |x| x.encoded_len());
+    if result_len > MAX_RESULT_LEN {
+        return Err(invalid(format!(
+            "job {}: its result is {result_len} bytes, more than the {MAX_RESULT_LEN} allowed",
+            r.job_id
+        )));
+    }
     r.reason = cut(&r.reason, MAX_REASON_LEN);
     // A phase is a word or two ("loading shop"): cut, like a reason.
     r.phase = cut(&r.phase, 200);
@@ -160,8 +173,8 @@ mod tests {
     fn member(service: &str) -> Member {
         Member {
             service: service.into(),
-            engine: "postgres".into(),
-            role: "primary".into(),
+            engine: Engine::Postgres.into(),
+            role: MemberRole::Primary.into(),
             healthy: true,
             engine_version: "15".into(),
         }
@@ -176,8 +189,11 @@ mod tests {
         assert!(members(&many).is_err());
         assert!(members(&[member("a"), member("a")]).is_err());
         let mut odd = member("a");
-        odd.engine = "oracle".into();
+        odd.engine = 99;
         assert!(members(&[odd]).is_err());
+        let mut unset = member("a");
+        unset.role = MemberRole::Unspecified.into();
+        assert!(members(&[unset]).is_err());
         let mut odd = member("a");
         odd.engine_version = "x".repeat(MAX_VERSION_LEN + 1);
         assert!(members(&[odd]).is_err());
@@ -188,12 +204,12 @@ mod tests {
     fn reports_are_bounded() {
         let ok = JobReport {
             job_id: "job-1".into(),
-            state: "running".into(),
+            state: JobState::Running.into(),
             reason: String::new(),
             bytes_done: 5,
             bytes_total: 10,
-            result: String::new(),
             phase: "loading shop".into(),
+            ..Default::default()
         };
         assert!(report(&mut ok.clone()).is_ok());
         for bad in [
@@ -207,7 +223,19 @@ mod tests {
                 ..ok.clone()
             },
             JobReport {
-                state: "done".into(),
+                state: JobState::Waiting.into(),
+                ..ok.clone()
+            },
+            JobReport {
+                state: JobState::Unspecified.into(),
+                ..ok.clone()
+            },
+            JobReport {
+                state: 77,
+                ..ok.clone()
+            },
+            JobReport {
+                failure: 77,
                 ..ok.clone()
             },
             JobReport {
@@ -215,14 +243,21 @@ mod tests {
                 ..ok.clone()
             },
             JobReport {
-                result: "x".repeat(MAX_RESULT_LEN + 1),
+                restore: Some(strongbox_proto::v1::RestoreResult {
+                    verification: Some(strongbox_proto::v1::Verification {
+                        engine_check: "x".repeat(MAX_RESULT_LEN + 1),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..ok.clone()
             },
         ] {
             assert!(report(&mut bad.clone()).is_err(), "{bad:?}");
         }
         let mut long = JobReport {
-            state: "failed".into(),
+            state: JobState::Failed.into(),
+            failure: FailureClass::Dump.into(),
             reason: "é".repeat(MAX_REASON_LEN),
             ..ok
         };

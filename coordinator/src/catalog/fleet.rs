@@ -15,6 +15,9 @@ use strongbox_proto::catalog::{
     RegionRecord, RoleChange, ServiceRecord, SetPolicy, SetRegion, SetServiceState,
 };
 
+use strongbox_proto::v1::{BackupKind, MemberRole, ServiceAction};
+
+use super::refusal::{Applied, Refusal};
 use super::{backup_key, remove_backup, Catalog};
 use crate::policy::effective::{describe, overlay, resolve, validate, Effective};
 use crate::policy::retention::evaluate;
@@ -32,23 +35,14 @@ pub(super) fn policy_key(service: &str) -> Vec<u8> {
     [b"policy/".as_slice(), service.as_bytes()].concat()
 }
 
-/// A member's role as the history shows it: `down` when its server does not answer.
-pub fn role_label(m: &MemberRecord) -> &str {
-    if m.healthy {
-        &m.role
-    } else {
-        "down"
-    }
+/// A member as the role history records it: its role, and whether its server was down
+/// (`Unspecified`, not down: no member).
+fn role_side(m: Option<&MemberRecord>) -> (MemberRole, bool) {
+    m.map_or((MemberRole::Unspecified, false), |m| (m.role(), !m.healthy))
 }
 
 fn is_primary(m: &MemberRecord) -> bool {
-    m.healthy && (m.role == "primary" || m.role == "standalone")
-}
-
-type Refusal = String;
-
-fn storage(e: impl std::fmt::Display) -> Refusal {
-    e.to_string()
+    m.healthy && m.role().takes_writes()
 }
 
 pub(super) fn region_key(name: &str) -> Vec<u8> {
@@ -69,14 +63,13 @@ impl Catalog {
         r: &SetRegion,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
+    ) -> Applied {
         if r.name.is_empty() || r.copies_to.iter().any(|c| c.is_empty() || *c == r.name) {
-            return Err("a region needs a name, and copies go to other regions".into());
+            return Err(Refusal::invalid(
+                "a region needs a name, and copies go to other regions",
+            ));
         }
-        let created = self
-            .region(&r.name)
-            .map_err(storage)?
-            .map_or(unix_ms, |p| p.created_unix_ms);
+        let created = self.region(&r.name)?.map_or(unix_ms, |p| p.created_unix_ms);
         let rec = RegionRecord {
             name: r.name.clone(),
             copies_to: r.copies_to.clone(),
@@ -146,7 +139,7 @@ impl Catalog {
         touched.dedup();
         let touched_set: HashSet<&str> = touched.iter().copied().collect();
         // The members of every host for the touched services, with this host's new report.
-        let hosts = self.hosts().map_err(storage)?;
+        let hosts = self.hosts()?;
         let mut members_of: HashMap<&str, Vec<(&str, &MemberRecord)>> = HashMap::new();
         for h in hosts
             .iter()
@@ -165,25 +158,24 @@ impl Catalog {
         for service in touched {
             let old = old_members.get(service).copied();
             let new = new_members.get(service).copied();
-            let mut rec =
-                self.service(service)
-                    .map_err(storage)?
-                    .unwrap_or_else(|| ServiceRecord {
-                        name: service.to_string(),
-                        created_unix_ms: unix_ms,
-                        ..Default::default()
-                    });
+            let mut rec = self.service(service)?.unwrap_or_else(|| ServiceRecord {
+                name: service.to_string(),
+                created_unix_ms: unix_ms,
+                ..Default::default()
+            });
             let before_rec = rec.clone();
             if let Some(m) = new {
-                rec.engine = m.engine.clone();
+                rec.engine = m.engine;
             }
-            let (from, to) = (old.map_or("", role_label), new.map_or("", role_label));
+            let (from, to) = (role_side(old), role_side(new));
             if from != to {
                 rec.role_changes.push(RoleChange {
                     host: host.name.clone(),
-                    from: from.to_string(),
-                    to: to.to_string(),
+                    from: from.0.into(),
+                    to: to.0.into(),
                     unix_ms,
+                    from_down: from.1,
+                    to_down: to.1,
                 });
                 let excess = rec.role_changes.len().saturating_sub(ROLE_HISTORY);
                 rec.role_changes.drain(..excess);
@@ -198,7 +190,7 @@ impl Catalog {
                     rec.role_changes
                         .iter()
                         .rev()
-                        .find(|c| c.host == h && (c.to == "primary" || c.to == "standalone"))
+                        .find(|c| c.host == h && c.to().takes_writes())
                         .map_or(0, |c| c.unix_ms)
                 };
                 let next = members
@@ -224,15 +216,15 @@ impl Catalog {
         p: &SetPolicy,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
+    ) -> Applied {
         let change = p.policy.clone().unwrap_or_default();
-        validate(&change)?;
+        validate(&change).map_err(Refusal::Invalid)?;
         if !p.service.is_empty() && change.max_concurrent.is_some() {
-            return Err("max_concurrent is a region setting; set it without --service".into());
+            return Err(Refusal::invalid(
+                "max_concurrent is a region setting; set it without --service",
+            ));
         }
-        let before = self
-            .get::<PolicyRecord>(&policy_key(&p.service), "policy record")
-            .map_err(storage)?;
+        let before = self.get::<PolicyRecord>(&policy_key(&p.service), "policy record")?;
         let stored = if p.reset {
             None
         } else {
@@ -271,15 +263,13 @@ impl Catalog {
         ))
     }
 
-    pub(super) fn hold_backup(
-        &self,
-        h: &HoldBackup,
-        batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
+    pub(super) fn hold_backup(&self, h: &HoldBackup, batch: &mut sled::Batch) -> Applied {
         let mut b = self
-            .backup(&h.backup_id)
-            .map_err(storage)?
-            .ok_or_else(|| format!("no backup {}", h.backup_id))?;
+            .backup(&h.backup_id)?
+            .ok_or_else(|| Refusal::NotFound {
+                what: "backup",
+                id: h.backup_id.clone(),
+            })?;
         b.held = h.held;
         b.hold_reason = if h.held {
             h.reason.clone()
@@ -299,30 +289,33 @@ impl Catalog {
         s: &SetServiceState,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
-        let mut rec = self.service(&s.service).map_err(storage)?.ok_or_else(|| {
-            format!(
-                "no service {}; `strongbox service list` shows them",
-                s.service
-            )
+    ) -> Applied {
+        let mut rec = self.service(&s.service)?.ok_or_else(|| Refusal::NotFound {
+            what: "service",
+            id: s.service.clone(),
         })?;
-        match s.action.as_str() {
-            "exclude" => rec.excluded = true,
-            "include" => {
+        match s.action() {
+            ServiceAction::Exclude => rec.excluded = true,
+            ServiceAction::Include => {
                 if rec.deprovisioned_unix_ms != 0 {
-                    return Err(format!("service {} is deprovisioned", s.service));
+                    return Err(Refusal::Conflict(format!(
+                        "service {} is deprovisioned",
+                        s.service
+                    )));
                 }
                 rec.excluded = false;
             }
-            "deprovision" => {
+            ServiceAction::Deprovision => {
                 if rec.deprovisioned_unix_ms == 0 {
                     rec.deprovisioned_unix_ms = unix_ms;
                 }
             }
-            other => return Err(format!("unknown service action `{other}`")),
+            ServiceAction::Unspecified => {
+                return Err(Refusal::invalid("a service state change needs an action"))
+            }
         }
         batch.insert(service_key(&s.service), rec.encode_to_vec());
-        Ok(format!("{} service {}", s.action, s.service))
+        Ok(format!("{} service {}", s.action(), s.service))
     }
 
     /// Why `b` may not be purged now, if it may not.
@@ -330,9 +323,9 @@ impl Catalog {
         &self,
         b: &BackupRecord,
         unix_ms: u64,
-    ) -> Result<Option<String>, Refusal> {
+    ) -> Result<Option<Refusal>, Refusal> {
         if b.held {
-            return Ok(Some(format!(
+            return Ok(Some(Refusal::Conflict(format!(
                 "backup {} is on hold ({}); `strongbox backup unhold {}` first",
                 b.id,
                 if b.hold_reason.is_empty() {
@@ -341,24 +334,27 @@ impl Catalog {
                     &b.hold_reason
                 },
                 b.id
-            )));
+            ))));
         }
-        let policy = self.effective_policy(&b.service).map_err(storage)?;
+        let policy = self.effective_policy(&b.service)?;
         let until = b.created_unix_ms.saturating_add(policy.lock_ms());
         // A lock is never judged by a clock far from the catalog's: one set forward must not
         // lift it early.
         if policy.lock_days > 0 {
-            if let Some(why) = self.implausible_time(unix_ms).map_err(storage)? {
-                return Ok(Some(format!("backup {} is under a lock: {why}", b.id)));
+            if let Some(why) = self.implausible_time(unix_ms)? {
+                return Ok(Some(Refusal::Time(format!(
+                    "backup {} is under a lock: {why}",
+                    b.id
+                ))));
             }
         }
         if policy.lock_days > 0 && unix_ms < until {
-            return Ok(Some(format!(
+            return Ok(Some(Refusal::Conflict(format!(
                 "backup {} is locked until {} (the policy's lock_days is {}); nobody can purge it before",
                 b.id,
                 rfc3339(until),
                 policy.lock_days
-            )));
+            ))));
         }
         Ok(None)
     }
@@ -377,12 +373,15 @@ impl Catalog {
         e: &ExpireBackups,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
-        if let Some(why) = self.implausible_time(unix_ms).map_err(storage)? {
-            return Err(format!("retention of {} refused: {why}", e.service));
+    ) -> Applied {
+        if let Some(why) = self.implausible_time(unix_ms)? {
+            return Err(Refusal::Time(format!(
+                "retention of {} refused: {why}",
+                e.service
+            )));
         }
-        let policy = self.effective_policy(&e.service).map_err(storage)?;
-        let backups = self.service_backups(&e.service).map_err(storage)?;
+        let policy = self.effective_policy(&e.service)?;
+        let backups = self.service_backups(&e.service)?;
         let verdicts = evaluate(&policy, &backups, unix_ms);
         let mut gone = Vec::new();
         for b in &backups {
@@ -390,13 +389,13 @@ impl Catalog {
                 remove_backup(batch, b);
                 // A scheduled backup's job remembers that its slot was served and its backup
                 // expired by the policy (not lost): the scheduler does not take it again.
-                if b.kind == "scheduled" && b.slot_unix_ms > 0 {
+                if b.kind() == BackupKind::Scheduled && b.slot_unix_ms > 0 {
                     let id = crate::policy::plan::scheduled_job_id(
                         &b.service,
                         b.slot_unix_ms,
                         b.attempt,
                     );
-                    if let Some(mut job) = self.job(&id).map_err(storage)? {
+                    if let Some(mut job) = self.job(&id)? {
                         if job.backup_id == b.id {
                             job.backup_expired_unix_ms = unix_ms;
                             super::put_job(batch, &job);
@@ -407,7 +406,7 @@ impl Catalog {
             }
         }
         if gone.is_empty() {
-            return Err("nothing to expire".into());
+            return Err(Refusal::conflict("nothing to expire"));
         }
         Ok(format!(
             "expire {} backup(s) of {} by retention: {}",

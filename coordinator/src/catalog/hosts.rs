@@ -20,13 +20,10 @@ use std::collections::BTreeSet;
 use prost::Message;
 use strongbox_proto::catalog::{BindHost, HostRecord, HostSession, MemberRecord, RegisterHost};
 
-use super::{host_key, is_final, put_job, Catalog, OPEN_BY_HOST};
+use strongbox_proto::v1::{FailureClass, JobKind, JobState};
 
-type Refusal = String;
-
-fn storage(e: impl std::fmt::Display) -> Refusal {
-    e.to_string()
-}
+use super::refusal::{Applied, Refusal};
+use super::{host_key, put_job, Catalog, OPEN_BY_HOST};
 
 impl Catalog {
     /// An agent's registration or heartbeat: its claims, split by the host's bindings.
@@ -35,11 +32,11 @@ impl Catalog {
         r: &RegisterHost,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
+    ) -> Applied {
         if r.host.is_empty() {
-            return Err("a host needs a name".into());
+            return Err(Refusal::invalid("a host needs a name"));
         }
-        let previous = self.host(&r.host).map_err(storage)?;
+        let previous = self.host(&r.host)?;
         let mut bound: BTreeSet<String> = previous
             .as_ref()
             .map(|p| p.bound_services.iter().cloned().collect())
@@ -50,14 +47,14 @@ impl Catalog {
         let mut first_use = Vec::new();
         for m in &r.members {
             if m.service.is_empty() || !seen.insert(m.service.as_str()) {
-                return Err(format!(
+                return Err(Refusal::Invalid(format!(
                     "host {} reports service {:?} twice or without a name",
                     r.host, m.service
-                ));
+                )));
             }
             if bound.contains(&m.service) {
                 members.push(m.clone());
-            } else if self.service(&m.service).map_err(storage)?.is_none() {
+            } else if self.service(&m.service)?.is_none() {
                 // Nobody serves this service yet: its first host is bound to it.
                 bound.insert(m.service.clone());
                 first_use.push(m.service.as_str());
@@ -128,13 +125,13 @@ impl Catalog {
         s: &HostSession,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
-        let mut rec = self
-            .host(&s.host)
-            .map_err(storage)?
-            .ok_or_else(|| format!("no host {}", s.host))?;
+    ) -> Applied {
+        let mut rec = self.host(&s.host)?.ok_or_else(|| Refusal::NotFound {
+            what: "host",
+            id: s.host.clone(),
+        })?;
         if s.session_id.is_empty() {
-            return Err("a session needs an id".into());
+            return Err(Refusal::invalid("a session needs an id"));
         }
         if s.open {
             rec.session_id = s.session_id.clone();
@@ -146,10 +143,10 @@ impl Catalog {
             ));
         }
         if rec.session_id != s.session_id {
-            return Err(format!(
+            return Err(Refusal::Conflict(format!(
                 "host {} came back: its agent opened a newer session",
                 s.host
-            ));
+            )));
         }
         let reason = format!(
             "abandoned: the agent of host {} went away (its session on {} ended) and did not come back \
@@ -159,13 +156,13 @@ impl Catalog {
             s.grace_ms / 1000
         );
         let mut failed = 0;
-        for job in self.jobs_by(OPEN_BY_HOST, &s.host).map_err(storage)? {
-            if job.host != s.host || is_final(&job.state) || job.state == "waiting" {
+        for job in self.jobs_by(OPEN_BY_HOST, &s.host)? {
+            if job.host != s.host || job.state().is_final() || job.state() == JobState::Waiting {
                 continue;
             }
             // (This record is written last in the batch: it carries the release too.)
             rec.restored_servers.retain(|id| *id != job.id);
-            self.fail_job(job, &reason, unix_ms, batch)?;
+            self.fail_job(job, &reason, FailureClass::Abandoned, unix_ms, batch)?;
             failed += 1;
         }
         rec.session_id.clear();
@@ -179,19 +176,17 @@ impl Catalog {
 
     /// An operator's binding: services granted or revoked, the spare role approved or
     /// withdrawn. A host not registered yet gets a record holding only its bindings.
-    pub(super) fn bind_host(
-        &self,
-        b: &BindHost,
-        unix_ms: u64,
-        batch: &mut sled::Batch,
-    ) -> Result<String, Refusal> {
+    pub(super) fn bind_host(&self, b: &BindHost, unix_ms: u64, batch: &mut sled::Batch) -> Applied {
         if b.host.is_empty() {
-            return Err("a binding needs a host".into());
+            return Err(Refusal::invalid("a binding needs a host"));
         }
         if b.grant.is_empty() && b.revoke.is_empty() && b.spare.is_none() {
-            return Err(format!("nothing to change for host {}", b.host));
+            return Err(Refusal::Invalid(format!(
+                "nothing to change for host {}",
+                b.host
+            )));
         }
-        let previous = self.host(&b.host).map_err(storage)?;
+        let previous = self.host(&b.host)?;
         let mut rec = previous.clone().unwrap_or_else(|| HostRecord {
             name: b.host.clone(),
             ..Default::default()
@@ -202,10 +197,10 @@ impl Catalog {
         }
         for s in &b.revoke {
             if !bound.remove(s) {
-                return Err(format!(
+                return Err(Refusal::Conflict(format!(
                     "host {} is not bound to service {s}; `strongbox host list` shows its bindings",
                     b.host
-                ));
+                )));
             }
         }
         // Re-split the host's claims under the new bindings.
@@ -268,11 +263,13 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> Result<(), Refusal> {
-        for mut j in self.open_jobs_of_host(host).map_err(storage)? {
-            if j.host != host || j.kind != "restore" || j.in_place || is_final(&j.state) {
+        for mut j in self.open_jobs_of_host(host)? {
+            if j.host != host || j.kind() != JobKind::Restore || j.in_place || j.state().is_final()
+            {
                 continue;
             }
-            j.state = "failed".into();
+            j.set_state(JobState::Failed);
+            j.set_failure(FailureClass::Refused);
             j.reason =
                 format!("host {host} is no longer a spare: {why}; nothing was restored there");
             j.updated_unix_ms = unix_ms;

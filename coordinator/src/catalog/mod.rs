@@ -22,13 +22,19 @@ use strongbox_proto::catalog::{
     command::Op, AuditRecord, BackupRecord, CatalogSnapshot, Command, HostRecord, JobRecord,
     KeyValue, NodeRecord, Outcome,
 };
+use strongbox_proto::v1::{
+    BackupKind, BackupState, CallerRole, FailureClass, JobKind, JobState, RefusalCode,
+};
 
 use crate::error::{Error, Result};
 
 mod fleet;
+pub mod format;
 mod hosts;
-pub use fleet::{role_label, ROLE_HISTORY};
+pub mod refusal;
+pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
+use refusal::{Applied, Refusal};
 
 const KEY_APPLIED: &[u8] = b"applied";
 /// The catalog's agreed time (ms since the epoch, big-endian): the median of the voters' clocks
@@ -99,11 +105,15 @@ const WAITING_ON: &str = "jobs-waiting";
 
 /// Writes a job and its index entries: the ones its state calls for, the others removed.
 fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
-    let open = !is_final(&j.state);
+    let open = !j.state().is_final();
     for (table, by, keep) in [
         (OPEN_BY_SERVICE, j.service.as_str(), open),
         (OPEN_BY_HOST, j.host.as_str(), open),
-        (WAITING_ON, j.after_job.as_str(), j.state == "waiting"),
+        (
+            WAITING_ON,
+            j.after_job.as_str(),
+            j.state() == JobState::Waiting,
+        ),
     ] {
         let key = index_key(table, by, &j.id);
         if keep {
@@ -127,17 +137,10 @@ fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
     batch.remove(job_key(&j.id));
 }
 
-/// A backup job with no report for this long no longer blocks a new backup of its service
-/// (running agents report every few seconds).
-pub const ABANDONED_MS: u64 = 10 * 60 * 1000;
+pub use crate::policy::plan::ABANDONED_MS;
 
 /// Finished jobs stay in the catalog this long (then `PruneJobs` forgets them).
 pub const JOB_KEEP_MS: u64 = 90 * 24 * 60 * 60 * 1000;
-
-/// A job or backup state from which nothing moves.
-pub fn is_final(state: &str) -> bool {
-    state == "completed" || state == "failed"
-}
 
 fn audit_key(index: u64) -> Vec<u8> {
     [b"audit/".as_slice(), &index.to_be_bytes()].concat()
@@ -148,10 +151,11 @@ fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
 }
 
 impl Catalog {
+    /// Opens the node's catalog, refusing one of another record format ([`format`]).
     pub fn open(db: &sled::Db) -> Result<Self> {
-        Ok(Catalog {
-            tree: db.open_tree("catalog")?,
-        })
+        let tree = db.open_tree("catalog")?;
+        format::open(&tree)?;
+        Ok(Catalog { tree })
     }
 
     pub fn applied_index(&self) -> Result<u64> {
@@ -200,6 +204,7 @@ impl Catalog {
                 return Ok(Outcome {
                     index,
                     error: format!("malformed command: {e}"),
+                    refusal: RefusalCode::Invalid.into(),
                 });
             }
         };
@@ -212,13 +217,14 @@ impl Catalog {
         let mut batch = sled::Batch::default();
         let mut outcome = Outcome {
             index,
-            error: String::new(),
+            ..Default::default()
         };
         let what = match self.execute(&cmd, &mut batch) {
             Ok(what) => what,
             Err(refusal) => {
                 batch = sled::Batch::default();
-                outcome.error = refusal.clone();
+                outcome.error = refusal.to_string();
+                outcome.set_refusal(refusal.code());
                 format!("refused: {refusal}")
             }
         };
@@ -287,11 +293,7 @@ impl Catalog {
     }
 
     /// Runs a command into `batch`; `Err` is a refusal (nothing is written but the outcome).
-    fn execute(
-        &self,
-        cmd: &Command,
-        batch: &mut sled::Batch,
-    ) -> std::result::Result<String, String> {
+    fn execute(&self, cmd: &Command, batch: &mut sled::Batch) -> Applied {
         match &cmd.op {
             Some(Op::RegisterHost(r)) => self.register_host(r, cmd.unix_ms, batch),
             Some(Op::BindHost(b)) => self.bind_host(b, cmd.unix_ms, batch),
@@ -314,62 +316,73 @@ impl Catalog {
                 Ok(format!("remove node {}", n.id))
             }
             Some(Op::CommitBackup(c)) => {
-                let b = c.backup.as_ref().ok_or("a commit needs its backup")?;
+                let b = c
+                    .backup
+                    .as_ref()
+                    .ok_or_else(|| Refusal::invalid("a commit needs its backup"))?;
                 if b.id.is_empty() || b.service.is_empty() {
-                    return Err("a backup needs an id and a service".into());
+                    return Err(Refusal::invalid("a backup needs an id and a service"));
                 }
                 let job = if c.job_id.is_empty() {
                     None
                 } else {
                     let job = self
-                        .get::<JobRecord>(&job_key(&c.job_id), "job record")
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(|| format!("no job {}", c.job_id))?;
-                    if job.kind != "backup" || job.backup_id != b.id || job.service != b.service {
-                        return Err(format!(
+                        .get::<JobRecord>(&job_key(&c.job_id), "job record")?
+                        .ok_or_else(|| not_found("job", &c.job_id))?;
+                    if job.kind() != JobKind::Backup
+                        || job.backup_id != b.id
+                        || job.service != b.service
+                    {
+                        return Err(Refusal::Invalid(format!(
                             "job {} is not the backup job of {} for {}",
                             c.job_id, b.id, b.service
-                        ));
+                        )));
                     }
                     Some(job)
                 };
-                let existing = self
-                    .get::<BackupRecord>(&backup_key(&b.id), "backup record")
-                    .map_err(|e| e.to_string())?;
+                let existing = self.get::<BackupRecord>(&backup_key(&b.id), "backup record")?;
                 match existing {
-                    Some(e) if e.state == "completed" => {
+                    Some(e) if e.state() == BackupState::Completed => {
                         if e.manifest_id == b.manifest_id {
                             // A retried commit: the first one won.
                             return Ok(format!("commit backup {} (again)", b.id));
                         }
-                        return Err(format!("backup {} is committed already", b.id));
+                        return Err(Refusal::Exists {
+                            what: "committed backup",
+                            id: b.id.clone(),
+                        });
                     }
-                    Some(e) if e.state == "failed" => {
-                        return Err(format!("backup {} has failed: {}", b.id, e.reason));
+                    Some(e) if e.state() == BackupState::Failed => {
+                        return Err(Refusal::Conflict(format!(
+                            "backup {} has failed: {}",
+                            b.id, e.reason
+                        )));
                     }
                     Some(_) if job.is_none() => {
-                        return Err(format!("backup {} belongs to a job", b.id));
+                        return Err(Refusal::Conflict(format!(
+                            "backup {} belongs to a job",
+                            b.id
+                        )));
                     }
                     None if job.is_some() => {
-                        return Err(format!("backup {} was never started", b.id));
+                        return Err(Refusal::Conflict(format!(
+                            "backup {} was never started",
+                            b.id
+                        )));
                     }
                     _ => {}
                 }
                 // A manifest commits once: an old one cannot pass for a new backup.
-                if let Some(other) = self
-                    .tree
-                    .get(manifest_key(&b.manifest_id))
-                    .map_err(|e| e.to_string())?
-                {
-                    return Err(format!(
+                if let Some(other) = self.tree.get(manifest_key(&b.manifest_id))? {
+                    return Err(Refusal::Conflict(format!(
                         "manifest of {} was committed already by backup {}; a backup needs a manifest made for it",
                         b.id,
                         String::from_utf8_lossy(&other)
-                    ));
+                    )));
                 }
                 batch.insert(manifest_key(&b.manifest_id), b.id.as_bytes());
                 let mut rec = b.clone();
-                rec.state = "completed".into();
+                rec.set_state(BackupState::Completed);
                 rec.reason.clear();
                 rec.completed_unix_ms = cmd.unix_ms;
                 rec.held = false;
@@ -379,11 +392,11 @@ impl Catalog {
                     rec.hold_reason = e.hold_reason.clone();
                 }
                 if let Some(mut job) = job {
-                    rec.kind = job.backup_kind.clone();
+                    rec.kind = job.backup_kind;
                     rec.created_unix_ms = job.created_unix_ms;
                     rec.slot_unix_ms = job.slot_unix_ms;
                     rec.attempt = job.attempt;
-                    job.state = "completed".into();
+                    job.set_state(JobState::Completed);
                     job.updated_unix_ms = cmd.unix_ms;
                     self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?;
                     put_job(batch, &job);
@@ -392,66 +405,72 @@ impl Catalog {
                 Ok(format!("commit backup {} of {}", b.id, b.service))
             }
             Some(Op::CreateJob(c)) => {
-                let j = c.job.as_ref().ok_or("a job record is needed")?;
+                let j = c
+                    .job
+                    .as_ref()
+                    .ok_or_else(|| Refusal::invalid("a job record is needed"))?;
                 if j.id.is_empty() || j.host.is_empty() || j.service.is_empty() {
-                    return Err("a job needs an id, a host and a service".into());
+                    return Err(Refusal::invalid("a job needs an id, a host and a service"));
                 }
-                if self
-                    .tree
-                    .contains_key(job_key(&j.id))
-                    .map_err(|e| e.to_string())?
-                {
-                    return Err(format!("job {} exists already", j.id));
+                if self.tree.contains_key(job_key(&j.id))? {
+                    return Err(Refusal::Exists {
+                        what: "job",
+                        id: j.id.clone(),
+                    });
                 }
                 let mut rec = j.clone();
-                rec.state = "pending".into();
+                rec.set_state(JobState::Pending);
                 rec.reason.clear();
+                rec.set_failure(FailureClass::Unspecified);
                 rec.created_unix_ms = cmd.unix_ms;
                 rec.updated_unix_ms = cmd.unix_ms;
                 if !j.after_job.is_empty() {
                     let first = self
-                        .get::<JobRecord>(&job_key(&j.after_job), "job record")
-                        .map_err(|e| e.to_string())?
-                        .ok_or_else(|| format!("no job {} to wait for", j.after_job))?;
-                    match first.state.as_str() {
-                        "failed" => {
-                            return Err(format!(
+                        .get::<JobRecord>(&job_key(&j.after_job), "job record")?
+                        .ok_or_else(|| not_found("job to wait for", &j.after_job))?;
+                    match first.state() {
+                        JobState::Failed => {
+                            return Err(Refusal::Conflict(format!(
                                 "job {} it would wait for has failed: {}",
                                 first.id, first.reason
-                            ))
+                            )))
                         }
-                        "completed" => {}
-                        _ => rec.state = "waiting".into(),
+                        JobState::Completed => {}
+                        _ => rec.set_state(JobState::Waiting),
                     }
                 }
-                match j.kind.as_str() {
-                    "backup" => {
-                        if let Some(svc) = self.service(&j.service).map_err(|e| e.to_string())? {
-                            if svc.deprovisioned_unix_ms != 0 && j.backup_kind != "final" {
-                                return Err(format!("service {} is deprovisioned", j.service));
+                match j.kind() {
+                    JobKind::Backup => {
+                        if let Some(svc) = self.service(&j.service)? {
+                            if svc.deprovisioned_unix_ms != 0
+                                && j.backup_kind() != BackupKind::Final
+                            {
+                                return Err(Refusal::Conflict(format!(
+                                    "service {} is deprovisioned",
+                                    j.service
+                                )));
                             }
-                            if svc.excluded && j.backup_kind == "scheduled" {
-                                return Err(format!(
+                            if svc.excluded && j.backup_kind() == BackupKind::Scheduled {
+                                return Err(Refusal::Conflict(format!(
                                     "service {} is excluded from automatic backups",
                                     j.service
-                                ));
+                                )));
                             }
                         }
-                        for other in self
-                            .jobs_by(OPEN_BY_SERVICE, &j.service)
-                            .map_err(|e| e.to_string())?
-                        {
-                            if other.kind != "backup"
+                        for other in self.jobs_by(OPEN_BY_SERVICE, &j.service)? {
+                            if other.kind() != JobKind::Backup
                                 || other.service != j.service
-                                || is_final(&other.state)
+                                || other.state().is_final()
                             {
                                 continue;
                             }
                             if cmd.unix_ms.saturating_sub(other.updated_unix_ms) < ABANDONED_MS {
-                                return Err(format!(
+                                return Err(Refusal::Conflict(format!(
                                     "a backup of {} is already under way (job {}, {}); wait for it",
-                                    j.service, other.id, other.state
-                                ));
+                                    j.service,
+                                    other.id,
+                                    other.state()
+                                )));
                             }
                             // Its agent went quiet long ago: give up on it.
                             let reason = format!(
@@ -459,22 +478,25 @@ impl Catalog {
                                 other.host,
                                 ABANDONED_MS / 60_000
                             );
-                            self.fail_job(other, &reason, cmd.unix_ms, batch)?;
+                            self.fail_job(
+                                other,
+                                &reason,
+                                FailureClass::Abandoned,
+                                cmd.unix_ms,
+                                batch,
+                            )?;
                         }
                         if j.backup_id.is_empty()
-                            || self
-                                .tree
-                                .contains_key(backup_key(&j.backup_id))
-                                .map_err(|e| e.to_string())?
+                            || self.tree.contains_key(backup_key(&j.backup_id))?
                         {
-                            return Err("a backup job needs a new backup id".into());
+                            return Err(Refusal::invalid("a backup job needs a new backup id"));
                         }
                         let backup = BackupRecord {
                             id: j.backup_id.clone(),
                             service: j.service.clone(),
                             host: j.host.clone(),
-                            kind: j.backup_kind.clone(),
-                            state: "pending".into(),
+                            kind: j.backup_kind,
+                            state: BackupState::Pending.into(),
                             created_unix_ms: cmd.unix_ms,
                             slot_unix_ms: j.slot_unix_ms,
                             attempt: j.attempt,
@@ -482,176 +504,199 @@ impl Catalog {
                         };
                         batch.insert(backup_key(&j.backup_id), backup.encode_to_vec());
                     }
-                    "restore" => {
+                    JobKind::Restore => {
                         if !j.in_place {
-                            let Some(mut host) = self
-                                .host(&j.host)
-                                .map_err(|e| e.to_string())?
-                                .filter(|h| h.spare)
-                            else {
-                                return Err(format!(
+                            let Some(mut host) = self.host(&j.host)?.filter(|h| h.spare) else {
+                                return Err(Refusal::Conflict(format!(
                                     "host {} is not an approved spare; `strongbox host approve {}` first",
                                     j.host, j.host
-                                ));
+                                )));
                             };
                             // The limit holds against concurrent requests: counted here, in
                             // the order the log applies them.
                             let max = j.max_restored_servers as usize;
                             if max > 0 && host.restored_servers.len() >= max {
-                                return Err(format!(
+                                return Err(Refusal::Limit(format!(
                                     "spare {} runs {} restored servers already \
                                      (max_restored_servers is {max}): stop one with `strongbox \
                                      restore stop JOB` (restores {})",
                                     j.host,
                                     host.restored_servers.len(),
                                     host.restored_servers.join(", ")
-                                ));
+                                )));
                             }
                             host.restored_servers.push(j.id.clone());
                             batch.insert(host_key(&host.name), host.encode_to_vec());
                         }
                         if j.in_place {
                             let carries = self
-                                .host(&j.host)
-                                .map_err(|e| e.to_string())?
+                                .host(&j.host)?
                                 .is_some_and(|h| h.members.iter().any(|m| m.service == j.service));
                             if !carries {
-                                return Err(format!(
+                                return Err(Refusal::Conflict(format!(
                                     "an in-place restore of {} must run on a host of that service, not {}",
                                     j.service, j.host
-                                ));
+                                )));
                             }
                         }
                         let b = self
-                            .get::<BackupRecord>(&backup_key(&j.backup_id), "backup record")
-                            .map_err(|e| e.to_string())?
-                            .ok_or_else(|| format!("no backup {}", j.backup_id))?;
-                        if b.state != "completed" {
-                            return Err(format!(
+                            .get::<BackupRecord>(&backup_key(&j.backup_id), "backup record")?
+                            .ok_or_else(|| not_found("backup", &j.backup_id))?;
+                        if b.state() != BackupState::Completed {
+                            return Err(Refusal::Conflict(format!(
                                 "backup {} is {}, only a completed backup restores",
-                                b.id, b.state
-                            ));
+                                b.id,
+                                b.state()
+                            )));
                         }
                     }
-                    "stop" => {
+                    JobKind::Stop => {
                         let target = self
-                            .get::<JobRecord>(&job_key(&j.target_job), "job record")
-                            .map_err(|e| e.to_string())?
-                            .ok_or_else(|| format!("no restore job {}", j.target_job))?;
-                        if target.kind != "restore" || target.in_place {
-                            return Err(format!(
+                            .get::<JobRecord>(&job_key(&j.target_job), "job record")?
+                            .ok_or_else(|| not_found("restore job", &j.target_job))?;
+                        if target.kind() != JobKind::Restore || target.in_place {
+                            return Err(Refusal::Conflict(format!(
                                 "job {} is not a restore onto a spare: only those leave a server to stop",
                                 target.id
-                            ));
+                            )));
                         }
-                        if !is_final(&target.state) {
-                            return Err(format!(
+                        if !target.state().is_final() {
+                            return Err(Refusal::Conflict(format!(
                                 "restore {} is still {}; stop its server once it ends",
-                                target.id, target.state
-                            ));
+                                target.id,
+                                target.state()
+                            )));
                         }
                         if target.server_stopped_unix_ms != 0 {
-                            return Err(format!(
+                            return Err(Refusal::Conflict(format!(
                                 "the server of restore {} was stopped already",
                                 target.id
-                            ));
+                            )));
                         }
                         let runs = self
-                            .host(&target.host)
-                            .map_err(|e| e.to_string())?
+                            .host(&target.host)?
                             .is_some_and(|h| h.restored_servers.contains(&target.id));
                         if !runs {
-                            return Err(format!(
+                            return Err(Refusal::Conflict(format!(
                                 "restore {} left no server on {} (it {}): nothing to stop",
-                                target.id, target.host, target.state
-                            ));
+                                target.id,
+                                target.host,
+                                target.state()
+                            )));
                         }
                         if target.host != j.host {
-                            return Err(format!(
+                            return Err(Refusal::Invalid(format!(
                                 "restore {} ran on {}, not {}",
                                 target.id, target.host, j.host
-                            ));
+                            )));
                         }
                         if let Some(other) = self
-                            .jobs_by(OPEN_BY_HOST, &j.host)
-                            .map_err(|e| e.to_string())?
+                            .jobs_by(OPEN_BY_HOST, &j.host)?
                             .into_iter()
-                            .find(|o| o.kind == "stop" && o.target_job == j.target_job)
+                            .find(|o| o.kind() == JobKind::Stop && o.target_job == j.target_job)
                         {
-                            return Err(format!(
+                            return Err(Refusal::Conflict(format!(
                                 "job {} is stopping that server already",
                                 other.id
-                            ));
+                            )));
                         }
                     }
-                    other => return Err(format!("unknown job kind `{other}`")),
+                    JobKind::Unspecified => {
+                        return Err(Refusal::invalid("a job needs a kind"));
+                    }
                 }
                 put_job(batch, &rec);
                 Ok(format!(
                     "create {} job {} of {} on {}",
-                    j.kind, j.id, j.service, j.host
+                    j.kind(),
+                    j.id,
+                    j.service,
+                    j.host
                 ))
             }
             Some(Op::UpdateJob(u)) => {
                 let mut job = self
-                    .get::<JobRecord>(&job_key(&u.job_id), "job record")
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no job {}", u.job_id))?;
+                    .get::<JobRecord>(&job_key(&u.job_id), "job record")?
+                    .ok_or_else(|| not_found("job", &u.job_id))?;
                 if job.host != u.host {
-                    return Err(format!("job {} belongs to host {}", job.id, job.host));
+                    return Err(Refusal::NotYours {
+                        job: job.id,
+                        owner: job.host,
+                    });
                 }
-                if is_final(&job.state) {
-                    return Err(format!("job {} is {} already", job.id, job.state));
+                if job.state().is_final() {
+                    return Err(Refusal::Conflict(format!(
+                        "job {} is {} already",
+                        job.id,
+                        job.state()
+                    )));
                 }
-                if job.state == "waiting" {
-                    return Err(format!(
+                if job.state() == JobState::Waiting {
+                    return Err(Refusal::Conflict(format!(
                         "job {} is waiting for job {}",
                         job.id, job.after_job
-                    ));
+                    )));
                 }
-                match u.state.as_str() {
-                    "running" | "failed" => {}
-                    "completed" if job.kind != "backup" => {}
-                    "completed" => {
-                        return Err("a backup job completes by its commit".into());
+                match u.state() {
+                    JobState::Running | JobState::Failed => {}
+                    JobState::Completed if job.kind() != JobKind::Backup => {}
+                    JobState::Completed => {
+                        return Err(Refusal::invalid("a backup job completes by its commit"));
                     }
-                    other => return Err(format!("unknown job state `{other}`")),
+                    other => {
+                        return Err(Refusal::Invalid(format!(
+                            "an agent reports a job running, completed or failed, not `{other}`"
+                        )))
+                    }
                 }
-                job.state = u.state.clone();
+                job.state = u.state;
                 job.reason = u.reason.clone();
                 job.bytes_done = u.bytes_done;
                 job.bytes_total = u.bytes_total;
-                job.result = u.result.clone();
-                job.phase = if is_final(&u.state) {
+                job.restore = u.restore.clone();
+                job.stop = u.stop.clone();
+                job.failure = if u.state() == JobState::Failed {
+                    match u.failure() {
+                        FailureClass::Unspecified => FailureClass::Other.into(),
+                        class => class.into(),
+                    }
+                } else {
+                    FailureClass::Unspecified.into()
+                };
+                job.phase = if u.state().is_final() {
                     String::new()
                 } else {
                     u.phase.clone()
                 };
                 job.updated_unix_ms = cmd.unix_ms;
-                if job.kind == "backup" {
-                    if let Some(mut b) = self
-                        .get::<BackupRecord>(&backup_key(&job.backup_id), "backup record")
-                        .map_err(|e| e.to_string())?
+                if job.kind() == JobKind::Backup {
+                    if let Some(mut b) =
+                        self.get::<BackupRecord>(&backup_key(&job.backup_id), "backup record")?
                     {
-                        if !is_final(&b.state) {
-                            b.state = u.state.clone();
+                        if !b.state().is_final() {
+                            b.set_state(match u.state() {
+                                JobState::Failed => BackupState::Failed,
+                                _ => BackupState::Running,
+                            });
+                            b.failure = job.failure;
                             b.reason = u.reason.clone();
                             batch.insert(backup_key(&b.id), b.encode_to_vec());
                         }
                     }
                 }
-                match job.state.as_str() {
-                    "failed" => {
+                match job.state() {
+                    JobState::Failed => {
                         self.release_waiters(&job.id, Err(&job.reason), cmd.unix_ms, batch)?
                     }
-                    "completed" => self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?,
+                    JobState::Completed => {
+                        self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?
+                    }
                     _ => {}
                 }
                 // A stop that completed: the restore's server is gone.
-                if job.kind == "stop" && job.state == "completed" {
-                    if let Some(mut target) = self
-                        .get::<JobRecord>(&job_key(&job.target_job), "job record")
-                        .map_err(|e| e.to_string())?
+                if job.kind() == JobKind::Stop && job.state() == JobState::Completed {
+                    if let Some(mut target) =
+                        self.get::<JobRecord>(&job_key(&job.target_job), "job record")?
                     {
                         target.server_stopped_unix_ms = cmd.unix_ms;
                         put_job(batch, &target);
@@ -659,17 +704,16 @@ impl Catalog {
                     self.release_server(&job.host, &job.target_job, batch)?;
                 }
                 // A restore that failed delivers no server.
-                if job.kind == "restore" && job.state == "failed" {
+                if job.kind() == JobKind::Restore && job.state() == JobState::Failed {
                     self.release_server(&job.host, &job.id, batch)?;
                 }
                 put_job(batch, &job);
-                Ok(format!("job {} {}", job.id, job.state))
+                Ok(format!("job {} {}", job.id, job.state()))
             }
             Some(Op::PurgeBackup(p)) => {
                 let b = self
-                    .backup(&p.backup_id)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no backup {}", p.backup_id))?;
+                    .backup(&p.backup_id)?
+                    .ok_or_else(|| not_found("backup", &p.backup_id))?;
                 if let Some(why) = self.purge_refusal(&b, cmd.unix_ms)? {
                     return Err(why);
                 }
@@ -682,25 +726,22 @@ impl Catalog {
             Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
             Some(Op::SetRegion(r)) => self.set_region(r, cmd.unix_ms, batch),
             Some(Op::PruneJobs(p)) => {
-                if let Some(why) = self
-                    .implausible_time(cmd.unix_ms)
-                    .map_err(|e| e.to_string())?
-                {
-                    return Err(format!("pruning jobs refused: {why}"));
+                if let Some(why) = self.implausible_time(cmd.unix_ms)? {
+                    return Err(Refusal::Time(format!("pruning jobs refused: {why}")));
                 }
                 if p.before_unix_ms.saturating_add(JOB_KEEP_MS) > cmd.unix_ms {
-                    return Err("jobs are kept at least 90 days".into());
+                    return Err(Refusal::invalid("jobs are kept at least 90 days"));
                 }
                 let mut n = 0;
-                for j in self.jobs().map_err(|e| e.to_string())? {
-                    if is_final(&j.state) && j.updated_unix_ms < p.before_unix_ms {
+                for j in self.jobs()? {
+                    if j.state().is_final() && j.updated_unix_ms < p.before_unix_ms {
                         remove_job(batch, &j);
                         n += 1;
                     }
                 }
                 Ok(format!("prune {n} finished job(s)"))
             }
-            None => Err("empty command".into()),
+            None => Err(Refusal::invalid("empty command")),
         }
     }
 
@@ -710,8 +751,8 @@ impl Catalog {
         host: &str,
         job: &str,
         batch: &mut sled::Batch,
-    ) -> std::result::Result<(), String> {
-        if let Some(mut h) = self.host(host).map_err(|e| e.to_string())? {
+    ) -> std::result::Result<(), Refusal> {
+        if let Some(mut h) = self.host(host)? {
             if h.restored_servers.iter().any(|j| j == job) {
                 h.restored_servers.retain(|j| j != job);
                 batch.insert(host_key(host), h.encode_to_vec());
@@ -726,25 +767,27 @@ impl Catalog {
         &self,
         mut job: JobRecord,
         reason: &str,
+        class: FailureClass,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> std::result::Result<(), String> {
-        job.state = "failed".into();
+    ) -> std::result::Result<(), Refusal> {
+        job.set_state(JobState::Failed);
+        job.set_failure(class);
         job.reason = reason.to_string();
         job.updated_unix_ms = unix_ms;
-        if job.kind == "backup" {
-            if let Some(mut b) = self
-                .get::<BackupRecord>(&backup_key(&job.backup_id), "backup record")
-                .map_err(|e| e.to_string())?
+        if job.kind() == JobKind::Backup {
+            if let Some(mut b) =
+                self.get::<BackupRecord>(&backup_key(&job.backup_id), "backup record")?
             {
-                if !is_final(&b.state) {
-                    b.state = "failed".into();
+                if !b.state().is_final() {
+                    b.set_state(BackupState::Failed);
+                    b.set_failure(class);
                     b.reason = job.reason.clone();
                     batch.insert(backup_key(&b.id), b.encode_to_vec());
                 }
             }
         }
-        if job.kind == "restore" {
+        if job.kind() == JobKind::Restore {
             self.release_server(&job.host, &job.id, batch)?;
         }
         self.release_waiters(&job.id, Err(&job.reason), unix_ms, batch)?;
@@ -754,24 +797,20 @@ impl Catalog {
 
     /// A tick: the median of the voters' clocks becomes the agreed time when a majority answered
     /// and it is later than the agreed time now.
-    fn tick(
-        &self,
-        t: &strongbox_proto::catalog::Tick,
-        batch: &mut sled::Batch,
-    ) -> std::result::Result<String, String> {
+    fn tick(&self, t: &strongbox_proto::catalog::Tick, batch: &mut sled::Batch) -> Applied {
         let need = t.voters as usize / 2 + 1;
         if t.voters == 0 || t.clocks.len() < need {
-            return Err(format!(
+            return Err(Refusal::Invalid(format!(
                 "{} of {} voters' clocks; a majority ({need}) is needed to agree on a time",
                 t.clocks.len(),
                 t.voters
-            ));
+            )));
         }
         let mut clocks = t.clocks.clone();
         clocks.sort_unstable();
         // The lower median: with a majority of correct clocks, it lies between correct ones.
         let median = clocks[(clocks.len() - 1) / 2];
-        let now = self.clock_ms().map_err(|e| e.to_string())?;
+        let now = self.clock_ms()?;
         if median > now {
             batch.insert(KEY_CLOCK, &median.to_be_bytes());
         }
@@ -789,15 +828,16 @@ impl Catalog {
         outcome: std::result::Result<(), &str>,
         unix_ms: u64,
         batch: &mut sled::Batch,
-    ) -> std::result::Result<(), String> {
-        for mut w in self.jobs_by(WAITING_ON, first).map_err(|e| e.to_string())? {
-            if w.after_job != first || w.state != "waiting" {
+    ) -> std::result::Result<(), Refusal> {
+        for mut w in self.jobs_by(WAITING_ON, first)? {
+            if w.after_job != first || w.state() != JobState::Waiting {
                 continue;
             }
             match outcome {
-                Ok(()) => w.state = "pending".into(),
+                Ok(()) => w.set_state(JobState::Pending),
                 Err(why) => {
-                    w.state = "failed".into();
+                    w.set_state(JobState::Failed);
+                    w.set_failure(FailureClass::Refused);
                     w.reason =
                         format!("job {first} it waited for failed ({why}); nothing was changed");
                 }
@@ -810,7 +850,10 @@ impl Catalog {
 
     /// The whole catalog, for a Raft snapshot.
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>> {
-        let mut snap = CatalogSnapshot::default();
+        let mut snap = CatalogSnapshot {
+            format: format::FORMAT,
+            ..Default::default()
+        };
         for kv in self.tree.iter() {
             let (k, v) = kv?;
             snap.entries.push(KeyValue {
@@ -821,16 +864,29 @@ impl Catalog {
         Ok(snap.encode_to_vec())
     }
 
-    /// Replaces the catalog with a snapshot's content, applied at `index`.
+    /// Replaces the catalog with a snapshot's content, applied at `index`; a snapshot of
+    /// another record format is refused and changes nothing.
     pub fn restore(&self, data: &[u8], index: u64) -> Result<()> {
         let snap: CatalogSnapshot = decode("snapshot", data)?;
+        format::check(snap.format, "the snapshot from the leader")?;
+        self.replace(snap.entries, index)
+    }
+
+    /// Empties the catalog of a node that starts a new region (its first entry is `index`).
+    pub fn bootstrap(&self, index: u64) -> Result<()> {
+        self.replace(Vec::new(), index)
+    }
+
+    /// The catalog becomes `entries`, applied at `index`, in one batch.
+    fn replace(&self, entries: Vec<KeyValue>, index: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         for kv in self.tree.iter() {
             batch.remove(kv?.0);
         }
-        for kv in snap.entries {
+        for kv in entries {
             batch.insert(kv.key.as_ref(), kv.value.as_ref());
         }
+        batch.insert(format::KEY_FORMAT, &format::FORMAT.to_be_bytes());
         batch.insert(KEY_APPLIED, &index.to_be_bytes());
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -898,12 +954,45 @@ impl Catalog {
     pub fn audit(&self) -> Result<Vec<AuditRecord>> {
         self.scan(b"audit/", "audit record")
     }
+
+    /// One read of what the scheduler's and retention's decisions need (`policy::plan`).
+    pub fn schedule_snapshot(&self) -> Result<crate::policy::plan::Snapshot> {
+        let services = self.services()?;
+        let mut policies = std::collections::HashMap::new();
+        let mut schedule_changed = std::collections::HashMap::new();
+        schedule_changed.insert(String::new(), self.schedule_changed("")?);
+        for s in &services {
+            if let Some(p) = self.stored_policy(&s.name)? {
+                policies.insert(s.name.clone(), p);
+                schedule_changed.insert(s.name.clone(), self.schedule_changed(&s.name)?);
+            }
+        }
+        Ok(crate::policy::plan::Snapshot::new(
+            self.hosts()?,
+            services,
+            self.backups()?,
+            self.jobs()?,
+            self.stored_policy("")?,
+            policies,
+            schedule_changed,
+        ))
+    }
+}
+
+/// A refusal naming a record that does not exist.
+fn not_found(what: &'static str, id: &str) -> Refusal {
+    Refusal::NotFound {
+        what,
+        id: id.to_string(),
+    }
 }
 
 /// Operator changes and retention's deletions go to the audit log; agents' own registrations
 /// and node bookkeeping do not.
 fn is_audited(cmd: &Command) -> bool {
-    cmd.actor.as_ref().is_some_and(|a| a.role == "operator")
+    cmd.actor
+        .as_ref()
+        .is_some_and(|a| a.role() == CallerRole::Operator)
         || matches!(cmd.op, Some(Op::ExpireBackups(_)))
 }
 
@@ -911,12 +1000,13 @@ fn is_audited(cmd: &Command) -> bool {
 mod tests {
     use super::*;
     use strongbox_proto::catalog::{Actor, CreateJob, UpdateJob};
+    use strongbox_proto::v1::{Engine, MemberRole};
 
     fn cmd(id: &str, unix_ms: u64, op: Op) -> Vec<u8> {
         Command {
             request_id: id.into(),
             actor: Some(Actor {
-                role: "operator".into(),
+                role: CallerRole::Operator.into(),
                 name: "alice".into(),
             }),
             unix_ms,
@@ -984,11 +1074,11 @@ mod tests {
         Op::CreateJob(CreateJob {
             job: Some(JobRecord {
                 id: id.into(),
-                kind: "backup".into(),
+                kind: JobKind::Backup.into(),
                 service: "orders".into(),
                 host: "db-1".into(),
                 backup_id: backup.into(),
-                backup_kind: "manual".into(),
+                backup_kind: BackupKind::Manual.into(),
                 ..Default::default()
             }),
         })
@@ -999,14 +1089,17 @@ mod tests {
         let (_dir, c) = catalog();
         let t0 = 1_000_000;
         applied(&c, 1, &cmd("r1", t0, backup_job("j1", "b1")));
-        assert_eq!(c.backup("b1").unwrap().unwrap().state, "pending");
+        assert_eq!(
+            c.backup("b1").unwrap().unwrap().state(),
+            BackupState::Pending
+        );
         // One backup of a service at a time.
         let o = c
             .apply(2, &cmd("r2", t0 + 1000, backup_job("j2", "b2")))
             .unwrap();
         assert!(o.error.contains("under way"), "{}", o.error);
         // Only the job's host reports; states move forward only.
-        let report = |host: &str, state: &str| {
+        let report = |host: &str, state: JobState| {
             Op::UpdateJob(UpdateJob {
                 job_id: "j1".into(),
                 host: host.into(),
@@ -1015,30 +1108,43 @@ mod tests {
             })
         };
         let o = c
-            .apply(3, &cmd("r3", t0 + 2000, report("db-2", "running")))
+            .apply(3, &cmd("r3", t0 + 2000, report("db-2", JobState::Running)))
             .unwrap();
         assert!(o.error.contains("belongs to host"), "{}", o.error);
-        applied(&c, 4, &cmd("r4", t0 + 3000, report("db-1", "running")));
-        assert_eq!(c.backup("b1").unwrap().unwrap().state, "running");
+        applied(
+            &c,
+            4,
+            &cmd("r4", t0 + 3000, report("db-1", JobState::Running)),
+        );
+        assert_eq!(
+            c.backup("b1").unwrap().unwrap().state(),
+            BackupState::Running
+        );
         let o = c
-            .apply(5, &cmd("r5", t0 + 4000, report("db-1", "completed")))
+            .apply(
+                5,
+                &cmd("r5", t0 + 4000, report("db-1", JobState::Completed)),
+            )
             .unwrap();
         assert!(o.error.contains("commit"), "{}", o.error);
         // The same request id applies once.
         let again = c
-            .apply(6, &cmd("r4", t0 + 5000, report("db-1", "failed")))
+            .apply(6, &cmd("r4", t0 + 5000, report("db-1", JobState::Failed)))
             .unwrap();
         assert_eq!(again.index, 4);
-        assert_eq!(c.job("j1").unwrap().unwrap().state, "running");
+        assert_eq!(c.job("j1").unwrap().unwrap().state(), JobState::Running);
         // Quiet for longer than ABANDONED_MS: a new backup goes ahead, the old one failed.
         let later = t0 + 3000 + ABANDONED_MS + 1;
         applied(&c, 7, &cmd("r7", later, backup_job("j3", "b3")));
         let j1 = c.job("j1").unwrap().unwrap();
-        assert_eq!(j1.state, "failed");
+        assert_eq!(j1.state(), JobState::Failed);
         assert!(j1.reason.contains("abandoned"), "{}", j1.reason);
-        assert_eq!(c.backup("b1").unwrap().unwrap().state, "failed");
+        assert_eq!(
+            c.backup("b1").unwrap().unwrap().state(),
+            BackupState::Failed
+        );
         let o = c
-            .apply(8, &cmd("r8", later + 1, report("db-1", "running")))
+            .apply(8, &cmd("r8", later + 1, report("db-1", JobState::Running)))
             .unwrap();
         assert!(o.error.contains("failed already"), "{}", o.error);
     }
@@ -1053,8 +1159,8 @@ mod tests {
             spare: false,
             members: vec![strongbox_proto::catalog::MemberRecord {
                 service: "orders".into(),
-                engine: "sqlite".into(),
-                role: "standalone".into(),
+                engine: Engine::Sqlite.into(),
+                role: MemberRole::Standalone.into(),
                 healthy: true,
                 ..Default::default()
             }],
@@ -1068,7 +1174,7 @@ mod tests {
             Op::CreateJob(CreateJob {
                 job: Some(JobRecord {
                     id: id.into(),
-                    kind: "restore".into(),
+                    kind: JobKind::Restore.into(),
                     service: "orders".into(),
                     host: "db-1".into(),
                     backup_id: "b1".into(),
@@ -1081,30 +1187,30 @@ mod tests {
         // Pre-restore backup j2, the restore waits for it, and is released by its commit.
         applied(&c, 4, &cmd("r4", t0, backup_job("j2", "b2")));
         applied(&c, 5, &cmd("r5", t0, restore("j3", "j2")));
-        assert_eq!(c.job("j3").unwrap().unwrap().state, "waiting");
+        assert_eq!(c.job("j3").unwrap().unwrap().state(), JobState::Waiting);
         let report = Op::UpdateJob(UpdateJob {
             job_id: "j3".into(),
             host: "db-1".into(),
-            state: "running".into(),
+            state: JobState::Running.into(),
             ..Default::default()
         });
         let o = c.apply(6, &cmd("r6", t0, report)).unwrap();
         assert!(o.error.contains("waiting for job j2"), "{}", o.error);
         applied(&c, 7, &cmd("r7", t0, commit("j2", "b2")));
-        assert_eq!(c.job("j3").unwrap().unwrap().state, "pending");
+        assert_eq!(c.job("j3").unwrap().unwrap().state(), JobState::Pending);
         // A failed pre-restore backup fails the restore behind it: nothing is touched.
         applied(&c, 8, &cmd("r8", t0, backup_job("j4", "b4")));
         applied(&c, 9, &cmd("r9", t0, restore("j5", "j4")));
         let failed = Op::UpdateJob(UpdateJob {
             job_id: "j4".into(),
             host: "db-1".into(),
-            state: "failed".into(),
+            state: JobState::Failed.into(),
             reason: "disk full".into(),
             ..Default::default()
         });
         applied(&c, 10, &cmd("r10", t0, failed));
         let j5 = c.job("j5").unwrap().unwrap();
-        assert_eq!(j5.state, "failed");
+        assert_eq!(j5.state(), JobState::Failed);
         assert!(
             j5.reason.contains("disk full") && j5.reason.contains("nothing was changed"),
             "{}",
@@ -1127,7 +1233,7 @@ mod tests {
         let failed = Op::UpdateJob(UpdateJob {
             job_id: "j1".into(),
             host: "db-1".into(),
-            state: "failed".into(),
+            state: JobState::Failed.into(),
             reason: "pg_dump: connection refused".into(),
             ..Default::default()
         });
@@ -1161,8 +1267,8 @@ mod tests {
         );
         assert!(c.job("j2").unwrap().is_some(), "an unfinished job stays");
         assert_eq!(
-            c.backup("b1").unwrap().unwrap().state,
-            "failed",
+            c.backup("b1").unwrap().unwrap().state(),
+            BackupState::Failed,
             "its backup record stays"
         );
     }
@@ -1187,10 +1293,10 @@ mod tests {
         })
     }
 
-    fn member(service: &str, role: &str) -> strongbox_proto::catalog::MemberRecord {
+    fn member(service: &str, role: MemberRole) -> strongbox_proto::catalog::MemberRecord {
         strongbox_proto::catalog::MemberRecord {
             service: service.into(),
-            engine: "postgres".into(),
+            engine: Engine::Postgres.into(),
             role: role.into(),
             healthy: true,
             ..Default::default()
@@ -1221,7 +1327,7 @@ mod tests {
 
     /// db-1 registers as the primary of orders (bound on first use) at entry `index`.
     fn db1_serves_orders(c: &Catalog, index: u64, at: u64) {
-        let op = register("db-1", false, vec![member("orders", "primary")]);
+        let op = register("db-1", false, vec![member("orders", MemberRole::Primary)]);
         applied(c, index, &cmd(&format!("r{index}"), at, op));
     }
 
@@ -1241,7 +1347,7 @@ mod tests {
             &cmd(
                 "r2",
                 t0 + 1,
-                register("rogue", false, vec![member("orders", "primary")]),
+                register("rogue", false, vec![member("orders", MemberRole::Primary)]),
             ),
         );
         let rogue = c.host("rogue").unwrap().unwrap();
@@ -1255,7 +1361,7 @@ mod tests {
             &cmd(
                 "r3",
                 t0 + 2,
-                register("db-1", false, vec![member("orders", "replica")]),
+                register("db-1", false, vec![member("orders", MemberRole::Replica)]),
             ),
         );
         assert_eq!(c.service("orders").unwrap().unwrap().primary_host, "");
@@ -1276,7 +1382,7 @@ mod tests {
             &cmd(
                 "r5",
                 t0 + 4,
-                register("rogue", false, vec![member("orders", "primary")]),
+                register("rogue", false, vec![member("orders", MemberRole::Primary)]),
             ),
         );
         assert_eq!(c.host("rogue").unwrap().unwrap().members.len(), 1);
@@ -1296,7 +1402,7 @@ mod tests {
         let in_place = Op::CreateJob(CreateJob {
             job: Some(JobRecord {
                 id: "j2".into(),
-                kind: "restore".into(),
+                kind: JobKind::Restore.into(),
                 service: "orders".into(),
                 host: "rogue".into(),
                 backup_id: "b1".into(),
@@ -1320,7 +1426,7 @@ mod tests {
             Op::CreateJob(CreateJob {
                 job: Some(JobRecord {
                     id: id.into(),
-                    kind: "restore".into(),
+                    kind: JobKind::Restore.into(),
                     service: "orders".into(),
                     host: "spare-1".into(),
                     backup_id: "b1".into(),
@@ -1353,7 +1459,7 @@ mod tests {
             &cmd("r12", t0 + 5, bind("spare-1", &[], &[], Some(false))),
         );
         let j3 = c.job("j3").unwrap().unwrap();
-        assert_eq!(j3.state, "failed");
+        assert_eq!(j3.state(), JobState::Failed);
         assert!(j3.reason.contains("no longer a spare"), "{}", j3.reason);
         // Revoking what is not bound is a mistake, said so.
         let o = c
@@ -1418,7 +1524,10 @@ mod tests {
             "{}",
             o.error
         );
-        assert_ne!(c.backup("b2").unwrap().unwrap().state, "completed");
+        assert_ne!(
+            c.backup("b2").unwrap().unwrap().state(),
+            BackupState::Completed
+        );
         applied(&c, 7, &cmd("r7", t0, commit("j2", "b2", "b2")));
     }
 
@@ -1429,7 +1538,7 @@ mod tests {
         let (_dir, c) = catalog();
         let n = 40_000;
         let members: Vec<_> = (0..n)
-            .map(|i| member(&format!("svc-{i}"), "primary"))
+            .map(|i| member(&format!("svc-{i}"), MemberRole::Primary))
             .collect();
         let started = std::time::Instant::now();
         applied(
@@ -1473,7 +1582,7 @@ mod tests {
             let failed = Op::UpdateJob(UpdateJob {
                 job_id: format!("old-{i}"),
                 host: "db-1".into(),
-                state: "failed".into(),
+                state: JobState::Failed.into(),
                 ..Default::default()
             });
             applied(&c, 3 + 2 * i, &cmd(&format!("f{i}"), t0, failed));
@@ -1489,7 +1598,7 @@ mod tests {
         let restore = Op::CreateJob(CreateJob {
             job: Some(JobRecord {
                 id: "j3".into(),
-                kind: "restore".into(),
+                kind: JobKind::Restore.into(),
                 service: "orders".into(),
                 host: "db-1".into(),
                 backup_id: "b1".into(),
@@ -1502,13 +1611,13 @@ mod tests {
         assert_eq!(index_entries(&c, WAITING_ON), vec!["j2/j3"]);
         applied(&c, 204, &cmd("r204", t0, commit("j2", "b2", "b2")));
         assert!(index_entries(&c, WAITING_ON).is_empty());
-        assert_eq!(c.job("j3").unwrap().unwrap().state, "pending");
+        assert_eq!(c.job("j3").unwrap().unwrap().state(), JobState::Pending);
         assert_eq!(index_entries(&c, OPEN_BY_HOST), vec!["db-1/j3"]);
         assert_eq!(c.open_jobs_of_host("db-1").unwrap().len(), 1);
         let done = Op::UpdateJob(UpdateJob {
             job_id: "j3".into(),
             host: "db-1".into(),
-            state: "completed".into(),
+            state: JobState::Completed.into(),
             ..Default::default()
         });
         applied(&c, 205, &cmd("r205", t0, done));

@@ -109,7 +109,7 @@ pub async fn pass(node: &Arc<NodeContext>, grace: Duration) -> Result<PassReport
         .catalog
         .backups()?
         .into_iter()
-        .filter(|b| b.state == "completed")
+        .filter(|b| b.state() == strongbox_proto::v1::BackupState::Completed)
     {
         let Ok(manifest_id) = ChunkId::from_slice(&backup.manifest_id) else {
             marking_complete = false;

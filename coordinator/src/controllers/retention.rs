@@ -12,11 +12,10 @@ use strongbox_proto::catalog::{command::Op, ExpireBackups, PruneJobs};
 use super::actor;
 use crate::api::NodeContext;
 use crate::error::Result;
-use crate::policy::plan::Snapshot;
 use crate::policy::retention::evaluate;
 
 pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
-    let snap = Snapshot::read(&node.catalog)?;
+    let snap = node.catalog.schedule_snapshot()?;
     let mut by_service: BTreeMap<&str, Vec<strongbox_proto::catalog::BackupRecord>> =
         BTreeMap::new();
     for b in &snap.backups {
@@ -26,7 +25,7 @@ pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
     if snap
         .jobs
         .iter()
-        .any(|j| crate::catalog::is_final(&j.state) && j.updated_unix_ms < before)
+        .any(|j| j.state().is_final() && j.updated_unix_ms < before)
     {
         let cmd = node.command(
             &actor(node, "retention"),

@@ -10,10 +10,10 @@ use strongbox_proto::catalog::{command::Op, CreateJob};
 use super::actor;
 use crate::api::NodeContext;
 use crate::error::Result;
-use crate::policy::plan::{plan, Snapshot};
+use crate::policy::plan::plan;
 
 pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
-    let snap = Snapshot::read(&node.catalog)?;
+    let snap = node.catalog.schedule_snapshot()?;
     let jobs = plan(&snap, now);
     let mut created = 0;
     for mut job in jobs {

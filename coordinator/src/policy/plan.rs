@@ -14,10 +14,14 @@ use std::collections::{BTreeMap, HashMap};
 use strongbox_proto::catalog::{
     BackupRecord, HostRecord, JobRecord, MemberRecord, Policy, ServiceRecord,
 };
+use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, ServiceState};
 
 use super::effective::{resolve, Effective};
 use super::schedule::{jitter_offset, retry_backoff_ms, Next, Schedule};
-use crate::catalog::{is_final, Catalog, ABANDONED_MS};
+
+/// A backup job with no report for this long no longer blocks a new backup of its service
+/// (running agents report every few seconds).
+pub const ABANDONED_MS: u64 = 10 * 60 * 1000;
 
 /// A host counts as alive when it reported within this long.
 pub const ALIVE_MS: u64 = 3 * 60 * 1000;
@@ -43,23 +47,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn read(catalog: &Catalog) -> crate::error::Result<Snapshot> {
-        let services = catalog.services()?;
-        let mut policies = HashMap::new();
-        let mut schedule_changed = HashMap::new();
-        schedule_changed.insert(String::new(), catalog.schedule_changed("")?);
-        for s in &services {
-            if let Some(p) = catalog.stored_policy(&s.name)? {
-                policies.insert(s.name.clone(), p);
-                schedule_changed.insert(s.name.clone(), catalog.schedule_changed(&s.name)?);
-            }
-        }
+    /// A snapshot of these records, indexed (the catalog reads them: `Catalog::schedule_snapshot`).
+    pub fn new(
+        hosts: Vec<HostRecord>,
+        services: Vec<ServiceRecord>,
+        backups: Vec<BackupRecord>,
+        jobs: Vec<JobRecord>,
+        region_policy: Option<Policy>,
+        policies: HashMap<String, Policy>,
+        schedule_changed: HashMap<String, u64>,
+    ) -> Snapshot {
         let mut snap = Snapshot {
-            hosts: catalog.hosts()?,
+            hosts,
             services,
-            backups: catalog.backups()?,
-            jobs: catalog.jobs()?,
-            region_policy: catalog.stored_policy("")?,
+            backups,
+            jobs,
+            region_policy,
             policies,
             schedule_changed,
             ..Default::default()
@@ -74,7 +77,7 @@ impl Snapshot {
             .jobs
             .iter()
             .enumerate()
-            .filter(|(_, j)| j.kind == "backup")
+            .filter(|(_, j)| j.kind() == JobKind::Backup)
         {
             snap.backup_jobs_of
                 .entry(j.service.clone())
@@ -82,7 +85,7 @@ impl Snapshot {
                 .push(i);
             snap.job_of_backup.insert(j.backup_id.clone(), i);
         }
-        Ok(snap)
+        snap
     }
 
     fn backups_of<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a BackupRecord> + 'a {
@@ -111,20 +114,19 @@ impl Snapshot {
 
     /// Jobs not finished whose agent still reports.
     fn live(&self, j: &JobRecord, now: u64) -> bool {
-        !is_final(&j.state) && now.saturating_sub(j.updated_unix_ms) < ABANDONED_MS
+        !j.state().is_final() && now.saturating_sub(j.updated_unix_ms) < ABANDONED_MS
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     pub service: String,
-    /// ok | excluded | deprovisioned | no-primary | overdue | failing
-    pub state: &'static str,
+    pub state: ServiceState,
     pub reason: String,
     pub schedule: Schedule,
     pub next: Next,
     /// The host and engine a scheduled backup would go to now.
-    pub primary: Option<(String, String)>,
+    pub primary: Option<(String, Engine)>,
     pub under_way: bool,
     /// The due slot's next try: its attempt number and the earliest time for it.
     pub attempt: u32,
@@ -152,16 +154,16 @@ impl Status {
 }
 
 fn is_primary(m: &MemberRecord) -> bool {
-    m.healthy && (m.role == "primary" || m.role == "standalone")
+    m.healthy && m.role().takes_writes()
 }
 
 /// The schedule status of one service.
 pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
     let policy = snap.policy(&svc.name);
     // A backup counts unless it failed or its job was abandoned.
-    let counts = |b: &BackupRecord| match b.state.as_str() {
-        "completed" => true,
-        "failed" => false,
+    let counts = |b: &BackupRecord| match b.state() {
+        BackupState::Completed => true,
+        BackupState::Failed => false,
         _ => snap.job_of(&b.id).is_none_or(|j| snap.live(j, now)),
     };
     let mine: Vec<&BackupRecord> = snap.backups_of(&svc.name).collect();
@@ -170,18 +172,18 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
     // let them go, they are not lost (a purge by an operator is, and is taken again).
     let served_then_expired = snap
         .backup_jobs_of(&svc.name)
-        .filter(|j| j.backup_kind == "scheduled" && j.backup_expired_unix_ms != 0)
+        .filter(|j| j.backup_kind() == BackupKind::Scheduled && j.backup_expired_unix_ms != 0)
         .map(|j| j.slot_unix_ms);
     let anchor = mine
         .iter()
         .filter(|b| counts(b))
-        .filter_map(|b| match b.kind.as_str() {
-            "scheduled" => Some(if b.slot_unix_ms > 0 {
+        .filter_map(|b| match b.kind() {
+            BackupKind::Scheduled => Some(if b.slot_unix_ms > 0 {
                 b.slot_unix_ms
             } else {
                 b.created_unix_ms
             }),
-            "manual" | "pre-restore" if !daily => Some(b.created_unix_ms),
+            BackupKind::Manual | BackupKind::PreRestore if !daily => Some(b.created_unix_ms),
             _ => None,
         })
         .chain(served_then_expired)
@@ -215,11 +217,11 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
         // twice and the slot never wedges.
         let jobs: Vec<&JobRecord> = snap
             .backup_jobs_of(&svc.name)
-            .filter(|j| j.backup_kind == "scheduled" && j.slot_unix_ms == slot)
+            .filter(|j| j.backup_kind() == BackupKind::Scheduled && j.slot_unix_ms == slot)
             .collect();
         let failed_backups: Vec<u64> = mine
             .iter()
-            .filter(|b| b.kind == "scheduled" && b.slot_unix_ms == slot && !counts(b))
+            .filter(|b| b.kind() == BackupKind::Scheduled && b.slot_unix_ms == slot && !counts(b))
             .map(|b| b.created_unix_ms)
             .collect();
         attempt = jobs
@@ -238,7 +240,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
         {
             not_before = last.saturating_add(retry_backoff_ms(attempt));
         }
-        if let Some(j) = last_job.filter(|j| j.state == "completed") {
+        if let Some(j) = last_job.filter(|j| j.state() == JobState::Completed) {
             retaking = format!(
                 "the backup {} of this slot (job {}) was purged or expired; taking the slot again",
                 j.backup_id, j.id
@@ -247,7 +249,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
     }
     let last_success_ms = mine
         .iter()
-        .filter(|b| b.state == "completed")
+        .filter(|b| b.state() == BackupState::Completed)
         .map(|b| b.created_unix_ms)
         .max()
         .unwrap_or(0);
@@ -270,14 +272,14 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
         now.saturating_sub(h.updated_unix_ms) < ALIVE_MS && h.away_since_unix_ms == 0
     });
     let primary = match (host, member) {
-        (Some(h), Some(m)) if alive && is_primary(m) => Some((h.name.clone(), m.engine.clone())),
+        (Some(h), Some(m)) if alive && is_primary(m) => Some((h.name.clone(), m.engine())),
         _ => None,
     };
     let (state, reason) = if svc.deprovisioned_unix_ms != 0 {
-        ("deprovisioned", String::new())
+        (ServiceState::Deprovisioned, String::new())
     } else if svc.excluded {
         (
-            "excluded",
+            ServiceState::Excluded,
             "automatic backups stopped by `service exclude`".to_string(),
         )
     } else if primary.is_none() && !matches!(next, Next::Never) {
@@ -292,22 +294,22 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             format!("the server on primary host {} is down", svc.primary_host)
         };
         (
-            "no-primary",
+            ServiceState::NoPrimary,
             format!("{why}; no backup is taken from a replica"),
         )
     } else if !retaking.is_empty() && !under_way {
-        ("ok", retaking)
+        (ServiceState::Ok, retaking)
     } else if attempt > 0 && !under_way {
-        ("failing", last_failure.clone())
+        (ServiceState::Failing, last_failure.clone())
     } else if matches!(next, Next::Due { slot, .. } if now.saturating_sub(slot) > OVERDUE_MS)
         && !under_way
     {
         (
-            "overdue",
+            ServiceState::Overdue,
             "due for over an hour and not started (concurrency limit?)".to_string(),
         )
     } else {
-        ("ok", String::new())
+        (ServiceState::Ok, String::new())
     };
     Status {
         service: svc.name.clone(),
@@ -335,7 +337,7 @@ pub fn plan(snap: &Snapshot, now: u64) -> Vec<JobRecord> {
     let under_way = snap
         .jobs
         .iter()
-        .filter(|j| j.kind == "backup" && snap.live(j, now))
+        .filter(|j| j.kind() == JobKind::Backup && snap.live(j, now))
         .count();
     let mut due: BTreeMap<(u64, String), JobRecord> = BTreeMap::new();
     for svc in &snap.services {
@@ -343,7 +345,11 @@ pub fn plan(snap: &Snapshot, now: u64) -> Vec<JobRecord> {
         let (Next::Due { slot, .. }, Some((host, engine))) = (st.next, st.primary) else {
             continue;
         };
-        if !matches!(st.state, "ok" | "failing" | "overdue") || st.under_way || now < st.not_before
+        if !matches!(
+            st.state,
+            ServiceState::Ok | ServiceState::Failing | ServiceState::Overdue
+        ) || st.under_way
+            || now < st.not_before
         {
             continue;
         }
@@ -351,11 +357,11 @@ pub fn plan(snap: &Snapshot, now: u64) -> Vec<JobRecord> {
             (slot, svc.name.clone()),
             JobRecord {
                 id: scheduled_job_id(&svc.name, slot, st.attempt),
-                kind: "backup".into(),
+                kind: JobKind::Backup.into(),
                 service: svc.name.clone(),
                 host,
-                backup_kind: "scheduled".into(),
-                engine,
+                backup_kind: BackupKind::Scheduled.into(),
+                engine: engine.into(),
                 slot_unix_ms: slot,
                 attempt: st.attempt,
                 ..Default::default()

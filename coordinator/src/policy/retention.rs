@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 
 use strongbox_proto::catalog::BackupRecord;
+use strongbox_proto::v1::{BackupKind, BackupState};
 
 use super::effective::Effective;
 use super::time::{add_months, rfc3339, utc_date, utc_midnight, DAY_MS, HOUR_MS};
@@ -86,8 +87,11 @@ impl Verdict {
 }
 
 /// Kinds the daily/monthly/yearly rules apply to.
-fn by_rules(kind: &str) -> bool {
-    matches!(kind, "scheduled" | "copy" | "")
+fn by_rules(kind: BackupKind) -> bool {
+    matches!(
+        kind,
+        BackupKind::Scheduled | BackupKind::Copy | BackupKind::Unspecified
+    )
 }
 
 /// The verdict on each completed backup in `backups` (one service's), by backup id.
@@ -99,11 +103,14 @@ pub fn evaluate(
     let today = now / DAY_MS;
     let this = utc_date(now);
     let this_month = this.year() as i64 * 12 + this.month() as i64 - 1;
-    let completed: Vec<&BackupRecord> = backups.iter().filter(|b| b.state == "completed").collect();
+    let completed: Vec<&BackupRecord> = backups
+        .iter()
+        .filter(|b| b.state() == BackupState::Completed)
+        .collect();
 
     // The newest rule-subject backup of each day, month and year in the windows.
     let mut newest: BTreeMap<(u8, i64), &BackupRecord> = BTreeMap::new();
-    for b in completed.iter().filter(|b| by_rules(&b.kind)) {
+    for b in completed.iter().filter(|b| by_rules(b.kind())) {
         if policy.max_age_ms > 0 && now.saturating_sub(b.created_unix_ms) > policy.max_age_ms {
             continue;
         }
@@ -147,14 +154,14 @@ pub fn evaluate(
         if b.held {
             v.keep.push(Reason::Hold);
         }
-        match b.kind.as_str() {
-            "manual" => v.keep.push(Reason::Manual),
-            "pre-restore" => v.keep.push(Reason::PreRestore),
-            "final" => v.keep.push(Reason::Final),
+        match b.kind() {
+            BackupKind::Manual => v.keep.push(Reason::Manual),
+            BackupKind::PreRestore => v.keep.push(Reason::PreRestore),
+            BackupKind::Final => v.keep.push(Reason::Final),
             _ => {}
         }
         let mut rule_end = 0u64;
-        if by_rules(&b.kind) {
+        if by_rules(b.kind()) {
             let date = utc_date(b.created_unix_ms);
             for ((rule, _), winner) in newest.iter() {
                 if winner.id != b.id {
@@ -226,12 +233,12 @@ mod tests {
     use super::*;
     use crate::policy::effective::resolve;
 
-    fn backup(id: &str, kind: &str, at: u64) -> BackupRecord {
+    fn backup(id: &str, kind: BackupKind, at: u64) -> BackupRecord {
         BackupRecord {
             id: id.into(),
             service: "orders".into(),
             kind: kind.into(),
-            state: "completed".into(),
+            state: BackupState::Completed.into(),
             created_unix_ms: at,
             ..Default::default()
         }
@@ -246,11 +253,11 @@ mod tests {
         p.yearly = 0;
         let t0 = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
         let bs = vec![
-            backup("a", "scheduled", t0 - DAY_MS + 1000),
-            backup("b", "scheduled", t0 + 1000),
-            backup("c", "scheduled", t0 + 2000),
-            backup("old", "scheduled", t0 - 5 * DAY_MS),
-            backup("m", "manual", t0 - 9 * DAY_MS),
+            backup("a", BackupKind::Scheduled, t0 - DAY_MS + 1000),
+            backup("b", BackupKind::Scheduled, t0 + 1000),
+            backup("c", BackupKind::Scheduled, t0 + 2000),
+            backup("old", BackupKind::Scheduled, t0 - 5 * DAY_MS),
+            backup("m", BackupKind::Manual, t0 - 9 * DAY_MS),
         ];
         let v = evaluate(&p, &bs, t0 + 3000);
         assert!(v["a"].explain().starts_with("daily "), "{:?}", v["a"]);

@@ -24,6 +24,7 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, SnapshotStatus, StateRole};
 use strongbox_proto::catalog::{command::Op, Actor, Command, NodeRecord, Outcome, SetNode};
+use strongbox_proto::v1::{CallerRole, NodeRole};
 use tokio::sync::{oneshot, watch};
 
 use super::storage::RaftStore;
@@ -88,7 +89,7 @@ pub struct RaftStatus {
     pub id: u64,
     pub leader_id: u64,
     pub term: u64,
-    pub role: String,
+    pub role: NodeRole,
     pub commit: u64,
     pub applied: u64,
     pub first_index: u64,
@@ -524,7 +525,7 @@ impl Loop {
             let cmd = Command {
                 request_id: format!("initial-node-{}-{}", p.id, p.address),
                 actor: Some(Actor {
-                    role: "node".into(),
+                    role: CallerRole::Node.into(),
                     name: format!("node-{}", self.opts.id),
                 }),
                 unix_ms: now_ms(),
@@ -625,16 +626,15 @@ impl Loop {
     }
 }
 
-fn role_name(state: StateRole, cs: &raft::eraftpb::ConfState, id: u64) -> String {
+fn role_name(state: StateRole, cs: &raft::eraftpb::ConfState, id: u64) -> NodeRole {
     if cs.learners.contains(&id) {
-        return "learner".into();
+        return NodeRole::Learner;
     }
     match state {
-        StateRole::Leader => "leader",
-        StateRole::Follower => "follower",
-        StateRole::Candidate | StateRole::PreCandidate => "candidate",
+        StateRole::Leader => NodeRole::Leader,
+        StateRole::Follower => NodeRole::Follower,
+        StateRole::Candidate | StateRole::PreCandidate => NodeRole::Candidate,
     }
-    .into()
 }
 
 fn is_node_command(data: &[u8]) -> bool {

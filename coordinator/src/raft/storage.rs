@@ -114,7 +114,7 @@ impl RaftStore {
         snap.mut_metadata().index = 1;
         snap.mut_metadata().term = 1;
         snap.mut_metadata().mut_conf_state().voters = vec![id];
-        self.catalog.restore(&[], 1)?;
+        self.catalog.bootstrap(1)?;
         self.apply_snapshot(&snap)?;
         self.flush()
     }

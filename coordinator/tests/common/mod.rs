@@ -4,6 +4,7 @@
 use prost::Message;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_proto::catalog::{command::Op, Actor, Command};
+pub use strongbox_proto::v1::CallerRole;
 
 pub struct Sim {
     pub catalog: Catalog,
@@ -25,7 +26,13 @@ impl Sim {
     /// Applies `op` at `at` for an actor of `role`, with `request_id` or a fresh one, as the
     /// next log entry; returns the catalog's refusal (empty when applied). The region's clocks
     /// are right here: when `at` is past the agreed time, a tick at `at` goes first.
-    pub fn apply_as(&mut self, role: &str, request_id: Option<&str>, at: u64, op: Op) -> String {
+    pub fn apply_as(
+        &mut self,
+        role: CallerRole,
+        request_id: Option<&str>,
+        at: u64,
+        op: Op,
+    ) -> String {
         if at > self.catalog.clock_ms().expect("clock") {
             let tick = Op::Tick(strongbox_proto::catalog::Tick {
                 clocks: vec![at],
@@ -53,7 +60,7 @@ impl Sim {
     /// As [`Sim::apply_as`], without the tick: `at` is one node's clock, which may be wrong.
     pub fn apply_on_wrong_clock(
         &mut self,
-        role: &str,
+        role: CallerRole,
         request_id: Option<&str>,
         at: u64,
         op: Op,

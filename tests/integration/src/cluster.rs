@@ -484,9 +484,10 @@ impl Cluster {
                         .await;
                     if let Ok(j) = asked {
                         let j = j.into_inner();
-                        return match j.state.as_str() {
-                            "completed" | "failed" => Ok(j),
-                            state => Err(format!("job {id} is {state}")),
+                        return if j.state().is_final() {
+                            Ok(j)
+                        } else {
+                            Err(format!("job {id} is {}", j.state()))
                         };
                     }
                 }

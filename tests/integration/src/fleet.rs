@@ -93,15 +93,30 @@ impl Fleet {
             .await
             .expect("fleet set-up");
         let job = self.wait_job(&job.id).await;
-        let backup = self
-            .op()
-            .show_backup(ShowBackupRequest {
-                id: job.backup_id.clone(),
-            })
+        let backup = self.show_backup(&job.backup_id).await;
+        (job, backup)
+    }
+
+    /// A restore of `backup` onto `host` that must complete verified, and its result.
+    pub async fn restore_verified(&self, backup: &str, host: &str) -> (JobInfo, serde_json::Value) {
+        let (job, result) = self.restore(backup, host).await;
+        assert_eq!(
+            job.state(),
+            strongbox_proto::v1::JobState::Completed,
+            "restore of {backup} onto {host}: {} {:?}",
+            job.reason,
+            job.restore
+        );
+        assert_eq!(result["verification"]["ok"], true, "{result}");
+        (job, result)
+    }
+
+    pub async fn show_backup(&self, id: &str) -> BackupInfo {
+        self.op()
+            .show_backup(ShowBackupRequest { id: id.into() })
             .await
             .expect("fleet set-up")
-            .into_inner();
-        (job, backup)
+            .into_inner()
     }
 
     pub async fn restore(&self, backup: &str, host: &str) -> (JobInfo, serde_json::Value) {
@@ -116,7 +131,8 @@ impl Fleet {
             .expect("fleet set-up")
             .into_inner();
         let job = self.wait_job(&job.id).await;
-        let result = serde_json::from_str(&job.result).unwrap_or(serde_json::Value::Null);
+        // The result as scripts see it (`restore show --output json`).
+        let result = serde_json::to_value(&job.restore).unwrap_or(serde_json::Value::Null);
         (job, result)
     }
 }

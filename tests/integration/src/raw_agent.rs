@@ -9,17 +9,18 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{ChunkRef, Manifest, Part, PartKind};
 use strongbox_proto::v1::{
-    CommitBackupRequest, JobInfo, Member, RegisterRequest, UploadChunkRequest,
+    BackupKind, CommitBackupRequest, Engine, JobInfo, Member, MemberRole, RegisterRequest,
+    UploadChunkRequest,
 };
 
 /// A sealed chunk: id, sealed bytes, plaintext.
 pub type Sealed = (ChunkId, Vec<u8>, Vec<u8>);
 
 /// A healthy PostgreSQL member of `service` in `role`.
-pub fn member(service: &str, role: &str) -> Member {
+pub fn member(service: &str, role: MemberRole) -> Member {
     Member {
         service: service.into(),
-        engine: "postgres".into(),
+        engine: Engine::Postgres.into(),
         role: role.into(),
         healthy: true,
         engine_version: "15".into(),
@@ -93,7 +94,7 @@ pub fn commit_request(keys: &ServiceKeys, job: &JobInfo, parts: &[&Sealed]) -> C
         manifest_id: bytes::Bytes::copy_from_slice(blake3::hash(&sealed).as_bytes()),
         manifest: sealed.into(),
         service: job.service.clone(),
-        kind: "manual".into(),
+        kind: BackupKind::Manual.into(),
         plain_bytes: 0,
         stored_bytes: 0,
         created_unix_ms: 1,

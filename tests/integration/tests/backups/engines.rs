@@ -11,6 +11,7 @@ use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::fleet::{download, files_in, fleet, sqlite_service};
 use strongbox_integration::sqlite::SqliteDb;
 use strongbox_proto::v1::GetJobRequest;
+use strongbox_proto::v1::{BackupState, JobState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
@@ -36,14 +37,14 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
     f.wait_hosts(&["db-1", "spare-1"]).await;
 
     let (job, first) = f.backup("notes").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
-    assert_eq!(first.state, "completed");
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
+    assert_eq!(first.state(), BackupState::Completed);
     assert!(first.plain_bytes > 1_000_000, "{first:?}");
     assert!(first.stored_bytes > 0);
 
     // Unchanged: the second backup adds almost nothing.
     let (job2, second) = f.backup("notes").await;
-    assert_eq!(job2.state, "completed", "{}", job2.reason);
+    assert_eq!(job2.state(), JobState::Completed, "{}", job2.reason);
     assert!(
         second.stored_bytes * 20 < first.stored_bytes,
         "second backup stored {} of the first's {} bytes",
@@ -52,8 +53,7 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
     );
 
     // Restore onto the spare: verified, and the rows are the source's.
-    let (rjob, result) = f.restore(&first.id, "spare-1").await;
-    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+    let (rjob, result) = f.restore_verified(&first.id, "spare-1").await;
     assert_eq!(rjob.host, "spare-1");
     assert_eq!(result["verification"]["ok"], true, "{result}");
     let file = PathBuf::from(result["connection"]["data_dir"].as_str().unwrap());
@@ -229,7 +229,13 @@ mod postgres {
             .collect();
         let (_agents, backup, rjob, result) =
             super::backup_then_restore(&f, &pg_service(&pg), "orders").await;
-        assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+        assert_eq!(
+            rjob.state(),
+            JobState::Completed,
+            "{} {:?}",
+            rjob.reason,
+            rjob.restore
+        );
         assert_eq!(result["verification"]["ok"], true, "{result}");
         assert!(
             result["verification"]["tables_checked"].as_u64().unwrap() >= 5,
@@ -289,8 +295,8 @@ mod postgres {
         // The source server down: the backup fails and says why.
         pg.stop().unwrap();
         let (job, backup) = f.backup("orders").await;
-        assert_eq!(job.state, "failed");
-        assert_eq!(backup.state, "failed");
+        assert_eq!(job.state(), JobState::Failed);
+        assert_eq!(backup.state(), BackupState::Failed);
         assert!(
             job.reason.contains("connect") || job.reason.contains("refused"),
             "{}",
@@ -366,7 +372,8 @@ mod postgres {
         let (_agents, backup, rjob, result) =
             super::backup_then_restore(&f, &pg_service(&pg), "orders").await;
         assert_eq!(
-            rjob.state, "failed",
+            rjob.state(),
+            JobState::Failed,
             "a restore with errors counts as failed"
         );
         assert_eq!(result["outcome"], "restored_with_errors", "{result}");
@@ -481,7 +488,7 @@ mod postgres {
                 .await
                 .unwrap()
                 .into_inner();
-            if j.state == "running" || j.state == "completed" {
+            if j.state() == JobState::Running || j.state() == JobState::Completed {
                 break;
             }
             assert!(Instant::now() < deadline, "the backup did not start");
@@ -489,12 +496,11 @@ mod postgres {
         }
         f.cluster.kill(leader).unwrap();
         let done = f.wait_job(&job.id).await;
-        assert_eq!(done.state, "completed", "{}", done.reason);
+        assert_eq!(done.state(), JobState::Completed, "{}", done.reason);
         let _ = bench.kill();
         let _ = bench.wait();
 
-        let (rjob, result) = f.restore(&done.backup_id, "spare-1").await;
-        assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+        let (_, result) = f.restore_verified(&done.backup_id, "spare-1").await;
         // pgbench's invariant: every balance moved by the same deltas.
         let sums = restored_psql(
             &result,
@@ -543,7 +549,13 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
     let source: Vec<String> = checks.iter().map(|q| maria.query(q).unwrap()).collect();
     let service = mariadb_service(&maria, "shop", "");
     let (_agents, backup, rjob, result) = backup_then_restore(&f, &service, "shop").await;
-    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+    assert_eq!(
+        rjob.state(),
+        JobState::Completed,
+        "{} {:?}",
+        rjob.reason,
+        rjob.restore
+    );
     assert_eq!(result["verification"]["ok"], true, "{result}");
     let c = &result["connection"];
     let password =
@@ -633,7 +645,7 @@ async fn backup_then_restore(
     let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     let (job, backup) = f.backup(service).await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
     let (rjob, result) = f.restore(&backup.id, "spare-1").await;
     ((db, spare), backup, rjob, result)
 }
@@ -769,7 +781,13 @@ async fn mariadb_history_cross_database_views_and_object_grants_restore_and_down
     let source = mariadb_content(&maria.client_args(), "");
     let service = mariadb_service(&maria, "sales", "");
     let (_agents, backup, rjob, result) = backup_then_restore(&f, &service, "sales").await;
-    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
+    assert_eq!(
+        rjob.state(),
+        JobState::Completed,
+        "{} {:?}",
+        rjob.reason,
+        rjob.restore
+    );
     assert_eq!(result["verification"]["ok"], true, "{result}");
     let c = &result["connection"];
     let password =

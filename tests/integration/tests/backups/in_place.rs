@@ -5,6 +5,8 @@
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::fleet::{cli, download, files_in, fleet, sqlite_service};
 use strongbox_integration::sqlite::SqliteDb;
+use strongbox_proto::v1::{BackupKind, JobState};
+use strongbox_proto::v1::{BackupState, JobKind};
 use strongbox_proto::v1::{ListBackupsRequest, ListJobsRequest};
 
 fn count(db: &std::path::Path, sql: &str) -> String {
@@ -36,7 +38,7 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
     .expect("agent");
     f.wait_hosts(&["db-1"]).await;
     let (job, good) = f.backup("shop").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
 
     // The accident: rows deleted, a table dropped in, values changed.
     db.execute_batch(
@@ -60,7 +62,7 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
     let jobs = f
         .op()
         .list_jobs(ListJobsRequest {
-            kind: String::new(),
+            kind: JobKind::Unspecified.into(),
             service: "shop".into(),
         })
         .await
@@ -114,14 +116,17 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
         .expect("backups")
         .into_inner()
         .backups;
-    let pre: Vec<_> = backups.iter().filter(|b| b.kind == "pre-restore").collect();
+    let pre: Vec<_> = backups
+        .iter()
+        .filter(|b| b.kind() == BackupKind::PreRestore)
+        .collect();
     assert_eq!(pre.len(), 1, "{backups:?}");
-    assert_eq!(pre[0].state, "completed");
+    assert_eq!(pre[0].state(), BackupState::Completed);
     assert_eq!(pre[0].kept_because, "pre-restore");
     let jobs = f
         .op()
         .list_jobs(ListJobsRequest {
-            kind: "restore".into(),
+            kind: JobKind::Restore.into(),
             service: "shop".into(),
         })
         .await

@@ -28,6 +28,7 @@ use strongbox_integration::fleet::{cli, download, files_in, fleet, sqlite_servic
 use strongbox_integration::mariadb::MariaDbServer;
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::sqlite::SqliteDb;
+use strongbox_proto::v1::JobState;
 
 /// A folder a server user may pass through (never listable by others); every other folder
 /// must have no group or other bits.
@@ -235,17 +236,12 @@ async fn everything_strongbox_writes_is_private_even_under_umask_022() {
     for service in ["vault-sqlite", "vault-pg", "vault-maria"] {
         let (job, backup) = f.backup(service).await;
         assert_eq!(
-            job.state, "completed",
+            job.state(),
+            JobState::Completed,
             "backup of {service}: {}",
             job.reason
         );
-        let (rjob, result) = f.restore(&backup.id, "spare-1").await;
-        assert_eq!(
-            rjob.state, "completed",
-            "restore of {service}: {} {}",
-            rjob.reason, rjob.result
-        );
-        assert_eq!(result["verification"]["ok"], true, "{result}");
+        let (_, result) = f.restore_verified(&backup.id, "spare-1").await;
         if service == "vault-sqlite" {
             sqlite_backup = backup.id.clone();
             restored_sqlite = PathBuf::from(result["connection"]["data_dir"].as_str().unwrap());

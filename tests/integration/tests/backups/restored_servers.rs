@@ -8,6 +8,7 @@ use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::ClusterOptions;
 use strongbox_integration::fleet::{cli, fleet_with};
 use strongbox_integration::wait;
+use strongbox_proto::v1::JobState;
 use strongbox_proto::v1::RestoreBackupRequest;
 
 fn restores(f: &strongbox_integration::fleet::Fleet) -> serde_json::Value {
@@ -31,14 +32,9 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
     let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     let (job, backup) = f.backup("orders").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
 
-    let (first, result) = f.restore(&backup.id, "spare-1").await;
-    assert_eq!(
-        first.state, "completed",
-        "{} {}",
-        first.reason, first.result
-    );
+    let (first, result) = f.restore_verified(&backup.id, "spare-1").await;
     let c = &result["connection"];
     let addr = format!("{}:{}", c["host"].as_str().unwrap(), c["port"]);
     let data_dir = std::path::PathBuf::from(c["data_dir"].as_str().expect("data_dir"));
@@ -145,7 +141,7 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         taken.len()
     );
     let winner = f.wait_job(&taken[0].get_ref().id).await;
-    assert_eq!(winner.state, "completed", "{}", winner.reason);
+    assert_eq!(winner.state(), JobState::Completed, "{}", winner.reason);
     let out = cli(&f, &["restore", "stop", &winner.id]);
     assert!(
         out.status.success(),

@@ -10,6 +10,7 @@ use strongbox_integration::cluster::ClusterOptions;
 use strongbox_integration::fleet::{fleet_with, Fleet};
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::wait;
+use strongbox_proto::v1::{BackupState, JobState};
 use strongbox_proto::v1::{GetJobRequest, JobInfo};
 
 /// A fleet whose agents have `grace` to come back, with `db-1` beside a PostgreSQL server.
@@ -78,7 +79,7 @@ async fn stalled_backup(f: &Fleet, pg: &PgServer) -> (JobInfo, Child) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(running.state, "running", "{running:?}");
+    assert_eq!(running.state(), JobState::Running, "{running:?}");
     (job, holder)
 }
 
@@ -102,7 +103,7 @@ async fn an_agent_killed_mid_backup_has_its_job_failed_after_the_grace_and_backs
         .wait_job(&f.operator, &job.id, Duration::from_secs(60))
         .await
         .expect("the job of a killed agent ended");
-    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert_eq!(failed.state(), JobState::Failed, "{failed:?}");
     assert!(
         failed.reason.contains("went away")
             && failed.reason.contains("db-1")
@@ -122,12 +123,24 @@ async fn an_agent_killed_mid_backup_has_its_job_failed_after_the_grace_and_backs
         "{refused}"
     );
 
-    // The agent comes back; a new backup is taken at once (nothing is left under way).
+    // The agent comes back: once its new session is recorded, a new backup is taken at once
+    // (nothing is left under way).
     agent.restart().unwrap();
-    f.wait_hosts(&["db-1"]).await;
-    let (again, backup) = f.backup("orders").await;
-    assert_eq!(again.state, "completed", "{}", again.reason);
-    assert_eq!(backup.state, "completed");
+    let job = wait::poll(
+        "a backup accepted once the agent is back",
+        Duration::from_secs(60),
+        || async {
+            f.cluster
+                .create_backup_job(&f.operator, "orders")
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    let again = f.wait_job(&job.id).await;
+    assert_eq!(again.state(), JobState::Completed, "{}", again.reason);
+    let backup = f.show_backup(&again.backup_id).await;
+    assert_eq!(backup.state(), BackupState::Completed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +157,7 @@ async fn an_agent_coming_back_within_the_grace_keeps_its_job() {
         .wait_job(&f.operator, &job.id, Duration::from_secs(120))
         .await
         .expect("the job ended");
-    assert_eq!(done.state, "completed", "{}", done.reason);
+    assert_eq!(done.state(), JobState::Completed, "{}", done.reason);
     // Past the grace period the node sees the newer session, and the job stays completed.
     let log = wait::poll(
         "the node to look at the old session's end",
@@ -167,7 +180,7 @@ async fn an_agent_coming_back_within_the_grace_keeps_its_job() {
     .await;
     assert!(!log.contains("did not come back"), "{log}");
     let after = f.wait_job(&job.id).await;
-    assert_eq!(after.state, "completed", "{}", after.reason);
+    assert_eq!(after.state(), JobState::Completed, "{}", after.reason);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +199,7 @@ async fn sigterm_of_an_agent_mid_backup_reports_its_job_interrupted_and_exits() 
         .wait_job(&f.operator, &job.id, Duration::from_secs(30))
         .await
         .expect("the interrupted job ended");
-    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert_eq!(failed.state(), JobState::Failed, "{failed:?}");
     assert!(failed.reason.contains("interrupted"), "{}", failed.reason);
     // Its pg_dump went with it, though the lock it waits for is still held.
     wait::poll(

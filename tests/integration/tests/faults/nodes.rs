@@ -16,6 +16,7 @@ use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::ShowBackupRequest;
 
 use crate::chunks::{chunks_of, corrupt, intact};
+use strongbox_proto::v1::{BackupState, JobState};
 
 /// A fleet that repairs every 300 ms, with `db-1` beside a SQLite database and a spare.
 async fn fleet_with_db() -> (Fleet, SqliteDb, AgentProcess, AgentProcess) {
@@ -56,10 +57,8 @@ async fn a_node_cut_off_does_not_stop_backups_and_catches_up_when_back() {
     f.cluster.signal(victim, Signal::SIGSTOP).unwrap();
 
     let (job, backup) = f.backup("till").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
-    let (rjob, result) = f.restore(&backup.id, "spare-1").await;
-    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
-    assert_eq!(result["verification"]["ok"], true, "{result}");
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
+    f.restore_verified(&backup.id, "spare-1").await;
 
     // Back: it learns the backup and holds its chunks (copied lazily, or repaired).
     f.cluster.signal(victim, Signal::SIGCONT).unwrap();
@@ -74,8 +73,8 @@ async fn a_node_cut_off_does_not_stop_backups_and_catches_up_when_back() {
                     .show_backup(ShowBackupRequest { id })
                     .await
                 {
-                    Ok(b) if b.get_ref().state == "completed" => Ok(()),
-                    Ok(b) => Err(format!("state {}", b.get_ref().state)),
+                    Ok(b) if b.get_ref().state() == BackupState::Completed => Ok(()),
+                    Ok(b) => Err(format!("state {}", b.get_ref().state())),
                     Err(s) => Err(s.message().to_string()),
                 }
             }
@@ -89,7 +88,7 @@ async fn a_node_cut_off_does_not_stop_backups_and_catches_up_when_back() {
 async fn every_node_restarted_keeps_every_backup_and_repairs_without_false_alarms() {
     let (mut f, _db, agent, _spare) = fleet_with_db().await;
     let (job, a) = f.backup("till").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
     let bad = chunks_of(&f.cluster, &a.manifest_id)[0];
     corrupt(&f.cluster, 3, &bad);
 
@@ -132,8 +131,6 @@ async fn every_node_restarted_keeps_every_backup_and_repairs_without_false_alarm
 
     // The region works as before: a new backup, and the old one restores.
     let (job, _b) = f.backup("till").await;
-    assert_eq!(job.state, "completed", "{}", job.reason);
-    let (rjob, result) = f.restore(&a.id, "spare-1").await;
-    assert_eq!(rjob.state, "completed", "{} {}", rjob.reason, rjob.result);
-    assert_eq!(result["verification"]["ok"], true, "{result}");
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
+    f.restore_verified(&a.id, "spare-1").await;
 }

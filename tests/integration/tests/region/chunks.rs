@@ -12,6 +12,7 @@ use strongbox_integration::cluster::{Cluster, ClusterOptions};
 use strongbox_integration::raw_agent::{chunks, commit_request, member, register, upload, Sealed};
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+use strongbox_proto::v1::MemberRole;
 use strongbox_proto::v1::{DownloadChunkRequest, HaveChunksRequest, JobInfo, RegisterRequest};
 use tonic::Code;
 
@@ -34,7 +35,7 @@ fn register_orders(c: &Cluster) -> RegisterRequest {
         "db-1",
         &c.options.region,
         false,
-        vec![member("orders", "primary")],
+        vec![member("orders", MemberRole::Primary)],
     )
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use strongbox_core::pki::Role;
 use strongbox_core::tls::TlsFiles;
 use strongbox_integration::cluster::{workspace_bin, Cluster, ClusterOptions};
+use strongbox_proto::v1::JobState;
 
 fn strongbox(c: &Cluster, tls: &TlsFiles, args: &[&str]) -> std::process::Output {
     let addrs: Vec<String> = c.ids().iter().map(|id| c.addr(*id).to_string()).collect();
@@ -205,7 +206,7 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
     assert!(out.status.success(), "{out:?}");
     // The lists' columns: tables, and the service when several are listed; JSON carries both.
     let (job, _) = rt.block_on(f.backup("notes"));
-    assert_eq!(job.state, "completed", "{}", job.reason);
+    assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
     let out = cli(&f, &["backup", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("TABLES") || text.contains("tables"), "{text}");

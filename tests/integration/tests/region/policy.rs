@@ -17,6 +17,8 @@ use strongbox_proto::v1::{
     BackupInfo, ClusterStatusRequest, JobInfo, ListBackupsRequest, ListJobsRequest, PolicyInfo,
     SetPolicyRequest, ShowServiceRequest,
 };
+use strongbox_proto::v1::{BackupKind, BackupState, JobState, ServiceState};
+use strongbox_proto::v1::{JobKind, MemberRole};
 
 fn scheduling() -> ClusterOptions {
     ClusterOptions {
@@ -64,7 +66,9 @@ async fn wait_scheduled(f: &Fleet, service: &str, n: usize, within: Duration) ->
             let done: Vec<BackupInfo> = backups(f, service)
                 .await
                 .into_iter()
-                .filter(|b| b.kind == "scheduled" && b.state == "completed")
+                .filter(|b| {
+                    b.kind() == BackupKind::Scheduled && b.state() == BackupState::Completed
+                })
                 .collect();
             if done.len() >= n {
                 Ok(done)
@@ -80,7 +84,7 @@ async fn wait_scheduled(f: &Fleet, service: &str, n: usize, within: Duration) ->
 async fn backup_jobs(f: &Fleet, service: &str) -> Vec<JobInfo> {
     f.op()
         .list_jobs(ListJobsRequest {
-            kind: "backup".into(),
+            kind: JobKind::Backup.into(),
             service: service.into(),
         })
         .await
@@ -95,7 +99,9 @@ async fn wait_scheduled_jobs(f: &Fleet, service: &str, n: usize, within: Duratio
         within,
         || async {
             let mut done = backup_jobs(f, service).await;
-            done.retain(|j| j.backup_kind == "scheduled" && j.state == "completed");
+            done.retain(|j| {
+                j.backup_kind() == BackupKind::Scheduled && j.state() == JobState::Completed
+            });
             done.sort_by_key(|j| j.slot_unix_ms);
             if done.len() >= n {
                 Ok(done)
@@ -179,13 +185,13 @@ async fn scheduled_backups_come_from_the_primary_and_follow_a_failover() {
     let promoted_at = svc
         .role_changes
         .iter()
-        .find(|c| c.host == "pg-b" && c.to == "primary")
+        .find(|c| c.host == "pg-b" && c.to() == MemberRole::Primary && !c.to_down)
         .map(|c| c.unix_ms)
         .expect("the promotion is in the role history");
     assert!(
         svc.role_changes
             .iter()
-            .any(|c| c.host == "pg-a" && c.from == "primary" && c.to == "down"),
+            .any(|c| c.host == "pg-a" && c.from() == MemberRole::Primary && c.to_down),
         "{:?}",
         svc.role_changes
     );
@@ -291,7 +297,7 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
             let jobs = backup_jobs(&f, "").await;
             let done: BTreeSet<&str> = jobs
                 .iter()
-                .filter(|j| j.state == "completed")
+                .filter(|j| j.state() == JobState::Completed)
                 .map(|j| j.service.as_str())
                 .collect();
             if done.len() == 20 {
@@ -304,8 +310,8 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
     .await;
     // One completed scheduled backup per service: no duplicate across the leader change.
     let mut per_service: BTreeMap<&str, usize> = BTreeMap::new();
-    for j in jobs.iter().filter(|j| j.state == "completed") {
-        assert_eq!(j.backup_kind, "scheduled");
+    for j in jobs.iter().filter(|j| j.state() == JobState::Completed) {
+        assert_eq!(j.backup_kind(), BackupKind::Scheduled);
         *per_service.entry(&j.service).or_default() += 1;
     }
     assert!(per_service.values().all(|n| *n == 1), "{per_service:?}");
@@ -419,7 +425,7 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
             let all = backups(&f, "ledger").await;
             if all
                 .iter()
-                .all(|b| b.state == "completed" || b.state == "failed")
+                .all(|b| b.state() == BackupState::Completed || b.state() == BackupState::Failed)
             {
                 Ok(())
             } else {
@@ -560,9 +566,11 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
     for b in [oldest, newest, &manual] {
         let (job, result) = f.restore(&b.id, "spare-1").await;
         assert_eq!(
-            job.state, "completed",
+            job.state(),
+            JobState::Completed,
             "restore of {}: {}",
-            b.id, job.reason
+            b.id,
+            job.reason
         );
         assert!(result["verification"].is_object(), "{result}");
     }
@@ -578,10 +586,10 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
     let finals: Vec<BackupInfo> = backups(&f, "ledger")
         .await
         .into_iter()
-        .filter(|b| b.kind == "final")
+        .filter(|b| b.kind() == BackupKind::Final)
         .collect();
     assert_eq!(finals.len(), 1, "{finals:?}");
-    assert_eq!(finals[0].state, "completed");
+    assert_eq!(finals[0].state(), BackupState::Completed);
     assert_eq!(finals[0].kept_because, "final");
     let svc = f
         .op()
@@ -591,6 +599,6 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
         .await
         .expect("show")
         .into_inner();
-    assert_eq!(svc.state, "deprovisioned");
+    assert_eq!(svc.state(), ServiceState::Deprovisioned);
     assert_eq!(svc.next_backup_unix_ms, 0);
 }

@@ -14,6 +14,7 @@ use strongbox_proto::v1::{
     AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, ListHostsRequest, Member,
     RegisterRequest, RemoveNodeRequest,
 };
+use strongbox_proto::v1::{Engine, MemberRole};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -69,8 +70,8 @@ async fn register(c: &Cluster, via: u64, host: &str) -> Result<(), tonic::Status
             agent_version: "test".into(),
             members: vec![Member {
                 service: format!("{host}-pg"),
-                engine: "postgres".into(),
-                role: "primary".into(),
+                engine: Engine::Postgres.into(),
+                role: MemberRole::Primary.into(),
                 healthy: true,
                 engine_version: "15".into(),
             }],

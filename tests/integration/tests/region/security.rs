@@ -12,6 +12,7 @@ use strongbox_integration::raw_agent as raw;
 use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
+use strongbox_proto::v1::Engine;
 use strongbox_proto::v1::{
     agent_message, AddNodeRequest, AgentMessage, BindHostRequest, ClusterStatusRequest,
     CommitBackupRequest, CreateBackupRequest, FetchChunkRequest, ForwardProposalRequest,
@@ -19,6 +20,7 @@ use strongbox_proto::v1::{
     Member, PolicyInfo, RaftMessage, RegisterRequest, RemoveNodeRequest, RestoreBackupRequest,
     SetPolicyRequest, ShowBackupRequest,
 };
+use strongbox_proto::v1::{BackupState, JobState, MemberRole};
 use tonic::Code;
 
 async fn serving(c: &Cluster, id: u64, viewer: &TlsFiles) -> bool {
@@ -258,8 +260,8 @@ async fn malformed_and_oversized_messages_are_refused_harmlessly() {
     let mut bad = register("db-1", "test-1");
     bad.members.push(strongbox_proto::v1::Member {
         service: "../etc".into(),
-        engine: "postgres".into(),
-        role: "primary".into(),
+        engine: Engine::Postgres.into(),
+        role: MemberRole::Primary.into(),
         healthy: true,
         engine_version: "15".into(),
     });
@@ -267,6 +269,24 @@ async fn malformed_and_oversized_messages_are_refused_harmlessly() {
         ag.register(bad).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    // Enums are validated: an unset (UNSPECIFIED) or unknown engine or role is refused.
+    for (engine, role) in [
+        (Engine::Unspecified as i32, MemberRole::Primary as i32),
+        (Engine::Postgres as i32, MemberRole::Unspecified as i32),
+        (Engine::Postgres as i32, 42),
+    ] {
+        let mut bad = register("db-1", "test-1");
+        bad.members.push(strongbox_proto::v1::Member {
+            service: "orders".into(),
+            engine,
+            role,
+            healthy: true,
+            engine_version: "15".into(),
+        });
+        let s = ag.register(bad).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains("is not one of"), "{s:?}");
+    }
 
     assert!(
         serving(&c, 1, &viewer).await,
@@ -303,7 +323,7 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
         "db-1",
         &region,
         false,
-        vec![raw::member("orders", "primary")],
+        vec![raw::member("orders", MemberRole::Primary)],
     ))
     .await
     .unwrap();
@@ -317,7 +337,7 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
             "rogue-db",
             &region,
             false,
-            vec![raw::member("orders", "primary")],
+            vec![raw::member("orders", MemberRole::Primary)],
         ))
         .await
         .unwrap();
@@ -368,7 +388,7 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
         .await
         .unwrap()
         .into_inner();
-    assert_ne!(b2.state, "completed");
+    assert_ne!(b2.state(), BackupState::Completed);
 
     // No restore goes to the unapproved spare, by choice or by name.
     let restore = |to_host: &str| RestoreBackupRequest {
@@ -411,7 +431,7 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
         .wait_job(&operator, &job.id, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state(), JobState::Failed);
     assert!(failed.reason.contains("no longer a spare"), "{failed:?}");
     let audit = op
         .list_audit(ListAuditRequest { limit: 20 })
@@ -457,16 +477,14 @@ async fn session_flood(
     ended
 }
 
-fn report(job: &str, state: &str, done: u64, total: u64) -> AgentMessage {
+fn report(job: &str, state: JobState, done: u64, total: u64) -> AgentMessage {
     AgentMessage {
         body: Some(agent_message::Body::Report(JobReport {
             job_id: job.into(),
             state: state.into(),
-            reason: String::new(),
             bytes_done: done,
             bytes_total: total,
-            result: String::new(),
-            phase: String::new(),
+            ..Default::default()
         })),
     }
 }
@@ -504,7 +522,7 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
     // The largest registration accepted: 1,000 services with 63-character names.
     let long = |i: usize| format!("s{i:04}-{}", "x".repeat(57));
     let members: Vec<Member> = (0..1_000)
-        .map(|i| raw::member(&long(i), "primary"))
+        .map(|i| raw::member(&long(i), MemberRole::Primary))
         .collect();
     let started = Instant::now();
     ag.register(raw::register("db-1", &region, false, members.clone()))
@@ -515,7 +533,7 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
         started.elapsed()
     );
     let mut over = members.clone();
-    over.push(raw::member("one-too-many", "primary"));
+    over.push(raw::member("one-too-many", MemberRole::Primary));
     let s = ag
         .register(raw::register("db-1", &region, false, over))
         .await
@@ -533,9 +551,9 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
     // proposed, and the coordinator ends the session.
     let before = commit_index(&mut op).await;
     let mut flood: Vec<AgentMessage> = (0..20_000)
-        .map(|i| report(&format!("job-nosuch-{i}"), "failed", 0, 0))
+        .map(|i| report(&format!("job-nosuch-{i}"), JobState::Failed, 0, 0))
         .collect();
-    flood.insert(0, report("job-x", "running", u64::MAX, u64::MAX));
+    flood.insert(0, report("job-x", JobState::Running, u64::MAX, u64::MAX));
     let ended = session_flood(&mut ag, flood).await.unwrap_err();
     assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
     let after = commit_index(&mut op).await;
@@ -549,9 +567,9 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
     let job = c.create_backup_job(&operator, &long(0)).await.unwrap();
     let before = commit_index(&mut op).await;
     let mut progress: Vec<AgentMessage> = (1..=5_000)
-        .map(|i| report(&job.id, "running", i, 5_000))
+        .map(|i| report(&job.id, JobState::Running, i, 5_000))
         .collect();
-    progress.push(report(&job.id, "failed", 5_000, 5_000));
+    progress.push(report(&job.id, JobState::Failed, 5_000, 5_000));
     // A large heartbeat (every member again) rides along; it changes nothing.
     progress.push(AgentMessage {
         body: Some(agent_message::Body::Heartbeat(Heartbeat {
@@ -566,7 +584,7 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
         .wait_job(&operator, &job.id, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state(), JobState::Failed);
     assert_eq!(failed.bytes_done, 5_000);
     let after = commit_index(&mut op).await;
     eprintln!("5,001 reports became {} log entries", after - before);
