@@ -97,7 +97,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
     let engine = agent.engine(&job.service)?;
     let keys = Arc::new(agent.keyring.current_service_keys(&job.service)?);
     let version = engine.probe().await.map(|p| p.version).unwrap_or_default();
-    let started_ms = now_ms();
+    let started_ms = strongbox_core::clock::now_ms();
     let progress = Arc::new(Progress {
         done: AtomicU64::new(0),
     });
@@ -406,11 +406,4 @@ async fn seal(
         })
     })
     .await
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

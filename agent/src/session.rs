@@ -18,7 +18,8 @@ use strongbox_proto::v1::{
 use tokio::sync::mpsc;
 
 use crate::agent::Agent;
-use crate::backup::{client, now_ms};
+use crate::backup::client;
+use strongbox_core::clock::now_ms;
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
 

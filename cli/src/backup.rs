@@ -177,6 +177,7 @@ pub fn backup_json(b: &BackupInfo) -> Value {
         "kind": b.kind(),
         "state": b.state(),
         "reason": b.reason,
+        "failure": b.failure(),
         "created_unix_ms": b.created_unix_ms,
         "created": output::timestamp(b.created_unix_ms),
         "completed_unix_ms": b.completed_unix_ms,
@@ -272,7 +273,7 @@ fn backup_fields(b: &BackupInfo) -> Vec<(&'static str, Value)> {
         ("chunks", json!(b.chunk_count)),
         ("manifest", json!(hex::encode(&b.manifest_id))),
     ]);
-    f.extend(retention_fields(b, output::now_ms()));
+    f.extend(retention_fields(b, strongbox_core::clock::now_ms()));
     f
 }
 
@@ -360,7 +361,7 @@ pub fn print_backups(backups: &[BackupInfo], output: Output) {
     match output {
         Output::Json => output.json(&Value::Array(backups.iter().map(backup_json).collect())),
         Output::Table => {
-            let now = output::now_ms();
+            let now = strongbox_core::clock::now_ms();
             // Backups of several services: a service column tells them apart.
             let services = backups
                 .iter()

@@ -4,14 +4,15 @@
 //! node's replication progress; a node that does not answer is shown as unreachable.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use serde_json::json;
+use serde_json::{json, Value};
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
     AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, NodeRole, RemoveNodeRequest,
+    WorkerStatus,
 };
 
 use crate::connect::{self, status_error, ConnectArgs};
-use crate::output::Output;
+use crate::output::{self, Output};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -71,10 +72,24 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 .find(|n| n.id == leader_view.leader_id)
                 .map_or(0, |n| n.commit_index);
             let mut rows = Vec::new();
+            let mut workers = Vec::new();
             for n in &leader_view.nodes {
-                let own = status_of(&tls, &n.address)
-                    .await
-                    .and_then(|s| s.nodes.into_iter().find(|m| m.id == n.id));
+                let answer = status_of(&tls, &n.address).await;
+                let own = answer
+                    .as_ref()
+                    .and_then(|s| s.nodes.iter().find(|m| m.id == n.id).cloned());
+                let node_workers: Vec<Value> = answer
+                    .map(|s| s.workers)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(worker_json)
+                    .collect();
+                for w in &node_workers {
+                    // A leader-only worker idles on the other nodes: shown where it runs.
+                    if !(w["leader_only"] == json!(true) && n.id != leader_view.leader_id) {
+                        workers.push((n.name.clone(), w.clone()));
+                    }
+                }
                 let (role, term, commit, applied) = match &own {
                     Some(o) => (n.role(), o.term, o.commit_index, o.applied_index),
                     None => (NodeRole::Unreachable, 0, 0, 0),
@@ -87,7 +102,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 rows.push(json!({
                     "id": n.id, "name": n.name, "address": n.address, "role": role, "voter": n.voter,
                     "term": term, "commit_index": commit, "applied_index": applied,
-                    "matched": n.matched, "lag": lag,
+                    "matched": n.matched, "lag": lag, "workers": node_workers,
                 }));
             }
             match output {
@@ -125,6 +140,25 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                         ]);
                     }
                     println!("{t}");
+                    if !workers.is_empty() {
+                        println!("\nworkers");
+                        let mut t = Table::new();
+                        t.load_preset(UTF8_FULL_CONDENSED);
+                        t.set_header([
+                            "node",
+                            "worker",
+                            "runs on",
+                            "every",
+                            "last pass",
+                            "took",
+                            "items",
+                            "state",
+                        ]);
+                        for (node, w) in &workers {
+                            t.add_row(worker_row(node, w));
+                        }
+                        println!("{t}");
+                    }
                 }
             }
         }
@@ -152,4 +186,50 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// A worker's status as JSON for scripts.
+fn worker_json(w: &WorkerStatus) -> Value {
+    json!({
+        "name": w.name,
+        "leader_only": w.leader_only,
+        "interval_ms": w.interval_ms,
+        "passes": w.passes,
+        "items": w.items,
+        "last_pass_unix_ms": w.last_pass_unix_ms,
+        "last_pass": output::timestamp(w.last_pass_unix_ms),
+        "last_pass_took_ms": w.last_pass_took_ms,
+        "last_error": w.last_error,
+        "waiting": w.waiting,
+    })
+}
+
+/// A worker's row for people: where it runs, how often, its last pass and what it said.
+fn worker_row(node: &str, w: &Value) -> Vec<String> {
+    let ms = |key: &str| w[key].as_u64().unwrap_or(0);
+    let text = |key: &str| w[key].as_str().unwrap_or_default().to_string();
+    let state = match (text("last_error"), text("waiting")) {
+        (e, _) if !e.is_empty() => format!("error: {e}"),
+        (_, why) if !why.is_empty() => format!("waiting: {why}"),
+        _ => "ok".to_string(),
+    };
+    vec![
+        node.to_string(),
+        text("name"),
+        if w["leader_only"] == json!(true) {
+            "leader"
+        } else {
+            "every node"
+        }
+        .to_string(),
+        output::duration(std::time::Duration::from_millis(ms("interval_ms"))),
+        if ms("last_pass_unix_ms") == 0 {
+            "never".to_string()
+        } else {
+            output::ago(ms("last_pass_unix_ms"))
+        },
+        format!("{} ms", ms("last_pass_took_ms")),
+        ms("items").to_string(),
+        state,
+    ]
 }

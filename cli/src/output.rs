@@ -6,8 +6,6 @@
 //! (notes for people go to stderr, and only in table mode); formatting never panics, whatever
 //! the numbers (a zero time is "-", a time in the future is "in the future").
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde_json::Value;
 
@@ -97,14 +95,6 @@ where
     t
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A byte count for people, in decimal units: `512 B`, `1.5 kB`, `12.3 MB`, `1.2 GB`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
@@ -187,7 +177,7 @@ pub fn utc(unix_ms: u64) -> String {
 
 /// An absolute time with how far it is from now: `2026-11-20T02:00:00Z (in 3 hours)`; "-" for 0.
 pub fn at(unix_ms: u64) -> String {
-    at_from(unix_ms, now_ms())
+    at_from(unix_ms, strongbox_core::clock::now_ms())
 }
 
 /// [`at`] seen from `now_ms`.
@@ -200,7 +190,7 @@ pub fn at_from(unix_ms: u64, now_ms: u64) -> String {
 
 /// Relative to now.
 pub fn ago(unix_ms: u64) -> String {
-    relative(unix_ms, now_ms())
+    relative(unix_ms, strongbox_core::clock::now_ms())
 }
 
 /// An RFC 3339 UTC timestamp for scripts (null for 0, which means "never").

@@ -355,7 +355,7 @@ pub fn service_fields(s: &ServiceInfo, now_ms: u64) -> Vec<(&'static str, Value)
 
 /// Prints one service like `service show`: its lines, members and role changes.
 fn print_service(s: &ServiceInfo) {
-    let now = output::now_ms();
+    let now = strongbox_core::clock::now_ms();
     output::print_fields(&service_fields(s, now));
     let mut t = output::table(["host", "role", "healthy", "version"]);
     for m in &s.members {
@@ -442,7 +442,7 @@ pub async fn run_service(
                         println!("No services yet: they appear once an agent with [[service]] tables registers.");
                         return Ok(());
                     }
-                    let now = output::now_ms();
+                    let now = strongbox_core::clock::now_ms();
                     let mut t = output::table([
                         "service",
                         "engine",

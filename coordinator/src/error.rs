@@ -65,6 +65,14 @@ pub enum Error {
 
     #[error("transport: {0}")]
     Transport(String),
+
+    /// A record the caller named does not exist (or is not in the state the call needs).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// No node of the region holds a good copy of data a committed backup needs.
+    #[error("{0}")]
+    DataLoss(String),
 }
 
 impl Error {
@@ -94,6 +102,8 @@ impl From<Error> for tonic::Status {
             Error::Refused(_) => tonic::Status::failed_precondition(msg),
             Error::Catalog { code, message } => crate::catalog::refusal::status(code, message),
             Error::DiskFull { .. } => tonic::Status::resource_exhausted(msg),
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::DataLoss(_) => tonic::Status::data_loss(msg),
             _ => tonic::Status::internal(msg),
         }
     }

@@ -20,8 +20,8 @@ use prometheus_client::registry::Registry;
 
 use strongbox_proto::v1::{BackupState, FailureClass, JobKind, RestoreOutcome, ServiceState};
 
-use crate::api::NodeContext;
 use crate::error::{Error, Result};
+use crate::node::NodeContext;
 
 /// Serves `/healthz` and `/metrics` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, node: Arc<NodeContext>) -> Result<()> {
@@ -72,7 +72,7 @@ fn fleet_metrics(node: &NodeContext, r: &mut Registry) {
     let Ok(snap) = node.catalog.schedule_snapshot() else {
         return;
     };
-    let now = crate::raft::node::now_ms();
+    let now = strongbox_core::clock::now_ms();
     let last = Family::<Labels, Gauge>::default();
     let next = Family::<Labels, Gauge>::default();
     let missed = Family::<Labels, Gauge>::default();

@@ -9,6 +9,8 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod raft;
 pub mod server;
+pub mod worker;

@@ -17,10 +17,10 @@ use tonic::transport::Server;
 use crate::api::agent::AgentApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::operator::OperatorApi;
-use crate::api::NodeContext;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::node::NodeContext;
 use crate::raft::node::{self, RaftOptions};
 use crate::raft::storage::RaftStore;
 use crate::raft::transport::Transport;
@@ -96,24 +96,22 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: Arc::default(),
         scopes: Default::default(),
         sessions: Default::default(),
+        workers: Default::default(),
         stopping: tokio::sync::watch::Sender::new(false),
         agent_grace: config.agent_grace,
         max_restored_servers: config.max_restored_servers,
     });
 
-    tokio::spawn(crate::chunks::maintain::run(
-        ctx.clone(),
+    let mut workers =
+        crate::controllers::workers(config.controller_interval, config.schedule_backups);
+    workers.push(Box::new(crate::chunks::maintain::Maintenance::new(
         config.maintenance_interval,
         config.gc_grace,
-    ));
-
-    tokio::spawn(record_own_name(ctx.clone()));
-
-    tokio::spawn(crate::controllers::run(
-        ctx.clone(),
-        config.controller_interval,
-        config.schedule_backups,
-    ));
+    )));
+    workers.push(Box::new(OwnName));
+    for worker in workers {
+        crate::worker::spawn(ctx.clone(), worker);
+    }
 
     if let Some(addr) = config.http_listen {
         let node = ctx.clone();
@@ -217,22 +215,27 @@ async fn shutdown_signal() {
 
 /// Records this node's name (from its certificate) in its catalog record once the region has a
 /// leader: the first node records its peers from its config with addresses only, so without
-/// this `cluster status` shows them nameless.
-async fn record_own_name(node: Arc<NodeContext>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-    loop {
-        tick.tick().await;
-        if node.raft.status().leader_id == 0 {
-            continue;
-        }
-        let Ok(nodes) = node.catalog.nodes() else {
-            continue;
-        };
-        let Some(me) = nodes.into_iter().find(|n| n.id == node.id) else {
-            continue; // not a member yet
+/// this `cluster status` shows them nameless. A worker on every node; once the name is there,
+/// a pass is one read.
+struct OwnName;
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for OwnName {
+    fn name(&self) -> &'static str {
+        "node-name"
+    }
+    fn leader_only(&self) -> bool {
+        false
+    }
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2)
+    }
+    async fn pass(&mut self, node: &Arc<NodeContext>) -> Result<crate::worker::Done> {
+        let Some(me) = node.catalog.nodes()?.into_iter().find(|n| n.id == node.id) else {
+            return Ok(Default::default()); // not a member yet
         };
         if me.name == node.name {
-            return;
+            return Ok(Default::default());
         }
         let actor = strongbox_core::pki::Identity {
             role: strongbox_core::pki::Role::Node,
@@ -247,10 +250,10 @@ async fn record_own_name(node: Arc<NodeContext>) {
             }),
         );
         cmd.request_id = format!("node-name-{}-{}", node.id, node.name);
-        match node.submit(cmd).await {
-            Ok(o) if o.error.is_empty() => return,
-            Ok(o) => tracing::debug!(error = %o.error, "recording this node's name refused"),
-            Err(e) => tracing::debug!(error = %e, "recording this node's name failed; retrying"),
+        let outcome = node.submit(cmd).await?;
+        if !outcome.error.is_empty() {
+            tracing::debug!(error = %outcome.error, "recording this node's name refused");
         }
+        Ok(crate::worker::Done::items(1))
     }
 }

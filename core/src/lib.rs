@@ -4,6 +4,7 @@
 
 pub mod chunk;
 pub mod chunking;
+pub mod clock;
 pub mod connect;
 pub mod durations;
 pub mod error;

@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::member_record;
 use super::jobs::agent_job;
-use super::{validate, NodeContext};
+use super::validate;
 use crate::chunks::replicate;
+use crate::node::NodeContext;
 use strongbox_core::ids::ChunkId;
 
 pub struct AgentApi {

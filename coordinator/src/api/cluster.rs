@@ -11,9 +11,9 @@ use strongbox_proto::v1::cluster_service_server::ClusterService;
 use strongbox_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use super::NodeContext;
 use crate::chunks::replicate;
 use crate::chunks::store::Lookup;
+use crate::node::NodeContext;
 
 pub struct ClusterApi {
     pub node: Arc<NodeContext>,
@@ -77,7 +77,7 @@ impl ClusterService for ClusterApi {
         // Commands are stamped by the leader's clock, whichever node made them: times the
         // catalog compares (a host's last report against now) then come from one clock while a
         // leader lasts, and a follower's skew never reaches the catalog.
-        cmd.unix_ms = crate::raft::node::now_ms();
+        cmd.unix_ms = strongbox_core::clock::now_ms();
         let outcome = self.node.raft.propose(cmd).await?;
         Ok(Response::new(ForwardProposalResponse {
             index: outcome.index,
@@ -98,7 +98,7 @@ impl ClusterService for ClusterApi {
     async fn clock(&self, req: Request<ClockRequest>) -> Result<Response<ClockResponse>, Status> {
         require_role(&req, &[Role::Node])?;
         Ok(Response::new(ClockResponse {
-            unix_ms: crate::raft::node::now_ms(),
+            unix_ms: strongbox_core::clock::now_ms(),
         }))
     }
 

@@ -6,26 +6,7 @@ use strongbox_proto::v1::{BackupInfo, JobInfo, Member, PolicyInfo, RoleChangeInf
 
 use crate::policy::retention::Verdict;
 
-/// The role of a certificate, as the catalog records who asked.
-pub fn caller_role(role: strongbox_core::pki::Role) -> strongbox_proto::v1::CallerRole {
-    use strongbox_core::pki::Role;
-    use strongbox_proto::v1::CallerRole;
-    match role {
-        Role::Node => CallerRole::Node,
-        Role::Agent => CallerRole::Agent,
-        Role::Operator => CallerRole::Operator,
-        Role::Viewer => CallerRole::Viewer,
-        Role::Region => CallerRole::Region,
-    }
-}
-
-/// Who asked, as the catalog records it.
-pub fn actor(who: &strongbox_core::pki::Identity) -> strongbox_proto::catalog::Actor {
-    strongbox_proto::catalog::Actor {
-        role: caller_role(who.role).into(),
-        name: who.name.clone(),
-    }
-}
+pub use crate::catalog::{actor, caller_role};
 
 pub fn member_record(m: Member) -> MemberRecord {
     MemberRecord {
@@ -152,5 +133,20 @@ pub fn job_info(j: JobRecord) -> JobInfo {
         target_job: j.target_job,
         server_stopped_unix_ms: j.server_stopped_unix_ms,
         phase: j.phase,
+    }
+}
+
+pub fn worker_status(s: crate::worker::Status) -> strongbox_proto::v1::WorkerStatus {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    strongbox_proto::v1::WorkerStatus {
+        name: s.name.to_string(),
+        leader_only: s.leader_only,
+        interval_ms: ms(s.interval),
+        passes: s.passes,
+        items: s.items,
+        last_pass_unix_ms: s.last_pass_unix_ms,
+        last_pass_took_ms: ms(s.last_pass_took),
+        last_error: s.last_error.unwrap_or_default(),
+        waiting: s.waiting.unwrap_or_default(),
     }
 }

@@ -15,10 +15,10 @@ use strongbox_proto::v1::*;
 use tonic::Status;
 
 use super::convert::{backup_info_with, policy, policy_info, role_change};
-use super::NodeContext;
+use crate::node::NodeContext;
 use crate::policy::plan::{status, Snapshot};
 use crate::policy::retention::{evaluate, Verdict};
-use crate::raft::node::now_ms;
+use strongbox_core::clock::now_ms;
 
 /// One service as `service list/show` shows it.
 pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo> {

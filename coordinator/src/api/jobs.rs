@@ -7,15 +7,13 @@
 //! yet, so a job created a moment ago through another node is found.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use strongbox_core::ids::ChunkId;
 use strongbox_core::pki::Identity;
 use strongbox_proto::catalog::{HostRecord, JobRecord};
-use strongbox_proto::v1::{BackupState, JobKind};
+use strongbox_proto::v1::JobKind;
 use tonic::Status;
 
-use super::NodeContext;
+use crate::node::NodeContext;
 
 pub use crate::policy::plan::ALIVE_MS;
 
@@ -229,58 +227,6 @@ pub async fn agent_job(
         )));
     }
     Ok(job)
-}
-
-/// Which chunks each committed backup may serve (its manifest and the chunks it names), read
-/// from the manifest once and kept: a committed manifest never changes. The backup record is
-/// read on every call, so a purged backup stops serving at once.
-#[derive(Default)]
-pub struct BackupScopes {
-    cache: std::sync::Mutex<std::collections::HashMap<String, Arc<HashSet<ChunkId>>>>,
-}
-
-impl BackupScopes {
-    /// Every chunk of `backup_id`, a completed backup.
-    pub async fn chunks(
-        &self,
-        node: &Arc<NodeContext>,
-        backup_id: &str,
-    ) -> Result<Arc<HashSet<ChunkId>>, Status> {
-        let backup = node
-            .catalog
-            .backup(backup_id)?
-            .filter(|b| b.state() == BackupState::Completed)
-            .ok_or_else(|| Status::not_found(format!("no completed backup {backup_id}")))?;
-        if let Some(ids) = self.lock().get(backup_id) {
-            return Ok(ids.clone());
-        }
-        let manifest_id = ChunkId::from_slice(&backup.manifest_id)
-            .map_err(|e| Status::internal(format!("backup {backup_id}: {e}")))?;
-        let manifest = crate::chunks::replicate::fetch(node, manifest_id)
-            .await?
-            .ok_or_else(|| {
-                Status::data_loss(format!(
-                    "no node holds a good copy of the manifest of {backup_id}"
-                ))
-            })?;
-        let env = strongbox_core::manifest::parse(&manifest)
-            .map_err(|e| Status::data_loss(format!("manifest of {backup_id}: {e}")))?;
-        let mut ids: HashSet<ChunkId> = env.chunk_ids.into_iter().collect();
-        ids.insert(manifest_id);
-        let ids = Arc::new(ids);
-        let mut cache = self.lock();
-        if cache.len() >= 64 {
-            cache.clear();
-        }
-        cache.insert(backup_id.to_string(), ids.clone());
-        Ok(ids)
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<HashSet<ChunkId>>>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 #[cfg(test)]

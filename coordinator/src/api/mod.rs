@@ -8,7 +8,4 @@ pub mod fleet;
 pub mod jobs;
 pub mod operator;
 pub mod session;
-pub mod submit;
 pub mod validate;
-
-pub use submit::NodeContext;

@@ -16,8 +16,9 @@ use tonic::{Request, Response, Status};
 use super::convert::{backup_info_with, job_info, member};
 use super::fleet;
 use super::jobs::{backup_host, restore_host};
-use super::{validate, NodeContext};
-use crate::raft::node::now_ms;
+use super::validate;
+use crate::node::NodeContext;
+use strongbox_core::clock::now_ms;
 
 const READERS: &[Role] = &[Role::Viewer, Role::Operator];
 const CHANGERS: &[Role] = &[Role::Operator];
@@ -100,6 +101,13 @@ impl OperatorService for OperatorApi {
             nodes,
             region_created_unix_ms: region.created_unix_ms,
             copies_to: region.copies_to,
+            workers: self
+                .node
+                .workers
+                .all()
+                .into_iter()
+                .map(super::convert::worker_status)
+                .collect(),
         }))
     }
 

@@ -34,9 +34,10 @@ use tokio::sync::{mpsc, Notify};
 use tonic::{Status, Streaming};
 
 use super::convert::member_record;
-use super::{validate, NodeContext};
+use super::validate;
 use crate::catalog::claimed_members;
-use crate::raft::node::now_ms;
+use crate::node::NodeContext;
+use strongbox_core::clock::now_ms;
 
 const REFRESH_MS: u64 = 60_000;
 
@@ -53,40 +54,28 @@ const LOGGED_REFUSALS: u64 = 5;
 /// refusal of an unknown job costs a linearizable read.
 pub const MAX_REFUSALS: u64 = 100;
 
-/// The sessions open on this node, by host.
-#[derive(Default)]
-pub struct Sessions {
-    open: Mutex<HashMap<String, usize>>,
-}
-
 /// One open session; dropping it frees its place.
 pub struct SessionSlot {
     node: Arc<NodeContext>,
     host: String,
 }
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// Takes a session place for `host` on this node, or refuses when it holds
 /// [`MAX_SESSIONS_PER_HOST`] already.
 pub fn enter(node: &Arc<NodeContext>, host: &str) -> Result<SessionSlot, Status> {
-    let mut open = node.sessions.lock();
-    let n = open.entry(host.to_string()).or_default();
-    if *n >= MAX_SESSIONS_PER_HOST {
-        return Err(Status::resource_exhausted(format!(
-            "host {host} has {n} sessions open on this node already (at most \
-             {MAX_SESSIONS_PER_HOST}); an agent needs one: stop the other agent running with \
-             this host's certificate"
-        )));
+    let before = node
+        .sessions
+        .enter(host, MAX_SESSIONS_PER_HOST)
+        .map_err(|n| {
+            Status::resource_exhausted(format!(
+                "host {host} has {n} sessions open on this node already (at most \
+                 {MAX_SESSIONS_PER_HOST}); an agent needs one: stop the other agent running with \
+                 this host's certificate"
+            ))
+        })?;
+    if before >= 1 {
+        tracing::warn!(host = %host, open = before, "another session of this host opened: a reconnect, or two agents running with its certificate if this repeats");
     }
-    if *n >= 1 {
-        tracing::warn!(host = %host, open = *n, "another session of this host opened: a reconnect, or two agents running with its certificate if this repeats");
-    }
-    *n += 1;
     Ok(SessionSlot {
         node: node.clone(),
         host: host.to_string(),
@@ -95,13 +84,7 @@ pub fn enter(node: &Arc<NodeContext>, host: &str) -> Result<SessionSlot, Status>
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let mut open = self.node.sessions.lock();
-        if let Some(n) = open.get_mut(&self.host) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&self.host);
-            }
-        }
+        self.node.sessions.leave(&self.host);
     }
 }
 

@@ -979,6 +979,26 @@ impl Catalog {
     }
 }
 
+/// The role of a certificate, as the catalog records who asked.
+pub fn caller_role(role: strongbox_core::pki::Role) -> CallerRole {
+    use strongbox_core::pki::Role;
+    match role {
+        Role::Node => CallerRole::Node,
+        Role::Agent => CallerRole::Agent,
+        Role::Operator => CallerRole::Operator,
+        Role::Viewer => CallerRole::Viewer,
+        Role::Region => CallerRole::Region,
+    }
+}
+
+/// Who asked, as the catalog records it.
+pub fn actor(who: &strongbox_core::pki::Identity) -> strongbox_proto::catalog::Actor {
+    strongbox_proto::catalog::Actor {
+        role: caller_role(who.role).into(),
+        name: who.name.clone(),
+    }
+}
+
 /// A refusal naming a record that does not exist.
 fn not_found(what: &'static str, id: &str) -> Refusal {
     Refusal::NotFound {

@@ -2,11 +2,11 @@
 //! chunk that a committed backup uses and this node lacks or holds corrupt; **GC** deletes chunk
 //! files no committed backup uses, once they are older than the grace period.
 //!
-//! A pass runs only once the node knows its region: a leader, and a read barrier passed (the
-//! catalog caught up), so a node that has just started never judges chunks by a stale catalog
-//! or before its peers answer; and a chunk is called unrepairable only when every other node
-//! answered that it holds no good copy (one that could not be asked makes it *deferred*, tried
-//! again next pass; issue 14, fault 6).
+//! It is a [`Worker`] on every node: a pass runs only once the node knows its region (a leader,
+//! and a read barrier passed: the catalog caught up), so a node that has just started never
+//! judges chunks by a stale catalog or before its peers answer; and a chunk is called
+//! unrepairable only when every other node answered that it holds no good copy (one that could
+//! not be asked makes it *deferred*, tried again next pass; issue 14, fault 6).
 //!
 //! Invariants: GC marks from the catalog's committed backups (their manifests, and every chunk
 //! each manifest names) and only sweeps files older than `grace`, so the chunks of an upload in
@@ -21,8 +21,9 @@ use strongbox_core::ids::ChunkId;
 
 use super::replicate;
 use super::store::Lookup;
-use crate::api::NodeContext;
 use crate::error::{Error, Result};
+use crate::node::NodeContext;
+use crate::worker::{Done, Worker};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,48 +37,53 @@ pub struct PassReport {
     pub swept: usize,
 }
 
-/// Runs a pass every `interval`, forever.
-pub async fn run(node: Arc<NodeContext>, interval: Duration, grace: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut first, mut told) = (true, false);
-    loop {
-        tick.tick().await;
-        if let Err(why) = ready(&node).await {
-            if !told {
-                tracing::info!(why, "chunk maintenance waits until this node knows its region (a leader, and its catalog caught up)");
-                told = true;
-            }
-            continue;
-        }
-        match pass(&node, grace).await {
-            Ok(r) if first || r.repaired + r.swept + r.unrepairable + r.deferred > 0 => {
-                tracing::info!(
-                    live = r.live,
-                    repaired = r.repaired,
-                    unrepairable = r.unrepairable,
-                    deferred = r.deferred,
-                    swept = r.swept,
-                    first,
-                    "chunk maintenance pass"
-                );
-                first = false;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "chunk maintenance pass failed; will retry"),
+/// Repair and GC as a worker on every node.
+pub struct Maintenance {
+    interval: Duration,
+    grace: Duration,
+    /// The first pass is logged whatever it did; later ones only when they did something.
+    first: bool,
+}
+
+impl Maintenance {
+    /// A pass every `interval`, sweeping files older than `grace`.
+    pub fn new(interval: Duration, grace: Duration) -> Maintenance {
+        Maintenance {
+            interval,
+            grace,
+            first: true,
         }
     }
 }
 
-/// Whether the node knows its region well enough for a pass: a leader is known and a read
-/// barrier passes (everything committed is applied here). `Err` says what is missing.
-async fn ready(node: &NodeContext) -> std::result::Result<(), String> {
-    if node.raft.status().leader_id == 0 {
-        return Err("no leader known yet".into());
+#[async_trait::async_trait]
+impl Worker for Maintenance {
+    fn name(&self) -> &'static str {
+        "maintenance"
     }
-    node.read_barrier()
-        .await
-        .map_err(|e| format!("no read barrier: {e}"))
+    fn leader_only(&self) -> bool {
+        false
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    async fn pass(&mut self, node: &Arc<NodeContext>) -> Result<Done> {
+        let r = pass(node, self.grace).await?;
+        let done = r.repaired + r.swept + r.unrepairable + r.deferred;
+        if self.first || done > 0 {
+            tracing::info!(
+                live = r.live,
+                repaired = r.repaired,
+                unrepairable = r.unrepairable,
+                deferred = r.deferred,
+                swept = r.swept,
+                first = self.first,
+                "chunk maintenance pass"
+            );
+            self.first = false;
+        }
+        Ok(Done::items((r.repaired + r.swept) as u64))
+    }
 }
 
 /// Counts and logs a chunk (or manifest) no copy came back for: unrepairable when every node

@@ -2,4 +2,5 @@
 
 pub mod maintain;
 pub mod replicate;
+pub mod scopes;
 pub mod store;

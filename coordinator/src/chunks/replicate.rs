@@ -18,8 +18,8 @@ use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
 use tokio::sync::mpsc;
 
 use super::store::{ChunkStore, Lookup};
-use crate::api::NodeContext;
 use crate::error::{Error, Result};
+use crate::node::NodeContext;
 
 const PEER_TIMEOUT: Duration = Duration::from_secs(15);
 

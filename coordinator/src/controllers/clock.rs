@@ -6,6 +6,7 @@
 //! Invariant: a tick carries only clocks read within this call (each voter asked once, with a
 //! short timeout); the catalog, not this loop, decides whether they make a majority.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strongbox_proto::catalog::{command::Op, Tick};
@@ -13,18 +14,41 @@ use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
 use strongbox_proto::v1::ClockRequest;
 
 use super::actor;
-use crate::api::NodeContext;
 use crate::catalog::TICK_EVERY_MS;
 use crate::error::Result;
+use crate::node::NodeContext;
+use crate::worker::{Done, Worker};
+
+/// The agreed clock as a leader-only worker.
+pub struct Clock {
+    pub(super) interval: Duration,
+}
+
+#[async_trait::async_trait]
+impl Worker for Clock {
+    fn name(&self) -> &'static str {
+        "clock"
+    }
+    fn leader_only(&self) -> bool {
+        true
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    async fn pass(&mut self, node: &Arc<NodeContext>) -> Result<Done> {
+        Ok(Done::items(u64::from(tick(node).await?)))
+    }
+}
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Proposes a tick when the agreed time is older than [`TICK_EVERY_MS`] on this clock.
-pub async fn tick(node: &NodeContext) -> Result<()> {
+/// Proposes a tick when the agreed time is older than [`TICK_EVERY_MS`] on this clock;
+/// whether it did.
+pub async fn tick(node: &NodeContext) -> Result<bool> {
     let agreed = node.catalog.clock_ms()?;
-    let now = crate::raft::node::now_ms();
+    let now = strongbox_core::clock::now_ms();
     if agreed != 0 && now < agreed.saturating_add(TICK_EVERY_MS) && now + TICK_EVERY_MS > agreed {
-        return Ok(());
+        return Ok(false);
     }
     let voters = node.raft.status().voters;
     let asks = voters
@@ -43,7 +67,7 @@ pub async fn tick(node: &NodeContext) -> Result<()> {
         .flatten()
         .collect();
     if voters.contains(&node.id) {
-        clocks.push(crate::raft::node::now_ms());
+        clocks.push(strongbox_core::clock::now_ms());
     }
     let mut cmd = node.command(
         &actor(node, "clock"),
@@ -58,5 +82,5 @@ pub async fn tick(node: &NodeContext) -> Result<()> {
     if !outcome.error.is_empty() {
         tracing::warn!(error = %outcome.error, "the voters did not agree on a time");
     }
-    Ok(())
+    Ok(true)
 }

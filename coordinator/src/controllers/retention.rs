@@ -6,14 +6,60 @@
 //! removes only what is still expired then (a hold placed meanwhile wins).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use strongbox_core::clock::now_ms;
 use strongbox_proto::catalog::{command::Op, ExpireBackups, PruneJobs};
 
 use super::actor;
-use crate::api::NodeContext;
 use crate::error::Result;
+use crate::node::NodeContext;
 use crate::policy::retention::evaluate;
+use crate::worker::{Done, Worker};
 
+/// Retention as a leader-only worker. It deletes by time, so never on a clock the catalog's
+/// agreed time disagrees with (`Catalog::implausible_time`): such a pass deletes nothing, and
+/// says so once an episode.
+pub struct Retention {
+    pub(super) interval: Duration,
+    /// Whether passes are being skipped for a wrong clock (logged once an episode).
+    pub(super) clock_refused: bool,
+}
+
+#[async_trait::async_trait]
+impl Worker for Retention {
+    fn name(&self) -> &'static str {
+        "retention"
+    }
+    fn leader_only(&self) -> bool {
+        true
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    async fn pass(&mut self, node: &Arc<NodeContext>) -> Result<Done> {
+        let now = now_ms();
+        if let Some(why) = node.catalog.implausible_time(now)? {
+            if !self.clock_refused {
+                tracing::error!(
+                    why,
+                    "retention pass skipped: it deletes nothing on this clock"
+                );
+                self.clock_refused = true;
+            }
+            return Ok(Done::default());
+        }
+        if self.clock_refused {
+            tracing::warn!("retention runs again: this clock agrees with the catalog's");
+            self.clock_refused = false;
+        }
+        Ok(Done::items(pass(node, now).await? as u64))
+    }
+}
+
+/// Prunes old jobs and expires what the policy no longer keeps at `now`; how many backups
+/// were expired.
 pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
     let snap = node.catalog.schedule_snapshot()?;
     let mut by_service: BTreeMap<&str, Vec<strongbox_proto::catalog::BackupRecord>> =

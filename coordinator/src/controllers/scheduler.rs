@@ -5,13 +5,40 @@
 //! backup of a service under way and a scheduled backup of an excluded service, whatever the
 //! plan said.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use strongbox_core::clock::now_ms;
 use strongbox_proto::catalog::{command::Op, CreateJob};
 
 use super::actor;
-use crate::api::NodeContext;
 use crate::error::Result;
+use crate::node::NodeContext;
 use crate::policy::plan::plan;
+use crate::worker::{Done, Worker};
 
+/// The scheduler as a leader-only worker.
+pub struct Scheduler {
+    pub(super) interval: Duration,
+}
+
+#[async_trait::async_trait]
+impl Worker for Scheduler {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
+    fn leader_only(&self) -> bool {
+        true
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    async fn pass(&mut self, node: &Arc<NodeContext>) -> Result<Done> {
+        Ok(Done::items(pass(node, now_ms()).await? as u64))
+    }
+}
+
+/// Creates the jobs due at `now`; how many were created.
 pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
     let snap = node.catalog.schedule_snapshot()?;
     let jobs = plan(&snap, now);

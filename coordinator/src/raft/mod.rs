@@ -1,6 +1,7 @@
 //! Raft for the coordinator cluster (raft-rs `RawNode`): the persistent log, the loop that
 //! drives it, the transport between nodes, and the slog-to-tracing bridge raft-rs needs.
 
+pub mod inbox;
 pub mod logger;
 pub mod node;
 pub mod storage;

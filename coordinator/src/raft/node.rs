@@ -23,10 +23,13 @@ use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot,
 };
 use raft::{RawNode, SnapshotStatus, StateRole};
+use strongbox_core::clock::now_ms;
 use strongbox_proto::catalog::{command::Op, Actor, Command, NodeRecord, Outcome, SetNode};
 use strongbox_proto::v1::{CallerRole, NodeRole};
 use tokio::sync::{oneshot, watch};
 
+use super::inbox::Outbox;
+pub use super::inbox::Request;
 use super::storage::RaftStore;
 use super::transport::Transport;
 use crate::catalog::Catalog;
@@ -56,23 +59,6 @@ impl RaftOptions {
             compact_after: 10_000,
         }
     }
-}
-
-/// What the rest of the node asks of the loop.
-pub enum Request {
-    Propose {
-        command: Box<Command>,
-        reply: oneshot::Sender<Result<Outcome>>,
-    },
-    Step(Box<Message>),
-    ReadIndex {
-        reply: oneshot::Sender<Result<u64>>,
-    },
-    Unreachable(u64),
-    SnapshotSent {
-        to: u64,
-        ok: bool,
-    },
 }
 
 /// One peer as the leader sees it.
@@ -154,7 +140,7 @@ struct Loop {
     opts: RaftOptions,
     raw: RawNode<RaftStore>,
     catalog: Catalog,
-    transport: Arc<Transport>,
+    outbox: Arc<dyn Outbox>,
     rx: Receiver<Request>,
     status: watch::Sender<RaftStatus>,
     proposals: HashMap<String, Pending<Outcome>>,
@@ -174,44 +160,9 @@ pub fn start(
     transport: Arc<Transport>,
     initial_peers: Vec<NodeRecord>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<Result<()>>)> {
-    let applied = catalog.applied_index()?;
-    // Entries applied to the catalog were committed; if the commit index did not reach the
-    // disk before a crash, raise it so raft-rs sees a consistent state.
-    let mut hs = store.hard_state();
-    if applied > hs.commit && applied <= store.last_index_now() {
-        hs.commit = applied;
-        store.append(&[], Some(&hs))?;
-        store.flush()?;
-    }
-    let config = raft::Config {
-        id: opts.id,
-        election_tick: opts.election_ticks,
-        heartbeat_tick: opts.heartbeat_ticks,
-        applied,
-        max_size_per_msg: 4 * 1024 * 1024,
-        max_inflight_msgs: 256,
-        check_quorum: true,
-        pre_vote: true,
-        ..Default::default()
-    };
-    config.validate()?;
-    let raw = RawNode::new(&config, store, &super::logger::logger())?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let (status_tx, status_rx) = watch::channel(RaftStatus::default());
     transport.set_loop(tx.clone());
-    let mut lp = Loop {
-        opts,
-        raw,
-        catalog,
-        transport,
-        rx,
-        status: status_tx,
-        proposals: HashMap::new(),
-        reads: HashMap::new(),
-        ready_reads: Vec::new(),
-        read_seq: 0,
-        initial_peers,
-    };
+    let (mut lp, status_rx) = Loop::new(opts, store, catalog, transport, rx, initial_peers)?;
     let thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || {
@@ -235,6 +186,55 @@ pub fn start(
 }
 
 impl Loop {
+    /// A loop over `store` and `catalog`, taking requests from `rx` and sending through
+    /// `outbox`; its status is published on the returned receiver.
+    fn new(
+        opts: RaftOptions,
+        store: RaftStore,
+        catalog: Catalog,
+        outbox: Arc<dyn Outbox>,
+        rx: Receiver<Request>,
+        initial_peers: Vec<NodeRecord>,
+    ) -> Result<(Loop, watch::Receiver<RaftStatus>)> {
+        let applied = catalog.applied_index()?;
+        // Entries applied to the catalog were committed; if the commit index did not reach the
+        // disk before a crash, raise it so raft-rs sees a consistent state.
+        let mut hs = store.hard_state();
+        if applied > hs.commit && applied <= store.last_index_now() {
+            hs.commit = applied;
+            store.append(&[], Some(&hs))?;
+            store.flush()?;
+        }
+        let config = raft::Config {
+            id: opts.id,
+            election_tick: opts.election_ticks,
+            heartbeat_tick: opts.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 4 * 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        config.validate()?;
+        let raw = RawNode::new(&config, store, &super::logger::logger())?;
+        let (status_tx, status_rx) = watch::channel(RaftStatus::default());
+        let lp = Loop {
+            opts,
+            raw,
+            catalog,
+            outbox,
+            rx,
+            status: status_tx,
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            ready_reads: Vec::new(),
+            read_seq: 0,
+            initial_peers,
+        };
+        Ok((lp, status_rx))
+    }
+
     fn run(&mut self) -> Result<()> {
         let mut next_tick = Instant::now() + self.opts.tick;
         loop {
@@ -375,7 +375,7 @@ impl Loop {
         let mut ready = self.raw.ready();
 
         // 1. Messages a leader may send before persisting.
-        self.transport.send(ready.take_messages());
+        self.outbox.send(ready.take_messages());
 
         // 2. A snapshot from the leader: restore the catalog, then the log's starting point.
         if !ready.snapshot().is_empty() {
@@ -388,7 +388,7 @@ impl Loop {
             );
             self.catalog.restore(&snap.data, meta.index)?;
             self.raw.mut_store().apply_snapshot(&snap)?;
-            self.transport.refresh_addresses(&self.catalog);
+            self.outbox.refresh_addresses(&self.catalog);
         }
 
         // 3. Read states: the leader confirmed these read points.
@@ -406,7 +406,7 @@ impl Loop {
         }
 
         // 5. Messages that needed the above on disk.
-        self.transport.send(ready.take_persisted_messages());
+        self.outbox.send(ready.take_persisted_messages());
 
         // 6. Apply what is committed.
         let committed = ready.take_committed_entries();
@@ -417,7 +417,7 @@ impl Loop {
         if let Some(commit) = light.commit_index() {
             self.raw.store().set_commit(commit)?;
         }
-        self.transport.send(light.take_messages());
+        self.outbox.send(light.take_messages());
         let committed = light.take_committed_entries();
         self.apply(committed)?;
         self.raw.advance_apply();
@@ -469,7 +469,7 @@ impl Loop {
             }
         }
         if nodes_changed {
-            self.transport.refresh_addresses(&self.catalog);
+            self.outbox.refresh_addresses(&self.catalog);
         }
         Ok(())
     }
@@ -559,7 +559,10 @@ impl Loop {
                     .raft
                     .prs()
                     .get(*id)
-                    .is_some_and(|p| p.matched + 10 >= last)
+                    // Caught up: it has acknowledged entries, up to 10 behind. A learner that
+                    // acknowledged nothing is never "caught up" with a short log: promoting it
+                    // would make a voter of a node that may not be there.
+                    .is_some_and(|p| p.matched > 0 && p.matched + 10 >= last)
         }) {
             Some((ConfChangeType::AddNode, id))
         } else {
@@ -642,8 +645,240 @@ fn is_node_command(data: &[u8]) -> bool {
         .is_ok_and(|c| matches!(c.op, Some(Op::SetNode(_)) | Some(Op::RemoveNode(_))))
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The loop's decisions in memory: a single node over a temporary store, its messages kept
+/// by an outbox instead of sent (openraft's engine tests, in spirit).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use strongbox_proto::catalog::RegisterHost;
+
+    /// An outbox that keeps what the loop sent.
+    #[derive(Default)]
+    struct Kept {
+        sent: Mutex<Vec<Message>>,
+    }
+
+    impl Outbox for Kept {
+        fn send(&self, messages: Vec<Message>) {
+            self.sent.lock().unwrap().extend(messages);
+        }
+        fn refresh_addresses(&self, _: &Catalog) {}
+    }
+
+    struct Node {
+        lp: Loop,
+        tx: Sender<Request>,
+        outbox: Arc<Kept>,
+        _status: watch::Receiver<RaftStatus>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Node 1, the only voter of a new region.
+    fn node() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let catalog = Catalog::open(&db).unwrap();
+        let store = RaftStore::open(db, catalog.clone()).unwrap();
+        store.bootstrap(1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let outbox = Arc::new(Kept::default());
+        let (lp, status) = Loop::new(
+            RaftOptions::new(1),
+            store,
+            catalog,
+            outbox.clone(),
+            rx,
+            vec![],
+        )
+        .unwrap();
+        Node {
+            lp,
+            tx,
+            outbox,
+            _status: status,
+            _dir: dir,
+        }
+    }
+
+    impl Node {
+        /// Handles what is queued, then one `Ready`: one turn of `Loop::run` without its clock.
+        fn turn(&mut self) {
+            while let Ok(r) = self.lp.rx.try_recv() {
+                self.lp.handle(r).unwrap();
+            }
+            self.lp.on_ready().unwrap();
+            self.lp.publish();
+        }
+
+        /// Ticks until this node leads.
+        fn elect(&mut self) {
+            for _ in 0..100 {
+                self.lp.raw.tick();
+                self.turn();
+                if self.lp.raw.raft.state == StateRole::Leader {
+                    self.turn();
+                    return;
+                }
+            }
+            panic!("a single voter did not elect itself");
+        }
+
+        fn propose(&self, command: Command) -> oneshot::Receiver<Result<Outcome>> {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Request::Propose {
+                    command: Box::new(command),
+                    reply,
+                })
+                .unwrap();
+            rx
+        }
+    }
+
+    fn command(id: &str, op: Op) -> Command {
+        Command {
+            request_id: id.into(),
+            actor: Some(Actor {
+                role: CallerRole::Node.into(),
+                name: "test".into(),
+            }),
+            unix_ms: 1_800_000_000_000,
+            op: Some(op),
+        }
+    }
+
+    fn register(host: &str) -> Op {
+        Op::RegisterHost(RegisterHost {
+            host: host.into(),
+            region: "test-1".into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_proposal_is_answered_with_the_outcome_of_its_own_entry_once_applied() {
+        let mut n = node();
+        n.elect();
+        let mut first = n.propose(command("r1", register("db-1")));
+        let mut other = n.propose(command("r2", register("db-2")));
+        n.turn();
+        let first = first.try_recv().expect("answered").expect("applied");
+        let other = other.try_recv().expect("answered").expect("applied");
+        assert!(first.error.is_empty() && other.error.is_empty());
+        assert_eq!(
+            other.index,
+            first.index + 1,
+            "each caller gets its own entry"
+        );
+        assert!(n.lp.catalog.host("db-1").unwrap().is_some());
+        // The same request again applies once and answers the first outcome.
+        let mut again = n.propose(command("r1", register("db-1")));
+        n.turn();
+        assert_eq!(
+            again.try_recv().expect("answered").expect("applied").index,
+            first.index
+        );
+    }
+
+    #[test]
+    fn a_proposal_or_a_read_without_a_leader_is_answered_at_once() {
+        let mut n = node();
+        let mut proposal = n.propose(command("r1", register("db-1")));
+        let (reply, mut read) = oneshot::channel();
+        n.tx.send(Request::ReadIndex { reply }).unwrap();
+        n.turn();
+        assert!(matches!(proposal.try_recv(), Ok(Err(Error::NoLeader))));
+        assert!(matches!(read.try_recv(), Ok(Err(Error::NoLeader))));
+        assert!(n.lp.proposals.is_empty() && n.lp.reads.is_empty());
+    }
+
+    #[test]
+    fn a_read_barrier_is_answered_once_its_read_point_is_applied() {
+        let mut n = node();
+        n.elect();
+        let mut write = n.propose(command("r1", register("db-1")));
+        n.turn();
+        let written = write.try_recv().expect("answered").expect("applied").index;
+        // A read asked after the write was answered covers it.
+        let (reply, mut read) = oneshot::channel();
+        n.tx.send(Request::ReadIndex { reply }).unwrap();
+        n.turn();
+        let point = read.try_recv().expect("answered").expect("a read point");
+        assert!(
+            point >= written,
+            "the read point {point} covers the write at {written}"
+        );
+        assert!(n.lp.raw.raft.raft_log.applied >= point);
+    }
+
+    #[test]
+    fn requests_past_their_deadline_are_answered_with_a_timeout() {
+        let mut n = node();
+        n.elect();
+        let (reply, mut proposal) = oneshot::channel();
+        let past = Instant::now() - Duration::from_millis(1);
+        n.lp.proposals.insert(
+            "lost".into(),
+            Pending {
+                reply,
+                deadline: past,
+            },
+        );
+        let (reply, mut read) = oneshot::channel();
+        n.lp.reads.insert(
+            b"lost".to_vec(),
+            Pending {
+                reply,
+                deadline: past,
+            },
+        );
+        n.lp.expire();
+        assert!(matches!(proposal.try_recv(), Ok(Err(Error::Timeout(_)))));
+        assert!(matches!(read.try_recv(), Ok(Err(Error::Timeout(_)))));
+        assert!(n.lp.proposals.is_empty() && n.lp.reads.is_empty());
+    }
+
+    #[test]
+    fn the_leader_adds_a_node_the_catalog_names_as_a_learner_and_sends_it_the_log() {
+        let mut n = node();
+        n.elect();
+        let set = Op::SetNode(SetNode {
+            id: 2,
+            address: "127.0.0.12:7443".into(),
+            name: "node-2".into(),
+        });
+        let mut added = n.propose(command("add-2", set));
+        n.turn();
+        assert!(added.try_recv().expect("answered").is_ok());
+        // One membership step: node 2 joins as a learner, not a voter.
+        n.lp.control_membership().unwrap();
+        n.turn();
+        n.turn();
+        let cs = n.lp.raw.store().conf_state();
+        assert_eq!((cs.voters.clone(), cs.learners.clone()), (vec![1], vec![2]));
+        assert!(
+            n.outbox.sent.lock().unwrap().iter().any(|m| m.to == 2),
+            "the leader sends the new learner its log"
+        );
+        // It is promoted only once caught up: it has acknowledged nothing yet.
+        n.lp.control_membership().unwrap();
+        n.turn();
+        assert_eq!(n.lp.raw.store().conf_state().voters, vec![1]);
+        // Once it acknowledges the log, the next step makes it a voter.
+        let last = n.lp.raw.raft.raft_log.last_index();
+        let term = n.lp.raw.raft.term;
+        let mut ack = Message::default();
+        ack.set_msg_type(raft::eraftpb::MessageType::MsgAppendResponse);
+        ack.from = 2;
+        ack.to = 1;
+        ack.term = term;
+        ack.index = last;
+        n.tx.send(Request::Step(Box::new(ack))).unwrap();
+        n.turn();
+        n.lp.control_membership().unwrap();
+        n.turn();
+        n.turn();
+        assert_eq!(n.lp.raw.store().conf_state().voters, vec![1, 2]);
+    }
 }

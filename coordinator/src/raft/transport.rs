@@ -23,7 +23,7 @@ use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use super::node::Request;
+use super::inbox::{Outbox, Request};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 
@@ -191,5 +191,15 @@ async fn peer_task(
                 let _ = tx.send(Request::SnapshotSent { to, ok });
             }
         }
+    }
+}
+
+impl Outbox for Transport {
+    fn send(&self, messages: Vec<Message>) {
+        Transport::send(self, messages)
+    }
+
+    fn refresh_addresses(&self, catalog: &Catalog) {
+        Transport::refresh_addresses(self, catalog)
     }
 }

@@ -4,5 +4,6 @@
 
 mod engines;
 mod in_place;
+mod json_documents;
 mod private_files;
 mod restored_servers;

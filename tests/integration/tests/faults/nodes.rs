@@ -104,7 +104,7 @@ async fn every_node_restarted_keeps_every_backup_and_repairs_without_false_alarm
         Duration::from_secs(30),
         || {
             let log = f.cluster.node(3).log_text();
-            let r = if log.contains("chunk maintenance waits") {
+            let r = if log.contains("maintenance waits: no leader known") {
                 Ok(())
             } else {
                 Err("not yet".to_string())

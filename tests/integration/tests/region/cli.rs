@@ -41,7 +41,11 @@ fn wait_for(what: &str, mut f: impl FnMut() -> Option<serde_json::Value>) -> ser
 #[test]
 fn cluster_status_shows_roles_indexes_and_unreachable_nodes() {
     strongbox_core::tls::install_crypto_provider();
-    let mut c = Cluster::start(3, ClusterOptions::default()).expect("cluster");
+    let options = ClusterOptions {
+        schedule_backups: true,
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::start(3, options).expect("cluster");
     let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
     let formed = wait_for("three voters and a leader", || {
         status_json(&c, &viewer).filter(|v| {
@@ -77,11 +81,67 @@ fn cluster_status_shows_roles_indexes_and_unreachable_nodes() {
     });
     assert_eq!(named["nodes"].as_array().unwrap().len(), 3, "{named}");
 
+    // Every node runs its own workers, each in a task of its own: maintenance everywhere, the
+    // controllers on the leader, where each has passed (issue 16).
+    let working = wait_for("the leader's controllers passed", || {
+        status_json(&c, &viewer).filter(|v| {
+            let leader = v["nodes"]
+                .as_array()
+                .and_then(|ns| ns.iter().find(|n| n["id"] == v["leader_id"]).cloned());
+            leader.is_some_and(|l| {
+                ["region", "clock", "retention", "scheduler", "maintenance"]
+                    .iter()
+                    .all(|name| {
+                        l["workers"].as_array().is_some_and(|ws| {
+                            ws.iter().any(|w| {
+                                w["name"] == *name && w["passes"].as_u64().unwrap_or(0) > 0
+                            })
+                        })
+                    })
+            })
+        })
+    });
+    for n in working["nodes"].as_array().unwrap() {
+        let workers = n["workers"].as_array().expect("each node's workers");
+        let maintenance = workers
+            .iter()
+            .find(|w| w["name"] == "maintenance")
+            .expect("maintenance on every node");
+        assert_eq!(maintenance["leader_only"], false, "{n}");
+        let scheduler = workers
+            .iter()
+            .find(|w| w["name"] == "scheduler")
+            .expect("the scheduler on every node, idle where it does not lead");
+        if n["id"] != working["leader_id"] {
+            assert!(
+                scheduler["waiting"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("runs on the leader")),
+                "{n}"
+            );
+        }
+        for key in [
+            "interval_ms",
+            "passes",
+            "items",
+            "last_pass_unix_ms",
+            "last_pass",
+            "last_pass_took_ms",
+            "last_error",
+        ] {
+            assert!(maintenance.get(key).is_some(), "{key} in {maintenance}");
+        }
+    }
+
     let table = strongbox(&c, &viewer, &["cluster", "status"]);
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains("leader") && text.contains("applied"),
+        "{text}"
+    );
+    assert!(
+        text.contains("workers") && text.contains("scheduler") && text.contains("maintenance"),
         "{text}"
     );
 

@@ -1,11 +1,16 @@
-//! What every service handler needs from the node: submitting a catalog command from any node
-//! (proposed here on the leader, forwarded to the leader otherwise) and linearizable reads.
+//! The running node, below every layer that uses it (the gRPC services in `api/`, the workers,
+//! chunk replication and maintenance, the HTTP listener): its identity, its Raft handle,
+//! catalog and chunk store, and the two things everything needs from it — submitting a catalog
+//! command from any node (proposed here on the leader, forwarded to the leader otherwise) and
+//! linearizable reads.
 //!
 //! Invariants: a submission is answered with the outcome of the applied entry, or an error
 //! after [`REQUEST_DEADLINE`]; retries reuse the request id, so a command lost with a leader is
 //! re-proposed and applied at most once; a read is linearizable once `read_barrier` returns.
+//! This module imports no `api/` code: services depend on the node, never the reverse.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prost::Message as _;
@@ -17,8 +22,9 @@ use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::raft::node::{now_ms, RaftHandle, REQUEST_DEADLINE};
+use crate::raft::node::{RaftHandle, REQUEST_DEADLINE};
 use crate::raft::transport::Transport;
+use strongbox_core::clock::now_ms;
 
 /// Shared state of a running node.
 pub struct NodeContext {
@@ -31,9 +37,11 @@ pub struct NodeContext {
     pub transport: Arc<Transport>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The chunks each committed backup may serve to restores and downloads.
-    pub scopes: super::jobs::BackupScopes,
+    pub scopes: crate::chunks::scopes::BackupScopes,
     /// The agent sessions open on this node, by host.
-    pub sessions: super::session::Sessions,
+    pub sessions: Sessions,
+    /// What each background worker did last (`cluster status`).
+    pub workers: crate::worker::Statuses,
     /// Set once the node stops (SIGTERM): sessions end, telling their agents to go to
     /// another node, so a stop never waits for them.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -48,7 +56,7 @@ impl NodeContext {
     pub fn command(&self, actor: &Identity, op: strongbox_proto::catalog::command::Op) -> Command {
         Command {
             request_id: uuid::Uuid::now_v7().to_string(),
-            actor: Some(super::convert::actor(actor)),
+            actor: Some(crate::catalog::actor(actor)),
             unix_ms: now_ms(),
             op: Some(op),
         }
@@ -144,6 +152,41 @@ impl NodeContext {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// How many agent sessions each host holds open on this node.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one more session of `host`, unless it holds `max` already: then `Err` with how
+    /// many it holds. `Ok` with how many it held before.
+    pub fn enter(&self, host: &str, max: usize) -> std::result::Result<usize, usize> {
+        let mut open = self.lock();
+        let n = open.entry(host.to_string()).or_default();
+        if *n >= max {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(*n - 1)
+    }
+
+    /// Counts one session of `host` less.
+    pub fn leave(&self, host: &str) {
+        let mut open = self.lock();
+        if let Some(n) = open.get_mut(host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(host);
             }
         }
     }
