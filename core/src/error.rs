@@ -68,6 +68,22 @@ pub enum Error {
 
     #[error("the system random generator failed")]
     Random,
+
+    /// A chunk of a backup could not be fetched (the caller's fetch said why).
+    #[error("fetching chunk {id}: {message}")]
+    Fetch { id: String, message: String },
+
+    /// A chunk opened, but its size is not the one its manifest records.
+    #[error("chunk {id} holds {found} bytes, its manifest says {expected}: the backup's catalog and chunks disagree")]
+    ChunkSize {
+        id: String,
+        found: u64,
+        expected: u64,
+    },
+
+    /// A blocking-pool task ended without an answer (the runtime is shutting down).
+    #[error("a worker thread stopped: {0}")]
+    Worker(String),
 }
 
 impl Error {

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod pki;
 pub mod private;
 pub mod process;
+pub mod read;
 pub mod tls;
 
 pub use error::{Error, Result};
