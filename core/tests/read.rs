@@ -21,13 +21,16 @@ fn key(id: u32) -> FleetKey {
     FleetKey::from_bytes(id, [id as u8; 32])
 }
 
+/// A keyring, a part's chunk list, the sealed chunks by id, and each chunk's plaintext.
+struct Part {
+    keyring: Keyring,
+    refs: Vec<ChunkRef>,
+    store: HashMap<ChunkId, Vec<u8>>,
+    plains: Vec<Vec<u8>>,
+}
+
 /// A keyring of two fleet keys, a part of four chunks sealed under both, and their store.
-fn sealed_part() -> (
-    Keyring,
-    Vec<ChunkRef>,
-    HashMap<ChunkId, Vec<u8>>,
-    Vec<Vec<u8>>,
-) {
+fn sealed_part() -> Part {
     let keyring = Keyring::new([key(1), key(2)]).unwrap();
     let mut sealer = Sealer::new(Some(3)).unwrap();
     let (mut refs, mut store, mut plains) = (Vec::new(), HashMap::new(), Vec::new());
@@ -43,7 +46,12 @@ fn sealed_part() -> (
         store.insert(sealed.id, sealed.bytes);
         plains.push(plain);
     }
-    (keyring, refs, store, plains)
+    Part {
+        keyring,
+        refs,
+        store,
+        plains,
+    }
 }
 
 /// Reads `refs` with a fetch from `store` that answers the first chunks last.
@@ -76,14 +84,24 @@ async fn read(
 
 #[tokio::test]
 async fn chunks_come_out_in_order_and_opened_under_each_key() {
-    let (keyring, refs, store, plains) = sealed_part();
+    let Part {
+        keyring,
+        refs,
+        store,
+        plains,
+    } = sealed_part();
     let keys = ServiceKeySet::new(&keyring, "shop").unwrap();
     assert_eq!(read(keys, refs, store).await.unwrap(), plains);
 }
 
 #[tokio::test]
 async fn a_missing_tampered_misnamed_or_wrongly_sized_chunk_stops_the_read() {
-    let (keyring, refs, store, _) = sealed_part();
+    let Part {
+        keyring,
+        refs,
+        store,
+        ..
+    } = sealed_part();
     let id0 = ChunkId::from_slice(&refs[0].id).unwrap();
     let keys = || ServiceKeySet::new(&keyring, "shop").unwrap();
 
