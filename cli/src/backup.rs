@@ -42,6 +42,7 @@ use strongbox_core::chunk::{Header, Opener};
 use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
+use strongbox_engines::sqlcount::ViewSplit;
 use strongbox_proto::v1::{
     BackupInfo, BackupState, CreateBackupRequest, DownloadChunkRequest, Engine, HoldBackupRequest,
     JobInfo, JobState, ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest,
@@ -597,23 +598,18 @@ pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
     out
 }
 
-/// The agent's lexer of MariaDB dumps, shared as source (the CLI does not link the agent):
-/// a MariaDB database part is split by statements exactly as a restore splits it.
-#[allow(dead_code)]
-#[path = "../../agent/src/engines/sqlcount.rs"]
-mod sqlcount;
-
 /// Takes the final definitions of a MariaDB database's views out of its downloaded dump
-/// `path`, by statements as the agent's restore does ([`sqlcount::ViewSplit`]): the dump is
-/// cut where they start (what stays creates the database, its tables and data, triggers,
-/// events, routines, and each view as mariadb-dump's stand-in, which refers to nothing), and
-/// they are returned with the dump's opening statements, to be loaded once every database's
-/// tables exist (a view may read another database's). None when the dump has no views.
+/// `path`, by statements as the agent's restore does ([`ViewSplit`], the engines' lexer of
+/// MariaDB dumps): the dump is cut where they start (what stays creates the database, its
+/// tables and data, triggers, events, routines, and each view as mariadb-dump's stand-in,
+/// which refers to nothing), and they are returned with the dump's opening statements, to be
+/// loaded once every database's tables exist (a view may read another database's). None when
+/// the dump has no views.
 pub fn split_views(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut split = sqlcount::ViewSplit::new();
+    let mut split = ViewSplit::new();
     let mut kept: u64 = 0;
     let mut buf = vec![0u8; 256 * 1024];
     loop {

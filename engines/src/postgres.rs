@@ -3304,18 +3304,12 @@ mod tests {
         assert!(parse(b"CREATE TABLESPACE ts LOCATION '/x';").is_err());
         assert!(parse(b"CREATE TABLESPACE 'ts' OWNER postgres LOCATION '/x';").is_err());
         assert_eq!(
-            crate::engines::postgres::tablespace_dir_name("ts_fast-1", 3),
+            crate::postgres::tablespace_dir_name("ts_fast-1", 3),
             "ts_fast-1"
         );
-        assert_eq!(
-            crate::engines::postgres::tablespace_dir_name("../etc", 3),
-            "~3"
-        );
-        assert_eq!(crate::engines::postgres::tablespace_dir_name("", 4), "~4");
-        assert_eq!(
-            crate::engines::postgres::tablespace_dir_name("a/b", 5),
-            "~5"
-        );
+        assert_eq!(crate::postgres::tablespace_dir_name("../etc", 3), "~3");
+        assert_eq!(crate::postgres::tablespace_dir_name("", 4), "~4");
+        assert_eq!(crate::postgres::tablespace_dir_name("a/b", 5), "~5");
     }
 
     #[test]

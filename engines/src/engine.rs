@@ -16,14 +16,6 @@
 //! - Passwords come from a file or an environment variable and are handed to tools through
 //!   their environment (`PGPASSWORD`, `MYSQL_PWD`), never on a command line or in an error.
 
-pub mod counting;
-pub mod mysql;
-pub mod pgarchive;
-pub mod postgres;
-pub mod process;
-pub mod sqlcount;
-pub mod sqlite;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -188,7 +180,7 @@ pub struct PartPlan {
 /// pieces the tap saw).
 pub struct Dump {
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
-    pub tap: Option<counting::Tap>,
+    pub tap: Option<crate::counting::Tap>,
     pub finish: futures::future::BoxFuture<'static, Result<Vec<TableStat>>>,
 }
 
@@ -438,26 +430,26 @@ pub async fn provision(
     name: &str,
 ) -> Result<Box<dyn RestoreTarget>> {
     match kind {
-        EngineKind::Postgres => postgres::provision(dir, listen, bin_dir).await,
-        EngineKind::Mysql => mysql::provision(dir, listen, bin_dir).await,
-        EngineKind::Sqlite => sqlite::provision(dir, name).await,
+        EngineKind::Postgres => crate::postgres::provision(dir, listen, bin_dir).await,
+        EngineKind::Mysql => crate::mysql::provision(dir, listen, bin_dir).await,
+        EngineKind::Sqlite => crate::sqlite::provision(dir, name).await,
     }
 }
 
 /// The engine for one configured service.
 pub fn open(spec: ServiceSpec) -> Result<Box<dyn Engine>> {
     match spec.engine {
-        EngineKind::Postgres => Ok(Box::new(postgres::Postgres::new(spec)?)),
-        EngineKind::Mysql => Ok(Box::new(mysql::Mysql::new(spec)?)),
-        EngineKind::Sqlite => Ok(Box::new(sqlite::Sqlite::new(spec)?)),
+        EngineKind::Postgres => Ok(Box::new(crate::postgres::Postgres::new(spec)?)),
+        EngineKind::Mysql => Ok(Box::new(crate::mysql::Mysql::new(spec)?)),
+        EngineKind::Sqlite => Ok(Box::new(crate::sqlite::Sqlite::new(spec)?)),
     }
 }
 
 /// Stops a server that `provision` made (for teardown: drills, tests), given its folder.
 pub async fn teardown(kind: EngineKind, dir: &Path) -> Result<()> {
     match kind {
-        EngineKind::Postgres => postgres::teardown(dir).await,
-        EngineKind::Mysql => mysql::teardown(dir).await,
+        EngineKind::Postgres => crate::postgres::teardown(dir).await,
+        EngineKind::Mysql => crate::mysql::teardown(dir).await,
         EngineKind::Sqlite => Ok(()),
     }
 }

@@ -83,7 +83,7 @@ pub fn tap<C: StreamCounter>(mut counter: C) -> (Tap, Counted<C::Output>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::sqlcount::SqlCounter;
+    use crate::sqlcount::SqlCounter;
 
     #[tokio::test]
     async fn a_tap_counts_what_it_is_sent_once_ended() {
