@@ -17,7 +17,6 @@ pub mod counting;
 pub mod engine;
 pub mod error;
 pub mod mysql;
-pub mod pgarchive;
 pub mod postgres;
 pub mod process;
 pub mod sqlcount;

@@ -666,7 +666,7 @@ fn count_streamed_dump(
     compress: &str,
 ) -> (
     u64,
-    Result<Vec<strongbox_engines::pgarchive::TableRows>, String>,
+    Result<Vec<strongbox_engines::postgres::archive::TableRows>, String>,
 ) {
     use std::io::Read;
     let mut child = Command::new(strongbox_integration::pg::pg_tool("pg_dump").unwrap())
@@ -682,7 +682,7 @@ fn count_streamed_dump(
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut counter = strongbox_engines::pgarchive::ArchiveCounter::new();
+    let mut counter = strongbox_engines::postgres::archive::ArchiveCounter::new();
     let mut buf = vec![0u8; 65_521];
     let sizes = [1usize, 3, 7, 4093, 65_521, 13];
     let (mut total, mut k) = (0u64, 0usize);
@@ -711,7 +711,7 @@ fn count_streamed_dump(
 
 #[test]
 fn a_streamed_custom_archive_counts_the_rows_of_every_table() {
-    use strongbox_engines::pgarchive::TableRows;
+    use strongbox_engines::postgres::archive::TableRows;
     use strongbox_integration::pg::quote_ident;
     let pg = PgServer::start().unwrap();
     pg.create_database("counts").unwrap();
