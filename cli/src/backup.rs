@@ -42,7 +42,7 @@ use strongbox_core::chunk::{Header, Opener};
 use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
-use strongbox_engines::sqlcount::ViewSplit;
+use strongbox_engines::mysql::sqlcount::ViewSplit;
 use strongbox_proto::v1::{
     BackupInfo, BackupState, CreateBackupRequest, DownloadChunkRequest, Engine, HoldBackupRequest,
     JobInfo, JobState, ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest,

@@ -18,13 +18,13 @@ pub trait StreamCounter: Send + 'static {
     fn finish(self) -> Self::Output;
 }
 
-impl StreamCounter for crate::sqlcount::SqlCounter {
+impl StreamCounter for crate::mysql::sqlcount::SqlCounter {
     type Output = Vec<(String, u64)>;
     fn feed(&mut self, bytes: &[u8]) {
-        crate::sqlcount::SqlCounter::feed(self, bytes)
+        crate::mysql::sqlcount::SqlCounter::feed(self, bytes)
     }
     fn finish(self) -> Self::Output {
-        crate::sqlcount::SqlCounter::finish(self)
+        crate::mysql::sqlcount::SqlCounter::finish(self)
     }
 }
 
@@ -83,7 +83,7 @@ pub fn tap<C: StreamCounter>(mut counter: C) -> (Tap, Counted<C::Output>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sqlcount::SqlCounter;
+    use crate::mysql::sqlcount::SqlCounter;
 
     #[tokio::test]
     async fn a_tap_counts_what_it_is_sent_once_ended() {

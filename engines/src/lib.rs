@@ -19,7 +19,6 @@ pub mod error;
 pub mod mysql;
 pub mod postgres;
 pub mod process;
-pub mod sqlcount;
 pub mod sqlite;
 
 pub use engine::*;
