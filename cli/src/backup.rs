@@ -43,6 +43,7 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
 use strongbox_engines::mysql::sqlcount::ViewSplit;
+use strongbox_engines::tools;
 use strongbox_proto::v1::{
     BackupInfo, BackupState, CreateBackupRequest, DownloadChunkRequest, Engine, HoldBackupRequest,
     JobInfo, JobState, ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest,
@@ -746,29 +747,6 @@ pub fn load_hint(engine: Engine, kind: PartKind, path: &Path, to_sql: bool, part
     }
 }
 
-/// Looks for an engine tool on PATH, then in `/usr/lib/postgresql/*/bin` (newest first).
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            Some((v, e.path().join("bin").join(name)))
-        })
-        .filter(|(_, p)| p.is_file())
-        .collect();
-    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-    versions.into_iter().next().map(|(_, p)| p)
-}
-
 // ------------------------------------------------------------------------------ download
 
 /// Temporary files of a download; removed on drop unless committed.
@@ -1005,7 +983,7 @@ async fn download(
         }
     }
     let pg_restore = if files.iter().any(|f| f.to_sql) {
-        Some(find_tool("pg_restore").context(
+        Some(tools::postgres_program("pg_restore", None).context(
             "--format sql needs pg_restore (PostgreSQL client tools), found neither on PATH nor in /usr/lib/postgresql/*/bin: install postgresql-client, or download with --format native",
         )?)
     } else {

@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod process;
 pub mod sqlite;
+pub mod tools;
 
 pub use engine::*;
 pub use error::{Error, Result};

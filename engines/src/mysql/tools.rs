@@ -1,6 +1,6 @@
 //! Where the MariaDB/MySQL programs of one service are: its configured `bin_dir` (and nothing
-//! else then), else `PATH` and the usual sbin/bin folders; `mariadb*` names first, `mysql*`
-//! names as fallback.
+//! else then), else `PATH` and the usual sbin/bin folders, as [`crate::tools`] finds them;
+//! `mariadb*` names first, `mysql*` names as fallback.
 //!
 //! Invariant: a program is found only where it is an executable file; a missing one is an
 //! error naming it, where it was looked for, and how to install it.
@@ -8,9 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::process::{self};
-
-const TOOL_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"];
+use crate::tools;
 
 /// Where the MariaDB/MySQL tools are.
 #[derive(Clone, Debug)]
@@ -34,25 +32,16 @@ impl MyTools {
         })
     }
 
-    /// The first of `names` found (in bin_dir when configured, else PATH and the usual places).
+    /// The first of `names` found (in bin_dir when configured, else PATH and the usual places:
+    /// [`tools::mariadb_program`]).
     pub fn path(&self, names: &[&str]) -> Result<PathBuf> {
-        let found = match &self.bin_dir {
-            Some(dir) => names
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| process::is_executable(p)),
-            None => process::find_program(names, TOOL_DIRS),
-        };
-        found.ok_or_else(|| Error::Spawn {
-            tool: names.join(" / "),
+        tools::mariadb_program(names, self.bin_dir.as_deref()).map_err(|e| Error::Spawn {
+            tool: e.program,
             source: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
                     "not found in {}; install mariadb-client and mariadb-server or set bin_dir",
-                    match &self.bin_dir {
-                        Some(d) => d.display().to_string(),
-                        None => format!("PATH, {}", TOOL_DIRS.join(", ")),
-                    }
+                    e.searched
                 ),
             ),
         })
