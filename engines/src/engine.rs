@@ -1,141 +1,20 @@
-//! Database engines behind one trait: find a member's role, dump a consistent backup as a few
-//! byte streams (*parts*), provision a fresh server, load parts into it, and verify it; or load
-//! parts into the service's own server (an in-place restore) and verify that.
+//! The trait every engine implements ([`Engine`]) and what it speaks: a member's role
+//! ([`Probe`]), a backup in progress ([`BackupRun`]) and its parts as streams ([`Dump`]), a
+//! server a restore loads into ([`RestoreTarget`]); and the choice of engine for a service
+//! ([`open`], [`provision`], [`teardown`]).
 //!
-//! Invariants:
-//! - A dump is a stream: nothing here holds a whole part in memory or writes it to local disk
-//!   (SQLite's consistent copy is the one exception: the online backup API needs a file).
-//! - The table statistics a backup records describe exactly the data in its dump (PostgreSQL:
-//!   counted in the snapshot `pg_dump` uses; MariaDB: counted from the dump stream itself;
-//!   SQLite: counted on the consistent copy).
-//! - A restore never touches the source: it provisions a fresh server or file under the
-//!   agent's data root. The one exception is an in-place restore ([`Engine::in_place`]), which
-//!   an operator orders explicitly: it replaces only the databases (or the file) of the backup
-//!   in the service's own server, and never drops or changes the role or account the agent
-//!   connects as.
-//! - Passwords come from a file or an environment variable and are handed to tools through
-//!   their environment (`PGPASSWORD`, `MYSQL_PWD`), never on a command line or in an error.
+//! Invariant: a part is dumped as a stream and loaded from one; a dump's table stats are
+//! returned only once its tool ended well, from the pieces its tap saw.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
 pub use strongbox_core::manifest::{PartKind, TableStat};
 use tokio::io::AsyncRead;
 
-use strongbox_proto::v1::{Engine as WireEngine, MemberRole};
+use strongbox_proto::v1::MemberRole;
 
 use crate::error::{Error, Result};
-
-/// The engines strongbox backs up. In a config, the names operators use are taken, in any
-/// case: `postgres`, `postgresql`, `pg`; `mariadb`, `mysql`; `sqlite`, `sqlite3`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub enum EngineKind {
-    Postgres,
-    /// MariaDB or MySQL.
-    Mysql,
-    Sqlite,
-}
-
-impl EngineKind {
-    /// The engine as the wire names it.
-    pub fn wire(self) -> WireEngine {
-        match self {
-            EngineKind::Postgres => WireEngine::Postgres,
-            EngineKind::Mysql => WireEngine::Mysql,
-            EngineKind::Sqlite => WireEngine::Sqlite,
-        }
-    }
-
-    /// The engine a wire value names (`None`: unset).
-    pub fn from_wire(engine: WireEngine) -> Option<Self> {
-        match engine {
-            WireEngine::Postgres => Some(EngineKind::Postgres),
-            WireEngine::Mysql => Some(EngineKind::Mysql),
-            WireEngine::Sqlite => Some(EngineKind::Sqlite),
-            WireEngine::Unspecified => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.wire().word()
-    }
-
-    /// An engine's name as people write it (`postgresql`, `MariaDB`, `sqlite3`, …).
-    pub fn parse(s: &str) -> Option<Self> {
-        WireEngine::from_word(s).and_then(EngineKind::from_wire)
-    }
-}
-
-impl serde::Serialize for EngineKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for EngineKind {
-    type Error = String;
-
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        EngineKind::parse(&s).ok_or_else(|| {
-            format!(
-                "unknown engine {s:?}: use postgres (or postgresql), mariadb (or mysql), or sqlite"
-            )
-        })
-    }
-}
-
-/// One `[[service]]` table of the agent's config: a database server (or SQLite file) on this
-/// host, and how to reach it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSpec {
-    /// The service's name, shared by every member of it across hosts.
-    pub name: String,
-    pub engine: EngineKind,
-    /// PostgreSQL/MariaDB: host name or address (or a socket directory/file path for a local
-    /// socket). Default: the engine's default local socket.
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    /// The user to connect as (PostgreSQL default `postgres`, MariaDB default `root`).
-    pub user: Option<String>,
-    /// A file whose first line is the password.
-    pub password_file: Option<PathBuf>,
-    /// The name of an environment variable holding the password.
-    pub password_env: Option<String>,
-    /// Databases to back up; empty means every database (except templates and system schemas).
-    #[serde(default)]
-    pub databases: Vec<String>,
-    /// Folder of the engine's tools; default: PATH, then `/usr/lib/postgresql/*/bin` (newest).
-    pub bin_dir: Option<PathBuf>,
-    /// SQLite: the database file.
-    pub path: Option<PathBuf>,
-}
-
-impl ServiceSpec {
-    /// The password, read from `password_file` or `password_env` (None when neither is set).
-    pub fn password(&self) -> Result<Option<String>> {
-        if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
-                what: "reading the password file",
-                path: file.clone(),
-                source,
-            })?;
-            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
-        }
-        if let Some(var) = &self.password_env {
-            return match std::env::var(var) {
-                Ok(v) => Ok(Some(v)),
-                Err(_) => Err(Error::Config {
-                    service: self.name.clone(),
-                    message: format!("environment variable `{var}` (password_env) is not set"),
-                }),
-            };
-        }
-        Ok(None)
-    }
-}
+use crate::{Connection, EngineKind, ServiceSpec, Verification};
 
 /// A member's role in its service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,99 +96,6 @@ pub trait BackupRun: Send {
     async fn close(self: Box<Self>) -> Result<()>;
 }
 
-/// How a client reaches a server that a restore provisioned (or, in place, the service's own
-/// server).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Connection {
-    pub engine: EngineKind,
-    /// Address or socket path; for SQLite the file.
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    /// A file (mode 0600) holding that user's password; None when the server needs none
-    /// (SQLite). In place: the service's `password_file`, if it has one.
-    pub password_file: Option<PathBuf>,
-    /// The server's data folder (or the SQLite file), under the agent's data root. In place:
-    /// the SQLite file, and empty for PostgreSQL and MariaDB (the live server's data folder is
-    /// not the agent's to name).
-    pub data_dir: PathBuf,
-}
-
-impl Connection {
-    /// The connection as a restore's result carries it.
-    pub fn wire(&self) -> strongbox_proto::v1::Connection {
-        strongbox_proto::v1::Connection {
-            engine: self.engine.wire().into(),
-            host: self.host.clone(),
-            port: u32::from(self.port),
-            user: self.user.clone(),
-            password_file: self
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            data_dir: self.data_dir.display().to_string(),
-        }
-    }
-}
-
-/// What verification after a restore found.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Verification {
-    pub tables_checked: u64,
-    pub rows_checked: u64,
-    /// Tables whose row count differs from the backup's: (table, expected, found).
-    pub mismatches: Vec<(String, u64, u64)>,
-    /// The engine's own check (pg_amcheck, mariadb-check, PRAGMA integrity_check): ok or what it said.
-    pub engine_check: String,
-    /// Objects the restore could not bring back (it loaded everything else); `ok` is false
-    /// when there is any. Empty: every object came back.
-    #[serde(default)]
-    pub failed_objects: Vec<FailedObject>,
-    pub ok: bool,
-}
-
-impl Verification {
-    /// The verification as a restore's result carries it.
-    pub fn wire(&self) -> strongbox_proto::v1::Verification {
-        strongbox_proto::v1::Verification {
-            tables_checked: self.tables_checked,
-            rows_checked: self.rows_checked,
-            mismatches: self
-                .mismatches
-                .iter()
-                .map(
-                    |(table, expected, found)| strongbox_proto::v1::TableMismatch {
-                        table: table.clone(),
-                        expected_rows: *expected,
-                        found_rows: *found,
-                    },
-                )
-                .collect(),
-            engine_check: self.engine_check.clone(),
-            failed_objects: self
-                .failed_objects
-                .iter()
-                .map(|o| strongbox_proto::v1::FailedObject {
-                    name: o.name.clone(),
-                    reason: o.reason.clone(),
-                })
-                .collect(),
-            ok: self.ok,
-        }
-    }
-}
-
-/// An object of a backup that a restore could not bring back, and why.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct FailedObject {
-    /// Where and what: PostgreSQL `<database>: <kind> <name> <owner>` as pg_restore names the
-    /// entry, e.g. `shop: MATERIALIZED VIEW DATA word_stats app`.
-    pub name: String,
-    /// The error, with the statement that failed.
-    pub reason: String,
-}
-
 /// A fresh server (or file) a restore loads into, or the service's own server for an in-place
 /// restore. A fresh server keeps running after the restore: it is what the restore delivers.
 #[async_trait::async_trait]
@@ -335,61 +121,6 @@ pub trait RestoreTarget: Send {
     /// Compares tables and row counts with `expected` (all parts' stats) and runs the engine's
     /// own check.
     async fn verify(&mut self, expected: &[TableStat]) -> Result<Verification>;
-}
-
-/// An identifier quoted with `quote` (`"` in PostgreSQL, a backquote in MariaDB) at the start of
-/// `s` (just after the opening quote), the quote doubled inside it; returns the name and the
-/// rest after the closing quote.
-pub fn quoted_identifier(body: &str, quote: char) -> Option<(String, &str)> {
-    let mut name = String::new();
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        if c == quote {
-            let rest = &body[i + c.len_utf8()..];
-            if rest.starts_with(quote) {
-                name.push(quote);
-                chars.next();
-                continue;
-            }
-            return Some((name, rest));
-        }
-        name.push(c);
-    }
-    None
-}
-
-/// Whether database `db` belongs to what an in-place restore restored: a part it loaded, or a
-/// database the backup's table stats name (`db.…`). The live server may hold others.
-pub fn in_backup(db: &str, loaded: &[String], expected: &[TableStat]) -> bool {
-    let prefix = format!("{db}.");
-    loaded.iter().any(|d| d == db) || expected.iter().any(|s| s.name.starts_with(&prefix))
-}
-
-/// Compares the table stats a backup recorded with the row counts `found` in a restored
-/// server (same names). A table that is missing is reported as `<name> (missing)` with 0 rows
-/// found. `engine_check` is left empty and `ok` false for the engine to fill in.
-pub fn compare_stats(expected: &[TableStat], found: &HashMap<String, u64>) -> Verification {
-    let mut mismatches = Vec::new();
-    let mut rows_checked = 0;
-    for s in expected {
-        match found.get(&s.name).copied() {
-            Some(got) => {
-                rows_checked += got;
-                if got != s.rows {
-                    mismatches.push((s.name.clone(), s.rows, got));
-                }
-            }
-            None => mismatches.push((format!("{} (missing)", s.name), s.rows, 0)),
-        }
-    }
-    Verification {
-        tables_checked: expected.len() as u64,
-        rows_checked,
-        mismatches,
-        engine_check: String::new(),
-        failed_objects: Vec::new(),
-        ok: false,
-    }
 }
 
 /// One engine: a service's server on this host, and the way to make fresh ones.

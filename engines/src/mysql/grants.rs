@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 
 use super::conn::Endpoint;
-use super::lex::{lex, skip_quoted, Lexeme};
+use super::lex::{lex, quoted_identifier, skip_quoted, Lexeme};
 use super::quote::{quote_ident, unescape_batch, unhex};
 use super::{MyTools, SESSION_MODE};
 
@@ -188,7 +188,7 @@ fn object_grant_database(line: &str) -> Option<String> {
 /// Reads a backquoted or bare identifier at the start of `s`; returns it and the rest.
 fn read_identifier(s: &str) -> Option<(String, &str)> {
     if let Some(body) = s.strip_prefix('`') {
-        crate::quoted_identifier(body, '`')
+        quoted_identifier(body, '`')
     } else {
         let end = s
             .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))

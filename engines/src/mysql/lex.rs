@@ -27,8 +27,8 @@ pub(super) fn skip_quoted(b: &[u8], open: usize) -> Option<usize> {
     None
 }
 
-/// A lexeme of one statement, as the server reads it: what [`account_tokens`] and
-/// [`statement_object`] look at.
+/// A lexeme of one statement, as the server reads it: what `account_tokens` (the grants part's
+/// reader) and `statement_object` (the forced load's error names) look at.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Lexeme {
     /// A bare word (keyword or name).
@@ -104,4 +104,25 @@ fn unquote(body: &str, q: u8) -> String {
         }
     }
     out
+}
+
+/// An identifier quoted with `quote` (`"` in PostgreSQL, a backquote in MariaDB) at the start of
+/// `s` (just after the opening quote), the quote doubled inside it; returns the name and the
+/// rest after the closing quote.
+pub(super) fn quoted_identifier(body: &str, quote: char) -> Option<(String, &str)> {
+    let mut name = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            let rest = &body[i + c.len_utf8()..];
+            if rest.starts_with(quote) {
+                name.push(quote);
+                chars.next();
+                continue;
+            }
+            return Some((name, rest));
+        }
+        name.push(c);
+    }
+    None
 }

@@ -28,7 +28,8 @@ const MAX_GRANTS_PART: usize = 64 << 20;
 const DROP_LOCK_WAIT: u32 = 60;
 
 /// Loads parts into one server, counts its rows and runs `mariadb-check`: the part of a
-/// restore that a fresh server ([`MyTarget`]) and the live server ([`MyInPlace`]) share.
+/// restore that a fresh server ([`MyTarget`](super::MyTarget)) and the live server
+/// ([`MyInPlace`](super::MyInPlace)) share.
 pub(super) struct Loader {
     pub(super) tools: MyTools,
     /// How the agent reaches the server.

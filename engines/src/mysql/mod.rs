@@ -80,12 +80,12 @@
 //!   accounts that exist (`IF NOT EXISTS`), leaving out every line that names the account
 //!   the agent connects as, so the agent keeps its way in.
 //!
-//! Files: [`tools`] (where the programs are), [`quote`] (names into SQL, and the client's
-//! output back), [`lex`] (one statement as the server reads it), [`conn`] (the client for one
-//! server), [`backup`] (dumping parts), [`sqlcount`] (counting rows in a dump as it streams),
-//! [`grants`] (the grants part, written and read), [`provision`] (fresh servers), [`load`]
-//! (parts into a server), [`forced`] (a dump loaded past the statements that fail),
-//! [`verify`] (row counts and `mariadb-check` after a load), [`in_place`] (the service's own
+//! Files: `tools` (where the programs are), `quote` (names into SQL, and the client's
+//! output back), `lex` (one statement as the server reads it), `conn` (the client for one
+//! server), `backup` (dumping parts), [`sqlcount`] (counting rows in a dump as it streams),
+//! `grants` (the grants part, written and read), `provision` (fresh servers), `load`
+//! (parts into a server), `forced` (a dump loaded past the statements that fail),
+//! `verify` (row counts and `mariadb-check` after a load), `in_place` (the service's own
 //! server).
 
 mod backup;

@@ -136,8 +136,9 @@ fn restore_failures(log: &Path, db: &str) -> std::io::Result<RestoreLog> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Mode {
     /// A fresh cluster: the databases it has already are initdb's empty `postgres` and
-    /// `template1`; the cluster runs under [`LOAD_SETTINGS`] meanwhile, and verification
-    /// installs `amcheck` for its check and removes it again ([`Loader::amcheck_all`]).
+    /// `template1`; the cluster runs under the load settings of `provision.rs`
+    /// meanwhile, and verification installs `amcheck` for its check and removes it again
+    /// ([`Loader::amcheck_all`]).
     Fresh,
     /// The service's live server: the database is dropped (its sessions ended) and created
     /// again from the dump; commits stay synchronous; verification installs nothing.
@@ -145,7 +146,8 @@ pub(super) enum Mode {
 }
 
 /// Loads database parts into one server, counts its rows and runs `pg_amcheck`: the part of
-/// a restore that a fresh cluster ([`PgTarget`]) and the live server ([`PgInPlace`]) share.
+/// a restore that a fresh cluster ([`PgTarget`](super::PgTarget)) and the live server
+/// ([`PgInPlace`](super::PgInPlace)) share.
 pub(super) struct Loader {
     pub(super) tools: PgTools,
     /// How the agent reaches the server.

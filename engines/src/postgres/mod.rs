@@ -28,9 +28,10 @@
 //! - **A restore loads everything it can.** `pg_restore` runs without `--exit-on-error`;
 //!   each object it fails on is read from its `--verbose` stderr (kept in a file beside the
 //!   spool: the TOC entry it names, the server's error, `Command was: …`) and reported in
-//!   [`Verification::failed_objects`], which makes `ok` false: the result is "restored with
-//!   errors", not a failure of the whole restore. pg_restore stopping part way (it could not
-//!   connect or read the archive: no `errors ignored on restore`) fails the load.
+//!   [`Verification::failed_objects`](crate::Verification::failed_objects), which makes `ok`
+//!   false: the result is "restored with errors", not a failure of the whole restore.
+//!   pg_restore stopping part way (it could not connect or read the archive: no `errors
+//!   ignored on restore`) fails the load.
 //! - **Verification reads; it leaves nothing behind and fires nothing of the user's.** On a
 //!   fresh cluster, `pg_amcheck` needs the `amcheck` extension: where the backup did not
 //!   have it, it is created for the check in a schema of its own and dropped with that
@@ -99,12 +100,12 @@
 //!   or table whose name is not (possible with `SQL_ASCII`) fails the backup with an error
 //!   naming it escaped (`\xe9`), before anything is dumped; it is never skipped silently.
 //!
-//! Files: [`tools`] (where the programs are), [`quote`] (names into SQL, conninfo and
-//! `postgresql.conf`), [`conn`] (sessions and client tools for one server), [`catalog`] (the
-//! databases, tables and row counts a server holds), [`backup`] (dumping parts),
-//! [`archive`] (counting rows in the custom archive as it streams), [`provision`] (fresh
-//! clusters), [`load`] (database parts into a server), [`verify`] (row counts and
-//! `pg_amcheck` after a load), [`globals`] (the globals part), [`in_place`] (the service's own
+//! Files: `tools` (where the programs are), `quote` (names into SQL, conninfo and
+//! `postgresql.conf`), `conn` (sessions and client tools for one server), `catalog` (the
+//! databases, tables and row counts a server holds), `backup` (dumping parts),
+//! [`archive`] (counting rows in the custom archive as it streams), `provision` (fresh
+//! clusters), `load` (database parts into a server), `verify` (row counts and
+//! `pg_amcheck` after a load), `globals` (the globals part), `in_place` (the service's own
 //! server).
 
 pub mod archive;

@@ -45,8 +45,8 @@ pub(super) fn dbname_conninfo(db: &str) -> String {
     format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// A name read from the server as bytes (see [`name_bytes`]): the name, or its bytes when
-/// they are not UTF-8.
+/// A name read from the server as bytes (see `name_bytes` in `catalog.rs`): the name, or its
+/// bytes when they are not UTF-8.
 pub(super) fn utf8_name(bytes: Vec<u8>) -> std::result::Result<String, Vec<u8>> {
     String::from_utf8(bytes).map_err(|e| e.into_bytes())
 }
