@@ -25,9 +25,9 @@ use strongbox_proto::v1::{FailureClass, Job, JobKind, JobReport, JobState, Membe
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::engines::{self, Engine};
 use crate::error::{Error, Result};
 use crate::failure::{self, Failed};
+use strongbox_engines::{self as engines, Engine};
 
 /// How long a final report is sent again after reconnects.
 const KEEP_FINAL: Duration = Duration::from_secs(600);

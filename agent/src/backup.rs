@@ -31,8 +31,8 @@ use tokio::io::AsyncRead;
 use tonic::transport::Channel;
 
 use crate::agent::Agent;
-use crate::engines::counting::Tap;
 use crate::error::{Error, Result};
+use strongbox_engines::counting::Tap;
 
 thread_local! {
     static SEALER: RefCell<Option<(i32, Sealer)>> = const { RefCell::new(None) };
@@ -196,7 +196,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
 
 async fn dump_and_upload(
     pipe: &Arc<Pipe>,
-    engine: &dyn crate::engines::Engine,
+    engine: &dyn strongbox_engines::Engine,
 ) -> Result<(Vec<Part>, Vec<strongbox_core::manifest::LeftOut>)> {
     let mut run = engine.begin_backup().await?;
     let left_out = run.left_out();
@@ -217,7 +217,7 @@ async fn dump_and_upload(
             Ok(t) => t,
             Err(e) => {
                 let _ = run.close().await;
-                return Err(e);
+                return Err(e.into());
             }
         };
         tracing::info!(part = %plan.name, chunks = chunks.len(), tables = tables.len(), "part uploaded");

@@ -10,7 +10,7 @@ use clap::Parser;
 use serde::Deserialize;
 use strongbox_core::tls::TlsFiles;
 
-use crate::engines::ServiceSpec;
+use strongbox_engines::ServiceSpec;
 
 /// strongbox-agent: backs up and restores the database servers of one host.
 #[derive(Parser, Debug, Default)]

@@ -1,4 +1,6 @@
-//! The agent's one error type.
+//! The agent's one error type: an engine's error (`strongbox_engines::Error`: configuration,
+//! tools, the database, streams, files), or the agent's own (its folders, calls to the
+//! coordinators, sealing and opening).
 //!
 //! Invariant: a message never holds a password, a key or a connection string with a password.
 
@@ -6,40 +8,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The service's configuration is wrong (what to fix is in the message).
-    #[error("service `{service}`: {message}")]
-    Config { service: String, message: String },
-    /// A tool (pg_dump, mariadb-dump, initdb, ...) could not start.
-    #[error("could not run `{tool}`: {source} (is it installed and on PATH or under the configured bin_dir?)")]
-    Spawn {
-        tool: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A tool ran and failed: its exit status and the end of its stderr.
-    #[error("`{tool}` failed ({status}): {stderr}")]
-    Tool {
-        tool: String,
-        status: String,
-        stderr: String,
-    },
-    /// The database answered with an error, or could not be reached.
-    #[error("{engine} at {target}: {message}")]
-    Database {
-        engine: &'static str,
-        target: String,
-        message: String,
-    },
-    /// Verification after a restore found a difference.
-    #[error("verification failed: {0}")]
-    Verify(String),
-    /// A byte stream (a part being loaded, a tool's output) failed.
-    #[error("{what}: {source}")]
-    Stream {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The engine's side of a job failed (what, and where, is in the engine's error).
+    #[error(transparent)]
+    Engine(#[from] strongbox_engines::Error),
+    /// A file or folder of the agent's own (a restored server's folder) could not be handled.
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,

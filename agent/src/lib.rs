@@ -3,7 +3,6 @@
 pub mod agent;
 pub mod backup;
 pub mod config;
-pub mod engines;
 pub mod error;
 pub mod failure;
 pub mod restore;

@@ -42,9 +42,9 @@ use tokio::sync::mpsc;
 
 use crate::agent::Agent;
 use crate::backup::client;
-use crate::engines::{self, EngineKind, PartPlan, TableStat};
 use crate::error::{Error, Result};
 use crate::failure::{self, Failed};
+use strongbox_engines::{self as engines, EngineKind, PartPlan, TableStat};
 
 /// Chunks fetched at once per part.
 const FETCH_AHEAD: usize = 8;
@@ -297,7 +297,7 @@ pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<StopResult> {
     };
     if dir.exists() {
         for kind in kinds {
-            crate::engines::teardown(kind, &dir).await?;
+            engines::teardown(kind, &dir).await?;
         }
         if !job.keep_files {
             remove_dir(&dir, "removing the restored server's folder").await?;

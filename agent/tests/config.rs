@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use strongbox_agent::config::{Args, Config};
-use strongbox_agent::engines::EngineKind;
+use strongbox_engines::EngineKind;
 
 #[test]
 fn help_documents_every_option_and_missing_ones_are_named() {

@@ -42,6 +42,8 @@ use strongbox_core::chunk::{Header, Opener};
 use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
+use strongbox_engines::mysql::sqlcount::ViewSplit;
+use strongbox_engines::tools;
 use strongbox_proto::v1::{
     BackupInfo, BackupState, CreateBackupRequest, DownloadChunkRequest, Engine, HoldBackupRequest,
     JobInfo, JobState, ListBackupsRequest, PurgeBackupRequest, RestoreBackupRequest,
@@ -598,23 +600,18 @@ pub fn plan(m: &Manifest, format: Format) -> Vec<PlannedFile> {
     out
 }
 
-/// The agent's lexer of MariaDB dumps, shared as source (the CLI does not link the agent):
-/// a MariaDB database part is split by statements exactly as a restore splits it.
-#[allow(dead_code)]
-#[path = "../../agent/src/engines/sqlcount.rs"]
-mod sqlcount;
-
 /// Takes the final definitions of a MariaDB database's views out of its downloaded dump
-/// `path`, by statements as the agent's restore does ([`sqlcount::ViewSplit`]): the dump is
-/// cut where they start (what stays creates the database, its tables and data, triggers,
-/// events, routines, and each view as mariadb-dump's stand-in, which refers to nothing), and
-/// they are returned with the dump's opening statements, to be loaded once every database's
-/// tables exist (a view may read another database's). None when the dump has no views.
+/// `path`, by statements as the agent's restore does ([`ViewSplit`], the engines' lexer of
+/// MariaDB dumps): the dump is cut where they start (what stays creates the database, its
+/// tables and data, triggers, events, routines, and each view as mariadb-dump's stand-in,
+/// which refers to nothing), and they are returned with the dump's opening statements, to be
+/// loaded once every database's tables exist (a view may read another database's). None when
+/// the dump has no views.
 pub fn split_views(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut split = sqlcount::ViewSplit::new();
+    let mut split = ViewSplit::new();
     let mut kept: u64 = 0;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -749,29 +746,6 @@ pub fn load_hint(engine: Engine, kind: PartKind, path: &Path, to_sql: bool, part
         (Engine::Sqlite, _) => format!("sqlite3 {q}"),
         _ => "(unknown engine: raw part bytes)".to_string(),
     }
-}
-
-/// Looks for an engine tool on PATH, then in `/usr/lib/postgresql/*/bin` (newest first).
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            Some((v, e.path().join("bin").join(name)))
-        })
-        .filter(|(_, p)| p.is_file())
-        .collect();
-    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-    versions.into_iter().next().map(|(_, p)| p)
 }
 
 // ------------------------------------------------------------------------------ download
@@ -1010,7 +984,7 @@ async fn download(
         }
     }
     let pg_restore = if files.iter().any(|f| f.to_sql) {
-        Some(find_tool("pg_restore").context(
+        Some(tools::postgres_program("pg_restore", None).context(
             "--format sql needs pg_restore (PostgreSQL client tools), found neither on PATH nor in /usr/lib/postgresql/*/bin: install postgresql-client, or download with --format native",
         )?)
     } else {

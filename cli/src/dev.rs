@@ -40,6 +40,7 @@ use strongbox_core::keys::Keyring;
 use strongbox_core::pki::{self, Identity, Role, Validity};
 use strongbox_core::private;
 use strongbox_core::tls::TlsFiles;
+use strongbox_engines::tools;
 use strongbox_proto::v1::{
     BindHostRequest, ClusterStatusRequest, CreateBackupRequest, JobInfo, JobState,
     ListHostsRequest, ListServicesRequest, RestoreBackupRequest,
@@ -270,22 +271,20 @@ fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
     Ok(Some((uid, gid)))
 }
 
-/// The folder of `initdb`, `postgres`, `psql` (PATH, then /usr/lib/postgresql/*/bin).
+/// The folder of `initdb`, `postgres`, `psql`: one installation's, found on PATH (symbolic
+/// links resolved), else the newest /usr/lib/postgresql/*/bin ([`tools::postgres_server_dir`]).
 fn pg_bin_dir() -> anyhow::Result<PathBuf> {
-    let initdb = backup::find_tool("initdb").context(
-        "--postgres needs the PostgreSQL server tools (initdb, postgres): install postgresql, or put its bin folder on PATH",
-    )?;
-    let real = std::fs::canonicalize(&initdb).unwrap_or(initdb);
-    let dir = real.parent().map(Path::to_path_buf).unwrap_or_default();
-    for tool in ["postgres", "psql"] {
-        if !dir.join(tool).is_file() {
-            bail!(
-                "{} has initdb but no {tool}: install the full PostgreSQL server package",
-                dir.display()
-            );
-        }
-    }
-    Ok(dir)
+    tools::postgres_server_dir(None, &["initdb", "postgres", "psql"]).map_err(|e| match e.lacking {
+        Some((dir, missing)) => anyhow::anyhow!(
+            "{} has initdb but no {missing}: install the full PostgreSQL server package",
+            dir.display()
+        ),
+        None => anyhow::anyhow!(
+            "--postgres needs the PostgreSQL server tools (initdb, postgres, psql in one folder), \
+             not found in {}: install postgresql, or put its bin folder on PATH",
+            e.searched
+        ),
+    })
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {

@@ -61,6 +61,21 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "the HTTP listener reads the node, not the gRPC services",
     ),
     (
+        "engines/src",
+        &[
+            "strongbox_agent",
+            "strongbox_coordinator",
+            "tonic::",
+            "_client::",
+        ],
+        "engines never talk to coordinators: a service goes in, parts come out",
+    ),
+    (
+        "cli/src",
+        &["strongbox_agent", "strongbox_coordinator"],
+        "the CLI talks to coordinators over the wire and links engine knowledge only",
+    ),
+    (
         "core/src",
         &["strongbox_proto", "_server::", "tonic::transport::Server"],
         "core holds formats and trust: no wire messages, no server code",

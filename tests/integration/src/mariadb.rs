@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use strongbox_engines::tools;
+
 use crate::error::{HarnessError, Result};
 use crate::process::{self, RunAs, ServerProcess, DEFAULT_COMMAND_TIMEOUT};
 use crate::{ports, tmp};
 
-const BIN_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"];
 const SERVER_HINT: &str = "install mariadb-server (apt-get install -y mariadb-server)";
 const CLIENT_HINT: &str = "install mariadb-client (apt-get install -y mariadb-client)";
 
@@ -49,15 +50,16 @@ const CLIENT_ENV_TO_CLEAR: &[&str] = &[
 ];
 
 /// Finds a MariaDB/MySQL program by its names (first found wins) on `PATH`, `/usr/sbin`,
-/// `/usr/bin`, `/usr/local/{bin,sbin}`.
+/// `/usr/bin`, `/usr/local/{bin,sbin}`, with the product's own search
+/// ([`strongbox_engines::tools::mariadb_program`]).
 pub fn mariadb_tool(names: &[&str]) -> Result<PathBuf> {
-    process::find_binary(names, BIN_DIRS).ok_or_else(|| {
+    tools::mariadb_program(names, None).map_err(|e| {
         let server_side = names
             .iter()
             .any(|n| n.ends_with('d') || n.contains("install_db") || n.contains("install-db"));
         HarnessError::BinaryNotFound {
-            name: names.join(" / "),
-            searched: process::searched_description(BIN_DIRS),
+            name: e.program,
+            searched: e.searched,
             hint: if server_side {
                 SERVER_HINT
             } else {

@@ -46,6 +46,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use strongbox_engines::tools;
+
 use crate::error::{HarnessError, Result};
 use crate::process::{self, RunAs, ServerProcess, DEFAULT_COMMAND_TIMEOUT};
 use crate::{ports, tmp};
@@ -77,56 +79,37 @@ const PG_CLIENT_ENV_TO_CLEAR: &[&str] = &[
 ];
 
 /// Finds the folder holding the PostgreSQL server binaries (`initdb`, `postgres`, `pg_ctl`,
-/// `psql`, `pg_dump`, `pg_restore`, `pgbench`, ...).
+/// `psql`, `pg_dump`, `pg_restore`, `pgbench`, ...), with the product's own search
+/// ([`strongbox_engines::tools::postgres_server_dir`]), so tests and product use the same
+/// installation.
 ///
-/// Order: `$STRONGBOX_PG_BIN_DIR`; the highest version under `/usr/lib/postgresql/*/bin`
-/// (Debian/Ubuntu layout); the folder of `initdb` on `PATH`.
+/// Order: `$STRONGBOX_PG_BIN_DIR` (then nothing else); the folder of `initdb` on `PATH`
+/// (symbolic links resolved) when `postgres` is beside it; the highest version under
+/// `/usr/lib/postgresql/*/bin` (Debian/Ubuntu layout).
 pub fn pg_bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(PG_BIN_DIR_ENV).filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        if process::is_executable(&dir.join("postgres")) {
-            return Ok(dir);
+    let configured = std::env::var_os(PG_BIN_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    tools::postgres_server_dir(configured.as_deref(), &["initdb", "postgres"]).map_err(|e| {
+        match &configured {
+            Some(dir) => HarnessError::BinaryNotFound {
+                name: e.program,
+                searched: format!("{PG_BIN_DIR_ENV}={}", dir.display()),
+                hint: format!("{PG_BIN_DIR_ENV} must name a folder containing postgres and initdb"),
+            },
+            None => HarnessError::BinaryNotFound {
+                name: "PostgreSQL (initdb, postgres)".into(),
+                searched: match e.lacking {
+                    Some((dir, missing)) => format!(
+                        "$STRONGBOX_PG_BIN_DIR, {} ({} has initdb but no {missing})",
+                        e.searched,
+                        dir.display()
+                    ),
+                    None => format!("$STRONGBOX_PG_BIN_DIR, {}", e.searched),
+                },
+                hint: INSTALL_HINT.into(),
+            },
         }
-        return Err(HarnessError::BinaryNotFound {
-            name: "postgres".into(),
-            searched: format!("{PG_BIN_DIR_ENV}={}", dir.display()),
-            hint: format!("{PG_BIN_DIR_ENV} must name a folder containing postgres and initdb"),
-        });
-    }
-    let mut versions: Vec<(Vec<u32>, PathBuf)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(version) = name
-                .split('.')
-                .map(str::parse::<u32>)
-                .collect::<std::result::Result<Vec<u32>, _>>()
-            else {
-                continue;
-            };
-            let bin = entry.path().join("bin");
-            if process::is_executable(&bin.join("postgres"))
-                && process::is_executable(&bin.join("initdb"))
-            {
-                versions.push((version, bin));
-            }
-        }
-    }
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return Ok(bin);
-    }
-    if let Some(initdb) = process::find_binary(&["initdb"], &[]) {
-        if let Some(dir) = initdb.parent() {
-            if process::is_executable(&dir.join("postgres")) {
-                return Ok(dir.to_path_buf());
-            }
-        }
-    }
-    Err(HarnessError::BinaryNotFound {
-        name: "PostgreSQL (initdb, postgres)".into(),
-        searched: "$STRONGBOX_PG_BIN_DIR, /usr/lib/postgresql/*/bin, PATH".into(),
-        hint: INSTALL_HINT.into(),
     })
 }
 

@@ -42,17 +42,11 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 // ---------------------------------------------------------------------------------------------
-// Finding binaries
+// Finding binaries: `strongbox_engines::tools` searches (the product's own search, see
+// `pg::pg_bin_dir` and `mariadb::mariadb_tool`); this checks a program in a known folder.
 // ---------------------------------------------------------------------------------------------
 
-pub use strongbox_core::process::{find_program as find_binary, is_executable};
-
-/// Describes where [`find_binary`] looked, for error messages.
-pub(crate) fn searched_description(extra_dirs: &[&str]) -> String {
-    let mut parts = vec!["PATH".to_string()];
-    parts.extend(extra_dirs.iter().map(|d| d.to_string()));
-    parts.join(", ")
-}
+pub use strongbox_core::process::is_executable;
 
 // ---------------------------------------------------------------------------------------------
 // Running as an unprivileged system user

@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use strongbox_agent::engines::{
-    self, Connection, EngineKind, PartKind, PartPlan, Role, ServiceSpec, TableStat,
+use strongbox_engines::Error;
+use strongbox_engines::{
+    self as engines, Connection, EngineKind, PartKind, PartPlan, Role, ServiceSpec, TableStat,
 };
-use strongbox_agent::error::Error;
 use strongbox_integration::pg::PgServer;
 use tokio::io::AsyncReadExt;
 
@@ -109,7 +109,7 @@ async fn in_place(
     spec: ServiceSpec,
     parts: &[(PartPlan, Vec<u8>, Vec<TableStat>)],
     expected: &[TableStat],
-) -> strongbox_agent::engines::Verification {
+) -> strongbox_engines::Verification {
     let engine = engines::open(spec).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let mut target = engine.in_place(scratch.path()).await.unwrap();
@@ -261,7 +261,7 @@ async fn a_cluster_restores_into_a_fresh_server_that_equals_it() {
     assert_eq!(v.tables_checked, stats.len() as u64);
     assert!(v.rows_checked >= 105_000);
     assert!(v.engine_check.contains("pg_amcheck"), "{}", v.engine_check);
-    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Postgres);
+    assert_eq!(conn.engine, strongbox_engines::EngineKind::Postgres);
     assert_eq!(conn.host, "127.0.0.1");
     assert_eq!(conn.user, "postgres");
     assert!(conn.data_dir.starts_with(root.path()));
@@ -649,7 +649,7 @@ async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
 
     let conn = target.connection();
-    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Postgres);
+    assert_eq!(conn.engine, strongbox_engines::EngineKind::Postgres);
     assert_eq!(conn.host, pg.host());
     assert_eq!(conn.port, pg.port());
     assert_eq!(conn.user, "postgres");
@@ -666,7 +666,7 @@ fn count_streamed_dump(
     compress: &str,
 ) -> (
     u64,
-    Result<Vec<strongbox_agent::engines::pgarchive::TableRows>, String>,
+    Result<Vec<strongbox_engines::postgres::archive::TableRows>, String>,
 ) {
     use std::io::Read;
     let mut child = Command::new(strongbox_integration::pg::pg_tool("pg_dump").unwrap())
@@ -682,7 +682,7 @@ fn count_streamed_dump(
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut counter = strongbox_agent::engines::pgarchive::ArchiveCounter::new();
+    let mut counter = strongbox_engines::postgres::archive::ArchiveCounter::new();
     let mut buf = vec![0u8; 65_521];
     let sizes = [1usize, 3, 7, 4093, 65_521, 13];
     let (mut total, mut k) = (0u64, 0usize);
@@ -711,7 +711,7 @@ fn count_streamed_dump(
 
 #[test]
 fn a_streamed_custom_archive_counts_the_rows_of_every_table() {
-    use strongbox_agent::engines::pgarchive::TableRows;
+    use strongbox_engines::postgres::archive::TableRows;
     use strongbox_integration::pg::quote_ident;
     let pg = PgServer::start().unwrap();
     pg.create_database("counts").unwrap();

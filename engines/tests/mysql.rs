@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use strongbox_agent::engines::{
-    self, Connection, EngineKind, PartKind, PartPlan, Role, ServiceSpec, TableStat,
+use strongbox_engines::Error;
+use strongbox_engines::{
+    self as engines, Connection, EngineKind, PartKind, PartPlan, Role, ServiceSpec, TableStat,
 };
-use strongbox_agent::error::Error;
 use strongbox_integration::mariadb::{mariadb_tool, MariaDbServer};
 
 fn spec(db: &MariaDbServer, password_file: Option<PathBuf>) -> ServiceSpec {
@@ -240,7 +240,7 @@ async fn a_server_restores_into_a_fresh_server_that_equals_it() {
     );
 
     let conn = target.connection();
-    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Mysql);
+    assert_eq!(conn.engine, strongbox_engines::EngineKind::Mysql);
     assert_eq!(conn.user, "root");
     let file = conn.password_file.clone().unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -525,7 +525,7 @@ async fn an_in_place_restore_replaces_the_live_databases_with_the_backup() {
     assert_eq!(src.query("SELECT x FROM later.t").unwrap(), "7");
 
     let conn = target.connection();
-    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Mysql);
+    assert_eq!(conn.engine, strongbox_engines::EngineKind::Mysql);
     assert_eq!(conn.host, src.host());
     assert_eq!(conn.port, src.port());
     assert_eq!(conn.user, "root");

@@ -18,23 +18,23 @@ pub trait StreamCounter: Send + 'static {
     fn finish(self) -> Self::Output;
 }
 
-impl StreamCounter for super::sqlcount::SqlCounter {
+impl StreamCounter for crate::mysql::sqlcount::SqlCounter {
     type Output = Vec<(String, u64)>;
     fn feed(&mut self, bytes: &[u8]) {
-        super::sqlcount::SqlCounter::feed(self, bytes)
+        crate::mysql::sqlcount::SqlCounter::feed(self, bytes)
     }
     fn finish(self) -> Self::Output {
-        super::sqlcount::SqlCounter::finish(self)
+        crate::mysql::sqlcount::SqlCounter::finish(self)
     }
 }
 
-impl StreamCounter for super::pgarchive::ArchiveCounter {
-    type Output = std::result::Result<Vec<super::pgarchive::TableRows>, String>;
+impl StreamCounter for crate::postgres::archive::ArchiveCounter {
+    type Output = std::result::Result<Vec<crate::postgres::archive::TableRows>, String>;
     fn feed(&mut self, bytes: &[u8]) {
-        super::pgarchive::ArchiveCounter::feed(self, bytes)
+        crate::postgres::archive::ArchiveCounter::feed(self, bytes)
     }
     fn finish(self) -> Self::Output {
-        super::pgarchive::ArchiveCounter::finish(self)
+        crate::postgres::archive::ArchiveCounter::finish(self)
     }
 }
 
@@ -83,7 +83,7 @@ pub fn tap<C: StreamCounter>(mut counter: C) -> (Tap, Counted<C::Output>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::sqlcount::SqlCounter;
+    use crate::mysql::sqlcount::SqlCounter;
 
     #[tokio::test]
     async fn a_tap_counts_what_it_is_sent_once_ended() {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use strongbox_agent::engines::{self, EngineKind, PartKind, Role, ServiceSpec, TableStat};
+use strongbox_engines::{self as engines, EngineKind, PartKind, Role, ServiceSpec, TableStat};
 use strongbox_integration::sqlite::SqliteDb;
 
 fn spec(path: &std::path::Path) -> ServiceSpec {
@@ -118,7 +118,7 @@ async fn backup_while_writing_restores_identically_and_verifies() {
     assert_eq!(v.tables_checked, stats.len() as u64);
 
     let conn = target.connection();
-    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Sqlite);
+    assert_eq!(conn.engine, strongbox_engines::EngineKind::Sqlite);
     let restored = conn.data_dir.clone();
     assert_eq!(restored, dir.join("app.db"));
     assert!(!dir.join(".app.db.partial").exists());
@@ -275,7 +275,7 @@ async fn an_in_place_restore_replaces_the_live_file_under_open_connections() {
     );
 
     let conn = target.connection();
-    assert_eq!(conn.engine, strongbox_agent::engines::EngineKind::Sqlite);
+    assert_eq!(conn.engine, strongbox_engines::EngineKind::Sqlite);
     assert_eq!(conn.data_dir, live.path());
     assert_eq!(conn.host, live.path().display().to_string());
     // The restored copy in the scratch folder is gone.
