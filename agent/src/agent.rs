@@ -27,16 +27,17 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::failure::{self, Failed};
+use crate::job::JobCtx;
 use strongbox_engines::{self as engines, Engine};
 
 /// How long a final report is sent again after reconnects.
 const KEEP_FINAL: Duration = Duration::from_secs(600);
 
 pub struct Agent {
-    pub config: Config,
-    pub keyring: Keyring,
-    pub engines: HashMap<String, Box<dyn Engine>>,
-    pub coordinators: Coordinators,
+    pub config: Arc<Config>,
+    pub keyring: Arc<Keyring>,
+    pub engines: HashMap<String, Arc<dyn Engine>>,
+    pub coordinators: Arc<Coordinators>,
     reports: mpsc::UnboundedSender<JobReport>,
     started: Mutex<HashSet<String>>,
     finals: Mutex<Vec<(Instant, JobReport)>>,
@@ -79,15 +80,15 @@ impl Agent {
             Coordinators::new(&config.tls, &config.coordinators, Duration::from_secs(120))?;
         let mut engines = HashMap::new();
         for spec in &config.services {
-            engines.insert(spec.name.clone(), engines::open(spec.clone())?);
+            engines.insert(spec.name.clone(), Arc::from(engines::open(spec.clone())?));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         Ok((
             Arc::new(Agent {
-                config,
-                keyring,
+                config: Arc::new(config),
+                keyring: Arc::new(keyring),
                 engines,
-                coordinators,
+                coordinators: Arc::new(coordinators),
                 reports: tx,
                 started: Mutex::default(),
                 finals: Mutex::default(),
@@ -96,18 +97,6 @@ impl Agent {
             }),
             rx,
         ))
-    }
-
-    pub fn engine(&self, service: &str) -> Result<&dyn Engine> {
-        self.engines
-            .get(service)
-            .map(|e| e.as_ref())
-            .ok_or_else(|| {
-                Error::Other(format!(
-                "service {service:?} is not configured on host {}; add a [[service]] table for it",
-                self.config.host
-            ))
-            })
     }
 
     /// Every configured member with its current role and health.
@@ -140,6 +129,18 @@ impl Agent {
     }
 
     /// Sends a progress report (best effort).
+    /// What a pipeline running `job` gets from the agent.
+    pub fn job_ctx(&self, job: Job) -> JobCtx {
+        JobCtx {
+            engine: self.engines.get(&job.service).cloned(),
+            job,
+            keyring: self.keyring.clone(),
+            coordinators: self.coordinators.clone(),
+            config: self.config.clone(),
+            reports: self.reports.clone(),
+        }
+    }
+
     pub fn report(&self, report: JobReport) {
         let _ = self.reports.send(report);
     }
@@ -208,7 +209,7 @@ impl Agent {
             let started = Instant::now();
             let other = |e: Error| Failed::new(FailureClass::Other, e);
             let outcome: std::result::Result<JobReport, Failed> = match job.kind() {
-                JobKind::Backup => crate::backup::run(&agent, &job)
+                JobKind::Backup => crate::backup::run(&agent.job_ctx(job.clone()))
                     .await
                     .map(|()| JobReport::default())
                     .map_err(|e| Failed::new(failure::of_backup(&e), e)),
@@ -223,9 +224,8 @@ impl Agent {
                     )),
                 )),
                 JobKind::Restore => {
-                    crate::restore::run(&agent, &job)
-                        .await
-                        .map(|(result, differs)| JobReport {
+                    crate::restore::run(&agent.job_ctx(job.clone())).await.map(
+                        |(result, differs)| JobReport {
                             restore: Some(result),
                             // Delivered, but with errors: the job fails (a drill or an alert
                             // counts it), and its result says what was found.
@@ -236,9 +236,10 @@ impl Agent {
                             },
                             reason: differs.unwrap_or_default(),
                             ..Default::default()
-                        })
+                        },
+                    )
                 }
-                JobKind::Stop => crate::restore::stop(&agent, &job)
+                JobKind::Stop => crate::restore::stop(&agent.job_ctx(job.clone()))
                     .await
                     .map(|result| JobReport {
                         stop: Some(result),

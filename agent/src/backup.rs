@@ -21,36 +21,23 @@ use strongbox_core::chunking::Chunker;
 use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{ChunkRef, Manifest, Part};
-use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::{
-    BackupKind, CommitBackupRequest, HaveChunksRequest, Job, JobReport, JobState, SealedChunk,
+    BackupKind, CommitBackupRequest, HaveChunksRequest, JobReport, JobState, SealedChunk,
     UploadChunksRequest,
 };
 use strongbox_proto::MAX_MESSAGE_BYTES;
 use tokio::io::AsyncRead;
-use tonic::transport::Channel;
 
-use crate::agent::Agent;
 use crate::error::{Error, Result};
+use crate::job::JobCtx;
 use strongbox_engines::counting::Tap;
 
 thread_local! {
     static SEALER: RefCell<Option<(i32, Sealer)>> = const { RefCell::new(None) };
 }
 
-pub fn client(ch: Channel) -> AgentServiceClient<Channel> {
-    AgentServiceClient::new(ch)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-pub(crate) fn rpc(what: &str, s: tonic::Status) -> Error {
-    Error::Rpc {
-        what: what.to_string(),
-        code: s.code(),
-        message: s.message().to_string(),
-    }
-}
+use crate::rpc::client;
+use crate::rpc::rpc;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -85,7 +72,7 @@ impl RateLimit {
 }
 
 struct Pipe {
-    agent: Arc<Agent>,
+    ctx: JobCtx,
     job_id: String,
     keys: Arc<ServiceKeys>,
     level: i32,
@@ -93,26 +80,27 @@ struct Pipe {
     limit: Option<RateLimit>,
 }
 
-pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
-    let engine = agent.engine(&job.service)?;
-    let keys = Arc::new(agent.keyring.current_service_keys(&job.service)?);
+pub async fn run(ctx: &JobCtx) -> Result<()> {
+    let job = &ctx.job;
+    let engine = ctx.engine()?;
+    let keys = Arc::new(ctx.keyring.current_service_keys(&job.service)?);
     let version = engine.probe().await.map(|p| p.version).unwrap_or_default();
     let started_ms = strongbox_core::clock::now_ms();
     let progress = Arc::new(Progress {
         done: AtomicU64::new(0),
     });
     let pipe = Arc::new(Pipe {
-        agent: agent.clone(),
+        ctx: ctx.clone(),
         job_id: job.job_id.clone(),
         keys: keys.clone(),
-        level: agent.config.zstd_level,
+        level: ctx.config.zstd_level,
         progress: progress.clone(),
-        limit: agent.config.upload_rate.map(|rate| RateLimit {
+        limit: ctx.config.upload_rate.map(|rate| RateLimit {
             rate,
             next: Mutex::new(Instant::now()),
         }),
     });
-    agent.report(JobReport {
+    ctx.report(JobReport {
         job_id: job.job_id.clone(),
         state: JobState::Running.into(),
         ..Default::default()
@@ -120,13 +108,13 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
     // Progress every 2 s while the dump runs; the loop ends with this job, even when the job
     // is aborted (the agent stopping).
     let reporter = {
-        let (agent, job_id, progress) = (agent.clone(), job.job_id.clone(), progress.clone());
+        let (ctx, job_id, progress) = (ctx.clone(), job.job_id.clone(), progress.clone());
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                agent.report(JobReport {
+                ctx.report(JobReport {
                     job_id: job_id.clone(),
                     state: JobState::Running.into(),
                     bytes_done: progress.done.load(Ordering::Relaxed),
@@ -169,7 +157,7 @@ pub async fn run(agent: &Arc<Agent>, job: &Job) -> Result<()> {
         created_unix_ms: started_ms,
         table_count: totals.table_count,
     };
-    let committed = agent
+    let committed = ctx
         .coordinators
         .call("CommitBackup", |ch| {
             let req = req.clone();
@@ -247,7 +235,7 @@ fn upload_stream(
     reader: Box<dyn AsyncRead + Send + Unpin>,
     tap: Option<Tap>,
 ) -> futures::future::BoxFuture<'static, Result<Vec<ChunkRef>>> {
-    let concurrency = pipe.agent.config.upload_concurrency;
+    let concurrency = pipe.ctx.config.upload_concurrency;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(1);
     let batches = async move {
         let mut chunker = Chunker::new(reader);
@@ -304,7 +292,7 @@ async fn store_batch(pipe: Arc<Pipe>, plain: Vec<Bytes>) -> Result<Vec<ChunkRef>
             .collect(),
     };
     let missing: std::collections::HashSet<Bytes> = pipe
-        .agent
+        .ctx
         .coordinators
         .call("HaveChunks", |ch| {
             let req = have.clone();
@@ -371,7 +359,7 @@ async fn upload(pipe: &Arc<Pipe>, chunks: Vec<(ChunkId, Bytes)>, bytes: usize) -
             })
             .collect(),
     };
-    pipe.agent
+    pipe.ctx
         .coordinators
         .call("UploadChunks", |ch| {
             let req = req.clone();

@@ -7,6 +7,10 @@
 //! `mariadb-install-db`, `mariadbd`, `pg_restore`) create, are then private from creation.
 //! It logs to stderr only (the journal under systemd) and writes no log file of its own.
 
+// No unwrap or expect on what comes from the network, a file or a user: an error with a
+// message instead (clippy.toml allows them in unit tests).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::Parser;
 use strongbox_agent::{agent::Agent, config, session};
 

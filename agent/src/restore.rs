@@ -19,8 +19,6 @@
 //! servers then run as `postgres`/`mysql` and must pass through them to their own folder —
 //! and 0700 otherwise; never listable by others.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -28,38 +26,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
-use strongbox_core::chunk::{Header, Opener};
+use futures::StreamExt;
+use strongbox_core::connect::Coordinators;
 use strongbox_core::ids::ChunkId;
-use strongbox_core::keys::ServiceKeys;
 use strongbox_core::manifest::{self, PartKind};
 use strongbox_core::private;
+use strongbox_core::read::{part_chunks, ServiceKeySet};
 use strongbox_proto::v1::{
-    FailureClass, FetchChunkRequest, Job, JobReport, JobState, PhaseTimes, RestoreOutcome,
+    FailureClass, FetchChunkRequest, JobReport, JobState, PhaseTimes, RestoreOutcome,
     RestoreResult, StopResult,
 };
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
-use crate::backup::client;
 use crate::error::{Error, Result};
 use crate::failure::{self, Failed};
+use crate::job::JobCtx;
+use crate::rpc::{client, rpc};
 use strongbox_engines::{self as engines, EngineKind, PartPlan, TableStat};
 
 /// Chunks fetched at once per part.
 const FETCH_AHEAD: usize = 8;
 
-thread_local! {
-    static OPENER: RefCell<Option<Opener>> = const { RefCell::new(None) };
-}
-
 /// Runs a restore job: (result JSON, why it failed if verification found a difference).
-pub async fn run(
-    agent: &Arc<Agent>,
-    job: &Job,
-) -> std::result::Result<(RestoreResult, Option<String>), Failed> {
+pub async fn run(ctx: &JobCtx) -> std::result::Result<(RestoreResult, Option<String>), Failed> {
     let stage = AtomicI32::new(FailureClass::Fetch.into());
-    restore(agent, job, &stage).await.map_err(|e| {
+    restore(ctx, &stage).await.map_err(|e| {
         let at =
             FailureClass::try_from(stage.load(Ordering::Relaxed)).unwrap_or(FailureClass::Other);
         Failed::new(failure::of_restore(at, &e), e)
@@ -67,22 +58,19 @@ pub async fn run(
 }
 
 /// Runs the restore, keeping `stage` at what it is doing (for the failure class).
-async fn restore(
-    agent: &Arc<Agent>,
-    job: &Job,
-    stage: &AtomicI32,
-) -> Result<(RestoreResult, Option<String>)> {
+async fn restore(ctx: &JobCtx, stage: &AtomicI32) -> Result<(RestoreResult, Option<String>)> {
+    let job = &ctx.job;
     let at = |s: FailureClass| stage.store(s.into(), Ordering::Relaxed);
     let started = Instant::now();
-    let root = agent.config.data_root.as_ref().ok_or_else(|| {
+    let root = ctx.config.data_root.as_ref().ok_or_else(|| {
         Error::Other(format!(
             "host {} has no data_root for restores; set `data_root` in its agent config",
-            agent.config.host
+            ctx.config.host
         ))
     })?;
     let manifest_id = ChunkId::from_slice(&job.manifest_id)?;
-    let sealed = fetch(agent, &job.job_id, manifest_id).await?;
-    let (agent2, service) = (agent.clone(), job.service.clone());
+    let sealed = fetch(&ctx.coordinators, &job.job_id, manifest_id).await?;
+    let (agent2, service) = (ctx.clone(), job.service.clone());
     let manifest =
         tokio::task::spawn_blocking(move || manifest::open(&agent2.keyring, &service, &sealed))
             .await
@@ -105,11 +93,7 @@ async fn restore(
     at(FailureClass::Provision);
     let provisioning = Instant::now();
     // Keys for every key id of the keyring: chunks name the key they were sealed with.
-    let mut keys: HashMap<u32, Arc<ServiceKeys>> = HashMap::new();
-    for id in agent.keyring.ids() {
-        keys.insert(id, Arc::new(agent.keyring.service_keys(id, &job.service)?));
-    }
-    let keys = Arc::new(keys);
+    let keys = Arc::new(ServiceKeySet::new(&ctx.keyring, &job.service)?);
 
     let dir = restore_dir(root, &job.job_id);
     if dir.exists() {
@@ -131,9 +115,9 @@ async fn restore(
         }),
     });
     let report = {
-        let (agent, job_id, progress) = (agent.clone(), job.job_id.clone(), progress.clone());
+        let (ctx, job_id, progress) = (ctx.clone(), job.job_id.clone(), progress.clone());
         move || {
-            agent.report(JobReport {
+            ctx.report(JobReport {
                 job_id: job_id.clone(),
                 state: JobState::Running.into(),
                 bytes_done: progress.fed.load(Ordering::Relaxed).min(total),
@@ -156,7 +140,7 @@ async fn restore(
         }))
     };
     let mut target = if job.in_place {
-        let engine = agent.engine(&job.service)?;
+        let engine = ctx.engine()?;
         if engine.kind() != kind {
             return Err(Error::Other(format!(
                 "backup of {} is a {} backup, but the service on this host is {}",
@@ -168,8 +152,8 @@ async fn restore(
         tracing::warn!(service = %job.service, backup = %job.backup_id, "restoring in place: the live data is replaced");
         engine.in_place(&dir).await?
     } else {
-        let t = engines::provision(kind, &dir, &agent.config.restore_listen, None, &job.service)
-            .await?;
+        let t =
+            engines::provision(kind, &dir, &ctx.config.restore_listen, None, &job.service).await?;
         tracing::info!(dir = %dir.display(), "fresh server provisioned");
         t
     };
@@ -188,22 +172,22 @@ async fn restore(
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
         let reader =
             tokio_util::io::StreamReader::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let ids: Vec<ChunkId> = part
-            .chunks
-            .iter()
-            .map(|c| ChunkId::from_slice(&c.id))
-            .collect::<std::result::Result<_, _>>()?;
         let feed = {
-            let (agent, job_id, keys) = (agent.clone(), job.job_id.clone(), keys.clone());
+            let (ctx, job_id) = (ctx.clone(), Arc::<str>::from(job.job_id.as_str()));
+            let fetch = move |id: ChunkId| {
+                let (ctx, job_id) = (ctx.clone(), job_id.clone());
+                async move { fetch(&ctx.coordinators, &job_id, id).await }
+            };
+            let mut opened = Box::pin(part_chunks(
+                part.chunks.clone(),
+                keys.clone(),
+                FETCH_AHEAD,
+                fetch,
+            ));
             let progress = progress.clone();
             async move {
-                let mut opened = futures::stream::iter(ids)
-                    .map(|id| {
-                        let (agent, job_id, keys) = (agent.clone(), job_id.clone(), keys.clone());
-                        async move { fetch_open(&agent, &job_id, &keys, id).await }.boxed()
-                    })
-                    .buffered(FETCH_AHEAD);
                 while let Some(r) = opened.next().await {
+                    let r = r.map_err(Error::Core);
                     match r {
                         Ok(plain) => {
                             progress
@@ -281,11 +265,12 @@ async fn restore(
 /// Stops the server that restore job `job.target_job` made on this spare, and removes its
 /// folder unless `job.keep_files` (issue 15, fault 2). A server that is not running any more
 /// is fine; the result says what was done.
-pub async fn stop(agent: &Arc<Agent>, job: &Job) -> Result<StopResult> {
-    let root = agent.config.data_root.as_ref().ok_or_else(|| {
+pub async fn stop(ctx: &JobCtx) -> Result<StopResult> {
+    let job = &ctx.job;
+    let root = ctx.config.data_root.as_ref().ok_or_else(|| {
         Error::Other(format!(
             "host {} has no data_root, so no restore ran here",
-            agent.config.host
+            ctx.config.host
         ))
     })?;
     let dir = restore_dir(root, &job.target_job);
@@ -412,61 +397,19 @@ fn io_error(what: &'static str) -> impl Fn(strongbox_core::Error) -> Error {
 }
 
 /// A sealed chunk or manifest, from any coordinator node.
-async fn fetch(agent: &Agent, job_id: &str, id: ChunkId) -> Result<Vec<u8>> {
+async fn fetch(coordinators: &Coordinators, job_id: &str, id: ChunkId) -> Result<Vec<u8>> {
     let req = FetchChunkRequest {
         job_id: job_id.to_string(),
         id: Bytes::copy_from_slice(id.as_bytes()),
     };
-    let r = agent
-        .coordinators
+    let r = coordinators
         .call("FetchChunk", |ch| {
             let req = req.clone();
             async move { client(ch).fetch_chunk(req).await }
         })
         .await
-        .map_err(|s| {
-            Error::Other(format!(
-                "fetching chunk {id}: {} ({:?})",
-                s.message(),
-                s.code()
-            ))
-        })?;
+        .map_err(|s| rpc(&format!("fetching chunk {id}"), s))?;
     Ok(r.into_inner().sealed.to_vec())
-}
-
-async fn fetch_open(
-    agent: &Agent,
-    job_id: &str,
-    keys: &Arc<HashMap<u32, Arc<ServiceKeys>>>,
-    id: ChunkId,
-) -> Result<Bytes> {
-    let sealed = fetch(agent, job_id, id).await?;
-    let keys = keys.clone();
-    tokio::task::spawn_blocking(move || {
-        let header = Header::parse(&sealed)?;
-        let k = keys.get(&header.key_id).ok_or_else(|| {
-            Error::Core(strongbox_core::Error::UnknownKeyId {
-                id: header.key_id,
-                have: keys
-                    .keys()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        })?;
-        OPENER.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(Opener::new()?);
-            }
-            let opener = slot
-                .as_mut()
-                .ok_or_else(|| Error::Other("no opener".into()))?;
-            Ok(Bytes::from(opener.open(k, &id, &sealed)?))
-        })
-    })
-    .await
-    .map_err(|e| Error::Other(format!("a worker thread failed: {e}")))?
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use strongbox_proto::v1::{
 use tokio::sync::mpsc;
 
 use crate::agent::Agent;
-use crate::backup::client;
+use crate::rpc::client;
 use strongbox_core::clock::now_ms;
 
 const HEARTBEAT: Duration = Duration::from_secs(10);

@@ -29,19 +29,18 @@
 //!   PostgreSQL SQL file makes its own database, `pg_restore --create` reads it from the
 //!   archive); part names shown in the table have their control characters escaped.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
-use strongbox_core::chunk::{Header, Opener};
 use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::Keyring;
 use strongbox_core::manifest::{self, Manifest, Part, PartKind};
+use strongbox_core::read::{part_chunks, ServiceKeySet};
 use strongbox_engines::mysql::sqlcount::ViewSplit;
 use strongbox_engines::tools;
 use strongbox_proto::v1::{
@@ -808,36 +807,12 @@ impl Drop for Staging {
     }
 }
 
-thread_local! {
-    static OPENER: RefCell<Option<Opener>> = const { RefCell::new(None) };
-}
-
-/// Checks and opens one sealed chunk (blocking: call on the blocking pool).
-fn open_chunk(
-    keyring: &Keyring,
-    service: &str,
-    id: &ChunkId,
-    sealed: &[u8],
-) -> anyhow::Result<Vec<u8>> {
-    let header = Header::parse(sealed)?;
-    let keys = keyring.service_keys(header.key_id, service)?;
-    OPENER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Opener::new()?);
-        }
-        match slot.as_mut() {
-            Some(o) => Ok(o.open(&keys, id, sealed)?),
-            None => bail!("no chunk opener"),
-        }
-    })
-}
-
+/// Reads a backup's parts through the one read path (`strongbox_core::read`), fetching its
+/// chunks with `DownloadChunk`.
 struct Fetch<'a> {
     api: &'a Api,
     backup: &'a str,
-    service: Arc<str>,
-    keyring: Arc<Keyring>,
+    keys: Arc<ServiceKeySet>,
     parallel: usize,
 }
 
@@ -852,32 +827,21 @@ impl Fetch<'_> {
             .await
             .with_context(|| format!("creating {}", path.display()))?;
         let mut w = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let mut chunks = futures::stream::iter(part.chunks.iter().cloned())
-            .map(|c| async move {
-                let id = ChunkId::from_slice(&c.id)?;
-                let sealed = fetch_sealed(self.api, self.backup, &c.id)
-                    .await
-                    .with_context(|| format!("fetching chunk {id}"))?;
-                let keyring = self.keyring.clone();
-                let service = self.service.clone();
-                let plain = tokio::task::spawn_blocking(move || {
-                    open_chunk(&keyring, &service, &id, &sealed)
-                })
+        let (api, backup) = (self.api, self.backup);
+        let fetch = move |id: ChunkId| async move {
+            fetch_sealed(api, backup, id.as_bytes())
                 .await
-                .context("opening a chunk stopped")?
-                .with_context(|| format!("chunk {id} of part {:?}", part.name))?;
-                if plain.len() as u64 != c.plain_size {
-                    bail!(
-                        "chunk {id} holds {} bytes, the manifest says {}",
-                        plain.len(),
-                        c.plain_size
-                    );
-                }
-                anyhow::Ok(plain)
-            })
-            .buffered(self.parallel);
+                .map(|b| b.to_vec())
+        };
+        let mut chunks = Box::pin(part_chunks(
+            part.chunks.clone(),
+            self.keys.clone(),
+            self.parallel,
+            fetch,
+        ));
         let mut written = 0u64;
-        while let Some(plain) = chunks.try_next().await? {
+        while let Some(plain) = chunks.next().await {
+            let plain = plain.with_context(|| format!("part {:?}", part.name))?;
             w.write_all(&plain)
                 .await
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -1009,8 +973,7 @@ async fn download(
     let fetch = Fetch {
         api,
         backup: id,
-        service: Arc::from(info.service.as_str()),
-        keyring,
+        keys: Arc::new(ServiceKeySet::new(&keyring, &info.service)?),
         parallel,
     };
     let started = std::time::Instant::now();
@@ -1402,8 +1365,6 @@ mod hostile;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strongbox_core::keys::FleetKey;
-    use strongbox_core::manifest::ChunkRef;
 
     #[test]
     fn file_names_per_engine() {
@@ -1784,20 +1745,6 @@ mod tests {
             std::fs::read_to_string(&path).expect("read"),
             format!("{head}{body}")
         );
-    }
-
-    #[test]
-    fn chunks_open_with_the_right_key_only() {
-        let ring = Keyring::new([FleetKey::from_bytes(7, [3u8; 32])]).expect("ring");
-        let keys = ring.service_keys(7, "demo").expect("keys");
-        let mut sealer = strongbox_core::chunk::Sealer::new(Some(3)).expect("sealer");
-        let sealed = sealer.seal(&keys, b"hello hello hello").expect("seal");
-        let plain = open_chunk(&ring, "demo", &sealed.id, &sealed.bytes).expect("opens");
-        assert_eq!(plain, b"hello hello hello");
-        assert!(open_chunk(&ring, "other", &sealed.id, &sealed.bytes).is_err());
-        let other = Keyring::new([FleetKey::from_bytes(7, [4u8; 32])]).expect("ring");
-        assert!(open_chunk(&other, "demo", &sealed.id, &sealed.bytes).is_err());
-        let _ = ChunkRef::default();
     }
 
     #[test]

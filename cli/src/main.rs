@@ -1,6 +1,10 @@
 //! `strongbox`, the operator CLI. Parses the command line and hands each subcommand to its
 //! module; every subcommand prints a table for people or JSON (`--output json`) for scripts.
 
+// No unwrap or expect on what comes from the network, a file or a user: an error with a
+// message instead (clippy.toml allows them in unit tests).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 mod audit;
 mod backup;
 mod cluster;

@@ -4,6 +4,10 @@
 //! store, the catalog and the Raft log (sled) are private from creation; then the data folder
 //! is made (or narrowed to) 0700, which also closes a store an earlier version made 0755.
 
+// No unwrap or expect on what comes from the network, a file or a user: an error with a
+// message instead (clippy.toml allows them in unit tests).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use clap::Parser;
 use strongbox_coordinator::{config, server};
 

@@ -71,6 +71,16 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "engines never talk to coordinators: a service goes in, parts come out",
     ),
     (
+        "agent/src/backup.rs",
+        &["crate::agent", "crate::session"],
+        "a pipeline gets a JobCtx, never the agent that starts it",
+    ),
+    (
+        "agent/src/restore.rs",
+        &["crate::agent", "crate::session"],
+        "a pipeline gets a JobCtx, never the agent that starts it",
+    ),
+    (
         "cli/src",
         &["strongbox_agent", "strongbox_coordinator"],
         "the CLI talks to coordinators over the wire and links engine knowledge only",

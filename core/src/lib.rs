@@ -2,6 +2,10 @@
 //!
 //! Each module does one thing; see `docs/ARCHITECTURE.md` for the map and the invariants.
 
+// No unwrap or expect on what comes from the network, a file or a user: an error with a
+// message instead (clippy.toml allows them in unit tests).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod chunk;
 pub mod chunking;
 pub mod clock;

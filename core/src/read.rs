@@ -87,8 +87,8 @@ pub fn part_chunks<F, Fut, E>(
     fetch: F,
 ) -> impl Stream<Item = Result<Bytes>> + Send
 where
-    F: Fn(ChunkId) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<Vec<u8>, E>> + Send + 'static,
+    F: Fn(ChunkId) -> Fut + Clone + Send + Sync,
+    Fut: Future<Output = std::result::Result<Vec<u8>, E>> + Send,
     E: Display,
 {
     futures::stream::iter(chunks)

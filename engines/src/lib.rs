@@ -25,6 +25,10 @@
 //! - Its one error type is [`Error`], which says where a failure happened (configuration,
 //!   tool, database, stream, file) so callers classify it without reading words.
 
+// No unwrap or expect on what comes from the network, a file or a user: an error with a
+// message instead (clippy.toml allows them in unit tests).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod counting;
 mod engine;
 pub mod error;

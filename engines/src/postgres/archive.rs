@@ -868,7 +868,7 @@ mod tests {
             self.s("15.4");
         }
 
-        fn toc(&mut self, entries: &[Entry]) {
+        fn toc(&mut self, entries: &[Entry<'_>]) {
             self.int(entries.len() as i64);
             for e in entries {
                 self.int(e.id);
