@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use serde::Deserialize;
+use strongbox_config::AgentOptions;
 use strongbox_core::tls::TlsFiles;
 
 use strongbox_engines::ServiceSpec;
@@ -21,72 +21,8 @@ pub struct Args {
     /// variables are not read.
     #[arg(long, short = 'c', env = "STRONGBOX_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Coordinator nodes of the region as HOST:PORT, comma-separated or repeated.
-    #[arg(
-        long = "coordinator",
-        env = "STRONGBOX_AGENT_COORDINATORS",
-        value_delimiter = ','
-    )]
-    pub coordinators: Vec<String>,
-    /// The region of this host.
-    #[arg(long, env = "STRONGBOX_AGENT_REGION")]
-    pub region: Option<String>,
-    /// This host's name (must match its certificate's name).
-    #[arg(long, env = "STRONGBOX_AGENT_HOST")]
-    pub host: Option<String>,
-    /// The fleet CA certificate.
-    #[arg(long, env = "STRONGBOX_AGENT_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// This agent's certificate (role agent).
-    #[arg(long, env = "STRONGBOX_AGENT_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// This agent's private key.
-    #[arg(long, env = "STRONGBOX_AGENT_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// The fleet keyring file (mode 0600).
-    #[arg(long, env = "STRONGBOX_AGENT_KEY_FILE")]
-    pub key_file: Option<PathBuf>,
-    /// Folder under which restores create fresh servers.
-    #[arg(long, env = "STRONGBOX_AGENT_DATA_ROOT")]
-    pub data_root: Option<PathBuf>,
-    /// This host is a spare, ready for restores.
-    #[arg(long, env = "STRONGBOX_AGENT_SPARE")]
-    pub spare: bool,
-    /// The address servers made by restores listen on (default 127.0.0.1).
-    #[arg(long, env = "STRONGBOX_AGENT_RESTORE_LISTEN")]
-    pub restore_listen: Option<String>,
-    /// Upload at most this many bytes per second (default: no limit).
-    #[arg(long, env = "STRONGBOX_AGENT_UPLOAD_RATE")]
-    pub upload_rate: Option<u64>,
-    /// Batches of chunks (up to 16 chunks, closed at 16 MiB) checked, sealed and uploaded at once
-    /// (default 2).
-    #[arg(long, env = "STRONGBOX_AGENT_UPLOAD_CONCURRENCY")]
-    pub upload_concurrency: Option<usize>,
-    /// zstd level for chunks (default 3).
-    #[arg(long, env = "STRONGBOX_AGENT_ZSTD_LEVEL")]
-    pub zstd_level: Option<i32>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    coordinators: Vec<String>,
-    region: Option<String>,
-    host: Option<String>,
-    tls_ca: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    data_root: Option<PathBuf>,
-    #[serde(default)]
-    spare: bool,
-    restore_listen: Option<String>,
-    upload_rate: Option<u64>,
-    upload_concurrency: Option<usize>,
-    zstd_level: Option<i32>,
-    #[serde(default)]
-    service: Vec<ServiceSpec>,
+    #[command(flatten)]
+    pub options: AgentOptions,
 }
 
 #[derive(Debug)]
@@ -139,24 +75,12 @@ impl Config {
     }
 
     pub fn load(args: Args) -> anyhow::Result<Self> {
-        let file: FileConfig = match &args.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("{} is not a valid config", p.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let coordinators = if args.coordinators.is_empty() {
-            file.coordinators
-        } else {
-            args.coordinators
-        };
+        let o = strongbox_config::load(args.config.as_deref(), args.options)?;
+        let coordinators = o.coordinators.unwrap_or_default();
         if coordinators.is_empty() {
             anyhow::bail!("no coordinator: pass --coordinator HOST:PORT (or `coordinators` in the config file)");
         }
-        let services = file.service;
+        let services = o.services.unwrap_or_default();
         let mut names = std::collections::HashSet::new();
         for s in &services {
             strongbox_core::pki::validate_name(&s.name)
@@ -167,27 +91,20 @@ impl Config {
         }
         Ok(Config {
             coordinators,
-            region: need(args.region.or(file.region), "region")?,
-            host: need(args.host.or(file.host), "host")?,
+            region: need(o.region, "region")?,
+            host: need(o.host, "host")?,
             tls: TlsFiles {
-                ca: need(args.tls_ca.or(file.tls_ca), "tls-ca")?,
-                cert: need(args.tls_cert.or(file.tls_cert), "tls-cert")?,
-                key: need(args.tls_key.or(file.tls_key), "tls-key")?,
+                ca: need(o.tls_ca, "tls-ca")?,
+                cert: need(o.tls_cert, "tls-cert")?,
+                key: need(o.tls_key, "tls-key")?,
             },
-            key_file: need(args.key_file.or(file.key_file), "key-file")?,
-            data_root: args.data_root.or(file.data_root),
-            spare: args.spare || file.spare,
-            restore_listen: args
-                .restore_listen
-                .or(file.restore_listen)
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            upload_rate: args.upload_rate.or(file.upload_rate).filter(|r| *r > 0),
-            upload_concurrency: args
-                .upload_concurrency
-                .or(file.upload_concurrency)
-                .unwrap_or(2)
-                .clamp(1, 16),
-            zstd_level: args.zstd_level.or(file.zstd_level).unwrap_or(3),
+            key_file: need(o.key_file, "key-file")?,
+            data_root: o.data_root,
+            spare: o.spare.unwrap_or(false),
+            restore_listen: o.restore_listen.unwrap_or_else(|| "127.0.0.1".into()),
+            upload_rate: o.upload_rate.filter(|r| *r > 0),
+            upload_concurrency: o.upload_concurrency.unwrap_or(2).clamp(1, 16),
+            zstd_level: o.zstd_level.unwrap_or(3),
             services,
         })
     }

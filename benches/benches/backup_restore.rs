@@ -64,14 +64,12 @@ impl Ours {
         let cluster = Cluster::start(3, cluster_options()).expect("cluster");
         let operator = cluster.pki.issue(Role::Operator, "bench", &[]).unwrap();
         cluster.wait_for_leader(&operator, 3).await.unwrap();
-        let service = format!(
-            "[[service]]\nname = \"bench\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\ndatabases = [\"postgres\"]\n",
-            pg.host(),
-            pg.port(),
-            pg.superuser()
-        );
-        let db = AgentProcess::start(&cluster, "db-1", false, &service, key_file).unwrap();
-        let spare = AgentProcess::start(&cluster, "spare-1", true, "", key_file).unwrap();
+        let service = strongbox_engines::ServiceSpec {
+            databases: vec!["postgres".into()],
+            ..strongbox_integration::fleet::pg_service("bench", pg)
+        };
+        let db = AgentProcess::start(&cluster, "db-1", false, &[service], key_file).unwrap();
+        let spare = AgentProcess::start(&cluster, "spare-1", true, &[], key_file).unwrap();
         let op = OperatorServiceClient::new(cluster.channel(1, &operator).unwrap());
         strongbox_integration::fleet::wait_approved(op, &["db-1", "spare-1"]).await;
         Ours {

@@ -84,6 +84,10 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     .iter()
                     .map(worker_json)
                     .collect();
+                if own.is_none() {
+                    // Its workers cannot be asked: one row says so.
+                    workers.push((n.name.clone(), json!({"name": "-", "unreachable": true})));
+                }
                 for w in &node_workers {
                     // A leader-only worker idles on the other nodes: shown where it runs.
                     if !(w["leader_only"] == json!(true) && n.id != leader_view.leader_id) {
@@ -99,10 +103,13 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 } else {
                     0
                 };
+                // An unreachable node's own figures are unknown: null, not 0.
+                let known = |v: u64| own.as_ref().map(|_| v);
                 rows.push(json!({
                     "id": n.id, "name": n.name, "address": n.address, "role": role, "voter": n.voter,
-                    "term": term, "commit_index": commit, "applied_index": applied,
-                    "matched": n.matched, "lag": lag, "workers": node_workers,
+                    "term": known(term), "commit_index": known(commit),
+                    "applied_index": known(applied), "matched": n.matched, "lag": known(lag),
+                    "workers": node_workers,
                 }));
             }
             match output {
@@ -111,10 +118,15 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     json!({"region": leader_view.region, "leader_id": leader_view.leader_id, "nodes": rows})
                 ),
                 Output::Table => {
-                    println!(
-                        "region {}   leader {}",
-                        leader_view.region, leader_view.leader_id
-                    );
+                    let leader = leader_view
+                        .nodes
+                        .iter()
+                        .find(|n| n.id == leader_view.leader_id)
+                        .map_or_else(
+                            || "none".to_string(),
+                            |n| format!("{} (id {})", n.name, n.id),
+                        );
+                    println!("region {}   leader {leader}", leader_view.region);
                     let mut t = Table::new();
                     t.load_preset(UTF8_FULL_CONDENSED);
                     t.set_header([
@@ -133,10 +145,10 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                                 "no"
                             }
                             .to_string(),
-                            r["term"].to_string(),
-                            r["commit_index"].to_string(),
-                            r["applied_index"].to_string(),
-                            r["lag"].to_string(),
+                            output::text(&r["term"]),
+                            output::text(&r["commit_index"]),
+                            output::text(&r["applied_index"]),
+                            output::text(&r["lag"]),
                         ]);
                     }
                     println!("{t}");
@@ -206,11 +218,24 @@ fn worker_json(w: &WorkerStatus) -> Value {
 
 /// A worker's row for people: where it runs, how often, its last pass and what it said.
 fn worker_row(node: &str, w: &Value) -> Vec<String> {
+    if w["unreachable"] == json!(true) {
+        let mut row = vec![node.to_string(), "-".to_string()];
+        row.extend(["-"; 5].map(String::from));
+        row.push("unreachable: its workers cannot be asked".to_string());
+        return row;
+    }
     let ms = |key: &str| w[key].as_u64().unwrap_or(0);
     let text = |key: &str| w[key].as_str().unwrap_or_default().to_string();
+    let last = ms("last_pass_unix_ms");
+    // A pass overdue by three intervals (and at least 30 s) with no reason given: stuck in
+    // one (a read barrier waiting for a majority, a slow pass).
+    let late = last != 0
+        && strongbox_core::clock::now_ms().saturating_sub(last)
+            > (3 * ms("interval_ms")).max(30_000);
     let state = match (text("last_error"), text("waiting")) {
         (e, _) if !e.is_empty() => format!("error: {e}"),
         (_, why) if !why.is_empty() => format!("waiting: {why}"),
+        _ if late => "late: no pass for over three intervals".to_string(),
         _ => "ok".to_string(),
     };
     vec![

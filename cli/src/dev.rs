@@ -35,12 +35,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
+use strongbox_config::{AgentOptions, CoordinatorOptions};
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::Keyring;
 use strongbox_core::pki::{self, Identity, Role, Validity};
 use strongbox_core::private;
 use strongbox_core::tls::TlsFiles;
-use strongbox_engines::tools;
+use strongbox_engines::{tools, EngineKind, ServiceSpec};
 use strongbox_proto::v1::{
     BindHostRequest, ClusterStatusRequest, CreateBackupRequest, JobInfo, JobState,
     ListHostsRequest, ListServicesRequest, RestoreBackupRequest,
@@ -189,55 +190,9 @@ fn wait_listening(proc: &mut Proc, addr: SocketAddr, timeout: Duration) -> anyho
 
 // ------------------------------------------------------------------------------ configs
 
-#[derive(Serialize)]
-struct CoordinatorConfig {
-    node_id: u64,
-    region: String,
-    listen: String,
-    http_listen: String,
-    peers: Vec<String>,
-    data_dir: PathBuf,
-    tls_ca: PathBuf,
-    tls_cert: PathBuf,
-    tls_key: PathBuf,
-}
-
-#[derive(Serialize, Default)]
-struct ServiceConfig {
-    name: String,
-    engine: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    databases: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bin_dir: Option<PathBuf>,
-}
-
-#[derive(Serialize)]
-struct AgentConfig {
-    coordinators: Vec<String>,
-    region: String,
-    host: String,
-    tls_ca: PathBuf,
-    tls_cert: PathBuf,
-    tls_key: PathBuf,
-    key_file: PathBuf,
-    data_root: PathBuf,
-    spare: bool,
-    restore_listen: String,
-    service: Vec<ServiceConfig>,
-}
-
 /// Writes a new config file, 0600 from creation (it names the key and TLS files).
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let text = toml::to_string(value).context("encoding a config")?;
+    let text = strongbox_config::to_toml(value)?;
     private::write_new(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -443,19 +398,22 @@ impl Dev {
         for id in 1..=3u64 {
             let (port, http) = ports[id as usize - 1];
             let tls = TlsFiles::in_dir(&self.dir.join("certs"), &format!("node-{id}"));
-            let config = CoordinatorConfig {
-                node_id: id,
-                region: REGION.into(),
-                listen: format!("127.0.0.1:{port}"),
-                http_listen: format!("127.0.0.1:{http}"),
-                peers: (1..=3u64)
-                    .filter(|p| *p != id)
-                    .map(|p| format!("{p}={}", self.addresses[p as usize - 1]))
-                    .collect(),
-                data_dir: self.dir.join(format!("node-{id}")),
-                tls_ca: tls.ca,
-                tls_cert: tls.cert,
-                tls_key: tls.key,
+            let config = CoordinatorOptions {
+                node_id: Some(id),
+                region: Some(REGION.into()),
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+                http_listen: Some(SocketAddr::from(([127, 0, 0, 1], http))),
+                peers: Some(
+                    (1..=3u64)
+                        .filter(|p| *p != id)
+                        .map(|p| format!("{p}={}", self.addresses[p as usize - 1]))
+                        .collect(),
+                ),
+                data_dir: Some(self.dir.join(format!("node-{id}"))),
+                tls_ca: Some(tls.ca),
+                tls_cert: Some(tls.cert),
+                tls_key: Some(tls.key),
+                ..CoordinatorOptions::default()
             };
             let path = self.dir.join(format!("node-{id}.toml"));
             write_toml(&path, &config)?;
@@ -509,7 +467,7 @@ impl Dev {
     }
 
     /// The demo SQLite file: a few tables, some thousand rows.
-    fn sqlite(&self) -> anyhow::Result<ServiceConfig> {
+    fn sqlite(&self) -> anyhow::Result<ServiceSpec> {
         let dir = self.dir.join("db");
         private::create_dir_all(&dir)?;
         let path = dir.join("demo.db");
@@ -556,16 +514,14 @@ impl Dev {
             }
         }
         tx.commit()?;
-        Ok(ServiceConfig {
-            name: SERVICE.into(),
-            engine: "sqlite".into(),
+        Ok(ServiceSpec {
             path: Some(path),
-            ..Default::default()
+            ..ServiceSpec::new(SERVICE, EngineKind::Sqlite)
         })
     }
 
     /// A local PostgreSQL with a `demo` database.
-    fn postgres(&mut self) -> anyhow::Result<ServiceConfig> {
+    fn postgres(&mut self) -> anyhow::Result<ServiceSpec> {
         let bin = pg_bin_dir()?;
         let run_as = postgres_user()?;
         let dir = self.dir.join("pg");
@@ -646,43 +602,42 @@ impl Dev {
         let mut fill = psql("demo");
         fill.args(["-c", PG_DEMO_SQL]);
         run_quiet(fill, "filling the demo database")?;
-        Ok(ServiceConfig {
-            name: SERVICE.into(),
-            engine: "postgres".into(),
+        Ok(ServiceSpec {
             host: Some(dir.display().to_string()),
             port: Some(port),
             user: Some("postgres".into()),
             databases: vec!["demo".into()],
             bin_dir: Some(bin),
-            ..Default::default()
+            ..ServiceSpec::new(SERVICE, EngineKind::Postgres)
         })
     }
 
     /// Starts both agents and waits until the hosts registered and the demo service has a
     /// healthy member.
-    async fn agents(&mut self, service: ServiceConfig) -> anyhow::Result<()> {
+    async fn agents(&mut self, service: ServiceSpec) -> anyhow::Result<()> {
         let bin = self.bin_dir.join("strongbox-agent");
         let mut service = Some(service);
         for (host, spare) in [(DB_HOST, false), (SPARE_HOST, true)] {
             let tls = TlsFiles::in_dir(&self.dir.join("certs"), host);
             let data_root = self.dir.join(format!("{host}-data"));
             private::create_dir(&data_root, traverse_mode())?;
-            let config = AgentConfig {
-                coordinators: self.addresses.clone(),
-                region: REGION.into(),
-                host: host.into(),
-                tls_ca: tls.ca,
-                tls_cert: tls.cert,
-                tls_key: tls.key,
-                key_file: self.key_file.clone(),
-                data_root,
-                spare,
-                restore_listen: "127.0.0.1".into(),
-                service: if spare {
+            let config = AgentOptions {
+                coordinators: Some(self.addresses.clone()),
+                region: Some(REGION.into()),
+                host: Some(host.into()),
+                tls_ca: Some(tls.ca),
+                tls_cert: Some(tls.cert),
+                tls_key: Some(tls.key),
+                key_file: Some(self.key_file.clone()),
+                data_root: Some(data_root),
+                spare: Some(spare),
+                restore_listen: Some("127.0.0.1".into()),
+                services: Some(if spare {
                     Vec::new()
                 } else {
                     service.take().into_iter().collect()
-                },
+                }),
+                ..AgentOptions::default()
             };
             let path = self.dir.join(format!("{host}.toml"));
             write_toml(&path, &config)?;
@@ -1096,45 +1051,6 @@ pub async fn run(args: Args, output: Output) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn configs_are_the_toml_the_binaries_read() {
-        let c = CoordinatorConfig {
-            node_id: 2,
-            region: "dev-1".into(),
-            listen: "127.0.0.1:7001".into(),
-            http_listen: "127.0.0.1:7002".into(),
-            peers: vec!["1=127.0.0.1:7000".into()],
-            data_dir: "/tmp/x y/node-2".into(),
-            tls_ca: "/c/ca.crt".into(),
-            tls_cert: "/c/node-2.crt".into(),
-            tls_key: "/c/node-2.key".into(),
-        };
-        let text = toml::to_string(&c).expect("encodes");
-        assert!(text.contains("peers = [\"1=127.0.0.1:7000\"]"), "{text}");
-        assert!(text.contains("data_dir = \"/tmp/x y/node-2\""), "{text}");
-        let a = AgentConfig {
-            coordinators: vec!["127.0.0.1:7000".into()],
-            region: "dev-1".into(),
-            host: "dev-db".into(),
-            tls_ca: "/c/ca.crt".into(),
-            tls_cert: "/c/a.crt".into(),
-            tls_key: "/c/a.key".into(),
-            key_file: "/k".into(),
-            data_root: "/d".into(),
-            spare: false,
-            restore_listen: "127.0.0.1".into(),
-            service: vec![ServiceConfig {
-                name: "demo".into(),
-                engine: "sqlite".into(),
-                path: Some("/db/demo.db".into()),
-                ..Default::default()
-            }],
-        };
-        let text = toml::to_string(&a).expect("encodes");
-        assert!(text.contains("[[service]]"), "{text}");
-        assert!(!text.contains("port"), "unset options are left out: {text}");
-    }
 
     #[test]
     fn tail_keeps_the_last_lines() {

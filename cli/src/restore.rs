@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{json, Value};
 use strongbox_proto::v1::{
-    Connection, Engine, GetJobRequest, JobInfo, JobKind, JobState, ListJobsRequest, RestoreOutcome,
-    StopRestoreRequest,
+    Connection, Engine, FailureClass, GetJobRequest, JobInfo, JobKind, JobState, ListJobsRequest,
+    RestoreOutcome, StopRestoreRequest,
 };
 
 use crate::connect::{Api, ConnectArgs};
@@ -114,7 +114,7 @@ pub fn job_json(j: &JobInfo) -> Value {
         "in_place": j.in_place,
         "after_job": j.after_job,
         "phase": j.phase,
-        "outcome": restore.then(|| outcome(j)),
+        "outcome": RestoreOutcome::of_job(j.state(), j.restore.as_ref()).filter(|_| restore),
         "server": restore.then(|| server_label(j)),
         "server_stopped_unix_ms": j.server_stopped_unix_ms,
         "target_job": j.target_job,
@@ -151,13 +151,13 @@ pub async fn wait_job(
         let doing = if job.phase.is_empty() {
             job.state().to_string()
         } else {
-            format!("{} ({})", job.state(), job.phase)
+            format!("{}: {}", job.state(), job.phase)
         };
         if doing != last_state {
             bar.message(&format!("job {id}: {doing}"));
             if !draw {
                 let done = if job.bytes_done > 0 {
-                    format!(" ({} done)", size(job.bytes_done))
+                    format!(", {} done", size(job.bytes_done))
                 } else {
                     String::new()
                 };
@@ -171,11 +171,14 @@ pub async fn wait_job(
         }
         if start.elapsed() > timeout {
             bar.finish();
+            let follow = match job.kind() {
+                JobKind::Backup => format!("`strongbox backup list {}`", job.service),
+                _ => format!("`strongbox restore show {id}`"),
+            };
             bail!(
-                "job {id} is still {} after {}; it goes on without us: follow it with `strongbox restore show {id}` (or `strongbox backup list {}`)",
+                "job {id} is still {} after {}; it goes on in the region: follow it with {follow}",
                 job.state(),
                 output::duration(timeout),
-                job.service
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -184,9 +187,14 @@ pub async fn wait_job(
 
 /// The key/value lines of a restore job, for people.
 pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
-    let mut f = vec![
-        ("job", json!(j.id)),
-        ("state", json!(j.state())),
+    let mut f = vec![("job", json!(j.id)), ("state", json!(j.state()))];
+    if !j.phase.is_empty() {
+        f.push(("doing", json!(j.phase)));
+    }
+    if j.failure() != FailureClass::Unspecified {
+        f.push(("failed in", json!(j.failure())));
+    }
+    f.extend([
         ("service", json!(j.service)),
         ("backup", json!(j.backup_id)),
         ("target host", json!(j.host)),
@@ -194,7 +202,7 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
         ("created", json!(ago(j.created_unix_ms))),
         ("updated", json!(ago(j.updated_unix_ms))),
         ("requested by", json!(j.requested_by)),
-    ];
+    ]);
     if j.bytes_total > 0 || j.bytes_done > 0 {
         f.push((
             "transferred",
@@ -261,6 +269,20 @@ pub fn restore_fields(j: &JobInfo) -> Vec<(&'static str, Value)> {
             }
             f.push(("verified", json!(if v.ok { "ok" } else { "FAILED" })));
             f.push(("outcome", json!(outcome(j).replace('_', " "))));
+        }
+        if let Some(p) = &r.phases {
+            let ms = |m: u64| output::duration(Duration::from_millis(m));
+            f.push((
+                "took",
+                json!(format!(
+                    "manifest {}, provision {}, load {}, verify {}, flush {}",
+                    ms(p.fetch_manifest_ms),
+                    ms(p.provision_ms),
+                    ms(p.load_ms),
+                    ms(p.verify_ms),
+                    ms(p.flush_ms)
+                )),
+            ));
         }
     }
     f
@@ -475,6 +497,14 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     async move { c.get_job(GetJobRequest { id }).await }
                 })
                 .await?;
+            if j.kind() != JobKind::Restore {
+                bail!(
+                    "job {} is a {} job, not a restore: `strongbox backup list {}` shows it",
+                    j.id,
+                    j.kind(),
+                    j.service
+                );
+            }
             match output {
                 Output::Json => output.json(&job_json(&j)),
                 Output::Table => print_restore(&j),

@@ -72,7 +72,7 @@ impl TryFrom<String> for EngineKind {
 
 /// One `[[service]]` table of the agent's config: a database server (or SQLite file) on this
 /// host, and how to reach it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// The service's name, shared by every member of it across hosts.
@@ -80,24 +80,47 @@ pub struct ServiceSpec {
     pub engine: EngineKind,
     /// PostgreSQL/MariaDB: host name or address (or a socket directory/file path for a local
     /// socket). Default: the engine's default local socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The user to connect as (PostgreSQL default `postgres`, MariaDB default `root`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// A file whose first line is the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// The name of an environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// Databases to back up; empty means every database (except templates and system schemas).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<String>,
     /// Folder of the engine's tools; default: PATH, then `/usr/lib/postgresql/*/bin` (newest).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
     /// SQLite: the database file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
 }
 
 impl ServiceSpec {
+    /// Service `name` of `engine`, every other setting unset (its default).
+    pub fn new(name: impl Into<String>, engine: EngineKind) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            engine,
+            host: None,
+            port: None,
+            user: None,
+            password_file: None,
+            password_env: None,
+            databases: Vec::new(),
+            bin_dir: None,
+            path: None,
+        }
+    }
+
     /// The password, read from `password_file` or `password_env` (None when neither is set).
     pub fn password(&self) -> Result<Option<String>> {
         if let Some(file) = &self.password_file {

@@ -24,7 +24,10 @@ pub trait Vocabulary: Copy + Sized + 'static {
 
 /// Serializes a wire enum field (an `i32`) as its word, for serde's `serialize_with`.
 pub fn as_word<E: Vocabulary, S: serde::Serializer>(value: &i32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(E::known(*value).map_or(UNSPECIFIED, E::word))
+    match E::known(*value) {
+        Some(v) => s.serialize_str(v.word()),
+        None => s.serialize_none(),
+    }
 }
 
 macro_rules! words {
@@ -82,9 +85,13 @@ macro_rules! words {
             }
         }
 
+        /// A word for scripts; unspecified (unset) is `null`, not `-`.
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.word())
+                match self {
+                    $ty::Unspecified => s.serialize_none(),
+                    _ => s.serialize_str(self.word()),
+                }
             }
         }
     };

@@ -14,6 +14,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use strongbox_config::AgentOptions;
+use strongbox_engines::ServiceSpec;
 
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
@@ -37,7 +39,7 @@ impl AgentProcess {
         cluster: &Cluster,
         host: &str,
         spare: bool,
-        services: &str,
+        services: &[ServiceSpec],
         key_file: &Path,
     ) -> Result<AgentProcess> {
         let dir = temp_dir(&format!("agent-{host}"))?;
@@ -54,22 +56,27 @@ impl AgentProcess {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))
                 .map_err(|e| HarnessError::io("letting the server users traverse", e))?;
         }
-        let coordinators: Vec<String> = cluster
-            .ids()
-            .iter()
-            .map(|id| format!("\"{}\"", cluster.addr(*id)))
-            .collect();
-        let config = format!(
-            "coordinators = [{}]\nregion = \"{}\"\nhost = \"{host}\"\ntls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             key_file = \"{}\"\ndata_root = \"{}\"\nspare = {spare}\n\n{services}\n",
-            coordinators.join(", "),
-            cluster.options.region,
-            tls.ca.display(),
-            tls.cert.display(),
-            tls.key.display(),
-            key_file.display(),
-            data_root.display(),
-        );
+        let options = AgentOptions {
+            coordinators: Some(
+                cluster
+                    .ids()
+                    .iter()
+                    .map(|id| cluster.addr(*id).to_string())
+                    .collect(),
+            ),
+            region: Some(cluster.options.region.clone()),
+            host: Some(host.to_string()),
+            tls_ca: Some(tls.ca.clone()),
+            tls_cert: Some(tls.cert.clone()),
+            tls_key: Some(tls.key.clone()),
+            key_file: Some(key_file.to_path_buf()),
+            data_root: Some(data_root.clone()),
+            spare: Some(spare),
+            services: Some(services.to_vec()),
+            ..AgentOptions::default()
+        };
+        let config = strongbox_config::to_toml(&options)
+            .map_err(|e| HarnessError::Setup(format!("the agent config: {e}")))?;
         let config_path = dir.path().join("agent.toml");
         // The harness's own files are private too, like everything strongbox writes.
         std::fs::OpenOptions::new()

@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use strongbox_config::CoordinatorOptions;
 
 use nix::sys::signal::Signal;
 use strongbox_core::files::Overwrite;
@@ -233,34 +234,35 @@ impl Cluster {
     fn write_config(&self, id: u64, peers: &[u64]) -> Result<()> {
         let node = &self.nodes[&id];
         let tls = &self.node_tls[&id];
-        let peer_list: Vec<String> = peers
+        let peers: Vec<String> = peers
             .iter()
             .filter(|p| **p != id)
-            .filter_map(|p| self.nodes.get(p).map(|n| format!("\"{}={}\"", p, n.addr)))
+            .filter_map(|p| self.nodes.get(p).map(|n| format!("{p}={}", n.addr)))
             .collect();
-        let text = format!(
-            "node_id = {id}\nregion = \"{}\"\nlisten = \"{}\"\nhttp_listen = \"{}\"\npeers = [{}]\ndata_dir = \"{}\"\n\
-             tls_ca = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nraft_tick = \"{}ms\"\ncompact_after = {}\n\
-             maintenance_interval = \"{}ms\"\ngc_grace = \"{}ms\"\nmin_free_bytes = {}\n\
-             schedule_backups = {}\ncontroller_interval = \"{}ms\"\nagent_grace = \"{}ms\"\nmax_restored_servers = {}\n",
-            self.options.region,
-            node.addr,
-            node.http_addr,
-            peer_list.join(", "),
-            self.dir.path().join(format!("node-{id}-data")).display(),
-            tls.ca.display(),
-            tls.cert.display(),
-            tls.key.display(),
-            self.options.raft_tick.as_millis(),
-            self.options.compact_after,
-            self.options.maintenance_interval.as_millis(),
-            self.options.gc_grace.as_millis(),
-            self.options.min_free_bytes,
-            self.options.schedule_backups,
-            self.options.controller_interval.as_millis(),
-            self.options.agent_grace.as_millis(),
-            self.options.max_restored_servers,
-        );
+        let o = &self.options;
+        let options = CoordinatorOptions {
+            node_id: Some(id),
+            region: Some(o.region.clone()),
+            listen: Some(node.addr),
+            http_listen: Some(node.http_addr),
+            peers: Some(peers),
+            data_dir: Some(self.dir.path().join(format!("node-{id}-data"))),
+            tls_ca: Some(tls.ca.clone()),
+            tls_cert: Some(tls.cert.clone()),
+            tls_key: Some(tls.key.clone()),
+            raft_tick: Some(o.raft_tick),
+            compact_after: Some(o.compact_after),
+            maintenance_interval: Some(o.maintenance_interval),
+            gc_grace: Some(o.gc_grace),
+            min_free_bytes: Some(o.min_free_bytes),
+            schedule_backups: Some(o.schedule_backups),
+            controller_interval: Some(o.controller_interval),
+            agent_grace: Some(o.agent_grace),
+            max_restored_servers: Some(o.max_restored_servers),
+            ..CoordinatorOptions::default()
+        };
+        let text = strongbox_config::to_toml(&options)
+            .map_err(|e| HarnessError::Setup(format!("node {id}'s config: {e}")))?;
         std::fs::write(&node.config, text)
             .map_err(|e| HarnessError::io(format!("writing {}", node.config.display()), e))
     }

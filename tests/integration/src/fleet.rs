@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use strongbox_engines::{EngineKind, ServiceSpec};
 
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::{FleetKey, Keyring};
@@ -250,7 +251,7 @@ impl Fleet {
             &self.cluster,
             host,
             false,
-            &pg_service(service, &pg),
+            &[pg_service(service, &pg)],
             &self.key_file,
         )
         .expect("fleet set-up");
@@ -259,18 +260,29 @@ impl Fleet {
 }
 
 /// The agent config of a PostgreSQL service `name` on `pg`, reached as its superuser.
-pub fn pg_service(name: &str, pg: &crate::pg::PgServer) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n",
-        pg.host(),
-        pg.port(),
-        pg.superuser()
-    )
+pub fn pg_service(name: &str, pg: &crate::pg::PgServer) -> ServiceSpec {
+    ServiceSpec {
+        host: Some(pg.host().to_string()),
+        port: Some(pg.port()),
+        user: Some(pg.superuser().to_string()),
+        ..ServiceSpec::new(name, EngineKind::Postgres)
+    }
 }
 
-pub fn sqlite_service(name: &str, path: &Path) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nengine = \"sqlite\"\npath = \"{}\"\n",
-        path.display()
-    )
+/// The agent config of a MariaDB service `name` on `maria`, reached as root.
+pub fn mariadb_service(name: &str, maria: &crate::mariadb::MariaDbServer) -> ServiceSpec {
+    ServiceSpec {
+        host: Some(maria.host().to_string()),
+        port: Some(maria.port()),
+        user: Some("root".to_string()),
+        ..ServiceSpec::new(name, EngineKind::Mysql)
+    }
+}
+
+/// The agent config of a SQLite service `name`, the database file at `path`.
+pub fn sqlite_service(name: &str, path: &Path) -> ServiceSpec {
+    ServiceSpec {
+        path: Some(path.to_path_buf()),
+        ..ServiceSpec::new(name, EngineKind::Sqlite)
+    }
 }

@@ -8,7 +8,7 @@ use strongbox_core::files::Overwrite;
 use strongbox_core::keys::{FleetKey, Keyring};
 use strongbox_core::pki::Role;
 use strongbox_integration::agent::AgentProcess;
-use strongbox_integration::fleet::{download, files_in, fleet, sqlite_service};
+use strongbox_integration::fleet::{download, files_in, fleet, mariadb_service, sqlite_service};
 use strongbox_integration::sqlite::SqliteDb;
 use strongbox_proto::v1::GetJobRequest;
 use strongbox_proto::v1::{BackupState, JobState};
@@ -29,11 +29,11 @@ async fn sqlite_backup_dedups_and_restores_onto_a_spare() {
         &f.cluster,
         "db-1",
         false,
-        &sqlite_service("notes", db.path()),
+        &[sqlite_service("notes", db.path())],
         &f.key_file,
     )
     .unwrap();
-    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
 
     let (job, first) = f.backup("notes").await;
@@ -132,7 +132,7 @@ mod postgres {
     use super::*;
     use strongbox_integration::pg::{pg_tool, PgServer};
 
-    fn pg_service(pg: &PgServer) -> String {
+    fn pg_service(pg: &PgServer) -> strongbox_engines::ServiceSpec {
         strongbox_integration::fleet::pg_service("orders", pg)
     }
 
@@ -228,7 +228,7 @@ mod postgres {
             .map(|(db, sql)| pg.psql(db, sql).unwrap())
             .collect();
         let (_agents, backup, rjob, result) =
-            super::backup_then_restore(&f, &pg_service(&pg), "orders").await;
+            super::backup_then_restore(&f, pg_service(&pg), "orders").await;
         assert_eq!(
             rjob.state(),
             JobState::Completed,
@@ -370,7 +370,7 @@ mod postgres {
         )
         .unwrap();
         let (_agents, backup, rjob, result) =
-            super::backup_then_restore(&f, &pg_service(&pg), "orders").await;
+            super::backup_then_restore(&f, pg_service(&pg), "orders").await;
         assert_eq!(
             rjob.state(),
             JobState::Failed,
@@ -459,9 +459,9 @@ mod postgres {
         let mut f = fleet().await;
         let pg = PgServer::start().unwrap();
         pg.pgbench_init("postgres", 10).unwrap();
-        let _db =
-            AgentProcess::start(&f.cluster, "db-1", false, &pg_service(&pg), &f.key_file).unwrap();
-        let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+        let _db = AgentProcess::start(&f.cluster, "db-1", false, &[pg_service(&pg)], &f.key_file)
+            .unwrap();
+        let _spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
         f.wait_hosts(&["db-1", "spare-1"]).await;
 
         // Writers keep writing through the backup.
@@ -547,8 +547,8 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
         "SELECT COUNT(*) FROM mysql.user WHERE user = 'clerk'",
     ];
     let source: Vec<String> = checks.iter().map(|q| maria.query(q).unwrap()).collect();
-    let service = mariadb_service(&maria, "shop", "");
-    let (_agents, backup, rjob, result) = backup_then_restore(&f, &service, "shop").await;
+    let service = mariadb_service("shop", &maria);
+    let (_agents, backup, rjob, result) = backup_then_restore(&f, service, "shop").await;
     assert_eq!(
         rjob.state(),
         JobState::Completed,
@@ -614,26 +614,12 @@ async fn mariadb_with_a_trigger_and_a_routine_restores_equal() {
     }
 }
 
-/// The agent config of a MariaDB service `name` on `maria`, reached as root; `extra` is more
-/// TOML of the service (e.g. `databases = [...]`).
-fn mariadb_service(
-    maria: &strongbox_integration::mariadb::MariaDbServer,
-    name: &str,
-    extra: &str,
-) -> String {
-    format!(
-        "[[service]]\nname = \"{name}\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n{extra}",
-        maria.host(),
-        maria.port()
-    )
-}
-
-/// Starts db-1 with `service_toml` and the spare spare-1, backs `service` up (it must
+/// Starts db-1 with `service_spec` and the spare spare-1, backs `service` up (it must
 /// complete), and restores it onto the spare: the agents (keep them), the backup, the restore
 /// job and its result document.
 async fn backup_then_restore(
     f: &strongbox_integration::fleet::Fleet,
-    service_toml: &str,
+    service_spec: strongbox_engines::ServiceSpec,
     service: &str,
 ) -> (
     (AgentProcess, AgentProcess),
@@ -641,8 +627,8 @@ async fn backup_then_restore(
     strongbox_proto::v1::JobInfo,
     serde_json::Value,
 ) {
-    let db = AgentProcess::start(&f.cluster, "db-1", false, service_toml, &f.key_file).unwrap();
-    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let db = AgentProcess::start(&f.cluster, "db-1", false, &[service_spec], &f.key_file).unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     let (job, backup) = f.backup(service).await;
     assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
@@ -779,8 +765,8 @@ async fn mariadb_history_cross_database_views_and_object_grants_restore_and_down
         "160"
     );
     let source = mariadb_content(&maria.client_args(), "");
-    let service = mariadb_service(&maria, "sales", "");
-    let (_agents, backup, rjob, result) = backup_then_restore(&f, &service, "sales").await;
+    let service = mariadb_service("sales", &maria);
+    let (_agents, backup, rjob, result) = backup_then_restore(&f, service, "sales").await;
     assert_eq!(
         rjob.state(),
         JobState::Completed,
@@ -872,8 +858,11 @@ async fn mariadb_view_that_cannot_come_back_is_named_and_the_rest_restores() {
              INSERT INTO a_reports.runs SELECT seq FROM a_reports.seq_1_to_70;",
         )
         .unwrap();
-    let service = mariadb_service(&maria, "reports", "databases = [\"a_reports\"]\n");
-    let (_agents, _backup, rjob, result) = backup_then_restore(&f, &service, "reports").await;
+    let service = strongbox_engines::ServiceSpec {
+        databases: vec!["a_reports".into()],
+        ..mariadb_service("reports", &maria)
+    };
+    let (_agents, _backup, rjob, result) = backup_then_restore(&f, service, "reports").await;
     assert_eq!(result["outcome"], "restored_with_errors", "{rjob:?}");
     let v = &result["verification"];
     assert_eq!(v["ok"], false, "{result}");

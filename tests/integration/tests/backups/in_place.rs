@@ -32,7 +32,7 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
         &f.cluster,
         "db-1",
         false,
-        &sqlite_service("shop", db.path()),
+        &[sqlite_service("shop", db.path())],
         &f.key_file,
     )
     .expect("agent");

@@ -226,11 +226,11 @@ async fn every_json_document_keeps_its_fields() {
         &f.cluster,
         "db-1",
         false,
-        &sqlite_service("shop", db.path()),
+        &[sqlite_service("shop", db.path())],
         &f.key_file,
     )
     .unwrap();
-    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     let (_, backup) = f.backup("shop").await;
     let (restore, _) = f.restore_verified(&backup.id, "spare-1").await;

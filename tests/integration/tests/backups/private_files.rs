@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use strongbox_integration::agent::AgentProcess;
-use strongbox_integration::fleet::{cli, download, files_in, fleet, sqlite_service};
+use strongbox_integration::fleet::{
+    cli, download, files_in, fleet, mariadb_service, pg_service, sqlite_service,
+};
 use strongbox_integration::mariadb::MariaDbServer;
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::sqlite::SqliteDb;
@@ -216,18 +218,13 @@ async fn everything_strongbox_writes_is_private_even_under_umask_022() {
              INSERT INTO secrets VALUES (1, 'maria-launch-code-0451');",
         )
         .unwrap();
-    let services = format!(
-        "{}\n[[service]]\nname = \"vault-pg\"\nengine = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n\n\
-         [[service]]\nname = \"vault-maria\"\nengine = \"mysql\"\nhost = \"{}\"\nport = {}\nuser = \"root\"\n",
+    let services = [
         sqlite_service("vault-sqlite", sqlite.path()),
-        pg.host(),
-        pg.port(),
-        pg.superuser(),
-        maria.host(),
-        maria.port()
-    );
+        pg_service("vault-pg", &pg),
+        mariadb_service("vault-maria", &maria),
+    ];
     let db_agent = AgentProcess::start(&f.cluster, "db-1", false, &services, &f.key_file).unwrap();
-    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
 
     // Back up and restore each onto the spare.

@@ -29,7 +29,7 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         "orders",
         "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
     );
-    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     let (job, backup) = f.backup("orders").await;
     assert_eq!(job.state(), JobState::Completed, "{}", job.reason);
@@ -165,7 +165,7 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
     let notes = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{notes}");
     assert!(
-        notes.contains("running (provisioning a fresh server)"),
+        notes.contains("running: provisioning a fresh server"),
         "{notes}"
     );
     let listed = restores(&f);

@@ -34,11 +34,11 @@ pub async fn fleet_with_till(
         &f.cluster,
         "db-1",
         false,
-        &sqlite_service("till", db.path()),
+        &[sqlite_service("till", db.path())],
         &f.key_file,
     )
     .unwrap();
-    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     f.wait_hosts(&["db-1", "spare-1"]).await;
     (f, db, agent, spare)
 }

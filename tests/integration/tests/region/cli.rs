@@ -200,7 +200,7 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
         &f.cluster,
         "db-1",
         false,
-        &sqlite_service("notes", &a),
+        &[sqlite_service("notes", &a)],
         &f.key_file,
     )
     .unwrap();
@@ -219,11 +219,11 @@ fn host_approve_and_revoke_bind_what_agents_claim() {
         &f.cluster,
         "db-2",
         false,
-        &sqlite_service("notes", &b),
+        &[sqlite_service("notes", &b)],
         &f.key_file,
     )
     .unwrap();
-    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).unwrap();
+    let _spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).unwrap();
     let list = wait_for("db-2 and spare-1 to register", || {
         let v = hosts(&f);
         (host(&v, "db-2").is_some() && host(&v, "spare-1").is_some()).then_some(v)

@@ -129,7 +129,7 @@ async fn scheduled_backups_come_from_the_primary_and_follow_a_failover() {
         &f.cluster,
         "pg-a",
         false,
-        &pg_service("orders", &primary),
+        &[pg_service("orders", &primary)],
         &f.key_file,
     )
     .expect("agent a");
@@ -137,7 +137,7 @@ async fn scheduled_backups_come_from_the_primary_and_follow_a_failover() {
         &f.cluster,
         "pg-b",
         false,
-        &pg_service("orders", &standby),
+        &[pg_service("orders", &standby)],
         &f.key_file,
     )
     .expect("agent b");
@@ -230,7 +230,7 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
     let mut dbs = Vec::new();
     let mut agents = Vec::new();
     for h in 0..4 {
-        let mut services = String::new();
+        let mut services = Vec::new();
         for i in 0..5 {
             let name = format!("svc{:02}", h * 5 + i);
             let db = SqliteDb::create_named(&format!("{name}.db")).expect("sqlite");
@@ -240,7 +240,7 @@ async fn twenty_due_services_run_at_most_four_at_once_across_a_leader_kill() {
                  INSERT INTO t SELECT i, hex(randomblob(64)) FROM n;",
             )
             .expect("fill");
-            services.push_str(&sqlite_service(&name, db.path()));
+            services.push(sqlite_service(&name, db.path()));
             dbs.push(db);
         }
         agents.push(
@@ -377,11 +377,11 @@ async fn retention_deletes_only_what_the_policy_says_and_gc_clears_every_node() 
         &f.cluster,
         "db-1",
         false,
-        &sqlite_service("ledger", db.path()),
+        &[sqlite_service("ledger", db.path())],
         &f.key_file,
     )
     .expect("agent");
-    let spare = AgentProcess::start(&f.cluster, "spare-1", true, "", &f.key_file).expect("spare");
+    let spare = AgentProcess::start(&f.cluster, "spare-1", true, &[], &f.key_file).expect("spare");
     f.wait_hosts(&["db-1", "spare-1"]).await;
 
     // Three scheduled backups, the data growing between them so each has chunks of its own.
