@@ -1,12 +1,13 @@
 //! The catalog: the replicated state machine of a region. Every committed Raft entry is applied
 //! here, in log order, on every node.
 //!
-//! One sled tree `catalog`, keys by table: `applied` (the last applied log index),
-//! `region/<name>`, `host/<name>`, `node/<id>`, `backup/<id>`, `manifest/<id>` (committed
+//! One sled tree `catalog`, keys by table: `applied` (the last applied log index), `format`
+//! (the record format, [`format`]), `clock` (the agreed time), `region/<name>`, `host/<name>`, `node/<id>`, `backup/<id>`, `manifest/<id>` (committed
 //! manifests → their backup), `job/<id>` and its indexes (`jobs-open-service/`,
 //! `jobs-open-host/`, `jobs-waiting/`, see [`put_job`]), `service/<name>`, `policy/<service>`
 //! (`policy/` alone: the region default), `req/<request id>` (the outcome of each command, for
-//! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`).
+//! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`, with
+//! the vocabulary's enums); a refused command is a [`refusal::Refusal`].
 //!
 //! Invariants: applying is deterministic (all it reads is the command and the catalog); the
 //! changes of an entry and the new applied index are written in one atomic batch, so after a
