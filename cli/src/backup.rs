@@ -169,33 +169,9 @@ pub enum Command {
     },
 }
 
-/// A backup as JSON for scripts.
+/// A backup as JSON for scripts (its view, `views::backup`).
 pub fn backup_json(b: &BackupInfo) -> Value {
-    json!({
-        "id": b.id,
-        "service": b.service,
-        "host": b.host,
-        "kind": b.kind(),
-        "state": b.state(),
-        "reason": b.reason,
-        "failure": b.failure(),
-        "created_unix_ms": b.created_unix_ms,
-        "created": output::timestamp(b.created_unix_ms),
-        "completed_unix_ms": b.completed_unix_ms,
-        "completed": output::timestamp(b.completed_unix_ms),
-        "plain_bytes": b.plain_bytes,
-        "stored_bytes": b.stored_bytes,
-        "chunk_count": b.chunk_count,
-        "table_count": b.table_count,
-        "manifest_id": hex::encode(&b.manifest_id),
-        "held": b.held,
-        "hold_reason": b.hold_reason,
-        "kept_because": b.kept_because,
-        "expires_unix_ms": b.expires_unix_ms,
-        "expires": output::timestamp(b.expires_unix_ms),
-        "locked_until_unix_ms": b.locked_until_unix_ms,
-        "locked_until": output::timestamp(b.locked_until_unix_ms),
-    })
+    serde_json::to_value(crate::views::backup::BackupView::from(b)).unwrap_or(Value::Null)
 }
 
 /// The `keep` column of `backup list`: "hold", the first rule that keeps the backup ("daily

@@ -17,6 +17,7 @@ mod policy;
 mod progress;
 mod restore;
 mod service;
+mod views;
 
 use clap::{Parser, Subcommand};
 

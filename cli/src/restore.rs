@@ -75,50 +75,9 @@ pub fn outcome(j: &JobInfo) -> String {
         .map_or_else(|| "-".to_string(), |o| o.to_string())
 }
 
-/// A restore's or stop's result as JSON for scripts (the messages' own fields, enums as
-/// words); null while there is none.
-fn result_json(j: &JobInfo) -> Value {
-    let value = match (&j.restore, &j.stop) {
-        (Some(r), _) => serde_json::to_value(r),
-        (None, Some(s)) => serde_json::to_value(s),
-        (None, None) => return Value::Null,
-    };
-    value.unwrap_or(Value::Null)
-}
-
-/// A job as JSON for scripts.
+/// A job as JSON for scripts (its view, `views::job`).
 pub fn job_json(j: &JobInfo) -> Value {
-    let result = result_json(j);
-    let restore = j.kind() == JobKind::Restore;
-    json!({
-        "id": j.id,
-        "kind": j.kind(),
-        "service": j.service,
-        "host": j.host,
-        "backup_id": j.backup_id,
-        "state": j.state(),
-        "failure": j.failure(),
-        "reason": j.reason,
-        "created_unix_ms": j.created_unix_ms,
-        "created": output::timestamp(j.created_unix_ms),
-        "updated_unix_ms": j.updated_unix_ms,
-        "updated": output::timestamp(j.updated_unix_ms),
-        "bytes_done": j.bytes_done,
-        "bytes_total": j.bytes_total,
-        "requested_by": j.requested_by,
-        "result": result,
-        "backup_kind": j.backup_kind(),
-        "slot_unix_ms": j.slot_unix_ms,
-        "slot": output::timestamp(j.slot_unix_ms),
-        "attempt": j.attempt,
-        "in_place": j.in_place,
-        "after_job": j.after_job,
-        "phase": j.phase,
-        "outcome": RestoreOutcome::of_job(j.state(), j.restore.as_ref()).filter(|_| restore),
-        "server": restore.then(|| server_label(j)),
-        "server_stopped_unix_ms": j.server_stopped_unix_ms,
-        "target_job": j.target_job,
-    })
+    serde_json::to_value(crate::views::job::JobView::from(j)).unwrap_or(Value::Null)
 }
 
 /// Polls job `id` every 500 ms until it completed or failed, or `timeout` passed. Shows a
