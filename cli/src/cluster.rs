@@ -4,15 +4,15 @@
 //! node's replication progress; a node that does not answer is shown as unreachable.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use serde_json::{json, Value};
+use serde_json::json;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
     AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, NodeRole, RemoveNodeRequest,
-    WorkerStatus,
 };
 
 use crate::connect::{self, status_error, ConnectArgs};
-use crate::output::{self, Output};
+use crate::output::Output;
+use crate::views::cluster::{ClusterView, NodeView, WorkerView};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -71,88 +71,72 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 .iter()
                 .find(|n| n.id == leader_view.leader_id)
                 .map_or(0, |n| n.commit_index);
-            let mut rows = Vec::new();
-            let mut workers = Vec::new();
+            let mut nodes = Vec::new();
             for n in &leader_view.nodes {
                 let answer = status_of(&tls, &n.address).await;
                 let own = answer
                     .as_ref()
                     .and_then(|s| s.nodes.iter().find(|m| m.id == n.id).cloned());
-                let node_workers: Vec<Value> = answer
+                let workers = answer
                     .map(|s| s.workers)
                     .unwrap_or_default()
                     .iter()
-                    .map(worker_json)
+                    .map(WorkerView::from)
                     .collect();
-                if own.is_none() {
-                    // Its workers cannot be asked: one row says so.
-                    workers.push((n.name.clone(), json!({"name": "-", "unreachable": true})));
-                }
-                for w in &node_workers {
-                    // A leader-only worker idles on the other nodes: shown where it runs.
-                    if !(w["leader_only"] == json!(true) && n.id != leader_view.leader_id) {
-                        workers.push((n.name.clone(), w.clone()));
-                    }
-                }
-                let (role, term, commit, applied) = match &own {
-                    Some(o) => (n.role(), o.term, o.commit_index, o.applied_index),
-                    None => (NodeRole::Unreachable, 0, 0, 0),
-                };
-                let lag = if own.is_some() {
-                    leader_commit.saturating_sub(applied)
-                } else {
-                    0
-                };
                 // An unreachable node's own figures are unknown: null, not 0.
-                let known = |v: u64| own.as_ref().map(|_| v);
-                rows.push(json!({
-                    "id": n.id, "name": n.name, "address": n.address, "role": role, "voter": n.voter,
-                    "term": known(term), "commit_index": known(commit),
-                    "applied_index": known(applied), "matched": n.matched, "lag": known(lag),
-                    "workers": node_workers,
-                }));
+                nodes.push(NodeView {
+                    id: n.id,
+                    name: n.name.clone(),
+                    address: n.address.clone(),
+                    role: if own.is_some() {
+                        n.role()
+                    } else {
+                        NodeRole::Unreachable
+                    },
+                    voter: n.voter,
+                    term: own.as_ref().map(|o| o.term),
+                    commit_index: own.as_ref().map(|o| o.commit_index),
+                    applied_index: own.as_ref().map(|o| o.applied_index),
+                    matched: n.matched,
+                    lag: own
+                        .as_ref()
+                        .map(|o| leader_commit.saturating_sub(o.applied_index)),
+                    workers,
+                });
             }
+            let view = ClusterView {
+                region: leader_view.region.clone(),
+                leader_id: leader_view.leader_id,
+                nodes,
+            };
             match output {
-                Output::Json => println!(
-                    "{}",
-                    json!({"region": leader_view.region, "leader_id": leader_view.leader_id, "nodes": rows})
-                ),
+                Output::Json => output.json(&serde_json::to_value(&view)?),
                 Output::Table => {
-                    let leader = leader_view
+                    let leader = view
                         .nodes
                         .iter()
-                        .find(|n| n.id == leader_view.leader_id)
+                        .find(|n| n.id == view.leader_id)
                         .map_or_else(
                             || "none".to_string(),
                             |n| format!("{} (id {})", n.name, n.id),
                         );
-                    println!("region {}   leader {leader}", leader_view.region);
+                    println!("region {}   leader {leader}", view.region);
                     let mut t = Table::new();
                     t.load_preset(UTF8_FULL_CONDENSED);
                     t.set_header([
                         "id", "name", "address", "role", "voter", "term", "commit", "applied",
                         "lag",
                     ]);
-                    for r in &rows {
-                        t.add_row([
-                            r["id"].to_string(),
-                            r["name"].as_str().unwrap_or_default().to_string(),
-                            r["address"].as_str().unwrap_or_default().to_string(),
-                            r["role"].as_str().unwrap_or_default().to_string(),
-                            if r["voter"] == json!(true) {
-                                "yes"
-                            } else {
-                                "no"
-                            }
-                            .to_string(),
-                            output::text(&r["term"]),
-                            output::text(&r["commit_index"]),
-                            output::text(&r["applied_index"]),
-                            output::text(&r["lag"]),
-                        ]);
+                    for n in &view.nodes {
+                        t.add_row(n.row());
                     }
                     println!("{t}");
-                    if !workers.is_empty() {
+                    let rows: Vec<Vec<String>> = view
+                        .nodes
+                        .iter()
+                        .flat_map(|n| n.worker_rows(view.leader_id))
+                        .collect();
+                    if !rows.is_empty() {
                         println!("\nworkers");
                         let mut t = Table::new();
                         t.load_preset(UTF8_FULL_CONDENSED);
@@ -166,8 +150,8 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                             "items",
                             "state",
                         ]);
-                        for (node, w) in &workers {
-                            t.add_row(worker_row(node, w));
+                        for row in rows {
+                            t.add_row(row);
                         }
                         println!("{t}");
                     }
@@ -198,63 +182,4 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
         }
     }
     Ok(())
-}
-
-/// A worker's status as JSON for scripts.
-fn worker_json(w: &WorkerStatus) -> Value {
-    json!({
-        "name": w.name,
-        "leader_only": w.leader_only,
-        "interval_ms": w.interval_ms,
-        "passes": w.passes,
-        "items": w.items,
-        "last_pass_unix_ms": w.last_pass_unix_ms,
-        "last_pass": output::timestamp(w.last_pass_unix_ms),
-        "last_pass_took_ms": w.last_pass_took_ms,
-        "last_error": w.last_error,
-        "waiting": w.waiting,
-    })
-}
-
-/// A worker's row for people: where it runs, how often, its last pass and what it said.
-fn worker_row(node: &str, w: &Value) -> Vec<String> {
-    if w["unreachable"] == json!(true) {
-        let mut row = vec![node.to_string(), "-".to_string()];
-        row.extend(["-"; 5].map(String::from));
-        row.push("unreachable: its workers cannot be asked".to_string());
-        return row;
-    }
-    let ms = |key: &str| w[key].as_u64().unwrap_or(0);
-    let text = |key: &str| w[key].as_str().unwrap_or_default().to_string();
-    let last = ms("last_pass_unix_ms");
-    // A pass overdue by three intervals (and at least 30 s) with no reason given: stuck in
-    // one (a read barrier waiting for a majority, a slow pass).
-    let late = last != 0
-        && strongbox_core::clock::now_ms().saturating_sub(last)
-            > (3 * ms("interval_ms")).max(30_000);
-    let state = match (text("last_error"), text("waiting")) {
-        (e, _) if !e.is_empty() => format!("error: {e}"),
-        (_, why) if !why.is_empty() => format!("waiting: {why}"),
-        _ if late => "late: no pass for over three intervals".to_string(),
-        _ => "ok".to_string(),
-    };
-    vec![
-        node.to_string(),
-        text("name"),
-        if w["leader_only"] == json!(true) {
-            "leader"
-        } else {
-            "every node"
-        }
-        .to_string(),
-        output::duration(std::time::Duration::from_millis(ms("interval_ms"))),
-        if ms("last_pass_unix_ms") == 0 {
-            "never".to_string()
-        } else {
-            output::ago(ms("last_pass_unix_ms"))
-        },
-        format!("{} ms", ms("last_pass_took_ms")),
-        ms("items").to_string(),
-        state,
-    ]
 }

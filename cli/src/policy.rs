@@ -10,12 +10,11 @@
 //! are read and written in the coordinators' own format (`30d`, `12h`, `1h30m`, `45s`, `0`).
 
 use anyhow::bail;
-use serde_json::{json, Value};
+use serde_json::Value;
 use strongbox_proto::v1::{
     BackupInfo, GetPolicyRequest, GetPolicyResponse, PolicyInfo, SetPolicyRequest,
 };
 
-use crate::backup::backup_json;
 use crate::connect::{Api, ConnectArgs};
 use crate::output::{self, ago, size, Output};
 
@@ -89,29 +88,9 @@ pub struct SetArgs {
 
 // ------------------------------------------------------------------------------ printing
 
-/// A policy as JSON for scripts: every field, null where unset.
-pub fn policy_json(p: &PolicyInfo) -> Value {
-    json!({
-        "schedule": p.schedule,
-        "hourly": p.hourly,
-        "daily": p.daily,
-        "monthly": p.monthly,
-        "yearly": p.yearly,
-        "max_age_ms": p.max_age_ms,
-        "lock_days": p.lock_days,
-        "min_keep": p.min_keep,
-        "keep_final": p.keep_final,
-        "jitter_ms": p.jitter_ms,
-        "max_concurrent": p.max_concurrent,
-    })
-}
-
+/// `policy show` as JSON for scripts (its view, `views::policy`).
 pub fn response_json(r: &GetPolicyResponse) -> Value {
-    json!({
-        "service": r.service,
-        "stored": r.stored.as_ref().map(policy_json),
-        "effective": r.effective.as_ref().map(policy_json),
-    })
+    serde_json::to_value(crate::views::policy::PolicyShowView::from(r)).unwrap_or(Value::Null)
 }
 
 /// The rows of `policy show`: (field, effective value, where it comes from). Field names are
@@ -313,11 +292,10 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 .await?;
             let n = r.would_expire.len();
             if output == Output::Json {
-                output.json(&json!({
-                    "applied": r.applied,
-                    "would_expire": r.would_expire.iter().map(backup_json).collect::<Vec<_>>(),
-                    "policy": r.policy.as_ref().map(response_json),
-                }));
+                output.json(
+                    &serde_json::to_value(crate::views::policy::PolicySetView::from(&r))
+                        .unwrap_or(Value::Null),
+                );
             }
             if !r.applied {
                 if output == Output::Table {

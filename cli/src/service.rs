@@ -93,42 +93,9 @@ pub enum HostCommand {
     },
 }
 
-fn role_change_json(c: &RoleChangeInfo) -> Value {
-    json!({
-        "host": c.host,
-        "from": c.from(),
-        "from_down": c.from_down,
-        "to": c.to(),
-        "to_down": c.to_down,
-        "unix_ms": c.unix_ms,
-        "time": output::timestamp(c.unix_ms),
-    })
-}
-
+/// A service as JSON for scripts (its view, `views::service`).
 fn service_json(s: &ServiceInfo) -> Value {
-    json!({
-        "name": s.name,
-        "engine": s.engine(),
-        "state": s.state(),
-        "state_reason": s.state_reason,
-        "schedule": s.schedule,
-        "next_backup_unix_ms": s.next_backup_unix_ms,
-        "next_backup": output::timestamp(s.next_backup_unix_ms),
-        "last_success_unix_ms": s.last_success_unix_ms,
-        "last_success": output::timestamp(s.last_success_unix_ms),
-        "last_failure": s.last_failure,
-        "missed": s.missed,
-        "primary_host": s.primary_host,
-        "primary_since_unix_ms": s.primary_since_unix_ms,
-        "primary_since": output::timestamp(s.primary_since_unix_ms),
-        "backups": s.backups,
-        "last_backup_unix_ms": s.last_backup_unix_ms,
-        "last_backup": output::timestamp(s.last_backup_unix_ms),
-        "members": s.members.iter().map(|m| json!({
-            "host": m.host, "role": m.role(), "healthy": m.healthy, "engine_version": m.engine_version,
-        })).collect::<Vec<_>>(),
-        "role_changes": s.role_changes.iter().map(role_change_json).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(crate::views::service::ServiceView::from(s)).unwrap_or(Value::Null)
 }
 
 fn host_json(h: &HostInfo) -> Value {

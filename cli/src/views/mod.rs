@@ -7,7 +7,10 @@
 //! `null`.
 
 pub mod backup;
+pub mod cluster;
 pub mod job;
+pub mod policy;
+pub mod service;
 
 /// RFC 3339 of `unix_ms` (`None` for 0: no such time).
 pub fn rfc3339(unix_ms: u64) -> Option<String> {
