@@ -108,7 +108,7 @@ pub async fn run(config: Config) -> Result<()> {
         config.maintenance_interval,
         config.gc_grace,
     )));
-    workers.push(Box::new(OwnName));
+    workers.push(Box::new(OwnName::default()));
     for worker in workers {
         crate::worker::spawn(ctx.clone(), worker);
     }
@@ -215,9 +215,12 @@ async fn shutdown_signal() {
 
 /// Records this node's name (from its certificate) in its catalog record once the region has a
 /// leader: the first node records its peers from its config with addresses only, so without
-/// this `cluster status` shows them nameless. A worker on every node; once the name is there,
-/// a pass is one read.
-struct OwnName;
+/// this `cluster status` shows them nameless. A worker on every node; once the name is
+/// recorded it only checks, once a minute.
+#[derive(Default)]
+struct OwnName {
+    recorded: bool,
+}
 
 #[async_trait::async_trait]
 impl crate::worker::Worker for OwnName {
@@ -228,13 +231,14 @@ impl crate::worker::Worker for OwnName {
         false
     }
     fn interval(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(2)
+        std::time::Duration::from_secs(if self.recorded { 60 } else { 2 })
     }
     async fn pass(&mut self, node: &Arc<NodeContext>) -> Result<crate::worker::Done> {
         let Some(me) = node.catalog.nodes()?.into_iter().find(|n| n.id == node.id) else {
             return Ok(Default::default()); // not a member yet
         };
-        if me.name == node.name {
+        self.recorded = me.name == node.name;
+        if self.recorded {
             return Ok(Default::default());
         }
         let actor = strongbox_core::pki::Identity {

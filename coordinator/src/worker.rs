@@ -27,7 +27,8 @@ pub trait Worker: Send + 'static {
     /// Whether it runs on the leader only (it proposes), or on every node (it cares for this
     /// node's own files).
     fn leader_only(&self) -> bool;
-    /// How long from the end of one pass to the start of the next.
+    /// How long from the end of one pass to the start of the next (asked after each pass, so
+    /// a worker may slow down once it has little to do).
     fn interval(&self) -> Duration;
     /// One pass; what it did, for the status. An error is recorded and logged, and the next
     /// pass comes at the next interval.
@@ -159,6 +160,7 @@ async fn run_once(node: &Arc<NodeContext>, worker: &mut dyn Worker) -> Duration 
     }
     node.workers.update(name, |s| {
         s.waiting = None;
+        s.interval = worker.interval();
         s.passes += 1;
         s.last_pass_unix_ms = now_ms();
         s.last_pass_took = took;

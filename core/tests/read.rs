@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use strongbox_core::chunk::Sealer;
@@ -15,6 +14,9 @@ use strongbox_core::ids::ChunkId;
 use strongbox_core::keys::{FleetKey, Keyring};
 use strongbox_core::manifest::ChunkRef;
 use strongbox_core::read::{part_chunks, ServiceKeySet};
+
+/// Chunks the reads fetch at once.
+const PARALLEL: usize = 4;
 
 /// Fleet key `id`, the same on every call.
 fn key(id: u32) -> FleetKey {
@@ -54,7 +56,9 @@ fn sealed_part() -> Part {
     }
 }
 
-/// Reads `refs` with a fetch from `store` that answers the first chunks last.
+/// Reads `refs` with a fetch from `store` that answers the first chunks last: the fetch of
+/// chunk `i` waits until every later chunk's fetch has answered (all of them are in flight
+/// at once, as `refs` holds no more chunks than the read's parallelism).
 async fn read(
     keys: ServiceKeySet,
     refs: Vec<ChunkRef>,
@@ -66,16 +70,23 @@ async fn read(
         .map(|(i, c)| (ChunkId::from_slice(&c.id).unwrap(), i as u64))
         .collect();
     let n = refs.len() as u64;
+    assert!(n <= PARALLEL as u64, "every fetch in flight at once");
     let store = Arc::new(store);
+    let (answered, _) = tokio::sync::watch::channel(0u64);
+    let answered = Arc::new(answered);
     let fetch = move |id: ChunkId| {
-        let (store, delay) = (store.clone(), n - order.get(&id).copied().unwrap_or(0));
+        let (store, answered) = (store.clone(), answered.clone());
+        let later = n - 1 - order.get(&id).copied().unwrap_or(0);
         async move {
-            tokio::time::sleep(Duration::from_millis(10 * delay)).await;
-            store.get(&id).cloned().ok_or("no node holds it")
+            let mut seen = answered.subscribe();
+            let _ = seen.wait_for(|done| *done >= later).await;
+            let sealed = store.get(&id).cloned().ok_or("no node holds it");
+            answered.send_modify(|done| *done += 1);
+            sealed
         }
     };
     let mut out = Vec::new();
-    let mut stream = Box::pin(part_chunks(refs, Arc::new(keys), 4, fetch));
+    let mut stream = Box::pin(part_chunks(refs, Arc::new(keys), PARALLEL, fetch));
     while let Some(chunk) = stream.next().await {
         out.push(chunk?.to_vec());
     }

@@ -60,11 +60,6 @@ macro_rules! words {
             pub fn words() -> String {
                 [$($word),*].join(", ")
             }
-
-            /// The value of a wire field, `Unspecified` when the number is unknown.
-            pub fn of(value: i32) -> $ty {
-                $ty::try_from(value).unwrap_or($ty::Unspecified)
-            }
         }
 
         impl Vocabulary for $ty {
@@ -300,7 +295,7 @@ mod tests {
             RestoreOutcome::from_word,
         );
         assert_eq!(Engine::from_word("MariaDB"), Some(Engine::Mysql));
-        assert_eq!(Engine::of(99), Engine::Unspecified);
+        assert_eq!(<Engine as Vocabulary>::known(99), None);
     }
 
     #[test]
