@@ -15,6 +15,8 @@ use std::future::Future;
 use anyhow::{bail, Context};
 use strongbox_core::connect::Coordinators;
 use strongbox_core::tls::TlsFiles;
+
+use crate::grammar::ConnectArgs;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -71,47 +73,6 @@ impl Api {
             .await
             .map(tonic::Response::into_inner)
     }
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ConnectArgs {
-    /// A coordinator node of the region, HOST:PORT (any node; repeat or comma-separate several).
-    #[arg(
-        long = "coordinator",
-        env = "STRONGBOX_COORDINATORS",
-        value_delimiter = ',',
-        global = true,
-        help_heading = "Connection (or the STRONGBOX_* environment)",
-        hide_short_help = true
-    )]
-    pub coordinators: Vec<String>,
-    /// The fleet CA certificate.
-    #[arg(
-        long,
-        env = "STRONGBOX_TLS_CA",
-        global = true,
-        help_heading = "Connection (or the STRONGBOX_* environment)",
-        hide_short_help = true
-    )]
-    pub tls_ca: Option<PathBuf>,
-    /// Your certificate (role operator, or viewer for reading).
-    #[arg(
-        long,
-        env = "STRONGBOX_TLS_CERT",
-        global = true,
-        help_heading = "Connection (or the STRONGBOX_* environment)",
-        hide_short_help = true
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// Your private key.
-    #[arg(
-        long,
-        env = "STRONGBOX_TLS_KEY",
-        global = true,
-        help_heading = "Connection (or the STRONGBOX_* environment)",
-        hide_short_help = true
-    )]
-    pub tls_key: Option<PathBuf>,
 }
 
 impl ConnectArgs {

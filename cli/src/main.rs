@@ -1,87 +1,23 @@
-//! `strongbox`, the operator CLI. Parses the command line and hands each subcommand to its
-//! module; every subcommand prints a table for people or JSON (`--output json`) for scripts.
+//! `strongbox`, the operator CLI, in three layers: `grammar/` (the command line as clap
+//! types), `commands/` (what each command does: calls to the coordinators, downloads, `dev`)
+//! and `views/` (what it prints: one typed view per JSON document, tables drawn from the same
+//! views). Every command prints a table for people or JSON (`--output json`) for scripts.
 
 // No unwrap or expect on what comes from the network, a file or a user: an error with a
 // message instead (clippy.toml allows them in unit tests).
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-mod audit;
-mod backup;
-mod cluster;
+mod commands;
 mod connect;
-mod dev;
-mod keygen;
+mod grammar;
 mod output;
-mod pki;
-mod policy;
 mod progress;
-mod restore;
-mod service;
 mod views;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-use output::Output;
-
-#[derive(Parser)]
-#[command(
-    name = "strongbox",
-    version,
-    about = "Backups for a fleet of databases: the operator CLI"
-)]
-struct Cli {
-    /// How to print results: `table` for people, `json` for scripts (a file or folder to
-    /// write is `-o/--out`).
-    #[arg(
-        long,
-        global = true,
-        value_parser = output::parse_output,
-        default_value = "table",
-        env = "STRONGBOX_OUTPUT",
-        help_heading = "Output",
-        value_name = "table|json"
-    )]
-    output: Output,
-
-    #[command(flatten)]
-    connect: connect::ConnectArgs,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Make a fleet keyring file (32 random bytes with a key id), or add a key to one.
-    Keygen(keygen::Args),
-    /// Make the fleet's certificate authority and issue certificates.
-    #[command(subcommand)]
-    Pki(pki::Command),
-    /// The coordinator cluster of a region: status, adding and removing nodes.
-    #[command(subcommand)]
-    Cluster(cluster::Command),
-    /// Backups: create, list, show, download (decrypted, native files), restore, hold, purge.
-    #[command(subcommand)]
-    Backup(backup::Command),
-    /// Restore jobs: their state, the new server's connection details, the verification.
-    #[command(subcommand)]
-    Restore(restore::Command),
-    /// Services (logical databases): state, schedule, members; exclude, include, deprovision.
-    #[command(subcommand)]
-    Service(service::ServiceCommand),
-    /// The fleet policy: schedule, retention, locks, final backups (region default or a service).
-    #[command(subcommand)]
-    Policy(policy::Command),
-    /// Hosts with an agent.
-    #[command(subcommand)]
-    Host(service::HostCommand),
-    /// The audit log of operator changes.
-    #[command(subcommand)]
-    Audit(audit::Command),
-    /// A whole local strongbox in one command: 3 coordinators, 2 agents, a demo database, a
-    /// backup and a verified restore; then it keeps running for you to try the CLI.
-    Dev(dev::Args),
-}
+use commands::{audit, backup, cluster, dev, keygen, pki, policy, restore, service};
+use grammar::{Cli, Command};
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()

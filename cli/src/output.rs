@@ -7,6 +7,7 @@
 //! the numbers (a zero time is "-", a time in the future is "in the future").
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use serde::Serialize;
 use serde_json::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -35,24 +36,33 @@ pub fn parse_output(s: &str) -> Result<Output, String> {
 }
 
 impl Output {
-    /// Prints a flat record: a JSON object, or one aligned line per field.
-    pub fn record(self, fields: &[(&str, Value)]) {
+    /// Prints a flat record, a view whose fields are all plain values: its JSON, or one
+    /// aligned `key  value` line per field (the JSON keys, values as [`text`]).
+    pub fn record<T: Serialize>(self, view: &T) {
         match self {
-            Output::Json => {
-                let map: serde_json::Map<String, Value> = fields
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect();
-                println!("{}", Value::Object(map));
-            }
-            Output::Table => print_fields(fields),
+            Output::Json => self.json(view),
+            Output::Table => match serde_json::to_value(view) {
+                Ok(Value::Object(map)) => {
+                    let mut fields = Fields::default();
+                    for (k, v) in &map {
+                        fields.push(k, text(v));
+                    }
+                    fields.print();
+                }
+                Ok(other) => println!("{}", text(&other)),
+                Err(e) => eprintln!("error: cannot print the result: {e}"),
+            },
         }
     }
 
-    /// Prints one JSON document (json mode only; a no-op in table mode).
-    pub fn json(self, value: &Value) {
+    /// Prints one JSON document, a view (json mode only; a no-op in table mode).
+    pub fn json<T: Serialize + ?Sized>(self, view: &T) {
         if self == Output::Json {
-            println!("{value}");
+            match serde_json::to_string(view) {
+                Ok(text) => println!("{text}"),
+                // A view is plain data: this is a bug, said on stderr rather than as JSON.
+                Err(e) => eprintln!("error: cannot print the result as JSON: {e}"),
+            }
         }
     }
 
@@ -64,11 +74,45 @@ impl Output {
     }
 }
 
-/// One aligned `key  value` line per field, on stdout.
-pub fn print_fields(fields: &[(&str, Value)]) {
-    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    for (k, v) in fields {
-        println!("{k:>width$}  {}", text(v));
+/// The `key  value` lines of one record for people, in order: what a view shows in table
+/// mode (`backup show`, `restore show`, `service show`).
+#[derive(Default, Debug)]
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// Adds a line.
+    pub fn push(&mut self, key: &str, value: impl Into<String>) {
+        self.0.push((key.to_string(), value.into()));
+    }
+
+    /// Adds a line when `value` is not empty.
+    pub fn push_some(&mut self, key: &str, value: &str) {
+        if !value.is_empty() {
+            self.push(key, value);
+        }
+    }
+
+    /// Adds the lines of `other` after these.
+    pub fn extend(&mut self, other: Fields) {
+        self.0.extend(other.0);
+    }
+
+    /// The lines as `key: value` pairs joined with `sep`, for tests that read what people see.
+    #[cfg(test)]
+    pub fn joined(&self, sep: &str) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+
+    /// Prints one aligned `key  value` line per field, on stdout.
+    pub fn print(&self) {
+        let width = self.0.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in &self.0 {
+            println!("{k:>width$}  {v}");
+        }
     }
 }
 
@@ -172,15 +216,11 @@ pub fn utc(unix_ms: u64) -> String {
     if unix_ms == 0 {
         return "-".to_string();
     }
-    text(&timestamp(unix_ms - unix_ms % 1000))
+    timestamp(unix_ms - unix_ms % 1000).unwrap_or_else(|| "-".to_string())
 }
 
-/// An absolute time with how far it is from now: `2026-11-20T02:00:00Z (in 3 hours)`; "-" for 0.
-pub fn at(unix_ms: u64) -> String {
-    at_from(unix_ms, strongbox_core::clock::now_ms())
-}
-
-/// [`at`] seen from `now_ms`.
+/// An absolute time with how far it is from `now_ms`: `2026-11-20T02:00:00Z (in 3 hours)`;
+/// "-" for 0.
 pub fn at_from(unix_ms: u64, now_ms: u64) -> String {
     if unix_ms == 0 {
         return "-".to_string();
@@ -193,10 +233,10 @@ pub fn ago(unix_ms: u64) -> String {
     relative(unix_ms, strongbox_core::clock::now_ms())
 }
 
-/// An RFC 3339 UTC timestamp for scripts (null for 0, which means "never").
-pub fn timestamp(unix_ms: u64) -> Value {
+/// An RFC 3339 UTC timestamp for scripts (`None` for 0, which means "never"; JSON `null`).
+pub fn timestamp(unix_ms: u64) -> Option<String> {
     if unix_ms == 0 {
-        return Value::Null;
+        return None;
     }
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .ok()
@@ -204,7 +244,6 @@ pub fn timestamp(unix_ms: u64) -> Value {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .map_or(Value::Null, Value::String)
 }
 
 /// A duration for people: `850 ms`, `12.3 s`, `4 min 5 s`.
@@ -217,6 +256,54 @@ pub fn duration(d: std::time::Duration) -> String {
     } else {
         format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
     }
+}
+
+/// `s` as one shell word: bare when it holds only characters no shell treats specially,
+/// `'…'` otherwise (a `'` written `'\''`), and bash's `$'…'` when it holds control characters
+/// (line breaks, tabs, escapes), so that the word stays on one line and no terminal control
+/// is printed raw.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@=,".contains(c))
+    {
+        return s.to_string();
+    }
+    if !s.chars().any(char::is_control) {
+        return format!("'{}'", s.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            '\n' => out.push_str(r"\n"),
+            '\r' => out.push_str(r"\r"),
+            '\t' => out.push_str(r"\t"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `name` for a terminal: control characters escaped (`\n`, `\u{1b}`), the rest as it is.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -285,10 +372,10 @@ mod tests {
 
     #[test]
     fn timestamps_and_durations() {
-        assert_eq!(timestamp(0), Value::Null);
+        assert_eq!(timestamp(0), None);
         assert_eq!(
-            timestamp(1_700_000_000_000),
-            Value::String("2023-11-14T22:13:20Z".into())
+            timestamp(1_700_000_000_000).as_deref(),
+            Some("2023-11-14T22:13:20Z")
         );
         assert_eq!(duration(std::time::Duration::from_millis(850)), "850 ms");
         assert_eq!(duration(std::time::Duration::from_millis(12_340)), "12.3 s");
@@ -300,5 +387,28 @@ mod tests {
         assert_eq!(text(&Value::Null), "-");
         assert_eq!(text(&serde_json::json!(["a", 1])), "a, 1");
         assert_eq!(text(&serde_json::json!("x")), "x");
+    }
+
+    #[test]
+    fn shell_words_round_trip() {
+        for s in [
+            "plain",
+            "",
+            "it's",
+            "a\nb",
+            "\u{1b}[31m",
+            "tab\t\\'x",
+            "é\u{85}",
+        ] {
+            let q = shell_quote(s);
+            assert!(!q.contains('\n') && !q.contains('\u{1b}'), "{q}");
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("printf %s {q}"))
+                .output()
+                .expect("bash");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s, "{q}");
+        }
+        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
     }
 }

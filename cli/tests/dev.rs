@@ -31,6 +31,34 @@ fn dev_backs_up_and_restores_the_demo_database() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"));
 
+    // The summary's fields are pinned (its jobs and backup are the views `backup create` and
+    // `restore show` print, pinned in `backups/json_documents.rs`).
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map_or_else(Vec::new, |o| o.keys().cloned().collect());
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&v),
+        [
+            "backup",
+            "backup_job",
+            "coordinators",
+            "dir",
+            "ok",
+            "restore_job",
+            "timings_ms",
+            "verified"
+        ],
+        "{v:#}"
+    );
+    assert_eq!(
+        keys(&v["timings_ms"]),
+        ["agents", "backup", "cluster", "database", "restore", "setup", "total"],
+        "{v:#}"
+    );
     assert_eq!(v["ok"], true, "{v:#}");
     assert_eq!(v["backup_job"]["state"], "completed", "{v:#}");
     assert_eq!(v["backup"]["state"], "completed", "{v:#}");

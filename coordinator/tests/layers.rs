@@ -86,6 +86,26 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "the CLI talks to coordinators over the wire and links engine knowledge only",
     ),
     (
+        "cli/src/grammar",
+        &[
+            "crate::connect",
+            "crate::commands",
+            "crate::views",
+            "println!",
+        ],
+        "the CLI's grammar parses; it never calls a coordinator or prints",
+    ),
+    (
+        "cli/src/commands",
+        &["json!", "serde_json", "clap::"],
+        "a command prints through a view and gets its arguments parsed",
+    ),
+    (
+        "cli/src/views",
+        &["crate::connect", "crate::commands", "clap::"],
+        "a view is data and its drawing: no calls, no grammar",
+    ),
+    (
         "core/src",
         &["strongbox_proto", "_server::", "tonic::transport::Server"],
         "core holds formats and trust: no wire messages, no server code",

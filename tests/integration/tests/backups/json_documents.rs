@@ -65,8 +65,9 @@ const BACKUP_SHOW: &[&str] = &[
     "table_count",
 ];
 
-/// The fields of `restore show`.
-const RESTORE_SHOW: &[&str] = &[
+/// The fields of a job (`restore show`, `backup create`'s `job`), and `result` when it is
+/// null.
+const JOB: &[&str] = &[
     "after_job",
     "attempt",
     "backup_id",
@@ -85,29 +86,6 @@ const RESTORE_SHOW: &[&str] = &[
     "reason",
     "requested_by",
     "result",
-    "result.backup_created_unix_ms",
-    "result.connection",
-    "result.connection.data_dir",
-    "result.connection.engine",
-    "result.connection.host",
-    "result.connection.password_file",
-    "result.connection.port",
-    "result.connection.user",
-    "result.in_place",
-    "result.outcome",
-    "result.phases",
-    "result.phases.fetch_manifest_ms",
-    "result.phases.flush_ms",
-    "result.phases.load_ms",
-    "result.phases.provision_ms",
-    "result.phases.verify_ms",
-    "result.verification",
-    "result.verification.engine_check",
-    "result.verification.failed_objects",
-    "result.verification.mismatches",
-    "result.verification.ok",
-    "result.verification.rows_checked",
-    "result.verification.tables_checked",
     "server",
     "server_stopped_unix_ms",
     "service",
@@ -119,38 +97,65 @@ const RESTORE_SHOW: &[&str] = &[
     "updated_unix_ms",
 ];
 
-/// The fields of `service list`.
-const SERVICE_LIST: &[&str] = &[
-    "[].backups",
-    "[].engine",
-    "[].last_backup",
-    "[].last_backup_unix_ms",
-    "[].last_failure",
-    "[].last_success",
-    "[].last_success_unix_ms",
-    "[].members",
-    "[].members[].engine_version",
-    "[].members[].healthy",
-    "[].members[].host",
-    "[].members[].role",
-    "[].missed",
-    "[].name",
-    "[].next_backup",
-    "[].next_backup_unix_ms",
-    "[].primary_host",
-    "[].primary_since",
-    "[].primary_since_unix_ms",
-    "[].role_changes",
-    "[].role_changes[].from",
-    "[].role_changes[].from_down",
-    "[].role_changes[].host",
-    "[].role_changes[].time",
-    "[].role_changes[].to",
-    "[].role_changes[].to_down",
-    "[].role_changes[].unix_ms",
-    "[].schedule",
-    "[].state",
-    "[].state_reason",
+/// The fields of a restore's `result`.
+const RESTORE_RESULT: &[&str] = &[
+    "backup_created_unix_ms",
+    "connection",
+    "connection.data_dir",
+    "connection.engine",
+    "connection.host",
+    "connection.password_file",
+    "connection.port",
+    "connection.user",
+    "in_place",
+    "outcome",
+    "phases",
+    "phases.fetch_manifest_ms",
+    "phases.flush_ms",
+    "phases.load_ms",
+    "phases.provision_ms",
+    "phases.verify_ms",
+    "verification",
+    "verification.engine_check",
+    "verification.failed_objects",
+    "verification.mismatches",
+    "verification.ok",
+    "verification.rows_checked",
+    "verification.tables_checked",
+];
+
+/// The fields of a service (`service list`, `service show`).
+const SERVICE: &[&str] = &[
+    "backups",
+    "engine",
+    "last_backup",
+    "last_backup_unix_ms",
+    "last_failure",
+    "last_success",
+    "last_success_unix_ms",
+    "members",
+    "members[].engine_version",
+    "members[].healthy",
+    "members[].host",
+    "members[].role",
+    "missed",
+    "name",
+    "next_backup",
+    "next_backup_unix_ms",
+    "primary_host",
+    "primary_since",
+    "primary_since_unix_ms",
+    "role_changes",
+    "role_changes[].from",
+    "role_changes[].from_down",
+    "role_changes[].host",
+    "role_changes[].time",
+    "role_changes[].to",
+    "role_changes[].to_down",
+    "role_changes[].unix_ms",
+    "schedule",
+    "state",
+    "state_reason",
 ];
 
 /// The fields of `cluster status`.
@@ -196,6 +201,95 @@ const POLICY_FIELDS: &[&str] = &[
     "yearly",
 ];
 
+/// The fields of `backup show --key-file`'s `manifest`.
+const MANIFEST: &[&str] = &[
+    "engine",
+    "engine_version",
+    "left_out",
+    "not_in_backup",
+    "parts",
+    "parts[].chunks",
+    "parts[].kind",
+    "parts[].name",
+    "parts[].plain_bytes",
+    "parts[].tables",
+    "parts[].tables[].name",
+    "parts[].tables[].rows",
+    "row_count",
+    "table_count",
+];
+
+/// The fields of `backup download`.
+const DOWNLOAD: &[&str] = &[
+    "backup",
+    "dir",
+    "engine",
+    "engine_version",
+    "files",
+    "files[].bytes",
+    "files[].kind",
+    "files[].load",
+    "files[].part",
+    "files[].path",
+    "files[].tables",
+    "plain_bytes",
+    "seconds",
+    "service",
+];
+
+/// The fields of a host (`host list`).
+const HOST: &[&str] = &[
+    "bound_services",
+    "last_report",
+    "last_report_unix_ms",
+    "members",
+    "members[].engine",
+    "members[].engine_version",
+    "members[].healthy",
+    "members[].role",
+    "members[].service",
+    "name",
+    "pending_members",
+    "region",
+    "registered",
+    "registered_unix_ms",
+    "spare",
+    "spare_approved",
+    "spare_requested",
+];
+
+/// The fields of an audit entry (`audit list`).
+const AUDIT: &[&str] = &["actor", "index", "time", "unix_ms", "what"];
+
+/// The fields of `keygen`, `pki init-ca` and `pki issue`.
+const KEYGEN: &[&str] = &["key_ids", "mode", "new_key_id", "path"];
+const INIT_CA: &[&str] = &["ca_cert", "ca_key", "valid_days"];
+const ISSUE: &[&str] = &[
+    "ca_cert",
+    "cert",
+    "identity",
+    "key",
+    "name",
+    "role",
+    "sans",
+    "valid_days",
+];
+
+/// `fields` as paths under `prefix` (`prefix.f`; `prefix[].f` for a list when `prefix` ends
+/// with `[]`), and `prefix` itself when it names an object.
+fn under(prefix: &str, fields: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = fields.iter().map(|f| format!("{prefix}.{f}")).collect();
+    if !prefix.ends_with("[]") {
+        out.push(prefix.to_string());
+    }
+    out
+}
+
+/// `fields` as they are, for [`pinned`].
+fn own(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| f.to_string()).collect()
+}
+
 fn json(f: &Fleet, args: &[&str]) -> Value {
     let mut all = vec!["--output", "json"];
     all.extend(args);
@@ -205,9 +299,9 @@ fn json(f: &Fleet, args: &[&str]) -> Value {
 }
 
 /// Fails with the whole difference when `doc`'s shape is not `pinned`.
-fn pinned(what: &str, doc: &Value, pinned: &[&str]) {
+fn pinned<S: AsRef<str>>(what: &str, doc: &Value, pinned: &[S]) {
     let have = shape(doc);
-    let want: BTreeSet<String> = pinned.iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = pinned.iter().map(|s| s.as_ref().to_string()).collect();
     let added: Vec<&String> = have.difference(&want).collect();
     let lost: Vec<&String> = want.difference(&have).collect();
     assert!(
@@ -235,34 +329,158 @@ async fn every_json_document_keeps_its_fields() {
     let (_, backup) = f.backup("shop").await;
     let (restore, _) = f.restore_verified(&backup.id, "spare-1").await;
 
-    let listed: Vec<String> = BACKUP_SHOW.iter().map(|f| format!("[].{f}")).collect();
-    let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
-    pinned("backup list", &json(&f, &["backup", "list"]), &listed);
+    let backup_doc = own(BACKUP_SHOW);
+    let restore_doc = [own(JOB), under("result", RESTORE_RESULT)].concat();
+    pinned(
+        "backup list",
+        &json(&f, &["backup", "list"]),
+        &under("[]", BACKUP_SHOW),
+    );
     pinned(
         "backup show",
         &json(&f, &["backup", "show", &backup.id]),
-        BACKUP_SHOW,
+        &backup_doc,
+    );
+    let key = f.key_file.to_str().expect("a UTF-8 path");
+    pinned(
+        "backup show --key-file",
+        &json(&f, &["backup", "show", &backup.id, "--key-file", key]),
+        &[own(BACKUP_SHOW), under("manifest", MANIFEST)].concat(),
+    );
+    pinned(
+        "backup hold",
+        &json(&f, &["backup", "hold", &backup.id, "--reason", "INC-1"]),
+        &backup_doc,
+    );
+    pinned(
+        "backup unhold",
+        &json(&f, &["backup", "unhold", &backup.id]),
+        &backup_doc,
+    );
+    let out = tempfile::tempdir().expect("a temporary folder");
+    let dir = out.path().join("download");
+    pinned(
+        "backup download",
+        &json(
+            &f,
+            &[
+                "backup",
+                "download",
+                &backup.id,
+                "--key-file",
+                key,
+                "-o",
+                dir.to_str().expect("UTF-8"),
+            ],
+        ),
+        DOWNLOAD,
+    );
+    pinned(
+        "backup create",
+        &json(&f, &["backup", "create", "shop"]),
+        &[vec!["backup".to_string()], under("job", JOB)].concat(),
+    );
+    pinned(
+        "backup create --wait",
+        &json(&f, &["backup", "create", "shop", "--wait"]),
+        &[under("backup", BACKUP_SHOW), under("job", JOB)].concat(),
     );
     pinned(
         "restore show",
         &json(&f, &["restore", "show", &restore.id]),
-        RESTORE_SHOW,
+        &restore_doc,
+    );
+    pinned(
+        "restore list",
+        &json(&f, &["restore", "list"]),
+        &under(
+            "[]",
+            &restore_doc.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
     );
     pinned(
         "service list",
         &json(&f, &["service", "list"]),
-        SERVICE_LIST,
+        &under("[]", SERVICE),
     );
-    let mut policy = vec!["service".to_string(), "stored".into(), "effective".into()];
+    pinned(
+        "service show",
+        &json(&f, &["service", "show", "shop"]),
+        SERVICE,
+    );
+    let state_change = [vec!["final_backup".to_string()], under("service", SERVICE)].concat();
+    pinned(
+        "service exclude",
+        &json(&f, &["service", "exclude", "shop"]),
+        &state_change,
+    );
+    pinned(
+        "service include",
+        &json(&f, &["service", "include", "shop"]),
+        &state_change,
+    );
+    let mut policy = vec!["service".to_string()];
     for level in ["stored", "effective"] {
-        policy.extend(POLICY_FIELDS.iter().map(|f| format!("{level}.{f}")));
+        policy.extend(under(level, POLICY_FIELDS));
     }
-    let policy: Vec<&str> = policy.iter().map(String::as_str).collect();
     pinned("policy show", &json(&f, &["policy", "show"]), &policy);
+    let policy_set = [
+        own(&["applied", "would_expire"]),
+        under(
+            "policy",
+            &policy.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
+    ]
+    .concat();
+    pinned(
+        "policy set",
+        &json(&f, &["policy", "set", "--service", "shop", "--daily", "9"]),
+        &policy_set,
+    );
+    pinned(
+        "host list",
+        &json(&f, &["host", "list"]),
+        &under("[]", HOST),
+    );
+    pinned(
+        "audit list",
+        &json(&f, &["audit", "list"]),
+        &under("[]", AUDIT),
+    );
     pinned(
         "cluster status",
         &json(&f, &["cluster", "status"]),
         CLUSTER_STATUS,
+    );
+    let path = |name: &str| out.path().join(name).to_str().expect("UTF-8").to_string();
+    pinned(
+        "keygen",
+        &json(&f, &["keygen", "--out", &path("fleet.key")]),
+        KEYGEN,
+    );
+    pinned(
+        "pki init-ca",
+        &json(&f, &["pki", "init-ca", "--dir", &path("ca")]),
+        INIT_CA,
+    );
+    pinned(
+        "pki issue",
+        &json(
+            &f,
+            &[
+                "pki",
+                "issue",
+                "--ca-dir",
+                &path("ca"),
+                "--role",
+                "viewer",
+                "--name",
+                "eve",
+                "--out",
+                &path("eve"),
+            ],
+        ),
+        ISSUE,
     );
 }
 

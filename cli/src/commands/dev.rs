@@ -24,6 +24,7 @@
 //!   running as root, so the PostgreSQL servers (running as `postgres`) can pass through them
 //!   to their own 0700 folders; no other user can list them.
 
+use crate::grammar::dev::*;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -34,7 +35,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use serde_json::{json, Value};
 use strongbox_config::{AgentOptions, CoordinatorOptions};
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::Keyring;
@@ -47,10 +47,13 @@ use strongbox_proto::v1::{
     ListHostsRequest, ListServicesRequest, RestoreBackupRequest,
 };
 
-use crate::backup::{self, backup_json};
+use crate::commands::backup;
+use crate::commands::restore;
 use crate::connect::Api;
 use crate::output::{self, size, Output};
-use crate::restore::{self, job_json};
+use crate::views::backup::BackupView;
+use crate::views::dev::{DevSummaryView, DevTimingsView};
+use crate::views::job::{connect_hint, JobView};
 
 const REGION: &str = "dev-1";
 const SERVICE: &str = "demo";
@@ -58,20 +61,6 @@ const DB_HOST: &str = "dev-db";
 const SPARE_HOST: &str = "dev-spare";
 const OPERATOR: &str = "dev-operator";
 const POLL: Duration = Duration::from_millis(100);
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Back up a local PostgreSQL (made with initdb in the temp folder) instead of SQLite.
-    #[arg(long)]
-    postgres: bool,
-    /// If the demo backup or restore fails, keep everything running for inspection (until
-    /// Ctrl-C) instead of stopping at once.
-    #[arg(long)]
-    keep_running: bool,
-    /// Stop and clean up right after the demo instead of waiting for Ctrl-C (for tests).
-    #[arg(long)]
-    exit_when_done: bool,
-}
 
 // ------------------------------------------------------------------------------ processes
 
@@ -797,7 +786,7 @@ impl Dev {
         timings.restore = t.elapsed();
         if output == Output::Table {
             println!("\n$ strongbox restore show {}", restore_job.id);
-            output::print_fields(&restore::restore_fields(&restore_job));
+            JobView::from(&restore_job).fields().print();
         }
         if let Err(e) = restore::check_restore(&restore_job) {
             return Err(e.context(format!(
@@ -905,27 +894,27 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary_json(dev: &Dev, o: &Outcome, total: Duration) -> Value {
+fn summary<'a>(dev: &'a Dev, o: &'a Outcome, total: Duration) -> DevSummaryView<'a> {
     let verified = restore::check_restore(&o.restore_job).is_ok();
     let ms = |d: Duration| d.as_millis() as u64;
-    json!({
-        "ok": verified && o.backup_job.state() == JobState::Completed,
-        "dir": dev.dir.display().to_string(),
-        "coordinators": dev.addresses,
-        "backup_job": job_json(&o.backup_job),
-        "backup": o.backup.as_ref().map(backup_json),
-        "restore_job": job_json(&o.restore_job),
-        "verified": verified,
-        "timings_ms": {
-            "setup": ms(o.timings.setup),
-            "cluster": ms(o.timings.cluster),
-            "database": ms(o.timings.database),
-            "agents": ms(o.timings.agents),
-            "backup": ms(o.timings.backup),
-            "restore": ms(o.timings.restore),
-            "total": ms(total),
+    DevSummaryView {
+        ok: verified && o.backup_job.state() == JobState::Completed,
+        dir: dev.dir.display().to_string(),
+        coordinators: &dev.addresses,
+        backup_job: JobView::from(&o.backup_job),
+        backup: o.backup.as_ref().map(BackupView::from),
+        restore_job: JobView::from(&o.restore_job),
+        verified,
+        timings_ms: DevTimingsView {
+            setup: ms(o.timings.setup),
+            cluster: ms(o.timings.cluster),
+            database: ms(o.timings.database),
+            agents: ms(o.timings.agents),
+            backup: ms(o.timings.backup),
+            restore: ms(o.timings.restore),
+            total: ms(total),
         },
-    })
+    }
 }
 
 fn print_summary(dev: &Dev, o: &Outcome, total: Duration, exit_when_done: bool) {
@@ -962,7 +951,7 @@ fn print_summary(dev: &Dev, o: &Outcome, total: Duration, exit_when_done: bool) 
         );
     }
     if let Some(c) = &r.connection {
-        if let Some(h) = restore::connect_hint(c) {
+        if let Some(h) = connect_hint(c) {
             println!("  restored    {h}");
         }
     }
@@ -1036,7 +1025,7 @@ pub async fn run(args: Args, output: Output) -> anyhow::Result<()> {
     };
     let total = start.elapsed();
     match output {
-        Output::Json => output.json(&summary_json(&dev, &outcome, total)),
+        Output::Json => output.json(&summary(&dev, &outcome, total)),
         Output::Table => print_summary(&dev, &outcome, total, args.exit_when_done),
     }
     if !args.exit_when_done {

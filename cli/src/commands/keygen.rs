@@ -3,27 +3,14 @@
 //! Invariant: an existing key file is never replaced without `--force` (losing a fleet key
 //! makes every backup sealed under it unreadable); the file is written 0600, atomically.
 
-use std::path::PathBuf;
+use crate::grammar::keygen::*;
 
 use anyhow::{bail, Context};
-use serde_json::json;
 use strongbox_core::files::Overwrite;
 use strongbox_core::keys::Keyring;
 
 use crate::output::Output;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// Where to write the keyring (mode 0600).
-    #[arg(long, short = 'o')]
-    out: PathBuf,
-    /// Replace an existing file. Backups sealed under its keys become unreadable without a copy.
-    #[arg(long, conflicts_with = "rotate")]
-    force: bool,
-    /// Add a new key to an existing file: new backups use it, old ones stay readable.
-    #[arg(long)]
-    rotate: bool,
-}
+use crate::views::keys::KeyringView;
 
 pub fn run(args: Args, output: Output) -> anyhow::Result<()> {
     let (ring, id) = if args.rotate {
@@ -50,13 +37,12 @@ pub fn run(args: Args, output: Output) -> anyhow::Result<()> {
         ring.save(&args.out, overwrite)?;
         (ring, id)
     };
-    let ids: Vec<u32> = ring.ids().collect();
-    output.record(&[
-        ("path", json!(args.out.display().to_string())),
-        ("new_key_id", json!(id)),
-        ("key_ids", json!(ids)),
-        ("mode", json!("0600")),
-    ]);
+    output.record(&KeyringView {
+        path: args.out.display().to_string(),
+        new_key_id: id,
+        key_ids: ring.ids().collect(),
+        mode: "0600",
+    });
     if output == Output::Table {
         eprintln!("Keep this file secret and backed up (e.g. Ansible Vault): without it no backup can be restored.");
     }

@@ -1,0 +1,25 @@
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Restore jobs, newest first.
+    List {
+        /// Only restores of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// One restore job: state, target host, connection details, verification, reason.
+    Show {
+        /// The job id (from `backup restore` or `restore list`).
+        job: String,
+    },
+    /// Stop the server a restore made on a spare, and remove its folder.
+    Stop {
+        /// The restore job id (from `restore list`).
+        job: String,
+        /// Keep the server's folder (its data files) after stopping it.
+        #[arg(long)]
+        keep_files: bool,
+        /// Return at once instead of waiting until the server is stopped.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
