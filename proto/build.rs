@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "RestoreResult",
         "Connection",
         "Verification",
+        "DatabaseVerification",
         "TableMismatch",
         "FailedObject",
         "PhaseTimes",

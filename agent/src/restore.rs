@@ -237,10 +237,18 @@ async fn restore(ctx: &JobCtx, stage: &AtomicI32) -> Result<(RestoreResult, Opti
     } else {
         RestoreOutcome::RestoredWithErrors
     };
+    let parts: Vec<(&str, &[TableStat])> = manifest
+        .parts
+        .iter()
+        .map(|p| (p.name.as_str(), p.tables.as_slice()))
+        .collect();
     let result = RestoreResult {
         outcome: outcome.into(),
         connection: Some(target.connection().wire()),
-        verification: Some(verification.wire()),
+        verification: Some(strongbox_proto::v1::Verification {
+            databases: verification.by_database(&parts),
+            ..verification.wire()
+        }),
         backup_created_unix_ms: u64::try_from(manifest.created_unix_ms).unwrap_or(0),
         in_place: job.in_place,
         phases: Some(phases),

@@ -90,7 +90,54 @@ impl Verification {
                 })
                 .collect(),
             ok: self.ok,
+            databases: Vec::new(),
         }
+    }
+}
+
+impl Verification {
+    /// The verification per database of the backup: `parts` are the manifest's parts in its
+    /// order, each with the table stats it recorded (a table's stat name is unique in a
+    /// backup: `db.schema.table`, `db.table`, or an SQLite table of the one part). A mismatch
+    /// belongs to the part that recorded its table (`<name> (missing)` included); a failed
+    /// object to the part it names (`<database>: …`, as pg_restore names entries).
+    pub fn by_database(
+        &self,
+        parts: &[(&str, &[TableStat])],
+    ) -> Vec<strongbox_proto::v1::DatabaseVerification> {
+        let mut owner: HashMap<&str, usize> = HashMap::new();
+        for (i, (_, tables)) in parts.iter().enumerate() {
+            for t in *tables {
+                owner.insert(t.name.as_str(), i);
+            }
+        }
+        let mut out: Vec<strongbox_proto::v1::DatabaseVerification> = parts
+            .iter()
+            .map(|(name, tables)| strongbox_proto::v1::DatabaseVerification {
+                name: (*name).to_string(),
+                tables_checked: tables.len() as u64,
+                rows_checked: tables.iter().map(|t| t.rows).sum(),
+                ..Default::default()
+            })
+            .collect();
+        for (table, expected, found) in &self.mismatches {
+            let name = table.strip_suffix(" (missing)").unwrap_or(table);
+            if let Some(&i) = owner.get(name) {
+                let d = &mut out[i];
+                d.mismatched_tables += 1;
+                d.rows_checked = d.rows_checked - expected.min(&d.rows_checked) + found;
+            }
+        }
+        for o in &self.failed_objects {
+            let db = o.name.split_once(": ").map_or("", |(db, _)| db);
+            if let Some(d) = out.iter_mut().find(|d| d.name == db) {
+                d.failed_objects += 1;
+            }
+        }
+        for d in &mut out {
+            d.ok = d.mismatched_tables == 0 && d.failed_objects == 0;
+        }
+        out
     }
 }
 
@@ -135,5 +182,60 @@ pub fn compare_stats(expected: &[TableStat], found: &HashMap<String, u64>) -> Ve
         engine_check: String::new(),
         failed_objects: Vec::new(),
         ok: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(name: &str, rows: u64) -> TableStat {
+        TableStat {
+            name: name.into(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn verification_is_told_per_database() {
+        let shop = [stat("shop.public.orders", 10), stat("shop.public.items", 5)];
+        let app = [stat("app.public.users", 3)];
+        let globals: [TableStat; 0] = [];
+        let expected: Vec<TableStat> = shop.iter().chain(&app).cloned().collect();
+        let found: HashMap<String, u64> = [
+            ("shop.public.orders".to_string(), 10),
+            ("shop.public.items".to_string(), 4),
+        ]
+        .into();
+        let mut v = compare_stats(&expected, &found);
+        v.failed_objects.push(FailedObject {
+            name: "app: MATERIALIZED VIEW DATA word_stats app".into(),
+            reason: "relation does not exist".into(),
+        });
+        let parts: [(&str, &[TableStat]); 3] =
+            [("globals", &globals), ("shop", &shop), ("app", &app)];
+        let dbs = v.by_database(&parts);
+        let summary: Vec<(&str, u64, u64, u64, u64, bool)> = dbs
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.tables_checked,
+                    d.rows_checked,
+                    d.mismatched_tables,
+                    d.failed_objects,
+                    d.ok,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("globals", 0, 0, 0, 0, true),
+                ("shop", 2, 14, 1, 0, false),
+                // Its table is missing (0 rows found), and an object did not come back.
+                ("app", 1, 0, 1, 1, false),
+            ]
+        );
     }
 }

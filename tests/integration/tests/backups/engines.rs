@@ -241,6 +241,15 @@ mod postgres {
             result["verification"]["tables_checked"].as_u64().unwrap() >= 5,
             "{result}"
         );
+        // Per database too: each part of the backup, every one verified.
+        let dbs = result["verification"]["databases"].as_array().unwrap();
+        let shop = dbs
+            .iter()
+            .find(|d| d["name"] == "shop")
+            .expect("shop is listed");
+        assert_eq!(shop["tables_checked"], 1, "{result}");
+        assert_eq!(shop["rows_checked"], 5000, "{result}");
+        assert!(dbs.iter().all(|d| d["ok"] == true), "{result}");
         for ((db, sql), want) in SOURCE_CHECKS.iter().zip(&source) {
             assert_eq!(&restored_psql(&result, db, sql), want, "{db}: {sql}");
         }
@@ -383,6 +392,12 @@ mod postgres {
             failed[0]["name"].as_str().unwrap().contains("word_stats"),
             "{result}"
         );
+        // The failure is told where it is: docs, not the other databases.
+        for d in result["verification"]["databases"].as_array().unwrap() {
+            let docs = d["name"] == "docs";
+            assert_eq!(d["ok"], !docs, "{result}");
+            assert_eq!(d["failed_objects"], u64::from(docs), "{result}");
+        }
         assert_eq!(
             restored_psql(&result, "docs", "SELECT count(*) FROM documents"),
             "200"
@@ -420,6 +435,10 @@ mod postgres {
             "{shown}"
         );
         assert!(shown.contains("restored with errors"), "{shown}");
+        assert!(
+            shown.contains("docs FAILED (1 object did not come back)"),
+            "{shown}"
+        );
         let (_, metrics) = strongbox_integration::cluster::http_get(
             f.cluster.node(f.cluster.running_ids()[0]).http_addr,
             "/metrics",
