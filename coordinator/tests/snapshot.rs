@@ -9,7 +9,7 @@ use prost::Message;
 use strongbox_coordinator::catalog::format::FORMAT;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_proto::catalog::{
-    command::Op, BackupRecord, CatalogSnapshot, CommitBackup, CreateJob, HoldBackup, JobRecord,
+    command::Op, BackupRecord, BindHost, CatalogSnapshot, CommitBackup, CreateJob, HoldBackup, JobRecord,
     MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion,
 };
 use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, MemberRole};
@@ -17,7 +17,7 @@ use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, Me
 const T0: u64 = 1_800_000_000_000;
 
 /// Every kind of key the catalog writes (catalog/mod.rs), each present after the commands below.
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 20] = [
     "applied",
     "format",
     "clock",
@@ -32,6 +32,10 @@ const KINDS: [&str; 16] = [
     "jobs-open-service/",
     "jobs-open-host/",
     "jobs-waiting/",
+    "jobs-finished/",
+    "backups-service/",
+    "hosts-service/",
+    "hosts-spare/",
     "req/",
     "audit/",
 ];
@@ -92,6 +96,28 @@ fn full_catalog() -> Sim {
                 healthy: true,
                 engine_version: "15".into(),
             }],
+        }),
+    );
+    // An approved spare.
+    applied(
+        &mut sim,
+        CallerRole::Agent,
+        t,
+        Op::RegisterHost(RegisterHost {
+            host: "spare-1".into(),
+            region: "test-1".into(),
+            spare: true,
+            members: vec![],
+        }),
+    );
+    applied(
+        &mut sim,
+        CallerRole::Operator,
+        t,
+        Op::BindHost(BindHost {
+            host: "spare-1".into(),
+            spare: Some(true),
+            ..Default::default()
         }),
     );
     applied(

@@ -220,14 +220,19 @@ pub fn final_backup_job(node: &NodeContext, service: &str) -> Result<Option<JobR
     if !node.catalog.effective_policy(service)?.keep_final {
         return Ok(None);
     }
-    let (host, engine) = super::jobs::backup_host(&node.catalog.hosts()?, service, "", now_ms())
-        .map_err(|e| {
-            Status::failed_precondition(format!(
-                "the policy keeps a final backup, and it cannot be taken: {}; bring the primary \
+    let (host, engine) = super::jobs::backup_host(
+        &node.catalog.hosts_of_service(service)?,
+        service,
+        "",
+        now_ms(),
+    )
+    .map_err(|e| {
+        Status::failed_precondition(format!(
+            "the policy keeps a final backup, and it cannot be taken: {}; bring the primary \
                  back, or `strongbox policy set --service {service} --keep-final false` first",
-                e.message()
-            ))
-        })?;
+            e.message()
+        ))
+    })?;
     Ok(Some(JobRecord {
         id: format!("job-{}", uuid::Uuid::now_v7()),
         kind: JobKind::Backup.into(),

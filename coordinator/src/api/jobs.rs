@@ -108,9 +108,11 @@ pub fn backup_host(
 /// The spare a restore goes to: `to_host` (it must be an approved spare), or the most recently
 /// seen approved spare of the region that carries no service and has no restore under way (a
 /// restore goes to a host that serves other databases only when an operator names it).
+/// `hosts` are the candidates (the named host, or the region's spares); `restoring` the ones
+/// with an unfinished restore job.
 pub fn restore_host(
     hosts: &[HostRecord],
-    jobs: &[JobRecord],
+    restoring: &HashSet<String>,
     to_host: &str,
     now_ms: u64,
     max_servers: usize,
@@ -168,11 +170,6 @@ pub fn restore_host(
         }
         return Ok(h.name.clone());
     }
-    let busy: HashSet<&str> = jobs
-        .iter()
-        .filter(|j| j.kind() == JobKind::Restore && !j.state().is_final())
-        .map(|j| j.host.as_str())
-        .collect();
     hosts
         .iter()
         .filter(|h| {
@@ -182,7 +179,7 @@ pub fn restore_host(
                 && h.pending_members.is_empty()
         })
         .filter(|h| reported_lately(h, now_ms) && h.away_since_unix_ms == 0)
-        .filter(|h| !busy.contains(h.name.as_str()) && !full(&h.name))
+        .filter(|h| !restoring.contains(&h.name) && !full(&h.name))
         .max_by_key(|h| h.updated_unix_ms)
         .map(|h| h.name.clone())
         .ok_or_else(|| {

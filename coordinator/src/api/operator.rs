@@ -1,5 +1,6 @@
 //! `OperatorService`: what the CLI does. Viewers and operators read; operators change.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use strongbox_core::ids::ChunkId;
@@ -458,8 +459,12 @@ impl OperatorService for OperatorApi {
             validate::name("host", &r.host)?;
         }
         self.node.read_barrier().await?;
-        let (host, engine) =
-            backup_host(&self.node.catalog.hosts()?, &r.service, &r.host, now_ms())?;
+        let (host, engine) = backup_host(
+            &self.node.catalog.hosts_of_service(&r.service)?,
+            &r.service,
+            &r.host,
+            now_ms(),
+        )?;
         let job = JobRecord {
             id: format!("job-{}", uuid::Uuid::now_v7()),
             kind: JobKind::Backup.into(),
@@ -500,18 +505,34 @@ impl OperatorService for OperatorApi {
             .catalog
             .backup(&r.backup_id)?
             .ok_or_else(|| Status::not_found(format!("no backup {:?}", r.backup_id)))?;
-        let hosts = self.node.catalog.hosts()?;
         if r.in_place {
             return self.restore_in_place(&who, backup, r.yes).await;
         }
+        // The candidates (the named host, or the spares) and their open jobs, through the
+        // catalog's indexes: never every host or every job.
+        let candidates = if r.to_host.is_empty() {
+            self.node.catalog.spares()?
+        } else {
+            self.node.catalog.host(&r.to_host)?.into_iter().collect()
+        };
+        let mut restoring = HashSet::new();
+        for h in &candidates {
+            let open = self.node.catalog.open_jobs_of_host(&h.name)?;
+            if open.iter().any(|j| j.kind() == JobKind::Restore) {
+                restoring.insert(h.name.clone());
+            }
+        }
         let host = restore_host(
-            &hosts,
-            &self.node.catalog.jobs()?,
+            &candidates,
+            &restoring,
             &r.to_host,
             now_ms(),
             self.node.max_restored_servers,
         )?;
-        let engine = hosts
+        let engine = self
+            .node
+            .catalog
+            .hosts_of_service(&backup.service)?
             .iter()
             .flat_map(|h| h.members.iter())
             .find(|m| m.service == backup.service)
@@ -595,8 +616,12 @@ impl OperatorApi {
         backup: strongbox_proto::catalog::BackupRecord,
         yes: bool,
     ) -> Result<Response<JobInfo>, Status> {
-        let (host, engine) =
-            backup_host(&self.node.catalog.hosts()?, &backup.service, "", now_ms())?;
+        let (host, engine) = backup_host(
+            &self.node.catalog.hosts_of_service(&backup.service)?,
+            &backup.service,
+            "",
+            now_ms(),
+        )?;
         if !yes {
             return Err(Status::failed_precondition(format!(
                 "an in-place restore replaces the live data of {} on host {host} with backup {} (taken {}); a pre-restore backup of the current data is taken first. Add --yes to go ahead, or restore onto a spare with --to-host or --to-region to look first",

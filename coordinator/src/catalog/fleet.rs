@@ -7,7 +7,7 @@
 //! [`ROLE_HISTORY`]); nothing purges or expires a held backup or one inside the policy's lock;
 //! expiry removes only what retention, evaluated at the command's own time, expires.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use prost::Message;
 use strongbox_proto::catalog::{
@@ -18,7 +18,7 @@ use strongbox_proto::catalog::{
 use strongbox_proto::v1::{BackupKind, MemberRole, ServiceAction};
 
 use super::refusal::{Applied, Refusal};
-use super::{backup_key, remove_backup, Catalog};
+use super::{put_backup, remove_backup, Catalog};
 use crate::policy::effective::{describe, overlay, resolve, validate, Effective};
 use crate::policy::retention::evaluate;
 use crate::policy::time::rfc3339;
@@ -138,14 +138,23 @@ impl Catalog {
         touched.sort_unstable();
         touched.dedup();
         let touched_set: HashSet<&str> = touched.iter().copied().collect();
-        // The members of every host for the touched services, with this host's new report.
-        let hosts = self.hosts()?;
+        // The members of the touched services' hosts (through `hosts-service/`, never every
+        // host), with this host's new report.
+        // Each other host is read once, however many touched services it claims.
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for service in &touched {
+            names.extend(
+                self.index_ids(super::index::HOSTS_BY_SERVICE, service)?
+                    .into_iter()
+                    .filter(|n| *n != host.name),
+            );
+        }
+        let mut hosts: Vec<HostRecord> = Vec::new();
+        for name in &names {
+            hosts.extend(self.host(name)?);
+        }
         let mut members_of: HashMap<&str, Vec<(&str, &MemberRecord)>> = HashMap::new();
-        for h in hosts
-            .iter()
-            .filter(|h| h.name != host.name)
-            .chain(std::iter::once(host))
-        {
+        for h in hosts.iter().chain(std::iter::once(host)) {
             for m in &h.members {
                 if touched_set.contains(m.service.as_str()) {
                     members_of
@@ -276,7 +285,7 @@ impl Catalog {
         } else {
             String::new()
         };
-        batch.insert(backup_key(&b.id), b.encode_to_vec());
+        put_backup(batch, &b);
         Ok(if h.held {
             format!("hold backup {} of {} ({})", b.id, b.service, h.reason)
         } else {
@@ -361,11 +370,14 @@ impl Catalog {
 
     /// The backups of `service`, for retention.
     pub fn service_backups(&self, service: &str) -> crate::error::Result<Vec<BackupRecord>> {
-        Ok(self
-            .backups()?
-            .into_iter()
-            .filter(|b| b.service == service)
-            .collect())
+        // Through `backups-service/`, not every backup.
+        let mut out = Vec::new();
+        for id in self.index_ids(super::index::BACKUPS_BY_SERVICE, service)? {
+            if let Some(b) = self.backup(&id)? {
+                out.push(b);
+            }
+        }
+        Ok(out)
     }
 
     pub(super) fn expire_backups(

@@ -17,13 +17,13 @@
 
 use std::collections::BTreeSet;
 
-use prost::Message;
 use strongbox_proto::catalog::{BindHost, HostRecord, HostSession, MemberRecord, RegisterHost};
 
 use strongbox_proto::v1::{FailureClass, JobKind, JobState};
 
+use super::index::{put_host, put_job, remove_host, OPEN_BY_HOST};
 use super::refusal::{Applied, Refusal};
-use super::{host_key, put_job, Catalog, OPEN_BY_HOST};
+use super::Catalog;
 
 impl Catalog {
     /// An agent's registration or heartbeat: its claims, split by the host's bindings.
@@ -99,7 +99,7 @@ impl Catalog {
                 batch,
             )?;
         }
-        batch.insert(host_key(&r.host), rec.encode_to_vec());
+        put_host(batch, previous.as_ref(), &rec);
         let mut what = format!("register host {}", r.host);
         if !first_use.is_empty() {
             what.push_str(&format!(" (bound on first use: {})", first_use.join(", ")));
@@ -136,7 +136,7 @@ impl Catalog {
         if s.open {
             rec.session_id = s.session_id.clone();
             rec.away_since_unix_ms = 0;
-            batch.insert(host_key(&s.host), rec.encode_to_vec());
+            put_host(batch, None, &rec);
             return Ok(format!(
                 "session {} of host {} opened on {}",
                 s.session_id, s.host, s.node
@@ -167,7 +167,7 @@ impl Catalog {
         }
         rec.session_id.clear();
         rec.away_since_unix_ms = unix_ms.saturating_sub(s.grace_ms).max(1);
-        batch.insert(host_key(&s.host), rec.encode_to_vec());
+        put_host(batch, None, &rec);
         Ok(format!(
             "session {} of host {} ended; {failed} open job(s) failed: {reason}",
             s.session_id, s.host
@@ -233,9 +233,9 @@ impl Catalog {
         let never_registered = rec.registered_unix_ms == 0;
         if never_registered && rec.bound_services.is_empty() && !rec.spare_approved {
             // Only bindings made it, and none is left.
-            batch.remove(host_key(&b.host));
+            remove_host(batch, &rec);
         } else {
-            batch.insert(host_key(&b.host), rec.encode_to_vec());
+            put_host(batch, previous.as_ref(), &rec);
         }
         let mut parts = Vec::new();
         if !b.grant.is_empty() {

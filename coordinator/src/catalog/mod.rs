@@ -2,12 +2,15 @@
 //! here, in log order, on every node.
 //!
 //! One sled tree `catalog`, keys by table: `applied` (the last applied log index), `format`
-//! (the record format, [`format`]), `clock` (the agreed time), `region/<name>`, `host/<name>`, `node/<id>`, `backup/<id>`, `manifest/<id>` (committed
-//! manifests → their backup), `job/<id>` and its indexes (`jobs-open-service/`,
-//! `jobs-open-host/`, `jobs-waiting/`, see [`put_job`]), `service/<name>`, `policy/<service>`
-//! (`policy/` alone: the region default), `req/<request id>` (the outcome of each command, for
-//! idempotency), `audit/<index>`. Values are protobuf records (`strongbox.catalog.v1`, with
-//! the vocabulary's enums); a refused command is a [`refusal::Refusal`].
+//! (the record format, [`format`]), `clock` (the agreed time), `region/<name>`,
+//! `host/<name>`, `node/<id>`, `backup/<id>`, `manifest/<id>` (committed manifests → their
+//! backup), `job/<id>`, `service/<name>`, `policy/<service>` (`policy/` alone: the region
+//! default), `req/<request id>` (the outcome of each command, for idempotency),
+//! `audit/<index>`; and the indexes of jobs, backups and hosts ([`index`]: open jobs by
+//! service and host, waiting jobs, finished jobs by time, backups by service, hosts by
+//! service, spares), written with their records. Values are protobuf records
+//! (`strongbox.catalog.v1`, with the vocabulary's enums); a refused command is a
+//! [`refusal::Refusal`].
 //!
 //! Invariants: applying is deterministic (all it reads is the command and the catalog); the
 //! changes of an entry and the new applied index are written in one atomic batch, so after a
@@ -16,7 +19,9 @@
 //! never a crash; a job's state only moves forward (waiting → pending → running → completed |
 //! failed; a job waits for the job named in `after_job`, and fails if that one fails) and
 //! only its own host reports on it; a backup is `completed` only by a `CommitBackup`, and a
-//! committed backup never changes again but by purge.
+//! committed backup never changes again but by purge. No apply step reads a whole record
+//! kind: it reads the records its command names and what the indexes list for them
+//! (`tests/reads.rs` counts the records each command reads on a large catalog).
 
 use prost::Message;
 use strongbox_proto::catalog::{
@@ -32,9 +37,11 @@ use crate::error::{Error, Result};
 mod fleet;
 pub mod format;
 mod hosts;
+mod index;
 pub mod refusal;
 pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
+use index::{put_backup, put_host, put_job, remove_backup, remove_job, OPEN_BY_HOST};
 use refusal::{Applied, Refusal};
 
 const KEY_APPLIED: &[u8] = b"applied";
@@ -54,6 +61,9 @@ pub const TICK_EVERY_MS: u64 = 60_000;
 #[derive(Clone)]
 pub struct Catalog {
     tree: sled::Tree,
+    /// Records decoded so far (every read of a record, through `get` or a scan): what the
+    /// test of "no apply step or handler reads a whole kind" counts.
+    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn host_key(name: &str) -> Vec<u8> {
@@ -77,65 +87,8 @@ fn manifest_key(id: &[u8]) -> Vec<u8> {
     [b"manifest/".as_slice(), id].concat()
 }
 
-/// Removes a backup and its manifest's index entry.
-fn remove_backup(batch: &mut sled::Batch, b: &BackupRecord) {
-    batch.remove(backup_key(&b.id));
-    if !b.manifest_id.is_empty() {
-        batch.remove(manifest_key(&b.manifest_id));
-    }
-}
-
 fn job_key(id: &str) -> Vec<u8> {
     [b"job/".as_slice(), id.as_bytes()].concat()
-}
-
-/// Index keys of a job (empty values, written in the same batch as the job by [`put_job`]):
-/// `jobs-open-service/<service>\0<id>` and `jobs-open-host/<host>\0<id>` while it is
-/// unfinished, `jobs-waiting/<after_job>\0<id>` while it waits. Names never hold a NUL.
-fn index_key(table: &str, by: &str, id: &str) -> Vec<u8> {
-    [table.as_bytes(), b"/", by.as_bytes(), b"\0", id.as_bytes()].concat()
-}
-
-fn index_prefix(table: &str, by: &str) -> Vec<u8> {
-    [table.as_bytes(), b"/", by.as_bytes(), b"\0"].concat()
-}
-
-const OPEN_BY_SERVICE: &str = "jobs-open-service";
-const OPEN_BY_HOST: &str = "jobs-open-host";
-const WAITING_ON: &str = "jobs-waiting";
-
-/// Writes a job and its index entries: the ones its state calls for, the others removed.
-fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
-    let open = !j.state().is_final();
-    for (table, by, keep) in [
-        (OPEN_BY_SERVICE, j.service.as_str(), open),
-        (OPEN_BY_HOST, j.host.as_str(), open),
-        (
-            WAITING_ON,
-            j.after_job.as_str(),
-            j.state() == JobState::Waiting,
-        ),
-    ] {
-        let key = index_key(table, by, &j.id);
-        if keep {
-            batch.insert(key, &[] as &[u8]);
-        } else {
-            batch.remove(key);
-        }
-    }
-    batch.insert(job_key(&j.id), j.encode_to_vec());
-}
-
-/// Removes a job and its index entries.
-fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
-    for (table, by) in [
-        (OPEN_BY_SERVICE, j.service.as_str()),
-        (OPEN_BY_HOST, j.host.as_str()),
-        (WAITING_ON, j.after_job.as_str()),
-    ] {
-        batch.remove(index_key(table, by, &j.id));
-    }
-    batch.remove(job_key(&j.id));
 }
 
 pub use crate::policy::plan::ABANDONED_MS;
@@ -156,7 +109,10 @@ impl Catalog {
     pub fn open(db: &sled::Db) -> Result<Self> {
         let tree = db.open_tree("catalog")?;
         format::open(&tree)?;
-        Ok(Catalog { tree })
+        Ok(Catalog {
+            tree,
+            reads: Default::default(),
+        })
     }
 
     pub fn applied_index(&self) -> Result<u64> {
@@ -402,7 +358,7 @@ impl Catalog {
                     self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?;
                     put_job(batch, &job);
                 }
-                batch.insert(backup_key(&b.id), rec.encode_to_vec());
+                put_backup(batch, &rec);
                 Ok(format!("commit backup {} of {}", b.id, b.service))
             }
             Some(Op::CreateJob(c)) => {
@@ -458,7 +414,7 @@ impl Catalog {
                                 )));
                             }
                         }
-                        for other in self.jobs_by(OPEN_BY_SERVICE, &j.service)? {
+                        for other in self.jobs_by(index::OPEN_BY_SERVICE, &j.service)? {
                             if other.kind() != JobKind::Backup
                                 || other.service != j.service
                                 || other.state().is_final()
@@ -503,7 +459,7 @@ impl Catalog {
                             attempt: j.attempt,
                             ..Default::default()
                         };
-                        batch.insert(backup_key(&j.backup_id), backup.encode_to_vec());
+                        put_backup(batch, &backup);
                     }
                     JobKind::Restore => {
                         if !j.in_place {
@@ -527,7 +483,7 @@ impl Catalog {
                                 )));
                             }
                             host.restored_servers.push(j.id.clone());
-                            batch.insert(host_key(&host.name), host.encode_to_vec());
+                            put_host(batch, None, &host);
                         }
                         if j.in_place {
                             let carries = self
@@ -681,7 +637,7 @@ impl Catalog {
                             });
                             b.failure = job.failure;
                             b.reason = u.reason.clone();
-                            batch.insert(backup_key(&b.id), b.encode_to_vec());
+                            put_backup(batch, &b);
                         }
                     }
                 }
@@ -733,11 +689,22 @@ impl Catalog {
                 if p.before_unix_ms.saturating_add(JOB_KEEP_MS) > cmd.unix_ms {
                     return Err(Refusal::invalid("jobs are kept at least 90 days"));
                 }
+                // Oldest first, through `jobs-finished/`: what it reads is what it removes.
                 let mut n = 0;
-                for j in self.jobs()? {
-                    if j.state().is_final() && j.updated_unix_ms < p.before_unix_ms {
+                let start = index::prefix(index::FINISHED, "");
+                let end = index::prefix(index::FINISHED, &index::time_key(p.before_unix_ms));
+                for kv in self.tree.range(start..end) {
+                    let (k, _) = kv?;
+                    let id = k
+                        .iter()
+                        .position(|b| *b == 0)
+                        .map(|at| String::from_utf8_lossy(&k[at + 1..]).into_owned())
+                        .unwrap_or_default();
+                    if let Some(j) = self.job(&id)? {
                         remove_job(batch, &j);
                         n += 1;
+                    } else {
+                        batch.remove(k.to_vec());
                     }
                 }
                 Ok(format!("prune {n} finished job(s)"))
@@ -756,7 +723,7 @@ impl Catalog {
         if let Some(mut h) = self.host(host)? {
             if h.restored_servers.iter().any(|j| j == job) {
                 h.restored_servers.retain(|j| j != job);
-                batch.insert(host_key(host), h.encode_to_vec());
+                put_host(batch, None, &h);
             }
         }
         Ok(())
@@ -784,7 +751,7 @@ impl Catalog {
                     b.set_state(BackupState::Failed);
                     b.set_failure(class);
                     b.reason = job.reason.clone();
-                    batch.insert(backup_key(&b.id), b.encode_to_vec());
+                    put_backup(batch, &b);
                 }
             }
         }
@@ -830,7 +797,7 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> std::result::Result<(), Refusal> {
-        for mut w in self.jobs_by(WAITING_ON, first)? {
+        for mut w in self.jobs_by(index::WAITING_ON, first)? {
             if w.after_job != first || w.state() != JobState::Waiting {
                 continue;
             }
@@ -896,8 +863,21 @@ impl Catalog {
     fn scan<M: Message + Default>(&self, prefix: &[u8], what: &'static str) -> Result<Vec<M>> {
         self.tree
             .scan_prefix(prefix)
-            .map(|kv| decode(what, &kv?.1))
+            .map(|kv| self.decode(what, &kv?.1))
             .collect()
+    }
+
+    /// Decodes one record, counting it ([`Catalog::records_read`]).
+    fn decode<M: Message + Default>(&self, what: &'static str, bytes: &[u8]) -> Result<M> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        decode(what, bytes)
+    }
+
+    /// How many records this catalog (and its clones) decoded since it was opened: a test
+    /// measures what one command or one question reads.
+    pub fn records_read(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn hosts(&self) -> Result<Vec<HostRecord>> {
@@ -913,7 +893,10 @@ impl Catalog {
     }
 
     fn get<M: Message + Default>(&self, key: &[u8], what: &'static str) -> Result<Option<M>> {
-        self.tree.get(key)?.map(|b| decode(what, &b)).transpose()
+        self.tree
+            .get(key)?
+            .map(|b| self.decode(what, &b))
+            .transpose()
     }
 
     pub fn backup(&self, id: &str) -> Result<Option<BackupRecord>> {
@@ -935,14 +918,53 @@ impl Catalog {
 
     /// The jobs an index lists under `by` (a job the index names but that is gone is skipped).
     fn jobs_by(&self, table: &str, by: &str) -> Result<Vec<JobRecord>> {
-        let prefix = index_prefix(table, by);
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            let id = &k[prefix.len()..];
-            let id = std::str::from_utf8(id).map_err(|e| Error::corrupt("job index", e))?;
-            if let Some(j) = self.job(id)? {
+        for id in self.index_ids(table, by)? {
+            if let Some(j) = self.job(&id)? {
                 out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids an index lists under `by`, in key order.
+    fn index_ids(&self, table: &str, by: &str) -> Result<Vec<String>> {
+        let prefix = index::prefix(table, by);
+        self.tree
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, _) = kv?;
+                String::from_utf8(k[prefix.len()..].to_vec())
+                    .map_err(|e| Error::corrupt("catalog index", e))
+            })
+            .collect()
+    }
+
+    /// The hosts that claim a member of `service`, bound or pending (read through
+    /// `hosts-service/`, not every host).
+    pub fn hosts_of_service(&self, service: &str) -> Result<Vec<HostRecord>> {
+        let mut out = Vec::new();
+        for name in self.index_ids(index::HOSTS_BY_SERVICE, service)? {
+            if let Some(h) = self.host(&name)? {
+                let claims = h
+                    .members
+                    .iter()
+                    .chain(&h.pending_members)
+                    .any(|m| m.service == service);
+                if claims {
+                    out.push(h);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The hosts that are spares (read through `hosts-spare/`).
+    pub fn spares(&self) -> Result<Vec<HostRecord>> {
+        let mut out = Vec::new();
+        for name in self.index_ids(index::SPARES, "")? {
+            if let Some(h) = self.host(&name)?.filter(|h| h.spare) {
+                out.push(h);
             }
         }
         Ok(out)
@@ -1019,6 +1041,7 @@ fn is_audited(cmd: &Command) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::index::{OPEN_BY_SERVICE, WAITING_ON};
     use super::*;
     use strongbox_proto::catalog::{Actor, CreateJob, UpdateJob};
     use strongbox_proto::v1::{Engine, MemberRole};

@@ -1,0 +1,155 @@
+//! The catalog's indexes, and the writers that keep them with their records: a record that
+//! has an index is written only through [`put_job`], [`put_backup`] or [`put_host`] (and
+//! removed through their `remove_*`), which write its index entries in the same batch.
+//!
+//! An index entry is a key with an empty value: `<table>/<by>\0<id>` (names never hold a
+//! NUL). The tables:
+//! - `jobs-open-service/<service>`, `jobs-open-host/<host>`: unfinished jobs;
+//! - `jobs-waiting/<after_job>`: jobs waiting for another to end;
+//! - `jobs-finished/<finished ms, 20 digits>`: finished jobs, oldest first (pruning);
+//! - `backups-service/<service>`: every backup of a service (retention, holds);
+//! - `hosts-service/<service>`: hosts that claim a member of a service, bound or pending
+//!   (primaries, a backup's host);
+//! - `hosts-spare/`: hosts that are spares (a restore's host).
+//!
+//! Invariants: an index lists at least every record it should (written in the record's
+//! batch); readers check each record they get through an index against what they need (an
+//! entry left by two writes of one record in one batch is harmless), so a read through an
+//! index costs the records it names, never a whole kind.
+
+use prost::Message;
+use strongbox_proto::catalog::{BackupRecord, HostRecord, JobRecord};
+use strongbox_proto::v1::JobState;
+
+use super::{backup_key, host_key, job_key, manifest_key};
+
+pub const OPEN_BY_SERVICE: &str = "jobs-open-service";
+pub const OPEN_BY_HOST: &str = "jobs-open-host";
+pub const WAITING_ON: &str = "jobs-waiting";
+pub const FINISHED: &str = "jobs-finished";
+pub const BACKUPS_BY_SERVICE: &str = "backups-service";
+pub const HOSTS_BY_SERVICE: &str = "hosts-service";
+pub const SPARES: &str = "hosts-spare";
+
+/// The key of `id` in index `table` under `by`.
+pub fn key(table: &str, by: &str, id: &str) -> Vec<u8> {
+    [table.as_bytes(), b"/", by.as_bytes(), b"\0", id.as_bytes()].concat()
+}
+
+/// The prefix of every key of index `table` under `by`.
+pub fn prefix(table: &str, by: &str) -> Vec<u8> {
+    [table.as_bytes(), b"/", by.as_bytes(), b"\0"].concat()
+}
+
+/// A time as an index's `by`: 20 digits, so that keys sort by time.
+pub fn time_key(unix_ms: u64) -> String {
+    format!("{unix_ms:020}")
+}
+
+fn set(batch: &mut sled::Batch, key: Vec<u8>, keep: bool) {
+    if keep {
+        batch.insert(key, &[] as &[u8]);
+    } else {
+        batch.remove(key);
+    }
+}
+
+/// Writes a job and its index entries: the ones its state calls for, the others removed. A
+/// job that just ended gets its `finished_unix_ms` (its `updated_unix_ms`), once.
+pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
+    let finished;
+    let j = if j.state().is_final() && j.finished_unix_ms == 0 {
+        let mut done = j.clone();
+        done.finished_unix_ms = j.updated_unix_ms.max(1);
+        finished = done;
+        &finished
+    } else {
+        j
+    };
+    let open = !j.state().is_final();
+    for (table, by, keep) in [
+        (OPEN_BY_SERVICE, j.service.as_str(), open),
+        (OPEN_BY_HOST, j.host.as_str(), open),
+        (
+            WAITING_ON,
+            j.after_job.as_str(),
+            j.state() == JobState::Waiting,
+        ),
+    ] {
+        set(batch, key(table, by, &j.id), keep);
+    }
+    if j.finished_unix_ms != 0 {
+        set(
+            batch,
+            key(FINISHED, &time_key(j.finished_unix_ms), &j.id),
+            true,
+        );
+    }
+    batch.insert(job_key(&j.id), j.encode_to_vec());
+}
+
+/// Removes a job and its index entries.
+pub fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
+    for (table, by) in [
+        (OPEN_BY_SERVICE, j.service.as_str()),
+        (OPEN_BY_HOST, j.host.as_str()),
+        (WAITING_ON, j.after_job.as_str()),
+    ] {
+        batch.remove(key(table, by, &j.id));
+    }
+    if j.finished_unix_ms != 0 {
+        batch.remove(key(FINISHED, &time_key(j.finished_unix_ms), &j.id));
+    }
+    batch.remove(job_key(&j.id));
+}
+
+/// Writes a backup and its entry in `backups-service/` (a backup's service never changes).
+pub fn put_backup(batch: &mut sled::Batch, b: &BackupRecord) {
+    set(batch, key(BACKUPS_BY_SERVICE, &b.service, &b.id), true);
+    batch.insert(backup_key(&b.id), b.encode_to_vec());
+}
+
+/// Removes a backup, its manifest's index entry and its entry in `backups-service/`.
+pub fn remove_backup(batch: &mut sled::Batch, b: &BackupRecord) {
+    batch.remove(key(BACKUPS_BY_SERVICE, &b.service, &b.id));
+    batch.remove(backup_key(&b.id));
+    if !b.manifest_id.is_empty() {
+        batch.remove(manifest_key(&b.manifest_id));
+    }
+}
+
+/// The services a host claims (bound or pending), for `hosts-service/`.
+fn claimed(h: &HostRecord) -> impl Iterator<Item = &str> {
+    h.members
+        .iter()
+        .chain(&h.pending_members)
+        .map(|m| m.service.as_str())
+}
+
+/// Writes a host and its index entries. `previous` is the record it replaces, read before
+/// this batch (`None` when it is new, or when no indexed field changed: then nothing is
+/// removed).
+pub fn put_host(batch: &mut sled::Batch, previous: Option<&HostRecord>, h: &HostRecord) {
+    if let Some(p) = previous {
+        for service in claimed(p) {
+            batch.remove(key(HOSTS_BY_SERVICE, service, &p.name));
+        }
+        batch.remove(key(SPARES, "", &p.name));
+    }
+    for service in claimed(h) {
+        set(batch, key(HOSTS_BY_SERVICE, service, &h.name), true);
+    }
+    if h.spare {
+        set(batch, key(SPARES, "", &h.name), true);
+    }
+    batch.insert(host_key(&h.name), h.encode_to_vec());
+}
+
+/// Removes a host and its index entries.
+pub fn remove_host(batch: &mut sled::Batch, h: &HostRecord) {
+    for service in claimed(h) {
+        batch.remove(key(HOSTS_BY_SERVICE, service, &h.name));
+    }
+    batch.remove(key(SPARES, "", &h.name));
+    batch.remove(host_key(&h.name));
+}
