@@ -52,7 +52,7 @@ impl Api {
     {
         self.call_status(what, call)
             .await
-            .map_err(|s| status_error(s).context(format!("{what} failed")))
+            .map_err(|s| status_error(s).context(doing(what)))
     }
 
     /// Like [`Api::call`], but the gRPC status is returned as it came, for a caller that
@@ -164,6 +164,34 @@ pub async fn any(args: &ConnectArgs) -> anyhow::Result<Channel> {
 }
 
 /// Turns a gRPC error into a message for people.
+/// What an operator RPC does, in the words of an error message (`starting the backup: …`),
+/// rather than its name in the API.
+pub fn doing(rpc: &str) -> String {
+    match rpc {
+        "BindHost" => "changing what the host serves",
+        "ClusterStatus" => "reading the cluster's status",
+        "CreateBackup" => "starting the backup",
+        "DownloadChunk" => "downloading the backup",
+        "GetJob" => "reading the job",
+        "GetPolicy" => "reading the policy",
+        "HoldBackup" => "changing the backup's hold",
+        "ListAudit" => "reading the audit log",
+        "ListBackups" => "listing the backups",
+        "ListHosts" => "listing the hosts",
+        "ListJobs" => "listing the jobs",
+        "ListServices" => "listing the services",
+        "PurgeBackup" => "purging the backup",
+        "RestoreBackup" => "starting the restore",
+        "SetPolicy" => "changing the policy",
+        "SetServiceState" => "changing the service's state",
+        "ShowBackup" => "reading the backup",
+        "ShowService" => "reading the service",
+        "StopRestore" => "stopping the restored server",
+        other => return format!("{other} failed"),
+    }
+    .to_string()
+}
+
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     if let Some(why) = strongbox_core::connect::tls_failure(&s) {
         return anyhow::anyhow!("the TLS handshake failed: {why}");

@@ -80,9 +80,11 @@ impl Output {
 pub struct Fields(Vec<(String, String)>);
 
 impl Fields {
-    /// Adds a line.
+    /// Adds a line; its control characters are escaped ([`printable`]), so a value that came
+    /// from an agent or an operator (a reason, a name) cannot drive the terminal or forge
+    /// lines.
     pub fn push(&mut self, key: &str, value: impl Into<String>) {
-        self.0.push((key.to_string(), value.into()));
+        self.0.push((key.to_string(), printable(&value.into())));
     }
 
     /// Adds a line when `value` is not empty.

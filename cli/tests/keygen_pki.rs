@@ -70,6 +70,12 @@ fn pki_init_ca_and_issue_write_usable_files() {
     assert_eq!(mode(&ca.join("ca.key")), 0o600);
     let again = strongbox(&["pki", "init-ca", "--dir", ca.to_str().unwrap()]);
     assert!(!again.status.success());
+    // It says what to do, and offers no flag that does not exist.
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("another --dir") && !err.contains("--force"),
+        "{err}"
+    );
 
     let v = ok_json(&[
         "pki",

@@ -9,8 +9,8 @@ use prost::Message;
 use strongbox_coordinator::catalog::format::FORMAT;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_proto::catalog::{
-    command::Op, BackupRecord, BindHost, CatalogSnapshot, CommitBackup, CreateJob, HoldBackup, JobRecord,
-    MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion,
+    command::Op, BackupRecord, BindHost, CatalogSnapshot, CommitBackup, CreateJob, HoldBackup,
+    JobRecord, MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion,
 };
 use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, MemberRole};
 

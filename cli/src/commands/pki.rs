@@ -13,7 +13,19 @@ use crate::views::keys::{CaView, IssuedView};
 pub fn run(cmd: Command, output: Output) -> anyhow::Result<()> {
     match cmd {
         Command::InitCa { dir, name, days } => {
-            let (cert, key) = pki::init_ca_dir(&dir, &name, Validity::days_from_now(days))?;
+            let (cert, key) = match pki::init_ca_dir(&dir, &name, Validity::days_from_now(days)) {
+                Ok(files) => files,
+                // No --force here: a new CA would make every certificate of the old one
+                // worthless, so replacing it is never one flag away.
+                Err(strongbox_core::Error::AlreadyExists { path }) => anyhow::bail!(
+                    "{} exists: {} holds a CA already (every certificate of the fleet trusts \
+                     it). Use another --dir for a new CA; to replace this one, move its files \
+                     away yourself and issue every certificate again",
+                    path.display(),
+                    dir.display()
+                ),
+                Err(e) => return Err(e.into()),
+            };
             output.record(&CaView {
                 ca_cert: cert.display().to_string(),
                 ca_key: key.display().to_string(),

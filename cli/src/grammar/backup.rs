@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use super::DEFAULT_WAIT_SECS;
+use super::{parse_timeout, DEFAULT_WAIT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -22,8 +22,8 @@ pub enum Command {
         /// Wait until the backup completed or failed, showing progress.
         #[arg(long)]
         wait: bool,
-        /// With --wait: give up waiting after this many seconds (the backup goes on).
-        #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
+        /// With --wait: give up waiting after this long (`90s`, `30m`, `6h`; the backup goes on).
+        #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_timeout, value_name = "DUR")]
         timeout: u64,
     },
     /// The backups of a service (every service when none is named), newest first.
@@ -84,8 +84,8 @@ pub enum Command {
         /// Wait until the restore is done and print the new server's connection details.
         #[arg(long)]
         wait: bool,
-        /// With --wait: give up waiting after this many seconds (the restore goes on).
-        #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
+        /// With --wait: give up waiting after this long (`90s`, `30m`, `6h`; the restore goes on).
+        #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_timeout, value_name = "DUR")]
         timeout: u64,
     },
     /// Keep a backup whatever the retention policy says, until `backup unhold`.

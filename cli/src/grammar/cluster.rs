@@ -10,12 +10,13 @@ pub enum Command {
         /// Its gRPC address, HOST:PORT.
         #[arg(long)]
         address: String,
-        /// The name in its certificate.
-        #[arg(long, default_value = "")]
+        /// The name in its certificate (`strongbox pki issue --role node --name NAME`).
+        #[arg(long)]
         name: String,
     },
     /// Remove a node from the cluster.
     RemoveNode {
+        /// The node's Raft id (`strongbox cluster status` lists them).
         #[arg(long)]
         id: u64,
     },

@@ -23,7 +23,24 @@ use clap::{Parser, Subcommand};
 use crate::output::{self, Output};
 
 /// Default wait for `--wait`: long enough for a large dump, short enough to notice a stuck one.
-pub const DEFAULT_WAIT_SECS: u64 = 6 * 3600;
+pub const DEFAULT_WAIT: &str = "6h";
+
+/// `--timeout`: a duration (`90s`, `30m`, `6h`, `1h30m`) or a bare number of seconds, at
+/// least a second; into seconds.
+pub fn parse_timeout(s: &str) -> Result<u64, String> {
+    let secs = match s.trim().parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => strongbox_core::durations::parse(s)? / 1000,
+    };
+    if secs == 0 {
+        return Err(
+            "a timeout under a second gives up before the job can start: give at least 1s \
+             (`90s`, `30m`, `6h`)"
+                .into(),
+        );
+    }
+    Ok(secs)
+}
 
 #[derive(Parser)]
 #[command(
@@ -124,4 +141,23 @@ pub struct ConnectArgs {
         hide_short_help = true
     )]
     pub tls_key: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_durations_or_seconds_and_never_zero() {
+        assert_eq!(parse_timeout("90"), Ok(90));
+        assert_eq!(parse_timeout("90s"), Ok(90));
+        assert_eq!(parse_timeout("30m"), Ok(1800));
+        assert_eq!(parse_timeout(DEFAULT_WAIT), Ok(6 * 3600));
+        assert_eq!(parse_timeout("1h30m"), Ok(5400));
+        for zero in ["0", "0s", "none"] {
+            let e = parse_timeout(zero).expect_err(zero);
+            assert!(e.contains("at least 1s"), "{zero}: {e}");
+        }
+        assert!(parse_timeout("soon").is_err());
+    }
 }

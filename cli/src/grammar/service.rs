@@ -1,4 +1,4 @@
-use super::DEFAULT_WAIT_SECS;
+use super::{parse_timeout, DEFAULT_WAIT};
 
 #[derive(clap::Subcommand)]
 pub enum ServiceCommand {
@@ -30,8 +30,8 @@ pub enum ServiceCommand {
         /// Wait until the final backup completed or failed, showing progress.
         #[arg(long)]
         wait: bool,
-        /// With --wait: give up waiting after this many seconds (the backup goes on).
-        #[arg(long, default_value_t = DEFAULT_WAIT_SECS)]
+        /// With --wait: give up waiting after this long (`90s`, `30m`, `6h`; the backup goes on).
+        #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_timeout, value_name = "DUR")]
         timeout: u64,
     },
 }

@@ -38,8 +38,9 @@ pub fn table(entries: &[AuditEntryView<'_>], now_ms: u64) -> Table {
         t.add_row([
             output::relative(e.unix_ms, now_ms),
             e.index.to_string(),
-            e.actor.to_string(),
-            e.what.to_string(),
+            // What an operator or an agent wrote, escaped: it cannot drive the terminal.
+            output::printable(e.actor),
+            output::printable(e.what),
         ]);
     }
     t

@@ -41,8 +41,14 @@ pub struct JobView<'a> {
     pub phase: &'a str,
     /// A restore: verified, restored_with_errors or failed once it ended; `null` otherwise.
     pub outcome: Option<RestoreOutcome>,
-    /// A restore: where its server runs, for people (`running on spare-1 127.0.0.1:5433`).
-    pub server: Option<String>,
+    /// A restore onto a spare: `running` or `stopped` (`null`: in place, failed, or no
+    /// server yet); where it runs is `result.connection`, when it stopped
+    /// `server_stopped_unix_ms`.
+    pub server: Option<ServerState>,
+    /// Where it runs, for people (`running on spare-1 127.0.0.1:5433`, `stopped 3 minutes
+    /// ago`, `-`).
+    #[serde(skip)]
+    pub server_label: String,
     pub server_stopped_unix_ms: u64,
     pub target_job: &'a str,
 }
@@ -87,11 +93,32 @@ impl<'a> From<&'a JobInfo> for JobView<'a> {
             after_job: &j.after_job,
             phase: &j.phase,
             outcome: RestoreOutcome::of_job(j.state(), j.restore.as_ref()).filter(|_| restore),
-            server: restore.then(|| server_label(j)),
+            server: restore.then(|| server_state(j)).flatten(),
+            server_label: server_label(j),
             server_stopped_unix_ms: j.server_stopped_unix_ms,
             target_job: &j.target_job,
         }
     }
+}
+
+/// Whether a restore's server runs, for scripts.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    Running,
+    Stopped,
+}
+
+/// The state of the server a restore made, if it made one (not in place, not failed).
+fn server_state(j: &JobInfo) -> Option<ServerState> {
+    if j.kind() != JobKind::Restore || j.in_place || j.state() == JobState::Failed {
+        return None;
+    }
+    if j.server_stopped_unix_ms != 0 {
+        return Some(ServerState::Stopped);
+    }
+    let made = connection(j).is_some() || j.state() == JobState::Completed;
+    made.then_some(ServerState::Running)
 }
 
 /// Where the server a restore made runs, for `restore list`: `HOST:PORT` (or the SQLite
@@ -104,6 +131,8 @@ pub fn server_label(j: &JobInfo) -> String {
         return format!("stopped {}", output::ago(j.server_stopped_unix_ms));
     }
     match connection(j) {
+        // An SQLite "server" is its file.
+        Some(c) if c.engine() == Engine::Sqlite => format!("file on {}: {}", j.host, c.data_dir),
         Some(c) if !c.host.is_empty() => format!("running on {} {}:{}", j.host, c.host, c.port),
         Some(c) if !c.data_dir.is_empty() => format!("file on {}: {}", j.host, c.data_dir),
         _ if j.state() == JobState::Completed => format!("running on {}", j.host),
@@ -145,7 +174,7 @@ impl JobView<'_> {
         f.push("service", self.service);
         f.push("backup", self.backup_id);
         f.push("target host", self.host);
-        f.push("server", self.server.clone().unwrap_or_else(|| "-".into()));
+        f.push("server", self.server_label.as_str());
         f.push("created", output::ago(self.created_unix_ms));
         f.push("updated", output::ago(self.updated_unix_ms));
         f.push("requested by", self.requested_by);
@@ -163,7 +192,14 @@ impl JobView<'_> {
         let Some(r) = self.restore() else {
             return f;
         };
-        if let Some(c) = &r.connection {
+        if let Some(c) = r
+            .connection
+            .as_ref()
+            .filter(|c| c.engine() == Engine::Sqlite)
+        {
+            f.push("engine", c.engine().to_string());
+            f.push("file", c.data_dir.as_str());
+        } else if let Some(c) = &r.connection {
             f.push("engine", c.engine().to_string());
             f.push("host", c.host.as_str());
             if c.port != 0 {
@@ -304,7 +340,7 @@ pub fn restore_table(jobs: &[JobView<'_>]) -> comfy_table::Table {
             j.host.to_string(),
             j.state.to_string(),
             j.outcome_label(),
-            j.server.clone().unwrap_or_else(|| "-".into()),
+            j.server_label.clone(),
         ]);
     }
     t

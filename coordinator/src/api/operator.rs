@@ -203,11 +203,30 @@ impl OperatorService for OperatorApi {
             return Err(Status::invalid_argument("node ids start at 1"));
         }
         validate::name("node name", &r.name)?;
-        validate::text("address", &r.address, 300)?;
+        validate::line("address", &r.address, 300)?;
         if r.address.parse::<std::net::SocketAddr>().is_err() && !r.address.contains(':') {
             return Err(Status::invalid_argument(format!(
                 "address {:?} is not HOST:PORT",
                 r.address
+            )));
+        }
+        // A node's id is its identity in Raft: adding one that exists would rewrite a live
+        // member's address. The same node added again is fine (a retried command).
+        self.node.read_barrier().await?;
+        if let Some(n) = self
+            .node
+            .catalog
+            .nodes()?
+            .into_iter()
+            .find(|n| n.id == r.id)
+        {
+            if n.address == r.address && n.name == r.name {
+                return Ok(Response::new(AddNodeResponse {}));
+            }
+            return Err(Status::already_exists(format!(
+                "node {} exists already ({} at {}): pick another id, or remove it first with \
+                 `strongbox cluster remove-node --id {}` (`strongbox cluster status` lists the nodes)",
+                r.id, n.name, n.address, r.id
             )));
         }
         let op = Op::SetNode(SetNode {
@@ -225,6 +244,15 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<RemoveNodeResponse>, Status> {
         let who = require_role(&req, CHANGERS)?;
         let id = req.into_inner().id;
+        if id == 0 {
+            return Err(Status::invalid_argument("node ids start at 1"));
+        }
+        self.node.read_barrier().await?;
+        if !self.node.catalog.nodes()?.iter().any(|n| n.id == id) {
+            return Err(Status::not_found(format!(
+                "no node {id} in this cluster: `strongbox cluster status` lists the nodes"
+            )));
+        }
         self.node
             .apply(&who, Op::RemoveNode(RemoveNode { id }))
             .await?;
@@ -361,7 +389,7 @@ impl OperatorService for OperatorApi {
         let who = require_role(&req, CHANGERS)?;
         let r = req.into_inner();
         validate::name("backup id", &r.backup_id)?;
-        validate::text("reason", &r.reason, validate::MAX_REASON_LEN)?;
+        validate::line("reason", &r.reason, validate::MAX_REASON_LEN)?;
         let backup_id = r.backup_id.clone();
         self.node.read_barrier().await?;
         if self.node.catalog.backup(&backup_id)?.is_none() {

@@ -64,6 +64,21 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), Status> {
     Ok(())
 }
 
+/// One line of text an operator gives (a hold's reason, an address): at most `max` bytes,
+/// and no control characters (a line break or a terminal escape would forge lines in the
+/// tables and the audit log that show it).
+pub fn line(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    text(field, value, max)?;
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(invalid(format!(
+            "{field} holds the control character {:?}: give it on one line, without control \
+             characters",
+            c
+        )));
+    }
+    Ok(())
+}
+
 /// Longest job id: `job-sched-<service>-<slot>-<attempt>` with a 63-character service name.
 pub const MAX_JOB_ID_LEN: usize = 128;
 
@@ -198,6 +213,16 @@ mod tests {
         odd.engine_version = "x".repeat(MAX_VERSION_LEN + 1);
         assert!(members(&[odd]).is_err());
         assert!(members(&[member("-Ah2130706434")]).is_err());
+    }
+
+    #[test]
+    fn an_operators_line_has_no_control_characters() {
+        assert!(line("reason", "INC-42: keep for the audit", 100).is_ok());
+        for bad in ["a\nb", "evil\u{1b}[2J", "x\ry", "tab\there"] {
+            let e = line("reason", bad, 100).expect_err(bad);
+            assert!(e.message().contains("one line"), "{}", e.message());
+        }
+        assert!(line("reason", &"x".repeat(101), 100).is_err());
     }
 
     #[test]

@@ -215,6 +215,13 @@ pub async fn download(
     }
     let keyring = load_keyring(key_file)?;
     let m = open_manifest(api, &info, keyring.clone(), key_file).await?;
+    if format == Format::Sql && manifest_engine(&m) == Engine::Sqlite {
+        bail!(
+            "--format sql is for PostgreSQL backups (converted from pg_dump's archive); backup \
+             {id} is of SQLite and downloads as its database file: download it without \
+             --format, then `sqlite3 FILE .dump` gives SQL (nothing was written)"
+        );
+    }
     let files = plan(&m, format);
     let dir = out.unwrap_or_else(|| PathBuf::from(safe_stem(id)));
     if !force {

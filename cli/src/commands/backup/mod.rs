@@ -380,7 +380,10 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                     bail!("{}", s.message())
                 }
-                Err(s) => return Err(crate::connect::status_error(s).context("PurgeBackup failed")),
+                Err(s) => {
+                    return Err(crate::connect::status_error(s)
+                        .context(crate::connect::doing("PurgeBackup")))
+                }
             }
             output.record(&PurgedView { purged: &id });
         }

@@ -43,10 +43,13 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         "the server runs"
     );
     let listed = restores(&f);
-    let server = listed[0]["server"].as_str().unwrap_or_default().to_string();
+    assert_eq!(listed[0]["server"], "running", "{listed}");
+    // People read where it runs.
+    let shown = cli(&f, &["restore", "show", &first.id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
     assert!(
-        server.starts_with("running on spare-1") && server.contains(&addr),
-        "{listed}"
+        text.contains("running on spare-1") && text.contains(&addr),
+        "{text}"
     );
 
     // The spare is full: a second restore onto it is refused, naming what to stop.
@@ -102,8 +105,9 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         .iter()
         .find(|j| j["id"] == first.id.as_str())
         .expect("the first restore is listed");
+    assert_eq!(stopped["server"], "stopped", "{stopped}");
     assert!(
-        stopped["server"].as_str().unwrap().starts_with("stopped"),
+        stopped["server_stopped_unix_ms"].as_u64().unwrap_or(0) > 0,
         "{stopped}"
     );
     let shown = cli(&f, &["restore", "show", &first.id]);

@@ -168,6 +168,8 @@ fn cluster_status_shows_roles_indexes_and_unreachable_nodes() {
             "9",
             "--address",
             "127.0.0.1:1",
+            "--name",
+            "node-9",
         ],
     );
     assert!(!denied.status.success());
@@ -176,6 +178,46 @@ fn cluster_status_shows_roles_indexes_and_unreachable_nodes() {
         err.contains("permission denied") && err.contains("operator"),
         "{err}"
     );
+
+    // An operator cannot rewrite a live node by adding its id again, nor remove a node that
+    // is not there: both are refused, and nothing changes.
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
+    let live = c.ids().into_iter().find(|i| *i != victim).unwrap();
+    let again = strongbox(
+        &c,
+        &operator,
+        &[
+            "cluster",
+            "add-node",
+            "--id",
+            &live.to_string(),
+            "--address",
+            "127.0.0.1:1",
+            "--name",
+            "node-x",
+        ],
+    );
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("exists already") && err.contains("remove-node"),
+        "{again:?}"
+    );
+    let gone = strongbox(&c, &operator, &["cluster", "remove-node", "--id", "99"]);
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        !gone.status.success() && err.contains("no node 99"),
+        "{gone:?}"
+    );
+    let now = status_json(&c, &viewer).expect("status");
+    let kept = now["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == live)
+        .expect("the live node")
+        .clone();
+    assert_ne!(kept["address"], "127.0.0.1:1", "{now}");
+    assert_eq!(now["nodes"].as_array().unwrap().len(), 3, "{now}");
 }
 
 /// `strongbox host list|approve|revoke` as an operator runs them against real agents: a
