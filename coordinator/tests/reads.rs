@@ -8,7 +8,7 @@ use common::{CallerRole, Sim};
 
 use strongbox_proto::catalog::{
     command::Op, BackupRecord, BindHost, CommitBackup, CreateJob, ExpireBackups, HostSession,
-    JobRecord, MemberRecord, PruneJobs, RegisterHost, Tick, UpdateJob,
+    JobRecord, MemberRecord, PruneHistory, RegisterHost, Tick, UpdateJob,
 };
 use strongbox_proto::v1::{BackupKind, Engine, JobKind, JobState, MemberRole};
 
@@ -270,13 +270,14 @@ fn commands_and_questions_read_what_they_name_not_whole_kinds() {
         &mut sim,
         CallerRole::Node,
         prune_at,
-        Op::PruneJobs(PruneJobs {
-            before_unix_ms: T0 + DAY + DAY / 2,
+        Op::PruneHistory(PruneHistory {
+            jobs_before_unix_ms: T0 + DAY + DAY / 2,
+            ..Default::default()
         }),
     );
     let pruned = (jobs / BACKUPS_A_SERVICE) as u64;
     measured.push((
-        "PruneJobs (beyond what it forgets)",
+        "PruneHistory (beyond what it forgets)",
         (sim.catalog.records_read() - before).saturating_sub(pruned),
     ));
     assert!(

@@ -425,8 +425,9 @@ fn a_pass_on_a_clock_far_ahead_deletes_nothing_and_says_why() {
         CallerRole::Node,
         None,
         ahead,
-        Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
-            before_unix_ms: ahead - 91 * DAY,
+        Op::PruneHistory(strongbox_proto::catalog::PruneHistory {
+            jobs_before_unix_ms: ahead - 91 * DAY,
+            ..Default::default()
         }),
     );
     assert!(e.contains("ahead"), "{e}");

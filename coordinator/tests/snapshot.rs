@@ -17,7 +17,7 @@ use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, Me
 const T0: u64 = 1_800_000_000_000;
 
 /// Every kind of key the catalog writes (catalog/mod.rs), each present after the commands below.
-const KINDS: [&str; 20] = [
+const KINDS: [&str; 21] = [
     "applied",
     "format",
     "clock",
@@ -37,6 +37,7 @@ const KINDS: [&str; 20] = [
     "hosts-service/",
     "hosts-spare/",
     "req/",
+    "req-time/",
     "audit/",
 ];
 

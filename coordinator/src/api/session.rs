@@ -157,17 +157,27 @@ pub async fn run(
     let host = who.name.clone();
     let session_id = uuid::Uuid::now_v7().to_string();
     tracing::info!(host = %host, session = %session_id, "agent session opened");
-    let recorded = match node
-        .apply(
+    let mut stopping = node.stopping.subscribe();
+    // The node may be told to stop while the session's opening is still being committed: the
+    // agent is told to go elsewhere then too, not left waiting for a commit that never comes.
+    let opened = tokio::select! {
+        r = node.apply(
             &who,
             Op::HostSession(session_op(&node, &host, &session_id, true)),
-        )
-        .await
-    {
-        Ok(()) => true,
-        Err(e) => {
+        ) => Some(r),
+        _ = stopping.wait_for(|s| *s) => None,
+    };
+    let recorded = match opened {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
             tracing::warn!(host = %host, error = %e.message(), "could not record the session; its end will not fail the host's jobs");
             false
+        }
+        None => {
+            let _ = tx.send(Err(stopping_status(&node))).await;
+            drop(slot);
+            tracing::info!(host = %host, session = %session_id, "agent session closed: the node is stopping");
+            return;
         }
     };
     let mut node_stopping = false;
@@ -179,7 +189,6 @@ pub async fn run(
     let mut refused = 0u64;
     let mut sent: HashSet<String> = HashSet::new();
     let mut status = node.raft.subscribe();
-    let mut stopping = node.stopping.subscribe();
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -220,12 +229,7 @@ pub async fn run(
                 if !stop {
                     continue;
                 }
-                let _ = tx
-                    .send(Err(Status::unavailable(format!(
-                        "node {} is stopping: reconnect to another node of the region",
-                        node.name
-                    ))))
-                    .await;
+                let _ = tx.send(Err(stopping_status(&node))).await;
                 node_stopping = true;
                 break;
             }
@@ -333,6 +337,14 @@ async fn end_after_grace(node: Arc<NodeContext>, host: String, session_id: Strin
             tracing::info!(host = %host, session = %session_id, reason = %e.message(), "session end not recorded")
         }
     }
+}
+
+/// What a session's agent is told when the node stops: go to another node.
+fn stopping_status(node: &NodeContext) -> Status {
+    Status::unavailable(format!(
+        "node {} is stopping: reconnect to another node of the region",
+        node.name
+    ))
 }
 
 /// Takes one message of the agent: a heartbeat records the host's members (when they changed

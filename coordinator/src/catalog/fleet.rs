@@ -15,7 +15,7 @@ use strongbox_proto::catalog::{
     RegionRecord, RoleChange, ServiceRecord, SetPolicy, SetRegion, SetServiceState,
 };
 
-use strongbox_proto::v1::{BackupKind, MemberRole, ServiceAction};
+use strongbox_proto::v1::{BackupKind, BackupState, MemberRole, ServiceAction};
 
 use super::refusal::{Applied, Refusal};
 use super::{put_backup, remove_backup, Catalog};
@@ -401,7 +401,11 @@ impl Catalog {
                 remove_backup(batch, b);
                 // A scheduled backup's job remembers that its slot was served and its backup
                 // expired by the policy (not lost): the scheduler does not take it again.
-                if b.kind() == BackupKind::Scheduled && b.slot_unix_ms > 0 {
+                // (Not a failed one: its slot was not served.)
+                if b.kind() == BackupKind::Scheduled
+                    && b.state() == BackupState::Completed
+                    && b.slot_unix_ms > 0
+                {
                     let id = crate::policy::plan::scheduled_job_id(
                         &b.service,
                         b.slot_unix_ms,

@@ -36,12 +36,14 @@ use crate::error::{Error, Result};
 
 mod fleet;
 pub mod format;
+mod history;
 mod hosts;
 mod index;
+pub use history::{AUDIT_KEEP_MS, JOB_KEEP_MS, REQUEST_KEEP_MS};
 pub mod refusal;
 pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
-use index::{put_backup, put_host, put_job, remove_backup, remove_job, OPEN_BY_HOST};
+use index::{put_backup, put_host, put_job, remove_backup, OPEN_BY_HOST};
 use refusal::{Applied, Refusal};
 
 const KEY_APPLIED: &[u8] = b"applied";
@@ -93,8 +95,10 @@ fn job_key(id: &str) -> Vec<u8> {
 
 pub use crate::policy::plan::ABANDONED_MS;
 
-/// Finished jobs stay in the catalog this long (then `PruneJobs` forgets them).
-pub const JOB_KEEP_MS: u64 = 90 * 24 * 60 * 60 * 1000;
+/// The prefix of every audit entry's key (in log order).
+fn audit_key_prefix() -> &'static [u8] {
+    b"audit/"
+}
 
 fn audit_key(index: u64) -> Vec<u8> {
     [b"audit/".as_slice(), &index.to_be_bytes()].concat()
@@ -197,6 +201,10 @@ impl Catalog {
         }
         if !cmd.request_id.is_empty() {
             batch.insert(req_key(&cmd.request_id), outcome.encode_to_vec());
+            batch.insert(
+                history::request_time_key(cmd.unix_ms, &cmd.request_id),
+                &[] as &[u8],
+            );
         }
         batch.insert(KEY_APPLIED, &index.to_be_bytes());
         self.tree.apply_batch(batch)?;
@@ -682,33 +690,7 @@ impl Catalog {
             Some(Op::SetServiceState(s)) => self.set_service_state(s, cmd.unix_ms, batch),
             Some(Op::ExpireBackups(e)) => self.expire_backups(e, cmd.unix_ms, batch),
             Some(Op::SetRegion(r)) => self.set_region(r, cmd.unix_ms, batch),
-            Some(Op::PruneJobs(p)) => {
-                if let Some(why) = self.implausible_time(cmd.unix_ms)? {
-                    return Err(Refusal::Time(format!("pruning jobs refused: {why}")));
-                }
-                if p.before_unix_ms.saturating_add(JOB_KEEP_MS) > cmd.unix_ms {
-                    return Err(Refusal::invalid("jobs are kept at least 90 days"));
-                }
-                // Oldest first, through `jobs-finished/`: what it reads is what it removes.
-                let mut n = 0;
-                let start = index::prefix(index::FINISHED, "");
-                let end = index::prefix(index::FINISHED, &index::time_key(p.before_unix_ms));
-                for kv in self.tree.range(start..end) {
-                    let (k, _) = kv?;
-                    let id = k
-                        .iter()
-                        .position(|b| *b == 0)
-                        .map(|at| String::from_utf8_lossy(&k[at + 1..]).into_owned())
-                        .unwrap_or_default();
-                    if let Some(j) = self.job(&id)? {
-                        remove_job(batch, &j);
-                        n += 1;
-                    } else {
-                        batch.remove(k.to_vec());
-                    }
-                }
-                Ok(format!("prune {n} finished job(s)"))
-            }
+            Some(Op::PruneHistory(p)) => self.prune_history(p, cmd.unix_ms, batch),
             None => Err(Refusal::invalid("empty command")),
         }
     }
@@ -1288,8 +1270,9 @@ mod tests {
         }
         applied(&c, 3, &cmd("r3", t0, other));
         let prune = |before: u64| {
-            Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
-                before_unix_ms: before,
+            Op::PruneHistory(strongbox_proto::catalog::PruneHistory {
+                jobs_before_unix_ms: before,
+                ..Default::default()
             })
         };
         let o = c.apply(4, &cmd("r4", t0 + 1000, prune(t0 + 1))).unwrap();
@@ -1668,8 +1651,9 @@ mod tests {
         assert!(index_entries(&c, OPEN_BY_HOST).is_empty());
         assert!(index_entries(&c, OPEN_BY_SERVICE).is_empty());
         // Pruned jobs leave nothing behind.
-        let prune = Op::PruneJobs(strongbox_proto::catalog::PruneJobs {
-            before_unix_ms: t0 + 1,
+        let prune = Op::PruneHistory(strongbox_proto::catalog::PruneHistory {
+            jobs_before_unix_ms: t0 + 1,
+            ..Default::default()
         });
         // (The voters first agree that the prune's time has come.)
         applied(

@@ -1,6 +1,6 @@
 //! The retention controller: expires, service by service, the completed backups the policy no
 //! longer keeps (their chunks go at the next GC, when no kept manifest names them), and forgets
-//! finished jobs older than [`crate::catalog::JOB_KEEP_MS`].
+//! history past its bounds (finished jobs, request ids, the audit log: `catalog/history.rs`).
 //!
 //! Invariant: it only proposes; the catalog re-evaluates retention at the command's time and
 //! removes only what is still expired then (a hold placed meanwhile wins).
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strongbox_core::clock::now_ms;
-use strongbox_proto::catalog::{command::Op, ExpireBackups, PruneJobs};
+use strongbox_proto::catalog::{command::Op, ExpireBackups};
 
 use super::actor;
 use crate::error::Result;
@@ -67,18 +67,11 @@ pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
     for b in &snap.backups {
         by_service.entry(&b.service).or_default().push(b.clone());
     }
-    let before = now.saturating_sub(crate::catalog::JOB_KEEP_MS);
-    if snap
-        .jobs
-        .iter()
-        .any(|j| j.state().is_final() && j.updated_unix_ms < before)
-    {
-        let cmd = node.command(
-            &actor(node, "retention"),
-            Op::PruneJobs(PruneJobs {
-                before_unix_ms: before,
-            }),
-        );
+    // Forgets history past its bounds (catalog/history.rs), when anything is due: a few
+    // index keys read, not every job. The audit log outlives the longest lock of any policy.
+    let lock_days = snap.max_lock_days();
+    if let Some(prune) = node.catalog.history_due(now, lock_days)? {
+        let cmd = node.command(&actor(node, "retention"), Op::PruneHistory(prune));
         node.submit(cmd).await?;
     }
     let mut expired = 0;

@@ -112,6 +112,15 @@ impl Snapshot {
         resolve(self.region_policy.as_ref(), self.policies.get(service))
     }
 
+    /// The longest lock (`lock_days`) of any policy: the region default's or a service's own.
+    pub fn max_lock_days(&self) -> u32 {
+        std::iter::once(self.policy(""))
+            .chain(self.policies.keys().map(|s| self.policy(s)))
+            .map(|p| p.lock_days)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Jobs not finished whose agent still reports.
     fn live(&self, j: &JobRecord, now: u64) -> bool {
         !j.state().is_final() && now.saturating_sub(j.updated_unix_ms) < ABANDONED_MS

@@ -11,7 +11,11 @@
 //!   failing backups or a clock set forward never leave a service without one;
 //! - a backup newer than `now` is kept (`newer than this clock`): a clock set back must not
 //!   read it as belonging to no period;
-//! - every other completed backup expires. Backups not completed are not retention's business.
+//! - every other completed backup expires;
+//! - a failed backup (it holds no data) is kept while it is the newest failure of its service
+//!   (`the newest failure`, so a service's last failure stays visible), while held, or for
+//!   the `daily` window (at least a day: `failed within N days`); then it expires too, so
+//!   failures do not pile up. Pending and running backups are not retention's business.
 //!
 //! Invariants: the verdict is a pure function of the policy, the backups and `now`; a held,
 //! manual, pre-restore, final or locked backup is never expired; the catalog's apply evaluates
@@ -40,6 +44,10 @@ pub enum Reason {
     Newest(u32),
     /// Created after the time of the evaluation.
     AfterNow,
+    /// A failed backup, the newest of its service.
+    NewestFailure,
+    /// A failed backup younger than the policy's daily window (its days).
+    RecentFailure(u32),
 }
 
 impl std::fmt::Display for Reason {
@@ -57,6 +65,9 @@ impl std::fmt::Display for Reason {
             Reason::Newest(1) => write!(f, "the newest"),
             Reason::Newest(n) => write!(f, "newest #{n}"),
             Reason::AfterNow => write!(f, "newer than this clock"),
+            Reason::NewestFailure => write!(f, "the newest failure"),
+            Reason::RecentFailure(1) => write!(f, "failed within a day"),
+            Reason::RecentFailure(n) => write!(f, "failed within {n} days"),
         }
     }
 }
@@ -225,7 +236,46 @@ pub fn evaluate(
         };
         out.insert(b.id.clone(), v);
     }
+    failures(policy, backups, now, &mut out);
     out
+}
+
+/// The verdicts on a service's failed backups (see the module's rules), into `out`.
+fn failures(
+    policy: &Effective,
+    backups: &[BackupRecord],
+    now: u64,
+    out: &mut BTreeMap<String, Verdict>,
+) {
+    let failed: Vec<&BackupRecord> = backups
+        .iter()
+        .filter(|b| b.state() == BackupState::Failed)
+        .collect();
+    let newest = failed
+        .iter()
+        .max_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)))
+        .map(|b| b.id.as_str());
+    let days = policy.daily.max(1);
+    for b in failed {
+        let mut v = Verdict::default();
+        if b.held {
+            v.keep.push(Reason::Hold);
+        }
+        if Some(b.id.as_str()) == newest {
+            v.keep.push(Reason::NewestFailure);
+        }
+        let end = b.created_unix_ms.saturating_add(u64::from(days) * DAY_MS);
+        if now < end {
+            v.keep.push(Reason::RecentFailure(days));
+        }
+        // Held or the newest: kept until that changes (no time); else until its window ends.
+        v.expires_ms = if b.held || Some(b.id.as_str()) == newest {
+            0
+        } else {
+            end.max(if v.keep.is_empty() { now } else { 0 })
+        };
+        out.insert(b.id.clone(), v);
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +292,46 @@ mod tests {
             created_unix_ms: at,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn failed_backups_expire_but_the_newest_failure_stays() {
+        let mut p = resolve(None, None);
+        p.daily = 3;
+        let t0 = 1_790_000_000_000 - 1_790_000_000_000 % DAY_MS;
+        let failed = |id: &str, at: u64| BackupRecord {
+            state: BackupState::Failed.into(),
+            ..backup(id, BackupKind::Scheduled, at)
+        };
+        let mut held = failed("held", t0 - 30 * DAY_MS);
+        held.held = true;
+        let bs = vec![
+            failed("old", t0 - 10 * DAY_MS),
+            failed("recent", t0 - DAY_MS),
+            failed("older", t0 - 20 * DAY_MS),
+            held,
+            backup("ok", BackupKind::Scheduled, t0),
+        ];
+        let v = evaluate(&p, &bs, t0 + 1000);
+        assert!(v["old"].expired(), "{:?}", v["old"]);
+        assert!(v["older"].expired(), "{:?}", v["older"]);
+        assert_eq!(
+            v["recent"].explain(),
+            "the newest failure, failed within 3 days"
+        );
+        assert_eq!(v["recent"].expires_ms, 0);
+        assert_eq!(v["held"].explain(), "hold");
+        // Past its window, the newest failure still stays: a service's last failure is seen.
+        let v = evaluate(&p, &bs, t0 + 30 * DAY_MS);
+        assert_eq!(v["recent"].explain(), "the newest failure");
+        // A failure that is neither the newest nor held ends with its window.
+        let v = evaluate(&p, &bs, t0 - DAY_MS / 2);
+        assert_eq!(v["old"].expires_ms, t0 - DAY_MS / 2, "expired: now");
+        let two = vec![failed("a", t0), failed("b", t0 + 1)];
+        let v = evaluate(&p, &two, t0 + 2);
+        assert_eq!(v["a"].expires_ms, t0 + 3 * DAY_MS);
+        assert!(!v["a"].expired());
+        assert!(v["a"].keep.contains(&Reason::RecentFailure(3)));
     }
 
     #[test]
