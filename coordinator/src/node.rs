@@ -39,7 +39,7 @@ pub struct NodeContext {
     /// The chunks each committed backup may serve to restores and downloads.
     pub scopes: crate::chunks::scopes::BackupScopes,
     /// The agent sessions open on this node, by host.
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// What each background worker did last (`cluster status`).
     pub workers: crate::worker::Statuses,
     /// Set once the node stops (SIGTERM): sessions end, telling their agents to go to
@@ -157,37 +157,79 @@ impl NodeContext {
     }
 }
 
-/// How many agent sessions each host holds open on this node.
+/// The agent sessions open on this node, by host: how many, and how to wake each when the
+/// host's jobs change (the catalog's hook, [`Sessions::wake`]), so a session learns of a new
+/// job at once rather than at its next poll.
 #[derive(Default)]
 pub struct Sessions {
-    open: Mutex<HashMap<String, usize>>,
+    open: Mutex<HashMap<String, Vec<Arc<tokio::sync::Notify>>>>,
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<tokio::sync::Notify>>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts one more session of `host`, unless it holds `max` already: then `Err` with how
-    /// many it holds. `Ok` with how many it held before.
-    pub fn enter(&self, host: &str, max: usize) -> std::result::Result<usize, usize> {
+    /// many it holds. `Ok` with how many it held before, and what wakes the new session.
+    pub fn enter(
+        &self,
+        host: &str,
+        max: usize,
+    ) -> std::result::Result<(usize, Arc<tokio::sync::Notify>), usize> {
         let mut open = self.lock();
-        let n = open.entry(host.to_string()).or_default();
-        if *n >= max {
-            return Err(*n);
+        let held = open.entry(host.to_string()).or_default();
+        if held.len() >= max {
+            return Err(held.len());
         }
-        *n += 1;
-        Ok(*n - 1)
+        let waker = Arc::new(tokio::sync::Notify::new());
+        held.push(waker.clone());
+        Ok((held.len() - 1, waker))
     }
 
-    /// Counts one session of `host` less.
-    pub fn leave(&self, host: &str) {
+    /// Counts the session that `waker` wakes, of `host`, no more.
+    pub fn leave(&self, host: &str, waker: &Arc<tokio::sync::Notify>) {
         let mut open = self.lock();
-        if let Some(n) = open.get_mut(host) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(held) = open.get_mut(host) {
+            held.retain(|w| !Arc::ptr_eq(w, waker));
+            if held.is_empty() {
                 open.remove(host);
             }
         }
+    }
+
+    /// Wakes every session of `host` (a permit is kept for one that is not waiting, so no
+    /// change between two looks is missed).
+    pub fn wake(&self, host: &str) {
+        if let Some(held) = self.lock().get(host) {
+            for w in held {
+                w.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_reaches_every_session_of_the_host_even_between_two_looks() {
+        let s = Sessions::default();
+        let (_, a) = s.enter("db-1", 2).expect("a place");
+        let (_, b) = s.enter("db-1", 2).expect("a second place");
+        assert_eq!(s.enter("db-1", 2).expect_err("full"), 2);
+        let (_, other) = s.enter("db-2", 2).expect("another host");
+        // Woken while nobody waits: the permit is kept for the next look.
+        s.wake("db-1");
+        a.notified().await;
+        b.notified().await;
+        assert!(
+            futures::FutureExt::now_or_never(other.notified()).is_none(),
+            "another host's session is not woken"
+        );
+        s.leave("db-1", &a);
+        s.leave("db-1", &b);
+        assert!(s.enter("db-1", 1).is_ok(), "both places are free again");
     }
 }

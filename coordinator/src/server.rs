@@ -81,6 +81,12 @@ pub async fn run(config: Config) -> Result<()> {
         transport.clone(),
         initial_peers,
     )?;
+    // A job written for a host wakes that host's sessions on this node at once.
+    let sessions = Arc::new(crate::node::Sessions::default());
+    {
+        let sessions = sessions.clone();
+        catalog.on_jobs_changed(move |host| sessions.wake(host));
+    }
     let ctx = Arc::new(NodeContext {
         id: config.node_id,
         name: me.name.clone(),
@@ -95,7 +101,7 @@ pub async fn run(config: Config) -> Result<()> {
         transport,
         metrics: Arc::default(),
         scopes: Default::default(),
-        sessions: Default::default(),
+        sessions: sessions.clone(),
         workers: Default::default(),
         stopping: tokio::sync::watch::Sender::new(false),
         agent_grace: config.agent_grace,

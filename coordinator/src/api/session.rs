@@ -3,7 +3,9 @@
 //! Invariants: the session speaks for the host in the agent's certificate only; a host holds at
 //! most [`MAX_SESSIONS_PER_HOST`] sessions on one node at once; every job of that host that is
 //! not finished is sent once per session (so an agent that reconnects, to this node or another,
-//! gets its unfinished jobs again and must ignore the ones it is running); a heartbeat writes the
+//! gets its unfinished jobs again and must ignore the ones it is running), as soon as the
+//! catalog writes it: the apply step's hook wakes the host's sessions ([`crate::node::Sessions`];
+//! an idle session costs nothing but a backstop look every 10 s); a heartbeat writes the
 //! catalog only when the host's members changed or its last write is older than a minute
 //! (liveness for spare choice), so a quiet fleet does not flood the Raft log.
 //!
@@ -41,6 +43,10 @@ use strongbox_core::clock::now_ms;
 
 const REFRESH_MS: u64 = 60_000;
 
+/// How often an idle session looks at its host's jobs without being woken: a backstop for a
+/// change the catalog's hook did not report (an installed snapshot).
+const BACKSTOP_POLL: Duration = Duration::from_secs(10);
+
 /// Sessions one host may hold open on one node at once: a reconnecting agent's new session
 /// may overlap its old one for a moment; more than that is refused (`RESOURCE_EXHAUSTED`).
 pub const MAX_SESSIONS_PER_HOST: usize = 2;
@@ -58,12 +64,14 @@ pub const MAX_REFUSALS: u64 = 100;
 pub struct SessionSlot {
     node: Arc<NodeContext>,
     host: String,
+    /// Woken when the host's jobs change (the catalog's hook).
+    changed: Arc<Notify>,
 }
 
 /// Takes a session place for `host` on this node, or refuses when it holds
 /// [`MAX_SESSIONS_PER_HOST`] already.
 pub fn enter(node: &Arc<NodeContext>, host: &str) -> Result<SessionSlot, Status> {
-    let before = node
+    let (before, changed) = node
         .sessions
         .enter(host, MAX_SESSIONS_PER_HOST)
         .map_err(|n| {
@@ -79,12 +87,13 @@ pub fn enter(node: &Arc<NodeContext>, host: &str) -> Result<SessionSlot, Status>
     Ok(SessionSlot {
         node: node.clone(),
         host: host.to_string(),
+        changed,
     })
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.node.sessions.leave(&self.host);
+        self.node.sessions.leave(&self.host, &self.changed);
     }
 }
 
@@ -189,7 +198,10 @@ pub async fn run(
     let mut refused = 0u64;
     let mut sent: HashSet<String> = HashSet::new();
     let mut status = node.raft.subscribe();
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    // Woken when the host's jobs change; the poll is only a backstop (a snapshot installed,
+    // a change the hook did not see).
+    let changed = slot.changed.clone();
+    let mut poll = tokio::time::interval(BACKSTOP_POLL);
     loop {
         tokio::select! {
             msg = inbound.message() => match msg {
@@ -233,6 +245,7 @@ pub async fn run(
                 node_stopping = true;
                 break;
             }
+            _ = changed.notified() => {}
             _ = poll.tick() => {}
             _ = tx.closed() => break,
         }

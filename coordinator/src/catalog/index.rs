@@ -54,6 +54,24 @@ fn set(batch: &mut sled::Batch, key: Vec<u8>, keep: bool) {
     }
 }
 
+thread_local! {
+    /// Hosts whose jobs the command being applied on this thread wrote (apply is synchronous
+    /// and one command at a time): drained by `Catalog::apply` to wake their sessions.
+    static TOUCHED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn touched(host: &str) {
+    TOUCHED.with(|t| t.borrow_mut().push(host.to_string()));
+}
+
+/// The hosts whose jobs were written since the last call, each once.
+pub fn take_touched() -> Vec<String> {
+    let mut hosts = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    hosts.sort_unstable();
+    hosts.dedup();
+    hosts
+}
+
 /// Writes a job and its index entries: the ones its state calls for, the others removed. A
 /// job that just ended gets its `finished_unix_ms` (its `updated_unix_ms`), once.
 pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
@@ -86,6 +104,7 @@ pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
         );
     }
     batch.insert(job_key(&j.id), j.encode_to_vec());
+    touched(&j.host);
 }
 
 /// Removes a job and its index entries.

@@ -66,7 +66,13 @@ pub struct Catalog {
     /// Records decoded so far (every read of a record, through `get` or a scan): what the
     /// test of "no apply step or handler reads a whole kind" counts.
     reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Called with each host whose jobs an applied command wrote (set once by the node: it
+    /// wakes the host's sessions).
+    on_jobs_changed: std::sync::Arc<std::sync::OnceLock<JobsChanged>>,
 }
+
+/// The hook [`Catalog::on_jobs_changed`] sets.
+type JobsChanged = Box<dyn Fn(&str) + Send + Sync>;
 
 fn host_key(name: &str) -> Vec<u8> {
     [b"host/".as_slice(), name.as_bytes()].concat()
@@ -116,6 +122,7 @@ impl Catalog {
         Ok(Catalog {
             tree,
             reads: Default::default(),
+            on_jobs_changed: Default::default(),
         })
     }
 
@@ -155,8 +162,28 @@ impl Catalog {
         Ok(())
     }
 
-    /// Applies one committed command.
+    /// Sets what is called, after a command applied, with each host whose jobs it wrote
+    /// (once; a second call is ignored).
+    pub fn on_jobs_changed(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_jobs_changed.set(Box::new(hook));
+    }
+
+    /// Applies one committed command, then tells the hook which hosts' jobs it wrote.
     pub fn apply(&self, index: u64, data: &[u8]) -> Result<Outcome> {
+        index::take_touched();
+        let outcome = self.apply_command(index, data)?;
+        let hosts = index::take_touched();
+        if outcome.error.is_empty() {
+            if let Some(hook) = self.on_jobs_changed.get() {
+                for host in &hosts {
+                    hook(host);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn apply_command(&self, index: u64, data: &[u8]) -> Result<Outcome> {
         let cmd = match Command::decode(data) {
             Ok(c) => c,
             Err(e) => {
@@ -1590,6 +1617,30 @@ mod tests {
                 String::from_utf8_lossy(&k[table.len() + 1..]).replace('\0', "/")
             })
             .collect()
+    }
+
+    /// The hook hears of the hosts whose jobs a command wrote (so their sessions wake), and
+    /// of nothing for a refused command or one that writes no job.
+    #[test]
+    fn the_hook_hears_of_hosts_whose_jobs_changed() {
+        let (_dir, c) = catalog();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        {
+            let heard = heard.clone();
+            c.on_jobs_changed(move |h| heard.lock().unwrap().push(h.to_string()));
+        }
+        let t0 = 1_000_000;
+        db1_serves_orders(&c, 1, t0);
+        assert!(
+            heard.lock().unwrap().is_empty(),
+            "a registration writes no job"
+        );
+        applied(&c, 2, &cmd("r2", t0, backup_job("j1", "b1")));
+        assert_eq!(*heard.lock().unwrap(), vec!["db-1".to_string()]);
+        // A second backup of the service while one runs is refused: nothing is heard.
+        let o = c.apply(3, &cmd("r3", t0, backup_job("j2", "b2"))).unwrap();
+        assert!(!o.error.is_empty());
+        assert_eq!(heard.lock().unwrap().len(), 1);
     }
 
     /// The job indexes follow every state change: apply steps read the jobs they name, not
