@@ -6,7 +6,7 @@
 mod common;
 use common::{CallerRole, Sim};
 
-use strongbox_coordinator::catalog::{AUDIT_KEEP_MS, JOB_KEEP_MS, REQUEST_KEEP_MS};
+use strongbox_coordinator::catalog::{AUDIT_KEEP_MS, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
 use strongbox_proto::catalog::{command::Op, Policy, PruneHistory, SetPolicy};
 
 const T0: u64 = 1_800_000_000_000;
@@ -203,4 +203,43 @@ fn no_prune_cuts_inside_a_window() {
         let e = sim.apply_as(CallerRole::Node, None, now, prune(p));
         assert!(e.contains(what), "{what}: {e}");
     }
+}
+
+#[test]
+fn a_backlog_is_pruned_over_several_passes_each_bounded() {
+    let mut sim = Sim::new();
+    let n = MAX_PRUNED + 50;
+    for i in 0..n {
+        // Each command records its request id (`r<index>`).
+        let e = sim.apply_as(CallerRole::Node, Some(&format!("req-{i}")), T0, policy(3));
+        assert!(e.is_empty() || e.contains("nothing"), "{e}");
+    }
+    let later = T0 + REQUEST_KEEP_MS + DAY;
+    let first = sim
+        .catalog
+        .history_due(later, 0)
+        .expect("read")
+        .expect("due");
+    let out = sim.apply_as(CallerRole::Node, None, later, prune(first));
+    assert!(out.is_empty(), "{out}");
+    // The first pass took its bound; the rest is still due, and the next pass takes it.
+    let again = sim
+        .catalog
+        .history_due(later, 0)
+        .expect("read")
+        .expect("the rest is due");
+    assert!(again.requests_before_unix_ms != 0);
+    assert!(sim
+        .apply_as(CallerRole::Node, None, later, prune(again))
+        .is_empty());
+    assert!(sim
+        .catalog
+        .history_due(later, 0)
+        .expect("read")
+        .is_none_or(|p| p.requests_before_unix_ms == 0));
+    // A pruned id is a new command again.
+    assert!(sim
+        .apply_as(CallerRole::Operator, Some("req-0"), later, policy(11))
+        .is_empty());
+    assert_eq!(sim.catalog.effective_policy("").expect("read").daily, 11);
 }

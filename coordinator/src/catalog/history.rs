@@ -9,8 +9,9 @@
 //!   (`audit/` is in log order, which is time order but for clock skew between leaders).
 //!
 //! Invariants: a prune is a command like any other (`PruneHistory`), deleting by time, so it
-//! is refused on an implausible clock and inside each minimum window; what it removes is
-//! exactly what was older than its bounds when it applied.
+//! is refused on an implausible clock and inside each minimum window; what it removes was
+//! older than its bounds when it applied, the oldest first and at most [`MAX_PRUNED`] of each
+//! kind (the next pass takes the rest).
 
 use strongbox_proto::catalog::{AuditRecord, PruneHistory};
 
@@ -24,6 +25,10 @@ pub const JOB_KEEP_MS: u64 = 90 * 24 * 60 * 60 * 1000;
 pub const REQUEST_KEEP_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// The audit log keeps a year, and at least the region's lock (`lock_days`).
 pub const AUDIT_KEEP_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+
+/// The most records of one kind a prune removes: a region pruning for the first time in a
+/// long while removes its backlog over several passes, each command costing a bounded time.
+pub const MAX_PRUNED: usize = 10_000;
 
 /// The index of request ids by the time they were recorded.
 pub const REQUESTS_BY_TIME: &str = "req-time";
@@ -46,7 +51,11 @@ impl Catalog {
     fn older_than(&self, table: &str, before: u64) -> super::Result<Vec<sled::IVec>> {
         let start = index::prefix(table, "");
         let end = index::prefix(table, &index::time_key(before));
-        self.tree.range(start..end).map(|kv| Ok(kv?.0)).collect()
+        self.tree
+            .range(start..end)
+            .take(MAX_PRUNED)
+            .map(|kv| Ok(kv?.0))
+            .collect()
     }
 
     /// The oldest time in time index `table` (None: empty): one key read.
@@ -146,7 +155,7 @@ impl Catalog {
         }
         let mut audit = 0;
         if p.audit_before_unix_ms != 0 {
-            for kv in self.tree.scan_prefix(audit_key_prefix()) {
+            for kv in self.tree.scan_prefix(audit_key_prefix()).take(MAX_PRUNED) {
                 let (k, v) = kv?;
                 let a: AuditRecord = self.decode("audit record", &v)?;
                 if a.unix_ms >= p.audit_before_unix_ms {

@@ -39,7 +39,7 @@ pub mod format;
 mod history;
 mod hosts;
 mod index;
-pub use history::{AUDIT_KEEP_MS, JOB_KEEP_MS, REQUEST_KEEP_MS};
+pub use history::{AUDIT_KEEP_MS, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
 pub mod refusal;
 pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
