@@ -211,18 +211,16 @@ impl OperatorService for OperatorApi {
             )));
         }
         // A node's id is its identity in Raft: adding one that exists would rewrite a live
-        // member's address. The same node added again is fine (a retried command).
+        // member's address. The same node added again goes through as before (a retried
+        // command, proposed again in case the first did not finish).
         self.node.read_barrier().await?;
         if let Some(n) = self
             .node
             .catalog
             .nodes()?
             .into_iter()
-            .find(|n| n.id == r.id)
+            .find(|n| n.id == r.id && (n.address != r.address || n.name != r.name))
         {
-            if n.address == r.address && n.name == r.name {
-                return Ok(Response::new(AddNodeResponse {}));
-            }
             return Err(Status::already_exists(format!(
                 "node {} exists already ({} at {}): pick another id, or remove it first with \
                  `strongbox cluster remove-node --id {}` (`strongbox cluster status` lists the nodes)",
