@@ -243,3 +243,162 @@ fn a_backlog_is_pruned_over_several_passes_each_bounded() {
         .is_empty());
     assert_eq!(sim.catalog.effective_policy("").expect("read").daily, 11);
 }
+
+mod by_count {
+    use super::*;
+    use strongbox_coordinator::catalog::JOBS_KEPT_PER_SERVICE;
+    use strongbox_proto::catalog::{
+        BackupRecord, BindHost, CommitBackup, CreateJob, JobRecord, MemberRecord, RegisterHost,
+        UpdateJob,
+    };
+    use strongbox_proto::v1::{
+        BackupKind, Connection, Engine, JobKind, JobState, MemberRole, RestoreResult,
+    };
+
+    fn ok(sim: &mut Sim, role: CallerRole, at: u64, op: Op) {
+        let e = sim.apply_as(role, None, at, op);
+        assert!(e.is_empty(), "{e}");
+    }
+
+    fn job(id: &str, kind: JobKind, host: &str, backup: &str) -> Op {
+        Op::CreateJob(CreateJob {
+            job: Some(JobRecord {
+                id: id.into(),
+                kind: kind.into(),
+                service: "orders".into(),
+                host: host.into(),
+                backup_id: backup.into(),
+                backup_kind: if kind == JobKind::Backup {
+                    BackupKind::Manual.into()
+                } else {
+                    BackupKind::Unspecified.into()
+                },
+                engine: Engine::Postgres.into(),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn report(id: &str, host: &str, state: JobState, restore: Option<RestoreResult>) -> Op {
+        Op::UpdateJob(UpdateJob {
+            job_id: id.into(),
+            host: host.into(),
+            state: state.into(),
+            reason: "test".into(),
+            restore,
+            ..Default::default()
+        })
+    }
+
+    /// A service keeps its newest finished jobs; older ones go as new ones finish, but a
+    /// restore whose server still runs stays (stopping it needs the job).
+    #[test]
+    fn a_service_keeps_its_newest_finished_jobs_and_running_restores() {
+        let mut sim = Sim::new();
+        let member = MemberRecord {
+            service: "orders".into(),
+            engine: Engine::Postgres.into(),
+            role: MemberRole::Primary.into(),
+            healthy: true,
+            engine_version: "15".into(),
+        };
+        let register = |host: &str, spare: bool, members: Vec<MemberRecord>| {
+            Op::RegisterHost(RegisterHost {
+                host: host.into(),
+                region: "test-1".into(),
+                spare,
+                members,
+            })
+        };
+        ok(
+            &mut sim,
+            CallerRole::Agent,
+            T0,
+            register("db-1", false, vec![member]),
+        );
+        ok(
+            &mut sim,
+            CallerRole::Agent,
+            T0,
+            register("spare-1", true, vec![]),
+        );
+        ok(
+            &mut sim,
+            CallerRole::Operator,
+            T0,
+            Op::BindHost(BindHost {
+                host: "spare-1".into(),
+                spare: Some(true),
+                ..Default::default()
+            }),
+        );
+        // The oldest finished job: a restore onto the spare whose server runs on.
+        ok(
+            &mut sim,
+            CallerRole::Operator,
+            T0,
+            job("b0", JobKind::Backup, "db-1", "bk-0"),
+        );
+        ok(
+            &mut sim,
+            CallerRole::Agent,
+            T0 + 1,
+            Op::CommitBackup(CommitBackup {
+                backup: Some(BackupRecord {
+                    id: "bk-0".into(),
+                    service: "orders".into(),
+                    host: "db-1".into(),
+                    manifest_id: vec![1; 32].into(),
+                    ..Default::default()
+                }),
+                job_id: "b0".into(),
+            }),
+        );
+        ok(
+            &mut sim,
+            CallerRole::Operator,
+            T0 + 2,
+            job("r0", JobKind::Restore, "spare-1", "bk-0"),
+        );
+        let made = RestoreResult {
+            connection: Some(Connection {
+                engine: Engine::Postgres.into(),
+                host: "127.0.0.1".into(),
+                port: 5433,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ok(
+            &mut sim,
+            CallerRole::Agent,
+            T0 + 3,
+            report("r0", "spare-1", JobState::Completed, Some(made)),
+        );
+        // Then many failed backups, each finishing one after the other.
+        let n = JOBS_KEPT_PER_SERVICE + 5;
+        for i in 1..=n {
+            let (id, at) = (format!("b{i}"), T0 + 10 * i as u64);
+            ok(
+                &mut sim,
+                CallerRole::Operator,
+                at,
+                job(&id, JobKind::Backup, "db-1", &format!("bk-{i}")),
+            );
+            ok(
+                &mut sim,
+                CallerRole::Agent,
+                at + 1,
+                report(&id, "db-1", JobState::Failed, None),
+            );
+        }
+        let jobs = sim.catalog.jobs().expect("read");
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        // JOBS_KEPT_PER_SERVICE in all: the restore whose server runs, however old, and the
+        // newest of the rest.
+        assert_eq!(jobs.len(), JOBS_KEPT_PER_SERVICE, "{ids:?}");
+        assert!(ids.contains(&"r0"), "the running restore stays: {ids:?}");
+        assert!(!ids.contains(&"b0") && !ids.contains(&"b1"), "{ids:?}");
+        assert!(ids.contains(&format!("b{n}").as_str()));
+    }
+}

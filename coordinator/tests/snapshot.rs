@@ -17,7 +17,7 @@ use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, Me
 const T0: u64 = 1_800_000_000_000;
 
 /// Every kind of key the catalog writes (catalog/mod.rs), each present after the commands below.
-const KINDS: [&str; 21] = [
+const KINDS: [&str; 22] = [
     "applied",
     "format",
     "clock",
@@ -33,6 +33,7 @@ const KINDS: [&str; 21] = [
     "jobs-open-host/",
     "jobs-waiting/",
     "jobs-finished/",
+    "jobs-finished-service/",
     "backups-service/",
     "hosts-service/",
     "hosts-spare/",

@@ -1,7 +1,10 @@
 //! Bounded history (issue 17, point 2): what the catalog remembers of the past, and for how
 //! long. Each kind of history has an index by time, so forgetting it reads what it forgets
 //! (and one record more), never the whole kind:
-//! - finished jobs: [`JOB_KEEP_MS`] after they ended (`jobs-finished/`);
+//! - finished jobs: [`JOB_KEEP_MS`] after they ended (`jobs-finished/`), and at most the
+//!   newest [`JOBS_KEPT_PER_SERVICE`] of each service (`jobs-finished-service/`), whichever
+//!   keeps less; a restore whose server still runs is kept either way (`restore stop` needs
+//!   it);
 //! - request ids, the outcomes that make a retried command apply once: [`REQUEST_KEEP_MS`]
 //!   after they were recorded (`req-time/`), far longer than any retry (a client gives up on
 //!   a call after seconds, an agent re-sends a report for minutes);
@@ -13,7 +16,8 @@
 //! older than its bounds when it applied, the oldest first and at most [`MAX_PRUNED`] of each
 //! kind (the next pass takes the rest).
 
-use strongbox_proto::catalog::{AuditRecord, PruneHistory};
+use strongbox_proto::catalog::{AuditRecord, JobRecord, PruneHistory};
+use strongbox_proto::v1::{JobKind, JobState};
 
 use super::index::{self, remove_job};
 use super::refusal::{Applied, Refusal};
@@ -21,6 +25,9 @@ use super::{audit_key_prefix, req_key, Catalog};
 
 /// Finished jobs stay this long after they ended.
 pub const JOB_KEEP_MS: u64 = 90 * 24 * 60 * 60 * 1000;
+/// The finished jobs kept per service: the newest ones (with hourly backups, four days').
+pub const JOBS_KEPT_PER_SERVICE: usize = 100;
+
 /// Request ids stay this long after their command applied.
 pub const REQUEST_KEEP_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// The audit log keeps a year, and at least the region's lock (`lock_days`).
@@ -46,7 +53,55 @@ fn id_of(key: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// Whether finished job `j` must stay whatever its age or rank: a restore whose server still
+/// runs on a spare (stopping it needs the job).
+fn server_runs(j: &JobRecord) -> bool {
+    j.kind() == JobKind::Restore
+        && !j.in_place
+        && j.state() == JobState::Completed
+        && j.server_stopped_unix_ms == 0
+}
+
 impl Catalog {
+    /// Keeps each of `services` (with a repeat per job this command finished) to its newest
+    /// [`JOBS_KEPT_PER_SERVICE`] finished jobs: reads the service's finished-job keys and the
+    /// jobs it forgets, no more.
+    pub(super) fn trim_finished(
+        &self,
+        services: Vec<String>,
+        batch: &mut sled::Batch,
+    ) -> super::Result<()> {
+        let mut new: std::collections::BTreeMap<String, usize> = Default::default();
+        for s in services {
+            *new.entry(s).or_default() += 1;
+        }
+        for (service, added) in new {
+            let keys: Vec<sled::IVec> = self
+                .tree
+                .scan_prefix(index::prefix(index::FINISHED_BY_SERVICE, &service))
+                .map(|kv| kv.map(|(k, _)| k))
+                .collect::<std::result::Result<_, _>>()?;
+            let over = (keys.len() + added).saturating_sub(JOBS_KEPT_PER_SERVICE);
+            let mut forgotten = 0;
+            for k in &keys {
+                if forgotten == over {
+                    break;
+                }
+                let id = k.rsplit(|b| *b == 0).next().unwrap_or_default();
+                let id = String::from_utf8_lossy(id).into_owned();
+                match self.job(&id)? {
+                    Some(j) if server_runs(&j) => {}
+                    Some(j) => {
+                        remove_job(batch, &j);
+                        forgotten += 1;
+                    }
+                    None => batch.remove(k.clone()),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The keys of a time index `table` before `before`, oldest first.
     fn older_than(&self, table: &str, before: u64) -> super::Result<Vec<sled::IVec>> {
         let start = index::prefix(table, "");
@@ -137,6 +192,7 @@ impl Catalog {
         if p.jobs_before_unix_ms != 0 {
             for k in self.older_than(index::FINISHED, p.jobs_before_unix_ms)? {
                 match self.job(&id_of(&k))? {
+                    Some(j) if server_runs(&j) => {}
                     Some(j) => {
                         remove_job(batch, &j);
                         jobs += 1;

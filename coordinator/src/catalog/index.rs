@@ -6,7 +6,8 @@
 //! NUL). The tables:
 //! - `jobs-open-service/<service>`, `jobs-open-host/<host>`: unfinished jobs;
 //! - `jobs-waiting/<after_job>`: jobs waiting for another to end;
-//! - `jobs-finished/<finished ms, 20 digits>`: finished jobs, oldest first (pruning);
+//! - `jobs-finished/<finished ms, 20 digits>`: finished jobs, oldest first (pruning by age);
+//! - `jobs-finished-service/<service>`: a service's finished jobs, oldest first (by count);
 //! - `backups-service/<service>`: every backup of a service (retention, holds);
 //! - `hosts-service/<service>`: hosts that claim a member of a service, bound or pending
 //!   (primaries, a backup's host);
@@ -27,6 +28,7 @@ pub const OPEN_BY_SERVICE: &str = "jobs-open-service";
 pub const OPEN_BY_HOST: &str = "jobs-open-host";
 pub const WAITING_ON: &str = "jobs-waiting";
 pub const FINISHED: &str = "jobs-finished";
+pub const FINISHED_BY_SERVICE: &str = "jobs-finished-service";
 pub const BACKUPS_BY_SERVICE: &str = "backups-service";
 pub const HOSTS_BY_SERVICE: &str = "hosts-service";
 pub const SPARES: &str = "hosts-spare";
@@ -58,6 +60,23 @@ thread_local! {
     /// Hosts whose jobs the command being applied on this thread wrote (apply is synchronous
     /// and one command at a time): drained by `Catalog::apply` to wake their sessions.
     static TOUCHED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Services with a job that this command finished: `Catalog::apply` keeps each to its
+    /// newest finished jobs ([`super::history::JOBS_KEPT_PER_SERVICE`]).
+    static FINISHED_NOW: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The services whose jobs this command finished, with a repeat per job.
+pub fn take_finished_now() -> Vec<String> {
+    FINISHED_NOW.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
+/// The key of a finished job in its service's `jobs-finished-service/` entries.
+pub fn finished_by_service_key(j: &JobRecord) -> Vec<u8> {
+    key(
+        FINISHED_BY_SERVICE,
+        &j.service,
+        &format!("{}\0{}", time_key(j.finished_unix_ms), j.id),
+    )
 }
 
 fn touched(host: &str) {
@@ -80,6 +99,7 @@ pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
         let mut done = j.clone();
         done.finished_unix_ms = j.updated_unix_ms.max(1);
         finished = done;
+        FINISHED_NOW.with(|t| t.borrow_mut().push(j.service.clone()));
         &finished
     } else {
         j
@@ -102,6 +122,7 @@ pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
             key(FINISHED, &time_key(j.finished_unix_ms), &j.id),
             true,
         );
+        set(batch, finished_by_service_key(j), true);
     }
     batch.insert(job_key(&j.id), j.encode_to_vec());
     touched(&j.host);
@@ -118,6 +139,7 @@ pub fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
     }
     if j.finished_unix_ms != 0 {
         batch.remove(key(FINISHED, &time_key(j.finished_unix_ms), &j.id));
+        batch.remove(finished_by_service_key(j));
     }
     batch.remove(job_key(&j.id));
 }

@@ -39,7 +39,7 @@ pub mod format;
 mod history;
 mod hosts;
 mod index;
-pub use history::{AUDIT_KEEP_MS, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
+pub use history::{AUDIT_KEEP_MS, JOBS_KEPT_PER_SERVICE, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
 pub mod refusal;
 pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
@@ -207,7 +207,12 @@ impl Catalog {
             index,
             ..Default::default()
         };
-        let what = match self.execute(&cmd, &mut batch) {
+        index::take_finished_now();
+        let executed = self.execute(&cmd, &mut batch).and_then(|what| {
+            self.trim_finished(index::take_finished_now(), &mut batch)?;
+            Ok(what)
+        });
+        let what = match executed {
             Ok(what) => what,
             Err(refusal) => {
                 batch = sled::Batch::default();
