@@ -157,10 +157,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                 .jobs;
             jobs.sort_by_key(|j| std::cmp::Reverse(j.created_unix_ms));
             if let Some(service) = service.as_deref().filter(|_| jobs.is_empty()) {
-                let known = crate::commands::service::list_services(&api).await?;
-                if !known.iter().any(|s| s.name == service) {
-                    return Err(crate::commands::service::unknown_service(service, &known));
-                }
+                crate::commands::service::check_known(&api, service).await?;
             }
             let views: Vec<JobView<'_>> = jobs.iter().map(JobView::from).collect();
             match output {

@@ -44,6 +44,17 @@ fn print_host(h: &HostInfo, output: Output) {
     }
 }
 
+/// `Ok` when the region knows service `name`; else the error of [`unknown_service`]. For a
+/// list that came back empty: was the name right?
+pub async fn check_known(api: &Api, name: &str) -> anyhow::Result<()> {
+    let known = list_services(api).await?;
+    if known.iter().any(|s| s.name == name) {
+        Ok(())
+    } else {
+        Err(unknown_service(name, &known))
+    }
+}
+
 /// An error for a service name nobody serves, with the closest known names (at most three,
 /// by Jaro-Winkler similarity, as clap suggests subcommands).
 pub fn unknown_service(name: &str, known: &[ServiceInfo]) -> anyhow::Error {

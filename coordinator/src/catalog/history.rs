@@ -45,12 +45,11 @@ pub fn request_time_key(unix_ms: u64, id: &str) -> Vec<u8> {
     index::key(REQUESTS_BY_TIME, &index::time_key(unix_ms), id)
 }
 
-/// The id an index key `<table>/<time>\0<id>` ends with.
+/// The id an index key ends with: after its last NUL (`<table>/<by>\0<id>`, or
+/// `…\0<time>\0<id>` in `jobs-finished-service/`; names never hold a NUL).
 fn id_of(key: &[u8]) -> String {
-    key.iter()
-        .position(|b| *b == 0)
-        .map(|at| String::from_utf8_lossy(&key[at + 1..]).into_owned())
-        .unwrap_or_default()
+    let id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(id).into_owned()
 }
 
 /// Whether finished job `j` must stay whatever its age or rank: a restore whose server still
@@ -87,9 +86,7 @@ impl Catalog {
                 if forgotten == over {
                     break;
                 }
-                let id = k.rsplit(|b| *b == 0).next().unwrap_or_default();
-                let id = String::from_utf8_lossy(id).into_owned();
-                match self.job(&id)? {
+                match self.job(&id_of(k))? {
                     Some(j) if server_runs(&j) => {}
                     Some(j) => {
                         remove_job(batch, &j);

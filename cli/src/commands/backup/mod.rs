@@ -242,10 +242,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
             let service = service.unwrap_or_default();
             let backups = list_backups(&api, &service).await?;
             if backups.is_empty() && !service.is_empty() {
-                let known = crate::commands::service::list_services(&api).await?;
-                if !known.iter().any(|s| s.name == service) {
-                    return Err(crate::commands::service::unknown_service(&service, &known));
-                }
+                crate::commands::service::check_known(&api, &service).await?;
             }
             if output == Output::Table && backups.is_empty() {
                 if service.is_empty() {
