@@ -74,6 +74,50 @@ impl Output {
     }
 }
 
+/// A list printed as its pages arrive (`--all` streams): for scripts one JSON array, written
+/// item by item; for people one table per page.
+pub struct ListPrinter {
+    output: Output,
+    printed: usize,
+}
+
+impl ListPrinter {
+    pub fn new(output: Output) -> Self {
+        ListPrinter { output, printed: 0 }
+    }
+
+    /// Prints one page: its views, or the table `table` draws of them.
+    pub fn page<V: Serialize>(&mut self, views: &[V], table: impl FnOnce(&[V]) -> Table) {
+        match self.output {
+            Output::Json => {
+                for v in views {
+                    match serde_json::to_string(v) {
+                        Ok(text) => {
+                            let sep = if self.printed == 0 { "[" } else { "," };
+                            println!("{sep}{text}");
+                            self.printed += 1;
+                        }
+                        Err(e) => eprintln!("error: cannot print the result as JSON: {e}"),
+                    }
+                }
+            }
+            Output::Table if views.is_empty() => {}
+            Output::Table => {
+                println!("{}", table(views));
+                self.printed += views.len();
+            }
+        }
+    }
+
+    /// Ends the list (closes the JSON array); how many items it printed.
+    pub fn end(self) -> usize {
+        if self.output == Output::Json {
+            println!("{}", if self.printed == 0 { "[]" } else { "]" });
+        }
+        self.printed
+    }
+}
+
 /// The `key  value` lines of one record for people, in order: what a view shows in table
 /// mode (`backup show`, `restore show`, `service show`).
 #[derive(Default, Debug)]

@@ -163,6 +163,9 @@ impl NodeContext {
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Vec<Arc<tokio::sync::Notify>>>>,
+    /// Ids of the sessions this process serves now: the recorded sessions a restarted node
+    /// must not end ([`crate::api::session::end_stale_sessions`]).
+    ids: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Sessions {
@@ -196,6 +199,24 @@ impl Sessions {
                 open.remove(host);
             }
         }
+    }
+
+    /// Marks session `id` as served by this process (`true`) or no longer (`false`).
+    pub fn serving(&self, id: &str, serving: bool) {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if serving {
+            ids.insert(id.to_string());
+        } else {
+            ids.remove(id);
+        }
+    }
+
+    /// Whether this process serves session `id`.
+    pub fn serves(&self, id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     /// Wakes every session of `host` (a permit is kept for one that is not waiting, so no

@@ -118,6 +118,7 @@ pub async fn run(config: Config) -> Result<()> {
     for worker in workers {
         crate::worker::spawn(ctx.clone(), worker);
     }
+    tokio::spawn(crate::api::session::end_stale_sessions(ctx.clone()));
 
     if let Some(addr) = config.http_listen {
         let node = ctx.clone();

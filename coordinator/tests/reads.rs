@@ -157,6 +157,7 @@ fn apply_reads_any(sim: &mut Sim, role: CallerRole, at: u64, op: Op) -> (u64, St
     let tick = Op::Tick(Tick {
         clocks: vec![at],
         voters: 1,
+        ..Default::default()
     });
     sim.apply_as(CallerRole::Node, None, at, tick);
     let before = sim.catalog.records_read();
@@ -245,6 +246,7 @@ fn commands_and_questions_read_what_they_name_not_whole_kinds() {
             open,
             node: "node-1".into(),
             grace_ms: 1000,
+            node_id: 1,
         })
     };
     measured.push((
@@ -297,4 +299,120 @@ fn commands_and_questions_read_what_they_name_not_whole_kinds() {
         over.is_empty(),
         "read more than {BOUND} records (a whole kind is {HOSTS} or more): {over:?}"
     );
+}
+
+/// Walks a paged list to its end with pages of `limit`, checking each page's cost; every
+/// item's key, in order.
+fn walk_pages<T>(
+    sim: &Sim,
+    limit: usize,
+    page: impl Fn(Option<&[u8]>, usize) -> strongbox_coordinator::catalog::Page<T>,
+    key: impl Fn(&T) -> String,
+) -> Vec<String> {
+    let mut after: Option<Vec<u8>> = None;
+    let mut out = Vec::new();
+    loop {
+        let (r, p) = reads(sim, || page(after.as_deref(), limit));
+        assert!(p.items.len() <= limit);
+        assert!(
+            r <= limit as u64,
+            "a page of {limit} read {r} records: a page costs its size"
+        );
+        out.extend(p.items.iter().map(&key));
+        match p.next {
+            Some(next) => {
+                assert_eq!(p.items.len(), limit, "only a full page has a next");
+                after = Some(next);
+            }
+            None => return out,
+        }
+    }
+}
+
+/// Issue 17, point 4: every list pages, by name or newest first; a page reads its size, the
+/// pages together give every record once, in order; a token of another list is refused.
+#[test]
+fn every_list_pages_in_order_each_page_costing_its_size() {
+    let sim = big_region();
+    let c = &sim.catalog;
+
+    let hosts = walk_pages(
+        &sim,
+        70,
+        |a, l| c.hosts_page(a, l).unwrap(),
+        |h| h.name.clone(),
+    );
+    assert_eq!(hosts.len(), HOSTS + SPARES);
+    assert!(hosts.windows(2).all(|w| w[0] < w[1]), "by name");
+
+    let services = walk_pages(
+        &sim,
+        100,
+        |a, l| c.services_page(a, l).unwrap(),
+        |s| s.name.clone(),
+    );
+    assert_eq!(services.len(), HOSTS * SERVICES_A_HOST);
+    assert!(services.windows(2).all(|w| w[0] < w[1]), "by name");
+
+    // Backups newest first, of the region and of one service.
+    let all = walk_pages(
+        &sim,
+        333,
+        |a, l| c.backups_page("", a, l).unwrap(),
+        |b| format!("{:020}/{}", b.created_unix_ms, b.id),
+    );
+    assert_eq!(all.len(), HOSTS * SERVICES_A_HOST * BACKUPS_A_SERVICE);
+    assert!(all.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let mine = walk_pages(
+        &sim,
+        1,
+        |a, l| c.backups_page("svc-4-2", a, l).unwrap(),
+        |b| b.id.clone(),
+    );
+    assert_eq!(mine, ["b-svc-4-2-1", "b-svc-4-2-0"]);
+
+    // Jobs newest first: every kind, one kind, one kind of one service.
+    let jobs = walk_pages(
+        &sim,
+        500,
+        |a, l| c.jobs_page(None, "", a, l).unwrap(),
+        |j| format!("{:020}/{}", j.created_unix_ms, j.id),
+    );
+    assert_eq!(jobs.len(), HOSTS * SERVICES_A_HOST * BACKUPS_A_SERVICE);
+    assert!(jobs.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let restores = walk_pages(
+        &sim,
+        10,
+        |a, l| c.jobs_page(Some(JobKind::Restore), "", a, l).unwrap(),
+        |j| j.id.clone(),
+    );
+    assert!(restores.is_empty());
+    let of_one = walk_pages(
+        &sim,
+        10,
+        |a, l| c.jobs_page(Some(JobKind::Backup), "svc-8-1", a, l).unwrap(),
+        |j| j.id.clone(),
+    );
+    assert_eq!(of_one, ["j-svc-8-1-1", "j-svc-8-1-0"]);
+
+    // The audit log, newest first.
+    let audit = walk_pages(
+        &sim,
+        250,
+        |a, l| c.audit_page(a, l).unwrap(),
+        |e| format!("{:020}", e.index),
+    );
+    assert!(!audit.is_empty());
+    assert!(audit.windows(2).all(|w| w[0] > w[1]), "newest first");
+
+    // A token of another list, or of another filter, is refused.
+    let hosts_token = c.hosts_page(None, 5).unwrap().next.expect("more hosts");
+    let e = c.services_page(Some(&hosts_token), 5).unwrap_err();
+    assert!(e.to_string().contains("page token"), "{e}");
+    let token = c
+        .backups_page("svc-4-2", None, 1)
+        .unwrap()
+        .next
+        .expect("more");
+    assert!(c.backups_page("svc-4-1", Some(&token), 1).is_err());
 }

@@ -10,19 +10,21 @@ use strongbox_coordinator::catalog::format::FORMAT;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_proto::catalog::{
     command::Op, BackupRecord, BindHost, CatalogSnapshot, CommitBackup, CreateJob, HoldBackup,
-    JobRecord, MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion,
+    HostSession, JobRecord, MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion,
+    Tick,
 };
 use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, MemberRole};
 
 const T0: u64 = 1_800_000_000_000;
 
 /// Every kind of key the catalog writes (catalog/mod.rs), each present after the commands below.
-const KINDS: [&str; 22] = [
+const KINDS: [&str; 26] = [
     "applied",
     "format",
     "clock",
     "region/",
     "node/",
+    "node-seen/",
     "host/",
     "service/",
     "policy/",
@@ -34,9 +36,12 @@ const KINDS: [&str; 22] = [
     "jobs-waiting/",
     "jobs-finished/",
     "jobs-finished-service/",
+    "jobs-created/",
     "backups-service/",
+    "backups-time/",
     "hosts-service/",
     "hosts-spare/",
+    "hosts-session-node/",
     "req/",
     "req-time/",
     "audit/",
@@ -98,6 +103,30 @@ fn full_catalog() -> Sim {
                 healthy: true,
                 engine_version: "15".into(),
             }],
+        }),
+    );
+    // Its agent's session on node 1, which answered the leader's clock ask.
+    applied(
+        &mut sim,
+        CallerRole::Node,
+        t,
+        Op::HostSession(HostSession {
+            host: "db-1".into(),
+            session_id: "s-1".into(),
+            open: true,
+            node: "node-1".into(),
+            grace_ms: 1000,
+            node_id: 1,
+        }),
+    );
+    applied(
+        &mut sim,
+        CallerRole::Node,
+        t,
+        Op::Tick(Tick {
+            clocks: vec![t],
+            voters: 1,
+            answered: vec![1],
         }),
     );
     // An approved spare.

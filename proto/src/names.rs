@@ -5,8 +5,8 @@
 //! `UNSPECIFIED` value's word is `-` and no word parses to it; parsing ignores case.
 
 use crate::v1::{
-    BackupKind, BackupState, CallerRole, Engine, FailureClass, JobKind, JobState, MemberRole,
-    NodeRole, RefusalCode, RestoreOutcome, ServiceAction, ServiceState,
+    BackupKind, BackupState, CallerRole, Engine, FailureClass, HostLiveness, JobKind, JobState,
+    MemberRole, NodeRole, RefusalCode, RestoreOutcome, ServiceAction, ServiceState,
 };
 
 /// The word of an unset value.
@@ -189,6 +189,12 @@ words!(RefusalCode {
     Storage => "storage",
 });
 
+words!(HostLiveness {
+    Connected => "connected",
+    Away => "away",
+    Silent => "silent",
+});
+
 words!(RestoreOutcome {
     Verified => "verified",
     RestoredWithErrors => "restored_with_errors",
@@ -266,6 +272,11 @@ mod tests {
             assert_eq!(from(""), None);
         }
         check(Engine::ALL, Engine::word, Engine::from_word);
+        check(
+            HostLiveness::ALL,
+            HostLiveness::word,
+            HostLiveness::from_word,
+        );
         check(MemberRole::ALL, MemberRole::word, MemberRole::from_word);
         check(JobKind::ALL, JobKind::word, JobKind::from_word);
         check(JobState::ALL, JobState::word, JobState::from_word);

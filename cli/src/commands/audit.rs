@@ -6,6 +6,7 @@
 use crate::grammar::audit::*;
 use strongbox_proto::v1::ListAuditRequest;
 
+use crate::commands::pages::{print_list, Fetched};
 use crate::connect::Api;
 use crate::grammar::ConnectArgs;
 use crate::output::Output;
@@ -14,25 +15,35 @@ use crate::views::audit::{self, AuditEntryView};
 pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
     let api = Api::new(conn)?;
     match cmd {
-        Command::List { limit } => {
-            let entries = api
-                .call("ListAudit", |mut c| async move {
-                    c.list_audit(ListAuditRequest { limit }).await
-                })
-                .await?
-                .entries;
-            let views: Vec<AuditEntryView<'_>> = entries.iter().map(AuditEntryView::from).collect();
-            match output {
-                Output::Json => output.json(&views),
-                Output::Table => {
-                    if views.is_empty() {
-                        println!("No audit entries yet.");
-                        return Ok(());
+        Command::List { page } => {
+            let now = strongbox_core::clock::now_ms();
+            print_list(
+                output,
+                page.wanted(),
+                |p| {
+                    let api = &api;
+                    async move {
+                        let r = api
+                            .call("ListAudit", |mut c| {
+                                let page = Some(p.clone());
+                                async move { c.list_audit(ListAuditRequest { page }).await }
+                            })
+                            .await?;
+                        Ok(Fetched {
+                            items: r.entries,
+                            next: r.next_page_token,
+                        })
                     }
-                    let now = strongbox_core::clock::now_ms();
-                    println!("{}", audit::table(&views, now));
-                }
-            }
+                },
+                |printer, entries| {
+                    let views: Vec<AuditEntryView<'_>> =
+                        entries.iter().map(AuditEntryView::from).collect();
+                    printer.page(&views, |v| audit::table(v, now));
+                },
+                "No audit entries yet.",
+                "newest audit entries",
+            )
+            .await?;
         }
     }
     Ok(())

@@ -647,13 +647,13 @@ impl Dev {
             }
             let hosts = api
                 .call("ListHosts", |mut c| async move {
-                    c.list_hosts(ListHostsRequest {}).await
+                    c.list_hosts(ListHostsRequest::default()).await
                 })
                 .await?
                 .hosts;
             let services = api
                 .call("ListServices", |mut c| async move {
-                    c.list_services(ListServicesRequest {}).await
+                    c.list_services(ListServicesRequest::default()).await
                 })
                 .await?
                 .services;
@@ -758,9 +758,14 @@ impl Dev {
         timings.backup = t.elapsed();
         let backup = backup::show_backup(&api, &backup_job.backup_id).await.ok();
         if output == Output::Table {
-            let list = backup::list_backups(&api, SERVICE).await?;
             println!("\n$ strongbox backup list {SERVICE}");
-            backup::print_backups(&list, output);
+            backup::print_backups(
+                &api,
+                SERVICE,
+                Some(crate::grammar::SHOWN_BY_DEFAULT),
+                output,
+            )
+            .await?;
         }
 
         let t = Instant::now();

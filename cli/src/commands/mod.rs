@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cluster;
 pub mod dev;
 pub mod keygen;
+pub mod pages;
 pub mod pki;
 pub mod policy;
 pub mod restore;

@@ -14,6 +14,7 @@ use strongbox_proto::v1::{
     GetJobRequest, JobInfo, JobKind, JobState, ListJobsRequest, RestoreOutcome, StopRestoreRequest,
 };
 
+use crate::commands::pages::{print_list, Fetched};
 use crate::connect::Api;
 use crate::grammar::ConnectArgs;
 use crate::output::{self, size, Output};
@@ -141,32 +142,42 @@ pub fn check_restore(j: &JobInfo) -> anyhow::Result<()> {
 pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
     let api = Api::new(conn)?;
     match cmd {
-        Command::List { service } => {
-            let mut jobs = api
-                .call("ListJobs", |mut c| {
-                    let service = service.clone().unwrap_or_default();
+        Command::List { service, page } => {
+            let service = service.unwrap_or_default();
+            if !service.is_empty() {
+                crate::commands::service::check_known(&api, &service).await?;
+            }
+            print_list(
+                output,
+                page.wanted(),
+                |p| {
+                    let api = &api;
+                    let service = service.clone();
                     async move {
-                        c.list_jobs(ListJobsRequest {
-                            kind: JobKind::Restore.into(),
-                            service,
+                        let r = api
+                            .call("ListJobs", |mut c| {
+                                let req = ListJobsRequest {
+                                    kind: JobKind::Restore.into(),
+                                    service: service.clone(),
+                                    page: Some(p.clone()),
+                                };
+                                async move { c.list_jobs(req).await }
+                            })
+                            .await?;
+                        Ok(Fetched {
+                            items: r.jobs,
+                            next: r.next_page_token,
                         })
-                        .await
                     }
-                })
-                .await?
-                .jobs;
-            jobs.sort_by_key(|j| std::cmp::Reverse(j.created_unix_ms));
-            if let Some(service) = service.as_deref().filter(|_| jobs.is_empty()) {
-                crate::commands::service::check_known(&api, service).await?;
-            }
-            let views: Vec<JobView<'_>> = jobs.iter().map(JobView::from).collect();
-            match output {
-                Output::Json => output.json(&views),
-                Output::Table if views.is_empty() => println!(
-                    "No restores yet. Start one with `strongbox backup restore BACKUP_ID --to-host HOST`."
-                ),
-                Output::Table => println!("{}", view::restore_table(&views)),
-            }
+                },
+                |printer, jobs| {
+                    let views: Vec<JobView<'_>> = jobs.iter().map(JobView::from).collect();
+                    printer.page(&views, |v| view::restore_table(v));
+                },
+                "No restores yet. Start one with `strongbox backup restore BACKUP_ID --to-host HOST`.",
+                "newest restores",
+            )
+            .await?;
         }
         Command::Stop {
             job,

@@ -5,7 +5,8 @@
 //! serves (approve, revoke). What they print is `views::service` and `views::host`.
 //!
 //! Invariants: `list`, `show` and `host list` are read-only (a viewer certificate is enough);
-//! lists are sorted by name so that output is stable from one run to the next; `deprovision`
+//! lists come by name (the coordinators page them that way), so output is stable from one
+//! run to the next; `deprovision`
 //! (which cannot be undone) needs `--yes`.
 
 use crate::grammar::service::*;
@@ -13,11 +14,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use strongbox_proto::v1::{
-    BindHostRequest, HostInfo, ListHostsRequest, ListServicesRequest, ServiceAction, ServiceInfo,
-    SetServiceStateRequest, SetServiceStateResponse, ShowServiceRequest,
+    BindHostRequest, HostInfo, ListHostsRequest, ListServicesRequest, PageRequest, ServiceAction,
+    ServiceInfo, SetServiceStateRequest, SetServiceStateResponse, ShowServiceRequest,
 };
 
 use crate::commands::backup;
+use crate::commands::pages::{print_list, walk, Fetched};
 use crate::connect::Api;
 use crate::grammar::ConnectArgs;
 use crate::output::Output;
@@ -44,23 +46,42 @@ fn print_host(h: &HostInfo, output: Output) {
     }
 }
 
-/// `Ok` when the region knows service `name`; else the error of [`unknown_service`]. For a
-/// list that came back empty: was the name right?
+/// `Ok` when the region knows service `name`; else the error of [`unknown_service`], with the
+/// closest names (read page by page only then).
 pub async fn check_known(api: &Api, name: &str) -> anyhow::Result<()> {
-    let known = list_services(api).await?;
-    if known.iter().any(|s| s.name == name) {
-        Ok(())
-    } else {
-        Err(unknown_service(name, &known))
+    let found = api
+        .call_status("ShowService", |mut c| {
+            let name = name.to_string();
+            async move { c.show_service(ShowServiceRequest { name }).await }
+        })
+        .await;
+    match found {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            let mut known = Vec::new();
+            walk(
+                None,
+                |page| services_page(api, page),
+                |services| {
+                    known.extend(services.into_iter().map(|s| s.name));
+                    Ok(())
+                },
+            )
+            .await?;
+            Err(unknown_service(name, &known))
+        }
+        Err(s) => {
+            Err(crate::connect::status_error(s).context(crate::connect::doing("ShowService")))
+        }
     }
 }
 
 /// An error for a service name nobody serves, with the closest known names (at most three,
 /// by Jaro-Winkler similarity, as clap suggests subcommands).
-pub fn unknown_service(name: &str, known: &[ServiceInfo]) -> anyhow::Error {
+pub fn unknown_service(name: &str, known: &[String]) -> anyhow::Error {
     let mut close: Vec<(f64, &str)> = known
         .iter()
-        .map(|s| (strsim::jaro_winkler(name, &s.name), s.name.as_str()))
+        .map(|s| (strsim::jaro_winkler(name, s), s.as_str()))
         .filter(|(score, _)| *score > 0.7)
         .collect();
     close.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -84,26 +105,32 @@ pub fn unknown_service(name: &str, known: &[ServiceInfo]) -> anyhow::Error {
     }
 }
 
-pub async fn list_services(api: &Api) -> anyhow::Result<Vec<ServiceInfo>> {
-    let mut s = api
-        .call("ListServices", |mut c| async move {
-            c.list_services(ListServicesRequest {}).await
+/// One page of services, by name.
+pub async fn services_page(api: &Api, page: PageRequest) -> anyhow::Result<Fetched<ServiceInfo>> {
+    let r = api
+        .call("ListServices", |mut c| {
+            let page = Some(page.clone());
+            async move { c.list_services(ListServicesRequest { page }).await }
         })
-        .await?
-        .services;
-    s.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(s)
+        .await?;
+    Ok(Fetched {
+        items: r.services,
+        next: r.next_page_token,
+    })
 }
 
-pub async fn list_hosts(api: &Api) -> anyhow::Result<Vec<HostInfo>> {
-    let mut h = api
-        .call("ListHosts", |mut c| async move {
-            c.list_hosts(ListHostsRequest {}).await
+/// One page of hosts, by name.
+pub async fn hosts_page(api: &Api, page: PageRequest) -> anyhow::Result<Fetched<HostInfo>> {
+    let r = api
+        .call("ListHosts", |mut c| {
+            let page = Some(page.clone());
+            async move { c.list_hosts(ListHostsRequest { page }).await }
         })
-        .await?
-        .hosts;
-    h.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(h)
+        .await?;
+    Ok(Fetched {
+        items: r.hosts,
+        next: r.next_page_token,
+    })
 }
 
 /// Prints one service like `service show`: its lines, members and role changes (the newest
@@ -170,21 +197,22 @@ pub async fn run_service(
     output: Output,
 ) -> anyhow::Result<()> {
     match cmd {
-        ServiceCommand::List => {
+        ServiceCommand::List { page } => {
             let api = Api::new(conn)?;
-            let services = list_services(&api).await?;
-            let views: Vec<ServiceView<'_>> = services.iter().map(ServiceView::from).collect();
-            match output {
-                Output::Json => output.json(&views),
-                Output::Table => {
-                    if views.is_empty() {
-                        println!("No services yet: they appear once an agent with [[service]] tables registers.");
-                        return Ok(());
-                    }
-                    let now = strongbox_core::clock::now_ms();
-                    println!("{}", service_view::table(&views, now));
-                }
-            }
+            let now = strongbox_core::clock::now_ms();
+            print_list(
+                output,
+                page.wanted(),
+                |p| services_page(&api, p),
+                |printer, services| {
+                    let views: Vec<ServiceView<'_>> =
+                        services.iter().map(ServiceView::from).collect();
+                    printer.page(&views, |v| service_view::table(v, now));
+                },
+                "No services yet: they appear once an agent with [[service]] tables registers.",
+                "services by name",
+            )
+            .await?;
         }
         ServiceCommand::Show { name } => {
             let api = Api::new(conn)?;
@@ -302,26 +330,27 @@ fn print_state_change(r: &SetServiceStateResponse, output: Output) {
 pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
     let api = Api::new(conn)?;
     match cmd {
-        HostCommand::List => {
-            let hosts = list_hosts(&api).await?;
-            let views: Vec<HostView<'_>> = hosts.iter().map(HostView::from).collect();
-            match output {
-                Output::Json => output.json(&views),
-                Output::Table => {
-                    if views.is_empty() {
-                        println!("No hosts yet: they appear once an agent registers.");
-                        return Ok(());
-                    }
-                    let now = strongbox_core::clock::now_ms();
-                    println!("{}", host_view::table(&views, now));
-                    let awaiting = views.iter().filter(|h| h.awaits_approval()).count();
-                    if awaiting > 0 {
-                        println!(
-                            "{awaiting} host(s) claim what no operator approved; check each, then \
-                             `strongbox host approve HOST`."
-                        );
-                    }
-                }
+        HostCommand::List { page } => {
+            let now = strongbox_core::clock::now_ms();
+            let mut awaiting = 0;
+            print_list(
+                output,
+                page.wanted(),
+                |p| hosts_page(&api, p),
+                |printer, hosts| {
+                    let views: Vec<HostView<'_>> = hosts.iter().map(HostView::from).collect();
+                    awaiting += views.iter().filter(|h| h.awaits_approval()).count();
+                    printer.page(&views, |v| host_view::table(v, now));
+                },
+                "No hosts yet: they appear once an agent registers.",
+                "hosts by name",
+            )
+            .await?;
+            if output == Output::Table && awaiting > 0 {
+                println!(
+                    "{awaiting} host(s) shown claim what no operator approved; check each, then \
+                     `strongbox host approve HOST`."
+                );
             }
         }
         HostCommand::Approve {

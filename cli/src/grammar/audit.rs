@@ -1,9 +1,8 @@
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// The newest audit entries.
+    /// The audit log, newest entry first (the newest 20 unless --limit or --all).
     List {
-        /// How many entries (newest first).
-        #[arg(long, default_value_t = 50)]
-        limit: u64,
+        #[command(flatten)]
+        page: super::PageArgs,
     },
 }

@@ -26,10 +26,13 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_WAIT, value_parser = parse_timeout, value_name = "DUR")]
         timeout: u64,
     },
-    /// The backups of a service (every service when none is named), newest first.
+    /// The backups of a service (every service when none is named), newest first (the newest
+    /// 20 unless --limit or --all).
     List {
         /// The service.
         service: Option<String>,
+        #[command(flatten)]
+        page: super::PageArgs,
     },
     /// Everything about one backup; with --key-file also its manifest: engine, parts, tables.
     Show {

@@ -42,6 +42,44 @@ pub fn parse_timeout(s: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
+/// How many items a list shows when neither `--limit` nor `--all` is given: the newest 20, as
+/// CSC's backup view does.
+pub const SHOWN_BY_DEFAULT: usize = 20;
+
+/// How much of a list to show (`backup list`, `restore list`, `service list`, `host list`,
+/// `audit list`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PageArgs {
+    /// Show this many (newest first; services and hosts by name) [default: 20].
+    #[arg(long, value_name = "N", value_parser = parse_limit, conflicts_with = "all")]
+    pub limit: Option<usize>,
+    /// Show every one, printed page by page as the coordinators send them.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl PageArgs {
+    /// The most items to show: `None` for all.
+    pub fn wanted(&self) -> Option<usize> {
+        if self.all {
+            None
+        } else {
+            Some(self.limit.unwrap_or(SHOWN_BY_DEFAULT))
+        }
+    }
+}
+
+/// `--limit`: a count of at least 1 (`--all` shows everything).
+pub fn parse_limit(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("a limit of 0 shows nothing: give at least 1, or --all for every one".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{s:?} is not a count: give a whole number, like 50"
+        )),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "strongbox",

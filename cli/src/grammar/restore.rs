@@ -1,10 +1,12 @@
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Restore jobs, newest first.
+    /// Restore jobs, newest first (the newest 20 unless --limit or --all).
     List {
         /// Only restores of this service.
         #[arg(long)]
         service: Option<String>,
+        #[command(flatten)]
+        page: super::PageArgs,
     },
     /// One restore job: state, target host, connection details, verification, reason.
     Show {

@@ -2,8 +2,12 @@ use super::{parse_timeout, DEFAULT_WAIT};
 
 #[derive(clap::Subcommand)]
 pub enum ServiceCommand {
-    /// Every service: engine, state, primary, members, last and next backup.
-    List,
+    /// Services by name: engine, state, primary, members, last and next backup (the first 20
+    /// unless --limit or --all).
+    List {
+        #[command(flatten)]
+        page: super::PageArgs,
+    },
     /// One service: state, schedule, next and last backups, primary, members, role changes.
     Show {
         /// The service's name.
@@ -38,9 +42,12 @@ pub enum ServiceCommand {
 
 #[derive(clap::Subcommand)]
 pub enum HostCommand {
-    /// Every host with an agent: region, spare or not, the members it carries, and what it
-    /// claims that awaits approval.
-    List,
+    /// Hosts by name: region, spare or not, whether its agent is connected, the members it
+    /// carries, and what it claims that awaits approval (the first 20 unless --limit or --all).
+    List {
+        #[command(flatten)]
+        page: super::PageArgs,
+    },
     /// Approve what a host's agent claims: with no option, everything it has pending (members
     /// of services it is not bound to, and the spare role); or bind the named services and/or
     /// the spare role ahead of its agent (an inventory does this).

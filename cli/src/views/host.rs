@@ -4,7 +4,7 @@
 
 use comfy_table::Table;
 use serde::Serialize;
-use strongbox_proto::v1::{Engine, HostInfo, Member, MemberRole};
+use strongbox_proto::v1::{Engine, HostInfo, HostLiveness, Member, MemberRole};
 
 use super::rfc3339;
 use crate::output;
@@ -19,9 +19,19 @@ pub struct HostView<'a> {
     pub spare_approved: bool,
     pub registered_unix_ms: u64,
     pub registered: Option<String>,
-    /// Its agent's last report that was recorded.
-    pub last_report_unix_ms: u64,
-    pub last_report: Option<String>,
+    /// Whether its agent is there: `connected` (its session is open on a live node: it gets
+    /// backups and restores), `away` (its session ended and it did not come back), `silent`.
+    pub agent: HostLiveness,
+    /// Connected: the id of the node serving its session (`null` otherwise, or when it
+    /// registered but has no session recorded).
+    pub session_node: Option<u64>,
+    /// Away or silent: since when.
+    pub since_unix_ms: Option<u64>,
+    pub since: Option<String>,
+    /// Its agent's last recorded change: registration, a session opening, new members
+    /// (heartbeats that change nothing are not recorded).
+    pub changed_unix_ms: u64,
+    pub changed: Option<String>,
     pub bound_services: &'a [String],
     /// Members of services bound to this host.
     pub members: Vec<HostMemberView<'a>>,
@@ -61,8 +71,12 @@ impl<'a> From<&'a HostInfo> for HostView<'a> {
             spare_approved: h.spare_approved,
             registered_unix_ms: h.registered_unix_ms,
             registered: rfc3339(h.registered_unix_ms),
-            last_report_unix_ms: h.updated_unix_ms,
-            last_report: rfc3339(h.updated_unix_ms),
+            agent: h.liveness(),
+            session_node: (h.session_node != 0).then_some(h.session_node),
+            since_unix_ms: (h.since_unix_ms != 0).then_some(h.since_unix_ms),
+            since: rfc3339(h.since_unix_ms),
+            changed_unix_ms: h.updated_unix_ms,
+            changed: rfc3339(h.updated_unix_ms),
             bound_services: &h.bound_services,
             members: h.members.iter().map(HostMemberView::from).collect(),
             pending_members: h.pending_members.iter().map(HostMemberView::from).collect(),
@@ -121,6 +135,26 @@ impl HostView<'_> {
         }
     }
 
+    /// The agent column: `connected (node 2)`, `away since 5 minutes ago`, `silent since …`,
+    /// `-` for a host no agent registered yet.
+    fn agent_cell(&self, now_ms: u64) -> String {
+        if self.registered_unix_ms == 0 {
+            return "-".to_string();
+        }
+        match (self.agent, self.session_node) {
+            (HostLiveness::Connected, Some(node)) => format!("connected (node {node})"),
+            (HostLiveness::Connected, None) => "connected".to_string(),
+            (state, _) => match self.since_unix_ms {
+                Some(t) => format!(
+                    "{} since {}",
+                    state.word().to_uppercase(),
+                    output::relative(t, now_ms)
+                ),
+                None => state.word().to_uppercase(),
+            },
+        }
+    }
+
     /// Its row of the `host list` table, times seen from `now_ms`.
     fn row(&self, now_ms: u64) -> Vec<String> {
         vec![
@@ -132,11 +166,7 @@ impl HostView<'_> {
             } else {
                 output::relative(self.registered_unix_ms, now_ms)
             },
-            if self.registered_unix_ms == 0 {
-                "-".to_string()
-            } else {
-                output::relative(self.last_report_unix_ms, now_ms)
-            },
+            self.agent_cell(now_ms),
             self.services_cell(),
         ]
     }
@@ -170,14 +200,7 @@ impl HostView<'_> {
 
 /// The `host list` table, times seen from `now_ms`.
 pub fn table(hosts: &[HostView<'_>], now_ms: u64) -> Table {
-    let mut t = output::table([
-        "host",
-        "region",
-        "spare",
-        "registered",
-        "last report",
-        "services",
-    ]);
+    let mut t = output::table(["host", "region", "spare", "registered", "agent", "services"]);
     for h in hosts {
         t.add_row(h.row(now_ms));
     }
@@ -234,10 +257,35 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_column_says_where_it_is_connected_or_since_when_it_is_not() {
+        let now = 1_700_000_000_000;
+        let at = |liveness: HostLiveness, session_node: u64, since: u64| HostInfo {
+            registered_unix_ms: 1,
+            liveness: liveness.into(),
+            session_node,
+            since_unix_ms: since,
+            ..Default::default()
+        };
+        let cell = |h: &HostInfo| HostView::from(h).agent_cell(now);
+        assert_eq!(
+            cell(&at(HostLiveness::Connected, 3, 0)),
+            "connected (node 3)"
+        );
+        assert_eq!(cell(&at(HostLiveness::Connected, 0, 0)), "connected");
+        assert_eq!(
+            cell(&at(HostLiveness::Away, 0, now - 5 * 60_000)),
+            "AWAY since 5 minutes ago"
+        );
+        assert_eq!(cell(&at(HostLiveness::Silent, 0, 0)), "SILENT");
+    }
+
+    #[test]
     fn json_keeps_its_fields() {
         let h = HostInfo {
             name: "db-1".into(),
             updated_unix_ms: 7,
+            liveness: HostLiveness::Connected.into(),
+            session_node: 2,
             members: vec![member("orders", true)],
             ..Default::default()
         };
@@ -246,21 +294,28 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "agent",
                 "bound_services",
-                "last_report",
-                "last_report_unix_ms",
+                "changed",
+                "changed_unix_ms",
                 "members",
                 "name",
                 "pending_members",
                 "region",
                 "registered",
                 "registered_unix_ms",
+                "session_node",
+                "since",
+                "since_unix_ms",
                 "spare",
                 "spare_approved",
                 "spare_requested",
             ]
         );
-        assert_eq!(v["last_report_unix_ms"], 7);
+        assert_eq!(v["changed_unix_ms"], 7);
+        assert_eq!(v["agent"], "connected");
+        assert_eq!(v["session_node"], 2);
+        assert_eq!(v["since"], serde_json::Value::Null);
         assert_eq!(v["registered"], serde_json::Value::Null);
         assert_eq!(
             v["members"][0],

@@ -39,20 +39,20 @@ pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo
                 })
         })
         .collect();
-    let completed = snap
-        .backups
-        .iter()
-        .filter(|b| b.service == name && b.state() == BackupState::Completed);
+    let completed: Vec<&strongbox_proto::catalog::BackupRecord> = snap
+        .backups_of(name)
+        .filter(|b| b.state() == BackupState::Completed)
+        .collect();
     Some(ServiceInfo {
         name: svc.name.clone(),
         engine: svc.engine,
         members,
         last_backup_unix_ms: completed
-            .clone()
+            .iter()
             .map(|b| b.created_unix_ms)
             .max()
             .unwrap_or(0),
-        backups: completed.count() as u64,
+        backups: completed.len() as u64,
         state: st.state.into(),
         state_reason: st.reason.clone(),
         primary_host: svc.primary_host.clone(),
@@ -73,13 +73,20 @@ pub fn service_info(snap: &Snapshot, name: &str, now: u64) -> Option<ServiceInfo
     })
 }
 
-pub fn all_services(snap: &Snapshot, now: u64) -> Vec<ServiceInfo> {
-    let mut names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
-    names.sort_unstable();
-    names
-        .into_iter()
-        .filter_map(|n| service_info(snap, n, now))
+/// The services of `snap` as `service list` shows them, in its order (by name).
+pub fn services_of(snap: &Snapshot, now: u64) -> Vec<ServiceInfo> {
+    snap.services
+        .iter()
+        .filter_map(|s| service_info(snap, &s.name, now))
         .collect()
+}
+
+/// One service as `service show` shows it, read through the catalog's indexes; `NOT_FOUND`
+/// saying where to look.
+pub fn show_service(node: &NodeContext, name: &str) -> Result<ServiceInfo, Status> {
+    let svc = known_service(node, name)?;
+    let snap = node.catalog.services_snapshot(vec![svc])?;
+    service_info(&snap, name, now_ms()).ok_or_else(|| no_service(name))
 }
 
 /// Retention's verdicts on every completed backup, by backup id.
@@ -224,6 +231,7 @@ pub fn final_backup_job(node: &NodeContext, service: &str) -> Result<Option<JobR
         &node.catalog.hosts_of_service(service)?,
         service,
         "",
+        &node.catalog.presences()?,
         now_ms(),
     )
     .map_err(|e| {

@@ -16,44 +16,52 @@ use tonic::Status;
 use crate::node::NodeContext;
 
 pub use crate::policy::plan::ALIVE_MS;
+use crate::policy::presence::{Presence, Presences};
 
-/// Whether `h` reported within [`ALIVE_MS`] of `now_ms` on this node's clock. Reports are
-/// stamped by the leader's clock, which may differ from this node's: the skew the catalog
-/// allows ([`crate::catalog::MAX_BEHIND_MS`]) is allowed here too before calling a host silent.
-fn reported_lately(h: &HostRecord, now_ms: u64) -> bool {
-    now_ms.saturating_sub(h.updated_unix_ms) < ALIVE_MS + crate::catalog::MAX_BEHIND_MS
+/// Why `h`'s agent cannot take a job now (`what` names the host, e.g. "host db-1 carries
+/// \"orders\""; `instead` says what to do), or `None` when it is connected.
+fn not_there(
+    h: &HostRecord,
+    presences: &Presences,
+    now_ms: u64,
+    what: &str,
+    instead: &str,
+) -> Option<Status> {
+    match presences.of(h, now_ms) {
+        Presence::Connected { .. } => None,
+        Presence::Away { since_unix_ms } => Some(Status::failed_precondition(format!(
+            "{what} but its agent went away at {} and has not come back (its session ended): \
+             start the agent, or {instead}",
+            crate::policy::time::rfc3339(since_unix_ms)
+        ))),
+        Presence::Silent { since_unix_ms } => Some(Status::failed_precondition(format!(
+            "{what} but its agent has not been connected to a live node of this region since {} \
+             ({} s): it is down or cut off; start it, or {instead}",
+            crate::policy::time::rfc3339(since_unix_ms),
+            now_ms.saturating_sub(since_unix_ms) / 1000
+        ))),
+    }
 }
 
 /// The host that backs up `service`: `host` when given (it must carry the service), else the
-/// healthy primary (or standalone) member; either way a host that reported within
-/// [`ALIVE_MS`] of `now_ms` and whose agent is not marked away (`HostRecord.away_since_unix_ms`):
-/// a job given to a silent host would wait for nobody. Returns the
-/// host and the service's engine.
+/// healthy primary (or standalone) member; either way a host whose agent is connected
+/// ([`crate::policy::presence`]): a job given to an absent host would wait for nobody. Returns
+/// the host and the service's engine.
 pub fn backup_host(
     hosts: &[HostRecord],
     service: &str,
     host: &str,
+    presences: &Presences,
     now_ms: u64,
 ) -> Result<(String, strongbox_proto::v1::Engine), Status> {
     let silent = |h: &HostRecord| {
-        if h.away_since_unix_ms != 0 {
-            return Some(Status::failed_precondition(format!(
-                "host {} carries {service:?} but its agent went away at {} and has not come back \
-                 (its session ended): start the agent, or name another member with --host",
-                h.name,
-                crate::policy::time::rfc3339(h.away_since_unix_ms)
-            )));
-        }
-        let quiet = now_ms.saturating_sub(h.updated_unix_ms);
-        (!reported_lately(h, now_ms)).then(|| {
-            Status::failed_precondition(format!(
-                "host {} carries {service:?} but has not reported for {} s (since {}): its agent \
-                 is down or cut off from this region; start it, or name another member with --host",
-                h.name,
-                quiet / 1000,
-                crate::policy::time::rfc3339(h.updated_unix_ms)
-            ))
-        })
+        not_there(
+            h,
+            presences,
+            now_ms,
+            &format!("host {} carries {service:?}", h.name),
+            "name another member with --host",
+        )
     };
     let members: Vec<(&HostRecord, &strongbox_proto::catalog::MemberRecord)> = hosts
         .iter()
@@ -114,6 +122,7 @@ pub fn restore_host(
     hosts: &[HostRecord],
     restoring: &HashSet<String>,
     to_host: &str,
+    presences: &Presences,
     now_ms: u64,
     max_servers: usize,
 ) -> Result<String, Status> {
@@ -135,12 +144,12 @@ pub fn restore_host(
                  start its agent, or name another spare"
             )));
         }
-        if h.spare && !reported_lately(h, now_ms) {
-            return Err(Status::failed_precondition(format!(
-                "spare {to_host:?} has not reported for {} s (its agent is down or cut off); \
-                 start it, or name another spare (`strongbox host list`)",
-                now_ms.saturating_sub(h.updated_unix_ms) / 1000
-            )));
+        if h.spare {
+            let what = format!("spare {to_host:?} is approved");
+            let instead = "name another spare (`strongbox host list`)";
+            if let Some(refusal) = not_there(h, presences, now_ms, &what, instead) {
+                return Err(refusal);
+            }
         }
         if !h.spare {
             let why = if h.spare_requested && !h.bound_services.is_empty() {
@@ -178,7 +187,7 @@ pub fn restore_host(
                 && h.members.is_empty()
                 && h.pending_members.is_empty()
         })
-        .filter(|h| reported_lately(h, now_ms) && h.away_since_unix_ms == 0)
+        .filter(|h| presences.connected(h, now_ms))
         .filter(|h| !restoring.contains(&h.name) && !full(&h.name))
         .max_by_key(|h| h.updated_unix_ms)
         .map(|h| h.name.clone())
@@ -247,38 +256,56 @@ mod tests {
         }
     }
 
-    /// Issue 14, fault 4: a backup goes only to a member whose host reports; otherwise the
-    /// refusal names the silent host and since when.
+    /// Issue 14, fault 4: a backup goes only to a member whose agent is there; otherwise the
+    /// refusal names the absent host and since when.
     #[test]
-    fn backups_go_only_to_hosts_that_report() {
+    fn backups_go_only_to_hosts_whose_agent_is_there() {
         let now = 10 * ALIVE_MS;
+        let presences = Presences {
+            nodes_seen: [(1, now - 30_000), (2, now - 2 * ALIVE_MS)].into(),
+            slack_ms: crate::catalog::MAX_BEHIND_MS,
+        };
+        let on = |mut h: HostRecord, node: u64| {
+            h.session_id = "s".into();
+            h.session_node = node;
+            h
+        };
         let hosts = [
-            host("db-1", MemberRole::Primary, now - 1_000),
-            host("db-2", MemberRole::Replica, now - 2 * ALIVE_MS),
+            // Last written long ago, but its session is open on a node seen lately.
+            on(host("db-1", MemberRole::Primary, 1), 1),
+            on(host("db-2", MemberRole::Replica, 1), 2),
         ];
-        assert_eq!(backup_host(&hosts, "orders", "", now).unwrap().0, "db-1");
-        let s = backup_host(&hosts, "orders", "db-2", now).unwrap_err();
+        assert_eq!(
+            backup_host(&hosts, "orders", "", &presences, now)
+                .unwrap()
+                .0,
+            "db-1"
+        );
+        let s = backup_host(&hosts, "orders", "db-2", &presences, now).unwrap_err();
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         assert!(
-            s.message().contains("db-2") && s.message().contains("has not reported for 360 s"),
+            s.message().contains("db-2")
+                && s.message().contains("since")
+                && s.message().contains("(360 s)"),
             "{}",
             s.message()
         );
+        // No session: only a recent change counts, with the skew allowed.
         let silent = [host(
             "db-1",
             MemberRole::Primary,
             now - ALIVE_MS - crate::catalog::MAX_BEHIND_MS,
         )];
-        let s = backup_host(&silent, "orders", "", now).unwrap_err();
+        let s = backup_host(&silent, "orders", "", &presences, now).unwrap_err();
         assert!(
             s.message().contains("db-1") && s.message().contains("since"),
             "{}",
             s.message()
         );
-        // Reported a moment ago, but its agent's session ended and it did not come back.
-        let mut away = host("db-1", MemberRole::Primary, now - 1000);
+        // Its session is on a live node, but its agent's session ended and it did not come back.
+        let mut away = on(host("db-1", MemberRole::Primary, now - 1000), 1);
         away.away_since_unix_ms = now - 500;
-        let s = backup_host(&[away], "orders", "", now).unwrap_err();
+        let s = backup_host(&[away], "orders", "", &presences, now).unwrap_err();
         assert!(s.message().contains("went away"), "{}", s.message());
     }
 }

@@ -117,15 +117,19 @@ impl OperatorService for OperatorApi {
         req: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         require_role(&req, READERS)?;
+        let (limit, after) = validate::page(req.get_ref().page.as_ref())?;
         self.node.read_barrier().await?;
-        let hosts = self
-            .node
-            .catalog
-            .hosts()?
-            .into_iter()
-            .map(host_info)
-            .collect();
-        Ok(Response::new(ListHostsResponse { hosts }))
+        let presences = self.node.catalog.presences()?;
+        let now = now_ms();
+        let page = self.node.catalog.hosts_page(after.as_deref(), limit)?;
+        Ok(Response::new(ListHostsResponse {
+            hosts: page
+                .items
+                .into_iter()
+                .map(|h| host_info(h, &presences, now))
+                .collect(),
+            next_page_token: validate::page_token(page.next),
+        }))
     }
 
     async fn bind_host(&self, req: Request<BindHostRequest>) -> Result<Response<HostInfo>, Status> {
@@ -190,7 +194,11 @@ impl OperatorService for OperatorApi {
             .catalog
             .host(&r.host)?
             .ok_or_else(|| Status::internal(format!("host {} vanished", r.host)))?;
-        Ok(Response::new(host_info(h)))
+        Ok(Response::new(host_info(
+            h,
+            &self.node.catalog.presences()?,
+            now_ms(),
+        )))
     }
 
     async fn add_node(
@@ -262,21 +270,38 @@ impl OperatorService for OperatorApi {
         req: Request<ListBackupsRequest>,
     ) -> Result<Response<ListBackupsResponse>, Status> {
         require_role(&req, READERS)?;
-        let service = req.into_inner().service;
+        let r = req.into_inner();
+        if !r.service.is_empty() {
+            validate::name("service", &r.service)?;
+        }
+        let (limit, after) = validate::page(r.page.as_ref())?;
         self.node.read_barrier().await?;
-        let snap = self.node.catalog.schedule_snapshot()?;
-        let verdicts = fleet::verdicts(&snap, now_ms());
-        let mut backups: Vec<BackupInfo> = snap
-            .backups
+        let page = self
+            .node
+            .catalog
+            .backups_page(&r.service, after.as_deref(), limit)?;
+        // Retention's verdicts, evaluated on the backups of the services on this page.
+        let now = now_ms();
+        let mut verdicts = std::collections::BTreeMap::new();
+        let services: std::collections::BTreeSet<&str> =
+            page.items.iter().map(|b| b.service.as_str()).collect();
+        for service in services {
+            let policy = self.node.catalog.effective_policy(service)?;
+            let backups = self.node.catalog.service_backups(service)?;
+            verdicts.extend(crate::policy::retention::evaluate(&policy, &backups, now));
+        }
+        let backups = page
+            .items
             .into_iter()
-            .filter(|b| service.is_empty() || b.service == service)
             .map(|b| {
                 let v = verdicts.get(&b.id);
                 backup_info_with(b, v)
             })
             .collect();
-        backups.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
-        Ok(Response::new(ListBackupsResponse { backups }))
+        Ok(Response::new(ListBackupsResponse {
+            backups,
+            next_page_token: validate::page_token(page.next),
+        }))
     }
 
     async fn purge_backup(
@@ -322,18 +347,23 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<ListJobsResponse>, Status> {
         require_role(&req, READERS)?;
         let r = req.into_inner();
+        if !r.service.is_empty() {
+            validate::name("service", &r.service)?;
+        }
+        let kind = match r.kind {
+            0 => None,
+            k => Some(validate::required::<JobKind>("kind", k)?),
+        };
+        let (limit, after) = validate::page(r.page.as_ref())?;
         self.node.read_barrier().await?;
-        let mut jobs: Vec<JobInfo> = self
+        let page = self
             .node
             .catalog
-            .jobs()?
-            .into_iter()
-            .filter(|j| r.kind() == JobKind::Unspecified || j.kind == r.kind)
-            .filter(|j| r.service.is_empty() || j.service == r.service)
-            .map(job_info)
-            .collect();
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.created_unix_ms));
-        Ok(Response::new(ListJobsResponse { jobs }))
+            .jobs_page(kind, &r.service, after.as_deref(), limit)?;
+        Ok(Response::new(ListJobsResponse {
+            jobs: page.items.into_iter().map(job_info).collect(),
+            next_page_token: validate::page_token(page.next),
+        }))
     }
 
     async fn list_services(
@@ -341,10 +371,13 @@ impl OperatorService for OperatorApi {
         req: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
         require_role(&req, READERS)?;
+        let (limit, after) = validate::page(req.get_ref().page.as_ref())?;
         self.node.read_barrier().await?;
-        let snap = self.node.catalog.schedule_snapshot()?;
+        let page = self.node.catalog.services_page(after.as_deref(), limit)?;
+        let snap = self.node.catalog.services_snapshot(page.items)?;
         Ok(Response::new(ListServicesResponse {
-            services: fleet::all_services(&snap, now_ms()),
+            services: fleet::services_of(&snap, now_ms()),
+            next_page_token: validate::page_token(page.next),
         }))
     }
 
@@ -354,11 +387,9 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<ServiceInfo>, Status> {
         require_role(&req, READERS)?;
         let name = req.into_inner().name;
+        validate::name("service", &name)?;
         self.node.read_barrier().await?;
-        let snap = self.node.catalog.schedule_snapshot()?;
-        fleet::service_info(&snap, &name, now_ms())
-            .map(Response::new)
-            .ok_or_else(|| fleet::no_service(&name))
+        fleet::show_service(&self.node, &name).map(Response::new)
     }
 
     async fn get_policy(
@@ -437,9 +468,8 @@ impl OperatorService for OperatorApi {
             )
             .await?;
         self.node.read_barrier().await?;
-        let snap = self.node.catalog.schedule_snapshot()?;
         Ok(Response::new(SetServiceStateResponse {
-            service: fleet::service_info(&snap, &r.service, now_ms()),
+            service: Some(fleet::show_service(&self.node, &r.service)?),
             final_backup,
         }))
     }
@@ -449,18 +479,12 @@ impl OperatorService for OperatorApi {
         req: Request<ListAuditRequest>,
     ) -> Result<Response<ListAuditResponse>, Status> {
         require_role(&req, READERS)?;
-        let limit = match req.into_inner().limit {
-            0 => 100,
-            n => n.min(10_000) as usize,
-        };
+        let (limit, after) = validate::page(req.get_ref().page.as_ref())?;
         self.node.read_barrier().await?;
-        let entries = self
-            .node
-            .catalog
-            .audit()?
+        let page = self.node.catalog.audit_page(after.as_deref(), limit)?;
+        let entries = page
+            .items
             .into_iter()
-            .rev()
-            .take(limit)
             .map(|a| AuditEntry {
                 index: a.index,
                 unix_ms: a.unix_ms,
@@ -471,7 +495,10 @@ impl OperatorService for OperatorApi {
                 what: a.what,
             })
             .collect();
-        Ok(Response::new(ListAuditResponse { entries }))
+        Ok(Response::new(ListAuditResponse {
+            entries,
+            next_page_token: validate::page_token(page.next),
+        }))
     }
 
     async fn create_backup(
@@ -489,6 +516,7 @@ impl OperatorService for OperatorApi {
             &self.node.catalog.hosts_of_service(&r.service)?,
             &r.service,
             &r.host,
+            &self.node.catalog.presences()?,
             now_ms(),
         )?;
         let job = JobRecord {
@@ -552,6 +580,7 @@ impl OperatorService for OperatorApi {
             &candidates,
             &restoring,
             &r.to_host,
+            &self.node.catalog.presences()?,
             now_ms(),
             self.node.max_restored_servers,
         )?;
@@ -646,6 +675,7 @@ impl OperatorApi {
             &self.node.catalog.hosts_of_service(&backup.service)?,
             &backup.service,
             "",
+            &self.node.catalog.presences()?,
             now_ms(),
         )?;
         if !yes {
@@ -709,8 +739,21 @@ impl OperatorApi {
 }
 
 /// A host as the operator sees it: what it serves, and what it claims that awaits approval.
-fn host_info(h: strongbox_proto::catalog::HostRecord) -> HostInfo {
+fn host_info(
+    h: strongbox_proto::catalog::HostRecord,
+    presences: &crate::policy::presence::Presences,
+    now_ms: u64,
+) -> HostInfo {
+    use crate::policy::presence::Presence;
+    let (liveness, session_node, since_unix_ms) = match presences.of(&h, now_ms) {
+        Presence::Connected { node } => (HostLiveness::Connected, node, 0),
+        Presence::Away { since_unix_ms } => (HostLiveness::Away, 0, since_unix_ms),
+        Presence::Silent { since_unix_ms } => (HostLiveness::Silent, 0, since_unix_ms),
+    };
     HostInfo {
+        liveness: liveness.into(),
+        session_node,
+        since_unix_ms,
         name: h.name,
         region: h.region,
         spare: h.spare,

@@ -6,8 +6,12 @@
 //! gets its unfinished jobs again and must ignore the ones it is running), as soon as the
 //! catalog writes it: the apply step's hook wakes the host's sessions ([`crate::node::Sessions`];
 //! an idle session costs nothing but a backstop look every 10 s); a heartbeat writes the
-//! catalog only when the host's members changed or its last write is older than a minute
-//! (liveness for spare choice), so a quiet fleet does not flood the Raft log.
+//! catalog only when the host's members changed: whether the agent is there comes from its
+//! recorded session and the node serving it ([`crate::policy::presence`]), so a quiet fleet
+//! writes nothing. An agent that sends nothing for [`AGENT_SILENCE`] (a hung agent on a live
+//! connection) has its session ended; a node that starts ends the sessions it recorded before
+//! it stopped ([`end_stale_sessions`]), each after the grace period, unless the agent came
+//! back.
 //!
 //! A session is recorded in the catalog when it opens (`HostSession`, the host's newest
 //! session). When it ends because the agent went away (not because this node stops), the node
@@ -39,9 +43,10 @@ use super::convert::member_record;
 use super::validate;
 use crate::catalog::claimed_members;
 use crate::node::NodeContext;
-use strongbox_core::clock::now_ms;
 
-const REFRESH_MS: u64 = 60_000;
+/// A session whose agent sent nothing for this long is ended (agents send a heartbeat every
+/// 10 s): its host is then away after the grace period, as if the agent had gone.
+pub const AGENT_SILENCE: Duration = Duration::from_secs(90);
 
 /// How often an idle session looks at its host's jobs without being woken: a backstop for a
 /// change the catalog's hook did not report (an installed snapshot).
@@ -165,6 +170,7 @@ pub async fn run(
 ) {
     let host = who.name.clone();
     let session_id = uuid::Uuid::now_v7().to_string();
+    node.sessions.serving(&session_id, true);
     tracing::info!(host = %host, session = %session_id, "agent session opened");
     let mut stopping = node.stopping.subscribe();
     // The node may be told to stop while the session's opening is still being committed: the
@@ -184,6 +190,7 @@ pub async fn run(
         }
         None => {
             let _ = tx.send(Err(stopping_status(&node))).await;
+            node.sessions.serving(&session_id, false);
             drop(slot);
             tracing::info!(host = %host, session = %session_id, "agent session closed: the node is stopping");
             return;
@@ -202,10 +209,13 @@ pub async fn run(
     // a change the hook did not see).
     let changed = slot.changed.clone();
     let mut poll = tokio::time::interval(BACKSTOP_POLL);
+    let silence = tokio::time::sleep(AGENT_SILENCE);
+    tokio::pin!(silence);
     loop {
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + AGENT_SILENCE);
                     if let Err(e) = handle(&node, &who, &reporter, m).await {
                         refused += 1;
                         if refused <= LOGGED_REFUSALS {
@@ -247,6 +257,17 @@ pub async fn run(
             }
             _ = changed.notified() => {}
             _ = poll.tick() => {}
+            () = &mut silence => {
+                tracing::warn!(host = %host, session = %session_id, silence = ?AGENT_SILENCE, "agent session ended: the agent sent nothing (not even a heartbeat)");
+                let _ = tx
+                    .send(Err(Status::deadline_exceeded(format!(
+                        "this session sent nothing for {} s (agents send a heartbeat every 10 s); \
+                         it is ended: reconnect",
+                        AGENT_SILENCE.as_secs()
+                    ))))
+                    .await;
+                break;
+            }
             _ = tx.closed() => break,
         }
         // Deliver what is new for this host (its open jobs, read through their index).
@@ -298,6 +319,7 @@ pub async fn run(
     // Reports accepted before the end are still proposed.
     reporter.close();
     let _ = reporting.await;
+    node.sessions.serving(&session_id, false);
     drop(slot);
     tracing::info!(host = %host, session = %session_id, refused, "agent session closed");
     if recorded && !node_stopping {
@@ -312,6 +334,7 @@ fn session_op(node: &NodeContext, host: &str, session_id: &str, open: bool) -> H
         open,
         node: node.name.clone(),
         grace_ms: node.agent_grace.as_millis() as u64,
+        node_id: node.id,
     }
 }
 
@@ -374,16 +397,17 @@ async fn handle(
             validate::members(&hb.members)?;
             let members: Vec<_> = hb.members.into_iter().map(member_record).collect();
             let current = node.catalog.host(&who.name)?;
-            let stale = match &current {
+            // Presence comes from the session (`policy::presence`): a heartbeat that changes
+            // nothing writes nothing.
+            let changed = match &current {
                 Some(h) => {
                     let mut sorted = members.clone();
                     sorted.sort_by(|a, b| a.service.cmp(&b.service));
                     claimed_members(h) != sorted
-                        || now_ms().saturating_sub(h.updated_unix_ms) > REFRESH_MS
                 }
                 None => true,
             };
-            if let (true, Some(h)) = (stale, current) {
+            if let (true, Some(h)) = (changed, current) {
                 let op = Op::RegisterHost(RegisterHost {
                     host: h.name.clone(),
                     region: h.region,
@@ -446,4 +470,42 @@ async fn check_report(node: &NodeContext, who: &Identity, r: &JobReport) -> Resu
         )));
     }
     Ok(())
+}
+
+/// Ends, after the grace period, the sessions this node recorded before it (re)started: their
+/// agents were cut off by the restart and either came back (to this node or another: a newer
+/// session, and nothing is proposed) or did not (their hosts become away, their open jobs
+/// fail as abandoned). Waits until the node has caught up with the region, so it judges the
+/// newest sessions; gives up when the node stops.
+pub async fn end_stale_sessions(node: Arc<NodeContext>) {
+    let mut stopping = node.stopping.subscribe();
+    loop {
+        let caught_up = tokio::select! {
+            r = node.read_barrier() => r.map_err(|e| e.to_string()),
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        match caught_up {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "waiting for the region before ending stale sessions");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let stale = match node.catalog.hosts_of_session_node(node.id) {
+        Ok(hosts) => hosts
+            .into_iter()
+            .filter(|h| !node.sessions.serves(&h.session_id))
+            .collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading the sessions this node recorded");
+            return;
+        }
+    };
+    if !stale.is_empty() {
+        tracing::info!(sessions = stale.len(), grace = ?node.agent_grace, "sessions recorded before this node started end unless their agents come back");
+    }
+    for h in stale {
+        tokio::spawn(end_after_grace(node.clone(), h.name, h.session_id));
+    }
 }

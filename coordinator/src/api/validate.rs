@@ -14,7 +14,9 @@ use std::collections::HashSet;
 
 use prost::Message as _;
 use strongbox_proto::names::Vocabulary;
-use strongbox_proto::v1::{Engine, FailureClass, JobReport, JobState, Member, MemberRole};
+use strongbox_proto::v1::{
+    Engine, FailureClass, JobReport, JobState, Member, MemberRole, PageRequest,
+};
 use tonic::Status;
 
 /// Members (services) one host may report: far above any real host, low enough that one
@@ -80,6 +82,45 @@ pub fn line(field: &str, value: &str, max: usize) -> Result<(), Status> {
 }
 
 /// Longest job id: `job-sched-<service>-<slot>-<attempt>` with a 63-character service name.
+/// Items a page holds when its request names no limit, and the most it may ask for.
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1_000;
+
+/// A list request's page: its limit ([`PAGE_DEFAULT`] for 0; `INVALID_ARGUMENT` above
+/// [`PAGE_MAX`]) and the key its token names (`None`: the first page). A token is the hex of
+/// the last key the page before returned; the catalog checks that it belongs to the list.
+pub fn page(page: Option<&PageRequest>) -> Result<(usize, Option<Vec<u8>>), Status> {
+    let Some(p) = page else {
+        return Ok((PAGE_DEFAULT, None));
+    };
+    let limit = match p.limit as usize {
+        0 => PAGE_DEFAULT,
+        n if n > PAGE_MAX => {
+            return Err(Status::invalid_argument(format!(
+                "a page holds at most {PAGE_MAX} items, not {n}; ask for the next pages with \
+                 the token each page returns"
+            )))
+        }
+        n => n,
+    };
+    if p.token.is_empty() {
+        return Ok((limit, None));
+    }
+    if p.token.len() > 4 * MAX_JOB_ID_LEN + 256 {
+        return Err(Status::invalid_argument(
+            "the page token is too long to be one",
+        ));
+    }
+    let key = hex::decode(&p.token)
+        .map_err(|_| Status::invalid_argument("the page token is not one strongbox returned"))?;
+    Ok((limit, Some(key)))
+}
+
+/// The token of the page after `next` (the last key a page returned): empty for none.
+pub fn page_token(next: Option<Vec<u8>>) -> String {
+    next.map(hex::encode).unwrap_or_default()
+}
+
 pub const MAX_JOB_ID_LEN: usize = 128;
 
 /// A job id: 1 to [`MAX_JOB_ID_LEN`] of `[A-Za-z0-9._-]`.

@@ -285,7 +285,7 @@ impl Catalog {
         } else {
             String::new()
         };
-        put_backup(batch, &b);
+        put_backup(batch, None, &b);
         Ok(if h.held {
             format!("hold backup {} of {} ({})", b.id, b.service, h.reason)
         } else {

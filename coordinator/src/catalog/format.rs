@@ -9,8 +9,11 @@
 use crate::error::{Error, Result};
 
 /// The record format this build reads and writes. 1: states, kinds and roles as strings
-/// (before issue 16); 2: as enums, restore results as messages, refusals typed.
-pub const FORMAT: u32 = 2;
+/// (before issue 16); 2: as enums, restore results as messages, refusals typed; 3: the
+/// indexes of issue 17 (jobs by host, service, state and time; backups by service and time;
+/// hosts by service, spare role and session node), bounded history, hosts' sessions with the
+/// node serving them and the nodes seen.
+pub const FORMAT: u32 = 3;
 
 /// The key of the format in the catalog's tree (4 bytes, big-endian).
 pub(super) const KEY_FORMAT: &[u8] = b"format";

@@ -45,13 +45,6 @@ pub fn request_time_key(unix_ms: u64, id: &str) -> Vec<u8> {
     index::key(REQUESTS_BY_TIME, &index::time_key(unix_ms), id)
 }
 
-/// The id an index key ends with: after its last NUL (`<table>/<by>\0<id>`, or
-/// `…\0<time>\0<id>` in `jobs-finished-service/`; names never hold a NUL).
-fn id_of(key: &[u8]) -> String {
-    let id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
-    String::from_utf8_lossy(id).into_owned()
-}
-
 /// Whether finished job `j` must stay whatever its age or rank: a restore whose server still
 /// runs on a spare (stopping it needs the job).
 fn server_runs(j: &JobRecord) -> bool {
@@ -86,7 +79,7 @@ impl Catalog {
                 if forgotten == over {
                     break;
                 }
-                match self.job(&id_of(k))? {
+                match self.job(&index::id_of(k))? {
                     Some(j) if server_runs(&j) => {}
                     Some(j) => {
                         remove_job(batch, &j);
@@ -188,7 +181,7 @@ impl Catalog {
         let mut jobs = 0;
         if p.jobs_before_unix_ms != 0 {
             for k in self.older_than(index::FINISHED, p.jobs_before_unix_ms)? {
-                match self.job(&id_of(&k))? {
+                match self.job(&index::id_of(&k))? {
                     Some(j) if server_runs(&j) => {}
                     Some(j) => {
                         remove_job(batch, &j);
@@ -201,7 +194,7 @@ impl Catalog {
         let mut requests = 0;
         if p.requests_before_unix_ms != 0 {
             for k in self.older_than(REQUESTS_BY_TIME, p.requests_before_unix_ms)? {
-                batch.remove(req_key(&id_of(&k)));
+                batch.remove(req_key(&index::id_of(&k)));
                 batch.remove(k);
                 requests += 1;
             }

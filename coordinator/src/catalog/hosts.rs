@@ -85,6 +85,7 @@ impl Catalog {
                 .unwrap_or_default(),
             // An agent that registers or sends a heartbeat is back.
             away_since_unix_ms: 0,
+            session_node: previous.as_ref().map_or(0, |p| p.session_node),
             restored_servers: previous
                 .as_ref()
                 .map(|p| p.restored_servers.clone())
@@ -126,17 +127,20 @@ impl Catalog {
         unix_ms: u64,
         batch: &mut sled::Batch,
     ) -> Applied {
-        let mut rec = self.host(&s.host)?.ok_or_else(|| Refusal::NotFound {
+        let previous = self.host(&s.host)?.ok_or_else(|| Refusal::NotFound {
             what: "host",
             id: s.host.clone(),
         })?;
+        let mut rec = previous.clone();
         if s.session_id.is_empty() {
             return Err(Refusal::invalid("a session needs an id"));
         }
         if s.open {
             rec.session_id = s.session_id.clone();
+            rec.session_node = s.node_id;
             rec.away_since_unix_ms = 0;
-            put_host(batch, None, &rec);
+            rec.updated_unix_ms = unix_ms;
+            put_host(batch, Some(&previous), &rec);
             return Ok(format!(
                 "session {} of host {} opened on {}",
                 s.session_id, s.host, s.node
@@ -166,8 +170,9 @@ impl Catalog {
             failed += 1;
         }
         rec.session_id.clear();
+        rec.session_node = 0;
         rec.away_since_unix_ms = unix_ms.saturating_sub(s.grace_ms).max(1);
-        put_host(batch, None, &rec);
+        put_host(batch, Some(&previous), &rec);
         Ok(format!(
             "session {} of host {} ended; {failed} open job(s) failed: {reason}",
             s.session_id, s.host

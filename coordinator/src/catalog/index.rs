@@ -8,10 +8,17 @@
 //! - `jobs-waiting/<after_job>`: jobs waiting for another to end;
 //! - `jobs-finished/<finished ms, 20 digits>`: finished jobs, oldest first (pruning by age);
 //! - `jobs-finished-service/<service>`: a service's finished jobs, oldest first (by count);
-//! - `backups-service/<service>`: every backup of a service (retention, holds);
+//! - `jobs-created/<kind>`, `jobs-created/<kind>/<service>`, `jobs-created/*`,
+//!   `jobs-created/*/<service>`: every job by creation time, oldest first (paged lists,
+//!   newest first), written once when the job is created ([`create_job`]);
+//! - `backups-service/<service>`: every backup of a service by creation time (retention,
+//!   holds, paged lists);
+//! - `backups-time/`: every backup by creation time (paged lists);
 //! - `hosts-service/<service>`: hosts that claim a member of a service, bound or pending
 //!   (primaries, a backup's host);
-//! - `hosts-spare/`: hosts that are spares (a restore's host).
+//! - `hosts-spare/`: hosts that are spares (a restore's host);
+//! - `hosts-session-node/<node id>`: hosts whose open session that node serves (the
+//!   sessions a restarted node ends).
 //!
 //! Invariants: an index lists at least every record it should (written in the record's
 //! batch); readers check each record they get through an index against what they need (an
@@ -20,7 +27,7 @@
 
 use prost::Message;
 use strongbox_proto::catalog::{BackupRecord, HostRecord, JobRecord};
-use strongbox_proto::v1::JobState;
+use strongbox_proto::v1::{JobKind, JobState};
 
 use super::{backup_key, host_key, job_key, manifest_key};
 
@@ -30,8 +37,11 @@ pub const WAITING_ON: &str = "jobs-waiting";
 pub const FINISHED: &str = "jobs-finished";
 pub const FINISHED_BY_SERVICE: &str = "jobs-finished-service";
 pub const BACKUPS_BY_SERVICE: &str = "backups-service";
+pub const BACKUPS_BY_TIME: &str = "backups-time";
+pub const JOBS_BY_CREATED: &str = "jobs-created";
 pub const HOSTS_BY_SERVICE: &str = "hosts-service";
 pub const SPARES: &str = "hosts-spare";
+pub const BY_SESSION_NODE: &str = "hosts-session-node";
 
 /// The key of `id` in index `table` under `by`.
 pub fn key(table: &str, by: &str, id: &str) -> Vec<u8> {
@@ -41,6 +51,13 @@ pub fn key(table: &str, by: &str, id: &str) -> Vec<u8> {
 /// The prefix of every key of index `table` under `by`.
 pub fn prefix(table: &str, by: &str) -> Vec<u8> {
     [table.as_bytes(), b"/", by.as_bytes(), b"\0"].concat()
+}
+
+/// The id an index key ends with: after its last NUL (`<table>/<by>\0<id>`, or
+/// `…\0<time>\0<id>` in the entries that sort by time; names never hold a NUL).
+pub fn id_of(key: &[u8]) -> String {
+    let id = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(id).into_owned()
 }
 
 /// A time as an index's `by`: 20 digits, so that keys sort by time.
@@ -128,8 +145,40 @@ pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
     touched(&j.host);
 }
 
+/// The `by`s of a job in `jobs-created/`: every job (`*`), of its service (`*/<service>`), of
+/// its kind (`backup`), of its kind and service (`backup/<service>`). Kind words hold no `/`
+/// and no `*`, so the four never overlap.
+pub fn jobs_created_by(kind: Option<JobKind>, service: &str) -> String {
+    let kind = kind.map_or("*", |k| k.word());
+    if service.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}/{service}")
+    }
+}
+
+fn created_keys(j: &JobRecord) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let id = format!("{}\0{}", time_key(j.created_unix_ms), j.id);
+    [None, Some(j.kind())]
+        .into_iter()
+        .flat_map(move |kind| [jobs_created_by(kind, ""), jobs_created_by(kind, &j.service)])
+        .map(move |by| key(JOBS_BY_CREATED, &by, &id))
+}
+
+/// Writes a new job: its `jobs-created/` entries (a job's kind, service and creation time
+/// never change), then as [`put_job`].
+pub fn create_job(batch: &mut sled::Batch, j: &JobRecord) {
+    for k in created_keys(j) {
+        set(batch, k, true);
+    }
+    put_job(batch, j);
+}
+
 /// Removes a job and its index entries.
 pub fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
+    for k in created_keys(j) {
+        batch.remove(k);
+    }
     for (table, by) in [
         (OPEN_BY_SERVICE, j.service.as_str()),
         (OPEN_BY_HOST, j.host.as_str()),
@@ -144,15 +193,36 @@ pub fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
     batch.remove(job_key(&j.id));
 }
 
-/// Writes a backup and its entry in `backups-service/` (a backup's service never changes).
-pub fn put_backup(batch: &mut sled::Batch, b: &BackupRecord) {
-    set(batch, key(BACKUPS_BY_SERVICE, &b.service, &b.id), true);
+/// A backup's entries in `backups-service/` and `backups-time/`.
+fn backup_keys(b: &BackupRecord) -> [Vec<u8>; 2] {
+    let id = format!("{}\0{}", time_key(b.created_unix_ms), b.id);
+    [
+        key(BACKUPS_BY_SERVICE, &b.service, &id),
+        key(BACKUPS_BY_TIME, "", &id),
+    ]
+}
+
+/// Writes a backup and its entries in `backups-service/` and `backups-time/`. A backup's
+/// service never changes; its creation time changes only when its commit names another
+/// (`previous`: the record it replaces, when one was read).
+pub fn put_backup(batch: &mut sled::Batch, previous: Option<&BackupRecord>, b: &BackupRecord) {
+    if let Some(p) = previous.filter(|p| p.created_unix_ms != b.created_unix_ms) {
+        for k in backup_keys(p) {
+            batch.remove(k);
+        }
+    }
+    for k in backup_keys(b) {
+        set(batch, k, true);
+    }
     batch.insert(backup_key(&b.id), b.encode_to_vec());
 }
 
-/// Removes a backup, its manifest's index entry and its entry in `backups-service/`.
+/// Removes a backup, its manifest's index entry and its entries in `backups-service/` and
+/// `backups-time/`.
 pub fn remove_backup(batch: &mut sled::Batch, b: &BackupRecord) {
-    batch.remove(key(BACKUPS_BY_SERVICE, &b.service, &b.id));
+    for k in backup_keys(b) {
+        batch.remove(k);
+    }
     batch.remove(backup_key(&b.id));
     if !b.manifest_id.is_empty() {
         batch.remove(manifest_key(&b.manifest_id));
@@ -176,12 +246,22 @@ pub fn put_host(batch: &mut sled::Batch, previous: Option<&HostRecord>, h: &Host
             batch.remove(key(HOSTS_BY_SERVICE, service, &p.name));
         }
         batch.remove(key(SPARES, "", &p.name));
+        if p.session_node != 0 {
+            batch.remove(key(BY_SESSION_NODE, &p.session_node.to_string(), &p.name));
+        }
     }
     for service in claimed(h) {
         set(batch, key(HOSTS_BY_SERVICE, service, &h.name), true);
     }
     if h.spare {
         set(batch, key(SPARES, "", &h.name), true);
+    }
+    if h.session_node != 0 {
+        set(
+            batch,
+            key(BY_SESSION_NODE, &h.session_node.to_string(), &h.name),
+            true,
+        );
     }
     batch.insert(host_key(&h.name), h.encode_to_vec());
 }
@@ -192,5 +272,8 @@ pub fn remove_host(batch: &mut sled::Batch, h: &HostRecord) {
         batch.remove(key(HOSTS_BY_SERVICE, service, &h.name));
     }
     batch.remove(key(SPARES, "", &h.name));
+    if h.session_node != 0 {
+        batch.remove(key(BY_SESSION_NODE, &h.session_node.to_string(), &h.name));
+    }
     batch.remove(host_key(&h.name));
 }

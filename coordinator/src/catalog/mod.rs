@@ -26,7 +26,7 @@
 use prost::Message;
 use strongbox_proto::catalog::{
     command::Op, AuditRecord, BackupRecord, CatalogSnapshot, Command, HostRecord, JobRecord,
-    KeyValue, NodeRecord, Outcome,
+    KeyValue, NodeRecord, Outcome, ServiceRecord,
 };
 use strongbox_proto::v1::{
     BackupKind, BackupState, CallerRole, FailureClass, JobKind, JobState, RefusalCode,
@@ -39,7 +39,9 @@ pub mod format;
 mod history;
 mod hosts;
 mod index;
+mod pages;
 pub use history::{AUDIT_KEEP_MS, JOBS_KEPT_PER_SERVICE, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
+pub use pages::Page;
 pub mod refusal;
 pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
@@ -80,6 +82,12 @@ fn host_key(name: &str) -> Vec<u8> {
 
 fn node_key(id: u64) -> Vec<u8> {
     [b"node/".as_slice(), &id.to_be_bytes()].concat()
+}
+
+/// When node `id` last answered the leader's clock ask: `node-seen/<id, big-endian>` → ms
+/// since the epoch, big-endian (one record a node: [`Catalog::nodes_seen`]).
+fn node_seen_key(id: u64) -> Vec<u8> {
+    [b"node-seen/".as_slice(), &id.to_be_bytes()].concat()
 }
 
 fn req_key(id: &str) -> Vec<u8> {
@@ -310,6 +318,7 @@ impl Catalog {
             }
             Some(Op::RemoveNode(n)) => {
                 batch.remove(node_key(n.id));
+                batch.remove(node_seen_key(n.id));
                 Ok(format!("remove node {}", n.id))
             }
             Some(Op::CommitBackup(c)) => {
@@ -398,7 +407,7 @@ impl Catalog {
                     self.release_waiters(&job.id, Ok(()), cmd.unix_ms, batch)?;
                     put_job(batch, &job);
                 }
-                put_backup(batch, &rec);
+                put_backup(batch, existing.as_ref(), &rec);
                 Ok(format!("commit backup {} of {}", b.id, b.service))
             }
             Some(Op::CreateJob(c)) => {
@@ -499,7 +508,7 @@ impl Catalog {
                             attempt: j.attempt,
                             ..Default::default()
                         };
-                        put_backup(batch, &backup);
+                        put_backup(batch, None, &backup);
                     }
                     JobKind::Restore => {
                         if !j.in_place {
@@ -602,7 +611,7 @@ impl Catalog {
                         return Err(Refusal::invalid("a job needs a kind"));
                     }
                 }
-                put_job(batch, &rec);
+                index::create_job(batch, &rec);
                 Ok(format!(
                     "create {} job {} of {} on {}",
                     j.kind(),
@@ -677,7 +686,7 @@ impl Catalog {
                             });
                             b.failure = job.failure;
                             b.reason = u.reason.clone();
-                            put_backup(batch, &b);
+                            put_backup(batch, None, &b);
                         }
                     }
                 }
@@ -765,7 +774,7 @@ impl Catalog {
                     b.set_state(BackupState::Failed);
                     b.set_failure(class);
                     b.reason = job.reason.clone();
-                    put_backup(batch, &b);
+                    put_backup(batch, None, &b);
                 }
             }
         }
@@ -795,6 +804,14 @@ impl Catalog {
         let now = self.clock_ms()?;
         if median > now {
             batch.insert(KEY_CLOCK, &median.to_be_bytes());
+        }
+        // The nodes that answered are alive at the agreed time: their agents' sessions count.
+        // Only nodes of the region are recorded, so there is one record a node.
+        let seen = median.max(now);
+        for id in &t.answered {
+            if self.tree.contains_key(node_key(*id))? {
+                batch.insert(node_seen_key(*id), &seen.to_be_bytes());
+            }
         }
         Ok(format!(
             "agreed time {}",
@@ -902,6 +919,42 @@ impl Catalog {
         self.scan(b"node/", "node record")
     }
 
+    /// When each node last answered the leader's clock ask, by node id (ms since the epoch):
+    /// what a host's presence is judged with ([`crate::policy::presence`]). One record a node.
+    pub fn nodes_seen(&self) -> Result<std::collections::HashMap<u64, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for kv in self.tree.scan_prefix(b"node-seen/") {
+            let (k, v) = kv?;
+            let id = k[b"node-seen/".len()..].try_into().map(u64::from_be_bytes);
+            let at = v.as_ref().try_into().map(u64::from_be_bytes);
+            if let (Ok(id), Ok(at)) = (id, at) {
+                out.insert(id, at);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::nodes_seen`] as presences judged on this node, whose clock may run ahead of
+    /// the leader's by [`MAX_BEHIND_MS`].
+    pub fn presences(&self) -> Result<crate::policy::presence::Presences> {
+        Ok(crate::policy::presence::Presences {
+            nodes_seen: self.nodes_seen()?,
+            slack_ms: MAX_BEHIND_MS,
+        })
+    }
+
+    /// The hosts whose recorded session node `node` serves (read through
+    /// `hosts-session-node/`): the sessions a restarted node ends.
+    pub fn hosts_of_session_node(&self, node: u64) -> Result<Vec<HostRecord>> {
+        let mut out = Vec::new();
+        for name in self.index_ids(index::BY_SESSION_NODE, &node.to_string())? {
+            if let Some(h) = self.host(&name)?.filter(|h| h.session_node == node) {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn backups(&self) -> Result<Vec<BackupRecord>> {
         self.scan(b"backup/", "backup record")
     }
@@ -943,14 +996,9 @@ impl Catalog {
 
     /// The ids an index lists under `by`, in key order.
     fn index_ids(&self, table: &str, by: &str) -> Result<Vec<String>> {
-        let prefix = index::prefix(table, by);
         self.tree
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, _) = kv?;
-                String::from_utf8(k[prefix.len()..].to_vec())
-                    .map_err(|e| Error::corrupt("catalog index", e))
-            })
+            .scan_prefix(index::prefix(table, by))
+            .map(|kv| Ok(index::id_of(&kv?.0)))
             .collect()
     }
 
@@ -992,9 +1040,43 @@ impl Catalog {
         self.scan(b"audit/", "audit record")
     }
 
-    /// One read of what the scheduler's and retention's decisions need (`policy::plan`).
+    /// One read of what the scheduler's and retention's decisions need (`policy::plan`), for
+    /// every service.
     pub fn schedule_snapshot(&self) -> Result<crate::policy::plan::Snapshot> {
         let services = self.services()?;
+        self.snapshot_with(services, self.hosts()?, self.backups()?, self.jobs()?)
+    }
+
+    /// What the decisions on `services` alone need (a page of `service list`, one service
+    /// shown), read through the indexes: their hosts, backups and jobs, never every record.
+    /// Region-wide figures (backups under way in the region) are not in it.
+    pub fn services_snapshot(
+        &self,
+        services: Vec<ServiceRecord>,
+    ) -> Result<crate::policy::plan::Snapshot> {
+        let mut hosts = std::collections::BTreeMap::new();
+        let mut backups = Vec::new();
+        let mut jobs = Vec::new();
+        for s in &services {
+            for h in self.hosts_of_service(&s.name)? {
+                hosts.entry(h.name.clone()).or_insert(h);
+            }
+            backups.extend(self.service_backups(&s.name)?);
+            jobs.extend(self.jobs_by(index::OPEN_BY_SERVICE, &s.name)?);
+            jobs.extend(self.jobs_by(index::FINISHED_BY_SERVICE, &s.name)?);
+        }
+        self.snapshot_with(services, hosts.into_values().collect(), backups, jobs)
+    }
+
+    /// A snapshot of these records, with the policies, schedule changes and presences they
+    /// are judged with.
+    fn snapshot_with(
+        &self,
+        services: Vec<ServiceRecord>,
+        hosts: Vec<HostRecord>,
+        backups: Vec<BackupRecord>,
+        jobs: Vec<JobRecord>,
+    ) -> Result<crate::policy::plan::Snapshot> {
         let mut policies = std::collections::HashMap::new();
         let mut schedule_changed = std::collections::HashMap::new();
         schedule_changed.insert(String::new(), self.schedule_changed("")?);
@@ -1004,15 +1086,20 @@ impl Catalog {
                 schedule_changed.insert(s.name.clone(), self.schedule_changed(&s.name)?);
             }
         }
-        Ok(crate::policy::plan::Snapshot::new(
-            self.hosts()?,
+        let mut snap = crate::policy::plan::Snapshot::new(
+            hosts,
             services,
-            self.backups()?,
-            self.jobs()?,
+            backups,
+            jobs,
             self.stored_policy("")?,
             policies,
             schedule_changed,
-        ))
+        );
+        snap.presences = crate::policy::presence::Presences {
+            nodes_seen: self.nodes_seen()?,
+            slack_ms: 0,
+        };
+        Ok(snap)
     }
 }
 
@@ -1079,6 +1166,7 @@ mod tests {
         Op::Tick(strongbox_proto::catalog::Tick {
             clocks: vec![at],
             voters: 1,
+            ..Default::default()
         })
     }
 
@@ -1086,8 +1174,13 @@ mod tests {
     fn the_agreed_time_is_a_majoritys_median_and_never_moves_back() {
         let (_dir, c) = catalog();
         let t = 1_800_000_000_000;
-        let three =
-            |clocks: Vec<u64>| Op::Tick(strongbox_proto::catalog::Tick { clocks, voters: 3 });
+        let three = |clocks: Vec<u64>| {
+            Op::Tick(strongbox_proto::catalog::Tick {
+                clocks,
+                voters: 3,
+                ..Default::default()
+            })
+        };
         // One clock of three is no majority.
         let o = c.apply(1, &cmd("t1", t, three(vec![t]))).unwrap();
         assert!(o.error.contains("majority"), "{}", o.error);

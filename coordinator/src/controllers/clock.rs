@@ -3,6 +3,9 @@
 //! Deletions by time are judged against that time ([`crate::catalog::Catalog::implausible_time`]),
 //! so one node's stepped clock (a new leader running behind, or a year ahead) deletes nothing.
 //!
+//! The nodes that answered (voters and learners) are recorded as seen: an agent's session on
+//! a node counts only while the node is seen ([`crate::policy::presence`]).
+//!
 //! Invariant: a tick carries only clocks read within this call (each voter asked once, with a
 //! short timeout); the catalog, not this loop, decides whether they make a majority.
 
@@ -50,22 +53,33 @@ pub async fn tick(node: &NodeContext) -> Result<bool> {
     if agreed != 0 && now < agreed.saturating_add(TICK_EVERY_MS) && now + TICK_EVERY_MS > agreed {
         return Ok(false);
     }
-    let voters = node.raft.status().voters;
+    let status = node.raft.status();
+    let voters = status.voters;
+    // Learners are asked too: their answer says they are alive (their agents' sessions count,
+    // `policy::presence`), but only voters' clocks make the agreed time.
     let asks = voters
         .iter()
+        .chain(&status.learners)
         .filter(|v| **v != node.id)
         .map(|peer| async move {
             let channel = node.transport.channel(*peer).ok()?;
             let mut req = tonic::Request::new(ClockRequest {});
             req.set_timeout(ASK_TIMEOUT);
             let r = ClusterServiceClient::new(channel).clock(req).await.ok()?;
-            Some(r.into_inner().unix_ms)
+            Some((*peer, r.into_inner().unix_ms))
         });
-    let mut clocks: Vec<u64> = futures::future::join_all(asks)
+    let answers: Vec<(u64, u64)> = futures::future::join_all(asks)
         .await
         .into_iter()
         .flatten()
         .collect();
+    let mut clocks: Vec<u64> = answers
+        .iter()
+        .filter(|(id, _)| voters.contains(id))
+        .map(|(_, t)| *t)
+        .collect();
+    let mut answered: Vec<u64> = answers.iter().map(|(id, _)| *id).collect();
+    answered.push(node.id);
     if voters.contains(&node.id) {
         clocks.push(strongbox_core::clock::now_ms());
     }
@@ -74,6 +88,7 @@ pub async fn tick(node: &NodeContext) -> Result<bool> {
         Op::Tick(Tick {
             clocks,
             voters: voters.len() as u32,
+            answered,
         }),
     );
     // One request record a minute at most (a retried tick of the same minute applies once).

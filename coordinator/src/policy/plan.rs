@@ -3,7 +3,7 @@
 //! jobs to create now.
 //!
 //! Invariants: a scheduled backup is only ever assigned to the service's current primary (or
-//! standalone) member on a host that reported within [`ALIVE_MS`], never to a replica; a job's id
+//! standalone) member on a host whose agent is there ([`super::presence`]), never to a replica; a job's id
 //! is a function of its service, slot and attempt, so two leaders planning the same slot propose
 //! the same job and the catalog keeps one; at most `max_concurrent` backup jobs are under way
 //! when the plan adds scheduled ones (manual ones are never held back); a job whose agent went
@@ -23,8 +23,8 @@ use super::schedule::{jitter_offset, retry_backoff_ms, Next, Schedule};
 /// (running agents report every few seconds).
 pub const ABANDONED_MS: u64 = 10 * 60 * 1000;
 
-/// A host counts as alive when it reported within this long.
-pub const ALIVE_MS: u64 = 3 * 60 * 1000;
+use super::presence::Presences;
+pub use super::presence::ALIVE_MS;
 /// A due slot with no backup under way for this long makes the service `overdue`.
 pub const OVERDUE_MS: u64 = 60 * 60 * 1000;
 
@@ -39,11 +39,14 @@ pub struct Snapshot {
     pub policies: HashMap<String, Policy>,
     /// When each stored schedule last changed, by service (`""`: the region default's).
     pub schedule_changed: HashMap<String, u64>,
+    /// When each node was last seen: whether a host's agent is there.
+    pub presences: Presences,
     /// Indexes, so a pass over every service reads each backup and job once: positions in
     /// `backups` by service, of backup jobs in `jobs` by service and by backup id.
     backups_of: HashMap<String, Vec<usize>>,
     backup_jobs_of: HashMap<String, Vec<usize>>,
     job_of_backup: HashMap<String, usize>,
+    host_named: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -67,6 +70,9 @@ impl Snapshot {
             schedule_changed,
             ..Default::default()
         };
+        for (i, h) in snap.hosts.iter().enumerate() {
+            snap.host_named.insert(h.name.clone(), i);
+        }
         for (i, b) in snap.backups.iter().enumerate() {
             snap.backups_of
                 .entry(b.service.clone())
@@ -88,7 +94,12 @@ impl Snapshot {
         snap
     }
 
-    fn backups_of<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a BackupRecord> + 'a {
+    fn host_named(&self, name: &str) -> Option<&HostRecord> {
+        self.host_named.get(name).map(|i| &self.hosts[*i])
+    }
+
+    /// The backups of `service` in this snapshot.
+    pub fn backups_of<'a>(&'a self, service: &str) -> impl Iterator<Item = &'a BackupRecord> + 'a {
         self.backups_of
             .get(service)
             .into_iter()
@@ -275,11 +286,9 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
         })
         .unwrap_or_default();
 
-    let host = snap.hosts.iter().find(|h| h.name == svc.primary_host);
+    let host = snap.host_named(&svc.primary_host);
     let member = host.and_then(|h| h.members.iter().find(|m| m.service == svc.name));
-    let alive = host.is_some_and(|h| {
-        now.saturating_sub(h.updated_unix_ms) < ALIVE_MS && h.away_since_unix_ms == 0
-    });
+    let alive = host.is_some_and(|h| snap.presences.connected(h, now));
     let primary = match (host, member) {
         (Some(h), Some(m)) if alive && is_primary(m) => Some((h.name.clone(), m.engine())),
         _ => None,
@@ -296,7 +305,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             "no member reports itself primary (or standalone) and healthy".to_string()
         } else if !alive {
             format!(
-                "primary host {} has not reported for over 3 minutes",
+                "the agent of primary host {} is not connected (away or silent: `strongbox host list`)",
                 svc.primary_host
             )
         } else {

@@ -37,6 +37,7 @@ impl Sim {
             let tick = Op::Tick(strongbox_proto::catalog::Tick {
                 clocks: vec![at],
                 voters: 1,
+                ..Default::default()
             });
             let e = self.apply_on_wrong_clock(role, None, at, tick);
             assert!(e.is_empty(), "tick: {e}");

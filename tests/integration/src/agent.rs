@@ -123,6 +123,16 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// Sends `signal` to the agent (SIGSTOP freezes it: it can neither send nor reconnect).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        match &self.process {
+            Some(p) => p.signal(signal),
+            None => Err(HarnessError::NotRunning {
+                server: format!("agent {}", self.host),
+            }),
+        }
+    }
+
     /// `kill -9` of the agent.
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut p) = self.process.take() {

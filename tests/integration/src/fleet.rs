@@ -79,6 +79,29 @@ impl Fleet {
         wait_approved(self.op(), hosts).await
     }
 
+    /// An SQLite database `file` made by `sql`, served as `service` by an agent on `host`,
+    /// registered and approved.
+    pub async fn sqlite_host(
+        &self,
+        host: &str,
+        service: &str,
+        file: &str,
+        sql: &str,
+    ) -> (crate::sqlite::SqliteDb, crate::agent::AgentProcess) {
+        let db = crate::sqlite::SqliteDb::create_named(file).expect("an SQLite database");
+        db.execute_batch(sql).expect("the database's contents");
+        let agent = crate::agent::AgentProcess::start(
+            &self.cluster,
+            host,
+            false,
+            &[sqlite_service(service, db.path())],
+            &self.key_file,
+        )
+        .expect("the agent");
+        self.wait_hosts(&[host]).await;
+        (db, agent)
+    }
+
     /// Polls a job until it ends.
     pub async fn wait_job(&self, id: &str) -> JobInfo {
         self.cluster
@@ -149,7 +172,7 @@ pub async fn wait_approved(op: OperatorServiceClient<Channel>, hosts: &[&str]) {
             let mut op = op.clone();
             async move {
                 let have = op
-                    .list_hosts(ListHostsRequest {})
+                    .list_hosts(ListHostsRequest::default())
                     .await
                     .map_err(|e| e.to_string())?
                     .into_inner()

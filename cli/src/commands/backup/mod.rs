@@ -22,6 +22,7 @@ use strongbox_proto::v1::{
 };
 use tonic::codegen::Bytes;
 
+use crate::commands::pages::{print_list, Fetched, Walked};
 use crate::commands::restore;
 use crate::connect::Api;
 use crate::grammar::backup::Command;
@@ -101,25 +102,46 @@ async fn hold(api: &Api, id: &str, held: bool, reason: String) -> anyhow::Result
     .await
 }
 
-pub async fn list_backups(api: &Api, service: &str) -> anyhow::Result<Vec<BackupInfo>> {
-    let mut backups = api
-        .call("ListBackups", |mut c| {
-            let service = service.to_string();
-            async move { c.list_backups(ListBackupsRequest { service }).await }
-        })
-        .await?
-        .backups;
-    backups.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
-    Ok(backups)
-}
-
-/// Prints backups: a table like `wrangler d1 backup list`, or a JSON array.
-pub fn print_backups(backups: &[BackupInfo], output: Output) {
-    let views: Vec<BackupView<'_>> = backups.iter().map(BackupView::from).collect();
-    match output {
-        Output::Json => output.json(&views),
-        Output::Table => println!("{}", view::table(&views, strongbox_core::clock::now_ms())),
-    }
+/// Prints the backups of `service` (every service when empty), newest first, page by page:
+/// `wanted` of them (all when `None`). How many it printed and whether more exist.
+pub async fn print_backups(
+    api: &Api,
+    service: &str,
+    wanted: Option<usize>,
+    output: Output,
+) -> anyhow::Result<Walked> {
+    let now = strongbox_core::clock::now_ms();
+    let empty = if service.is_empty() {
+        "No backups yet. Take one with `strongbox backup create SERVICE`.".to_string()
+    } else {
+        format!("No backups of {service} yet. Take one with `strongbox backup create {service}`.")
+    };
+    print_list(
+        output,
+        wanted,
+        |page| async move {
+            let r = api
+                .call("ListBackups", |mut c| {
+                    let req = ListBackupsRequest {
+                        service: service.to_string(),
+                        page: Some(page.clone()),
+                    };
+                    async move { c.list_backups(req).await }
+                })
+                .await?;
+            Ok(Fetched {
+                items: r.backups,
+                next: r.next_page_token,
+            })
+        },
+        |printer, backups| {
+            let views: Vec<BackupView<'_>> = backups.iter().map(BackupView::from).collect();
+            printer.page(&views, |v| view::table(v, now));
+        },
+        &empty,
+        "newest backups",
+    )
+    .await
 }
 
 /// Fetches one sealed chunk (or the manifest) of backup `backup`.
@@ -238,21 +260,12 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
             }
             check_backup_job(&done)?;
         }
-        Command::List { service } => {
+        Command::List { service, page } => {
             let service = service.unwrap_or_default();
-            let backups = list_backups(&api, &service).await?;
-            if backups.is_empty() && !service.is_empty() {
+            if !service.is_empty() {
                 crate::commands::service::check_known(&api, &service).await?;
             }
-            if output == Output::Table && backups.is_empty() {
-                if service.is_empty() {
-                    println!("No backups yet. Take one with `strongbox backup create SERVICE`.");
-                } else {
-                    println!("No backups of {service} yet. Take one with `strongbox backup create {service}`.");
-                }
-                return Ok(());
-            }
-            print_backups(&backups, output);
+            print_backups(&api, &service, page.wanted(), output).await?;
         }
         Command::Show { id, key_file } => {
             let info = show_backup(&api, &id).await?;

@@ -64,6 +64,7 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
         .list_jobs(ListJobsRequest {
             kind: JobKind::Unspecified.into(),
             service: "shop".into(),
+            ..Default::default()
         })
         .await
         .expect("jobs")
@@ -111,6 +112,7 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
         .op()
         .list_backups(ListBackupsRequest {
             service: "shop".into(),
+            ..Default::default()
         })
         .await
         .expect("backups")
@@ -128,6 +130,7 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
         .list_jobs(ListJobsRequest {
             kind: JobKind::Restore.into(),
             service: "shop".into(),
+            ..Default::default()
         })
         .await
         .expect("jobs")

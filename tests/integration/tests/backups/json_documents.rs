@@ -246,9 +246,10 @@ const DOWNLOAD: &[&str] = &[
 
 /// The fields of a host (`host list`).
 const HOST: &[&str] = &[
+    "agent",
     "bound_services",
-    "last_report",
-    "last_report_unix_ms",
+    "changed",
+    "changed_unix_ms",
     "members",
     "members[].engine",
     "members[].engine_version",
@@ -260,6 +261,9 @@ const HOST: &[&str] = &[
     "region",
     "registered",
     "registered_unix_ms",
+    "session_node",
+    "since",
+    "since_unix_ms",
     "spare",
     "spare_approved",
     "spare_requested",

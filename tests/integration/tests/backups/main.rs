@@ -6,5 +6,6 @@ mod engines;
 mod in_place;
 mod json_documents;
 mod operator_errors;
+mod pages;
 mod private_files;
 mod restored_servers;

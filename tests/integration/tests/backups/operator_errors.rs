@@ -2,9 +2,7 @@
 //! anything happens, with a message that says what to do (found by trying the CLI as a new
 //! operator would).
 
-use strongbox_integration::agent::AgentProcess;
-use strongbox_integration::fleet::{cli, fleet, sqlite_service};
-use strongbox_integration::sqlite::SqliteDb;
+use strongbox_integration::fleet::{cli, fleet};
 
 /// The command fails, says `want`, and prints nothing on stdout.
 fn refused(out: &std::process::Output, want: &str) {
@@ -17,18 +15,14 @@ fn refused(out: &std::process::Output, want: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistakes_are_refused_before_anything_happens() {
     let f = fleet().await;
-    let db = SqliteDb::create_named("notes.db").unwrap();
-    db.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('x');")
-        .unwrap();
-    let _host = AgentProcess::start(
-        &f.cluster,
-        "db-1",
-        false,
-        &[sqlite_service("notes", db.path())],
-        &f.key_file,
-    )
-    .unwrap();
-    f.wait_hosts(&["db-1"]).await;
+    let (_db, _host) = f
+        .sqlite_host(
+            "db-1",
+            "notes",
+            "notes.db",
+            "CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('x');",
+        )
+        .await;
     let (_, backup) = f.backup("notes").await;
     let key = f.key_file.to_str().unwrap();
 

@@ -5,12 +5,13 @@ use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use strongbox_integration::agent::AgentProcess;
 use strongbox_integration::cluster::ClusterOptions;
 use strongbox_integration::fleet::{fleet_with, Fleet};
 use strongbox_integration::pg::PgServer;
 use strongbox_integration::wait;
-use strongbox_proto::v1::{BackupState, JobState};
+use strongbox_proto::v1::{BackupState, HostInfo, HostLiveness, JobState, ListHostsRequest};
 use strongbox_proto::v1::{GetJobRequest, JobInfo};
 
 /// A fleet whose agents have `grace` to come back, with `db-1` beside a PostgreSQL server.
@@ -237,4 +238,69 @@ fn dumps_of(pg: &PgServer) -> Vec<String> {
             cmdline.contains(&port).then_some(cmdline)
         })
         .collect()
+}
+
+/// Host `name` as `host list` shows it, once `ready` says it is as wanted.
+async fn host_when(
+    f: &Fleet,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&HostInfo) -> bool,
+) -> HostInfo {
+    wait::poll(what, Duration::from_secs(60), || async {
+        let hosts = f
+            .op()
+            .list_hosts(ListHostsRequest::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .hosts;
+        match hosts.into_iter().find(|h| h.name == name) {
+            Some(h) if ready(&h) => Ok(h),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// Issue 17, point 2: a host's presence comes from its session, not from heartbeat writes. A
+/// node killed (-9) while serving a session whose agent then died too: once the node is back,
+/// it ends the session it had recorded, after the grace period, and the host is away (no job
+/// goes to it). (A node that never comes back stops being seen by the leader's clock asks, and
+/// its hosts are silent: `policy::presence`'s unit tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_ends_the_sessions_it_served_whose_agents_did_not_come_back() {
+    let (mut f, _pg, mut agent) = fleet_and_db(Duration::from_secs(2)).await;
+    let connected = host_when(&f, "db-1", "db-1 connected through a session", |h| {
+        h.liveness() == HostLiveness::Connected && h.session_node != 0
+    })
+    .await;
+    let node = connected.session_node;
+
+    // The agent is frozen (it can neither send nor reconnect), its node killed, then the
+    // agent killed: nobody will end its session but the node that recorded it.
+    agent.signal(Signal::SIGSTOP).unwrap();
+    f.cluster.kill(node).unwrap();
+    agent.kill().unwrap();
+    f.cluster.start_node(node).unwrap();
+    let away = host_when(
+        &f,
+        "db-1",
+        "db-1 away once its node ended the session",
+        |h| h.liveness() == HostLiveness::Away,
+    )
+    .await;
+    assert_eq!(away.session_node, 0);
+    assert!(away.since_unix_ms > 0);
+    let log = f.cluster.node(node).log_text();
+    assert!(
+        log.contains("sessions recorded before this node started"),
+        "node {node} said nothing of the sessions it had recorded"
+    );
+    let refused = f
+        .cluster
+        .create_backup_job(&f.operator, "orders")
+        .await
+        .expect_err("no backup for a host whose agent went away");
+    assert!(refused.to_string().contains("went away"), "{refused}");
 }

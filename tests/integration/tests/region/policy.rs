@@ -48,6 +48,7 @@ async fn backups(f: &Fleet, service: &str) -> Vec<BackupInfo> {
         .op()
         .list_backups(ListBackupsRequest {
             service: service.into(),
+            ..Default::default()
         })
         .await
         .expect("list backups")
@@ -86,6 +87,7 @@ async fn backup_jobs(f: &Fleet, service: &str) -> Vec<JobInfo> {
         .list_jobs(ListJobsRequest {
             kind: JobKind::Backup.into(),
             service: service.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner().jobs)

@@ -82,7 +82,10 @@ async fn register(c: &Cluster, via: u64, host: &str) -> Result<(), tonic::Status
 
 async fn hosts(c: &Cluster, via: u64, tls: &TlsFiles) -> Result<Vec<String>, tonic::Status> {
     let mut client = OperatorServiceClient::new(c.channel(via, tls).expect("channel"));
-    let r = client.list_hosts(ListHostsRequest {}).await?.into_inner();
+    let r = client
+        .list_hosts(ListHostsRequest::default())
+        .await?
+        .into_inner();
     let mut names: Vec<String> = r.hosts.into_iter().map(|h| h.name).collect();
     names.sort();
     Ok(names)

@@ -342,7 +342,7 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
         .await
         .unwrap();
     let hosts = op
-        .list_hosts(ListHostsRequest {})
+        .list_hosts(ListHostsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -434,7 +434,12 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
     assert_eq!(failed.state(), JobState::Failed);
     assert!(failed.reason.contains("no longer a spare"), "{failed:?}");
     let audit = op
-        .list_audit(ListAuditRequest { limit: 20 })
+        .list_audit(ListAuditRequest {
+            page: Some(strongbox_proto::v1::PageRequest {
+                limit: 20,
+                ..Default::default()
+            }),
+        })
         .await
         .unwrap()
         .into_inner()
