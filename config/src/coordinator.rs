@@ -83,6 +83,12 @@ pub struct CoordinatorOptions {
     #[arg(long, env = "STRONGBOX_COORDINATOR_MAX_RESTORED_SERVERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_restored_servers: Option<usize>,
+    /// The most bytes per second this node sends of one Raft snapshot (a node joining, or one
+    /// too far behind the log), so a catch-up does not starve agents' uploads. Default 0: as
+    /// fast as the network allows.
+    #[arg(long, env = "STRONGBOX_COORDINATOR_SNAPSHOT_SEND_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_send_rate: Option<u64>,
     /// Refuse chunk uploads when the data dir's disk would have less than this many bytes
     /// free (room kept for the Raft log and the catalog). Default 256 MiB.
     #[arg(long, env = "STRONGBOX_COORDINATOR_MIN_FREE_BYTES")]

@@ -49,6 +49,8 @@ pub struct NodeContext {
     pub agent_grace: std::time::Duration,
     /// Restored servers one spare may run at once.
     pub max_restored_servers: usize,
+    /// The Raft snapshot this node made (and serves), and the one it takes.
+    pub snapshots: Arc<crate::raft::snapshots::Snapshots>,
 }
 
 impl NodeContext {

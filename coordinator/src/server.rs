@@ -37,7 +37,12 @@ pub async fn run(config: Config) -> Result<()> {
         .mode(sled::Mode::HighThroughput)
         .open()?;
     let catalog = Catalog::open(&db)?;
-    let store = RaftStore::open(db, catalog.clone())?;
+    let snapshots = crate::raft::snapshots::Snapshots::open(
+        config.data_dir.join("snapshots"),
+        config.node_id,
+        config.snapshot_send_rate,
+    )?;
+    let store = RaftStore::open(db, catalog.clone(), snapshots.clone())?;
     if store.is_empty() && config.node_id == 1 {
         tracing::info!(
             node_id = config.node_id,
@@ -106,6 +111,7 @@ pub async fn run(config: Config) -> Result<()> {
         stopping: tokio::sync::watch::Sender::new(false),
         agent_grace: config.agent_grace,
         max_restored_servers: config.max_restored_servers,
+        snapshots,
     });
 
     let mut workers =

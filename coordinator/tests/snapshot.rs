@@ -1,17 +1,20 @@
-//! A Raft snapshot carries the whole catalog: every record kind written by real commands comes
-//! back byte for byte in another node's catalog, and a snapshot or a catalog of another record
-//! format is refused with a message that says what to do (catalog/format.rs).
+//! A Raft snapshot is the whole catalog as a file (catalog/snapshot.rs): every record kind
+//! written by real commands comes back byte for byte in another node's catalog, exactly as of
+//! its index even while applies go on; a damaged or foreign file is refused and changes
+//! nothing; a crash between prepare and install leaves the old catalog; and a catalog of
+//! another record format is refused with a message that says what to do (catalog/format.rs).
 
 mod common;
 use common::{CallerRole, Sim};
 
-use prost::Message;
+use std::path::{Path, PathBuf};
+
 use strongbox_coordinator::catalog::format::FORMAT;
+use strongbox_coordinator::catalog::snapshot::FileFacts;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_proto::catalog::{
-    command::Op, BackupRecord, BindHost, CatalogSnapshot, CommitBackup, CreateJob, HoldBackup,
-    HostSession, JobRecord, MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion,
-    Tick,
+    command::Op, BackupRecord, BindHost, CommitBackup, CreateJob, HoldBackup, HostSession,
+    JobRecord, MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion, Tick,
 };
 use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, MemberRole};
 
@@ -220,31 +223,44 @@ fn full_catalog() -> Sim {
     sim
 }
 
-/// The catalog's keys and values, in order.
-fn entries(c: &Catalog) -> CatalogSnapshot {
-    CatalogSnapshot::decode(c.snapshot_bytes().expect("snapshot").as_slice()).expect("decodes")
+/// Exports `sim`'s catalog to a file in `dir`: its path, index and facts.
+fn export(sim: &Sim, dir: &Path) -> (PathBuf, u64, FileFacts) {
+    let e = sim.catalog.begin_export().expect("export");
+    let index = e.index;
+    let path = dir.join(format!("made-{index}"));
+    let facts = e.write_to(&path).expect("written");
+    (path, index, facts)
+}
+
+/// Prepares and installs the file in `sim`'s catalog (with no Raft log to move).
+fn install(sim: &Sim, path: &Path, index: u64, facts: &FileFacts) {
+    sim.catalog
+        .prepare_install(path, index, facts)
+        .expect("prepared");
+    let raft = sim.db.open_tree("raft").expect("raft tree");
+    sim.catalog
+        .install_prepared(index, &raft, |_| Ok(()))
+        .expect("installed");
 }
 
 #[test]
 fn a_snapshot_with_every_record_kind_round_trips_byte_for_byte() {
     let sim = full_catalog();
-    let snap = entries(&sim.catalog);
-    assert_eq!(snap.format, FORMAT);
+    let entries = sim.catalog.entries().expect("entries");
     for kind in KINDS {
         assert!(
-            snap.entries
-                .iter()
-                .any(|kv| kv.key.starts_with(kind.as_bytes())),
-            "no {kind} record in the snapshot"
+            entries.iter().any(|(k, _)| k.starts_with(kind.as_bytes())),
+            "no {kind} record in the catalog"
         );
     }
-    let bytes = sim.catalog.snapshot_bytes().expect("snapshot");
+    let (path, index, facts) = export(&sim, sim.dir.path());
+    assert_eq!(index, sim.index);
 
     let other = Sim::new();
-    other.catalog.restore(&bytes, sim.index).expect("installs");
+    install(&other, &path, index, &facts);
     assert_eq!(
-        entries(&other.catalog),
-        snap,
+        other.catalog.entries().expect("entries"),
+        entries,
         "the same records, byte for byte"
     );
     // Read back as records, with their enums.
@@ -257,25 +273,146 @@ fn a_snapshot_with_every_record_kind_round_trips_byte_for_byte() {
         (JobKind::Restore, JobState::Waiting)
     );
     assert_eq!(other.catalog.applied_index().expect("index"), sim.index);
+    // It survives a reopen: the swap was recorded.
+    drop(other.catalog);
+    let reopened = Catalog::open(&other.db).expect("reopen");
+    assert_eq!(reopened.entries().expect("entries"), entries);
+}
+
+/// Registers `n` hosts from `from` at `at`.
+fn register_hosts(sim: &mut Sim, from: usize, n: usize, at: u64) {
+    for i in from..from + n {
+        applied(
+            sim,
+            CallerRole::Agent,
+            at,
+            Op::RegisterHost(RegisterHost {
+                host: format!("host-{i:05}"),
+                region: "test-1".into(),
+                spare: false,
+                members: vec![MemberRecord {
+                    service: format!("svc-{i:05}"),
+                    engine: Engine::Postgres.into(),
+                    role: MemberRole::Primary.into(),
+                    healthy: true,
+                    engine_version: "15".into(),
+                }],
+            }),
+        );
+    }
+}
+
+/// An export walks the catalog while applies go on: the file is the catalog exactly as of the
+/// index it began at, whatever was written, overwritten or removed meanwhile.
+#[test]
+fn an_export_is_the_catalog_at_its_index_while_applies_go_on() {
+    let mut sim = full_catalog();
+    register_hosts(&mut sim, 0, 20_000, T0 + 10_000);
+    // The same commands in a second catalog: what the snapshot must equal.
+    let mut twin = full_catalog();
+    register_hosts(&mut twin, 0, 20_000, T0 + 10_000);
+    let want = twin.catalog.entries().expect("entries");
+    assert_eq!(sim.catalog.entries().expect("entries"), want);
+
+    let e = sim.catalog.begin_export().expect("export");
+    let index = e.index;
+    let path = sim.dir.path().join("made");
+    let walking = {
+        let path = path.clone();
+        std::thread::spawn(move || e.write_to(&path).expect("written"))
+    };
+    // Meanwhile: new hosts, changed hosts (a failover: roles change), and removals (history
+    // pruned far in the future is refused, so hosts are rebound instead).
+    register_hosts(&mut sim, 20_000, 2_000, T0 + 20_000);
+    for i in (0..20_000).step_by(7) {
+        applied(
+            &mut sim,
+            CallerRole::Agent,
+            T0 + 30_000,
+            Op::RegisterHost(RegisterHost {
+                host: format!("host-{i:05}"),
+                region: "test-1".into(),
+                spare: false,
+                members: vec![],
+            }),
+        );
+    }
+    let facts = walking.join().expect("the walk");
+    assert_ne!(
+        sim.catalog.entries().expect("entries"),
+        want,
+        "the catalog moved on meanwhile"
+    );
+
+    let other = Sim::new();
+    install(&other, &path, index, &facts);
+    assert_eq!(
+        other.catalog.entries().expect("entries"),
+        want,
+        "the snapshot is the catalog at index {index}"
+    );
+}
+
+/// A file that is not what its reference says is refused, and so is one of another format or
+/// index; nothing changes in the catalog.
+#[test]
+fn a_damaged_or_foreign_snapshot_file_is_refused_and_changes_nothing() {
+    let sim = full_catalog();
+    let (path, index, facts) = export(&sim, sim.dir.path());
+    let other = full_catalog();
+    let before = other.catalog.entries().expect("entries");
+
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    let damaged = sim.dir.path().join("damaged");
+    std::fs::write(&damaged, &bytes).expect("write");
+    let e = other
+        .catalog
+        .prepare_install(&damaged, index, &facts)
+        .expect_err("a flipped bit");
+    assert!(e.to_string().contains("hash"), "{e}");
+    let e = other
+        .catalog
+        .prepare_install(&path, index + 1, &facts)
+        .expect_err("another index");
+    assert!(e.to_string().contains("index"), "{e}");
+    let raft = other.db.open_tree("raft").expect("raft tree");
+    let e = other
+        .catalog
+        .install_prepared(index, &raft, |_| Ok(()))
+        .expect_err("nothing prepared");
+    assert!(e.to_string().contains("prepared"), "{e}");
+    assert_eq!(other.catalog.entries().expect("entries"), before);
+}
+
+/// A node that crashes after preparing a snapshot, before installing it, restarts with its old
+/// catalog, and the spare tree is emptied.
+#[test]
+fn a_crash_between_prepare_and_install_leaves_the_old_catalog() {
+    let sim = full_catalog();
+    let (path, index, facts) = export(&sim, sim.dir.path());
+    let mut other = Sim::new();
+    register_hosts(&mut other, 0, 10, T0);
+    let before = other.catalog.entries().expect("entries");
+    other
+        .catalog
+        .prepare_install(&path, index, &facts)
+        .expect("prepared");
+    drop(other.catalog);
+    let reopened = Catalog::open(&other.db).expect("reopen");
+    assert_eq!(reopened.entries().expect("entries"), before);
+    for name in ["catalog", "catalog-b"] {
+        let t = other.db.open_tree(name).expect("tree");
+        assert!(
+            t.is_empty() || t.len() == before.len(),
+            "{name}: the spare is emptied"
+        );
+    }
 }
 
 #[test]
-fn a_snapshot_or_a_catalog_of_another_format_is_refused() {
-    let sim = full_catalog();
-    let mut old = entries(&sim.catalog);
-    old.format = FORMAT - 1;
-    let other = Sim::new();
-    let e = other
-        .catalog
-        .restore(&old.encode_to_vec(), 9)
-        .expect_err("another format");
-    assert!(e.to_string().contains("format"), "{e}");
-    assert_eq!(
-        other.catalog.applied_index().expect("index"),
-        0,
-        "nothing installed"
-    );
-
+fn a_catalog_of_another_format_is_refused() {
     // A node's own catalog written by another format, or before formats were recorded.
     for format in [Some(FORMAT + 1), None] {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -33,9 +33,38 @@ impl ClusterService for ClusterApi {
                     m.to, self.node.id
                 )));
             }
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                // Only `InstallSnapshot` steps a snapshot, once its catalog is prepared.
+                return Err(Status::invalid_argument(
+                    "a snapshot message comes through InstallSnapshot",
+                ));
+            }
             self.node.raft.step(m)?;
         }
         Ok(Response::new(RaftAck {}))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<InstallSnapshotRequest>,
+    ) -> Result<Response<InstallSnapshotResponse>, Status> {
+        require_role(&req, &[Role::Node])?;
+        super::snapshot::install(&self.node, req.into_inner()).await?;
+        Ok(Response::new(InstallSnapshotResponse {}))
+    }
+
+    type FetchSnapshotStream =
+        tokio_stream::wrappers::ReceiverStream<Result<SnapshotChunk, Status>>;
+
+    async fn fetch_snapshot(
+        &self,
+        req: Request<FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        require_role(&req, &[Role::Node])?;
+        let rx = super::snapshot::serve(&self.node, req.into_inner())?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn replicate_chunks(

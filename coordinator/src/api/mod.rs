@@ -8,4 +8,5 @@ pub mod fleet;
 pub mod jobs;
 pub mod operator;
 pub mod session;
+pub mod snapshot;
 pub mod validate;

@@ -7,6 +7,7 @@
 //! [`ROLE_HISTORY`]); nothing purges or expires a held backup or one inside the policy's lock;
 //! expiry removes only what retention, evaluated at the command's own time, expires.
 
+use super::batch::Batch;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use prost::Message;
@@ -58,12 +59,7 @@ impl Catalog {
         self.get(&region_key(name), "region record")
     }
 
-    pub(super) fn set_region(
-        &self,
-        r: &SetRegion,
-        unix_ms: u64,
-        batch: &mut sled::Batch,
-    ) -> Applied {
+    pub(super) fn set_region(&self, r: &SetRegion, unix_ms: u64, batch: &mut Batch) -> Applied {
         if r.name.is_empty() || r.copies_to.iter().any(|c| c.is_empty() || *c == r.name) {
             return Err(Refusal::invalid(
                 "a region needs a name, and copies go to other regions",
@@ -124,7 +120,7 @@ impl Catalog {
         previous: Option<&HostRecord>,
         host: &HostRecord,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Result<(), Refusal> {
         // Maps, not searches: one registration may carry many services, and apply must cost
         // time in proportion to the command (issue 12, kind 4), not its square.
@@ -220,12 +216,7 @@ impl Catalog {
         Ok(())
     }
 
-    pub(super) fn set_policy(
-        &self,
-        p: &SetPolicy,
-        unix_ms: u64,
-        batch: &mut sled::Batch,
-    ) -> Applied {
+    pub(super) fn set_policy(&self, p: &SetPolicy, unix_ms: u64, batch: &mut Batch) -> Applied {
         let change = p.policy.clone().unwrap_or_default();
         validate(&change).map_err(Refusal::Invalid)?;
         if !p.service.is_empty() && change.max_concurrent.is_some() {
@@ -272,7 +263,7 @@ impl Catalog {
         ))
     }
 
-    pub(super) fn hold_backup(&self, h: &HoldBackup, batch: &mut sled::Batch) -> Applied {
+    pub(super) fn hold_backup(&self, h: &HoldBackup, batch: &mut Batch) -> Applied {
         let mut b = self
             .backup(&h.backup_id)?
             .ok_or_else(|| Refusal::NotFound {
@@ -297,7 +288,7 @@ impl Catalog {
         &self,
         s: &SetServiceState,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Applied {
         let mut rec = self.service(&s.service)?.ok_or_else(|| Refusal::NotFound {
             what: "service",
@@ -384,7 +375,7 @@ impl Catalog {
         &self,
         e: &ExpireBackups,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Applied {
         if let Some(why) = self.implausible_time(unix_ms)? {
             return Err(Refusal::Time(format!(

@@ -16,6 +16,7 @@
 //! older than its bounds when it applied, the oldest first and at most [`MAX_PRUNED`] of each
 //! kind (the next pass takes the rest).
 
+use super::batch::Batch;
 use strongbox_proto::catalog::{AuditRecord, JobRecord, PruneHistory};
 use strongbox_proto::v1::{JobKind, JobState};
 
@@ -61,7 +62,7 @@ impl Catalog {
     pub(super) fn trim_finished(
         &self,
         services: Vec<String>,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> super::Result<()> {
         let mut new: std::collections::BTreeMap<String, usize> = Default::default();
         for s in services {
@@ -69,7 +70,7 @@ impl Catalog {
         }
         for (service, added) in new {
             let keys: Vec<sled::IVec> = self
-                .tree
+                .tree()
                 .scan_prefix(index::prefix(index::FINISHED_BY_SERVICE, &service))
                 .map(|kv| kv.map(|(k, _)| k))
                 .collect::<std::result::Result<_, _>>()?;
@@ -96,7 +97,7 @@ impl Catalog {
     fn older_than(&self, table: &str, before: u64) -> super::Result<Vec<sled::IVec>> {
         let start = index::prefix(table, "");
         let end = index::prefix(table, &index::time_key(before));
-        self.tree
+        self.tree()
             .range(start..end)
             .take(MAX_PRUNED)
             .map(|kv| Ok(kv?.0))
@@ -106,7 +107,11 @@ impl Catalog {
     /// The oldest time in time index `table` (None: empty): one key read.
     fn oldest(&self, table: &str) -> super::Result<Option<u64>> {
         let start = format!("{table}/");
-        let first = self.tree.scan_prefix(start.as_bytes()).next().transpose()?;
+        let first = self
+            .tree()
+            .scan_prefix(start.as_bytes())
+            .next()
+            .transpose()?;
         Ok(first.and_then(|(k, _)| {
             let rest = &k[start.len()..];
             let end = rest.iter().position(|b| *b == 0)?;
@@ -122,7 +127,7 @@ impl Catalog {
         let audit = now.saturating_sub(audit_keep_ms(lock_days));
         let due = |oldest: Option<u64>, before: u64| oldest.is_some_and(|t| t < before);
         let oldest_audit = self
-            .tree
+            .tree()
             .scan_prefix(audit_key_prefix())
             .next()
             .transpose()?
@@ -151,7 +156,7 @@ impl Catalog {
         &self,
         p: &PruneHistory,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Applied {
         if let Some(why) = self.implausible_time(unix_ms)? {
             return Err(Refusal::Time(format!("pruning history refused: {why}")));
@@ -201,7 +206,7 @@ impl Catalog {
         }
         let mut audit = 0;
         if p.audit_before_unix_ms != 0 {
-            for kv in self.tree.scan_prefix(audit_key_prefix()).take(MAX_PRUNED) {
+            for kv in self.tree().scan_prefix(audit_key_prefix()).take(MAX_PRUNED) {
                 let (k, v) = kv?;
                 let a: AuditRecord = self.decode("audit record", &v)?;
                 if a.unix_ms >= p.audit_before_unix_ms {

@@ -15,6 +15,7 @@
 //! changes what the agent reports. Apply costs time in proportion to the command (maps, not
 //! searches per member).
 
+use super::batch::Batch;
 use std::collections::BTreeSet;
 
 use strongbox_proto::catalog::{BindHost, HostRecord, HostSession, MemberRecord, RegisterHost};
@@ -31,7 +32,7 @@ impl Catalog {
         &self,
         r: &RegisterHost,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Applied {
         if r.host.is_empty() {
             return Err(Refusal::invalid("a host needs a name"));
@@ -121,12 +122,7 @@ impl Catalog {
     /// since, every open job of the host fails as abandoned (issue 14, fault 3), so a backup
     /// whose agent was killed is retried at once rather than after [`super::ABANDONED_MS`],
     /// and the host is marked away (no new backup goes to it until its agent is back).
-    pub(super) fn host_session(
-        &self,
-        s: &HostSession,
-        unix_ms: u64,
-        batch: &mut sled::Batch,
-    ) -> Applied {
+    pub(super) fn host_session(&self, s: &HostSession, unix_ms: u64, batch: &mut Batch) -> Applied {
         let previous = self.host(&s.host)?.ok_or_else(|| Refusal::NotFound {
             what: "host",
             id: s.host.clone(),
@@ -181,7 +177,7 @@ impl Catalog {
 
     /// An operator's binding: services granted or revoked, the spare role approved or
     /// withdrawn. A host not registered yet gets a record holding only its bindings.
-    pub(super) fn bind_host(&self, b: &BindHost, unix_ms: u64, batch: &mut sled::Batch) -> Applied {
+    pub(super) fn bind_host(&self, b: &BindHost, unix_ms: u64, batch: &mut Batch) -> Applied {
         if b.host.is_empty() {
             return Err(Refusal::invalid("a binding needs a host"));
         }
@@ -266,7 +262,7 @@ impl Catalog {
         host: &str,
         why: &str,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> Result<(), Refusal> {
         for mut j in self.open_jobs_of_host(host)? {
             if j.host != host || j.kind() != JobKind::Restore || j.in_place || j.state().is_final()

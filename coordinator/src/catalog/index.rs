@@ -25,6 +25,7 @@
 //! entry left by two writes of one record in one batch is harmless), so a read through an
 //! index costs the records it names, never a whole kind.
 
+use super::batch::Batch;
 use prost::Message;
 use strongbox_proto::catalog::{BackupRecord, HostRecord, JobRecord};
 use strongbox_proto::v1::{JobKind, JobState};
@@ -65,7 +66,7 @@ pub fn time_key(unix_ms: u64) -> String {
     format!("{unix_ms:020}")
 }
 
-fn set(batch: &mut sled::Batch, key: Vec<u8>, keep: bool) {
+fn set(batch: &mut Batch, key: Vec<u8>, keep: bool) {
     if keep {
         batch.insert(key, &[] as &[u8]);
     } else {
@@ -110,7 +111,7 @@ pub fn take_touched() -> Vec<String> {
 
 /// Writes a job and its index entries: the ones its state calls for, the others removed. A
 /// job that just ended gets its `finished_unix_ms` (its `updated_unix_ms`), once.
-pub fn put_job(batch: &mut sled::Batch, j: &JobRecord) {
+pub fn put_job(batch: &mut Batch, j: &JobRecord) {
     let finished;
     let j = if j.state().is_final() && j.finished_unix_ms == 0 {
         let mut done = j.clone();
@@ -167,7 +168,7 @@ fn created_keys(j: &JobRecord) -> impl Iterator<Item = Vec<u8>> + '_ {
 
 /// Writes a new job: its `jobs-created/` entries (a job's kind, service and creation time
 /// never change), then as [`put_job`].
-pub fn create_job(batch: &mut sled::Batch, j: &JobRecord) {
+pub fn create_job(batch: &mut Batch, j: &JobRecord) {
     for k in created_keys(j) {
         set(batch, k, true);
     }
@@ -175,7 +176,7 @@ pub fn create_job(batch: &mut sled::Batch, j: &JobRecord) {
 }
 
 /// Removes a job and its index entries.
-pub fn remove_job(batch: &mut sled::Batch, j: &JobRecord) {
+pub fn remove_job(batch: &mut Batch, j: &JobRecord) {
     for k in created_keys(j) {
         batch.remove(k);
     }
@@ -205,7 +206,7 @@ fn backup_keys(b: &BackupRecord) -> [Vec<u8>; 2] {
 /// Writes a backup and its entries in `backups-service/` and `backups-time/`. A backup's
 /// service never changes; its creation time changes only when its commit names another
 /// (`previous`: the record it replaces, when one was read).
-pub fn put_backup(batch: &mut sled::Batch, previous: Option<&BackupRecord>, b: &BackupRecord) {
+pub fn put_backup(batch: &mut Batch, previous: Option<&BackupRecord>, b: &BackupRecord) {
     if let Some(p) = previous.filter(|p| p.created_unix_ms != b.created_unix_ms) {
         for k in backup_keys(p) {
             batch.remove(k);
@@ -219,7 +220,7 @@ pub fn put_backup(batch: &mut sled::Batch, previous: Option<&BackupRecord>, b: &
 
 /// Removes a backup, its manifest's index entry and its entries in `backups-service/` and
 /// `backups-time/`.
-pub fn remove_backup(batch: &mut sled::Batch, b: &BackupRecord) {
+pub fn remove_backup(batch: &mut Batch, b: &BackupRecord) {
     for k in backup_keys(b) {
         batch.remove(k);
     }
@@ -240,7 +241,7 @@ fn claimed(h: &HostRecord) -> impl Iterator<Item = &str> {
 /// Writes a host and its index entries. `previous` is the record it replaces, read before
 /// this batch (`None` when it is new, or when no indexed field changed: then nothing is
 /// removed).
-pub fn put_host(batch: &mut sled::Batch, previous: Option<&HostRecord>, h: &HostRecord) {
+pub fn put_host(batch: &mut Batch, previous: Option<&HostRecord>, h: &HostRecord) {
     if let Some(p) = previous {
         for service in claimed(p) {
             batch.remove(key(HOSTS_BY_SERVICE, service, &p.name));
@@ -267,7 +268,7 @@ pub fn put_host(batch: &mut sled::Batch, previous: Option<&HostRecord>, h: &Host
 }
 
 /// Removes a host and its index entries.
-pub fn remove_host(batch: &mut sled::Batch, h: &HostRecord) {
+pub fn remove_host(batch: &mut Batch, h: &HostRecord) {
     for service in claimed(h) {
         batch.remove(key(HOSTS_BY_SERVICE, service, &h.name));
     }

@@ -25,8 +25,8 @@
 
 use prost::Message;
 use strongbox_proto::catalog::{
-    command::Op, AuditRecord, BackupRecord, CatalogSnapshot, Command, HostRecord, JobRecord,
-    KeyValue, NodeRecord, Outcome, ServiceRecord,
+    command::Op, AuditRecord, BackupRecord, Command, HostRecord, JobRecord, NodeRecord, Outcome,
+    ServiceRecord,
 };
 use strongbox_proto::v1::{
     BackupKind, BackupState, CallerRole, FailureClass, JobKind, JobState, RefusalCode,
@@ -34,15 +34,18 @@ use strongbox_proto::v1::{
 
 use crate::error::{Error, Result};
 
+mod batch;
 mod fleet;
 pub mod format;
 mod history;
 mod hosts;
 mod index;
 mod pages;
+pub mod snapshot;
 pub use history::{AUDIT_KEEP_MS, JOBS_KEPT_PER_SERVICE, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
 pub use pages::Page;
 pub mod refusal;
+use batch::Batch;
 pub use fleet::ROLE_HISTORY;
 pub use hosts::claimed_members;
 use index::{put_backup, put_host, put_job, remove_backup, OPEN_BY_HOST};
@@ -64,7 +67,16 @@ pub const TICK_EVERY_MS: u64 = 60_000;
 
 #[derive(Clone)]
 pub struct Catalog {
-    tree: sled::Tree,
+    db: sled::Db,
+    /// The active tree (`catalog` or `catalog-b`: a snapshot is installed into the other one
+    /// and swapped in, `snapshot.rs`).
+    tree: std::sync::Arc<std::sync::RwLock<sled::Tree>>,
+    /// The capture of the export in progress, if any (`snapshot.rs`).
+    export: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<snapshot::Capture>>>>,
+    /// Held while the spare tree is filled or emptied.
+    spare_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The index of the snapshot prepared in the spare tree, if one is.
+    prepared: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
     /// Records decoded so far (every read of a record, through `get` or a scan): what the
     /// test of "no apply step or handler reads a whole kind" counts.
     reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -123,19 +135,52 @@ fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
 }
 
 impl Catalog {
-    /// Opens the node's catalog, refusing one of another record format ([`format`]).
+    /// Opens the node's catalog, refusing one of another record format ([`format`]); a spare
+    /// tree left by an install that did not finish is emptied.
     pub fn open(db: &sled::Db) -> Result<Self> {
-        let tree = db.open_tree("catalog")?;
+        let (active, spare) = snapshot::trees(db)?;
+        let tree = db.open_tree(active)?;
         format::open(&tree)?;
+        let spare = db.open_tree(spare)?;
+        if !spare.is_empty() {
+            tracing::info!("emptying the spare catalog tree an unfinished snapshot install left");
+            spare.clear()?;
+        }
         Ok(Catalog {
-            tree,
+            db: db.clone(),
+            tree: std::sync::Arc::new(std::sync::RwLock::new(tree)),
+            export: Default::default(),
+            spare_lock: Default::default(),
+            prepared: Default::default(),
             reads: Default::default(),
             on_jobs_changed: Default::default(),
         })
     }
 
+    /// The active tree.
+    fn tree(&self) -> sled::Tree {
+        self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes one batch to the active tree; an export in progress keeps what it overwrites.
+    fn write(&self, batch: Batch) -> Result<()> {
+        let tree = self.tree();
+        let export = self
+            .export
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match export {
+            Some(capture) => capture.write(&tree, batch),
+            None => {
+                tree.apply_batch(batch.into_sled())?;
+                Ok(())
+            }
+        }
+    }
+
     pub fn applied_index(&self) -> Result<u64> {
-        Ok(match self.tree.get(KEY_APPLIED)? {
+        Ok(match self.tree().get(KEY_APPLIED)? {
             Some(b) => u64::from_be_bytes(
                 b.as_ref()
                     .try_into()
@@ -147,8 +192,9 @@ impl Catalog {
 
     /// Marks an entry that changes nothing in the catalog (empty entries, elections) applied.
     pub fn apply_empty(&self, index: u64) -> Result<()> {
-        self.tree.insert(KEY_APPLIED, &index.to_be_bytes())?;
-        Ok(())
+        let mut batch = Batch::default();
+        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        self.write(batch)
     }
 
     /// Records a node's address, applied with the conf change that adds it.
@@ -158,7 +204,7 @@ impl Catalog {
         node: Option<NodeRecord>,
         removed: Option<u64>,
     ) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         if let Some(n) = node {
             batch.insert(node_key(n.id), n.encode_to_vec());
         }
@@ -166,7 +212,7 @@ impl Catalog {
             batch.remove(node_key(id));
         }
         batch.insert(KEY_APPLIED, &index.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        self.write(batch)?;
         Ok(())
     }
 
@@ -205,12 +251,12 @@ impl Catalog {
             }
         };
         if !cmd.request_id.is_empty() {
-            if let Some(prev) = self.tree.get(req_key(&cmd.request_id))? {
+            if let Some(prev) = self.tree().get(req_key(&cmd.request_id))? {
                 self.apply_empty(index)?;
                 return decode("outcome", &prev);
             }
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut outcome = Outcome {
             index,
             ..Default::default()
@@ -223,7 +269,7 @@ impl Catalog {
         let what = match executed {
             Ok(what) => what,
             Err(refusal) => {
-                batch = sled::Batch::default();
+                batch = Batch::default();
                 outcome.error = refusal.to_string();
                 outcome.set_refusal(refusal.code());
                 format!("refused: {refusal}")
@@ -247,13 +293,13 @@ impl Catalog {
             );
         }
         batch.insert(KEY_APPLIED, &index.to_be_bytes());
-        self.tree.apply_batch(batch)?;
+        self.write(batch)?;
         Ok(outcome)
     }
 
     /// The catalog's agreed time: the voters' median clock at the last tick (0 before any).
     pub fn clock_ms(&self) -> Result<u64> {
-        Ok(match self.tree.get(KEY_CLOCK)? {
+        Ok(match self.tree().get(KEY_CLOCK)? {
             Some(v) if v.len() == 8 => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&v);
@@ -298,7 +344,7 @@ impl Catalog {
     }
 
     /// Runs a command into `batch`; `Err` is a refusal (nothing is written but the outcome).
-    fn execute(&self, cmd: &Command, batch: &mut sled::Batch) -> Applied {
+    fn execute(&self, cmd: &Command, batch: &mut Batch) -> Applied {
         match &cmd.op {
             Some(Op::RegisterHost(r)) => self.register_host(r, cmd.unix_ms, batch),
             Some(Op::BindHost(b)) => self.bind_host(b, cmd.unix_ms, batch),
@@ -379,7 +425,7 @@ impl Catalog {
                     _ => {}
                 }
                 // A manifest commits once: an old one cannot pass for a new backup.
-                if let Some(other) = self.tree.get(manifest_key(&b.manifest_id))? {
+                if let Some(other) = self.tree().get(manifest_key(&b.manifest_id))? {
                     return Err(Refusal::Conflict(format!(
                         "manifest of {} was committed already by backup {}; a backup needs a manifest made for it",
                         b.id,
@@ -418,7 +464,7 @@ impl Catalog {
                 if j.id.is_empty() || j.host.is_empty() || j.service.is_empty() {
                     return Err(Refusal::invalid("a job needs an id, a host and a service"));
                 }
-                if self.tree.contains_key(job_key(&j.id))? {
+                if self.tree().contains_key(job_key(&j.id))? {
                     return Err(Refusal::Exists {
                         what: "job",
                         id: j.id.clone(),
@@ -493,7 +539,7 @@ impl Catalog {
                             )?;
                         }
                         if j.backup_id.is_empty()
-                            || self.tree.contains_key(backup_key(&j.backup_id))?
+                            || self.tree().contains_key(backup_key(&j.backup_id))?
                         {
                             return Err(Refusal::invalid("a backup job needs a new backup id"));
                         }
@@ -741,7 +787,7 @@ impl Catalog {
         &self,
         host: &str,
         job: &str,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> std::result::Result<(), Refusal> {
         if let Some(mut h) = self.host(host)? {
             if h.restored_servers.iter().any(|j| j == job) {
@@ -760,7 +806,7 @@ impl Catalog {
         reason: &str,
         class: FailureClass,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> std::result::Result<(), Refusal> {
         job.set_state(JobState::Failed);
         job.set_failure(class);
@@ -788,7 +834,7 @@ impl Catalog {
 
     /// A tick: the median of the voters' clocks becomes the agreed time when a majority answered
     /// and it is later than the agreed time now.
-    fn tick(&self, t: &strongbox_proto::catalog::Tick, batch: &mut sled::Batch) -> Applied {
+    fn tick(&self, t: &strongbox_proto::catalog::Tick, batch: &mut Batch) -> Applied {
         let need = t.voters as usize / 2 + 1;
         if t.voters == 0 || t.clocks.len() < need {
             return Err(Refusal::Invalid(format!(
@@ -809,7 +855,7 @@ impl Catalog {
         // Only nodes of the region are recorded, so there is one record a node.
         let seen = median.max(now);
         for id in &t.answered {
-            if self.tree.contains_key(node_key(*id))? {
+            if self.tree().contains_key(node_key(*id))? {
                 batch.insert(node_seen_key(*id), &seen.to_be_bytes());
             }
         }
@@ -826,7 +872,7 @@ impl Catalog {
         first: &str,
         outcome: std::result::Result<(), &str>,
         unix_ms: u64,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
     ) -> std::result::Result<(), Refusal> {
         for mut w in self.jobs_by(index::WAITING_ON, first)? {
             if w.after_job != first || w.state() != JobState::Waiting {
@@ -847,52 +893,31 @@ impl Catalog {
         Ok(())
     }
 
-    /// The whole catalog, for a Raft snapshot.
-    pub fn snapshot_bytes(&self) -> Result<Vec<u8>> {
-        let mut snap = CatalogSnapshot {
-            format: format::FORMAT,
-            ..Default::default()
-        };
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            snap.entries.push(KeyValue {
-                key: k.to_vec().into(),
-                value: v.to_vec().into(),
-            });
-        }
-        Ok(snap.encode_to_vec())
-    }
-
-    /// Replaces the catalog with a snapshot's content, applied at `index`; a snapshot of
-    /// another record format is refused and changes nothing.
-    pub fn restore(&self, data: &[u8], index: u64) -> Result<()> {
-        let snap: CatalogSnapshot = decode("snapshot", data)?;
-        format::check(snap.format, "the snapshot from the leader")?;
-        self.replace(snap.entries, index)
+    /// Every key and value, in key order: for tests and diagnostics (it reads the whole
+    /// catalog into memory).
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree()
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
     }
 
     /// Empties the catalog of a node that starts a new region (its first entry is `index`).
     pub fn bootstrap(&self, index: u64) -> Result<()> {
-        self.replace(Vec::new(), index)
-    }
-
-    /// The catalog becomes `entries`, applied at `index`, in one batch.
-    fn replace(&self, entries: Vec<KeyValue>, index: u64) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for kv in self.tree.iter() {
+        let mut batch = Batch::default();
+        for kv in self.tree().iter() {
             batch.remove(kv?.0);
-        }
-        for kv in entries {
-            batch.insert(kv.key.as_ref(), kv.value.as_ref());
         }
         batch.insert(format::KEY_FORMAT, &format::FORMAT.to_be_bytes());
         batch.insert(KEY_APPLIED, &index.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        Ok(())
+        self.write(batch)
     }
 
     fn scan<M: Message + Default>(&self, prefix: &[u8], what: &'static str) -> Result<Vec<M>> {
-        self.tree
+        self.tree()
             .scan_prefix(prefix)
             .map(|kv| self.decode(what, &kv?.1))
             .collect()
@@ -923,7 +948,7 @@ impl Catalog {
     /// what a host's presence is judged with ([`crate::policy::presence`]). One record a node.
     pub fn nodes_seen(&self) -> Result<std::collections::HashMap<u64, u64>> {
         let mut out = std::collections::HashMap::new();
-        for kv in self.tree.scan_prefix(b"node-seen/") {
+        for kv in self.tree().scan_prefix(b"node-seen/") {
             let (k, v) = kv?;
             let id = k[b"node-seen/".len()..].try_into().map(u64::from_be_bytes);
             let at = v.as_ref().try_into().map(u64::from_be_bytes);
@@ -960,7 +985,7 @@ impl Catalog {
     }
 
     fn get<M: Message + Default>(&self, key: &[u8], what: &'static str) -> Result<Option<M>> {
-        self.tree
+        self.tree()
             .get(key)?
             .map(|b| self.decode(what, &b))
             .transpose()
@@ -996,7 +1021,7 @@ impl Catalog {
 
     /// The ids an index lists under `by`, in key order.
     fn index_ids(&self, table: &str, by: &str) -> Result<Vec<String>> {
-        self.tree
+        self.tree()
             .scan_prefix(index::prefix(table, by))
             .map(|kv| Ok(index::id_of(&kv?.0)))
             .collect()
@@ -1708,7 +1733,7 @@ mod tests {
 
     /// Index entries under `table`, as `by/id`.
     fn index_entries(c: &Catalog, table: &str) -> Vec<String> {
-        c.tree
+        c.tree()
             .scan_prefix(format!("{table}/"))
             .map(|kv| {
                 let k = kv.unwrap().0;

@@ -72,7 +72,7 @@ impl Catalog {
                 Bound::Excluded(a.to_vec()),
             ),
         };
-        let iter = self.tree.range::<Vec<u8>, _>(range);
+        let iter = self.tree().range::<Vec<u8>, _>(range);
         let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
             Order::Ascending => Box::new(iter),
             Order::NewestFirst => Box::new(iter.rev()),

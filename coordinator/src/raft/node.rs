@@ -377,7 +377,8 @@ impl Loop {
         // 1. Messages a leader may send before persisting.
         self.outbox.send(ready.take_messages());
 
-        // 2. A snapshot from the leader: restore the catalog, then the log's starting point.
+        // 2. A snapshot from the leader, its catalog prepared before its message was stepped
+        //    (`snapshots.rs`): the catalog's swap and the log's new start, in one transaction.
         if !ready.snapshot().is_empty() {
             let snap: Snapshot = ready.snapshot().clone();
             let meta = snap.get_metadata();
@@ -386,8 +387,7 @@ impl Loop {
                 term = meta.term,
                 "installing a snapshot from the leader"
             );
-            self.catalog.restore(&snap.data, meta.index)?;
-            self.raw.mut_store().apply_snapshot(&snap)?;
+            self.raw.mut_store().install_snapshot(&snap)?;
             self.outbox.refresh_addresses(&self.catalog);
         }
 
@@ -679,7 +679,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let catalog = Catalog::open(&db).unwrap();
-        let store = RaftStore::open(db, catalog.clone()).unwrap();
+        let snapshots =
+            crate::raft::snapshots::Snapshots::open(dir.path().join("snapshots"), 1, 0).unwrap();
+        let store = RaftStore::open(db, catalog.clone(), snapshots).unwrap();
         store.bootstrap(1).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let outbox = Arc::new(Kept::default());

@@ -6,13 +6,15 @@
 //!
 //! Invariants: every write of entries and hard state is one atomic batch, durable after
 //! [`RaftStore::flush`], which the loop calls before sending messages that depend on it; the
-//! log is contiguous from `first_index` to `last_index`; a snapshot handed to a peer is the
-//! catalog at its applied index, with that index's term and the conf state then in force.
+//! log is contiguous from `first_index` to `last_index`; a snapshot handed to a peer is a
+//! reference to the catalog's file at an applied index ([`super::snapshots`]), with that
+//! index's term and the conf state then in force; a snapshot installs in one transaction with
+//! the catalog's swap to the tree it was prepared in.
 
 use std::sync::Mutex;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use crate::catalog::Catalog;
@@ -50,6 +52,7 @@ pub struct RaftStore {
     db: sled::Db,
     tree: sled::Tree,
     catalog: Catalog,
+    snapshots: std::sync::Arc<super::snapshots::Snapshots>,
     cache: Mutex<Cache>,
 }
 
@@ -68,7 +71,11 @@ fn store_err(e: impl std::fmt::Display) -> raft::Error {
 
 impl RaftStore {
     /// Opens the node's Raft storage in `db`.
-    pub fn open(db: sled::Db, catalog: Catalog) -> Result<Self> {
+    pub fn open(
+        db: sled::Db,
+        catalog: Catalog,
+        snapshots: std::sync::Arc<super::snapshots::Snapshots>,
+    ) -> Result<Self> {
         let tree = db.open_tree("raft")?;
         let mut cache = Cache::default();
         if let Some(b) = tree.get(KEY_HS)? {
@@ -94,6 +101,7 @@ impl RaftStore {
             db,
             tree,
             catalog,
+            snapshots,
             cache: Mutex::new(cache),
         })
     }
@@ -179,25 +187,68 @@ impl RaftStore {
         Ok(())
     }
 
-    /// Installs a snapshot's metadata (the caller restored the catalog from its data): the log
-    /// is dropped, and starts after the snapshot.
-    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<()> {
+    /// The writes that start the log after snapshot `snap` (every log entry removed, its
+    /// index, term and conf state recorded), and the cache they make.
+    #[allow(clippy::type_complexity)] // one private pair of callers
+    fn snapshot_writes(
+        &self,
+        c: &Cache,
+        snap: &Snapshot,
+    ) -> Result<(Vec<sled::IVec>, Vec<(&'static [u8], Vec<u8>)>, Cache)> {
         let meta = snap.get_metadata();
+        let mut next = c.clone();
+        next.snap_index = meta.index;
+        next.snap_term = meta.term;
+        next.last_index = meta.index;
+        next.hs.term = next.hs.term.max(meta.term);
+        next.hs.commit = next.hs.commit.max(meta.index);
+        next.cs = meta.get_conf_state().clone();
+        let log: Vec<sled::IVec> = self
+            .tree
+            .scan_prefix(LOG_PREFIX)
+            .map(|kv| kv.map(|(k, _)| k))
+            .collect::<std::result::Result<_, _>>()?;
+        let meta_writes = vec![
+            (KEY_SNAP, snap_marker(meta.index, meta.term).to_vec()),
+            (KEY_HS, encode(&next.hs)),
+            (KEY_CS, encode(&next.cs)),
+        ];
+        Ok((log, meta_writes, next))
+    }
+
+    /// Starts the log after a snapshot whose catalog is in place (a new region's first).
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let mut c = self.cache();
+        let (log, meta_writes, next) = self.snapshot_writes(&c, snap)?;
         let mut batch = sled::Batch::default();
-        for kv in self.tree.scan_prefix(LOG_PREFIX) {
-            batch.remove(kv?.0);
+        for k in log {
+            batch.remove(k);
         }
-        c.snap_index = meta.index;
-        c.snap_term = meta.term;
-        c.last_index = meta.index;
-        c.hs.term = c.hs.term.max(meta.term);
-        c.hs.commit = c.hs.commit.max(meta.index);
-        c.cs = meta.get_conf_state().clone();
-        batch.insert(KEY_SNAP, snap_marker(meta.index, meta.term).to_vec());
-        batch.insert(KEY_HS, encode(&c.hs));
-        batch.insert(KEY_CS, encode(&c.cs));
+        for (k, v) in meta_writes {
+            batch.insert(k, v);
+        }
         self.tree.apply_batch(batch)?;
+        *c = next;
+        Ok(())
+    }
+
+    /// Installs a snapshot from the leader whose catalog was prepared in the spare tree
+    /// ([`Catalog::prepare_install`]): the catalog's swap, the log dropped, the snapshot's
+    /// index, term and conf state recorded: one transaction.
+    pub fn install_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        let mut c = self.cache();
+        let (log, meta_writes, next) = self.snapshot_writes(&c, snap)?;
+        self.catalog
+            .install_prepared(snap.get_metadata().index, &self.tree, |t| {
+                for k in &log {
+                    t.remove(k)?;
+                }
+                for (k, v) in &meta_writes {
+                    t.insert(*k, v.as_slice())?;
+                }
+                Ok(())
+            })?;
+        *c = next;
         Ok(())
     }
 
@@ -316,27 +367,27 @@ impl Storage for RaftStore {
         Ok(self.cache().last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let applied = self.catalog.applied_index().map_err(store_err)?;
         if applied < request_index {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let c = self.cache();
-        let term = self.term_locked(&c, applied)?;
-        let data = self.catalog.snapshot_bytes().map_err(store_err)?;
-        let mut meta = SnapshotMetadata {
-            index: applied,
-            term,
-            ..Default::default()
+        // A snapshot older than the log's start would leave the follower a gap: it is made anew.
+        let (cs, log_start) = {
+            let c = self.cache();
+            (c.cs.clone(), c.snap_index)
         };
-        meta.set_conf_state(c.cs.clone());
-        let mut snap = Snapshot {
-            data: data.into(),
-            ..Default::default()
-        };
-        snap.set_metadata(meta);
-        Ok(snap)
+        self.snapshots.snapshot_for(
+            &self.catalog,
+            request_index.max(log_start),
+            to,
+            |index| {
+                let c = self.cache();
+                self.term_locked(&c, index)
+            },
+            cs,
+        )
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! Invariants: the loop thread never blocks on the network; a peer's address comes from the
 //! catalog's node table, or from the configuration until the catalog names it; a failed send
-//! is reported to Raft (`report_unreachable`, and `report_snapshot` for snapshots).
+//! is reported to Raft (`report_unreachable`, and `report_snapshot` for snapshots); a snapshot
+//! goes on its own `InstallSnapshot` call, never in a batch.
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
@@ -18,7 +19,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use strongbox_core::tls::TlsFiles;
 use strongbox_proto::v1::cluster_service_client::ClusterServiceClient;
-use strongbox_proto::v1::RaftMessage;
+use strongbox_proto::v1::{InstallSnapshotRequest, RaftMessage};
 use strongbox_proto::MAX_CLUSTER_MESSAGE_BYTES;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -163,34 +164,73 @@ async fn peer_task(
         .max_encoding_message_size(MAX_CLUSTER_MESSAGE_BYTES);
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let snapshot = batch
-            .iter()
-            .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
-        let messages: Vec<bytes::Bytes> = batch
+        // A snapshot goes on its own call, which lasts while the peer fetches and prepares it;
+        // the other messages go on meanwhile.
+        let (snapshots, rest): (Vec<Message>, Vec<Message>) = batch
             .drain(..)
+            .partition(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+        for m in snapshots {
+            tokio::spawn(send_snapshot(from, to, client.clone(), m, loop_tx.clone()));
+        }
+        if rest.is_empty() {
+            continue;
+        }
+        let messages: Vec<bytes::Bytes> = rest
+            .into_iter()
             .filter_map(|m| m.write_to_bytes().ok().map(bytes::Bytes::from))
             .collect();
         let mut req = tonic::Request::new(RaftMessage { messages, from });
-        req.set_timeout(if snapshot {
-            Duration::from_secs(60)
-        } else {
-            Duration::from_secs(5)
-        });
-        let ok = match client.raft(req).await {
-            Ok(_) => true,
-            Err(status) => {
-                tracing::debug!(peer = to, error = %status.message(), "Raft messages not delivered");
-                false
-            }
-        };
-        if let Some(tx) = &loop_tx {
-            if !ok {
+        req.set_timeout(Duration::from_secs(5));
+        if let Err(status) = client.raft(req).await {
+            tracing::debug!(peer = to, error = %status.message(), "Raft messages not delivered");
+            if let Some(tx) = &loop_tx {
                 let _ = tx.send(Request::Unreachable(to));
             }
-            if snapshot {
-                let _ = tx.send(Request::SnapshotSent { to, ok });
-            }
         }
+    }
+}
+
+/// How long a peer may take to fetch and prepare a snapshot before the leader tries again.
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// Delivers a snapshot message (a reference to the file) with `InstallSnapshot`, and tells the
+/// loop how it went.
+async fn send_snapshot(
+    from: u64,
+    to: u64,
+    mut client: ClusterServiceClient<Channel>,
+    m: Message,
+    loop_tx: Option<Sender<Request>>,
+) {
+    let index = m.get_snapshot().get_metadata().index;
+    let message = match m.write_to_bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(peer = to, error = %e, "encoding a snapshot message");
+            return;
+        }
+    };
+    let mut req = tonic::Request::new(InstallSnapshotRequest {
+        message: message.into(),
+        from,
+    });
+    req.set_timeout(SNAPSHOT_DEADLINE);
+    tracing::info!(peer = to, index, "sending a snapshot");
+    let ok = match client.install_snapshot(req).await {
+        Ok(_) => {
+            tracing::info!(peer = to, index, "the peer installed the snapshot");
+            true
+        }
+        Err(status) => {
+            tracing::warn!(peer = to, index, error = %status.message(), "the peer did not install the snapshot; it is sent again");
+            false
+        }
+    };
+    if let Some(tx) = loop_tx {
+        if !ok {
+            let _ = tx.send(Request::Unreachable(to));
+        }
+        let _ = tx.send(Request::SnapshotSent { to, ok });
     }
 }
 

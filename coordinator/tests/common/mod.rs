@@ -9,7 +9,10 @@ pub use strongbox_proto::v1::CallerRole;
 pub struct Sim {
     pub catalog: Catalog,
     pub index: u64,
-    _dir: tempfile::TempDir,
+    #[allow(dead_code)] // not every test binary that includes this module opens it again
+    pub db: sled::Db,
+    #[allow(dead_code)]
+    pub dir: tempfile::TempDir,
 }
 
 impl Sim {
@@ -19,7 +22,8 @@ impl Sim {
         Sim {
             catalog: Catalog::open(&db).expect("catalog"),
             index: 0,
-            _dir: dir,
+            db,
+            dir,
         }
     }
 

@@ -152,6 +152,8 @@ pub struct ClusterOptions {
     pub agent_grace: Duration,
     /// Restored servers one spare may run at once.
     pub max_restored_servers: usize,
+    /// Bytes per second one snapshot transfer may take (0: unlimited).
+    pub snapshot_send_rate: u64,
 }
 
 impl Default for ClusterOptions {
@@ -167,6 +169,7 @@ impl Default for ClusterOptions {
             controller_interval: Duration::from_millis(500),
             agent_grace: Duration::from_secs(30),
             max_restored_servers: 3,
+            snapshot_send_rate: 0,
         }
     }
 }
@@ -246,7 +249,7 @@ impl Cluster {
             listen: Some(node.addr),
             http_listen: Some(node.http_addr),
             peers: Some(peers),
-            data_dir: Some(self.dir.path().join(format!("node-{id}-data"))),
+            data_dir: Some(self.data_dir(id)),
             tls_ca: Some(tls.ca.clone()),
             tls_cert: Some(tls.cert.clone()),
             tls_key: Some(tls.key.clone()),
@@ -259,6 +262,7 @@ impl Cluster {
             controller_interval: Some(o.controller_interval),
             agent_grace: Some(o.agent_grace),
             max_restored_servers: Some(o.max_restored_servers),
+            snapshot_send_rate: (o.snapshot_send_rate > 0).then_some(o.snapshot_send_rate),
             ..CoordinatorOptions::default()
         };
         let text = strongbox_config::to_toml(&options)

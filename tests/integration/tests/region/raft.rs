@@ -12,7 +12,7 @@ use strongbox_proto::v1::agent_service_client::AgentServiceClient;
 use strongbox_proto::v1::operator_service_client::OperatorServiceClient;
 use strongbox_proto::v1::{
     AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, ListHostsRequest, Member,
-    RegisterRequest, RemoveNodeRequest,
+    PageRequest, RegisterRequest, RemoveNodeRequest,
 };
 use strongbox_proto::v1::{Engine, MemberRole};
 
@@ -80,13 +80,27 @@ async fn register(c: &Cluster, via: u64, host: &str) -> Result<(), tonic::Status
         .map(|_| ())
 }
 
+/// Every host's name, through node `via`, page by page.
 async fn hosts(c: &Cluster, via: u64, tls: &TlsFiles) -> Result<Vec<String>, tonic::Status> {
     let mut client = OperatorServiceClient::new(c.channel(via, tls).expect("channel"));
-    let r = client
-        .list_hosts(ListHostsRequest::default())
-        .await?
-        .into_inner();
-    let mut names: Vec<String> = r.hosts.into_iter().map(|h| h.name).collect();
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = client
+            .list_hosts(ListHostsRequest {
+                page: Some(PageRequest {
+                    limit: 1000,
+                    token: token.clone(),
+                }),
+            })
+            .await?
+            .into_inner();
+        names.extend(r.hosts.into_iter().map(|h| h.name));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
     names.sort();
     Ok(names)
 }
@@ -351,4 +365,94 @@ async fn sigterm_stops_a_node_with_agent_sessions_at_once_and_it_restarts() {
             .filter(|h| *h == expected(&["db-1", "db-2"]))
     })
     .await;
+}
+
+/// The size of the snapshot file being received in `dir`'s `snapshots/`, if one is.
+fn incoming_bytes(data_dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(data_dir.join("snapshots"))
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("incoming-"))
+        .and_then(|e| e.metadata().ok())
+        .map(|m| m.len())
+}
+
+/// Issue 17, point 3: a new node joins by a snapshot streamed in pieces while the others keep
+/// committing; `kill -9` of the joining node in the middle of the transfer leaves it able to
+/// start again and catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_snapshot_install_restarts_clean_and_catches_up() {
+    install_crypto_provider();
+    let options = ClusterOptions {
+        compact_after: 20,
+        // Slow enough that the test sees the transfer under way.
+        snapshot_send_rate: 8 * 1024,
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::start(3, options).expect("cluster");
+    let viewer = c.pki.issue(Role::Viewer, "grafana", &[]).unwrap();
+    let operator = c.pki.issue(Role::Operator, "alice", &[]).unwrap();
+    let leader = agreed_leader(&c, &[1, 2, 3], &viewer).await;
+    let mut want = Vec::new();
+    for i in 0..300 {
+        let host = format!("host-{i:03}");
+        register(&c, leader, &host).await.unwrap();
+        want.push(host);
+    }
+
+    let addr = c.spawn_new_node(4).unwrap();
+    let mut op = OperatorServiceClient::new(c.channel(leader, &operator).unwrap());
+    op.add_node(AddNodeRequest {
+        id: 4,
+        address: addr.to_string(),
+        name: "node-4".into(),
+    })
+    .await
+    .expect("add node 4");
+    // The transfer is under way: part of the file is here.
+    let data = c.data_dir(4);
+    let partial = eventually("part of the snapshot on node 4", || async {
+        incoming_bytes(&data).filter(|n| *n > 0)
+    })
+    .await;
+    // The region keeps committing meanwhile.
+    for i in 300..320 {
+        let host = format!("host-{i:03}");
+        register(&c, leader, &host)
+            .await
+            .expect("a commit during the transfer");
+        want.push(host);
+    }
+    c.kill(4).unwrap();
+    assert!(
+        incoming_bytes(&data).is_some(),
+        "killed mid-transfer ({partial} bytes in): the partial file stays"
+    );
+
+    c.start_node(4).unwrap();
+    want.sort();
+    let caught_up = {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if hosts(&c, 4, &viewer).await.ok().as_ref() == Some(&want) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(
+        caught_up,
+        "node 4 did not catch up; its log:\n{}",
+        c.node(4).log_text()
+    );
+    let log = c.node(4).log_text();
+    assert!(log.contains("snapshot fetched and prepared"), "{log}");
+    assert!(log.contains("installing a snapshot"), "{log}");
+    assert!(
+        incoming_bytes(&data).is_none(),
+        "the received file is removed once installed"
+    );
 }
