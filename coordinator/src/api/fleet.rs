@@ -17,7 +17,8 @@ use tonic::Status;
 use super::convert::{backup_info_with, policy, policy_info, role_change};
 use crate::node::NodeContext;
 use crate::policy::plan::{status, Snapshot};
-use crate::policy::retention::{evaluate, Verdict};
+use crate::policy::effective::resolve;
+use crate::policy::retention::evaluate;
 use strongbox_core::clock::now_ms;
 
 /// One service as `service list/show` shows it.
@@ -89,22 +90,6 @@ pub fn show_service(node: &NodeContext, name: &str) -> Result<ServiceInfo, Statu
     service_info(&snap, name, now_ms()).ok_or_else(|| no_service(name))
 }
 
-/// Retention's verdicts on every completed backup, by backup id.
-pub fn verdicts(snap: &Snapshot, now: u64) -> BTreeMap<String, Verdict> {
-    let mut by_service: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-    for b in &snap.backups {
-        by_service
-            .entry(b.service.as_str())
-            .or_default()
-            .push(b.clone());
-    }
-    let mut out = BTreeMap::new();
-    for (service, backups) in by_service {
-        out.extend(evaluate(&snap.policy(service), &backups, now));
-    }
-    out
-}
-
 /// The service record of `name`, or `NOT_FOUND` saying where to look.
 pub fn known_service(
     node: &NodeContext,
@@ -144,34 +129,55 @@ pub async fn set_policy(
     if !r.service.is_empty() {
         known_service(node, &r.service)?;
     }
-    // What the new policy would expire, evaluated now on the affected services.
+    // What the new policy would expire, evaluated now on the affected services: the one named,
+    // or every service for the region default (an operator's rare change, which reads every
+    // service's backups, a slice at a time).
     let now = now_ms();
-    let mut snap = node.catalog.schedule_snapshot()?;
-    let before = verdicts(&snap, now);
     let stored = if r.reset {
         None
     } else {
         node.catalog.stored_policy(&r.service)?
     };
     let merged = crate::policy::effective::overlay(&stored.unwrap_or_default(), &change);
+    let region = node.catalog.stored_policy("")?;
+    let mut expiring: Vec<strongbox_proto::catalog::BackupRecord> = Vec::new();
+    let mut would_expire: Vec<BackupInfo> = Vec::new();
+    let mut judge = |service: &str, backups: Vec<strongbox_proto::catalog::BackupRecord>| {
+        let own = node.catalog.stored_policy(service)?;
+        let before = evaluate(&resolve(region.as_ref(), own.as_ref()), &backups, now);
+        let new = if r.service.is_empty() {
+            resolve(Some(&merged), own.as_ref())
+        } else {
+            resolve(region.as_ref(), Some(&merged))
+        };
+        let after = evaluate(&new, &backups, now);
+        for b in backups {
+            let newly = after.get(&b.id).is_some_and(|v| v.expired())
+                && before.get(&b.id).is_some_and(|v| !v.expired());
+            if newly {
+                would_expire.push(backup_info_with(b.clone(), after.get(&b.id)));
+                expiring.push(b);
+            }
+        }
+        Ok::<(), Status>(())
+    };
     if r.service.is_empty() {
-        snap.region_policy = Some(merged);
+        let mut after: Option<String> = None;
+        loop {
+            let (slice, next) = node
+                .catalog
+                .retention_slice(after.as_deref(), crate::controllers::retention::SLICE)?;
+            for (service, backups) in slice {
+                judge(&service, backups)?;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
     } else {
-        snap.policies.insert(r.service.clone(), merged);
+        judge(&r.service, node.catalog.service_backups(&r.service)?)?;
     }
-    let after = verdicts(&snap, now);
-    let expiring: Vec<&strongbox_proto::catalog::BackupRecord> = snap
-        .backups
-        .iter()
-        .filter(|b| {
-            after.get(&b.id).is_some_and(|v| v.expired())
-                && before.get(&b.id).is_some_and(|v| !v.expired())
-        })
-        .collect();
-    let would_expire: Vec<BackupInfo> = expiring
-        .iter()
-        .map(|b| backup_info_with((*b).clone(), after.get(&b.id)))
-        .collect();
     if !would_expire.is_empty() && !r.yes {
         return Ok(SetPolicyResponse {
             applied: false,

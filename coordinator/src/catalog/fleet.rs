@@ -102,6 +102,21 @@ impl Catalog {
             .and_then(|r| r.policy))
     }
 
+    /// The longest lock (`lock_days`) of any policy in force: the region default's or a
+    /// service's own (one read of the stored policies, not of the services).
+    pub fn max_lock_days(&self) -> crate::error::Result<u32> {
+        let region = self.stored_policy("")?;
+        let mut max = resolve(region.as_ref(), None).lock_days;
+        for kv in self.tree().scan_prefix(b"policy/") {
+            let (_, v) = kv?;
+            let own: PolicyRecord = self.decode("policy record", &v)?;
+            if let Some(p) = own.policy {
+                max = max.max(resolve(region.as_ref(), Some(&p)).lock_days);
+            }
+        }
+        Ok(max)
+    }
+
     /// The effective policy of `service` (the region default's for `""`).
     pub fn effective_policy(&self, service: &str) -> crate::error::Result<Effective> {
         let region = self.stored_policy("")?;
@@ -387,6 +402,7 @@ impl Catalog {
         let backups = self.service_backups(&e.service)?;
         let verdicts = evaluate(&policy, &backups, unix_ms);
         let mut gone = Vec::new();
+        let mut served_expired = 0;
         for b in &backups {
             if e.backup_ids.contains(&b.id) && verdicts.get(&b.id).is_some_and(|v| v.expired()) {
                 remove_backup(batch, b);
@@ -397,6 +413,7 @@ impl Catalog {
                     && b.state() == BackupState::Completed
                     && b.slot_unix_ms > 0
                 {
+                    served_expired = served_expired.max(b.slot_unix_ms);
                     let id = crate::policy::plan::scheduled_job_id(
                         &b.service,
                         b.slot_unix_ms,
@@ -414,6 +431,13 @@ impl Catalog {
         }
         if gone.is_empty() {
             return Err(Refusal::conflict("nothing to expire"));
+        }
+        // The service remembers it too, after the job is forgotten (catalog/history.rs).
+        if let Some(mut svc) = self.service(&e.service)? {
+            if served_expired > svc.served_expired_slot_unix_ms {
+                svc.served_expired_slot_unix_ms = served_expired;
+                batch.insert(service_key(&svc.name), svc.encode_to_vec());
+            }
         }
         Ok(format!(
             "expire {} backup(s) of {} by retention: {}",

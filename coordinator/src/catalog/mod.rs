@@ -26,7 +26,6 @@
 use prost::Message;
 use strongbox_proto::catalog::{
     command::Op, AuditRecord, BackupRecord, Command, HostRecord, JobRecord, NodeRecord, Outcome,
-    ServiceRecord,
 };
 use strongbox_proto::v1::{
     BackupKind, BackupState, CallerRole, FailureClass, JobKind, JobState, RefusalCode,
@@ -41,6 +40,7 @@ mod history;
 mod hosts;
 mod index;
 mod pages;
+mod passes;
 pub mod snapshot;
 pub use history::{AUDIT_KEEP_MS, JOBS_KEPT_PER_SERVICE, JOB_KEEP_MS, MAX_PRUNED, REQUEST_KEEP_MS};
 pub use pages::Page;
@@ -1064,68 +1064,6 @@ impl Catalog {
     pub fn audit(&self) -> Result<Vec<AuditRecord>> {
         self.scan(b"audit/", "audit record")
     }
-
-    /// One read of what the scheduler's and retention's decisions need (`policy::plan`), for
-    /// every service.
-    pub fn schedule_snapshot(&self) -> Result<crate::policy::plan::Snapshot> {
-        let services = self.services()?;
-        self.snapshot_with(services, self.hosts()?, self.backups()?, self.jobs()?)
-    }
-
-    /// What the decisions on `services` alone need (a page of `service list`, one service
-    /// shown), read through the indexes: their hosts, backups and jobs, never every record.
-    /// Region-wide figures (backups under way in the region) are not in it.
-    pub fn services_snapshot(
-        &self,
-        services: Vec<ServiceRecord>,
-    ) -> Result<crate::policy::plan::Snapshot> {
-        let mut hosts = std::collections::BTreeMap::new();
-        let mut backups = Vec::new();
-        let mut jobs = Vec::new();
-        for s in &services {
-            for h in self.hosts_of_service(&s.name)? {
-                hosts.entry(h.name.clone()).or_insert(h);
-            }
-            backups.extend(self.service_backups(&s.name)?);
-            jobs.extend(self.jobs_by(index::OPEN_BY_SERVICE, &s.name)?);
-            jobs.extend(self.jobs_by(index::FINISHED_BY_SERVICE, &s.name)?);
-        }
-        self.snapshot_with(services, hosts.into_values().collect(), backups, jobs)
-    }
-
-    /// A snapshot of these records, with the policies, schedule changes and presences they
-    /// are judged with.
-    fn snapshot_with(
-        &self,
-        services: Vec<ServiceRecord>,
-        hosts: Vec<HostRecord>,
-        backups: Vec<BackupRecord>,
-        jobs: Vec<JobRecord>,
-    ) -> Result<crate::policy::plan::Snapshot> {
-        let mut policies = std::collections::HashMap::new();
-        let mut schedule_changed = std::collections::HashMap::new();
-        schedule_changed.insert(String::new(), self.schedule_changed("")?);
-        for s in &services {
-            if let Some(p) = self.stored_policy(&s.name)? {
-                policies.insert(s.name.clone(), p);
-                schedule_changed.insert(s.name.clone(), self.schedule_changed(&s.name)?);
-            }
-        }
-        let mut snap = crate::policy::plan::Snapshot::new(
-            hosts,
-            services,
-            backups,
-            jobs,
-            self.stored_policy("")?,
-            policies,
-            schedule_changed,
-        );
-        snap.presences = crate::policy::presence::Presences {
-            nodes_seen: self.nodes_seen()?,
-            slack_ms: 0,
-        };
-        Ok(snap)
-    }
 }
 
 /// The role of a certificate, as the catalog records who asked.
@@ -1158,11 +1096,14 @@ fn not_found(what: &'static str, id: &str) -> Refusal {
 
 /// Operator changes and retention's deletions go to the audit log; agents' own registrations
 /// and node bookkeeping do not.
+/// Operators' commands are audited (and so the expiries an operator's policy change makes).
+/// Retention's routine expiries are not: they follow from the audited policy and the time, and
+/// at ten thousand hourly services they would be a quarter of a million entries a day, which a
+/// year-long audit log cannot hold (ARCHITECTURE.md, "Bounds of the catalog").
 fn is_audited(cmd: &Command) -> bool {
     cmd.actor
         .as_ref()
         .is_some_and(|a| a.role() == CallerRole::Operator)
-        || matches!(cmd.op, Some(Op::ExpireBackups(_)))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub fn workers(interval: Duration, schedule: bool) -> Vec<Box<dyn Worker>> {
         Box::new(retention::Retention {
             interval,
             clock_refused: false,
+            after: None,
         }),
     ];
     if schedule {

@@ -5,7 +5,6 @@
 //! Invariant: it only proposes; the catalog re-evaluates retention at the command's time and
 //! removes only what is still expired then (a hold placed meanwhile wins).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,13 @@ pub struct Retention {
     pub(super) interval: Duration,
     /// Whether passes are being skipped for a wrong clock (logged once an episode).
     pub(super) clock_refused: bool,
+    /// The last service the previous pass judged: the next goes on after it.
+    pub(super) after: Option<String>,
 }
+
+/// Services one pass judges: a pass costs a slice of the fleet, and the whole fleet is judged
+/// every `services / SLICE` passes.
+pub const SLICE: usize = 1_000;
 
 #[async_trait::async_trait]
 impl Worker for Retention {
@@ -54,29 +59,32 @@ impl Worker for Retention {
             tracing::warn!("retention runs again: this clock agrees with the catalog's");
             self.clock_refused = false;
         }
-        Ok(Done::items(pass(node, now).await? as u64))
+        let (expired, next) = pass(node, now, self.after.as_deref(), SLICE).await?;
+        self.after = next;
+        Ok(Done::items(expired as u64))
     }
 }
 
-/// Prunes old jobs and expires what the policy no longer keeps at `now`; how many backups
-/// were expired.
-pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
-    let snap = node.catalog.schedule_snapshot()?;
-    let mut by_service: BTreeMap<&str, Vec<strongbox_proto::catalog::BackupRecord>> =
-        BTreeMap::new();
-    for b in &snap.backups {
-        by_service.entry(&b.service).or_default().push(b.clone());
-    }
+/// Prunes old history, and expires what the policy no longer keeps at `now` among up to
+/// `slice` services after `after` (by name): how many backups were expired, and the service
+/// to go on after (`None`: the next pass starts from the first).
+pub async fn pass(
+    node: &NodeContext,
+    now: u64,
+    after: Option<&str>,
+    slice: usize,
+) -> Result<(usize, Option<String>)> {
     // Forgets history past its bounds (catalog/history.rs), when anything is due: a few
     // index keys read, not every job. The audit log outlives the longest lock of any policy.
-    let lock_days = snap.max_lock_days();
+    let lock_days = node.catalog.max_lock_days()?;
     if let Some(prune) = node.catalog.history_due(now, lock_days)? {
         let cmd = node.command(&actor(node, "retention"), Op::PruneHistory(prune));
         node.submit(cmd).await?;
     }
+    let (services, next) = node.catalog.retention_slice(after, slice)?;
     let mut expired = 0;
-    for (service, backups) in by_service {
-        let verdicts = evaluate(&snap.policy(service), &backups, now);
+    for (service, backups) in services {
+        let verdicts = evaluate(&node.catalog.effective_policy(&service)?, &backups, now);
         let backup_ids: Vec<String> = verdicts
             .into_iter()
             .filter(|(_, v)| v.expired())
@@ -89,15 +97,15 @@ pub async fn pass(node: &NodeContext, now: u64) -> Result<usize> {
         let cmd = node.command(
             &actor(node, "retention"),
             Op::ExpireBackups(ExpireBackups {
-                service: service.to_string(),
+                service: service.clone(),
                 backup_ids,
             }),
         );
         let outcome = node.submit(cmd).await?;
         if outcome.error.is_empty() {
             expired += n;
-            tracing::info!(service, backups = n, "retention expired backups");
+            tracing::info!(service = %service, backups = n, "retention expired backups");
         }
     }
-    Ok(expired)
+    Ok((expired, next))
 }

@@ -207,6 +207,7 @@ pub fn status(snap: &Snapshot, svc: &ServiceRecord, now: u64) -> Status {
             _ => None,
         })
         .chain(served_then_expired)
+        .chain(Some(svc.served_expired_slot_unix_ms).filter(|s| *s > 0))
         .max();
     // A schedule's slots count from when it took effect: the service's creation, or the last
     // change of the schedule that applies to it (its own, or the region default's when it has

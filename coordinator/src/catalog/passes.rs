@@ -1,0 +1,161 @@
+//! What the leader's passes read (issue 17, point 5): the scheduler's snapshot of every
+//! service with only the records its decisions use (each service's newest backups and the jobs
+//! since, not its history), and retention's slice of services with all their backups.
+//!
+//! Invariants: the scheduler's snapshot reads, per service, the backups created since its newest
+//! completed scheduled backup's slot (and that one), its open jobs, and its finished jobs that
+//! ended since that slot; `policy::plan::status` needs no other (a due slot lies after the
+//! anchor, so its jobs and backups are newer; the anchor's bound from expired backups is on the
+//! service record). A retention slice reads its services' backups and nothing else.
+
+use std::collections::{BTreeMap, HashMap};
+
+use strongbox_proto::catalog::{BackupRecord, HostRecord, JobRecord, ServiceRecord};
+use strongbox_proto::v1::{BackupKind, BackupState};
+
+use super::{index, Catalog};
+use crate::error::Result;
+use crate::policy::plan::Snapshot;
+
+/// A service's name and every backup it has.
+pub type ServiceBackups = (String, Vec<BackupRecord>);
+
+impl Catalog {
+    /// One read of what the scheduler's decisions (and the service states `/metrics`
+    /// reports) need, for every service: see the module's invariants.
+    pub fn schedule_snapshot(&self) -> Result<Snapshot> {
+        let services = self.services()?;
+        let tree = self.tree();
+        let mut backups = Vec::new();
+        let mut jobs: Vec<JobRecord> = Vec::new();
+        for s in &services {
+            // Newest first, down to the newest completed scheduled backup and whatever was
+            // made after its slot.
+            let prefix = index::prefix(index::BACKUPS_BY_SERVICE, &s.name);
+            let mut bound: Option<u64> = None;
+            for kv in tree.scan_prefix(&prefix).rev() {
+                let (k, _) = kv?;
+                let Some(b) = self.backup(&index::id_of(&k))? else {
+                    continue;
+                };
+                if bound.is_some_and(|slot| b.created_unix_ms < slot) {
+                    break;
+                }
+                if bound.is_none()
+                    && b.kind() == BackupKind::Scheduled
+                    && b.state() == BackupState::Completed
+                {
+                    bound = Some(b.slot_unix_ms.min(b.created_unix_ms));
+                }
+                backups.push(b);
+            }
+            // Finished jobs that ended since that slot, newest first (the key holds the time).
+            let since = bound.unwrap_or(0);
+            let prefix = index::prefix(index::FINISHED_BY_SERVICE, &s.name);
+            for kv in tree.scan_prefix(&prefix).rev() {
+                let (k, _) = kv?;
+                let finished = finished_ms(&k[prefix.len()..]);
+                if finished.is_some_and(|t| t < since) {
+                    break;
+                }
+                if let Some(j) = self.job(&index::id_of(&k))? {
+                    jobs.push(j);
+                }
+            }
+        }
+        // Every open job, once (backups under way count against the region's limit).
+        for kv in tree.scan_prefix(format!("{}/", index::OPEN_BY_SERVICE)) {
+            let (k, _) = kv?;
+            if let Some(j) = self.job(&index::id_of(&k))? {
+                jobs.push(j);
+            }
+        }
+        self.snapshot_with(services, self.hosts()?, backups, jobs)
+    }
+
+    /// What the decisions on `services` alone need (a page of `service list`, one service
+    /// shown), read through the indexes: their hosts, backups and jobs, never every record.
+    /// Region-wide figures (backups under way in the region) are not in it.
+    pub fn services_snapshot(&self, services: Vec<ServiceRecord>) -> Result<Snapshot> {
+        let mut hosts = BTreeMap::new();
+        let mut backups = Vec::new();
+        let mut jobs = Vec::new();
+        for s in &services {
+            for h in self.hosts_of_service(&s.name)? {
+                hosts.entry(h.name.clone()).or_insert(h);
+            }
+            backups.extend(self.service_backups(&s.name)?);
+            jobs.extend(self.jobs_by(index::OPEN_BY_SERVICE, &s.name)?);
+            jobs.extend(self.jobs_by(index::FINISHED_BY_SERVICE, &s.name)?);
+        }
+        self.snapshot_with(services, hosts.into_values().collect(), backups, jobs)
+    }
+
+    /// Up to `limit` services after `after` (by name; from the first when `None`), each with
+    /// every backup it has: one pass of retention over a slice of the fleet. The last
+    /// service's name, to go on from (`None` once the list ended).
+    pub fn retention_slice(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ServiceBackups>, Option<String>)> {
+        let after_key = after.map(super::fleet::service_key);
+        let page = self.services_page(after_key.as_deref(), limit)?;
+        let mut out = Vec::with_capacity(page.items.len());
+        for s in page.items {
+            let backups = self.service_backups(&s.name)?;
+            out.push((s.name, backups));
+        }
+        let next = page.next.as_ref().and(out.last().map(|(n, _)| n.clone()));
+        Ok((out, next))
+    }
+
+    /// A snapshot of these records, with the policies, schedule changes and presences they
+    /// are judged with.
+    fn snapshot_with(
+        &self,
+        services: Vec<ServiceRecord>,
+        hosts: Vec<HostRecord>,
+        backups: Vec<BackupRecord>,
+        jobs: Vec<JobRecord>,
+    ) -> Result<Snapshot> {
+        let mut policies = HashMap::new();
+        let mut schedule_changed = HashMap::new();
+        schedule_changed.insert(String::new(), self.schedule_changed("")?);
+        for s in &services {
+            if let Some(p) = self.stored_policy(&s.name)? {
+                policies.insert(s.name.clone(), p);
+                schedule_changed.insert(s.name.clone(), self.schedule_changed(&s.name)?);
+            }
+        }
+        let mut snap = Snapshot::new(
+            hosts,
+            services,
+            backups,
+            jobs,
+            self.stored_policy("")?,
+            policies,
+            schedule_changed,
+        );
+        snap.presences = crate::policy::presence::Presences {
+            nodes_seen: self.nodes_seen()?,
+            slack_ms: 0,
+        };
+        Ok(snap)
+    }
+}
+
+/// The finish time in a `jobs-finished-service/` key's tail (`<20 digits>\0<id>`).
+fn finished_ms(tail: &[u8]) -> Option<u64> {
+    let digits = tail.split(|b| *b == 0).next()?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_finished_key_tail_gives_its_time() {
+        assert_eq!(super::finished_ms(b"00000000000000000042\0job-1"), Some(42));
+        assert_eq!(super::finished_ms(b"x\0job-1"), None);
+    }
+}
