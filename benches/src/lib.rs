@@ -1,5 +1,7 @@
 //! Benchmarks live in benches/; this library holds what several of them share.
 
+pub mod fleet;
+
 use std::time::{Duration, Instant};
 
 use strongbox_integration::cluster::ClusterOptions;

@@ -35,6 +35,7 @@ pub async fn run(config: Config) -> Result<()> {
     let db = sled::Config::new()
         .path(config.data_dir.join("catalog.sled"))
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(config.catalog_cache_bytes)
         .open()?;
     let catalog = Catalog::open(&db)?;
     let snapshots = crate::raft::snapshots::Snapshots::open(

@@ -371,11 +371,11 @@ fn every_list_pages_in_order_each_page_costing_its_size() {
     );
     assert_eq!(mine, ["b-svc-4-2-1", "b-svc-4-2-0"]);
 
-    // Jobs newest first: every kind, one kind, one kind of one service.
+    // Jobs newest first: of a kind, of a kind and a service.
     let jobs = walk_pages(
         &sim,
         500,
-        |a, l| c.jobs_page(None, "", a, l).unwrap(),
+        |a, l| c.jobs_page(JobKind::Backup, "", a, l).unwrap(),
         |j| format!("{:020}/{}", j.created_unix_ms, j.id),
     );
     assert_eq!(jobs.len(), HOSTS * SERVICES_A_HOST * BACKUPS_A_SERVICE);
@@ -383,14 +383,14 @@ fn every_list_pages_in_order_each_page_costing_its_size() {
     let restores = walk_pages(
         &sim,
         10,
-        |a, l| c.jobs_page(Some(JobKind::Restore), "", a, l).unwrap(),
+        |a, l| c.jobs_page(JobKind::Restore, "", a, l).unwrap(),
         |j| j.id.clone(),
     );
     assert!(restores.is_empty());
     let of_one = walk_pages(
         &sim,
         10,
-        |a, l| c.jobs_page(Some(JobKind::Backup), "svc-8-1", a, l).unwrap(),
+        |a, l| c.jobs_page(JobKind::Backup, "svc-8-1", a, l).unwrap(),
         |j| j.id.clone(),
     );
     assert_eq!(of_one, ["j-svc-8-1-1", "j-svc-8-1-0"]);

@@ -3,7 +3,7 @@
 //! new primary with one backup per slot, two leaders planning the same slot, retries with
 //! backoff, and exclusion.
 
-use strongbox_coordinator::policy::plan::{plan, status, Snapshot};
+use strongbox_coordinator::policy::plan::{plan, status};
 use strongbox_coordinator::policy::schedule::Next;
 use strongbox_proto::catalog::{
     command::Op, BackupRecord, BindHost, CommitBackup, CreateJob, JobRecord, MemberRecord, Policy,
@@ -449,7 +449,7 @@ fn no_sequence_of_actions_wedges_the_schedule() {
             let snap = sim.catalog.schedule_snapshot().expect("snapshot");
             // The pass reads each service's newest records only (catalog/passes.rs): it decides
             // as a read of every record would.
-            let full = full_snapshot(sim);
+            let full = sim.catalog.full_schedule_snapshot().expect("full read");
             for svc in &snap.services {
                 assert_eq!(
                     status(&snap, svc, at),
@@ -638,35 +638,4 @@ fn a_slot_whose_backup_retention_expired_is_not_taken_again() {
     let snap = sim.catalog.schedule_snapshot().expect("snapshot");
     let st = status(&snap, &snap.services[0], T0 + 4 * HOUR + 60_000);
     assert_eq!(st.next, Next::At(T0 + 26 * HOUR), "{st:?}");
-}
-
-/// What a read of every record gives the scheduler: the reference the pass's own read
-/// (`Catalog::schedule_snapshot`, each service's newest records) must agree with.
-fn full_snapshot(sim: &Sim) -> Snapshot {
-    let c = &sim.catalog;
-    let services = c.services().expect("services");
-    let mut policies = std::collections::HashMap::new();
-    let mut changed = std::collections::HashMap::new();
-    changed.insert(String::new(), c.schedule_changed("").expect("changed"));
-    for s in &services {
-        if let Some(p) = c.stored_policy(&s.name).expect("policy") {
-            policies.insert(s.name.clone(), p);
-            changed.insert(
-                s.name.clone(),
-                c.schedule_changed(&s.name).expect("changed"),
-            );
-        }
-    }
-    let mut snap = Snapshot::new(
-        c.hosts().expect("hosts"),
-        services,
-        c.backups().expect("backups"),
-        c.jobs().expect("jobs"),
-        c.stored_policy("").expect("policy"),
-        policies,
-        changed,
-    );
-    snap.presences = c.presences().expect("presences");
-    snap.presences.slack_ms = 0;
-    snap
 }

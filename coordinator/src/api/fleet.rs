@@ -16,8 +16,8 @@ use tonic::Status;
 
 use super::convert::{backup_info_with, policy, policy_info, role_change};
 use crate::node::NodeContext;
-use crate::policy::plan::{status, Snapshot};
 use crate::policy::effective::resolve;
+use crate::policy::plan::{status, Snapshot};
 use crate::policy::retention::evaluate;
 use strongbox_core::clock::now_ms;
 

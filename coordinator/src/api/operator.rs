@@ -350,10 +350,7 @@ impl OperatorService for OperatorApi {
         if !r.service.is_empty() {
             validate::name("service", &r.service)?;
         }
-        let kind = match r.kind {
-            0 => None,
-            k => Some(validate::required::<JobKind>("kind", k)?),
-        };
+        let kind = validate::required::<JobKind>("kind", r.kind)?;
         let (limit, after) = validate::page(r.page.as_ref())?;
         self.node.read_barrier().await?;
         let page = self

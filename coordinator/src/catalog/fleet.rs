@@ -102,14 +102,18 @@ impl Catalog {
             .and_then(|r| r.policy))
     }
 
+    /// Every stored policy record: the region default's (service `""`) and the services' own
+    /// (one read of the policies, not of the services).
+    pub fn policy_records(&self) -> crate::error::Result<Vec<PolicyRecord>> {
+        self.scan(b"policy/", "policy record")
+    }
+
     /// The longest lock (`lock_days`) of any policy in force: the region default's or a
-    /// service's own (one read of the stored policies, not of the services).
+    /// service's own.
     pub fn max_lock_days(&self) -> crate::error::Result<u32> {
         let region = self.stored_policy("")?;
         let mut max = resolve(region.as_ref(), None).lock_days;
-        for kv in self.tree().scan_prefix(b"policy/") {
-            let (_, v) = kv?;
-            let own: PolicyRecord = self.decode("policy record", &v)?;
+        for own in self.policy_records()? {
             if let Some(p) = own.policy {
                 max = max.max(resolve(region.as_ref(), Some(&p)).lock_days);
             }

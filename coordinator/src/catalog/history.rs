@@ -29,8 +29,9 @@ pub const JOB_KEEP_MS: u64 = 90 * 24 * 60 * 60 * 1000;
 /// The finished jobs kept per service: the newest ones (with hourly backups, four days').
 pub const JOBS_KEPT_PER_SERVICE: usize = 100;
 
-/// Request ids stay this long after their command applied.
-pub const REQUEST_KEEP_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Request ids stay this long after their command applied: a day, far beyond any retry, and
+/// short enough that a fleet's commands of a day (two an hourly backup) are all it holds.
+pub const REQUEST_KEEP_MS: u64 = 24 * 60 * 60 * 1000;
 /// The audit log keeps a year, and at least the region's lock (`lock_days`).
 pub const AUDIT_KEEP_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 
@@ -171,7 +172,7 @@ impl Catalog {
             (
                 p.requests_before_unix_ms,
                 REQUEST_KEEP_MS,
-                "request ids are kept 7 days",
+                "request ids are kept a day",
             ),
             (
                 p.audit_before_unix_ms,

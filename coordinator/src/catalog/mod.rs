@@ -893,6 +893,24 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records (keys) and their bytes (keys and values) by kind, the key's prefix up to its
+    /// first `/` (`job/`, `jobs-open-host/`; `applied` for a bare key): what the catalog holds,
+    /// for diagnostics and the fleet tool. Reads every key, one at a time.
+    pub fn kinds(&self) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.tree().iter() {
+            let (k, v) = kv?;
+            let kind = match k.iter().position(|b| *b == b'/') {
+                Some(i) => String::from_utf8_lossy(&k[..=i]).into_owned(),
+                None => String::from_utf8_lossy(&k).into_owned(),
+            };
+            let e: &mut (u64, u64) = out.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += (k.len() + v.len()) as u64;
+        }
+        Ok(out)
+    }
+
     /// Every key and value, in key order: for tests and diagnostics (it reads the whole
     /// catalog into memory).
     pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {

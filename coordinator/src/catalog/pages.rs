@@ -165,11 +165,10 @@ impl Catalog {
         self.page_of_index(&prefix, after, limit, |id| self.backup(id))
     }
 
-    /// Jobs, newest first: of `kind` (every kind when `None`) and of `service` (every service
-    /// when empty).
+    /// Jobs of `kind`, newest first: of `service` (every service when empty).
     pub fn jobs_page(
         &self,
-        kind: Option<JobKind>,
+        kind: JobKind,
         service: &str,
         after: Option<&[u8]>,
         limit: usize,

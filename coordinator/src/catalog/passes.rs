@@ -73,6 +73,19 @@ impl Catalog {
         self.snapshot_with(services, self.hosts()?, backups, jobs)
     }
 
+    /// What the scheduler's decisions would read without the pass's own read: every host,
+    /// service, backup and job. The reference [`Catalog::schedule_snapshot`] is checked
+    /// against (`tests/scheduler.rs`, the `fleet_scale` bench); it reads whole kinds, so no
+    /// handler or pass calls it.
+    pub fn full_schedule_snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_with(
+            self.services()?,
+            self.hosts()?,
+            self.backups()?,
+            self.jobs()?,
+        )
+    }
+
     /// What the decisions on `services` alone need (a page of `service list`, one service
     /// shown), read through the indexes: their hosts, backups and jobs, never every record.
     /// Region-wide figures (backups under way in the region) are not in it.
@@ -119,13 +132,18 @@ impl Catalog {
         backups: Vec<BackupRecord>,
         jobs: Vec<JobRecord>,
     ) -> Result<Snapshot> {
+        // The stored policies in one read (few services have their own).
         let mut policies = HashMap::new();
         let mut schedule_changed = HashMap::new();
-        schedule_changed.insert(String::new(), self.schedule_changed("")?);
-        for s in &services {
-            if let Some(p) = self.stored_policy(&s.name)? {
-                policies.insert(s.name.clone(), p);
-                schedule_changed.insert(s.name.clone(), self.schedule_changed(&s.name)?);
+        let mut region = None;
+        schedule_changed.insert(String::new(), 0);
+        for r in self.policy_records()? {
+            if r.service.is_empty() {
+                schedule_changed.insert(String::new(), r.schedule_changed_unix_ms);
+                region = r.policy;
+            } else if let Some(p) = r.policy {
+                schedule_changed.insert(r.service.clone(), r.schedule_changed_unix_ms);
+                policies.insert(r.service, p);
             }
         }
         let mut snap = Snapshot::new(
@@ -133,7 +151,7 @@ impl Catalog {
             services,
             backups,
             jobs,
-            self.stored_policy("")?,
+            region,
             policies,
             schedule_changed,
         );

@@ -30,7 +30,7 @@ pub struct Retention {
 
 /// Services one pass judges: a pass costs a slice of the fleet, and the whole fleet is judged
 /// every `services / SLICE` passes.
-pub const SLICE: usize = 1_000;
+pub const SLICE: usize = 500;
 
 #[async_trait::async_trait]
 impl Worker for Retention {

@@ -59,17 +59,21 @@ async fn in_place_restore_takes_a_pre_restore_backup_then_replaces_the_live_data
         "{err}"
     );
     assert_eq!(count(live, "SELECT count(*) FROM orders;"), "1000");
-    let jobs = f
-        .op()
-        .list_jobs(ListJobsRequest {
-            kind: JobKind::Unspecified.into(),
-            service: "shop".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("jobs")
-        .into_inner()
-        .jobs;
+    let mut jobs = Vec::new();
+    for kind in [JobKind::Backup, JobKind::Restore] {
+        jobs.extend(
+            f.op()
+                .list_jobs(ListJobsRequest {
+                    kind: kind.into(),
+                    service: "shop".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("jobs")
+                .into_inner()
+                .jobs,
+        );
+    }
     assert_eq!(jobs.len(), 1, "only the first backup's job: {jobs:?}");
 
     // With --yes: pre-restore backup, then the restore into the live file.
