@@ -7,10 +7,13 @@
 //! - job creation and commit rates through `Catalog::apply` (one node, no network);
 //! - a snapshot: export time and size while applies go on, install (prepare + swap) time, and
 //!   the process's peak memory;
-//! - the first page of each list, as the handlers read it.
+//! - the first page of each list, as the handlers read it;
+//! - first, on a real 3-node region: each node's CPU while idle, without agent sessions and with
+//!   `SESSIONS` (default 3334) simulated agents holding sessions (`strongbox_benches::sessions`).
 //!
 //! `cargo bench -p strongbox-benches --bench fleet_scale`; `HOSTS` (default 3334) and `DAYS`
-//! (default 90) set the size. Without `--bench` (a smoke run): 30 hosts for 3 days.
+//! (default 90) set the size; `SESSIONS=0` skips the sessions, `DAYS=0` the catalog. Without
+//! `--bench` (a smoke run): 30 sessions, 30 hosts for 3 days.
 
 use std::time::{Duration, Instant};
 
@@ -61,10 +64,65 @@ fn best<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     (best, out.expect("at least one run"))
 }
 
+/// Each node's share of a core while idle, without sessions and with `n` (printed).
+async fn idle_sessions(n: usize, window: Duration) {
+    use strongbox_benches::sessions::{idle_share, open_sessions};
+    strongbox_core::tls::install_crypto_provider();
+    let c = strongbox_integration::cluster::Cluster::start(3, strongbox_benches::cluster_options())
+        .expect("cluster");
+    let viewer = c
+        .pki
+        .issue(strongbox_core::pki::Role::Viewer, "bench", &[])
+        .unwrap();
+    c.wait_for_leader(&viewer, 3).await.expect("cluster");
+    let ids = [1, 2, 3];
+    // A warm-up: the workers' first passes and the first clock ask are not idle time.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let without = idle_share(&c, &ids, window).await;
+    let t = Instant::now();
+    open_sessions(&c, &ids, n).await;
+    println!(
+        "  {n} agent sessions opened in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // Every session recorded (the host connected through it), then measured.
+    let t = Instant::now();
+    while strongbox_benches::sessions::connected(&c, 1, &viewer).await < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "sessions not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let with = idle_share(&c, &ids, window).await;
+    for ((id, a), (_, b)) in without.iter().zip(&with) {
+        println!(
+            "  idle node {id}: {:.2}% of a core without sessions, {:.2}% with {n} ({:.2}% a 1,000 sessions)",
+            a * 100.0,
+            b * 100.0,
+            (b - a).max(0.0) * 100.0 * 1000.0 / n.max(1) as f64
+        );
+    }
+}
+
 fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
+    let sessions = if smoke {
+        30
+    } else {
+        env_num("SESSIONS", 3_334)
+    } as usize;
+    if sessions > 0 {
+        let window = Duration::from_secs(if smoke { 5 } else { 60 });
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(idle_sessions(sessions, window));
+    }
     let hosts = if smoke { 30 } else { env_num("HOSTS", 3_334) } as usize;
     let days = if smoke { 3 } else { env_num("DAYS", 90) };
+    if days == 0 {
+        return;
+    }
     let shape = Shape {
         hosts,
         ..Shape::fleet_scale()

@@ -1,6 +1,7 @@
 //! Benchmarks live in benches/; this library holds what several of them share.
 
 pub mod fleet;
+pub mod sessions;
 
 use std::time::{Duration, Instant};
 

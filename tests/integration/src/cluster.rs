@@ -127,6 +127,11 @@ impl NodeProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.pid())
+    }
+
     pub fn is_running(&self) -> bool {
         self.process
             .as_ref()
