@@ -19,7 +19,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
             let now = strongbox_core::clock::now_ms();
             print_list(
                 output,
-                page.wanted(),
+                page.wanted(output == Output::Json),
                 |p| {
                     let api = &api;
                     async move {
@@ -41,7 +41,7 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
                     printer.page(&views, |v| audit::table(v, now));
                 },
                 "No audit entries yet.",
-                "newest audit entries",
+                "audit entries, newest first",
             )
             .await?;
         }

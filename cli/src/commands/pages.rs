@@ -89,11 +89,11 @@ where
 
 /// Tells people (on stderr, in both output modes: it never mixes with the JSON on stdout)
 /// that the list holds more than `walked` showed, and how to see more. `what` names the
-/// items in order: "newest backups", "services".
+/// items in order: "backups, newest first", "services".
 fn say_more(walked: Walked, what: &str) {
     if walked.more {
         eprintln!(
-            "(the first {} {what}; more with --limit N, or --all for every one)",
+            "(showing {} {what}; more with --limit N, or --all for every one)",
             walked.shown
         );
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use strongbox_proto::v1::{
-    GetJobRequest, JobInfo, JobKind, JobState, ListJobsRequest, RestoreOutcome, StopRestoreRequest,
+    GetJobRequest, JobInfo, JobKind, JobState, ListJobsRequest, PageRequest, RestoreOutcome,
+    StopRestoreRequest,
 };
 
 use crate::commands::pages::{print_list, Fetched};
@@ -142,42 +143,78 @@ pub fn check_restore(j: &JobInfo) -> anyhow::Result<()> {
 pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Result<()> {
     let api = Api::new(conn)?;
     match cmd {
-        Command::List { service, page } => {
+        Command::List {
+            service,
+            running,
+            page,
+        } => {
             let service = service.unwrap_or_default();
             if !service.is_empty() {
                 crate::commands::service::check_known(&api, &service).await?;
             }
-            print_list(
-                output,
-                page.wanted(),
-                |p| {
-                    let api = &api;
-                    let service = service.clone();
-                    async move {
-                        let r = api
-                            .call("ListJobs", |mut c| {
-                                let req = ListJobsRequest {
-                                    kind: JobKind::Restore.into(),
-                                    service: service.clone(),
-                                    page: Some(p.clone()),
-                                };
-                                async move { c.list_jobs(req).await }
-                            })
-                            .await?;
-                        Ok(Fetched {
-                            items: r.jobs,
-                            next: r.next_page_token,
+            let list = |p: PageRequest, server_running: bool| {
+                let api = &api;
+                let service = service.clone();
+                async move {
+                    let r = api
+                        .call("ListJobs", |mut c| {
+                            let req = ListJobsRequest {
+                                kind: JobKind::Restore.into(),
+                                service: service.clone(),
+                                page: Some(p.clone()),
+                                server_running,
+                            };
+                            async move { c.list_jobs(req).await }
                         })
-                    }
+                        .await?;
+                    Ok(Fetched {
+                        items: r.jobs,
+                        next: r.next_page_token,
+                    })
+                }
+            };
+            let of = if service.is_empty() {
+                String::new()
+            } else {
+                format!(" of {service}")
+            };
+            let mut shown = std::collections::HashSet::new();
+            let walked = print_list(
+                output,
+                if running {
+                    None
+                } else {
+                    page.wanted(output == Output::Json)
                 },
+                |p| list(p, running),
                 |printer, jobs| {
+                    shown.extend(jobs.iter().map(|j| j.id.clone()));
                     let views: Vec<JobView<'_>> = jobs.iter().map(JobView::from).collect();
                     printer.page(&views, |v| view::restore_table(v));
                 },
-                "No restores yet. Start one with `strongbox backup restore BACKUP_ID --to-host HOST`.",
-                "newest restores",
+                &if running {
+                    format!("No restored server{of} runs now.")
+                } else {
+                    format!(
+                        "No restores{of} yet. Start one with `strongbox backup restore BACKUP_ID --to-host HOST`."
+                    )
+                },
+                "restores, newest first",
             )
             .await?;
+            // Servers still running must not hide behind newer stopped restores.
+            if !running && walked.more {
+                let all_running = list(PageRequest::default(), true).await?.items;
+                let hidden = all_running
+                    .iter()
+                    .filter(|j| !shown.contains(&j.id))
+                    .count();
+                if hidden > 0 {
+                    eprintln!(
+                        "{hidden} restored server(s) still run and are not shown: `strongbox restore list --running`"
+                    );
+                }
+            }
         }
         Command::Stop {
             job,

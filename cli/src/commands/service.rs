@@ -91,7 +91,7 @@ pub fn unknown_service(name: &str, known: &[String]) -> anyhow::Error {
             "no service {name:?}: this region has no services yet (agents report them when they start)"
         ),
         [] => anyhow::anyhow!(
-            "no service {name:?}; `strongbox service list` shows the {} known",
+            "no service {name:?}; `strongbox service list --all` shows the {} known",
             known.len()
         ),
         _ => anyhow::anyhow!(
@@ -202,7 +202,7 @@ pub async fn run_service(
             let now = strongbox_core::clock::now_ms();
             print_list(
                 output,
-                page.wanted(),
+                page.wanted(output == Output::Json),
                 |p| services_page(&api, p),
                 |printer, services| {
                     let views: Vec<ServiceView<'_>> =
@@ -335,7 +335,7 @@ pub async fn run_host(cmd: HostCommand, conn: &ConnectArgs, output: Output) -> a
             let mut awaiting = 0;
             print_list(
                 output,
-                page.wanted(),
+                page.wanted(output == Output::Json),
                 |p| hosts_page(&api, p),
                 |printer, hosts| {
                     let views: Vec<HostView<'_>> = hosts.iter().map(HostView::from).collect();

@@ -30,6 +30,7 @@ pub enum Command {
     /// 20 unless --limit or --all).
     List {
         /// The service.
+        #[arg(value_parser = super::parse_service)]
         service: Option<String>,
         #[command(flatten)]
         page: super::PageArgs,

@@ -50,7 +50,7 @@ pub const SHOWN_BY_DEFAULT: usize = 20;
 /// `audit list`).
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct PageArgs {
-    /// Show this many (newest first; services and hosts by name) [default: 20].
+    /// Show this many [default: 20 in a table, every one with --output json].
     #[arg(long, value_name = "N", value_parser = parse_limit, conflicts_with = "all")]
     pub limit: Option<usize>,
     /// Show every one, printed page by page as the coordinators send them.
@@ -59,14 +59,28 @@ pub struct PageArgs {
 }
 
 impl PageArgs {
-    /// The most items to show: `None` for all.
-    pub fn wanted(&self) -> Option<usize> {
-        if self.all {
-            None
-        } else {
-            Some(self.limit.unwrap_or(SHOWN_BY_DEFAULT))
+    /// The most items to show (`None`: all). People get the first 20 by default; scripts
+    /// (`--output json`) get the whole list unless they name a limit, so a script never
+    /// reads a list cut short without asking.
+    pub fn wanted(&self, for_scripts: bool) -> Option<usize> {
+        match (self.all, self.limit) {
+            (true, _) => None,
+            (false, Some(n)) => Some(n),
+            (false, None) if for_scripts => None,
+            (false, None) => Some(SHOWN_BY_DEFAULT),
         }
     }
+}
+
+/// A service's name as an argument: not empty (an unset shell variable would otherwise list
+/// every service).
+pub fn parse_service(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "a service name cannot be empty: leave the argument out for every service".into(),
+        );
+    }
+    Ok(s.to_string())
 }
 
 /// `--limit`: a count of at least 1 (`--all` shows everything).

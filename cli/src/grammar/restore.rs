@@ -3,8 +3,11 @@ pub enum Command {
     /// Restore jobs, newest first (the newest 20 unless --limit or --all).
     List {
         /// Only restores of this service.
-        #[arg(long)]
+        #[arg(long, value_parser = super::parse_service)]
         service: Option<String>,
+        /// Only restores whose server still runs on a spare (every one).
+        #[arg(long)]
+        running: bool,
         #[command(flatten)]
         page: super::PageArgs,
     },

@@ -353,6 +353,29 @@ impl OperatorService for OperatorApi {
         let kind = validate::required::<JobKind>("kind", r.kind)?;
         let (limit, after) = validate::page(r.page.as_ref())?;
         self.node.read_barrier().await?;
+        if r.server_running {
+            if kind != JobKind::Restore {
+                return Err(Status::invalid_argument(
+                    "only restores leave servers running: ask for kind restore",
+                ));
+            }
+            // The spares list the restores whose servers run there (`restored_servers`).
+            let mut jobs = Vec::new();
+            for h in self.node.catalog.spares()? {
+                for id in &h.restored_servers {
+                    if let Some(j) = self.node.catalog.job(id)? {
+                        if r.service.is_empty() || j.service == r.service {
+                            jobs.push(j);
+                        }
+                    }
+                }
+            }
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.created_unix_ms));
+            return Ok(Response::new(ListJobsResponse {
+                jobs: jobs.into_iter().map(job_info).collect(),
+                next_page_token: String::new(),
+            }));
+        }
         let page = self
             .node
             .catalog

@@ -62,8 +62,9 @@ pub const MAX_BEHIND_MS: u64 = 60_000;
 /// minute ([`TICK_EVERY_MS`]); further ahead, the proposer's clock is wrong (or the region has
 /// had no majority to agree on a time since).
 pub const MAX_AHEAD_MS: u64 = 15 * 60 * 1000;
-/// How often the leader records the voters' clocks.
-pub const TICK_EVERY_MS: u64 = 60_000;
+/// How often the leader records the voters' clocks, and which nodes answered (a node that
+/// stops answering makes its agents' hosts silent within [`crate::policy::presence::NODE_SEEN_MS`]).
+pub const TICK_EVERY_MS: u64 = 15_000;
 
 #[derive(Clone)]
 pub struct Catalog {

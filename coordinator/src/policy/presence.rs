@@ -4,9 +4,10 @@
 //! An agent's presence comes from its session, not from a write per heartbeat (issue 17,
 //! point 2: heartbeats that change nothing write nothing). The catalog records a host's open
 //! session and the node that serves it (`HostSession`), and when each node last answered the
-//! leader's clock ask (`Tick.answered`, about once a minute). A host is **connected** while its
-//! session is open on a node seen within [`ALIVE_MS`], or while its last recorded change
-//! (registration, a session opening, new members) is that recent. The node serving a session
+//! leader's clock ask (`Tick.answered`, every 15 s). A host is **connected** while its session
+//! is open on a node seen within [`NODE_SEEN_MS`]; before its node was ever seen (a region's
+//! first moments) or with no session recorded, while its last recorded change (registration,
+//! a session opening, new members) is within [`ALIVE_MS`]. The node serving a session
 //! ends it when the agent goes quiet ([`crate::api::session`]), and a node that restarts ends
 //! the sessions it recorded before, each after the agent's grace period: then the host is
 //! **away**. A host whose session's node is gone is **silent**.
@@ -17,9 +18,13 @@ use std::collections::HashMap;
 
 use strongbox_proto::catalog::HostRecord;
 
-/// A host counts as there when its session's node was seen, or the host changed, within this
-/// long: three clock asks, so one lost tick does not make a fleet silent.
+/// A host with no session on a known node counts as there when it changed within this long.
 pub const ALIVE_MS: u64 = 3 * 60 * 1000;
+
+/// A session counts while its node answered the leader's clock ask within this long: four
+/// asks, so one lost tick does not make a fleet silent, and a dead node's hosts are silent
+/// within a minute.
+pub const NODE_SEEN_MS: u64 = 60 * 1000;
 
 /// Whether a host's agent is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,17 +61,24 @@ impl Presences {
                 since_unix_ms: h.away_since_unix_ms,
             };
         }
-        let recent = |t: u64| now.saturating_sub(t) < ALIVE_MS + self.slack_ms;
+        let within = |t: u64, ms: u64| now.saturating_sub(t) < ms + self.slack_ms;
         let node_seen = (h.session_node != 0 && !h.session_id.is_empty())
             .then(|| self.nodes_seen.get(&h.session_node).copied())
             .flatten()
             .unwrap_or(0);
-        if node_seen != 0 && recent(node_seen) {
-            return Presence::Connected {
-                node: h.session_node,
+        if node_seen != 0 {
+            // The node is known: it alone says whether the session counts.
+            return if within(node_seen, NODE_SEEN_MS) {
+                Presence::Connected {
+                    node: h.session_node,
+                }
+            } else {
+                Presence::Silent {
+                    since_unix_ms: node_seen,
+                }
             };
         }
-        if recent(h.updated_unix_ms) {
+        if within(h.updated_unix_ms, ALIVE_MS) {
             return Presence::Connected {
                 node: if h.session_id.is_empty() {
                     0
@@ -121,11 +133,18 @@ mod tests {
 
     #[test]
     fn a_session_on_a_node_not_seen_lately_is_silent_since_the_node_was_seen() {
-        let p = presences(&[(2, NOW - ALIVE_MS - 1)]);
+        let p = presences(&[(2, NOW - NODE_SEEN_MS - 1)]);
         assert_eq!(
             p.of(&host(2, 5, 0), NOW),
             Presence::Silent {
-                since_unix_ms: NOW - ALIVE_MS - 1
+                since_unix_ms: NOW - NODE_SEEN_MS - 1
+            }
+        );
+        // Even when the session opened a moment ago: the node is known, and gone.
+        assert_eq!(
+            p.of(&host(2, NOW - 10, 0), NOW),
+            Presence::Silent {
+                since_unix_ms: NOW - NODE_SEEN_MS - 1
             }
         );
         // A node never seen: silent since the host's last change.
@@ -160,7 +179,7 @@ mod tests {
 
     #[test]
     fn the_slack_allows_for_a_judge_whose_clock_runs_ahead() {
-        let mut p = presences(&[(2, NOW - ALIVE_MS - 10)]);
+        let mut p = presences(&[(2, NOW - NODE_SEEN_MS - 10)]);
         assert!(!p.connected(&host(2, 1, 0), NOW));
         p.slack_ms = 60_000;
         assert!(p.connected(&host(2, 1, 0), NOW));

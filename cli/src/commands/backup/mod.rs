@@ -139,7 +139,7 @@ pub async fn print_backups(
             printer.page(&views, |v| view::table(v, now));
         },
         &empty,
-        "newest backups",
+        "backups, newest first",
     )
     .await
 }
@@ -265,13 +265,17 @@ pub async fn run(cmd: Command, conn: &ConnectArgs, output: Output) -> anyhow::Re
             if !service.is_empty() {
                 crate::commands::service::check_known(&api, &service).await?;
             }
-            print_backups(&api, &service, page.wanted(), output).await?;
+            print_backups(&api, &service, page.wanted(output == Output::Json), output).await?;
         }
         Command::Show { id, key_file } => {
             let info = show_backup(&api, &id).await?;
+            // A backup that did not complete has no manifest: its record is what there is to
+            // see (why it failed), key file or not.
             let m = match &key_file {
-                Some(k) => Some(open_manifest(&api, &info, load_keyring(k)?, k).await?),
-                None => None,
+                Some(k) if info.state() == BackupState::Completed => {
+                    Some(open_manifest(&api, &info, load_keyring(k)?, k).await?)
+                }
+                _ => None,
             };
             let show = BackupShowView {
                 backup: BackupView::from(&info),

@@ -1,6 +1,7 @@
-//! Paged lists through the real CLI and coordinators (issue 17, point 4): the newest 20 by
-//! default with a note on stderr that more exist, `--limit N`, and `--all`, which streams one
-//! JSON array page by page; a bad `--limit` is refused.
+//! Paged lists through the real CLI and coordinators (issue 17, point 4): people see the
+//! newest 20 by default with a note on stderr that more exist, scripts (`--output json`) the
+//! whole list unless they name a limit; `--limit N`, and `--all`, which streams one JSON array
+//! page by page; a bad `--limit` or an empty service name is refused.
 
 use serde_json::Value;
 use strongbox_integration::fleet::{cli, fleet};
@@ -45,12 +46,17 @@ async fn lists_show_the_newest_20_then_more_on_demand_and_all_streams() {
             .expect("hold");
     }
 
-    // By default: the newest 20, and a note that more exist.
+    // By default people see the newest 20, and a note that more exist; scripts get them all.
     let (doc, err) = json(&f, &["audit", "list"]);
-    assert_eq!(len(&doc), 20);
-    assert!(err.contains("--limit N") && err.contains("--all"), "{err}");
+    assert!(len(&doc) >= 30, "{doc}");
+    assert!(!err.contains("--limit"), "{err}");
     let out = cli(&f, &["audit", "list"]);
     assert!(out.status.success());
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("showing 20") && note.contains("--all"),
+        "{note}"
+    );
     let table = String::from_utf8_lossy(&out.stdout);
     // Holds carry their reason (the even ones); unholds none.
     assert!(table.contains("(audit 28)"), "the newest first: {table}");
@@ -66,7 +72,7 @@ async fn lists_show_the_newest_20_then_more_on_demand_and_all_streams() {
         .map(|e| e["index"].as_u64().expect("an index"))
         .collect();
     assert!(indexes.windows(2).all(|w| w[0] > w[1]), "{indexes:?}");
-    assert!(err.contains("first 3"), "{err}");
+    assert!(err.contains("showing 3"), "{err}");
 
     // --all: every entry, one valid JSON array, no note.
     let (doc, err) = json(&f, &["audit", "list", "--all"]);
@@ -77,7 +83,7 @@ async fn lists_show_the_newest_20_then_more_on_demand_and_all_streams() {
     let (doc, err) = json(&f, &["backup", "list", "notes", "--limit", "1"]);
     assert_eq!(len(&doc), 1);
     assert_eq!(doc[0]["id"], second.id.as_str(), "the newest first");
-    assert!(err.contains("first 1"), "{err}");
+    assert!(err.contains("showing 1"), "{err}");
     let (doc, _) = json(&f, &["backup", "list", "--all"]);
     assert_eq!(len(&doc), 2);
     let (doc, _) = json(&f, &["restore", "list", "--all"]);
@@ -95,4 +101,7 @@ async fn lists_show_the_newest_20_then_more_on_demand_and_all_streams() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
     let out = cli(&f, &["backup", "list", "--limit", "5", "--all"]);
     assert!(!out.status.success());
+    let out = cli(&f, &["backup", "list", ""]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be empty"));
 }

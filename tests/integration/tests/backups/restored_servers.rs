@@ -12,7 +12,11 @@ use strongbox_proto::v1::JobState;
 use strongbox_proto::v1::RestoreBackupRequest;
 
 fn restores(f: &strongbox_integration::fleet::Fleet) -> serde_json::Value {
-    let out = cli(f, &["--output", "json", "restore", "list"]);
+    restores_with(f, &[])
+}
+
+fn restores_with(f: &strongbox_integration::fleet::Fleet, more: &[&str]) -> serde_json::Value {
+    let out = cli(f, &[&["--output", "json", "restore", "list"], more].concat());
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
@@ -44,6 +48,10 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
     );
     let listed = restores(&f);
     assert_eq!(listed[0]["server"], "running", "{listed}");
+    // `--running` lists exactly the restores whose servers run.
+    let running = restores_with(&f, &["--running"]);
+    assert_eq!(running.as_array().map(Vec::len), Some(1), "{running}");
+    assert_eq!(running[0]["id"], first.id.as_str());
     // People read where it runs.
     let shown = cli(&f, &["restore", "show", &first.id]);
     let text = String::from_utf8_lossy(&shown.stdout);
@@ -106,6 +114,7 @@ async fn restored_servers_are_listed_stopped_and_limited_per_spare() {
         .find(|j| j["id"] == first.id.as_str())
         .expect("the first restore is listed");
     assert_eq!(stopped["server"], "stopped", "{stopped}");
+    assert_eq!(restores_with(&f, &["--running"]), serde_json::json!([]));
     assert!(
         stopped["server_stopped_unix_ms"].as_u64().unwrap_or(0) > 0,
         "{stopped}"
