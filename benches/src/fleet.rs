@@ -162,6 +162,7 @@ impl FleetSim {
                 node: "node-1".into(),
                 grace_ms: 30_000,
                 node_id: 1,
+                grace_begins: false,
             }));
         }
         sim

@@ -6,7 +6,7 @@ mod common;
 
 use common::{CallerRole, Sim};
 use strongbox_coordinator::policy::presence::{Presence, ALIVE_MS};
-use strongbox_proto::catalog::{command::Op, HostSession, RegisterHost, SetNode, Tick};
+use strongbox_proto::catalog::{command::Op, HostSession, RegisterHost, Tick};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -23,6 +23,7 @@ fn session(host: &str, id: &str, open: bool, node: u64) -> Op {
         node: format!("node-{node}"),
         grace_ms: 1000,
         node_id: node,
+        grace_begins: false,
     })
 }
 
@@ -45,15 +46,7 @@ fn presence(sim: &Sim, host: &str, at: u64) -> Presence {
 fn a_session_on_a_node_the_leader_sees_keeps_its_host_connected_without_writes() {
     let mut sim = Sim::new();
     for id in [1, 2] {
-        applied(
-            &mut sim,
-            T0,
-            Op::SetNode(SetNode {
-                id,
-                address: format!("127.0.0.1{id}:7443"),
-                name: format!("node-{id}"),
-            }),
-        );
+        sim.node(T0, id);
     }
     for host in ["db-1", "db-2"] {
         applied(
@@ -127,4 +120,60 @@ fn a_session_on_a_node_the_leader_sees_keeps_its_host_connected_without_writes()
         .map(|h| h.name)
         .collect();
     assert_eq!(on_2, ["db-2"]);
+}
+
+/// The moment a session ends the host is away (no new work goes to it) while its agent has the
+/// grace period to come back: a newer session makes it connected again, and the grace's end
+/// for the old session then changes nothing.
+#[test]
+fn a_host_is_away_as_soon_as_its_session_ends_and_back_with_a_newer_one() {
+    let mut sim = Sim::new();
+    sim.node(T0, 1);
+    applied(
+        &mut sim,
+        T0,
+        Op::RegisterHost(RegisterHost {
+            host: "db-1".into(),
+            region: "test-1".into(),
+            ..Default::default()
+        }),
+    );
+    applied(&mut sim, T0, session("db-1", "s-1", true, 1));
+    applied(&mut sim, T0, tick(T0, &[1]));
+    assert_eq!(presence(&sim, "db-1", T0), Presence::Connected { node: 1 });
+
+    let mut ended = session("db-1", "s-1", false, 1);
+    if let Op::HostSession(s) = &mut ended {
+        s.grace_begins = true;
+    }
+    applied(&mut sim, T0 + 1000, ended.clone());
+    assert_eq!(
+        presence(&sim, "db-1", T0 + 1000),
+        Presence::Away {
+            since_unix_ms: T0 + 1000
+        }
+    );
+    // Still the host's session: the grace's end would apply to it.
+    let h = sim.catalog.host("db-1").unwrap().unwrap();
+    assert_eq!(h.session_id, "s-1");
+
+    // The agent comes back: connected again, and the old session's end is refused.
+    applied(&mut sim, T0 + 5000, session("db-1", "s-2", true, 1));
+    assert_eq!(
+        presence(&sim, "db-1", T0 + 5000),
+        Presence::Connected { node: 1 }
+    );
+    let e = sim.apply_as(
+        CallerRole::Node,
+        None,
+        T0 + 31_000,
+        session("db-1", "s-1", false, 1),
+    );
+    assert!(e.contains("newer session"), "{e}");
+    let e = sim.apply_as(CallerRole::Node, None, T0 + 31_000, ended);
+    assert!(e.contains("newer session"), "{e}");
+    assert_eq!(
+        presence(&sim, "db-1", T0 + 31_000),
+        Presence::Connected { node: 1 }
+    );
 }

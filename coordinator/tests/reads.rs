@@ -247,6 +247,7 @@ fn commands_and_questions_read_what_they_name_not_whole_kinds() {
             node: "node-1".into(),
             grace_ms: 1000,
             node_id: 1,
+            grace_begins: false,
         })
     };
     measured.push((

@@ -14,7 +14,7 @@ use strongbox_coordinator::catalog::snapshot::FileFacts;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_proto::catalog::{
     command::Op, BackupRecord, BindHost, CommitBackup, CreateJob, HoldBackup, HostSession,
-    JobRecord, MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion, Tick,
+    JobRecord, MemberRecord, Policy, RegisterHost, SetPolicy, SetRegion, Tick,
 };
 use strongbox_proto::v1::{BackupKind, BackupState, Engine, JobKind, JobState, MemberRole};
 
@@ -81,16 +81,7 @@ fn full_catalog() -> Sim {
             copies_to: vec![],
         }),
     );
-    applied(
-        &mut sim,
-        CallerRole::Node,
-        t,
-        Op::SetNode(SetNode {
-            id: 1,
-            address: "127.0.0.11:7443".into(),
-            name: "node-1".into(),
-        }),
-    );
+    sim.node(t, 1);
     applied(
         &mut sim,
         CallerRole::Agent,
@@ -120,6 +111,7 @@ fn full_catalog() -> Sim {
             node: "node-1".into(),
             grace_ms: 1000,
             node_id: 1,
+            grace_begins: false,
         }),
     );
     applied(

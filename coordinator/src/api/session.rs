@@ -323,7 +323,23 @@ pub async fn run(
     drop(slot);
     tracing::info!(host = %host, session = %session_id, refused, "agent session closed");
     if recorded && !node_stopping {
-        tokio::spawn(end_after_grace(node, host, session_id));
+        tokio::spawn(async move {
+            // The host is away at once (no new work goes to it); its jobs wait for the grace.
+            let mut op = session_op(&node, &host, &session_id, false);
+            op.grace_begins = true;
+            if let Err(e) = node.apply(&session_actor(&node), Op::HostSession(op)).await {
+                tracing::debug!(host = %host, session = %session_id, reason = %e.message(), "the session's end not recorded (the agent came back)");
+            }
+            end_after_grace(node, host, session_id).await
+        });
+    }
+}
+
+/// Who proposes a session's end: the node's session keeper.
+fn session_actor(node: &NodeContext) -> Identity {
+    Identity {
+        role: Role::Node,
+        name: format!("{}/sessions", node.name),
     }
 }
 
@@ -335,6 +351,7 @@ fn session_op(node: &NodeContext, host: &str, session_id: &str, open: bool) -> H
         node: node.name.clone(),
         grace_ms: node.agent_grace.as_millis() as u64,
         node_id: node.id,
+        grace_begins: false,
     }
 }
 
@@ -355,13 +372,9 @@ async fn end_after_grace(node: Arc<NodeContext>, host: String, session_id: Strin
         }
         _ => return, // the host is gone
     }
-    let actor = Identity {
-        role: Role::Node,
-        name: format!("{}/sessions", node.name),
-    };
     match node
         .apply(
-            &actor,
+            &session_actor(&node),
             Op::HostSession(session_op(&node, &host, &session_id, false)),
         )
         .await

@@ -148,6 +148,17 @@ impl Catalog {
                 s.host
             )));
         }
+        if s.grace_begins {
+            rec.away_since_unix_ms = unix_ms.max(1);
+            put_host(batch, Some(&previous), &rec);
+            return Ok(format!(
+                "session {} of host {} ended on {}; its agent has {} s to come back",
+                s.session_id,
+                s.host,
+                s.node,
+                s.grace_ms / 1000
+            ));
+        }
         let reason = format!(
             "abandoned: the agent of host {} went away (its session on {} ended) and did not come back \
              within {} s",
@@ -167,7 +178,9 @@ impl Catalog {
         }
         rec.session_id.clear();
         rec.session_node = 0;
-        rec.away_since_unix_ms = unix_ms.saturating_sub(s.grace_ms).max(1);
+        if rec.away_since_unix_ms == 0 {
+            rec.away_since_unix_ms = unix_ms.saturating_sub(s.grace_ms).max(1);
+        }
         put_host(batch, Some(&previous), &rec);
         Ok(format!(
             "session {} of host {} ended; {failed} open job(s) failed: {reason}",

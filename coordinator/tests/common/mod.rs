@@ -49,6 +49,18 @@ impl Sim {
         self.apply_on_wrong_clock(role, request_id, at, op)
     }
 
+    /// Records coordinator node `id` (`node-<id>`, on 127.0.0.1<id>) at `at`.
+    #[allow(dead_code)] // not every test binary that includes this module names nodes
+    pub fn node(&mut self, at: u64, id: u64) {
+        let op = Op::SetNode(strongbox_proto::catalog::SetNode {
+            id,
+            address: format!("127.0.0.1{id}:7443"),
+            name: format!("node-{id}"),
+        });
+        let e = self.apply_as(CallerRole::Node, None, at, op);
+        assert!(e.is_empty(), "{e}");
+    }
+
     /// The completed backups of `service` the effective policy expires at `now`: what a
     /// retention pass proposes.
     #[allow(dead_code)] // not every test binary that includes this module runs retention

@@ -16,7 +16,10 @@ fn restores(f: &strongbox_integration::fleet::Fleet) -> serde_json::Value {
 }
 
 fn restores_with(f: &strongbox_integration::fleet::Fleet, more: &[&str]) -> serde_json::Value {
-    let out = cli(f, &[&["--output", "json", "restore", "list"], more].concat());
+    let out = cli(
+        f,
+        &[&["--output", "json", "restore", "list"], more].concat(),
+    );
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }

@@ -454,6 +454,35 @@ async fn an_agents_claims_wait_for_an_operators_approval() {
 
 /// Sends `messages` on one session of `agent`, then ends it; `Err` is the status with which
 /// the coordinator ended the session first.
+/// A backup job of `service` for host db-1, once its agent is back: a session that ended makes
+/// the host away, and an agent comes back by registering again (re-sent until the end, which
+/// may be recorded after a first registration, is behind it).
+async fn job_when_back(
+    c: &Cluster,
+    ag: &AgentServiceClient<tonic::transport::Channel>,
+    members: &[Member],
+    operator: &TlsFiles,
+    service: &str,
+) -> strongbox_proto::v1::JobInfo {
+    strongbox_integration::wait::poll(
+        "a backup job for the host once it is back",
+        Duration::from_secs(30),
+        || {
+            let mut ag = ag.clone();
+            let members = members.to_vec();
+            async move {
+                ag.register(raw::register("db-1", &c.options.region, false, members))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.create_backup_job(operator, service)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await
+}
+
 async fn session_flood(
     agent: &mut AgentServiceClient<tonic::transport::Channel>,
     messages: Vec<AgentMessage>,
@@ -569,7 +598,10 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
 
     // 5,000 progress reports of a real job, then its failure: merged into a few proposals,
     // and the last report wins.
-    let job = c.create_backup_job(&operator, &long(0)).await.unwrap();
+    // The session it ended made the host away: the agent comes back as a real one does, by
+    // registering again (the end may be recorded after a first registration), and is given
+    // work once that is recorded.
+    let job = job_when_back(&c, &ag, &members, &operator, &long(0)).await;
     let before = commit_index(&mut op).await;
     let mut progress: Vec<AgentMessage> = (1..=5_000)
         .map(|i| report(&job.id, JobState::Running, i, 5_000))
@@ -600,7 +632,7 @@ async fn floods_and_the_largest_requests_leave_commits_flowing() {
 
     // The largest chunk-presence question (65,536 ids), a flood of them, and a flood of
     // chunk reads outside any job: answered or refused, nothing proposed.
-    let job = c.create_backup_job(&operator, &long(1)).await.unwrap();
+    let job = job_when_back(&c, &ag, &members, &operator, &long(1)).await;
     let before = commit_index(&mut op).await;
     let ids: Vec<bytes::Bytes> = (0..65_536u32)
         .map(|i| bytes::Bytes::copy_from_slice(blake3::hash(&i.to_le_bytes()).as_bytes()))
