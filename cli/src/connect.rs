@@ -210,11 +210,40 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
             s.message()
         ),
         tonic::Code::NotFound => anyhow::anyhow!("not found: {}", s.message()),
-        // The coordinators' refusals (a hold, a lock, a bad schedule) are sentences that say
-        // what to do next: printed as they are.
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-            anyhow::anyhow!("{}", s.message())
-        }
+        // The coordinators' refusals (a hold, a lock, a bad schedule, a full spare) are
+        // sentences that say what to do next: printed as they are, without gRPC's words.
+        tonic::Code::FailedPrecondition
+        | tonic::Code::InvalidArgument
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::AlreadyExists
+        | tonic::Code::Aborted
+        | tonic::Code::OutOfRange => anyhow::anyhow!("{}", s.message()),
+        tonic::Code::DataLoss => anyhow::anyhow!("data lost: {}", s.message()),
+        tonic::Code::Internal | tonic::Code::Unknown => anyhow::anyhow!(
+            "the coordinator failed: {} (its log says more; this is a bug to report)",
+            s.message()
+        ),
         _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_the_coordinators_sentences_without_grpc_words() {
+        let full = status_error(tonic::Status::resource_exhausted(
+            "spare \"s1\" runs 3 restored servers already",
+        ))
+        .context(doing("RestoreBackup"));
+        assert_eq!(
+            format!("{full:#}"),
+            "starting the restore: spare \"s1\" runs 3 restored servers already"
+        );
+        let bug = status_error(tonic::Status::internal("decoding a record"));
+        assert!(bug
+            .to_string()
+            .starts_with("the coordinator failed: decoding a record"));
     }
 }
