@@ -176,10 +176,13 @@ impl Snapshots {
                         term,
                         conf_state,
                         facts,
-                        path: made,
+                        path: made.clone(),
                     }));
+                    // (A file made again at the same index replaced the old one in place.)
                     if let Export::Made(old) = previous {
-                        let _ = std::fs::remove_file(&old.path);
+                        if old.path != made {
+                            let _ = std::fs::remove_file(&old.path);
+                        }
                     }
                 }
                 Err(e) => {
