@@ -76,8 +76,31 @@ async fn idle_sessions(n: usize, window: Duration) {
         .unwrap();
     c.wait_for_leader(&viewer, 3).await.expect("cluster");
     let ids = [1, 2, 3];
-    // A warm-up: the workers' first passes and the first clock ask are not idle time.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Idle means after the start: every worker of every node has passed once (the first
+    // passes and clock asks are not idle time).
+    strongbox_integration::wait::poll(
+        "every worker's first pass",
+        Duration::from_secs(60),
+        || async {
+            for id in ids {
+                let mut op =
+                    strongbox_proto::v1::operator_service_client::OperatorServiceClient::new(
+                        c.channel(id, &viewer).map_err(|e| e.to_string())?,
+                    );
+                let st = op
+                    .cluster_status(strongbox_proto::v1::ClusterStatusRequest {})
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_inner();
+                let ran = |w: &strongbox_proto::v1::WorkerStatus| w.passes > 0 || w.leader_only;
+                if !st.workers.iter().all(ran) || st.workers.is_empty() {
+                    return Err(format!("node {id}: {:?}", st.workers));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
     let without = idle_share(&c, &ids, window).await;
     let t = Instant::now();
     open_sessions(&c, &ids, n).await;
@@ -86,14 +109,19 @@ async fn idle_sessions(n: usize, window: Duration) {
         t.elapsed().as_secs_f64()
     );
     // Every session recorded (the host connected through it), then measured.
-    let t = Instant::now();
-    while strongbox_benches::sessions::connected(&c, 1, &viewer).await < n {
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "sessions not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    strongbox_integration::wait::poll(
+        "every session recorded",
+        Duration::from_secs(300),
+        || async {
+            let connected = strongbox_benches::sessions::connected(&c, 1, &viewer).await;
+            if connected >= n {
+                Ok(())
+            } else {
+                Err(format!("{connected} of {n} connected"))
+            }
+        },
+    )
+    .await;
     let with = idle_share(&c, &ids, window).await;
     for ((id, a), (_, b)) in without.iter().zip(&with) {
         println!(

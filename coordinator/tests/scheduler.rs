@@ -457,6 +457,17 @@ fn no_sequence_of_actions_wedges_the_schedule() {
                     "seed {seed}: the pass's read and a full read disagree on {}",
                     svc.name
                 );
+                // And `service show`'s read of the one service.
+                let one = sim
+                    .catalog
+                    .services_snapshot(vec![svc.clone()])
+                    .expect("one service");
+                assert_eq!(
+                    status(&one, svc, at),
+                    status(&full, svc, at),
+                    "seed {seed}: service show's read and a full read disagree on {}",
+                    svc.name
+                );
             }
             assert_eq!(plan(&snap, at), plan(&full, at), "seed {seed}");
             for job in plan(&snap, at) {

@@ -245,6 +245,9 @@ pub async fn run(
                     node_stopping = true;
                     break;
                 }
+                // Raft moves on every commit: that says nothing of this host's jobs (the
+                // catalog's hook does), so a busy region does not wake every session.
+                continue;
             }
             changed = stopping.changed() => {
                 let stop = changed.is_err() || *stopping.borrow_and_update();

@@ -85,26 +85,20 @@ pub async fn install(node: &Arc<NodeContext>, r: InstallSnapshotRequest) -> Resu
         tracing::info!(index, took = ?started.elapsed(), "snapshot fetched and prepared");
     }
     node.raft.step(m)?;
-    // Raft installs it (or finds it behind what this node has); either way the catalog reaches
-    // the index, unless the node stops.
+    // Raft installs it (or finds it behind what this node has); either way the node's
+    // applied index, published after every loop turn, reaches the snapshot's.
+    let mut status = node.raft.subscribe();
     let mut stopping = node.stopping.subscribe();
-    let deadline = tokio::time::Instant::now() + INSTALLED_WITHIN;
-    loop {
-        if node.catalog.applied_index()? >= index {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(Status::aborted(format!(
+    tokio::select! {
+        r = tokio::time::timeout(INSTALLED_WITHIN, status.wait_for(|s| s.applied >= index)) => match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Status::unavailable("the node is stopping")),
+            Err(_) => Err(Status::aborted(format!(
                 "Raft did not take the snapshot at index {index} within {} s",
                 INSTALLED_WITHIN.as_secs()
-            )));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            _ = stopping.wait_for(|s| *s) => {
-                return Err(Status::unavailable("the node is stopping"));
-            }
-        }
+            ))),
+        },
+        _ = stopping.wait_for(|s| *s) => Err(Status::unavailable("the node is stopping")),
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Invariants: the scheduler's snapshot reads, per service, the backups created since its newest
 //! completed scheduled backup's slot (and that one), its open jobs, and its finished jobs that
-//! ended since that slot; `policy::plan::status` needs no other (a due slot lies after the
+//! ended since that slot (a page of services reads every backup, and the same jobs);
+//! `policy::plan::status` needs no other (a due slot lies after the
 //! anchor, so its jobs and backups are newer; the anchor's bound from expired backups is on the
 //! service record). A retention slice reads its services' backups and nothing else.
 
@@ -41,27 +42,10 @@ impl Catalog {
                 if bound.is_some_and(|slot| b.created_unix_ms < slot) {
                     break;
                 }
-                if bound.is_none()
-                    && b.kind() == BackupKind::Scheduled
-                    && b.state() == BackupState::Completed
-                {
-                    bound = Some(b.slot_unix_ms.min(b.created_unix_ms));
-                }
+                bound = bound.or_else(|| anchor_of(&b));
                 backups.push(b);
             }
-            // Finished jobs that ended since that slot, newest first (the key holds the time).
-            let since = bound.unwrap_or(0);
-            let prefix = index::prefix(index::FINISHED_BY_SERVICE, &s.name);
-            for kv in tree.scan_prefix(&prefix).rev() {
-                let (k, _) = kv?;
-                let finished = finished_ms(&k[prefix.len()..]);
-                if finished.is_some_and(|t| t < since) {
-                    break;
-                }
-                if let Some(j) = self.job(&index::id_of(&k))? {
-                    jobs.push(j);
-                }
-            }
+            jobs.extend(self.jobs_finished_since(&tree, &s.name, bound)?);
         }
         // Every open job, once (backups under way count against the region's limit).
         for kv in tree.scan_prefix(format!("{}/", index::OPEN_BY_SERVICE)) {
@@ -71,6 +55,29 @@ impl Catalog {
             }
         }
         self.snapshot_with(services, self.hosts()?, backups, jobs)
+    }
+
+    /// The finished jobs of `service` that ended at or after `since` (all of them for `None`),
+    /// newest first, through `jobs-finished-service/` (the key holds the time).
+    fn jobs_finished_since(
+        &self,
+        tree: &sled::Tree,
+        service: &str,
+        since: Option<u64>,
+    ) -> Result<Vec<JobRecord>> {
+        let since = since.unwrap_or(0);
+        let prefix = index::prefix(index::FINISHED_BY_SERVICE, service);
+        let mut out = Vec::new();
+        for kv in tree.scan_prefix(&prefix).rev() {
+            let (k, _) = kv?;
+            if finished_ms(&k[prefix.len()..]).is_some_and(|t| t < since) {
+                break;
+            }
+            if let Some(j) = self.job(&index::id_of(&k))? {
+                out.push(j);
+            }
+        }
+        Ok(out)
     }
 
     /// What the scheduler's decisions would read without the pass's own read: every host,
@@ -87,9 +94,11 @@ impl Catalog {
     }
 
     /// What the decisions on `services` alone need (a page of `service list`, one service
-    /// shown), read through the indexes: their hosts, backups and jobs, never every record.
+    /// shown), read through the indexes: their hosts, every backup (`service list` counts
+    /// them), their open jobs and the finished ones the scheduler's read takes too.
     /// Region-wide figures (backups under way in the region) are not in it.
     pub fn services_snapshot(&self, services: Vec<ServiceRecord>) -> Result<Snapshot> {
+        let tree = self.tree();
         let mut hosts = BTreeMap::new();
         let mut backups = Vec::new();
         let mut jobs = Vec::new();
@@ -97,9 +106,12 @@ impl Catalog {
             for h in self.hosts_of_service(&s.name)? {
                 hosts.entry(h.name.clone()).or_insert(h);
             }
-            backups.extend(self.service_backups(&s.name)?);
+            let mut mine = self.service_backups(&s.name)?;
+            mine.sort_by_key(|b| std::cmp::Reverse(b.created_unix_ms));
             jobs.extend(self.jobs_by(index::OPEN_BY_SERVICE, &s.name)?);
-            jobs.extend(self.jobs_by(index::FINISHED_BY_SERVICE, &s.name)?);
+            let bound = mine.iter().find_map(anchor_of);
+            jobs.extend(self.jobs_finished_since(&tree, &s.name, bound)?);
+            backups.extend(mine);
         }
         self.snapshot_with(services, hosts.into_values().collect(), backups, jobs)
     }
@@ -161,6 +173,13 @@ impl Catalog {
         };
         Ok(snap)
     }
+}
+
+/// The slot of `b` if it is a completed scheduled backup: for a service's newest such one,
+/// the bound the jobs and backups the scheduler's decisions need are no older than.
+fn anchor_of(b: &BackupRecord) -> Option<u64> {
+    (b.kind() == BackupKind::Scheduled && b.state() == BackupState::Completed)
+        .then(|| b.slot_unix_ms.min(b.created_unix_ms))
 }
 
 /// The finish time in a `jobs-finished-service/` key's tail (`<20 digits>\0<id>`).

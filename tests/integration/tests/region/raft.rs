@@ -431,20 +431,15 @@ async fn a_node_killed_mid_snapshot_install_restarts_clean_and_catches_up() {
 
     c.start_node(4).unwrap();
     want.sort();
-    let caught_up = {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if hosts(&c, 4, &viewer).await.ok().as_ref() == Some(&want) {
-                break true;
-            }
-            if Instant::now() > deadline {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let caught_up = strongbox_integration::wait::try_poll(Duration::from_secs(120), || async {
+        match hosts(&c, 4, &viewer).await {
+            Ok(h) if h == want => Ok(()),
+            other => Err(format!("{other:?}")),
         }
-    };
+    })
+    .await;
     assert!(
-        caught_up,
+        caught_up.is_ok(),
         "node 4 did not catch up; its log:\n{}",
         c.node(4).log_text()
     );
