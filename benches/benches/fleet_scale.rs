@@ -157,7 +157,7 @@ fn main() {
     };
     let services = shape.services();
     let dir = tempfile::tempdir().expect("temp dir");
-    let db_dir = dir.path().join("catalog.sled");
+    let db_dir = dir.path().join("catalog");
     println!("fleet_scale: {services} services on {hosts} hosts, hourly backups, {days} days");
     let started = Instant::now();
     let mut sim = FleetSim::new(&db_dir, shape);
@@ -299,20 +299,15 @@ fn main() {
     }
     let facts = walking.join().expect("walk");
     let exported = t.elapsed();
-    let fresh_dir = dir.path().join("fresh.sled");
-    let fresh_db = sled::Config::new()
-        .path(&fresh_dir)
-        .cache_capacity(128 << 20)
-        .open()
-        .expect("sled");
+    let fresh_dir = dir.path().join("fresh");
+    let fresh_db = strongbox_coordinator::store::Store::open(&fresh_dir, 64 << 20).expect("store");
     let fresh = Catalog::open(&fresh_db).expect("catalog");
     let t = Instant::now();
     fresh
         .prepare_install(&file, index, &facts)
         .expect("prepare");
-    let raft = fresh_db.open_tree("raft").expect("raft");
     fresh
-        .install_prepared(index, &raft, |_| Ok(()))
+        .install_prepared(index, fresh_db.batch())
         .expect("install");
     let installed = t.elapsed();
     let after = rss_mib();

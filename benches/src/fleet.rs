@@ -17,6 +17,7 @@ use prost::Message;
 use strongbox_coordinator::catalog::Catalog;
 use strongbox_coordinator::policy::plan::plan;
 use strongbox_coordinator::policy::retention::evaluate;
+use strongbox_coordinator::store::Store;
 use strongbox_proto::catalog::{
     command::Op, Actor, BackupRecord, Command, CommitBackup, CreateJob, ExpireBackups, HostSession,
     MemberRecord, Policy, RegisterHost, SetNode, SetPolicy, SetRegion, Tick,
@@ -83,7 +84,7 @@ pub struct FleetSim {
     pub spent: Spent,
     index: u64,
     manifests: u64,
-    db: sled::Db,
+    db: Store,
 }
 
 fn member(service: String) -> MemberRecord {
@@ -101,12 +102,7 @@ impl FleetSim {
     /// policy's schedule and no limit on concurrent backups (every service's slot is taken in
     /// its hour).
     pub fn new(dir: &Path, shape: Shape) -> FleetSim {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(128 << 20)
-            .open()
-            .expect("sled");
+        let db = Store::open(dir, 64 << 20).expect("store");
         let catalog = Catalog::open(&db).expect("catalog");
         let mut sim = FleetSim {
             catalog,

@@ -83,9 +83,9 @@ pub struct CoordinatorOptions {
     #[arg(long, env = "STRONGBOX_COORDINATOR_MAX_RESTORED_SERVERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_restored_servers: Option<usize>,
-    /// Bytes of memory the catalog's storage (sled) may cache. Default 128 MiB: the catalog of
-    /// a large fleet is read through indexes, a page at a time, so the cache holds the hot
-    /// records, not the whole catalog.
+    /// Bytes of memory the catalog's storage (fjall's block cache) may hold. Default 64 MiB:
+    /// the catalog of a large fleet is read through indexes, a page at a time, so the cache
+    /// holds the hot records, not the whole catalog.
     #[arg(long, env = "STRONGBOX_COORDINATOR_CATALOG_CACHE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog_cache_bytes: Option<u64>,

@@ -38,7 +38,7 @@ pub struct Config {
     pub max_restored_servers: usize,
     /// Bytes per second one snapshot transfer may take (0: unlimited).
     pub snapshot_send_rate: u64,
-    /// Bytes of memory sled may cache for the catalog and the Raft log.
+    /// Bytes of memory the store may cache of the catalog and the Raft log (its block cache).
     pub catalog_cache_bytes: u64,
     pub controller_interval: std::time::Duration,
     pub schedule_backups: bool,
@@ -106,7 +106,7 @@ impl Config {
             agent_grace: o.agent_grace.unwrap_or(std::time::Duration::from_secs(30)),
             max_restored_servers: o.max_restored_servers.unwrap_or(3).max(1),
             snapshot_send_rate: o.snapshot_send_rate.unwrap_or(0),
-            catalog_cache_bytes: o.catalog_cache_bytes.unwrap_or(128 << 20).max(8 << 20),
+            catalog_cache_bytes: o.catalog_cache_bytes.unwrap_or(64 << 20).max(8 << 20),
             min_free_bytes: o.min_free_bytes.unwrap_or(256 << 20),
             compact_after: o.compact_after.unwrap_or(10_000).max(2),
             peers,

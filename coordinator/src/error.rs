@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(#[from] crate::store::StoreError),
 
     #[error("{path}: {source}")]
     Io {

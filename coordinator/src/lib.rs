@@ -17,4 +17,5 @@ pub mod node;
 pub mod policy;
 pub mod raft;
 pub mod server;
+pub mod store;
 pub mod worker;

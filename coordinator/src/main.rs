@@ -1,7 +1,7 @@
 //! `strongbox-coordinator`: one node of a region's coordinator cluster.
 //!
 //! The first thing it does is set the umask to 0o077 (`strongbox_core::private`), so the chunk
-//! store, the catalog and the Raft log (sled) are private from creation; then the data folder
+//! store, the catalog and the Raft log (fjall) are private from creation; then the data folder
 //! is made (or narrowed to) 0700, which also closes a store an earlier version made 0755.
 
 // No unwrap or expect on what comes from the network, a file or a user: an error with a
@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,raft=warn,sled=warn".into()),
+                .unwrap_or_else(|_| "info,raft=warn,fjall=warn,lsm_tree=warn".into()),
         )
         .init();
     let config = config::Config::load(config::Args::parse())?;

@@ -24,6 +24,7 @@ use crate::node::NodeContext;
 use crate::raft::node::{self, RaftOptions};
 use crate::raft::storage::RaftStore;
 use crate::raft::transport::Transport;
+use crate::store::Store;
 
 /// Runs a node until a shutdown signal, or until its Raft loop fails.
 pub async fn run(config: Config) -> Result<()> {
@@ -32,11 +33,18 @@ pub async fn run(config: Config) -> Result<()> {
         path: config.data_dir.clone(),
         source: e,
     })?;
-    let db = sled::Config::new()
-        .path(config.data_dir.join("catalog.sled"))
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(config.catalog_cache_bytes)
-        .open()?;
+    let old = config.data_dir.join("catalog.sled");
+    if old.exists() {
+        return Err(Error::Refused(format!(
+            "{} holds the catalog of an earlier strongbox, stored with sled; this build stores \
+             it with fjall in {}. Move {} away and start this node again: it copies the \
+             catalog from the region's other nodes (or run the earlier build on this node)",
+            old.display(),
+            config.data_dir.join("catalog").display(),
+            old.display()
+        )));
+    }
+    let db = Store::open(&config.data_dir.join("catalog"), config.catalog_cache_bytes)?;
     let catalog = Catalog::open(&db)?;
     let snapshots = crate::raft::snapshots::Snapshots::open(
         config.data_dir.join("snapshots"),

@@ -14,7 +14,8 @@ const RULES: &[(&str, &[&str], &str)] = &[
             "crate::node",
             "crate::api",
             "tokio",
-            "sled",
+            "crate::store",
+            "fjall",
             "SystemTime",
             "now_ms",
         ],
@@ -22,8 +23,8 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ),
     (
         "coordinator/src/catalog",
-        &["crate::api", "crate::node", "crate::raft", "tokio"],
-        "the catalog applies commands; it knows no services, Raft or async",
+        &["crate::api", "crate::node", "crate::raft", "tokio", "fjall"],
+        "the catalog applies commands; it knows no services, Raft or async, and stores through crate::store",
     ),
     (
         "coordinator/src/raft",
@@ -32,8 +33,9 @@ const RULES: &[(&str, &[&str], &str)] = &[
             "crate::node",
             "crate::worker",
             "crate::controllers",
+            "fjall",
         ],
-        "Raft is below the node",
+        "Raft is below the node, and stores through crate::store",
     ),
     (
         "coordinator/src/node.rs",

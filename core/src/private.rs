@@ -3,7 +3,7 @@
 //!
 //! Two layers, so that neither alone is trusted:
 //! - [`set_private_umask`] makes the process's file creation mask 0o077 first thing in every
-//!   `main` (agent, coordinator, CLI). Whatever the process or its children create (sled's
+//!   `main` (agent, coordinator, CLI). Whatever the process or its children create (the store's
 //!   files, the chunk store, `initdb`, `mariadb-install-db`, `mariadbd`, `pg_restore`, a
 //!   restored SQLite file) is then born without group or other bits.
 //! - The folders and files strongbox's own code makes are created with an explicit mode

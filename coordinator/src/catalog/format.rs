@@ -19,11 +19,11 @@ pub const FORMAT: u32 = 3;
 pub(super) const KEY_FORMAT: &[u8] = b"format";
 
 /// Records the format in a new catalog; checks it in an existing one.
-pub(super) fn open(tree: &sled::Tree) -> Result<()> {
+pub(super) fn open(tree: &crate::store::Tree) -> Result<()> {
     match tree.get(KEY_FORMAT)? {
         Some(v) => check(decode(&v)?, "this node's catalog"),
-        None if tree.is_empty() => {
-            tree.insert(KEY_FORMAT, &FORMAT.to_be_bytes())?;
+        None if tree.is_empty()? => {
+            tree.insert(KEY_FORMAT, FORMAT.to_be_bytes())?;
             Ok(())
         }
         // Records, but no format: written before formats were recorded.

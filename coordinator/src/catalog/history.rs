@@ -17,6 +17,7 @@
 //! kind (the next pass takes the rest).
 
 use super::batch::Batch;
+use crate::store;
 use strongbox_proto::catalog::{AuditRecord, JobRecord, PruneHistory};
 use strongbox_proto::v1::{JobKind, JobState};
 
@@ -70,7 +71,7 @@ impl Catalog {
             *new.entry(s).or_default() += 1;
         }
         for (service, added) in new {
-            let keys: Vec<sled::IVec> = self
+            let keys: Vec<store::Bytes> = self
                 .tree()
                 .scan_prefix(index::prefix(index::FINISHED_BY_SERVICE, &service))
                 .map(|kv| kv.map(|(k, _)| k))
@@ -95,7 +96,7 @@ impl Catalog {
     }
 
     /// The keys of a time index `table` before `before`, oldest first.
-    fn older_than(&self, table: &str, before: u64) -> super::Result<Vec<sled::IVec>> {
+    fn older_than(&self, table: &str, before: u64) -> super::Result<Vec<store::Bytes>> {
         let start = index::prefix(table, "");
         let end = index::prefix(table, &index::time_key(before));
         self.tree()

@@ -81,6 +81,8 @@ thread_local! {
     /// Services with a job that this command finished: `Catalog::apply` keeps each to its
     /// newest finished jobs ([`super::history::JOBS_KEPT_PER_SERVICE`]).
     static FINISHED_NOW: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Services whose jobs or backups the command being applied wrote.
+    static CHANGED_SERVICES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The services whose jobs this command finished, with a repeat per job.
@@ -95,6 +97,17 @@ pub fn finished_by_service_key(j: &JobRecord) -> Vec<u8> {
         &j.service,
         &format!("{}\0{}", time_key(j.finished_unix_ms), j.id),
     )
+}
+
+/// Notes that a job or backup of `service` was written or removed by the command being
+/// applied (the scheduler's read re-reads only such services, `passes.rs`).
+fn service_changed(service: &str) {
+    CHANGED_SERVICES.with(|t| t.borrow_mut().push(service.to_string()));
+}
+
+/// The services whose jobs or backups were written since the last call (repeats possible).
+pub fn take_changed_services() -> Vec<String> {
+    CHANGED_SERVICES.with(|t| std::mem::take(&mut *t.borrow_mut()))
 }
 
 fn touched(host: &str) {
@@ -144,6 +157,7 @@ pub fn put_job(batch: &mut Batch, j: &JobRecord) {
     }
     batch.insert(job_key(&j.id), j.encode_to_vec());
     touched(&j.host);
+    service_changed(&j.service);
 }
 
 /// The `by`s of a job in `jobs-created/`: of its kind (`backup`), of its kind and service
@@ -191,6 +205,7 @@ pub fn remove_job(batch: &mut Batch, j: &JobRecord) {
         batch.remove(finished_by_service_key(j));
     }
     batch.remove(job_key(&j.id));
+    service_changed(&j.service);
 }
 
 /// A backup's entries in `backups-service/` and `backups-time/`.
@@ -215,6 +230,7 @@ pub fn put_backup(batch: &mut Batch, previous: Option<&BackupRecord>, b: &Backup
         set(batch, k, true);
     }
     batch.insert(backup_key(&b.id), b.encode_to_vec());
+    service_changed(&b.service);
 }
 
 /// Removes a backup, its manifest's index entry and its entries in `backups-service/` and
@@ -227,6 +243,7 @@ pub fn remove_backup(batch: &mut Batch, b: &BackupRecord) {
     if !b.manifest_id.is_empty() {
         batch.remove(manifest_key(&b.manifest_id));
     }
+    service_changed(&b.service);
 }
 
 /// The services a host claims (bound or pending), for `hosts-service/`.

@@ -1,7 +1,8 @@
 //! The catalog: the replicated state machine of a region. Every committed Raft entry is applied
 //! here, in log order, on every node.
 //!
-//! One sled tree `catalog`, keys by table: `applied` (the last applied log index), `format`
+//! One tree of the node's [`crate::store`] (`catalog`, or `catalog-<index>-<ns>` after a
+//! snapshot install, [`snapshot`]), keys by table: `applied` (the last applied log index), `format`
 //! (the record format, [`format`]), `clock` (the agreed time), `region/<name>`,
 //! `host/<name>`, `node/<id>`, `backup/<id>`, `manifest/<id>` (committed manifests → their
 //! backup), `job/<id>`, `service/<name>`, `policy/<service>` (`policy/` alone: the region
@@ -32,6 +33,7 @@ use strongbox_proto::v1::{
 };
 
 use crate::error::{Error, Result};
+use crate::store::{self, Store};
 
 mod batch;
 mod fleet;
@@ -68,19 +70,18 @@ pub const TICK_EVERY_MS: u64 = 15_000;
 
 #[derive(Clone)]
 pub struct Catalog {
-    db: sled::Db,
-    /// The active tree (`catalog` or `catalog-b`: a snapshot is installed into the other one
-    /// and swapped in, `snapshot.rs`).
-    tree: std::sync::Arc<std::sync::RwLock<sled::Tree>>,
-    /// The capture of the export in progress, if any (`snapshot.rs`).
-    export: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<snapshot::Capture>>>>,
-    /// Held while the spare tree is filled or emptied.
-    spare_lock: std::sync::Arc<std::sync::Mutex<()>>,
-    /// The index of the snapshot prepared in the spare tree, if one is.
-    prepared: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+    store: Store,
+    /// The active tree (`catalog`, or the tree the last snapshot installed was loaded into,
+    /// `snapshot.rs`).
+    tree: std::sync::Arc<std::sync::RwLock<store::Tree>>,
+    /// The snapshot prepared (its index, and the tree it was loaded into), if one is; held
+    /// while one is being loaded.
+    prepared: std::sync::Arc<std::sync::Mutex<Option<(u64, store::Tree)>>>,
     /// Records decoded so far (every read of a record, through `get` or a scan): what the
     /// test of "no apply step or handler reads a whole kind" counts.
     reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What the scheduler's read kept of each service since its last pass (`passes.rs`).
+    pass_cache: std::sync::Arc<passes::PassCache>,
     /// Called with each host whose jobs an applied command wrote (set once by the node: it
     /// wakes the host's sessions).
     on_jobs_changed: std::sync::Arc<std::sync::OnceLock<JobsChanged>>,
@@ -131,6 +132,18 @@ fn audit_key(index: u64) -> Vec<u8> {
     [b"audit/".as_slice(), &index.to_be_bytes()].concat()
 }
 
+/// The applied index from its value under [`KEY_APPLIED`] (none: 0).
+fn applied_value(v: Option<store::Bytes>) -> Result<u64> {
+    Ok(match v {
+        Some(b) => u64::from_be_bytes(
+            b.as_ref()
+                .try_into()
+                .map_err(|_| Error::corrupt("applied index", "wrong length"))?,
+        ),
+        None => 0,
+    })
+}
+
 fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::corrupt(what, e))
 }
@@ -138,63 +151,38 @@ fn decode<M: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<M> {
 impl Catalog {
     /// Opens the node's catalog, refusing one of another record format ([`format`]); a spare
     /// tree left by an install that did not finish is emptied.
-    pub fn open(db: &sled::Db) -> Result<Self> {
-        let (active, spare) = snapshot::trees(db)?;
-        let tree = db.open_tree(active)?;
+    pub fn open(store: &Store) -> Result<Self> {
+        let tree = snapshot::open_active(store)?;
         format::open(&tree)?;
-        let spare = db.open_tree(spare)?;
-        if !spare.is_empty() {
-            tracing::info!("emptying the spare catalog tree an unfinished snapshot install left");
-            spare.clear()?;
-        }
         Ok(Catalog {
-            db: db.clone(),
+            store: store.clone(),
             tree: std::sync::Arc::new(std::sync::RwLock::new(tree)),
-            export: Default::default(),
-            spare_lock: Default::default(),
             prepared: Default::default(),
             reads: Default::default(),
+            pass_cache: Default::default(),
             on_jobs_changed: Default::default(),
         })
     }
 
     /// The active tree.
-    fn tree(&self) -> sled::Tree {
+    fn tree(&self) -> store::Tree {
         self.tree.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Writes one batch to the active tree; an export in progress keeps what it overwrites.
+    /// Writes one batch to the active tree, atomically.
     fn write(&self, batch: Batch) -> Result<()> {
-        let tree = self.tree();
-        let export = self
-            .export
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match export {
-            Some(capture) => capture.write(&tree, batch),
-            None => {
-                tree.apply_batch(batch.into_sled())?;
-                Ok(())
-            }
-        }
+        batch.into_store(&self.store, &self.tree()).commit()?;
+        Ok(())
     }
 
     pub fn applied_index(&self) -> Result<u64> {
-        Ok(match self.tree().get(KEY_APPLIED)? {
-            Some(b) => u64::from_be_bytes(
-                b.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::corrupt("applied index", "wrong length"))?,
-            ),
-            None => 0,
-        })
+        applied_value(self.tree().get(KEY_APPLIED)?)
     }
 
     /// Marks an entry that changes nothing in the catalog (empty entries, elections) applied.
     pub fn apply_empty(&self, index: u64) -> Result<()> {
         let mut batch = Batch::default();
-        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        batch.insert(KEY_APPLIED, index.to_be_bytes());
         self.write(batch)
     }
 
@@ -212,7 +200,7 @@ impl Catalog {
         if let Some(id) = removed {
             batch.remove(node_key(id));
         }
-        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        batch.insert(KEY_APPLIED, index.to_be_bytes());
         self.write(batch)?;
         Ok(())
     }
@@ -226,7 +214,11 @@ impl Catalog {
     /// Applies one committed command, then tells the hook which hosts' jobs it wrote.
     pub fn apply(&self, index: u64, data: &[u8]) -> Result<Outcome> {
         index::take_touched();
-        let outcome = self.apply_command(index, data)?;
+        index::take_changed_services();
+        let applied = self.apply_command(index, data);
+        // Written (or refused, or failed): either way the scheduler's read looks again.
+        self.pass_cache.changed(index::take_changed_services());
+        let outcome = applied?;
         let hosts = index::take_touched();
         if outcome.error.is_empty() {
             if let Some(hook) = self.on_jobs_changed.get() {
@@ -293,7 +285,7 @@ impl Catalog {
                 &[] as &[u8],
             );
         }
-        batch.insert(KEY_APPLIED, &index.to_be_bytes());
+        batch.insert(KEY_APPLIED, index.to_be_bytes());
         self.write(batch)?;
         Ok(outcome)
     }
@@ -850,14 +842,14 @@ impl Catalog {
         let median = clocks[(clocks.len() - 1) / 2];
         let now = self.clock_ms()?;
         if median > now {
-            batch.insert(KEY_CLOCK, &median.to_be_bytes());
+            batch.insert(KEY_CLOCK, median.to_be_bytes());
         }
         // The nodes that answered are alive at the agreed time: their agents' sessions count.
         // Only nodes of the region are recorded, so there is one record a node.
         let seen = median.max(now);
         for id in &t.answered {
             if self.tree().contains_key(node_key(*id))? {
-                batch.insert(node_seen_key(*id), &seen.to_be_bytes());
+                batch.insert(node_seen_key(*id), seen.to_be_bytes());
             }
         }
         Ok(format!(
@@ -930,9 +922,11 @@ impl Catalog {
         for kv in self.tree().iter() {
             batch.remove(kv?.0);
         }
-        batch.insert(format::KEY_FORMAT, &format::FORMAT.to_be_bytes());
-        batch.insert(KEY_APPLIED, &index.to_be_bytes());
-        self.write(batch)
+        batch.insert(format::KEY_FORMAT, format::FORMAT.to_be_bytes());
+        batch.insert(KEY_APPLIED, index.to_be_bytes());
+        self.write(batch)?;
+        self.pass_cache.all_changed();
+        Ok(())
     }
 
     fn scan<M: Message + Default>(&self, prefix: &[u8], what: &'static str) -> Result<Vec<M>> {
@@ -1196,7 +1190,7 @@ mod tests {
 
     fn catalog() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = Store::open(dir.path(), 8 << 20).unwrap();
         (dir, Catalog::open(&db).unwrap())
     }
 

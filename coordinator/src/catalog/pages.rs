@@ -7,6 +7,7 @@
 //! costs its size, never the list's; a page token is the last key a page returned, so pages
 //! never repeat or skip a record that stays; a token of another list is refused.
 
+use crate::store;
 use std::ops::Bound;
 
 use prost::Message;
@@ -52,7 +53,7 @@ impl Catalog {
         after: Option<&[u8]>,
         order: Order,
         limit: usize,
-    ) -> Result<(Vec<(sled::IVec, sled::IVec)>, bool)> {
+    ) -> Result<(Vec<(store::Bytes, store::Bytes)>, bool)> {
         if let Some(a) = after {
             if !a.starts_with(prefix) || a.len() == prefix.len() {
                 return Err(Error::Catalog {
@@ -73,7 +74,7 @@ impl Catalog {
             ),
         };
         let iter = self.tree().range::<Vec<u8>, _>(range);
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
+        let iter: Box<dyn Iterator<Item = store::Entry>> = match order {
             Order::Ascending => Box::new(iter),
             Order::NewestFirst => Box::new(iter.rev()),
         };

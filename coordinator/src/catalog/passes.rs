@@ -2,14 +2,16 @@
 //! service with only the records its decisions use (each service's newest backups and the jobs
 //! since, not its history), and retention's slice of services with all their backups.
 //!
-//! Invariants: the scheduler's snapshot reads, per service, the backups created since its newest
+//! Invariants: the scheduler's snapshot reads, per service whose jobs or backups changed
+//! since the last pass ([`PassCache`]), the backups created since its newest
 //! completed scheduled backup's slot (and that one), its open jobs, and its finished jobs that
 //! ended since that slot (a page of services reads every backup, and the same jobs);
 //! `policy::plan::status` needs no other (a due slot lies after the
 //! anchor, so its jobs and backups are newer; the anchor's bound from expired backups is on the
 //! service record). A retention slice reads its services' backups and nothing else.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::store;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use strongbox_proto::catalog::{BackupRecord, HostRecord, JobRecord, ServiceRecord};
 use strongbox_proto::v1::{BackupKind, BackupState};
@@ -18,6 +20,54 @@ use super::{index, Catalog};
 use crate::error::Result;
 use crate::policy::plan::Snapshot;
 
+/// What the scheduler's read takes of one service ([`Catalog::service_pass_read`]).
+#[derive(Debug)]
+pub(super) struct ServicePassRead {
+    backups: Vec<BackupRecord>,
+    finished: Vec<JobRecord>,
+}
+
+/// The scheduler's read of each service, kept between passes, and the services whose jobs or
+/// backups changed since (noted by every apply step, after its write): a pass re-reads only
+/// those, so it costs what changed plus one read of the service and host records.
+///
+/// Invariant: a service's kept read is dropped before a pass that follows a change to its jobs
+/// or backups (the changes are taken at the pass's start, and a change noted during a pass is
+/// taken by the next one); a snapshot install or a bootstrap drops every read.
+#[derive(Default)]
+pub(super) struct PassCache {
+    changed: std::sync::Mutex<(HashSet<String>, bool)>,
+    kept: std::sync::Mutex<HashMap<String, std::sync::Arc<ServicePassRead>>>,
+}
+
+impl PassCache {
+    /// Notes services whose jobs or backups an apply step wrote (after its write).
+    pub(super) fn changed(&self, services: Vec<String>) {
+        if services.is_empty() {
+            return;
+        }
+        let mut c = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+        c.0.extend(services);
+    }
+
+    /// Notes that the whole catalog changed (a snapshot installed, a bootstrap).
+    pub(super) fn all_changed(&self) {
+        let mut c = self.changed.lock().unwrap_or_else(|p| p.into_inner());
+        c.0.clear();
+        c.1 = true;
+    }
+
+    fn take_changed(&self) -> (HashSet<String>, bool) {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn lock_kept(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, std::sync::Arc<ServicePassRead>>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A service's name and every backup it has.
 pub type ServiceBackups = (String, Vec<BackupRecord>);
 
@@ -25,28 +75,30 @@ impl Catalog {
     /// One read of what the scheduler's decisions (and the service states `/metrics`
     /// reports) need, for every service: see the module's invariants.
     pub fn schedule_snapshot(&self) -> Result<Snapshot> {
+        let (changed, all) = self.pass_cache.take_changed();
+        let mut kept = self.pass_cache.lock_kept();
+        if all {
+            kept.clear();
+        }
+        for s in &changed {
+            kept.remove(s);
+        }
         let services = self.services()?;
         let tree = self.tree();
         let mut backups = Vec::new();
         let mut jobs: Vec<JobRecord> = Vec::new();
+        let mut next = HashMap::with_capacity(services.len());
         for s in &services {
-            // Newest first, down to the newest completed scheduled backup and whatever was
-            // made after its slot.
-            let prefix = index::prefix(index::BACKUPS_BY_SERVICE, &s.name);
-            let mut bound: Option<u64> = None;
-            for kv in tree.scan_prefix(&prefix).rev() {
-                let (k, _) = kv?;
-                let Some(b) = self.backup(&index::id_of(&k))? else {
-                    continue;
-                };
-                if bound.is_some_and(|slot| b.created_unix_ms < slot) {
-                    break;
-                }
-                bound = bound.or_else(|| anchor_of(&b));
-                backups.push(b);
-            }
-            jobs.extend(self.jobs_finished_since(&tree, &s.name, bound)?);
+            let read = match kept.remove(&s.name) {
+                Some(k) => k,
+                None => std::sync::Arc::new(self.service_pass_read(&tree, &s.name)?),
+            };
+            backups.extend(read.backups.iter().cloned());
+            jobs.extend(read.finished.iter().cloned());
+            next.insert(s.name.clone(), read);
         }
+        *kept = next;
+        drop(kept);
         // Every open job, once (backups under way count against the region's limit).
         for kv in tree.scan_prefix(format!("{}/", index::OPEN_BY_SERVICE)) {
             let (k, _) = kv?;
@@ -57,11 +109,33 @@ impl Catalog {
         self.snapshot_with(services, self.hosts()?, backups, jobs)
     }
 
+    /// What the scheduler's read takes of one service: its backups newest first, down to
+    /// its newest completed scheduled backup and whatever was made after that one's slot,
+    /// and its jobs finished since that slot.
+    fn service_pass_read(&self, tree: &store::Tree, service: &str) -> Result<ServicePassRead> {
+        let prefix = index::prefix(index::BACKUPS_BY_SERVICE, service);
+        let mut bound: Option<u64> = None;
+        let mut backups = Vec::new();
+        for kv in tree.scan_prefix(&prefix).rev() {
+            let (k, _) = kv?;
+            let Some(b) = self.backup(&index::id_of(&k))? else {
+                continue;
+            };
+            if bound.is_some_and(|slot| b.created_unix_ms < slot) {
+                break;
+            }
+            bound = bound.or_else(|| anchor_of(&b));
+            backups.push(b);
+        }
+        let finished = self.jobs_finished_since(tree, service, bound)?;
+        Ok(ServicePassRead { backups, finished })
+    }
+
     /// The finished jobs of `service` that ended at or after `since` (all of them for `None`),
     /// newest first, through `jobs-finished-service/` (the key holds the time).
     fn jobs_finished_since(
         &self,
-        tree: &sled::Tree,
+        tree: &store::Tree,
         service: &str,
         since: Option<u64>,
     ) -> Result<Vec<JobRecord>> {

@@ -61,8 +61,8 @@ impl Refusal {
     }
 }
 
-impl From<sled::Error> for Refusal {
-    fn from(e: sled::Error) -> Self {
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
         Refusal::Storage(e.to_string())
     }
 }

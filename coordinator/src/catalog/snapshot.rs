@@ -1,36 +1,32 @@
 //! The catalog's snapshots as files (issue 17, point 3): exported while applies go on, and
-//! installed into the spare tree, then swapped in atomically.
+//! loaded into a new tree, then swapped in atomically.
 //!
-//! **Export.** [`Catalog::begin_export`] (called between two applies) fixes the snapshot at the
-//! applied index; [`Export::write_to`] then walks the tree in key order on its own thread while
-//! the node keeps applying: each write to a key the walk has not reached yet first keeps the
-//! key's value from before ([`Batch`] names the keys), and the walk uses that value instead. The
-//! file is the catalog exactly as of the index, written in pieces of about [`PIECE_BYTES`].
+//! **Export.** [`Catalog::begin_export`] takes a [`View`] of the store (an apply step is one
+//! atomic batch, so the view is the catalog exactly at the applied index it holds);
+//! [`Export::write_to`] then walks it in key order on its own thread while the node keeps
+//! applying, and writes the file in pieces of about [`PIECE_BYTES`].
 //!
 //! **Install.** [`Catalog::prepare_install`] checks a received file (size, BLAKE3, format,
-//! index) while it writes it, piece by piece, into the spare tree (`catalog` and `catalog-b`
-//! take turns); [`Catalog::install_prepared`] then makes the spare the catalog in one sled
-//! transaction with the Raft log's new start, so a node that crashes at any point restarts with
-//! either its old catalog and log or the new ones (a spare left over is cleared at the next
-//! open).
+//! index, key order) while it loads it, piece by piece, into a new tree
+//! (`catalog-<index>-<ns>`, bulk-loaded as tables); [`Catalog::install_prepared`] then names
+//! that tree the catalog (the key `catalog-active` of the tree `meta`) in one atomic batch with
+//! the Raft log's new start, so a node that crashes at any point restarts with either its old
+//! catalog and log or the new ones. Every other catalog tree (a load left over, the catalog
+//! replaced) is dropped when the catalog opens, and a replaced one at once.
 //!
-//! Invariants: neither side holds the catalog in memory (a piece at a time, plus the values of
-//! the keys written during an export); a file is installed only if its every byte is the one
-//! its reference names; the active tree changes only in [`Catalog::install_prepared`].
+//! Invariants: neither side holds the catalog in memory (a piece at a time); a file is
+//! installed only if its every byte is the one its reference names; the active tree changes
+//! only in [`Catalog::install_prepared`].
 
-use std::collections::BTreeMap;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use sled::IVec;
 use strongbox_proto::catalog::{KeyValue, SnapshotFileHeader, SnapshotPiece};
 
-use super::batch::Batch;
-use super::{format, Catalog, KEY_APPLIED};
+use super::{applied_value, format, Catalog, KEY_APPLIED};
 use crate::error::{Error, Result};
+use crate::store::{self, IngestError, Store, View};
 
 /// About how many bytes of entries one piece of a snapshot file holds.
 pub const PIECE_BYTES: usize = 1 << 20;
@@ -38,73 +34,42 @@ pub const PIECE_BYTES: usize = 1 << 20;
 /// entry is bounded by a Raft entry, itself bounded by the largest message).
 const MAX_FRAME: usize = PIECE_BYTES + 16 * (1 << 20);
 
-/// The key in the database's default tree naming the catalog's active tree.
+/// The store's tree of the node's own settings, where [`KEY_ACTIVE`] is.
+const META_TREE: &str = "meta";
+/// The key in [`META_TREE`] naming the catalog's active tree.
 const KEY_ACTIVE: &[u8] = b"catalog-active";
-const TREES: [&str; 2] = ["catalog", "catalog-b"];
+/// The name of the catalog's first tree; every tree of the catalog is named with this prefix
+/// (a snapshot at index N is loaded into `catalog-N-<nanoseconds>`).
+const FIRST_TREE: &str = "catalog";
 
-/// The catalog's active tree and the spare one, by name.
-pub(super) fn trees(db: &sled::Db) -> Result<(&'static str, &'static str)> {
-    let active = match db.get(KEY_ACTIVE)? {
-        Some(v) if v.as_ref() == TREES[1].as_bytes() => TREES[1],
-        Some(v) if v.as_ref() == TREES[0].as_bytes() => TREES[0],
-        None => TREES[0],
-        Some(_) => return Err(Error::corrupt("catalog-active", "names no catalog tree")),
-    };
-    let spare = if active == TREES[0] {
-        TREES[1]
-    } else {
-        TREES[0]
-    };
-    Ok((active, spare))
-}
-
-/// The values keys had when an export began, for the keys written since that the export has
-/// not reached yet.
-#[derive(Default)]
-pub(super) struct Capture {
-    state: Mutex<CaptureState>,
-}
-
-#[derive(Default)]
-struct CaptureState {
-    /// The last key the export walked past (`None`: none yet).
-    cursor: Option<IVec>,
-    /// Keys written since the export began, beyond the cursor then: their value before
-    /// (`None`: the key did not exist).
-    before: BTreeMap<IVec, Option<IVec>>,
-    done: bool,
-}
-
-impl Capture {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CaptureState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+/// The name of the catalog's active tree.
+fn active_name(store: &Store) -> Result<String> {
+    match store.tree(META_TREE)?.get(KEY_ACTIVE)? {
+        None => Ok(FIRST_TREE.to_string()),
+        Some(v) => match std::str::from_utf8(&v) {
+            Ok(name) if name.starts_with(FIRST_TREE) => Ok(name.to_string()),
+            _ => Err(Error::corrupt("catalog-active", "names no catalog tree")),
+        },
     }
+}
 
-    /// Writes `batch` to `tree`, first keeping the values of the keys the export has not
-    /// reached.
-    pub(super) fn write(&self, tree: &sled::Tree, batch: Batch) -> Result<()> {
-        let mut st = self.lock();
-        if !st.done {
-            for k in batch.keys() {
-                let ahead = st.cursor.as_ref().is_none_or(|c| k > c);
-                if ahead && !st.before.contains_key(k) {
-                    let old = tree.get(k)?;
-                    st.before.insert(k.clone(), old);
-                }
-            }
+/// The catalog's active tree, after dropping any other catalog tree (one an unfinished
+/// install left, or the one an install replaced).
+pub(super) fn open_active(store: &Store) -> Result<store::Tree> {
+    let active = active_name(store)?;
+    for name in store.tree_names() {
+        if name.starts_with(FIRST_TREE) && name != active {
+            tracing::info!(tree = %name, "dropping a catalog tree an unfinished snapshot install or a finished one left");
+            store.drop_tree(store.tree(&name)?)?;
         }
-        // Applied under the lock, so the walk never reads a key between its keeping and its
-        // write.
-        tree.apply_batch(batch.into_sled())?;
-        Ok(())
     }
+    Ok(store.tree(&active)?)
 }
 
 /// A snapshot fixed at an applied index, to be written to a file.
 pub struct Export {
-    tree: sled::Tree,
-    capture: Arc<Capture>,
-    slot: Arc<Mutex<Option<Arc<Capture>>>>,
+    view: View,
+    tree: store::Tree,
     pub index: u64,
 }
 
@@ -136,7 +101,7 @@ impl<W: Write> FrameWriter<W> {
 }
 
 impl Export {
-    /// Writes the snapshot to `path` (a new file, fsynced), walking the tree while applies go
+    /// Writes the snapshot to `path` (a new file, fsynced), walking the view while applies go
     /// on. Blocking: run it on its own thread.
     pub fn write_to(self, path: &Path) -> Result<FileFacts> {
         let io = |e: std::io::Error| Error::Io {
@@ -156,55 +121,17 @@ impl Export {
         .map_err(io)?;
         let mut piece = SnapshotPiece::default();
         let mut piece_bytes = 0usize;
-        let mut iter = self.tree.iter();
-        loop {
-            let item = iter.next().transpose()?;
-            let last = item.is_none();
-            let mut emitted: Vec<(IVec, IVec)> = Vec::new();
-            {
-                let mut st = self.capture.lock();
-                let lower = match &st.cursor {
-                    Some(c) => Bound::Excluded(c.clone()),
-                    None => Bound::Unbounded,
-                };
-                let upper = match &item {
-                    Some((k, _)) => Bound::Excluded(k.clone()),
-                    None => Bound::Unbounded,
-                };
-                // Keys removed since the export began, which the walk no longer meets.
-                for (k, v) in st.before.range((lower, upper)) {
-                    if let Some(v) = v {
-                        emitted.push((k.clone(), v.clone()));
-                    }
-                }
-                match item {
-                    Some((k, v)) => {
-                        let v = match st.before.get(&k) {
-                            Some(before) => before.clone(),
-                            None => Some(v),
-                        };
-                        if let Some(v) = v {
-                            emitted.push((k.clone(), v));
-                        }
-                        st.cursor = Some(k);
-                    }
-                    None => st.done = true,
-                }
-            }
-            for (k, v) in emitted {
-                piece_bytes += k.len() + v.len() + 8;
-                piece.entries.push(KeyValue {
-                    key: k.to_vec().into(),
-                    value: v.to_vec().into(),
-                });
-                if piece_bytes >= PIECE_BYTES {
-                    w.frame(&piece).map_err(io)?;
-                    piece.entries.clear();
-                    piece_bytes = 0;
-                }
-            }
-            if last {
-                break;
+        for kv in self.view.iter(&self.tree) {
+            let (k, v) = kv?;
+            piece_bytes += k.len() + v.len() + 8;
+            piece.entries.push(KeyValue {
+                key: k.to_vec().into(),
+                value: v.to_vec().into(),
+            });
+            if piece_bytes >= PIECE_BYTES {
+                w.frame(&piece).map_err(io)?;
+                piece.entries.clear();
+                piece_bytes = 0;
             }
         }
         if !piece.entries.is_empty() {
@@ -217,16 +144,6 @@ impl Export {
         let file = w.out.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         Ok(facts)
-    }
-}
-
-impl Drop for Export {
-    fn drop(&mut self) {
-        self.capture.lock().done = true;
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &self.capture)) {
-            *slot = None;
-        }
     }
 }
 
@@ -286,23 +203,17 @@ pub fn file_facts(path: &Path) -> Result<FileFacts> {
 }
 
 impl Catalog {
-    /// Fixes a snapshot at the applied index: call between two applies (on the Raft thread),
-    /// then write it with [`Export::write_to`]. One export at a time: a second one replaces
-    /// the first's capture (the first then fails its walk's consistency, so it must be
-    /// dropped unwritten).
+    /// Fixes a snapshot at the applied index, then write it with [`Export::write_to`]. The
+    /// store keeps what the export reads until it is dropped.
     pub fn begin_export(&self) -> Result<Export> {
-        let capture = Arc::new(Capture::default());
-        *self.export.lock().unwrap_or_else(|p| p.into_inner()) = Some(capture.clone());
-        Ok(Export {
-            tree: self.tree(),
-            capture,
-            slot: self.export.clone(),
-            index: self.applied_index()?,
-        })
+        let tree = self.tree();
+        let view = self.store.view();
+        let index = applied_value(view.get(&tree, KEY_APPLIED)?)?;
+        Ok(Export { view, tree, index })
     }
 
     /// Checks the snapshot file at `path` against what its reference says (`facts`, `index`)
-    /// and writes it into the spare tree, which it empties first. Blocking. The catalog in use
+    /// and loads it into a new tree (dropping one prepared before). Blocking. The catalog in use
     /// is untouched until [`Catalog::install_prepared`].
     pub fn prepare_install(&self, path: &Path, index: u64, facts: &FileFacts) -> Result<()> {
         let got = file_facts(path)?;
@@ -315,10 +226,25 @@ impl Catalog {
                 ),
             ));
         }
-        let _spare_lock = self.spare_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, spare_name) = trees(&self.db)?;
-        let spare = self.db.open_tree(spare_name)?;
-        spare.clear()?;
+        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = prepared.take() {
+            self.store.drop_tree(old)?;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let spare = self.store.tree(&format!("{FIRST_TREE}-{index}-{nanos}"))?;
+        let loaded = self.load(&spare, path, index);
+        if loaded.is_err() {
+            self.store.drop_tree(spare)?;
+            return loaded;
+        }
+        *prepared = Some((index, spare));
+        Ok(())
+    }
+
+    /// Loads the file at `path`, checked to be a snapshot at `index`, into the empty `spare`.
+    fn load(&self, spare: &store::Tree, path: &Path, index: u64) -> Result<()> {
         let file = std::fs::File::open(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             source: e,
@@ -336,12 +262,25 @@ impl Catalog {
                 format!("made at index {}, not {index}", header.index),
             ));
         }
-        while let Some(piece) = r.next::<SnapshotPiece>("snapshot piece")? {
-            let mut b = sled::Batch::default();
-            for kv in piece.entries {
-                b.insert(kv.key.as_ref(), kv.value.as_ref());
+        // Entry by entry, a piece in memory at a time.
+        let pieces = std::iter::from_fn(|| r.next::<SnapshotPiece>("snapshot piece").transpose());
+        let entries = pieces.flat_map(|piece| -> Box<dyn Iterator<Item = Result<_>>> {
+            match piece {
+                Ok(p) => Box::new(
+                    p.entries
+                        .into_iter()
+                        .map(|kv| Ok((kv.key.to_vec(), kv.value.to_vec()))),
+                ),
+                Err(e) => Box::new(std::iter::once(Err(e))),
             }
-            spare.apply_batch(b)?;
+        });
+        match spare.ingest(entries) {
+            Ok(_) => {}
+            Err(IngestError::Source(e)) => return Err(e),
+            Err(IngestError::Store(e)) => return Err(e.into()),
+            Err(IngestError::Order) => {
+                return Err(Error::corrupt("snapshot file", "its keys are out of order"))
+            }
         }
         let applied = spare.get(KEY_APPLIED)?.map(|v| v.to_vec());
         if applied.as_deref() != Some(&index.to_be_bytes()[..]) {
@@ -350,61 +289,40 @@ impl Catalog {
                 format!("its catalog is not at index {index}"),
             ));
         }
-        spare.flush()?;
-        *self.prepared.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
         Ok(())
     }
 
-    /// Makes the spare tree prepared at `index` the catalog, in one transaction with
-    /// `raft_writes` on `raft_tree` (the Raft log's new start): both happen or neither. The
-    /// old catalog's tree is emptied afterwards, on a thread of its own.
-    pub fn install_prepared(
-        &self,
-        index: u64,
-        raft_tree: &sled::Tree,
-        raft_writes: impl Fn(
-            &sled::transaction::TransactionalTree,
-        ) -> sled::transaction::ConflictableTransactionResult<(), ()>,
-    ) -> Result<()> {
-        let prepared = self
-            .prepared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if prepared != Some(index) {
-            return Err(Error::Refused(format!(
-                "no snapshot at index {index} was prepared (prepared: {prepared:?})"
-            )));
-        }
-        let spare_lock = self.spare_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (active_name, spare_name) = trees(&self.db)?;
-        let spare = self.db.open_tree(spare_name)?;
-        let default: &sled::Tree = &self.db;
-        use sled::Transactional;
-        (default, raft_tree)
-            .transaction(|(d, r)| {
-                d.insert(KEY_ACTIVE, spare_name.as_bytes())?;
-                raft_writes(r)
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => Error::Storage(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    Error::Refused("the Raft log refused the snapshot".into())
-                }
-            })?;
-        self.db.flush()?;
-        *self.tree.write().unwrap_or_else(|p| p.into_inner()) = spare;
-        drop(spare_lock);
-        // The old catalog goes, unless an install began meanwhile (it clears the spare itself).
-        let (db, lock) = (self.db.clone(), self.spare_lock.clone());
-        std::thread::spawn(move || {
-            let _l = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if trees(&db).is_ok_and(|(_, spare)| spare == active_name) {
-                if let Err(e) = db.open_tree(active_name).and_then(|t| t.clear()) {
-                    tracing::warn!(error = %e, "clearing the catalog a snapshot replaced");
-                }
+    /// Makes the tree prepared at `index` the catalog, in one atomic batch with `raft_writes`
+    /// (the Raft log's new start, which may write to other trees): both happen or neither,
+    /// durably. The old catalog's tree is dropped afterwards.
+    pub fn install_prepared(&self, index: u64, mut raft_writes: store::Batch) -> Result<()> {
+        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        let spare = match prepared.take() {
+            Some((i, spare)) if i == index => spare,
+            other => {
+                let at = other.as_ref().map(|(i, _)| *i);
+                *prepared = other;
+                return Err(Error::Refused(format!(
+                    "no snapshot at index {index} was prepared (prepared: {at:?})"
+                )));
             }
-        });
+        };
+        raft_writes.insert(
+            &self.store.tree(META_TREE)?,
+            KEY_ACTIVE,
+            spare.name().as_bytes(),
+        );
+        raft_writes.commit()?;
+        self.store.flush()?;
+        let old = std::mem::replace(
+            &mut *self.tree.write().unwrap_or_else(|p| p.into_inner()),
+            spare,
+        );
+        self.pass_cache.all_changed();
+        if let Err(e) = self.store.drop_tree(old) {
+            // Dropped at the next start instead.
+            tracing::warn!(error = %e, "dropping the catalog tree a snapshot replaced");
+        }
         Ok(())
     }
 }

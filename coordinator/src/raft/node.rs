@@ -677,7 +677,7 @@ mod tests {
     /// Node 1, the only voter of a new region.
     fn node() -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = crate::store::Store::open(dir.path(), 8 << 20).unwrap();
         let catalog = Catalog::open(&db).unwrap();
         let snapshots =
             crate::raft::snapshots::Snapshots::open(dir.path().join("snapshots"), 1, 0).unwrap();

@@ -1,6 +1,7 @@
-//! The Raft log, hard state and conf state in sled, behind raft-rs's `Storage` trait.
+//! The Raft log, hard state and conf state in the node's [`crate::store`], behind raft-rs's
+//! `Storage` trait.
 //!
-//! One sled tree `raft` holds `log/<index, big-endian>` → `term (8 bytes) ++ Entry`,
+//! One tree `raft` holds `log/<index, big-endian>` → `term (8 bytes) ++ Entry`,
 //! `meta/hs` (HardState), `meta/cs` (ConfState) and `meta/snap` (index and term of the last
 //! entry folded into a snapshot: the log starts right after it).
 //!
@@ -8,7 +9,7 @@
 //! [`RaftStore::flush`], which the loop calls before sending messages that depend on it; the
 //! log is contiguous from `first_index` to `last_index`; a snapshot handed to a peer is a
 //! reference to the catalog's file at an applied index ([`super::snapshots`]), with that
-//! index's term and the conf state then in force; a snapshot installs in one transaction with
+//! index's term and the conf state then in force; a snapshot installs in one atomic batch with
 //! the catalog's swap to the tree it was prepared in.
 
 use std::sync::Mutex;
@@ -19,6 +20,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::store::{self, Store};
 
 const KEY_HS: &[u8] = b"meta/hs";
 const KEY_CS: &[u8] = b"meta/cs";
@@ -49,8 +51,8 @@ struct Cache {
 
 /// The Raft storage of one node.
 pub struct RaftStore {
-    db: sled::Db,
-    tree: sled::Tree,
+    store: Store,
+    tree: store::Tree,
     catalog: Catalog,
     snapshots: std::sync::Arc<super::snapshots::Snapshots>,
     cache: Mutex<Cache>,
@@ -72,11 +74,11 @@ fn store_err(e: impl std::fmt::Display) -> raft::Error {
 impl RaftStore {
     /// Opens the node's Raft storage in `db`.
     pub fn open(
-        db: sled::Db,
+        store: Store,
         catalog: Catalog,
         snapshots: std::sync::Arc<super::snapshots::Snapshots>,
     ) -> Result<Self> {
-        let tree = db.open_tree("raft")?;
+        let tree = store.tree("raft")?;
         let mut cache = Cache::default();
         if let Some(b) = tree.get(KEY_HS)? {
             cache.hs = decode("hard state", &b)?;
@@ -98,7 +100,7 @@ impl RaftStore {
             None => cache.snap_index,
         };
         Ok(RaftStore {
-            db,
+            store,
             tree,
             catalog,
             snapshots,
@@ -139,7 +141,7 @@ impl RaftStore {
     /// if given: one atomic batch (durable after `flush`).
     pub fn append(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<()> {
         let mut c = self.cache();
-        let mut batch = sled::Batch::default();
+        let mut batch = self.store.batch();
         if let Some(first) = entries.first() {
             if first.index <= c.snap_index {
                 return Err(Error::corrupt(
@@ -151,19 +153,19 @@ impl RaftStore {
                 ));
             }
             for i in first.index..=c.last_index {
-                batch.remove(&log_key(i));
+                batch.remove(&self.tree, log_key(i));
             }
             for e in entries {
                 let mut v = Vec::with_capacity(8 + e.compute_size() as usize);
                 v.extend_from_slice(&e.term.to_be_bytes());
                 v.extend_from_slice(&encode(e));
-                batch.insert(&log_key(e.index), v);
+                batch.insert(&self.tree, log_key(e.index), v);
             }
         }
         if let Some(hs) = hs {
-            batch.insert(KEY_HS, encode(hs));
+            batch.insert(&self.tree, KEY_HS, encode(hs));
         }
-        self.tree.apply_batch(batch)?;
+        batch.commit()?;
         if let Some(last) = entries.last() {
             c.last_index = last.index;
         }
@@ -189,12 +191,7 @@ impl RaftStore {
 
     /// The writes that start the log after snapshot `snap` (every log entry removed, its
     /// index, term and conf state recorded), and the cache they make.
-    #[allow(clippy::type_complexity)] // one private pair of callers
-    fn snapshot_writes(
-        &self,
-        c: &Cache,
-        snap: &Snapshot,
-    ) -> Result<(Vec<sled::IVec>, Vec<(&'static [u8], Vec<u8>)>, Cache)> {
+    fn snapshot_writes(&self, c: &Cache, snap: &Snapshot) -> Result<(store::Batch, Cache)> {
         let meta = snap.get_metadata();
         let mut next = c.clone();
         next.snap_index = meta.index;
@@ -203,51 +200,33 @@ impl RaftStore {
         next.hs.term = next.hs.term.max(meta.term);
         next.hs.commit = next.hs.commit.max(meta.index);
         next.cs = meta.get_conf_state().clone();
-        let log: Vec<sled::IVec> = self
-            .tree
-            .scan_prefix(LOG_PREFIX)
-            .map(|kv| kv.map(|(k, _)| k))
-            .collect::<std::result::Result<_, _>>()?;
-        let meta_writes = vec![
-            (KEY_SNAP, snap_marker(meta.index, meta.term).to_vec()),
-            (KEY_HS, encode(&next.hs)),
-            (KEY_CS, encode(&next.cs)),
-        ];
-        Ok((log, meta_writes, next))
+        let mut batch = self.store.batch();
+        for kv in self.tree.scan_prefix(LOG_PREFIX) {
+            batch.remove(&self.tree, kv?.0);
+        }
+        batch.insert(&self.tree, KEY_SNAP, snap_marker(meta.index, meta.term));
+        batch.insert(&self.tree, KEY_HS, encode(&next.hs));
+        batch.insert(&self.tree, KEY_CS, encode(&next.cs));
+        Ok((batch, next))
     }
 
     /// Starts the log after a snapshot whose catalog is in place (a new region's first).
     fn apply_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let mut c = self.cache();
-        let (log, meta_writes, next) = self.snapshot_writes(&c, snap)?;
-        let mut batch = sled::Batch::default();
-        for k in log {
-            batch.remove(k);
-        }
-        for (k, v) in meta_writes {
-            batch.insert(k, v);
-        }
-        self.tree.apply_batch(batch)?;
+        let (batch, next) = self.snapshot_writes(&c, snap)?;
+        batch.commit()?;
         *c = next;
         Ok(())
     }
 
     /// Installs a snapshot from the leader whose catalog was prepared in the spare tree
     /// ([`Catalog::prepare_install`]): the catalog's swap, the log dropped, the snapshot's
-    /// index, term and conf state recorded: one transaction.
+    /// index, term and conf state recorded: one atomic batch.
     pub fn install_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let mut c = self.cache();
-        let (log, meta_writes, next) = self.snapshot_writes(&c, snap)?;
+        let (batch, next) = self.snapshot_writes(&c, snap)?;
         self.catalog
-            .install_prepared(snap.get_metadata().index, &self.tree, |t| {
-                for k in &log {
-                    t.remove(k)?;
-                }
-                for (k, v) in &meta_writes {
-                    t.insert(*k, v.as_slice())?;
-                }
-                Ok(())
-            })?;
+            .install_prepared(snap.get_metadata().index, batch)?;
         *c = next;
         Ok(())
     }
@@ -261,12 +240,12 @@ impl RaftStore {
         let term = self
             .term_locked(&c, index)
             .map_err(|e| Error::corrupt("log", e))?;
-        let mut batch = sled::Batch::default();
+        let mut batch = self.store.batch();
         for kv in self.tree.range(log_key(c.snap_index)..=log_key(index)) {
-            batch.remove(kv?.0);
+            batch.remove(&self.tree, kv?.0);
         }
-        batch.insert(KEY_SNAP, snap_marker(index, term).to_vec());
-        self.tree.apply_batch(batch)?;
+        batch.insert(&self.tree, KEY_SNAP, snap_marker(index, term));
+        batch.commit()?;
         c.snap_index = index;
         c.snap_term = term;
         Ok(())
@@ -274,7 +253,7 @@ impl RaftStore {
 
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.store.flush()?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ pub struct Sim {
     pub catalog: Catalog,
     pub index: u64,
     #[allow(dead_code)] // not every test binary that includes this module opens it again
-    pub db: sled::Db,
+    pub db: strongbox_coordinator::store::Store,
     #[allow(dead_code)]
     pub dir: tempfile::TempDir,
 }
@@ -18,7 +18,7 @@ pub struct Sim {
 impl Sim {
     pub fn new() -> Sim {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new().path(dir.path()).open().expect("sled");
+        let db = strongbox_coordinator::store::Store::open(dir.path(), 16 << 20).expect("store");
         Sim {
             catalog: Catalog::open(&db).expect("catalog"),
             index: 0,
